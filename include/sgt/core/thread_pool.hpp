@@ -1,0 +1,159 @@
+// An explicit, caller-sized thread pool with a deterministic parallel_for.
+//
+// There is no global pool: whoever wants threads makes a ThreadPool of the size they chose and
+// passes it down (a null pool means "run on the calling thread"). parallel_for cuts [0, n) into
+// chunks of `grain` items whose boundaries depend only on n and grain -- never on the number of
+// threads -- and hands whole chunks to threads. A kernel that reduces each output element inside
+// one chunk in a fixed order therefore gives bit-identical results for 1, 2 or 64 threads.
+//
+// The calling thread works too, so ThreadPool(1) has no worker threads at all. One job runs at a
+// time per pool; concurrent callers queue on a mutex. A parallel_for issued from inside a job (a
+// nested one) runs serially on the thread that issued it, so kernels may call each other freely.
+// The first exception thrown by a chunk is rethrown on the calling thread once all chunks stopped.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "sgt/core/error.hpp"
+
+namespace sgt {
+
+class ThreadPool {
+ public:
+  // num_threads = 0 means one per hardware thread.
+  explicit ThreadPool(std::size_t num_threads = 0) {
+    if (num_threads == 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
+    num_threads_ = num_threads;
+    workers_.reserve(num_threads - 1);
+    for (std::size_t i = 0; i + 1 < num_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  }
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+  ~ThreadPool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  std::size_t num_threads() const noexcept { return num_threads_; }
+
+  // Calls fn(begin, end) for every chunk [k * grain, min((k + 1) * grain, n)).
+  template <class F>
+  void parallel_for(std::size_t n, std::size_t grain, F&& fn) {
+    if (n == 0) return;
+    if (grain == 0) grain = 1;
+    const std::size_t chunks = (n + grain - 1) / grain;
+    if (chunks == 1 || workers_.empty() || in_job()) {
+      for (std::size_t c = 0; c < chunks; ++c) fn(c * grain, std::min(n, (c + 1) * grain));
+      return;
+    }
+    std::lock_guard<std::mutex> submit(submit_mutex_);
+    Job job;
+    job.n = n;
+    job.grain = grain;
+    job.chunks = chunks;
+    job.context = &fn;
+    job.run = [](void* ctx, std::size_t b, std::size_t e) { (*static_cast<F*>(ctx))(b, e); };
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &job;
+      ++generation_;
+    }
+    wake_.notify_all();
+    work_on(job);
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [&] { return job.active_workers == 0; });
+      job_ = nullptr;
+    }
+    if (job.error) std::rethrow_exception(job.error);
+  }
+
+ private:
+  struct Job {
+    std::size_t n = 0, grain = 1, chunks = 0;
+    void* context = nullptr;
+    void (*run)(void*, std::size_t, std::size_t) = nullptr;
+    std::atomic<std::size_t> next{0};
+    std::size_t active_workers = 0;  // guarded by mutex_
+    std::exception_ptr error;        // guarded by error_mutex
+    std::mutex error_mutex;
+  };
+
+  static bool& in_job() {
+    thread_local bool flag = false;
+    return flag;
+  }
+
+  static void work_on(Job& job) {
+    const bool was_in_job = in_job();
+    in_job() = true;
+    for (;;) {
+      const std::size_t c = job.next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= job.chunks) break;
+      try {
+        job.run(job.context, c * job.grain, std::min(job.n, (c + 1) * job.grain));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(job.error_mutex);
+        if (!job.error) job.error = std::current_exception();
+        job.next.store(job.chunks, std::memory_order_relaxed);  // stop handing out chunks
+      }
+    }
+    in_job() = was_in_job;
+  }
+
+  void worker_loop() {
+    std::size_t seen = 0;
+    for (;;) {
+      Job* job = nullptr;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || (job_ != nullptr && generation_ != seen); });
+        if (stopping_) return;
+        seen = generation_;
+        job = job_;
+        ++job->active_workers;
+      }
+      work_on(*job);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        --job->active_workers;
+      }
+      done_.notify_all();
+    }
+  }
+
+  std::size_t num_threads_ = 1;
+  std::vector<std::thread> workers_;
+  std::mutex submit_mutex_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  Job* job_ = nullptr;
+  std::size_t generation_ = 0;
+  bool stopping_ = false;
+};
+
+// parallel_for on an optional pool: null runs every chunk on the calling thread, in order.
+template <class F>
+void parallel_for(ThreadPool* pool, std::size_t n, std::size_t grain, F&& fn) {
+  if (pool) {
+    pool->parallel_for(n, grain, std::forward<F>(fn));
+    return;
+  }
+  if (grain == 0) grain = 1;
+  for (std::size_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
+}
+
+}  // namespace sgt
