@@ -7,3 +7,6 @@
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
+#include "sgt/io/mapped_file.hpp"
+#include "sgt/io/safetensors.hpp"
+#include "sgt/io/safetensors_writer.hpp"
