@@ -164,3 +164,13 @@ TEST_CASE("SIMD shim: reduce_add, reduce_max, fma and widening loads") {
   sgt::simd::load_as_float(ah.data()).store_aligned(out);
   for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == sgt::to_float(ah[i]));
 }
+
+TEST_CASE("parallel_for accepts named lambdas, const lambdas and function objects") {
+  sgt::ThreadPool pool(2);
+  std::atomic<int> n{0};
+  auto body = [&](std::size_t b, std::size_t e) { n += int(e - b); };
+  pool.parallel_for(10, 3, body);
+  const auto const_body = body;
+  pool.parallel_for(10, 3, const_body);
+  CHECK(n == 20);
+}

@@ -19,6 +19,7 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -63,8 +64,10 @@ class ThreadPool {
     job.n = n;
     job.grain = grain;
     job.chunks = chunks;
-    job.context = &fn;
-    job.run = [](void* ctx, std::size_t b, std::size_t e) { (*static_cast<F*>(ctx))(b, e); };
+    job.context = const_cast<void*>(static_cast<const void*>(&fn));
+    job.run = [](void* ctx, std::size_t b, std::size_t e) {
+      (*static_cast<std::remove_reference_t<F>*>(ctx))(b, e);
+    };
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &job;
