@@ -1,0 +1,493 @@
+// flash_attention: attention in O(tile) memory with an online softmax (FlashAttention, Dao et al.
+// 2022, laid out for a CPU). Same contract, layouts and masking rule as sdpa (attention.hpp); the
+// reference it is tested against is sdpa, also reachable as flash_attention_reference.
+//
+// Work: one task per (batch row b, query head h, block of Bq query positions). A task walks the
+// key blocks its queries can see and keeps, per query row, a running max m, a running sum l of
+// exp(s - m) and an unnormalized output row acc:
+//
+//     for each key block (Bk keys):
+//         s     = scale * q k^T, masked to -inf             (Bk x Bq tile, never S x S)
+//         m'    = max(m, max_j s)                           per query
+//         alpha = exp(m - m');  p = exp(s - m')
+//         l     = alpha * l + sum_j p;  acc = alpha * acc + p v;  m = m'
+//     out = acc / l        (0 for a row that saw no key: l == 0, never 0/0)
+//
+// Which key blocks a task touches. Let the task hold queries [i0, i0 + nq):
+//
+//                keys ->   0 .......................................... S
+//   causal:                [ visited: j < i0 + nq ]  [ never touched: j > every i ]
+//   + window W:  [skipped: j <= i0 - W, out of every window] [ visited ] [ never touched ]
+//
+//   Inside the visited span, a block whose keys are all padding is skipped too. Only the blocks
+//   that straddle the diagonal or the window edge pay for per-element masking; within those, a
+//   key row j is visible to the queries i with causal ? i >= j : true, and i < j + W, so masking is
+//   two contiguous fills per key row.
+//
+// Layout of a tile, and why it is transposed. The scores tile is stored keys x queries (St[j][i])
+// and q is packed once per task as Qt[d][i] (pre-multiplied by scale). Then
+//   - q k^T is an outer-product accumulation over d: acc[j][i..i+L) += k[j][d] * Qt[d][i..i+L),
+//     a broadcast of one k element times a vector of L queries. No horizontal reductions at all
+//     (a dot product along head_dim needs one per score, as many shuffles as FMAs at head_dim 64),
+//     and k is read in place, row by row, from the [S, kv_heads * head_dim] activation.
+//   - the softmax is per query = per column, so max, exp and sum are vertical SIMD operations over
+//     the key rows of the tile, L queries at a time.
+//   - p v is an axpy: acc[i][d..d+L) += St[j][i] * v[j][d..d+L), v read in place as well.
+// Register blocking (kAccumulators = 16 of AVX-512's 32 zmm registers, 8 of AVX2's 16 ymm, so the
+// loaded operands fit beside them): q k^T keeps R key rows x G query vectors, p v keeps R query
+// rows x C head_dim vectors; each inner step issues R*G (R*C) FMAs for G+R (C+R) loads, about two
+// FMAs per load. head_dim need not be a multiple of L: the packed Qt has no tail in d, and the
+// p v tail (head_dim % L dims, none for 64/80/128 with AVX-512) is a scalar loop.
+//
+// Tile sizes: Bq = Bk = the largest multiple of L (at most 64) with Bq * head_dim <= 4096 floats,
+// that is 16 KiB. The q k^T loop streams all of Qt (Bq x head_dim) once per R key rows, and the
+// p v loop streams the v block (Bk x head_dim) once per R query rows: at 16 KiB each they stay in
+// a 32 KiB L1d. head_dim 64 -> 64, 80 -> 48, 128 -> 32 (AVX-512). The whole per-task working set
+// (Qt, St, acc, m, l) is 36 to 48 KiB: L2-resident everywhere.
+//
+// Memory: one scratch buffer per call, num_threads slots of that working set (allocated once per
+// call, O(tile x threads), independent of seq_len: see flash_attention_scratch_bytes). A chunk of
+// tasks borrows a free slot for its duration; nothing in a slot survives from one task to the
+// next, so which slot a task gets cannot change its result.
+//
+// Determinism: task boundaries depend only on the shape, each output row is produced by one task
+// walking its key blocks in a fixed order => bit-identical results for any thread count. Tasks
+// are numbered heaviest-first (last query blocks see the most keys under causal masking) because
+// the pool hands chunks out in index order: cheap tasks fill the gaps at the end.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <type_traits>
+#include <vector>
+
+#include "sgt/core/simd.hpp"
+#include "sgt/core/tensor_view.hpp"
+#include "sgt/core/thread_pool.hpp"
+#include "sgt/kernels/attention.hpp"
+#include "sgt/kernels/sdpa.hpp"
+
+namespace sgt::kernels {
+namespace detail {
+
+inline constexpr std::size_t kFlashLanes = simd::kFloatLanes;
+// Accumulator registers per micro-kernel: half the register file, leaving room for the G (or C)
+// loaded vectors, the broadcast and the compiler's addresses.
+inline constexpr int kFlashAccumulators = kFlashLanes >= 16 ? 16 : 8;
+// Query vectors (q k^T) or head_dim vectors (p v) per micro-kernel call.
+inline constexpr int kFlashMaxVectors = kFlashLanes >= 16 ? 4 : 2;
+inline constexpr std::size_t kFlashMaxBlock = 64;
+inline constexpr std::size_t kFlashTileFloats = 4096;  // 16 KiB: half of a 32 KiB L1d
+
+struct FlashTiles {
+  std::size_t query_block = 0;  // Bq, a multiple of kFlashLanes
+  std::size_t key_block = 0;    // Bk
+};
+
+inline FlashTiles flash_tiles(std::size_t head_dim) noexcept {
+  std::size_t block = head_dim == 0 ? kFlashMaxBlock : kFlashTileFloats / head_dim;
+  block = block / kFlashLanes * kFlashLanes;
+  block = std::clamp(block, kFlashLanes, kFlashMaxBlock);
+  return {block, block};
+}
+
+inline std::size_t round_up(std::size_t n, std::size_t multiple) noexcept {
+  return (n + multiple - 1) / multiple * multiple;
+}
+
+// One slot of scratch, in floats; every region starts on a 64-byte boundary.
+struct FlashSlotLayout {
+  std::size_t qt = 0, st = 0, acc = 0, row_max = 0, row_sum = 0, alpha = 0, floats = 0;
+};
+
+inline FlashSlotLayout flash_slot_layout(std::size_t head_dim) noexcept {
+  const FlashTiles t = flash_tiles(head_dim);
+  FlashSlotLayout s;
+  std::size_t at = 0;
+  auto region = [&at](std::size_t floats) {
+    const std::size_t begin = at;
+    at += round_up(floats, 16);
+    return begin;
+  };
+  s.qt = region(head_dim * t.query_block);
+  s.st = region(t.key_block * t.query_block);
+  s.acc = region(t.query_block * head_dim);
+  s.row_max = region(t.query_block);
+  s.row_sum = region(t.query_block);
+  s.alpha = region(t.query_block);
+  s.floats = at;
+  return s;
+}
+
+inline std::size_t flash_num_tasks(const AttentionShape& shape) noexcept {
+  const std::size_t bq = flash_tiles(shape.head_dim).query_block;
+  return shape.batch * shape.num_heads * ((shape.seq_len + bq - 1) / bq);
+}
+
+inline std::size_t flash_num_slots(const AttentionShape& shape, std::size_t num_threads) noexcept {
+  return std::max<std::size_t>(
+      1, std::min(std::max<std::size_t>(1, num_threads), flash_num_tasks(shape)));
+}
+
+// GCC folds a loaded vector into every FMA that uses it (one memory operand per FMA), which turns
+// the FMA-bound micro-kernels below load-bound: at R x G = 4 x 4 that is 20 loads per 16 FMAs
+// instead of 8, and a core issues at most about one 512-bit load per FMA. An empty asm statement
+// that claims to modify the register makes the compiler load it once and keep it. Elsewhere (or
+// where the asm is not understood) this is a no-op.
+template <class A>
+inline void flash_keep_in_register(xsimd::batch<float, A>& b) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
+  auto reg = static_cast<typename xsimd::batch<float, A>::register_type>(b);
+  asm("" : "+v"(reg));
+  b = xsimd::batch<float, A>(reg);
+#else
+  (void)b;
+#endif
+}
+
+// St[j][c0*L + g*L ..) = sum_d k[j][d] * Qt[d][c0*L + g*L ..) for R key rows and G query vectors.
+template <int R, int G>
+inline void flash_qk_tile(const float* qt, std::size_t qt_stride, const float* k_rows,
+                          std::size_t k_stride, std::size_t head_dim, float* st,
+                          std::size_t st_stride) noexcept {
+  using simd::FloatBatch;
+  constexpr std::size_t L = kFlashLanes;
+  FloatBatch acc[R][G];
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) acc[r][g] = FloatBatch(0.0f);
+  for (std::size_t d = 0; d < head_dim; ++d) {
+    FloatBatch qv[G];
+    for (int g = 0; g < G; ++g) {
+      qv[g] = FloatBatch::load_aligned(qt + d * qt_stride + g * L);
+      flash_keep_in_register(qv[g]);
+    }
+    for (int r = 0; r < R; ++r) {
+      const FloatBatch kb(k_rows[r * k_stride + d]);
+      for (int g = 0; g < G; ++g) acc[r][g] = simd::fma(kb, qv[g], acc[r][g]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) acc[r][g].store_aligned(st + r * st_stride + g * L);
+}
+
+template <int G>
+inline void flash_qk_block(const float* qt, std::size_t qt_stride, const float* k_rows,
+                           std::size_t k_stride, std::size_t num_keys, std::size_t head_dim,
+                           float* st, std::size_t st_stride) noexcept {
+  constexpr int R = kFlashAccumulators / G;
+  std::size_t j = 0;
+  for (; j + R <= num_keys; j += R)
+    flash_qk_tile<R, G>(qt, qt_stride, k_rows + j * k_stride, k_stride, head_dim,
+                        st + j * st_stride, st_stride);
+  for (; j < num_keys; ++j)
+    flash_qk_tile<1, G>(qt, qt_stride, k_rows + j * k_stride, k_stride, head_dim,
+                        st + j * st_stride, st_stride);
+}
+
+// acc[r][c*L ..) += sum_j St[j][r] * v[j][c*L ..) for R query rows and C head_dim vectors.
+template <int R, int C>
+inline void flash_pv_tile(const float* pt, std::size_t pt_stride, const float* v_rows,
+                          std::size_t v_stride, std::size_t num_keys, float* acc,
+                          std::size_t acc_stride) noexcept {
+  using simd::FloatBatch;
+  constexpr std::size_t L = kFlashLanes;
+  FloatBatch a[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) a[r][c] = FloatBatch::load_unaligned(acc + r * acc_stride + c * L);
+  for (std::size_t j = 0; j < num_keys; ++j) {
+    FloatBatch vv[C];
+    for (int c = 0; c < C; ++c) {
+      vv[c] = FloatBatch::load_unaligned(v_rows + j * v_stride + c * L);
+      flash_keep_in_register(vv[c]);
+    }
+    for (int r = 0; r < R; ++r) {
+      const FloatBatch p(pt[j * pt_stride + r]);
+      for (int c = 0; c < C; ++c) a[r][c] = simd::fma(p, vv[c], a[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) a[r][c].store_unaligned(acc + r * acc_stride + c * L);
+}
+
+template <int C>
+inline void flash_pv_block(const float* pt, std::size_t pt_stride, const float* v_rows,
+                           std::size_t v_stride, std::size_t num_keys, std::size_t num_rows,
+                           float* acc, std::size_t acc_stride) noexcept {
+  constexpr int R = kFlashAccumulators / C;
+  std::size_t r = 0;
+  for (; r + R <= num_rows; r += R)
+    flash_pv_tile<R, C>(pt + r, pt_stride, v_rows, v_stride, num_keys, acc + r * acc_stride,
+                        acc_stride);
+  for (; r < num_rows; ++r)
+    flash_pv_tile<1, C>(pt + r, pt_stride, v_rows, v_stride, num_keys, acc + r * acc_stride,
+                        acc_stride);
+}
+
+// Calls f(std::integral_constant<int, n>) for a runtime n in [1, kFlashMaxVectors].
+template <class F>
+inline void flash_with_vectors(std::size_t n, F&& f) {
+  switch (n) {
+    case 1:
+      f(std::integral_constant<int, 1>{});
+      break;
+    case 2:
+      f(std::integral_constant<int, 2>{});
+      break;
+    case 3:
+      if constexpr (kFlashMaxVectors >= 3) f(std::integral_constant<int, 3>{});
+      break;
+    default:
+      if constexpr (kFlashMaxVectors >= 4) f(std::integral_constant<int, 4>{});
+      break;
+  }
+}
+
+// Hands out at most num_slots scratch slots to concurrently running chunks.
+class FlashSlots {
+ public:
+  FlashSlots(float* base, std::size_t slot_floats, std::size_t num_slots)
+      : base_(base), slot_floats_(slot_floats) {
+    free_.reserve(num_slots);
+    for (std::size_t s = num_slots; s-- > 0;) free_.push_back(s);
+  }
+  float* acquire() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // A pool runs at most num_threads chunks at once and we made that many slots.
+    if (free_.empty()) throw Error("flash_attention: more concurrent chunks than scratch slots");
+    const std::size_t s = free_.back();
+    free_.pop_back();
+    return base_ + s * slot_floats_;
+  }
+  void release(float* slot) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(static_cast<std::size_t>(slot - base_) / slot_floats_);
+  }
+
+ private:
+  float* base_;
+  std::size_t slot_floats_;
+  std::mutex mutex_;
+  std::vector<std::size_t> free_;
+};
+
+// One task: batch row b, query head h, queries [i0, i0 + nq). `slot` is flash_slot_layout floats.
+inline void flash_attention_task(const AttentionShape& shape, const AttentionOptions& options,
+                                 const float* q, const float* k, const float* v,
+                                 const std::uint8_t* attention_mask, float* out, std::size_t b,
+                                 std::size_t h, std::size_t i0, std::size_t nq, float* slot) {
+  using simd::FloatBatch;
+  constexpr std::size_t L = kFlashLanes;
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
+  const std::size_t S = shape.seq_len, D = shape.head_dim;
+  const std::size_t q_row = shape.num_heads * D, kv_row = shape.num_kv_heads * D;
+  const std::size_t kv_head = h / (shape.num_heads / shape.num_kv_heads);
+  const FlashTiles tiles = flash_tiles(D);
+  const std::size_t BQ = tiles.query_block;  // row stride of Qt and St
+  const FlashSlotLayout layout = flash_slot_layout(D);
+  float* qt = slot + layout.qt;
+  float* st = slot + layout.st;
+  float* acc = slot + layout.acc;  // [nq][D]
+  float* row_max = slot + layout.row_max;
+  float* row_sum = slot + layout.row_sum;
+  float* alpha = slot + layout.alpha;
+  const std::size_t nqv = (nq + L - 1) / L;  // query vectors in use
+  const std::size_t ncols = nqv * L;         // columns of St in use; [nq, ncols) are filler
+
+  // Pack Qt[d][r] = scale * q[i0 + r][d]; filler columns are 0 (finite scores, masked below).
+  for (std::size_t r = 0; r < ncols; ++r) {
+    if (r < nq) {
+      const float* q_r = q + (b * S + i0 + r) * q_row + h * D;
+      for (std::size_t d = 0; d < D; ++d) qt[d * BQ + r] = options.scale * q_r[d];
+    } else {
+      for (std::size_t d = 0; d < D; ++d) qt[d * BQ + r] = 0.0f;
+    }
+  }
+  std::fill(row_max, row_max + ncols, kMasked);
+  std::fill(row_sum, row_sum + ncols, 0.0f);
+  std::fill(acc, acc + nq * D, 0.0f);
+
+  const float* k_head = k + b * S * kv_row + kv_head * D;
+  const float* v_head = v + b * S * kv_row + kv_head * D;
+  const std::uint8_t* mask_row = attention_mask ? attention_mask + b * S : nullptr;
+
+  // Keys any query of [i0, i0 + nq) can see, before padding: see the picture at the top.
+  const std::size_t last_i = i0 + nq - 1;
+  const std::size_t keys_end = options.causal ? last_i + 1 : S;
+  const std::size_t keys_begin = visible_key_span(options, S, i0).begin;
+  const std::size_t full_vectors = D / L;
+
+  for (std::size_t j0 = keys_begin; j0 < keys_end; j0 += tiles.key_block) {
+    const std::size_t nk = std::min(tiles.key_block, keys_end - j0);
+    if (mask_row &&
+        std::all_of(mask_row + j0, mask_row + j0 + nk, [](std::uint8_t m) { return m == 0; }))
+      continue;  // all padding: contributes nothing to anyone
+
+    // s = (scale * q) k^T for the nk keys x ncols queries of this block.
+    for (std::size_t c0 = 0; c0 < nqv; c0 += kFlashMaxVectors) {
+      flash_with_vectors(std::min<std::size_t>(kFlashMaxVectors, nqv - c0), [&](auto g) {
+        flash_qk_block<decltype(g)::value>(qt + c0 * L, BQ, k_head + j0 * kv_row, kv_row, nk, D,
+                                           st + c0 * L, BQ);
+      });
+    }
+
+    // Mask: key j is visible to local query columns [lo, hi); everything else becomes -inf.
+    for (std::size_t jj = 0; jj < nk; ++jj) {
+      const std::size_t j = j0 + jj;
+      float* st_row = st + jj * BQ;
+      std::size_t lo = 0, hi = nq;
+      if (mask_row && mask_row[j] == 0) {
+        hi = 0;
+      } else {
+        if (options.causal && j > i0) lo = std::min(nq, j - i0);  // queries i >= j
+        if (options.sliding_window != 0) {                        // queries i < j + W
+          const std::size_t end = j + options.sliding_window;
+          hi = end > i0 ? std::min(nq, end - i0) : 0;
+        }
+        lo = std::min(lo, hi);
+      }
+      std::fill(st_row, st_row + lo, kMasked);
+      std::fill(st_row + hi, st_row + ncols, kMasked);
+    }
+
+    // Online softmax, L queries at a time: new running max, rescale factor, probabilities in place.
+    for (std::size_t c = 0; c < ncols; c += L) {
+      FloatBatch block_max(kMasked);
+      for (std::size_t jj = 0; jj < nk; ++jj)
+        block_max = xsimd::max(block_max, FloatBatch::load_aligned(st + jj * BQ + c));
+      const FloatBatch old_max = FloatBatch::load_aligned(row_max + c);
+      const FloatBatch new_max = xsimd::max(old_max, block_max);
+      // A query that has seen no key yet keeps max -inf; subtract 0 instead so that exp gets
+      // -inf - 0 = -inf (-> 0), not -inf - -inf = NaN.
+      const FloatBatch ref =
+          xsimd::select(new_max == FloatBatch(kMasked), FloatBatch(0.0f), new_max);
+      const FloatBatch a = detail::exp(old_max - ref);
+      FloatBatch sum(0.0f);
+      for (std::size_t jj = 0; jj < nk; ++jj) {
+        const FloatBatch p = detail::exp(FloatBatch::load_aligned(st + jj * BQ + c) - ref);
+        p.store_aligned(st + jj * BQ + c);
+        sum += p;
+      }
+      simd::fma(FloatBatch::load_aligned(row_sum + c), a, sum).store_aligned(row_sum + c);
+      new_max.store_aligned(row_max + c);
+      a.store_aligned(alpha + c);
+    }
+    for (std::size_t r = 0; r < nq; ++r) {
+      // alpha == 1 once a row's max has settled: most blocks of a long row skip this.
+      if (alpha[r] == 1.0f) continue;
+      float* acc_r = acc + r * D;
+      for (std::size_t d = 0; d < D; ++d) acc_r[d] *= alpha[r];
+    }
+
+    // acc += p v, over the runs of real keys: a padded key's p is exactly 0, but skipping it
+    // keeps whatever its v holds (a NaN from a garbage pad embedding, say) out of 0 * v, and
+    // makes padding free. Splitting the j loop into runs does not change the order of the
+    // additions into any acc element.
+    const float* v_block = v_head + j0 * kv_row;
+    auto accumulate_pv = [&](std::size_t jb, std::size_t je) {
+      const float* p_rows = st + jb * BQ;
+      const float* v_rows = v_block + jb * kv_row;
+      for (std::size_t c0 = 0; c0 < full_vectors; c0 += kFlashMaxVectors) {
+        flash_with_vectors(std::min<std::size_t>(kFlashMaxVectors, full_vectors - c0),
+                           [&](auto cv) {
+                             flash_pv_block<decltype(cv)::value>(
+                                 p_rows, BQ, v_rows + c0 * L, kv_row, je - jb, nq, acc + c0 * L, D);
+                           });
+      }
+      if (full_vectors * L == D) return;
+      for (std::size_t r = 0; r < nq; ++r) {  // head_dim % L tail
+        float* acc_r = acc + r * D;
+        for (std::size_t jj = 0; jj < je - jb; ++jj) {
+          const float p = p_rows[jj * BQ + r];
+          const float* v_j = v_rows + jj * kv_row;
+          for (std::size_t d = full_vectors * L; d < D; ++d) acc_r[d] += p * v_j[d];
+        }
+      }
+    };
+    if (!mask_row) {
+      accumulate_pv(0, nk);
+    } else {
+      for (std::size_t jj = 0; jj < nk;) {
+        while (jj < nk && mask_row[j0 + jj] == 0) ++jj;
+        const std::size_t run_begin = jj;
+        while (jj < nk && mask_row[j0 + jj] != 0) ++jj;
+        if (jj > run_begin) accumulate_pv(run_begin, jj);
+      }
+    }
+  }
+
+  for (std::size_t r = 0; r < nq; ++r) {
+    float* out_r = out + (b * S + i0 + r) * q_row + h * D;
+    const float* acc_r = acc + r * D;
+    // l == 0 exactly when the row saw no key (a seen key contributes exp(0) = 1 at its row's
+    // max). A NaN l (NaN in q or k) must come out as NaN, not as a silent 0: hence != 0, not > 0.
+    if (row_sum[r] != 0.0f) {
+      const float inv_sum = 1.0f / row_sum[r];
+      for (std::size_t d = 0; d < D; ++d) out_r[d] = acc_r[d] * inv_sum;
+    } else {
+      std::fill(out_r, out_r + D, 0.0f);  // saw no key: 0 by contract
+    }
+  }
+}
+
+}  // namespace detail
+
+// Bytes of scratch flash_attention allocates for a call with this shape on num_threads threads
+// (a null pool is 1 thread): O(tile x threads), independent of seq_len.
+inline std::size_t flash_attention_scratch_bytes(const AttentionShape& shape,
+                                                 std::size_t num_threads) noexcept {
+  const std::size_t slots = detail::flash_num_slots(shape, num_threads);
+  // + 16 floats to align the buffer's start to 64 bytes.
+  return (slots * detail::flash_slot_layout(shape.head_dim).floats + 16) * sizeof(float);
+}
+
+inline void flash_attention(const AttentionShape& shape, const AttentionOptions& options,
+                            TensorView<const float> q, TensorView<const float> k,
+                            TensorView<const float> v, const std::uint8_t* attention_mask,
+                            TensorView<float> out, ThreadPool* pool = nullptr) {
+  detail::check_attention_args("flash_attention", shape, options, q, k, v, out);
+  if (shape.batch == 0 || shape.seq_len == 0) return;
+  const std::size_t bq = detail::flash_tiles(shape.head_dim).query_block;
+  const std::size_t num_q_blocks = (shape.seq_len + bq - 1) / bq;
+  const std::size_t heads = shape.batch * shape.num_heads;
+  const std::size_t num_tasks = heads * num_q_blocks;
+
+  // The one allocation of the call: a slot of tile scratch per thread.
+  const std::size_t num_threads = pool ? pool->num_threads() : 1;
+  const std::size_t num_slots = detail::flash_num_slots(shape, num_threads);
+  const std::size_t slot_floats = detail::flash_slot_layout(shape.head_dim).floats;
+  std::vector<float> scratch(flash_attention_scratch_bytes(shape, num_threads) / sizeof(float));
+  float* base = scratch.data();
+  base += (64 - reinterpret_cast<std::uintptr_t>(base) % 64) % 64 / sizeof(float);
+  detail::FlashSlots slots(base, slot_floats, num_slots);
+
+  parallel_for(pool, num_tasks, 1, [&](std::size_t task_begin, std::size_t task_end) {
+    float* slot = slots.acquire();
+    struct Release {
+      detail::FlashSlots& slots;
+      float* slot;
+      ~Release() { slots.release(slot); }
+    } release{slots, slot};
+    for (std::size_t task = task_begin; task < task_end; ++task) {
+      // Heaviest first: the last query block sees the most keys under causal masking.
+      const std::size_t q_block = num_q_blocks - 1 - task / heads;
+      const std::size_t b = task % heads / shape.num_heads, h = task % shape.num_heads;
+      const std::size_t i0 = q_block * bq;
+      detail::flash_attention_task(shape, options, q.data(), k.data(), v.data(), attention_mask,
+                                   out.data(), b, h, i0, std::min(bq, shape.seq_len - i0), slot);
+    }
+  });
+}
+
+// The reference flash_attention is tested against: the explicit-scores kernel.
+inline void flash_attention_reference(const AttentionShape& shape, const AttentionOptions& options,
+                                      TensorView<const float> q, TensorView<const float> k,
+                                      TensorView<const float> v, const std::uint8_t* attention_mask,
+                                      TensorView<float> out, ThreadPool* pool = nullptr) {
+  sdpa(shape, options, q, k, v, attention_mask, out, pool);
+}
+
+}  // namespace sgt::kernels
