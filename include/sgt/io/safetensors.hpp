@@ -1,18 +1,25 @@
-// Reading safetensors files: SafetensorsFile (one file) and TensorStore (a model's tensors, in one
-// file or sharded through model.safetensors.index.json).
+// Reading one safetensors file: SafetensorsFile. (A model's tensors, in one file or sharded through
+// model.safetensors.index.json, are a TensorStore: sgt/io/tensor_store.hpp.)
 //
 // A file is memory-mapped and its header checked against every rule of the format spec (section
 // 2.3) before any pointer is handed out: a file that passes cannot make a later read go out of
 // bounds. The rules, in the order they are checked:
 //   - at least 8 bytes; a little-endian u64 header length N; N <= 100 MiB; 8 + N <= file size;
-//   - the header is valid JSON whose root is an object, with no duplicate names;
+//   - the header is valid JSON (UTF-8) whose root is an object; no object in it repeats a key
+//     (so no tensor name appears twice); it nests at most kMaxHeaderDepth levels;
 //   - `__metadata__`, if present, maps strings to strings;
 //   - every tensor has exactly `dtype` (F32, BF16 or F16), `shape` (non-negative integers) and
 //     `data_offsets` ([begin, end], non-negative integers);
 //   - element count and byte count are computed in u64 with overflow checks, and end - begin must
-//     equal the byte count;
+//     equal the byte count. The product of the NON-ZERO dimensions must fit in u64 too, so that
+//     no partial product a kernel might form (rows * cols of [0, 2^40, 2^40]) can overflow;
 //   - sorted by offset, the tensors tile the data area [0, file size - 8 - N) exactly: no gap, no
-//     overlap, nothing past the end.
+//     overlap, nothing past the end. Zero-size tensors take no room and may share an offset.
+//
+// Cost of a hostile header: the JSON is read twice, first by a small SAX pass (duplicate keys,
+// nesting, root type: linear time, no DOM), then into a DOM. nlohmann's callback parser is not
+// used: it rescans the parent container after every closed object, quadratic time on a header
+// like `[{},{},...]` (a 100 MiB one would take days).
 //
 // Alignment: the format does not promise any. Stored data is used in place when it is aligned for
 // its element type (the usual case: Python's writer pads the header to 8 bytes); a tensor that is
@@ -21,12 +28,13 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -40,6 +48,9 @@
 namespace sgt {
 
 inline constexpr std::uint64_t kMaxSafetensorsHeaderBytes = 100ull * 1024 * 1024;
+// root object -> tensor entry -> shape array is 3 levels; one more lets a nested array inside a
+// shape reach the per-field check (and its clearer message) instead of the depth limit.
+inline constexpr std::size_t kMaxHeaderDepth = 4;
 
 struct TensorInfo {
   DType dtype = DType::F32;
@@ -48,6 +59,7 @@ struct TensorInfo {
   std::uint64_t end = 0;
 
   std::uint64_t byte_size() const noexcept { return end - begin; }
+  std::uint64_t element_count() const noexcept { return byte_size() / dtype_size(dtype); }
   std::string shape_string() const {
     std::string s = "[";
     for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -69,35 +81,167 @@ inline std::uint64_t read_u64_le(const unsigned char* p) noexcept {
   return v;
 }
 
-// Parses a header, refusing duplicate keys in the root object (nlohmann would keep the last one).
-inline nlohmann::json parse_header_json(const char* begin, const char* end) {
-  std::set<std::string> seen;
-  std::string duplicate;
-  auto callback = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-    if (event == nlohmann::json::parse_event_t::key && depth == 1 && duplicate.empty()) {
-      const std::string& k = parsed.get_ref<const std::string&>();
-      if (!seen.insert(k).second) duplicate = k;
-    }
-    return true;
-  };
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(begin, end, callback);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("header is not valid JSON: ") + e.what());
-  }
-  if (!duplicate.empty()) throw Error("header names tensor '" + duplicate + "' twice").at_tensor(duplicate);
-  return j;
+// Error messages quote pieces of untrusted input; a 100 MiB header must not become a 100 MiB
+// message.
+inline std::string abbreviate(std::string s, std::size_t max_chars = 80) {
+  if (s.size() > max_chars) s = s.substr(0, max_chars) + "...";
+  return s;
 }
 
-inline std::uint64_t json_u64(const nlohmann::json& v, const char* what) {
-  if (!v.is_number_unsigned()) {
-    std::string why = v.is_number_integer() ? "is negative"
-                      : v.is_number_float() ? "is not an integer"
-                                            : "is not a number";
-    throw Error(std::string(what) + " " + v.dump() + " " + why);
+// How a JSON value is quoted in a message: scalars by their text, containers as [...] or {...}
+// (a container's text may be huge).
+inline std::string describe_json(const nlohmann::json& v) {
+  if (v.is_object()) return "{...}";
+  if (v.is_array()) return "[...]";
+  return abbreviate(v.dump());
+}
+
+// First pass over a JSON text (SAX, no DOM): finds the structural faults that the DOM cannot show
+// or that would be expensive to build -- a repeated key (nlohmann keeps the last one silently), a
+// root that is not an object, nesting deeper than `max_depth` -- and syntax errors. It stops at
+// the first fault; `path` then holds the keys from the root to it.
+class JsonPrecheck final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  enum class Fault { kNone, kSyntax, kRootNotObject, kTooDeep, kDuplicateKey };
+
+  explicit JsonPrecheck(std::size_t max_depth) : max_depth_(max_depth) {}
+
+  Fault fault() const noexcept { return fault_; }
+  // nlohmann's message; it quotes the offending token, which may be long: abbreviate it.
+  const std::string& syntax_message() const noexcept { return syntax_message_; }
+  // Keys from the root down to the fault (for kDuplicateKey, the repeated key is the last one;
+  // for kTooDeep, the key whose value nests too deep).
+  std::vector<std::string> path() const {
+    std::vector<std::string> out;
+    for (const Frame& f : frames_)
+      if (f.is_object && f.has_key) out.push_back(f.key);
+    return out;
   }
-  return v.get<std::uint64_t>();
+
+  bool null() override { return scalar(); }
+  bool boolean(bool) override { return scalar(); }
+  bool number_integer(number_integer_t) override { return scalar(); }
+  bool number_unsigned(number_unsigned_t) override { return scalar(); }
+  bool number_float(number_float_t, const string_t&) override { return scalar(); }
+  bool string(string_t&) override { return scalar(); }
+  bool binary(binary_t&) override { return scalar(); }
+  bool start_object(std::size_t) override { return open(true); }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override { return open(false); }
+  bool end_array() override { return close(); }
+  bool key(string_t& k) override {
+    Frame& f = frames_.back();
+    f.key = k;
+    f.has_key = true;
+    return f.keys.insert(k).second ? true : fail(Fault::kDuplicateKey);
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception& e) override {
+    syntax_message_ = e.what();
+    return fail(Fault::kSyntax);
+  }
+
+ private:
+  struct Frame {
+    bool is_object = false;
+    bool has_key = false;
+    std::string key;  // the key whose value is being read
+    std::unordered_set<std::string> keys;
+  };
+
+  bool fail(Fault f) {
+    fault_ = f;
+    return false;
+  }
+  bool scalar() { return frames_.empty() ? fail(Fault::kRootNotObject) : true; }
+  bool open(bool is_object) {
+    if (frames_.empty() && !is_object) return fail(Fault::kRootNotObject);
+    if (frames_.size() >= max_depth_) return fail(Fault::kTooDeep);
+    frames_.emplace_back();
+    frames_.back().is_object = is_object;
+    return true;
+  }
+  bool close() {
+    frames_.pop_back();
+    return true;
+  }
+
+  std::size_t max_depth_;
+  std::vector<Frame> frames_;
+  Fault fault_ = Fault::kNone;
+  std::string syntax_message_;
+};
+
+inline std::string join_keys(const std::vector<std::string>& path) {
+  std::string s;
+  for (std::size_t i = 0; i < path.size(); ++i) s += (i ? "." : "") + path[i];
+  return s;
+}
+
+// Bytes nlohmann tolerates but JSON (and Python's reader) does not: nlohmann's lexer takes a NUL
+// byte for the end of the input, so `{}\0{"x":...}` would parse as `{}` (JSON text cannot hold a
+// raw NUL: not whitespace, not allowed in strings), and it skips a leading UTF-8 byte order mark.
+inline void refuse_bytes_nlohmann_ignores(const char* begin, const char* end, const char* what) {
+  if (begin == end) return;  // also: an empty mapping has no address, and memchr(nullptr) is UB
+  if (const void* nul = std::memchr(begin, 0, static_cast<std::size_t>(end - begin)))
+    throw Error(std::string(what) + " is not valid JSON: NUL byte at offset " +
+                std::to_string(static_cast<const char*>(nul) - begin));
+  if (end - begin >= 3 && std::memcmp(begin, "\xEF\xBB\xBF", 3) == 0)
+    throw Error(std::string(what) + " is not valid JSON: it starts with a byte order mark");
+}
+
+// Parses a safetensors header: the precheck first (see the file comment for why), then the DOM.
+inline nlohmann::json parse_header_json(const char* begin, const char* end) {
+  refuse_bytes_nlohmann_ignores(begin, end, "header");
+  JsonPrecheck check(kMaxHeaderDepth);
+  nlohmann::json::sax_parse(begin, end, &check);
+  switch (check.fault()) {
+    case JsonPrecheck::Fault::kNone:
+      break;
+    case JsonPrecheck::Fault::kSyntax:
+      throw Error("header is not valid JSON: " + abbreviate(check.syntax_message(), 300));
+    case JsonPrecheck::Fault::kRootNotObject:
+      throw Error("header root is not a JSON object");
+    case JsonPrecheck::Fault::kTooDeep:
+      throw Error("header nests deeper than " + std::to_string(kMaxHeaderDepth) +
+                  " levels (a safetensors header needs 3)")
+          .at_key(abbreviate(join_keys(check.path())));
+    case JsonPrecheck::Fault::kDuplicateKey: {
+      const std::vector<std::string> path = check.path();
+      if (path.size() == 1)
+        throw Error("header names tensor '" + path[0] + "' twice").at_tensor(path[0]);
+      if (path[0] == "__metadata__")
+        throw Error("__metadata__ has key '" + path.back() + "' twice").at_key("__metadata__");
+      throw Error("key '" + path.back() + "' appears twice")
+          .at_tensor(path[0])
+          .at_key(abbreviate(join_keys(std::vector<std::string>(path.begin() + 1, path.end()))));
+    }
+  }
+  try {
+    return nlohmann::json::parse(begin, end);
+  } catch (const nlohmann::json::exception& e) {  // unreachable after the precheck; kept as a net
+    throw Error(std::string("header is not valid JSON: ") + e.what());
+  }
+}
+
+// A JSON value that must be a non-negative integer below 2^64.
+inline std::uint64_t json_u64(const nlohmann::json& v, const char* what) {
+  if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+  std::string why;
+  if (v.is_number_integer() && v.get<std::int64_t>() == 0) {
+    // nlohmann reads "-0" as a signed 0; Python's reader (serde) as the float -0.0, and refuses it.
+    throw Error(std::string(what) + " -0 is not a non-negative integer");
+  } else if (v.is_number_integer()) {
+    why = "is negative";
+  } else if (v.is_number_float()) {
+    // nlohmann reads an integer literal above 2^64 - 1 as a double.
+    const double d = v.get<double>();
+    why = std::isfinite(d) && d == std::floor(d) && d >= 18446744073709551616.0
+              ? "is too large (at most 2^64 - 1)"
+              : "is not an integer";
+  } else {
+    why = "is not a number";
+  }
+  throw Error(std::string(what) + " " + describe_json(v) + " " + why);
 }
 
 }  // namespace detail
@@ -116,6 +260,7 @@ class SafetensorsFile {
   const std::string& path() const noexcept { return map_->path(); }
   std::size_t size() const noexcept { return tensors_.size(); }
   bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
+  // Sorted by name.
   std::vector<std::string> names() const {
     std::vector<std::string> out;
     out.reserve(tensors_.size());
@@ -126,6 +271,8 @@ class SafetensorsFile {
 
   const TensorInfo& info(const std::string& name) const { return entry(name).info; }
 
+  // A view of the stored data (aligned for its dtype), valid as long as this object lives. Throws
+  // for a rank above kMaxRank: such a tensor is a valid file entry, but no view can hold it.
   AnyTensorView tensor(const std::string& name) const {
     const Entry& e = entry(name);
     if (e.info.shape.size() > kMaxRank)
@@ -134,7 +281,8 @@ class SafetensorsFile {
           .at_tensor(name)
           .at_file(path());
     Shape shape{};
-    for (std::size_t i = 0; i < e.info.shape.size(); ++i) shape[i] = static_cast<std::size_t>(e.info.shape[i]);
+    for (std::size_t i = 0; i < e.info.shape.size(); ++i)
+      shape[i] = static_cast<std::size_t>(e.info.shape[i]);
     return AnyTensorView(e.data, e.info.dtype, shape, e.info.shape.size());
   }
 
@@ -159,20 +307,23 @@ class SafetensorsFile {
     if (header_len > kMaxSafetensorsHeaderBytes)
       throw Error("header length " + std::to_string(header_len) + " exceeds the 100 MiB limit");
     if (header_len > file_size - 8)
-      throw Error("header length " + std::to_string(header_len) + " runs past the end of the file (" +
-                  std::to_string(file_size) + " bytes)");
+      throw Error("header length " + std::to_string(header_len) +
+                  " runs past the end of the file (" + std::to_string(file_size) + " bytes)");
     const char* hbegin = reinterpret_cast<const char*>(map_->data() + 8);
     const nlohmann::json header = detail::parse_header_json(hbegin, hbegin + header_len);
-    if (!header.is_object()) throw Error("header root is not a JSON object");
 
     const std::uint64_t data_size = file_size - 8 - header_len;
     const unsigned char* data_area = map_->data() + 8 + header_len;
 
     for (const auto& [name, value] : header.items()) {
       if (name == "__metadata__") {
-        if (!value.is_object()) throw Error("__metadata__ is not an object").at_key("__metadata__");
+        if (!value.is_object())
+          throw Error("__metadata__ is not an object but " + detail::describe_json(value))
+              .at_key("__metadata__");
         for (const auto& [k, v] : value.items()) {
-          if (!v.is_string()) throw Error("__metadata__ value is not a string").at_key("__metadata__." + k);
+          if (!v.is_string())
+            throw Error("__metadata__ value " + detail::describe_json(v) + " is not a string")
+                .at_key("__metadata__." + k);
           metadata_[k] = v.get<std::string>();
         }
         continue;
@@ -185,31 +336,42 @@ class SafetensorsFile {
       }
     }
 
-    // The tensors, sorted by offset, must tile the data area exactly.
+    // The tensors, sorted by offset, must tile the data area exactly. Ties (zero-size tensors at
+    // one offset) are broken by end, then name, so the first error reported does not depend on
+    // the sort's whims.
     std::vector<std::pair<const std::string*, const TensorInfo*>> order;
     order.reserve(tensors_.size());
     for (const auto& kv : tensors_) order.emplace_back(&kv.first, &kv.second.info);
     std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
-      return a.second->begin != b.second->begin ? a.second->begin < b.second->begin
-                                                : a.second->end < b.second->end;
+      if (a.second->begin != b.second->begin) return a.second->begin < b.second->begin;
+      if (a.second->end != b.second->end) return a.second->end < b.second->end;
+      return *a.first < *b.first;
     });
     std::uint64_t cursor = 0;
+    const std::string* previous = nullptr;
     for (const auto& [name, info] : order) {
+      const std::string range =
+          "[" + std::to_string(info->begin) + ", " + std::to_string(info->end) + "]";
       if (info->end > data_size)
-        throw Error("data_offsets [" + std::to_string(info->begin) + ", " + std::to_string(info->end) +
-                    "] run past the end of the data area (" + std::to_string(data_size) + " bytes)")
+        throw Error("data_offsets " + range + " run past the end of the data area (" +
+                    std::to_string(data_size) + " bytes)")
             .at_tensor(*name);
       if (info->begin < cursor)
-        throw Error("data overlaps the previous tensor (begins at " + std::to_string(info->begin) +
-                    ", previous ends at " + std::to_string(cursor) + ")")
+        throw Error("data_offsets " + range + " overlap tensor '" + *previous +
+                    "', which ends at " + std::to_string(cursor))
             .at_tensor(*name);
       if (info->begin > cursor)
-        throw Error("gap of " + std::to_string(info->begin - cursor) + " bytes before this tensor's data")
+        throw Error("gap of " + std::to_string(info->begin - cursor) +
+                    " bytes in the data area before this tensor's data_offsets " + range)
             .at_tensor(*name);
+      if (info->end > info->begin || previous == nullptr) previous = name;
       cursor = info->end;
     }
     if (cursor != data_size)
-      throw Error(std::to_string(data_size - cursor) + " bytes after the last tensor belong to no tensor");
+      throw Error(std::to_string(data_size - cursor) +
+                  " trailing bytes after the last tensor belong to no tensor (data area is " +
+                  std::to_string(data_size) + " bytes, tensors cover " + std::to_string(cursor) +
+                  ")");
 
     // Hand out in-place pointers where aligned, copies where not.
     for (auto& [name, e] : tensors_) {
@@ -219,6 +381,7 @@ class SafetensorsFile {
         e.data = p;
       } else {
         const std::size_t bytes = static_cast<std::size_t>(e.info.byte_size());
+        // u64 storage: aligned for every element type we read.
         auto& buf = realigned_.emplace_back(std::make_unique<std::uint64_t[]>(bytes / 8 + 1));
         std::memcpy(buf.get(), p, bytes);
         e.data = buf.get();
@@ -227,43 +390,61 @@ class SafetensorsFile {
   }
 
   static TensorInfo parse_tensor(const nlohmann::json& value) {
-    if (!value.is_object()) throw Error("entry is not an object");
+    if (!value.is_object())
+      throw Error("entry is " + detail::describe_json(value) +
+                  ", not an object with dtype, shape and data_offsets");
     for (const auto& [k, v] : value.items()) {
       (void)v;
-      if (k != "dtype" && k != "shape" && k != "data_offsets") throw Error("unknown field '" + k + "'");
+      if (k != "dtype" && k != "shape" && k != "data_offsets")
+        throw Error("unknown field '" + detail::abbreviate(k) +
+                    "' (an entry has only dtype, shape and data_offsets)");
     }
-    if (!value.contains("dtype") || !value.contains("shape") || !value.contains("data_offsets"))
-      throw Error("entry needs dtype, shape and data_offsets");
+    for (const char* field : {"dtype", "shape", "data_offsets"})
+      if (!value.contains(field)) throw Error(std::string("entry is missing '") + field + "'");
+
     const auto& dt = value["dtype"];
-    if (!dt.is_string()) throw Error("dtype is not a string");
+    if (!dt.is_string()) throw Error("dtype " + detail::describe_json(dt) + " is not a string");
     const auto dtype = parse_dtype(dt.get<std::string>());
-    if (!dtype) throw Error("unsupported dtype '" + dt.get<std::string>() + "' (F32, BF16 and F16 are)");
+    if (!dtype)
+      throw Error("unsupported dtype '" + detail::abbreviate(dt.get<std::string>()) +
+                  "' (F32, BF16 and F16 are)");
 
     TensorInfo info;
     info.dtype = *dtype;
     const auto& shape = value["shape"];
-    if (!shape.is_array()) throw Error("shape is not an array");
-    std::uint64_t count = 1;
+    if (!shape.is_array())
+      throw Error("shape " + detail::describe_json(shape) + " is not an array");
+    info.shape.reserve(shape.size());
+    std::uint64_t count = 1;    // product of all dims
+    std::uint64_t nonzero = 1;  // product of the non-zero dims: bounds every partial product
     for (const auto& d : shape) {
       const std::uint64_t dim = detail::json_u64(d, "shape dimension");
       info.shape.push_back(dim);
-      if (!detail::checked_mul(count, dim, count))
-        throw Error("element count of shape " + shape.dump() + " overflows 64 bits");
+      if (dim != 0 && !detail::checked_mul(nonzero, dim, nonzero))
+        throw Error("element count of shape " + detail::abbreviate(info.shape_string()) +
+                    " overflows 64 bits");
+      count *= dim;  // cannot overflow: |count| <= nonzero, or count == 0
     }
     std::uint64_t bytes = 0;
     if (!detail::checked_mul(count, dtype_size(info.dtype), bytes))
-      throw Error("byte count of shape " + shape.dump() + " overflows 64 bits");
+      throw Error("byte count of shape " + detail::abbreviate(info.shape_string()) + " of " +
+                  dtype_name(info.dtype) + " overflows 64 bits");
 
     const auto& offsets = value["data_offsets"];
-    if (!offsets.is_array() || offsets.size() != 2) throw Error("data_offsets is not a [begin, end] pair");
+    if (!offsets.is_array() || offsets.size() != 2)
+      throw Error("data_offsets " +
+                  (offsets.is_array() ? "has " + std::to_string(offsets.size()) + " value(s)"
+                                      : "is " + detail::describe_json(offsets)) +
+                  ", not a [begin, end] pair");
     info.begin = detail::json_u64(offsets[0], "data_offsets begin");
     info.end = detail::json_u64(offsets[1], "data_offsets end");
     if (info.end < info.begin)
       throw Error("data_offsets end " + std::to_string(info.end) + " is before begin " +
                   std::to_string(info.begin));
     if (info.end - info.begin != bytes)
-      throw Error("data_offsets span " + std::to_string(info.end - info.begin) + " bytes but shape " +
-                  shape.dump() + " of " + dtype_name(info.dtype) + " needs " + std::to_string(bytes));
+      throw Error("data_offsets span " + std::to_string(info.end - info.begin) +
+                  " bytes but shape " + detail::abbreviate(info.shape_string()) + " of " +
+                  dtype_name(info.dtype) + " needs " + std::to_string(bytes));
     return info;
   }
 

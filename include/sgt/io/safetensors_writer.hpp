@@ -1,16 +1,23 @@
 // Writing safetensors files (F32, BF16, F16), for the command-line tool, the tests and tools.
 //
 // The header is padded with spaces to a multiple of 8 bytes, as Python's `safetensors` does, so
-// every tensor written here is aligned for its element type when the file is mapped. write() goes
-// through a temporary file in the same directory and a rename: a failed or interrupted write
-// leaves no partial file under the target name.
+// every tensor written here is aligned for its element type when the file is mapped. Tensors are
+// stored in the order they were added. write() goes through a temporary file in the same directory
+// and a rename: a failed or interrupted write leaves no partial file under the target name.
+//
+// Everything a caller can get wrong (a repeated or reserved name, a shape whose byte count
+// overflows, a null pointer for non-empty data, a name or metadata string that is not UTF-8)
+// throws sgt::Error, never writes a file that SafetensorsFile would refuse.
 #pragma once
 
+#include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <unistd.h>
@@ -26,38 +33,45 @@ namespace sgt {
 class SafetensorsWriter {
  public:
   // Adds a tensor whose bytes are already in `dtype`; the bytes are copied.
-  void add(const std::string& name, DType dtype, const std::vector<std::uint64_t>& shape, const void* data) {
-    if (name.empty() || name == "__metadata__") throw Error("invalid tensor name").at_tensor(name);
-    if (index_.count(name)) throw Error("tensor added twice").at_tensor(name);
-    std::uint64_t count = 1;
-    for (auto d : shape) count *= d;
-    const std::size_t bytes = static_cast<std::size_t>(count * dtype_size(dtype));
+  void add(const std::string& name, DType dtype, const std::vector<std::uint64_t>& shape,
+           const void* data) {
+    check_name(name);
+    const std::size_t bytes = byte_count(name, dtype, shape);
+    if (bytes != 0 && data == nullptr)
+      throw Error("null data for a non-empty tensor").at_tensor(name);
     Pending p{name, dtype, shape, std::vector<unsigned char>(bytes)};
     if (bytes) std::memcpy(p.bytes.data(), data, bytes);
     index_[name] = pending_.size();
     pending_.push_back(std::move(p));
   }
 
-  // Adds f32 values stored as `dtype` (rounded to nearest even for BF16 and F16).
+  // Adds f32 values stored as `dtype` (rounded to nearest even for BF16 and F16, as torch's
+  // `.to(dtype)` does).
   void add_from_f32(const std::string& name, DType dtype, const std::vector<std::uint64_t>& shape,
                     const float* values) {
-    std::uint64_t count = 1;
-    for (auto d : shape) count *= d;
+    check_name(name);
+    const std::size_t count = byte_count(name, dtype, shape) / dtype_size(dtype);
+    if (count != 0 && values == nullptr)
+      throw Error("null data for a non-empty tensor").at_tensor(name);
     visit_dtype(dtype, [&](auto tag) {
       using T = typename decltype(tag)::type;
-      std::vector<T> converted(static_cast<std::size_t>(count));
-      for (std::size_t i = 0; i < converted.size(); ++i) converted[i] = from_float<T>(values[i]);
+      std::vector<T> converted(count);
+      for (std::size_t i = 0; i < count; ++i) converted[i] = from_float<T>(values[i]);
       add(name, dtype, shape, converted.data());
     });
   }
 
+  // Adds a typed view (const or not); the element type gives the dtype.
   template <class T>
-  void add(const std::string& name, TensorView<const T> view) {
+  void add(const std::string& name, TensorView<T> view) {
+    using Element = std::remove_const_t<T>;
     std::vector<std::uint64_t> shape(view.shape().begin(), view.shape().begin() + view.rank());
-    add(name, dtype_of_v<T>, shape, view.data());
+    add(name, dtype_of_v<Element>, shape, static_cast<const void*>(view.data()));
   }
 
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+
+  std::size_t size() const noexcept { return pending_.size(); }
 
   // Serializes the whole file into memory (header length, header, data).
   std::vector<unsigned char> serialize() const {
@@ -70,7 +84,12 @@ class SafetensorsWriter {
                         {"data_offsets", {offset, offset + p.bytes.size()}}};
       offset += p.bytes.size();
     }
-    std::string text = header.dump();
+    std::string text;
+    try {
+      text = header.dump();
+    } catch (const nlohmann::json::exception& e) {  // a name or metadata string is not UTF-8
+      throw Error(std::string("cannot write the header: ") + e.what());
+    }
     while ((8 + text.size()) % 8 != 0) text.push_back(' ');
     std::vector<unsigned char> out(8 + text.size() + offset);
     const std::uint64_t n = text.size();
@@ -85,14 +104,26 @@ class SafetensorsWriter {
   }
 
   void write(const std::string& path) const {
-    const std::vector<unsigned char> bytes = serialize();
-    const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+    std::vector<unsigned char> bytes;
+    try {
+      bytes = serialize();
+    } catch (Error& e) {
+      e.at_file(path);
+      throw;
+    }
+    // pid + a process-wide counter: two writers in one process (threads) never share a temp name.
+    static std::atomic<unsigned> counter{0};
+    const std::string tmp =
+        path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
     if (!f) throw Error(std::string("cannot create: ") + std::strerror(errno)).at_file(path);
     const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+    int err = ok ? 0 : errno;
     const bool closed = std::fclose(f) == 0;
-    if (!ok || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
-      const int err = errno;
+    if (ok && !closed) err = errno;
+    const bool renamed = ok && closed && std::rename(tmp.c_str(), path.c_str()) == 0;
+    if (ok && closed && !renamed) err = errno;
+    if (!renamed) {
       std::remove(tmp.c_str());
       throw Error(std::string("cannot write: ") + std::strerror(err)).at_file(path);
     }
@@ -105,6 +136,33 @@ class SafetensorsWriter {
     std::vector<std::uint64_t> shape;
     std::vector<unsigned char> bytes;
   };
+
+  void check_name(const std::string& name) const {
+    if (name.empty() || name == "__metadata__")
+      throw Error("invalid tensor name (empty or __metadata__)").at_tensor(name);
+    if (index_.count(name)) throw Error("tensor added twice").at_tensor(name);
+  }
+
+  // The byte count of `shape` in `dtype`, with the reader's overflow rule (the product of the
+  // non-zero dims must fit), so the writer never produces a header the reader refuses.
+  static std::size_t byte_count(const std::string& name, DType dtype,
+                                const std::vector<std::uint64_t>& shape) {
+    std::uint64_t nonzero = 1;
+    bool empty = false;
+    for (const std::uint64_t d : shape) {
+      if (d == 0) {
+        empty = true;
+        continue;
+      }
+      if (d > UINT64_MAX / nonzero)
+        throw Error("element count of the shape overflows 64 bits").at_tensor(name);
+      nonzero *= d;
+    }
+    if (nonzero > SIZE_MAX / dtype_size(dtype))
+      throw Error("byte count of the shape overflows").at_tensor(name);
+    return empty ? 0 : static_cast<std::size_t>(nonzero * dtype_size(dtype));
+  }
+
   std::vector<Pending> pending_;
   std::map<std::string, std::size_t> index_;
   std::map<std::string, std::string> metadata_;
