@@ -55,6 +55,7 @@
 
 #include "sgt/core/error.hpp"
 #include "sgt/core/log.hpp"
+#include "sgt/io/json_precheck.hpp"
 
 namespace sgt {
 
@@ -631,71 +632,24 @@ inline EstimatorConfig parse_estimator(const nlohmann::json& j, const std::strin
   return out;
 }
 
-// A first pass over the text (SAX, no DOM) that refuses what the DOM would hide or make costly: a
-// repeated key (nlohmann keeps the last one silently; a config that says two things is refused),
-// nesting deeper than kMaxConfigJsonDepth, and syntax errors. SAX rather than nlohmann's callback
-// parser: the latter rescans the parent container after each closed one, quadratic on
-// `[{},{},...]`.
+// config.json goes through the same SAX precheck as safetensors headers (io/json_precheck.hpp):
+// a repeated key is refused (nlohmann would keep the last one silently: a config that says two
+// things is ambiguous), as is nesting deeper than kMaxConfigJsonDepth.
 inline constexpr std::size_t kMaxConfigJsonDepth = 32;
 
-class ConfigJsonPrecheck final : public nlohmann::json_sax<nlohmann::json> {
- public:
-  std::string syntax_error;    // set on a syntax error
-  std::string duplicate_path;  // set on a repeated key: dotted path of object keys down to it
-  bool too_deep = false;
-
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
-  bool start_object(std::size_t) override { return open(true); }
-  bool start_array(std::size_t) override { return open(false); }
-  bool end_object() override { return close(); }
-  bool end_array() override { return close(); }
-  bool key(string_t& k) override {
-    Frame& f = frames_.back();
-    f.key = k;
-    if (f.keys.insert(k).second) return true;
-    for (const Frame& frame : frames_)
-      if (frame.is_object) duplicate_path += (duplicate_path.empty() ? "" : ".") + frame.key;
-    return false;
-  }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception& e) override {
-    syntax_error = e.what();
-    return false;
-  }
-
- private:
-  struct Frame {
-    bool is_object;
-    std::string key;
-    std::set<std::string> keys;
-  };
-  bool open(bool is_object) {
-    if (frames_.size() >= kMaxConfigJsonDepth) {
-      too_deep = true;
-      return false;
-    }
-    frames_.push_back({is_object, {}, {}});
-    return true;
-  }
-  bool close() {
-    frames_.pop_back();
-    return true;
-  }
-  std::vector<Frame> frames_;
-};
-
 inline nlohmann::json parse_config_json_text(const std::string& text) {
-  ConfigJsonPrecheck check;
+  JsonPrecheck check(kMaxConfigJsonDepth);
   nlohmann::json::sax_parse(text, &check);
-  if (!check.syntax_error.empty()) throw Error("not valid JSON: " + check.syntax_error);
-  if (!check.duplicate_path.empty()) throw Error("key appears twice").at_key(check.duplicate_path);
-  if (check.too_deep)
-    throw Error("JSON nests deeper than " + std::to_string(kMaxConfigJsonDepth) + " levels");
+  std::string path;
+  for (const std::string& k : check.path()) path += (path.empty() ? "" : ".") + k;
+  switch (check.fault()) {
+    case JsonPrecheck::Fault::kNone: break;
+    case JsonPrecheck::Fault::kSyntax: throw Error("not valid JSON: " + check.syntax_message());
+    case JsonPrecheck::Fault::kRootNotObject: throw Error("the root of config.json is not a JSON object");
+    case JsonPrecheck::Fault::kDuplicateKey: throw Error("key appears twice").at_key(path);
+    case JsonPrecheck::Fault::kTooDeep:
+      throw Error("JSON nests deeper than " + std::to_string(kMaxConfigJsonDepth) + " levels");
+  }
   return nlohmann::json::parse(text);
 }
 
