@@ -1,0 +1,112 @@
+// The measured FMA peak of this machine, in f32 GFLOP/s, single-threaded and on all hardware
+// threads: the ceiling every GFLOP/s figure of bench_matmul (and the other kernel benchmarks)
+// reads as a fraction of.
+//
+// What runs: kChains independent accumulator chains of sgt::simd::FloatBatch FMAs,
+//     acc_c = fma(acc_c, multiplier, addend)      (2 * kFloatLanes flops each)
+// with the multiplier just below 1 so the values stay normal (no denormal slow path, no
+// overflow). A single chain would measure the FMA *latency*; the peak needs latency x throughput
+// chains in flight at once: 4 cycles x 2 FMA/cycle = 8 on Skylake-X / Ice Lake, 4 x 1 (512-bit)
+// on Zen 4; kChains = 16 covers both with margin and still fits the 32 vector registers of
+// AVX-512 (16 of the 16 AVX2 registers would spill: kChains drops to 12 there). The chains are
+// named variables, not an array: GCC keeps an array of more than a few vectors in memory, which
+// turns every FMA into a load-FMA-store and measures the store forwarding instead. The sum of the
+// chains is handed to benchmark::DoNotOptimize, so none of it can be dropped.
+//
+// All threads: one chunk per thread of an sgt::ThreadPool (the pool the kernels use), wall-clock
+// time.
+//
+// Run: bench_fma_peak --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <thread>
+
+#include <sgt/core/simd.hpp>
+#include <sgt/core/thread_pool.hpp>
+
+namespace {
+
+using sgt::simd::FloatBatch;
+
+#if defined(__AVX512F__)
+constexpr int kChains = 16;
+#else
+constexpr int kChains = 12;
+#endif
+constexpr long kStepsPerCall = 1L << 20;  // FMAs per chain per call
+
+// Runs kChains chains of `steps` FMAs each and returns their sum (keeps every chain live).
+float fma_chains(long steps, float seed) {
+  const FloatBatch m(0.99999994f), c(1e-7f);
+  FloatBatch a0(seed), a1(seed + 1), a2(seed + 2), a3(seed + 3), a4(seed + 4), a5(seed + 5),
+      a6(seed + 6), a7(seed + 7), a8(seed + 8), a9(seed + 9), a10(seed + 10), a11(seed + 11);
+#if defined(__AVX512F__)
+  FloatBatch a12(seed + 12), a13(seed + 13), a14(seed + 14), a15(seed + 15);
+#endif
+  for (long s = 0; s < steps; ++s) {
+    a0 = sgt::simd::fma(a0, m, c);
+    a1 = sgt::simd::fma(a1, m, c);
+    a2 = sgt::simd::fma(a2, m, c);
+    a3 = sgt::simd::fma(a3, m, c);
+    a4 = sgt::simd::fma(a4, m, c);
+    a5 = sgt::simd::fma(a5, m, c);
+    a6 = sgt::simd::fma(a6, m, c);
+    a7 = sgt::simd::fma(a7, m, c);
+    a8 = sgt::simd::fma(a8, m, c);
+    a9 = sgt::simd::fma(a9, m, c);
+    a10 = sgt::simd::fma(a10, m, c);
+    a11 = sgt::simd::fma(a11, m, c);
+#if defined(__AVX512F__)
+    a12 = sgt::simd::fma(a12, m, c);
+    a13 = sgt::simd::fma(a13, m, c);
+    a14 = sgt::simd::fma(a14, m, c);
+    a15 = sgt::simd::fma(a15, m, c);
+#endif
+  }
+  FloatBatch sum = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + ((a8 + a9) + (a10 + a11));
+#if defined(__AVX512F__)
+  sum = sum + ((a12 + a13) + (a14 + a15));
+#endif
+  return sgt::simd::reduce_add(sum);
+}
+
+constexpr double kFlopsPerCall = 2.0 * static_cast<double>(sgt::simd::kFloatLanes) * kChains *
+                                 static_cast<double>(kStepsPerCall);
+
+void BM_fma_peak(benchmark::State& state) {
+  const auto threads = static_cast<std::size_t>(state.range(0));
+  sgt::ThreadPool pool(threads);
+  for (auto _ : state) {
+    // One chunk per thread; each chunk's result is kept.
+    float results[256] = {};
+    sgt::parallel_for(&pool, threads, 1, [&](std::size_t begin, std::size_t end) {
+      for (std::size_t i = begin; i < end; ++i)
+        results[i % 256] = fma_chains(kStepsPerCall, 1.0f + static_cast<float>(i));
+    });
+    benchmark::DoNotOptimize(results);
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      kFlopsPerCall * static_cast<double>(threads) * 1e-9 * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(sgt::simd::arch_name()) + ", " + std::to_string(kChains) + " chains");
+}
+
+const int kHardwareThreads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+BENCHMARK(BM_fma_peak)->ArgName("threads")->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+// All hardware threads (registered only when that is more than one).
+const bool kAllThreadsRegistered = [] {
+  if (kHardwareThreads > 1)
+    benchmark::RegisterBenchmark("BM_fma_peak_all_threads", BM_fma_peak)
+        ->ArgName("threads")
+        ->Arg(kHardwareThreads)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  return true;
+}();
+
+}  // namespace
+
+BENCHMARK_MAIN();

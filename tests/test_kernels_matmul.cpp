@@ -1,0 +1,386 @@
+// Kernel matmul: against torch.nn.functional.linear fixtures
+// (tools/fixtures/kernel_matmul_fixtures.py) for F32 / BF16 / F16 weights, optimized against
+// reference on random data over awkward shapes (odd K, N off the register tile, T = 1, several K
+// blocks, several work chunks), bit-identical results for 1, 2 and 3 threads and for a row computed
+// alone, special values, and shape errors.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <sgt/core/thread_pool.hpp>
+#include <sgt/io/safetensors.hpp>
+#include <sgt/kernels/matmul.hpp>
+
+namespace {
+
+using sgt::AnyTensorView;
+using sgt::DType;
+using sgt::TensorView;
+namespace k = sgt::kernels;
+
+const std::string kDataDir = std::string(SGT_TEST_DATA_DIR) + "/kernels/matmul/";
+constexpr DType kDtypes[] = {DType::F32, DType::BF16, DType::F16};
+
+// A tensor stored in a given dtype, built from f32 values (rounded to nearest even); it owns its
+// bytes and hands out AnyTensorViews. values() are the stored values widened back to f32.
+struct StoredTensor {
+  DType dtype = DType::F32;
+  std::vector<float> f32;
+  std::vector<std::uint16_t> half_bits;
+  sgt::Shape shape{};
+  std::size_t rank = 0;
+
+  StoredTensor() = default;
+  StoredTensor(DType d, const std::vector<float>& values, std::initializer_list<std::size_t> dims)
+      : dtype(d) {
+    for (std::size_t v : dims) shape[rank++] = v;
+    if (d == DType::F32) {
+      f32 = values;
+    } else {
+      half_bits.resize(values.size());
+      for (std::size_t i = 0; i < values.size(); ++i)
+        half_bits[i] =
+            d == DType::BF16 ? sgt::to_bfloat16(values[i]).bits : sgt::to_float16(values[i]).bits;
+    }
+  }
+  AnyTensorView view() const {
+    const void* data = dtype == DType::F32 ? static_cast<const void*>(f32.data())
+                                           : static_cast<const void*>(half_bits.data());
+    return AnyTensorView(data, dtype, shape, rank);
+  }
+  std::vector<float> values() const {
+    std::vector<float> out(dtype == DType::F32 ? f32.size() : half_bits.size());
+    for (std::size_t i = 0; i < out.size(); ++i)
+      out[i] = dtype == DType::F32    ? f32[i]
+               : dtype == DType::BF16 ? sgt::to_float(sgt::bfloat16{half_bits[i]})
+                                      : sgt::to_float(sgt::float16{half_bits[i]});
+    return out;
+  }
+};
+
+std::vector<float> uniform_values(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+float max_abs(const std::vector<float>& v) {
+  float m = 0.0f;
+  for (float x : v) m = std::max(m, std::fabs(x));
+  return m;
+}
+
+std::vector<float> to_f32(const AnyTensorView& v) {
+  std::vector<float> out(v.size());
+  sgt::visit_dtype(v.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* p = static_cast<const T*>(v.data());
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = sgt::to_float(p[i]);
+  });
+  return out;
+}
+
+// Error budget of one output of an f32 dot product of length K: the rounding error of a sum of K
+// products grows like sqrt(K) (random-walk) times the size of the products; 1e-5 leaves ~100x
+// room over what f32 accumulation does in practice, while a single dropped or doubled term
+// (about |x| * |w|) is thousands of times larger.
+double linear_tolerance(std::size_t k, double max_x, double max_w, double max_b) {
+  return 1e-5 * (std::sqrt(static_cast<double>(k) + 1.0) * max_x * max_w + max_b);
+}
+
+// Largest |a - b|; a NaN or inf on either side where the other is finite counts as infinite.
+double max_error(const float* a, const float* b, std::size_t n) {
+  double worst = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double d = std::fabs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
+    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
+    worst = std::max(worst, d);
+  }
+  return worst;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const sgt::Error& e) {
+    return e.what();
+  }
+  return "<no sgt::Error>";
+}
+
+nlohmann::json fixture_cases(const sgt::SafetensorsFile& file) {
+  const auto it = file.metadata().find("cases");
+  REQUIRE(it != file.metadata().end());
+  return nlohmann::json::parse(it->second);
+}
+
+}  // namespace
+
+TEST_CASE("matmul matches torch.nn.functional.linear for F32, BF16 and F16 weights") {
+  const sgt::SafetensorsFile file(kDataDir + "linear.safetensors");
+  const nlohmann::json cases = fixture_cases(file);
+  REQUIRE(cases.size() == 48);  // 3 dtypes x bias or not x 8 token counts
+  sgt::ThreadPool pool(2);
+  int with_bias = 0;
+  for (const auto& c : cases) {
+    const AnyTensorView w = file.tensor(c["w"].get<std::string>());
+    const AnyTensorView b =
+        c["b"].is_null() ? AnyTensorView() : file.tensor(c["b"].get<std::string>());
+    const TensorView<const float> x = file.tensor(c["x"].get<std::string>()).as<float>();
+    const TensorView<const float> expected = file.tensor(c["y"].get<std::string>()).as<float>();
+    REQUIRE(std::string(sgt::dtype_name(w.dtype())) == c["dtype"].get<std::string>());
+    REQUIRE(x.dim(0) == c["tokens"].get<std::size_t>());
+    with_bias += b.data() != nullptr;
+
+    const std::size_t t = x.dim(0), n = w.dim(0);
+    std::vector<float> y(t * n), y_ref(t * n);
+    k::matmul(x, w, b, TensorView<float>(y.data(), {t, n}), &pool);
+    k::matmul_reference(x, w, b, TensorView<float>(y_ref.data(), {t, n}));
+
+    const std::vector<float> xs(x.data(), x.data() + x.size());
+    const double tol = linear_tolerance(x.dim(1), max_abs(xs), max_abs(to_f32(w)),
+                                        b.data() ? max_abs(to_f32(b)) : 0.0);
+    INFO("case " << c.dump());
+    CHECK(max_error(y.data(), expected.data(), y.size()) <= tol);
+    CHECK(max_error(y_ref.data(), expected.data(), y.size()) <= tol);
+  }
+  CHECK(with_bias == 24);
+}
+
+TEST_CASE("matmul agrees with matmul_reference over awkward shapes and dtypes") {
+  std::mt19937 rng(7);
+  const std::size_t tokens[] = {1, 2, 3, 5, 15, 16, 17, 65, 130};
+  const std::size_t ks[] = {1, 3, 15, 16, 17, 33, 64, 65, 257};
+  const std::size_t ns[] = {1, 2, 5, 6, 7, 13, 17, 37, 65, 130};
+  std::size_t cases = 0;
+  for (DType dtype : kDtypes) {
+    for (std::size_t kk : ks) {
+      for (std::size_t n : ns) {
+        const StoredTensor w(dtype, uniform_values(n * kk, rng), {n, kk});
+        // Bias absent, or stored in a dtype other than the weight's (they are independent).
+        const bool has_bias = (kk + n) % 2 == 1;
+        const DType bias_dtype = kDtypes[(static_cast<int>(dtype) + 1) % 3];
+        const StoredTensor b(bias_dtype, uniform_values(n, rng, 2.0f), {n});
+        const AnyTensorView bias = has_bias ? b.view() : AnyTensorView();
+        const double max_w = max_abs(w.values()), max_b = has_bias ? max_abs(b.values()) : 0.0;
+        for (std::size_t t : tokens) {
+          const std::vector<float> x = uniform_values(t * kk, rng, 3.0f);
+          std::vector<float> y(t * n, -1.0f), y_ref(t * n, -2.0f);
+          const TensorView<const float> xv(x.data(), {t, kk});
+          k::matmul(xv, w.view(), bias, TensorView<float>(y.data(), {t, n}));
+          k::matmul_reference(xv, w.view(), bias, TensorView<float>(y_ref.data(), {t, n}));
+          const double tol = linear_tolerance(kk, max_abs(x), max_w, max_b);
+          INFO("dtype " << sgt::dtype_name(dtype) << " T " << t << " K " << kk << " N " << n
+                        << " bias " << has_bias);
+          REQUIRE(max_error(y.data(), y_ref.data(), y.size()) <= tol);
+          ++cases;
+        }
+      }
+    }
+  }
+  CHECK(cases == 3 * 9 * 10 * 9);
+}
+
+TEST_CASE("matmul over several K blocks, token blocks and work chunks") {
+  // K above kMatmulKBlock (2048) runs several K blocks whose sums are added into y; T above 256
+  // runs several token blocks; N above the chunk rows runs several feature blocks.
+  std::mt19937 rng(11);
+  struct Shape3 {
+    std::size_t t, k, n;
+  };
+  const Shape3 shapes[] = {{5, 2047, 7},   {3, 2048, 13}, {4, 2049, 6}, {1, 4100, 9},
+                           {300, 33, 250}, {17, 6000, 5}, {260, 70, 1}};
+  for (DType dtype : kDtypes) {
+    for (const Shape3& s : shapes) {
+      const StoredTensor w(dtype, uniform_values(s.n * s.k, rng), {s.n, s.k});
+      const StoredTensor b(DType::F32, uniform_values(s.n, rng), {s.n});
+      const std::vector<float> x = uniform_values(s.t * s.k, rng);
+      std::vector<float> y(s.t * s.n), y_ref(s.t * s.n);
+      const TensorView<const float> xv(x.data(), {s.t, s.k});
+      k::matmul(xv, w.view(), b.view(), TensorView<float>(y.data(), {s.t, s.n}));
+      k::matmul_reference(xv, w.view(), b.view(), TensorView<float>(y_ref.data(), {s.t, s.n}));
+      INFO("dtype " << sgt::dtype_name(dtype) << " T " << s.t << " K " << s.k << " N " << s.n);
+      CHECK(max_error(y.data(), y_ref.data(), y.size()) <=
+            linear_tolerance(s.k, max_abs(x), max_abs(w.values()), max_abs(b.values())));
+    }
+  }
+}
+
+TEST_CASE("matmul with weights and activations at every alignment") {
+  // Weights mapped from a file sit at any element offset; the kernel peels a few K values off the
+  // front of every row to align its W loads (when all rows share one alignment: K * element size
+  // a multiple of the load size) and copies X into an aligned tile. Every offset must give the
+  // reference's result, and the peel must not leak into the K tail or into the next K block.
+  std::mt19937 rng(13);
+  struct Shape3 {
+    std::size_t t, k, n;
+  };
+  const Shape3 shapes[] = {{5, 64, 7}, {3, 96, 13}, {1, 17, 6}, {6, 2080, 5}, {2, 4, 3}};
+  for (DType dtype : kDtypes) {
+    for (const Shape3& s : shapes) {
+      const std::vector<float> wv = uniform_values(s.n * s.k, rng);
+      const std::vector<float> x = uniform_values(s.t * s.k + 32, rng);
+      const StoredTensor padded(dtype, std::vector<float>(s.n * s.k + 40, 0.0f), {s.n * s.k + 40});
+      std::vector<float> y(s.t * s.n), y_ref(s.t * s.n), first;
+      for (std::size_t offset = 0; offset < 33; ++offset) {
+        // The same weight values, stored `offset` elements into a buffer (the vector's own
+        // alignment is 16 bytes or more, so offsets cover every alignment of 2- and 4-byte data).
+        StoredTensor w = padded;
+        const StoredTensor values(dtype, wv, {s.n, s.k});
+        if (dtype == DType::F32) {
+          std::copy(values.f32.begin(), values.f32.end(), w.f32.begin() + offset);
+        } else {
+          std::copy(values.half_bits.begin(), values.half_bits.end(), w.half_bits.begin() + offset);
+        }
+        const char* base = static_cast<const char*>(w.view().data());
+        const AnyTensorView wview(base + offset * sgt::dtype_size(dtype), dtype,
+                                  sgt::Shape{s.n, s.k, 0, 0}, 2);
+        const std::size_t x_offset = offset % 7;  // activations off alignment too
+        const TensorView<const float> xv(x.data() + x_offset, {s.t, s.k});
+        k::matmul(xv, wview, AnyTensorView(), TensorView<float>(y.data(), {s.t, s.n}));
+        k::matmul_reference(xv, wview, AnyTensorView(),
+                            TensorView<float>(y_ref.data(), {s.t, s.n}));
+        INFO("dtype " << sgt::dtype_name(dtype) << " T " << s.t << " K " << s.k << " N " << s.n
+                      << " weight offset " << offset);
+        const std::vector<float> xs(xv.data(), xv.data() + xv.size());
+        REQUIRE(max_error(y.data(), y_ref.data(), y.size()) <=
+                linear_tolerance(s.k, max_abs(xs), max_abs(values.values()), 0.0));
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul is bit-identical for 1, 2 and 3 threads, and for a row computed alone") {
+  std::mt19937 rng(3);
+  // Several token blocks (T > 256), feature chunks (N > 96) and K blocks (K > 2048).
+  const std::size_t t = 261, kk = 2100, n = 203;
+  const std::vector<float> x = uniform_values(t * kk, rng);
+  const TensorView<const float> xv(x.data(), {t, kk});
+  sgt::ThreadPool pool1(1), pool2(2), pool3(3);
+  for (DType dtype : kDtypes) {
+    INFO("dtype " << sgt::dtype_name(dtype));
+    const StoredTensor w(dtype, uniform_values(n * kk, rng), {n, kk});
+    const StoredTensor b(dtype, uniform_values(n, rng), {n});
+    std::vector<float> serial(t * n), y(t * n);
+    k::matmul(xv, w.view(), b.view(), TensorView<float>(serial.data(), {t, n}), nullptr);
+    for (sgt::ThreadPool* pool : {&pool1, &pool2, &pool3}) {
+      std::fill(y.begin(), y.end(), 0.0f);
+      k::matmul(xv, w.view(), b.view(), TensorView<float>(y.data(), {t, n}), pool);
+      REQUIRE(std::memcmp(y.data(), serial.data(), y.size() * sizeof(float)) == 0);
+    }
+    // A row's result does not depend on the other rows or on where the tile edges fall.
+    for (std::size_t row : {std::size_t{0}, std::size_t{5}, std::size_t{257}, t - 1}) {
+      std::vector<float> alone(n);
+      k::matmul(TensorView<const float>(x.data() + row * kk, {1, kk}), w.view(), b.view(),
+                TensorView<float>(alone.data(), {1, n}));
+      REQUIRE(std::memcmp(alone.data(), serial.data() + row * n, n * sizeof(float)) == 0);
+    }
+    // The optimized result is also close to the reference here (not only self-consistent).
+    std::vector<float> ref(t * n);
+    k::matmul_reference(xv, w.view(), b.view(), TensorView<float>(ref.data(), {t, n}));
+    CHECK(max_error(serial.data(), ref.data(), ref.size()) <=
+          linear_tolerance(kk, max_abs(x), max_abs(w.values()), max_abs(b.values())));
+  }
+}
+
+TEST_CASE("matmul propagates NaN and infinity like the reference") {
+  std::mt19937 rng(5);
+  const std::size_t t = 6, kk = 37, n = 11;
+  for (DType dtype : kDtypes) {
+    std::vector<float> wv = uniform_values(n * kk, rng);
+    wv[3 * kk + 20] = std::numeric_limits<float>::quiet_NaN();  // row 3 of W -> column 3 of Y
+    wv[7 * kk + 36] = std::numeric_limits<float>::infinity();   // in the K tail
+    const StoredTensor w(dtype, wv, {n, kk});
+    std::vector<float> x = uniform_values(t * kk, rng);
+    x[4 * kk + 1] = -std::numeric_limits<float>::infinity();  // row 4 of X
+    std::vector<float> y(t * n), ref(t * n);
+    const TensorView<const float> xv(x.data(), {t, kk});
+    k::matmul(xv, w.view(), AnyTensorView(), TensorView<float>(y.data(), {t, n}));
+    k::matmul_reference(xv, w.view(), AnyTensorView(), TensorView<float>(ref.data(), {t, n}));
+    for (std::size_t i = 0; i < t * n; ++i) {
+      INFO("dtype " << sgt::dtype_name(dtype) << " element " << i);
+      REQUIRE(std::isnan(y[i]) == std::isnan(ref[i]));
+      REQUIRE(std::isinf(y[i]) == std::isinf(ref[i]));
+      if (std::isinf(ref[i])) REQUIRE(y[i] == ref[i]);
+    }
+    CHECK(std::isnan(y[0 * n + 3]));
+    CHECK(std::isinf(y[0 * n + 7]));
+    CHECK(std::isfinite(y[0 * n + 0]));
+  }
+}
+
+TEST_CASE("matmul with empty dimensions") {
+  const StoredTensor b(DType::BF16, {0.5f, -1.5f, 2.0f}, {3});
+  // K = 0: every output is its bias (or 0).
+  const StoredTensor w0(DType::F32, {}, {3, 0});
+  std::vector<float> y(2 * 3, 9.0f);
+  k::matmul(TensorView<const float>(nullptr, {2, 0}), w0.view(), b.view(),
+            TensorView<float>(y.data(), {2, 3}));
+  CHECK(y == std::vector<float>{0.5f, -1.5f, 2.0f, 0.5f, -1.5f, 2.0f});
+  k::matmul(TensorView<const float>(nullptr, {2, 0}), w0.view(), AnyTensorView(),
+            TensorView<float>(y.data(), {2, 3}));
+  CHECK(y == std::vector<float>(6, 0.0f));
+  // T = 0 and N = 0: nothing to do, nothing touched.
+  const StoredTensor w(DType::F32, std::vector<float>(3 * 4, 1.0f), {3, 4});
+  k::matmul(TensorView<const float>(nullptr, {0, 4}), w.view(), b.view(),
+            TensorView<float>(nullptr, {0, 3}));
+  const StoredTensor wn(DType::F32, {}, {0, 4});
+  const std::vector<float> x(2 * 4, 1.0f);
+  k::matmul(TensorView<const float>(x.data(), {2, 4}), wn.view(), AnyTensorView(),
+            TensorView<float>(nullptr, {2, 0}));
+}
+
+TEST_CASE("matmul shape errors name both shapes") {
+  std::vector<float> x(3 * 64, 1.0f), y(3 * 32), big(1000);
+  const StoredTensor w(DType::BF16, std::vector<float>(32 * 64, 0.5f), {32, 64});
+  const StoredTensor w_k65(DType::F32, std::vector<float>(32 * 65, 0.5f), {32, 65});
+  const StoredTensor b31(DType::F32, std::vector<float>(31, 0.0f), {31});
+  const TensorView<const float> xv(x.data(), {3, 64});
+  const TensorView<float> yv(y.data(), {3, 32});
+  using Fn = void (*)(TensorView<const float>, const AnyTensorView&, const AnyTensorView&,
+                      TensorView<float>, sgt::ThreadPool*);
+  for (Fn f : {static_cast<Fn>(&k::matmul), static_cast<Fn>(&k::matmul_reference)}) {
+    std::string e = error_of([&] { f(xv, w_k65.view(), AnyTensorView(), yv, nullptr); });
+    CHECK(e.find("[3, 64]") != std::string::npos);
+    CHECK(e.find("[32, 65]") != std::string::npos);
+    e = error_of([&] {
+      f(xv, w.view(), AnyTensorView(), TensorView<float>(y.data(), {3, 31}), nullptr);
+    });
+    CHECK(e.find("[3, 31]") != std::string::npos);
+    CHECK(e.find("expected [3, 32]") != std::string::npos);
+    e = error_of([&] {
+      f(xv, w.view(), AnyTensorView(), TensorView<float>(big.data(), {4, 32}), nullptr);
+    });
+    CHECK(e.find("[4, 32]") != std::string::npos);
+    CHECK(e.find("[3, 64]") != std::string::npos);
+    e = error_of([&] { f(xv, w.view(), b31.view(), yv, nullptr); });
+    CHECK(e.find("bias [31]") != std::string::npos);
+    CHECK(e.find("[32, 64]") != std::string::npos);
+    e = error_of([&] {
+      f(TensorView<const float>(x.data(), {3, 4, 16}), w.view(), AnyTensorView(), yv, nullptr);
+    });
+    CHECK(e.find("[3, 4, 16]") != std::string::npos);
+    const AnyTensorView w_rank1(w.view().data(), DType::BF16, sgt::Shape{2048, 0, 0, 0}, 1);
+    e = error_of([&] { f(xv, w_rank1, AnyTensorView(), yv, nullptr); });
+    CHECK(e.find("[2048]") != std::string::npos);
+    const AnyTensorView w_null(nullptr, DType::F32, sgt::Shape{32, 64, 0, 0}, 2);
+    CHECK(error_of([&] { f(xv, w_null, AnyTensorView(), yv, nullptr); }).find("no data") !=
+          std::string::npos);
+    // y overlapping x would read outputs as inputs.
+    e = error_of([&] {
+      f(TensorView<const float>(big.data(), {3, 64}), w.view(), AnyTensorView(),
+        TensorView<float>(big.data() + 100, {3, 32}), nullptr);
+    });
+    CHECK(e.find("overlaps") != std::string::npos);
+  }
+}

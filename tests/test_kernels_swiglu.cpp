@@ -1,0 +1,361 @@
+// Kernel swiglu_mlp: against Hugging Face's LlamaMLP (tools/fixtures/kernel_matmul_fixtures.py)
+// with and without mlp_bias and F32 / BF16 / mixed weights, optimized against reference on random
+// data over awkward shapes, the fused gate/up equal bit for bit to the unfused composition,
+// bit-identical results for 1, 2 and 3 threads, out == x in place, and the errors bad input gets.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <sgt/core/thread_pool.hpp>
+#include <sgt/io/safetensors.hpp>
+#include <sgt/kernels/matmul.hpp>
+#include <sgt/kernels/swiglu.hpp>
+
+namespace {
+
+using sgt::AnyTensorView;
+using sgt::DType;
+using sgt::TensorView;
+namespace k = sgt::kernels;
+
+const std::string kDataDir = std::string(SGT_TEST_DATA_DIR) + "/kernels/matmul/";
+constexpr DType kDtypes[] = {DType::F32, DType::BF16, DType::F16};
+
+// A tensor stored in a given dtype, built from f32 values; owns its bytes.
+struct StoredTensor {
+  DType dtype = DType::F32;
+  std::vector<float> f32;
+  std::vector<std::uint16_t> half_bits;
+  sgt::Shape shape{};
+  std::size_t rank = 0;
+
+  StoredTensor() = default;
+  StoredTensor(DType d, const std::vector<float>& values, std::initializer_list<std::size_t> dims)
+      : dtype(d) {
+    for (std::size_t v : dims) shape[rank++] = v;
+    if (d == DType::F32) {
+      f32 = values;
+    } else {
+      half_bits.resize(values.size());
+      for (std::size_t i = 0; i < values.size(); ++i)
+        half_bits[i] =
+            d == DType::BF16 ? sgt::to_bfloat16(values[i]).bits : sgt::to_float16(values[i]).bits;
+    }
+  }
+  AnyTensorView view() const {
+    const void* data = dtype == DType::F32 ? static_cast<const void*>(f32.data())
+                                           : static_cast<const void*>(half_bits.data());
+    return AnyTensorView(data, dtype, shape, rank);
+  }
+};
+
+std::vector<float> uniform_values(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+std::vector<float> to_f32(const AnyTensorView& v) {
+  std::vector<float> out(v.size());
+  if (v.data() == nullptr) return out;
+  sgt::visit_dtype(v.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* p = static_cast<const T*>(v.data());
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = sgt::to_float(p[i]);
+  });
+  return out;
+}
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0.0;
+  for (float x : v) m = std::max(m, static_cast<double>(std::fabs(x)));
+  return m;
+}
+
+double max_error(const float* a, const float* b, std::size_t n) {
+  double worst = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double d = std::fabs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
+    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
+    worst = std::max(worst, d);
+  }
+  return worst;
+}
+
+// Error budget of the MLP, propagated through its three stages. Each dot product of length K gets
+// kPerDot * sqrt(K) * max|a| * max|b| (test_kernels_matmul.cpp uses 1e-5, ~60x over what f32
+// accumulation does); g and u carry that into h = silu(g) * u (|silu'| <= 1.1), and down sums I
+// such errors (random-walk: sqrt(I)) on top of its own. Built from maxima, the propagation
+// overestimates by another ~50x, hence the smaller per-dot budget here: the observed error stays
+// below 1% of the budget, while one dropped or doubled term anywhere is far above it. g, u and h
+// come from the reference, so the budget follows the data.
+double mlp_tolerance(const std::vector<float>& x, const k::SwiGluWeights& w, std::size_t tokens) {
+  const std::size_t hidden = w.gate.dim(1), inter = w.gate.dim(0);
+  std::vector<float> g(tokens * inter), u(tokens * inter);
+  const TensorView<const float> xv(x.data(), {tokens, hidden});
+  k::matmul_reference(xv, w.gate, w.gate_bias, TensorView<float>(g.data(), {tokens, inter}));
+  k::matmul_reference(xv, w.up, w.up_bias, TensorView<float>(u.data(), {tokens, inter}));
+  double max_silu_g = 0.0, max_h = 0.0;
+  for (std::size_t e = 0; e < g.size(); ++e) {
+    const double s = g[e] / (1.0 + std::exp(-static_cast<double>(g[e])));
+    max_silu_g = std::max(max_silu_g, std::fabs(s));
+    max_h = std::max(max_h, std::fabs(s * u[e]));
+  }
+  const double sh = std::sqrt(static_cast<double>(hidden) + 1.0);
+  const double si = std::sqrt(static_cast<double>(inter) + 1.0);
+  constexpr double kPerDot = 2e-6;
+  const double e_g =
+      kPerDot * (sh * max_abs(x) * max_abs(to_f32(w.gate)) + max_abs(to_f32(w.gate_bias)));
+  const double e_u =
+      kPerDot * (sh * max_abs(x) * max_abs(to_f32(w.up)) + max_abs(to_f32(w.up_bias)));
+  const double e_h = 1.1 * e_g * max_abs(u) + e_u * max_silu_g + 1e-6 * max_h;
+  const double max_down = max_abs(to_f32(w.down));
+  return si * e_h * max_down + kPerDot * (si * max_h * max_down + max_abs(to_f32(w.down_bias)));
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const sgt::Error& e) {
+    return e.what();
+  }
+  return "<no sgt::Error>";
+}
+
+// A random MLP; biases only when asked, dtypes per projection.
+struct RandomMlp {
+  StoredTensor gate, up, down, gate_bias, up_bias, down_bias;
+  k::SwiGluWeights weights() const {
+    k::SwiGluWeights w{gate.view(), up.view(), down.view(), {}, {}, {}};
+    if (!gate_bias.half_bits.empty() || !gate_bias.f32.empty()) {
+      w.gate_bias = gate_bias.view();
+      w.up_bias = up_bias.view();
+      w.down_bias = down_bias.view();
+    }
+    return w;
+  }
+};
+
+RandomMlp random_mlp(std::size_t hidden, std::size_t inter, DType dg, DType du, DType dd, bool bias,
+                     std::mt19937& rng) {
+  RandomMlp m;
+  const float s_in = 1.0f / std::sqrt(static_cast<float>(hidden));
+  const float s_out = 1.0f / std::sqrt(static_cast<float>(inter));
+  m.gate = StoredTensor(dg, uniform_values(inter * hidden, rng, 2.0f * s_in), {inter, hidden});
+  m.up = StoredTensor(du, uniform_values(inter * hidden, rng, 2.0f * s_in), {inter, hidden});
+  m.down = StoredTensor(dd, uniform_values(hidden * inter, rng, 2.0f * s_out), {hidden, inter});
+  if (bias) {
+    m.gate_bias = StoredTensor(dg, uniform_values(inter, rng, 0.5f), {inter});
+    m.up_bias = StoredTensor(du, uniform_values(inter, rng, 0.5f), {inter});
+    m.down_bias = StoredTensor(dd, uniform_values(hidden, rng, 0.5f), {hidden});
+  }
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("swiglu_mlp matches Hugging Face LlamaMLP") {
+  const sgt::SafetensorsFile file(kDataDir + "mlp.safetensors");
+  const auto it = file.metadata().find("cases");
+  REQUIRE(it != file.metadata().end());
+  const nlohmann::json cases = nlohmann::json::parse(it->second);
+  REQUIRE(cases.size() == 3);
+  sgt::ThreadPool pool(3);
+  int biased = 0, mixed = 0, checked = 0;
+  for (const auto& c : cases) {
+    const std::string name = c["name"].get<std::string>();
+    const bool bias = c["mlp_bias"].get<bool>();
+    k::SwiGluWeights w{file.tensor(name + "/gate_proj.weight"),
+                       file.tensor(name + "/up_proj.weight"),
+                       file.tensor(name + "/down_proj.weight"),
+                       {},
+                       {},
+                       {}};
+    if (bias) {
+      w.gate_bias = file.tensor(name + "/gate_proj.bias");
+      w.up_bias = file.tensor(name + "/up_proj.bias");
+      w.down_bias = file.tensor(name + "/down_proj.bias");
+    }
+    biased += bias;
+    mixed += w.gate.dtype() != w.up.dtype();
+    const std::size_t hidden = c["hidden"].get<std::size_t>(),
+                      inter = c["intermediate"].get<std::size_t>();
+    REQUIRE(w.gate.dim(0) == inter);
+    REQUIRE(w.down.dim(0) == hidden);
+    for (std::size_t t : c["tokens"].get<std::vector<std::size_t>>()) {
+      const TensorView<const float> x = file.tensor(name + "/x/T" + std::to_string(t)).as<float>();
+      const TensorView<const float> expected =
+          file.tensor(name + "/y/T" + std::to_string(t)).as<float>();
+      REQUIRE(x.dim(0) == t);
+      std::vector<float> out(t * hidden), out_ref(t * hidden);
+      std::vector<float> scratch(k::swiglu_scratch_floats(t, inter));
+      k::swiglu_mlp(x, w, TensorView<float>(out.data(), {t, hidden}), scratch.data(), &pool);
+      k::swiglu_mlp_reference(x, w, TensorView<float>(out_ref.data(), {t, hidden}), scratch.data());
+      const double tol = mlp_tolerance(std::vector<float>(x.data(), x.data() + x.size()), w, t);
+      INFO(name << " T " << t << " tolerance " << tol);
+      CHECK(max_error(out.data(), expected.data(), out.size()) <= tol);
+      CHECK(max_error(out_ref.data(), expected.data(), out.size()) <= tol);
+      ++checked;
+    }
+  }
+  CHECK(biased == 2);
+  CHECK(mixed == 1);
+  CHECK(checked == 24);
+}
+
+TEST_CASE("swiglu_mlp agrees with swiglu_mlp_reference over awkward shapes and dtypes") {
+  std::mt19937 rng(17);
+  const std::size_t tokens[] = {1, 4, 5, 17, 65};
+  const std::size_t hiddens[] = {1, 16, 17, 48};
+  const std::size_t inters[] = {1, 3, 7, 37, 130};
+  std::size_t cases = 0;
+  for (std::size_t hidden : hiddens) {
+    for (std::size_t inter : inters) {
+      for (int variant = 0; variant < 4; ++variant) {
+        // Same dtype everywhere (the fused path) or mixed gate/up dtypes (two tiles per step).
+        const DType dg = kDtypes[variant % 3];
+        const DType du = variant == 3 ? DType::F16 : dg;
+        const DType dd = kDtypes[(variant + 1) % 3];
+        const bool bias = (variant + inter) % 2 == 1;
+        const RandomMlp m = random_mlp(hidden, inter, dg, du, dd, bias, rng);
+        const k::SwiGluWeights w = m.weights();
+        for (std::size_t t : tokens) {
+          const std::vector<float> x = uniform_values(t * hidden, rng, 2.0f);
+          std::vector<float> out(t * hidden, -1.0f), out_ref(t * hidden, -2.0f);
+          std::vector<float> scratch(k::swiglu_scratch_floats(t, inter));
+          const TensorView<const float> xv(x.data(), {t, hidden});
+          k::swiglu_mlp(xv, w, TensorView<float>(out.data(), {t, hidden}), scratch.data());
+          k::swiglu_mlp_reference(xv, w, TensorView<float>(out_ref.data(), {t, hidden}),
+                                  scratch.data());
+          INFO("T " << t << " H " << hidden << " I " << inter << " dtypes " << sgt::dtype_name(dg)
+                    << "/" << sgt::dtype_name(du) << "/" << sgt::dtype_name(dd) << " bias "
+                    << bias);
+          REQUIRE(max_error(out.data(), out_ref.data(), out.size()) <= mlp_tolerance(x, w, t));
+          ++cases;
+        }
+      }
+    }
+  }
+  CHECK(cases == 4 * 5 * 4 * 5);
+}
+
+TEST_CASE("fused gate/up equals matmul + silu * up + matmul bit for bit") {
+  // The fusion only moves the epilogue; every sum is formed exactly as matmul forms it.
+  std::mt19937 rng(23);
+  const std::size_t t = 37, hidden = 70, inter = 131;
+  for (int variant = 0; variant < 4; ++variant) {
+    const DType dg = kDtypes[variant % 3], du = variant == 3 ? DType::BF16 : dg;
+    const RandomMlp m = random_mlp(hidden, inter, dg, du, DType::BF16, variant % 2 == 0, rng);
+    const k::SwiGluWeights w = m.weights();
+    const std::vector<float> x = uniform_values(t * hidden, rng, 2.0f);
+    const TensorView<const float> xv(x.data(), {t, hidden});
+    std::vector<float> g(t * inter), u(t * inter), h(t * inter), expected(t * hidden);
+    k::matmul(xv, w.gate, w.gate_bias, TensorView<float>(g.data(), {t, inter}));
+    k::matmul(xv, w.up, w.up_bias, TensorView<float>(u.data(), {t, inter}));
+    for (std::size_t e = 0; e < h.size(); ++e) h[e] = g[e] / (1.0f + std::exp(-g[e])) * u[e];
+    k::matmul(TensorView<const float>(h.data(), {t, inter}), w.down, w.down_bias,
+              TensorView<float>(expected.data(), {t, hidden}));
+    std::vector<float> out(t * hidden), scratch(k::swiglu_scratch_floats(t, inter));
+    k::swiglu_mlp(xv, w, TensorView<float>(out.data(), {t, hidden}), scratch.data());
+    INFO("variant " << variant);
+    REQUIRE(std::memcmp(scratch.data(), h.data(), h.size() * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
+  }
+}
+
+TEST_CASE("swiglu_mlp is bit-identical for 1, 2 and 3 threads, and works in place") {
+  std::mt19937 rng(29);
+  // Several token blocks (T > 256) and several feature chunks in both phases.
+  const std::size_t t = 270, hidden = 200, inter = 330;
+  sgt::ThreadPool pool1(1), pool2(2), pool3(3);
+  for (DType dtype : kDtypes) {
+    INFO("dtype " << sgt::dtype_name(dtype));
+    const RandomMlp m = random_mlp(hidden, inter, dtype, dtype, dtype, true, rng);
+    const k::SwiGluWeights w = m.weights();
+    const std::vector<float> x = uniform_values(t * hidden, rng, 2.0f);
+    const TensorView<const float> xv(x.data(), {t, hidden});
+    std::vector<float> serial(t * hidden), out(t * hidden),
+        scratch(k::swiglu_scratch_floats(t, inter));
+    k::swiglu_mlp(xv, w, TensorView<float>(serial.data(), {t, hidden}), scratch.data(), nullptr);
+    for (sgt::ThreadPool* pool : {&pool1, &pool2, &pool3}) {
+      std::fill(out.begin(), out.end(), 0.0f);
+      k::swiglu_mlp(xv, w, TensorView<float>(out.data(), {t, hidden}), scratch.data(), pool);
+      REQUIRE(std::memcmp(out.data(), serial.data(), out.size() * sizeof(float)) == 0);
+    }
+    // out may be x itself: x is fully consumed by gate/up before down writes out.
+    std::vector<float> inplace = x;
+    k::swiglu_mlp(TensorView<const float>(inplace.data(), {t, hidden}), w,
+                  TensorView<float>(inplace.data(), {t, hidden}), scratch.data(), &pool2);
+    REQUIRE(std::memcmp(inplace.data(), serial.data(), inplace.size() * sizeof(float)) == 0);
+  }
+}
+
+TEST_CASE("swiglu scratch size and errors") {
+  CHECK(k::swiglu_scratch_floats(130, 176) == 130 * 176);
+  CHECK(k::swiglu_scratch_floats(0, 176) == 0);
+  CHECK_THROWS_AS(k::swiglu_scratch_floats(std::size_t{1} << 40, std::size_t{1} << 40), sgt::Error);
+
+  std::mt19937 rng(31);
+  const std::size_t t = 3, hidden = 16, inter = 40;
+  const RandomMlp m = random_mlp(hidden, inter, DType::BF16, DType::BF16, DType::BF16, true, rng);
+  const k::SwiGluWeights good = m.weights();
+  std::vector<float> x(t * hidden, 0.5f), out(t * hidden), scratch(t * inter);
+  const TensorView<const float> xv(x.data(), {t, hidden});
+  const TensorView<float> ov(out.data(), {t, hidden});
+  using Fn = void (*)(TensorView<const float>, const k::SwiGluWeights&, TensorView<float>, float*,
+                      sgt::ThreadPool*);
+  for (Fn f : {static_cast<Fn>(&k::swiglu_mlp), static_cast<Fn>(&k::swiglu_mlp_reference)}) {
+    CHECK(error_of([&] { f(xv, good, ov, scratch.data(), nullptr); }) == "<no sgt::Error>");
+
+    k::SwiGluWeights w = good;
+    const StoredTensor up_bad(DType::BF16, std::vector<float>(41 * hidden), {41, hidden});
+    w.up = up_bad.view();
+    std::string e = error_of([&] { f(xv, w, ov, scratch.data(), nullptr); });
+    CHECK(e.find("up_proj [41, 16]") != std::string::npos);
+    CHECK(e.find("gate_proj [40, 16]") != std::string::npos);
+
+    w = good;
+    const StoredTensor down_bad(DType::F32, std::vector<float>(hidden * 39), {hidden, 39});
+    w.down = down_bad.view();
+    e = error_of([&] { f(xv, w, ov, scratch.data(), nullptr); });
+    CHECK(e.find("down_proj") != std::string::npos);
+    CHECK(e.find("[3, 40]") != std::string::npos);
+    CHECK(e.find("[16, 39]") != std::string::npos);
+
+    w = good;
+    const StoredTensor bias_bad(DType::F32, std::vector<float>(39), {39});
+    w.gate_bias = bias_bad.view();
+    e = error_of([&] { f(xv, w, ov, scratch.data(), nullptr); });
+    CHECK(e.find("gate_proj") != std::string::npos);
+    CHECK(e.find("bias [39]") != std::string::npos);
+
+    const std::vector<float> x17(t * 17);
+    e = error_of([&] {
+      f(TensorView<const float>(x17.data(), {t, 17}), good, ov, scratch.data(), nullptr);
+    });
+    CHECK(e.find("x [3, 17]") != std::string::npos);
+    CHECK(e.find("[40, 16]") != std::string::npos);
+
+    std::vector<float> out4(4 * hidden);
+    e = error_of([&] {
+      f(xv, good, TensorView<float>(out4.data(), {4, hidden}), scratch.data(), nullptr);
+    });
+    CHECK(e.find("out [4, 16]") != std::string::npos);
+
+    CHECK(error_of([&] { f(xv, good, ov, nullptr, nullptr); }).find("scratch") !=
+          std::string::npos);
+    CHECK(error_of([&] {
+            f(xv, good, ov, const_cast<float*>(x.data()), nullptr);
+          }).find("overlaps") != std::string::npos);
+  }
+}
