@@ -1,4 +1,11 @@
 // sgt-cpp: the umbrella header. Include this and link sgt::sgt.
+//
+// Layers, each a folder (a kernel never knows about a model; a model never touches intrinsics):
+//   core/     errors, dtypes, tensor views, the xsimd shim, the thread pool, the log hook
+//   io/       safetensors (mmap, sharded), the writer, config.json, transform requests (IN.json)
+//   kernels/  one op per header, each with its plain reference
+//   random/   secure and torch-compatible normal generators
+//   model/    architecture traits, decoder layer, estimator, workspace, Transform
 #pragma once
 
 #include "sgt/core/dtype.hpp"
@@ -7,6 +14,35 @@
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
+
+#include "sgt/io/config.hpp"
 #include "sgt/io/mapped_file.hpp"
 #include "sgt/io/safetensors.hpp"
 #include "sgt/io/safetensors_writer.hpp"
+#include "sgt/io/tensor_store.hpp"
+#include "sgt/io/transform_input.hpp"
+
+#include "sgt/kernels/attention.hpp"
+#include "sgt/kernels/embedding.hpp"
+#include "sgt/kernels/flash_attention.hpp"
+#include "sgt/kernels/matmul.hpp"
+#include "sgt/kernels/noise_formula.hpp"
+#include "sgt/kernels/residual.hpp"
+#include "sgt/kernels/rms_norm.hpp"
+#include "sgt/kernels/rope.hpp"
+#include "sgt/kernels/sdpa.hpp"
+#include "sgt/kernels/swiglu.hpp"
+
+#include "sgt/random/chacha20.hpp"
+#include "sgt/random/os_entropy.hpp"
+#include "sgt/random/secure_normal.hpp"
+#include "sgt/random/torch_normal.hpp"
+
+#include "sgt/model/architecture.hpp"
+#include "sgt/model/decoder_layer.hpp"
+#include "sgt/model/estimator.hpp"
+#include "sgt/model/ops.hpp"
+#include "sgt/model/parameterization.hpp"
+#include "sgt/model/transform.hpp"
+#include "sgt/model/weights.hpp"
+#include "sgt/model/workspace.hpp"

@@ -1,0 +1,55 @@
+// An estimator (spec section 1.1): decoder layers, optional final norm, optional head, and a
+// parameterization. It maps clean embeddings x [B, S, H] to the mean or the std [B, S, H].
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "sgt/io/config.hpp"
+#include "sgt/model/architecture.hpp"
+#include "sgt/model/decoder_layer.hpp"
+#include "sgt/model/parameterization.hpp"
+#include "sgt/model/weights.hpp"
+#include "sgt/model/workspace.hpp"
+
+namespace sgt {
+
+class Estimator {
+ public:
+  Estimator() = default;
+  Estimator(EstimatorConfig config, EstimatorWeights weights)
+      : config_(std::move(config)), weights_(std::move(weights)) {}
+
+  const EstimatorConfig& config() const noexcept { return config_; }
+
+  // out[b, s] = parameterization(head(norm(layers(x))))[b, s] at real positions, 0 at padding.
+  void forward(TensorView<const float> x, const SequenceBatch& seq, const kernels::RopeTable& rope,
+               Workspace& ws, TensorView<float> out, const Ops& ops) const {
+    const DecoderConfig& d = config_.decoder;
+    TensorView<float> h = ws.residual();
+    std::copy(x.data(), x.data() + x.size(), h.data());
+    const LayerBuffers buf = ws.layer_buffers(d);
+    visit_architecture(d.model_type, [&](auto architecture) {
+      using Layer = DecoderLayer<decltype(architecture)>;
+      for (const DecoderLayerWeights& layer : weights_.layers) Layer::forward(d, layer, rope, seq, h, buf, ops);
+    });
+    if (config_.final_norm) ops.rms_norm(h, weights_.final_norm, static_cast<float>(d.rms_norm_eps), h);
+    if (config_.has_head)
+      ops.matmul(h, weights_.head, weights_.head_bias, out);
+    else
+      std::copy(h.data(), h.data() + h.size(), out.data());
+    apply_parameterization(config_.parameterization, out, ops.pool);
+    if (seq.attention_mask) {
+      for (std::size_t t = 0; t < seq.tokens(); ++t)
+        if (!seq.attention_mask[t]) std::fill(out.row(t), out.row(t) + out.cols(), 0.0f);
+    }
+  }
+
+ private:
+  EstimatorConfig config_;
+  EstimatorWeights weights_;
+};
+
+}  // namespace sgt

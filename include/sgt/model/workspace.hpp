@@ -1,0 +1,129 @@
+// Every activation buffer a transform call needs, planned from the call's actual B and S (never
+// from max_position_embeddings) and reused: a Workspace kept across calls of the same or smaller
+// size allocates nothing after the first, and no call allocates per layer. One Workspace per
+// concurrent caller; the model itself is read-only during a call.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "sgt/core/tensor_view.hpp"
+#include "sgt/io/config.hpp"
+#include "sgt/kernels/rope.hpp"
+#include "sgt/kernels/swiglu.hpp"
+#include "sgt/model/decoder_layer.hpp"
+
+namespace sgt {
+
+inline kernels::RopeParameters rope_parameters(const DecoderConfig& c) {
+  kernels::RopeParameters p;
+  p.head_dim = c.head_dim;
+  p.theta = c.rope_theta;
+  p.partial_rotary_factor = c.partial_rotary_factor;
+  switch (c.rope_scaling.type) {
+    case RopeType::Default: p.type = kernels::RopeType::Default; break;
+    case RopeType::Linear: p.type = kernels::RopeType::Linear; break;
+    case RopeType::Llama3: p.type = kernels::RopeType::Llama3; break;
+  }
+  p.factor = c.rope_scaling.factor;
+  p.low_freq_factor = c.rope_scaling.low_freq_factor;
+  p.high_freq_factor = c.rope_scaling.high_freq_factor;
+  p.original_max_position_embeddings = c.rope_scaling.original_max_position_embeddings;
+  return p;
+}
+
+class Workspace {
+ public:
+  // Sizes every buffer for `batch` x `seq_len` tokens of `model` (growing only), and the RoPE
+  // tables of both estimators for seq_len positions (rebuilt only when they must grow).
+  void plan(const ModelConfig& model, std::size_t batch, std::size_t seq_len) {
+    const std::size_t t = batch * seq_len;
+    const std::size_t hidden = model.hidden_size;
+    std::size_t q = 0, kv = 0, mlp = 0;
+    for (const EstimatorConfig* e : {&model.mean_estimator, &model.std_estimator}) {
+      const DecoderConfig& d = e->decoder;
+      q = std::max(q, d.num_attention_heads * d.head_dim);
+      kv = std::max(kv, d.num_key_value_heads * d.head_dim);
+      mlp = std::max(mlp, kernels::swiglu_scratch_floats(t, d.intermediate_size));
+    }
+    grow(h_, t * hidden);
+    grow(normed_, t * hidden);
+    grow(delta_, t * hidden);
+    grow(q_, t * q);
+    grow(attn_, t * q);
+    grow(k_, t * kv);
+    grow(v_, t * kv);
+    grow(mlp_, mlp);
+    grow(embeddings_, t * hidden);
+    grow(mean_, t * hidden);
+    grow(std_, t * hidden);
+    grow(noise_, t * hidden);
+    protect_.resize(std::max(protect_.size(), t));
+    mask_.resize(std::max(mask_.size(), t));
+    plan_rope(mean_rope_, rope_parameters(model.mean_estimator.decoder), seq_len);
+    plan_rope(std_rope_, rope_parameters(model.std_estimator.decoder), seq_len);
+    batch_ = batch;
+    seq_len_ = seq_len;
+    hidden_ = hidden;
+    q_width_ = q;
+    kv_width_ = kv;
+  }
+
+  // Views for one estimator's layers (its own q/kv widths; buffers are sized for the widest).
+  LayerBuffers layer_buffers(const DecoderConfig& d) {
+    const std::size_t b = batch_, s = seq_len_;
+    LayerBuffers buf;
+    buf.normed = TensorView<float>(normed_.data(), {b, s, hidden_});
+    buf.q = TensorView<float>(q_.data(), {b, s, d.num_attention_heads * d.head_dim});
+    buf.k = TensorView<float>(k_.data(), {b, s, d.num_key_value_heads * d.head_dim});
+    buf.v = TensorView<float>(v_.data(), {b, s, d.num_key_value_heads * d.head_dim});
+    buf.attn = TensorView<float>(attn_.data(), {b, s, d.num_attention_heads * d.head_dim});
+    buf.delta = TensorView<float>(delta_.data(), {b, s, hidden_});
+    buf.mlp_scratch = mlp_.data();
+    return buf;
+  }
+
+  TensorView<float> residual() { return view(h_); }
+  TensorView<float> embeddings() { return view(embeddings_); }
+  TensorView<float> mean() { return view(mean_); }
+  TensorView<float> std() { return view(std_); }
+  TensorView<float> noise() { return view(noise_); }
+  std::uint8_t* protect() { return protect_.data(); }
+  std::uint8_t* attention_mask() { return mask_.data(); }
+  const kernels::RopeTable& mean_rope() const { return *mean_rope_; }
+  const kernels::RopeTable& std_rope() const { return *std_rope_; }
+
+  // Floats held, for callers that budget memory.
+  std::size_t capacity_floats() const {
+    std::size_t n = 0;
+    for (const auto* v : {&h_, &normed_, &delta_, &q_, &attn_, &k_, &v_, &mlp_, &embeddings_, &mean_, &std_, &noise_})
+      n += v->size();
+    return n;
+  }
+
+ private:
+  static void grow(std::vector<float>& v, std::size_t n) {
+    if (v.size() < n) v.resize(n);
+  }
+  static bool same(const kernels::RopeParameters& a, const kernels::RopeParameters& b) {
+    return a.head_dim == b.head_dim && a.theta == b.theta && a.partial_rotary_factor == b.partial_rotary_factor &&
+           a.type == b.type && a.factor == b.factor && a.low_freq_factor == b.low_freq_factor &&
+           a.high_freq_factor == b.high_freq_factor &&
+           a.original_max_position_embeddings == b.original_max_position_embeddings;
+  }
+  static void plan_rope(std::optional<kernels::RopeTable>& table, const kernels::RopeParameters& p,
+                        std::size_t positions) {
+    if (!table || table->num_positions() < positions || !same(table->parameters(), p)) table.emplace(p, positions);
+  }
+  TensorView<float> view(std::vector<float>& v) { return TensorView<float>(v.data(), {batch_, seq_len_, hidden_}); }
+
+  std::vector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, embeddings_, mean_, std_, noise_;
+  std::vector<std::uint8_t> protect_, mask_;
+  std::optional<kernels::RopeTable> mean_rope_, std_rope_;
+  std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0, q_width_ = 0, kv_width_ = 0;
+};
+
+}  // namespace sgt

@@ -1,0 +1,272 @@
+// The transform end to end against the PyTorch + Hugging Face reference (tools/reference.py).
+// Every case directory under tests/data/e2e holds a model, an input, the noise, and the
+// reference's outputs; see tests/data/e2e/README.md for how they were made.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <sgt/sgt.hpp>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kE2e = fs::path(SGT_TEST_DATA_DIR) / "e2e";
+const fs::path kExamples = fs::path(SGT_TEST_DATA_DIR) / ".." / ".." / "examples";
+
+std::vector<fs::path> cases() {
+  std::vector<fs::path> out;
+  for (const auto& entry : fs::directory_iterator(kE2e))
+    if (entry.is_directory() && fs::exists(entry.path() / "expected.safetensors")) out.push_back(entry.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<float> tensor_values(const sgt::SafetensorsFile& f, const std::string& name) {
+  const auto v = f.tensor(name).as<float>();
+  return {v.data(), v.data() + v.size()};
+}
+
+// max |a - b| over real positions, relative to the largest |b| there: a tolerance scaled to the
+// magnitude of the values.
+double relative_error(const std::vector<float>& a, const std::vector<float>& b, const sgt::TransformInput& in,
+                      std::size_t hidden) {
+  double err = 0, scale = 0;
+  REQUIRE(a.size() == b.size());
+  for (std::size_t t = 0; t < in.batch * in.seq_len; ++t) {
+    if (!in.attention_mask.empty() && !in.attention_mask[t]) continue;
+    for (std::size_t i = 0; i < hidden; ++i) {
+      err = std::max(err, std::fabs(double(a[t * hidden + i]) - b[t * hidden + i]));
+      scale = std::max(scale, std::fabs(double(b[t * hidden + i])));
+    }
+  }
+  return err / std::max(scale, 1e-30);
+}
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+double tolerance_for(const sgt::Transform& model) {
+  // f32 weights: 1e-4; any 16-bit weight: 2e-3 (the reference runs on the same rounded weights,
+  // but activations then sit where f32 reassociation moves more digits).
+  for (const auto& name : model.tensors().names())
+    if (model.tensors().info(name).dtype != sgt::DType::F32) return 2e-3;
+  return 1e-4;
+}
+
+}  // namespace
+
+TEST_CASE("every e2e case matches the PyTorch reference") {
+  const auto all = cases();
+  REQUIRE(all.size() >= 6);
+  for (const fs::path& dir : all) {
+    if (!fs::exists(dir / "noise.safetensors")) continue;  // seeded cases are checked below
+    CAPTURE(dir.filename().string());
+    const sgt::Transform model(dir.string());
+    const auto in = sgt::load_transform_input((dir / "input.json").string());
+    const sgt::SafetensorsFile noise((dir / "noise.safetensors").string());
+    const sgt::SafetensorsFile expected((dir / "expected.safetensors").string());
+    const std::size_t H = model.hidden_size();
+    const double tol = tolerance_for(model);
+
+    sgt::RunOptions options;
+    options.keep_intermediates = true;
+    options.noise = sgt::NoiseSource::Injected;
+    options.injected_noise = noise.tensor("noise").as<float>();
+    sgt::ThreadPool pool(2);
+    options.pool = &pool;
+
+    for (auto algorithm : {sgt::AttentionAlgorithm::Flash, sgt::AttentionAlgorithm::Sdpa}) {
+      for (bool reference : {false, true}) {
+        CAPTURE(int(algorithm));
+        CAPTURE(reference);
+        options.attention = algorithm;
+        options.reference_kernels = reference;
+        const auto r = model.run(in, options);
+        CHECK(bitwise_equal(r.embeddings, tensor_values(expected, "embeddings")));
+        CHECK(bitwise_equal(r.noise, tensor_values(expected, "noise")));
+        CHECK(relative_error(r.mean, tensor_values(expected, "mean"), in, H) <= tol);
+        CHECK(relative_error(r.std, tensor_values(expected, "std"), in, H) <= tol);
+        CHECK(relative_error(r.transformed, tensor_values(expected, "transformed"), in, H) <= tol);
+
+        // Unprotected and padding positions: exactly the clean embedding (clamped when a value
+        // range is set); mean, std and noise are 0 at padding.
+        const auto& cfg = model.config();
+        for (std::size_t t = 0; t < in.batch * in.seq_len; ++t) {
+          const bool real = in.attention_mask.empty() || in.attention_mask[t];
+          if (real && in.noise_mask[t]) continue;
+          for (std::size_t i = 0; i < H; ++i) {
+            float x = r.embeddings[t * H + i];
+            if (cfg.value_min) x = std::max(x, *cfg.value_min);
+            if (cfg.value_max) x = std::min(x, *cfg.value_max);
+            REQUIRE(std::memcmp(&r.transformed[t * H + i], &x, 4) == 0);
+            if (!real) REQUIRE((r.mean[t * H + i] == 0 && r.std[t * H + i] == 0 && r.noise[t * H + i] == 0));
+          }
+        }
+        // The std estimator's output is strictly positive at real positions.
+        for (std::size_t t = 0; t < in.batch * in.seq_len; ++t)
+          if (in.attention_mask.empty() || in.attention_mask[t])
+            for (std::size_t i = 0; i < H; ++i) REQUIRE(r.std[t * H + i] > 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("results are bit-identical for 1, 2 and 3 threads and with a reused workspace") {
+  for (const fs::path& dir : cases()) {
+    if (!fs::exists(dir / "noise.safetensors")) continue;
+    CAPTURE(dir.filename().string());
+    const sgt::Transform model(dir.string());
+    const auto in = sgt::load_transform_input((dir / "input.json").string());
+    sgt::RunOptions options;
+    options.noise = sgt::NoiseSource::Torch;
+    options.seed = 7;
+    options.keep_intermediates = true;
+    const auto serial = model.run(in, options);
+    for (std::size_t threads : {2u, 3u}) {
+      sgt::ThreadPool pool(threads);
+      options.pool = &pool;
+      const auto r = model.run(in, options);
+      CHECK(bitwise_equal(r.transformed, serial.transformed));
+      CHECK(bitwise_equal(r.mean, serial.mean));
+      CHECK(bitwise_equal(r.std, serial.std));
+    }
+    // A workspace first used for a longer input, then for this one, gives the same result.
+    sgt::Workspace ws;
+    sgt::TransformResult r;
+    sgt::TransformInput longer = in;
+    longer.seq_len = in.seq_len * 2;
+    longer.input_ids.resize(in.batch * longer.seq_len, 1);
+    longer.noise_mask.assign(in.batch * longer.seq_len, 1);
+    longer.attention_mask.clear();
+    options.pool = nullptr;
+    model.run(longer, options, ws, r);
+    model.run(in, options, ws, r);
+    CHECK(bitwise_equal(r.transformed, serial.transformed));
+  }
+}
+
+TEST_CASE("one model serves concurrent calls from several threads") {
+  const auto dir = cases().front();
+  const sgt::Transform model(dir.string());
+  const auto in = sgt::load_transform_input((dir / "input.json").string());
+  sgt::RunOptions options;
+  options.noise = sgt::NoiseSource::Torch;
+  options.seed = 3;
+  const auto expected = model.run(in, options);
+  std::vector<sgt::TransformResult> results(4);
+  std::vector<std::thread> threads;
+  for (auto& r : results) threads.emplace_back([&] { r = model.run(in, options); });
+  for (auto& t : threads) t.join();
+  for (const auto& r : results) CHECK(bitwise_equal(r.transformed, expected.transformed));
+}
+
+TEST_CASE("--seed with the torch generator reproduces the reference's torch.randn noise") {
+  const fs::path dir = kE2e / "torch_seed";
+  REQUIRE(fs::exists(dir / "seed.json"));
+  std::ifstream f(dir / "seed.json");
+  const auto seed = nlohmann::json::parse(f).at("seed").get<std::uint64_t>();
+  const sgt::Transform model(dir.string());
+  const auto in = sgt::load_transform_input((dir / "input.json").string());
+  const sgt::SafetensorsFile expected((dir / "expected.safetensors").string());
+  sgt::RunOptions options;
+  options.noise = sgt::NoiseSource::Torch;
+  options.seed = seed;
+  options.keep_intermediates = true;
+  const auto r = model.run(in, options);
+  const auto ref_noise = tensor_values(expected, "noise");
+  REQUIRE(r.noise.size() == ref_noise.size());
+  double max_diff = 0;
+  for (std::size_t i = 0; i < r.noise.size(); ++i) max_diff = std::max(max_diff, std::fabs(double(r.noise[i]) - ref_noise[i]));
+  CHECK(max_diff <= 1e-6);
+  CHECK(relative_error(r.transformed, tensor_values(expected, "transformed"), in, model.hidden_size()) <=
+        tolerance_for(model));
+}
+
+TEST_CASE("secure noise: fresh for every call, zero at padding, standard normal") {
+  const auto dir = cases().front();
+  const sgt::Transform model(dir.string());
+  auto in = sgt::load_transform_input((dir / "input.json").string());
+  sgt::RunOptions options;
+  options.keep_intermediates = true;
+  const auto a = model.run(in, options);
+  const auto b = model.run(in, options);
+  CHECK_FALSE(bitwise_equal(a.noise, b.noise));
+  CHECK_FALSE(bitwise_equal(a.transformed, b.transformed));
+  const std::size_t H = model.hidden_size();
+  double sum = 0, sum2 = 0;
+  std::size_t n = 0;
+  for (std::size_t t = 0; t < in.batch * in.seq_len; ++t) {
+    const bool real = in.attention_mask.empty() || in.attention_mask[t];
+    for (std::size_t i = 0; i < H; ++i) {
+      const float e = a.noise[t * H + i];
+      if (!real) {
+        REQUIRE(e == 0.0f);
+        continue;
+      }
+      sum += e;
+      sum2 += double(e) * e;
+      ++n;
+    }
+  }
+  REQUIRE(n > 100);
+  const double mean = sum / n, var = sum2 / n - mean * mean;
+  CHECK(std::fabs(mean) < 5.0 / std::sqrt(double(n)));
+  CHECK(std::fabs(var - 1.0) < 5.0 * std::sqrt(2.0 / double(n)));
+}
+
+TEST_CASE("the bundled demo model transforms the sample prompt like the reference") {
+  const sgt::Transform model((kExamples / "models" / "demo").string());
+  const auto in = sgt::load_transform_input((kExamples / "prompt.json").string());
+  const sgt::SafetensorsFile noise((kExamples / "prompt_noise.safetensors").string());
+  const sgt::SafetensorsFile expected((kExamples / "prompt_expected.safetensors").string());
+  sgt::RunOptions options;
+  options.noise = sgt::NoiseSource::Injected;
+  options.injected_noise = noise.tensor("noise").as<float>();
+  options.keep_intermediates = true;
+  const auto r = model.run(in, options);
+  CHECK(relative_error(r.transformed, tensor_values(expected, "transformed"), in, model.hidden_size()) <= 2e-3);
+  CHECK(relative_error(r.mean, tensor_values(expected, "mean"), in, model.hidden_size()) <= 2e-3);
+  CHECK(relative_error(r.std, tensor_values(expected, "std"), in, model.hidden_size()) <= 2e-3);
+}
+
+TEST_CASE("run() refuses malformed input with errors that name the problem") {
+  const auto dir = cases().front();
+  const sgt::Transform model(dir.string());
+  auto good = sgt::TransformInput::single({1, 2, 3});
+  CHECK_NOTHROW(model.run(good));
+  auto bad = good;
+  bad.input_ids[1] = static_cast<std::int64_t>(model.config().vocab_size);
+  try {
+    model.run(bad);
+    FAIL("no error");
+  } catch (const sgt::Error& e) {
+    CHECK(e.key() == "input_ids");
+    CHECK(e.position() == 1);
+  }
+  bad = good;
+  bad.noise_mask.pop_back();
+  CHECK_THROWS_AS(model.run(bad), sgt::Error);
+  bad = good;
+  bad.attention_mask = {1, 1};
+  CHECK_THROWS_AS(model.run(bad), sgt::Error);
+  bad = good;
+  bad.seq_len = 0;
+  bad.input_ids.clear();
+  CHECK_THROWS_AS(model.run(bad), sgt::Error);
+  sgt::RunOptions options;
+  options.noise = sgt::NoiseSource::Injected;
+  std::vector<float> short_noise(5);
+  options.injected_noise = sgt::TensorView<const float>(short_noise.data(), {5});
+  CHECK_THROWS_AS(model.run(good, options), sgt::Error);
+  CHECK_THROWS_AS(sgt::Transform((kE2e / "does_not_exist").string()), sgt::Error);
+}
