@@ -1,0 +1,33 @@
+// The whole API in one program: load a model, protect a prompt, look at the result.
+//   transform_prompt MODEL_DIR "some text"   (the demo model's vocabulary is UTF-8 bytes)
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <sgt/sgt.hpp>
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: %s MODEL_DIR TEXT\n", argv[0]);
+    return 2;
+  }
+  try {
+    const sgt::Transform model(argv[1]);  // mmaps the weights, checks them against config.json
+    const std::string text = argv[2];
+    std::vector<std::int64_t> ids(text.begin(), text.end());
+    for (auto& id : ids) id &= 0xff;  // byte-level vocabulary
+
+    sgt::ThreadPool pool(2);  // threads are explicit: nothing runs in the background
+    sgt::RunOptions options;
+    options.pool = &pool;  // noise: fresh ChaCha20 keyed from the OS (the default)
+    const sgt::TransformResult out = model.run(sgt::TransformInput::single(ids), options);
+
+    std::printf("%zu tokens -> protected embeddings [%zu, %zu, %zu]\n", ids.size(), out.batch, out.seq_len,
+                out.hidden);
+    std::printf("first values: %.4f %.4f %.4f\n", out.transformed[0], out.transformed[1], out.transformed[2]);
+  } catch (const sgt::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The `sgt` tool's contract (spec section 3): success paths, and for every malformed input a
+# non-zero exit, exactly one line on stderr naming the problem, and no output file.
+# usage: cli_test.sh SGT_BINARY REPO_ROOT WORK_DIR
+set -u
+sgt=$1
+root=$2
+work=$3
+model=$root/examples/models/demo
+rm -rf "$work"
+mkdir -p "$work"
+cd "$work" || exit 1
+
+passed=0
+failed=0
+fail() {
+  echo "FAIL: $*"
+  failed=$((failed + 1))
+}
+ok() { passed=$((passed + 1)); }
+
+# expect_error NAME PATTERN ARGS... : non-zero exit, one stderr line matching PATTERN, no out.safetensors
+expect_error() {
+  local name=$1 pattern=$2
+  shift 2
+  rm -f out.safetensors
+  "$sgt" "$@" >stdout.txt 2>stderr.txt
+  local rc=$?
+  local lines
+  lines=$(wc -l <stderr.txt)
+  if [ $rc -eq 0 ]; then
+    fail "$name: exit 0"
+  elif [ "$lines" -ne 1 ]; then
+    fail "$name: $lines stderr lines: $(cat stderr.txt)"
+  elif ! grep -qiE -- "$pattern" stderr.txt; then
+    fail "$name: stderr '$(cat stderr.txt)' does not match '$pattern'"
+  elif [ -e out.safetensors ] || ls out.safetensors.tmp* >/dev/null 2>&1; then
+    fail "$name: an output file was left behind"
+  else
+    ok
+  fi
+}
+
+expect_ok() {
+  local name=$1
+  shift
+  "$sgt" "$@" >stdout.txt 2>stderr.txt || { fail "$name: exit $? $(cat stderr.txt)"; return 1; }
+  ok
+}
+
+printf '{"input_ids": [72, 101, 108, 108, 111], "noise_mask": [1, 1, 0, 1, true]}' >single.json
+printf '{"input_ids": [[1, 2, 3], [4, 5, 6]], "noise_mask": [[1, 1, 1], [0, 1, 1]], "attention_mask": [[0, 1, 1], [1, 1, 0]]}' >batch.json
+
+# --- success paths
+expect_ok info info "$model" && grep -q '"format": "sgt4t"' stdout.txt || fail "info prints no format"
+expect_ok transform-single transform "$model" --input single.json --output out.safetensors --threads 1
+[ -s out.safetensors ] || fail "transform wrote no output"
+expect_ok transform-dump transform "$model" --input batch.json --output dump.safetensors --dump-intermediates \
+  --seed 42 --attention sdpa --threads 2
+expect_ok transform-flash transform "$model" --input batch.json --output flash.safetensors --rng torch --seed 42 \
+  --attention flash --threads 3
+expect_ok transform-secure transform "$model" --input batch.json --output secure.safetensors --rng secure
+
+# --- command line
+expect_error no-args 'usage' 
+expect_error unknown-command 'unknown command' frobnicate
+expect_error info-no-dir 'MODEL_DIR' info
+expect_error missing-input '--input' transform "$model" --output out.safetensors
+expect_error missing-output '--output' transform "$model" --input single.json
+expect_error unknown-option 'unknown option --bogus' transform "$model" --input single.json --output out.safetensors --bogus
+expect_error bad-threads 'threads' transform "$model" --input single.json --output out.safetensors --threads zero
+expect_error zero-threads 'threads' transform "$model" --input single.json --output out.safetensors --threads 0
+expect_error bad-attention 'attention' transform "$model" --input single.json --output out.safetensors --attention fast
+expect_error bad-rng 'rng' transform "$model" --input single.json --output out.safetensors --rng mt
+expect_error torch-no-seed 'needs --seed' transform "$model" --input single.json --output out.safetensors --rng torch
+expect_error secure-seed 'secure' transform "$model" --input single.json --output out.safetensors --rng secure --seed 1
+expect_error negative-seed 'seed' transform "$model" --input single.json --output out.safetensors --seed -1
+expect_error noise-and-seed 'cannot be combined' transform "$model" --input single.json --output out.safetensors --noise x.safetensors --seed 1
+
+# --- model directory
+expect_error missing-model 'config.json' transform "$work/nonexistent" --input single.json --output out.safetensors
+mkdir -p broken && cp "$model/config.json" broken/
+expect_error missing-weights 'model.safetensors' transform broken --input single.json --output out.safetensors
+mkdir -p badcfg && cp "$model/model.safetensors" badcfg/ && printf '{"format": "sgt4t", ' >badcfg/config.json
+expect_error bad-config-json 'config.json' transform badcfg --input single.json --output out.safetensors
+expect_error info-missing 'config.json' info "$work/nonexistent"
+
+# --- input file
+expect_error missing-input-file 'nope.json' transform "$model" --input nope.json --output out.safetensors
+printf '{"input_ids": [1, 2, 3], "noise_mask": [1, 1' >trunc.json
+expect_error bad-json 'JSON' transform "$model" --input trunc.json --output out.safetensors
+printf '[1, 2, 3]' >array.json
+expect_error not-object 'object' transform "$model" --input array.json --output out.safetensors
+printf '{"noise_mask": [1, 1]}' >noids.json
+expect_error no-ids 'input_ids' transform "$model" --input noids.json --output out.safetensors
+printf '{"input_ids": [1, 2]}' >nomask.json
+expect_error no-noise-mask 'noise_mask' transform "$model" --input nomask.json --output out.safetensors
+printf '{"input_ids": [1, 2, 3], "noise_mask": [1, 1]}' >short.json
+expect_error mask-length 'noise_mask.*2 values' transform "$model" --input short.json --output out.safetensors
+printf '{"input_ids": [[1, 2, 3], [4, 5]], "noise_mask": [[1, 1, 1], [1, 1]]}' >ragged.json
+expect_error ragged 'row 1 has 2 tokens' transform "$model" --input ragged.json --output out.safetensors
+printf '{"input_ids": [1, 2, 999999], "noise_mask": [1, 1, 1]}' >oov.json
+expect_error out-of-vocab 'position 2.*999999' transform "$model" --input oov.json --output out.safetensors
+printf '{"input_ids": [1, -2, 3], "noise_mask": [1, 1, 1]}' >negid.json
+expect_error negative-id 'position 1.*-2' transform "$model" --input negid.json --output out.safetensors
+printf '{"input_ids": [1, 2.5, 3], "noise_mask": [1, 1, 1]}' >floatid.json
+expect_error float-id 'not an integer' transform "$model" --input floatid.json --output out.safetensors
+printf '{"input_ids": [1, 2, 3], "noise_mask": [1, 2, 1]}' >badmask.json
+expect_error mask-value 'noise_mask.*not 0, 1' transform "$model" --input badmask.json --output out.safetensors
+printf '{"input_ids": [1, 2, 3], "noise_mask": [1, 1, 1], "attention_mask": [1, 1]}' >attn.json
+expect_error attention-length 'attention_mask' transform "$model" --input attn.json --output out.safetensors
+printf '{"input_ids": [1, 2, 3], "noise_mask": [1, 1, 1], "extra": 1}' >extra.json
+expect_error unknown-key 'extra' transform "$model" --input extra.json --output out.safetensors
+printf '{"input_ids": [], "noise_mask": []}' >empty.json
+expect_error empty 'empty' transform "$model" --input empty.json --output out.safetensors
+
+# --- noise file
+expect_error missing-noise 'missing.safetensors' transform "$model" --input single.json --output out.safetensors --noise missing.safetensors
+expect_error noise-wrong-shape "tensor .noise.*shape" transform "$model" --input single.json --output out.safetensors --noise "$work/dump.safetensors"
+printf 'garbage!' >garbage.safetensors
+expect_error noise-garbage 'garbage.safetensors' transform "$model" --input single.json --output out.safetensors --noise garbage.safetensors
+
+# --- output path that cannot be written
+expect_error unwritable-output 'cannot' transform "$model" --input single.json --output "$work/no/such/dir/out.safetensors"
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]

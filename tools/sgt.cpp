@@ -1,0 +1,237 @@
+// sgt: the command-line tool of spec section 3.
+//
+//   sgt info MODEL_DIR
+//   sgt transform MODEL_DIR --input IN.json --output OUT.safetensors [--noise NOISE.safetensors]
+//       [--seed N] [--rng secure|torch] [--threads N] [--attention sdpa|flash] [--dump-intermediates]
+//
+// Exit status 0 on success. On any bad input: status 1 (2 for a bad command line), one line on
+// stderr that names the problem, and no output file (the writer renames a finished temp file).
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <sgt/sgt.hpp>
+
+namespace {
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const char* kUsage =
+    "usage: sgt info MODEL_DIR\n"
+    "       sgt transform MODEL_DIR --input IN.json --output OUT.safetensors\n"
+    "           [--noise NOISE.safetensors] [--seed N] [--rng secure|torch] [--threads N]\n"
+    "           [--attention sdpa|flash] [--dump-intermediates]\n";
+
+nlohmann::ordered_json estimator_info(const sgt::EstimatorConfig& e) {
+  const sgt::DecoderConfig& d = e.decoder;
+  static const char* types[] = {"llama", "mistral", "qwen2", "qwen3"};
+  static const char* params[] = {"identity", "bounded_tanh", "cloak", "cloak_sigmoid", "direct"};
+  nlohmann::ordered_json j;
+  j["model_type"] = types[static_cast<int>(d.model_type)];
+  j["layers"] = d.num_hidden_layers;
+  j["hidden_size"] = d.hidden_size;
+  j["intermediate_size"] = d.intermediate_size;
+  j["num_attention_heads"] = d.num_attention_heads;
+  j["num_key_value_heads"] = d.num_key_value_heads;
+  j["head_dim"] = d.head_dim;
+  j["final_norm"] = e.final_norm;
+  j["head"] = e.has_head ? nlohmann::ordered_json{{"bias", e.head_bias}} : nlohmann::ordered_json(nullptr);
+  j["parameterization"] = params[static_cast<int>(e.parameterization.type)];
+  return j;
+}
+
+int cmd_info(const std::string& dir) {
+  const sgt::Transform model(dir);
+  const auto& c = model.config();
+  std::map<std::string, std::size_t> dtypes;
+  std::uint64_t params = 0, bytes = 0;
+  for (const auto& name : model.tensors().names()) {
+    const auto& info = model.tensors().info(name);
+    dtypes[sgt::dtype_name(info.dtype)]++;
+    std::uint64_t n = 1;
+    for (auto d : info.shape) n *= d;
+    params += n;
+    bytes += info.byte_size();
+  }
+  nlohmann::ordered_json j;
+  j["format"] = "sgt4t";
+  j["format_version"] = c.format_version;
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["value_range"] = {c.value_min ? nlohmann::ordered_json(*c.value_min) : nlohmann::ordered_json(nullptr),
+                      c.value_max ? nlohmann::ordered_json(*c.value_max) : nlohmann::ordered_json(nullptr)};
+  j["mean_estimator"] = estimator_info(c.mean_estimator);
+  j["std_estimator"] = estimator_info(c.std_estimator);
+  j["tensors"] = model.tensors().size();
+  j["dtypes"] = dtypes;
+  j["params"] = params;
+  j["bytes"] = bytes;
+  j["simd"] = sgt::simd::arch_name();
+  std::printf("%s\n", j.dump(2).c_str());
+  return 0;
+}
+
+std::uint64_t parse_u64(const std::string& flag, const std::string& v) {
+  if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos)
+    throw UsageError(flag + " takes a non-negative integer, got '" + v + "'");
+  errno = 0;
+  const unsigned long long n = std::strtoull(v.c_str(), nullptr, 10);
+  if (errno == ERANGE) throw UsageError(flag + " value '" + v + "' is out of range");
+  return n;
+}
+
+int cmd_transform(const std::vector<std::string>& args) {
+  std::string dir, input, output, noise_path, rng;
+  bool have_seed = false, dump = false;
+  std::uint64_t seed = 0;
+  std::size_t threads = 0;
+  sgt::AttentionAlgorithm attention = sgt::AttentionAlgorithm::Auto;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
+      return args[++i];
+    };
+    if (a == "--input") input = value();
+    else if (a == "--output") output = value();
+    else if (a == "--noise") noise_path = value();
+    else if (a == "--seed") { seed = parse_u64(a, value()); have_seed = true; }
+    else if (a == "--rng") {
+      rng = value();
+      if (rng != "secure" && rng != "torch") throw UsageError("--rng must be secure or torch, got '" + rng + "'");
+    } else if (a == "--threads") {
+      threads = static_cast<std::size_t>(parse_u64(a, value()));
+      if (threads == 0 || threads > 1024) throw UsageError("--threads must be between 1 and 1024");
+    } else if (a == "--attention") {
+      const std::string v = value();
+      if (v == "sdpa") attention = sgt::AttentionAlgorithm::Sdpa;
+      else if (v == "flash") attention = sgt::AttentionAlgorithm::Flash;
+      else throw UsageError("--attention must be sdpa or flash, got '" + v + "'");
+    } else if (a == "--dump-intermediates") dump = true;
+    else if (!a.empty() && a[0] == '-') throw UsageError("unknown option " + a);
+    else if (dir.empty()) dir = a;
+    else throw UsageError("unexpected argument '" + a + "'");
+  }
+  if (dir.empty()) throw UsageError("transform needs MODEL_DIR");
+  if (input.empty()) throw UsageError("transform needs --input IN.json");
+  if (output.empty()) throw UsageError("transform needs --output OUT.safetensors");
+  if (!noise_path.empty() && (have_seed || !rng.empty()))
+    throw UsageError("--noise gives eps itself: it cannot be combined with --seed or --rng");
+  if (rng == "torch" && !have_seed) throw UsageError("--rng torch needs --seed N");
+  if (rng == "secure" && have_seed) throw UsageError("--rng secure takes no seed: it is keyed from the OS");
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const sgt::Transform model(dir);
+  const sgt::TransformInput in = sgt::load_transform_input(input);
+  const std::size_t H = model.hidden_size();
+
+  sgt::RunOptions options;
+  options.attention = attention;
+  options.keep_intermediates = true;  // the summary needs mean distance; cheap next to the estimators
+  std::unique_ptr<sgt::SafetensorsFile> noise_file;
+  if (!noise_path.empty()) {
+    noise_file = std::make_unique<sgt::SafetensorsFile>(noise_path);
+    if (!noise_file->contains("noise")) throw sgt::Error("has no tensor 'noise'").at_file(noise_path);
+    const sgt::AnyTensorView n = noise_file->tensor("noise");
+    if (n.dtype() != sgt::DType::F32) throw sgt::Error("must be F32").at_tensor("noise").at_file(noise_path);
+    if (n.rank() != 3 || n.dim(0) != in.batch || n.dim(1) != in.seq_len || n.dim(2) != H)
+      throw sgt::Error("has shape " + n.shape_string() + ", expected [" + std::to_string(in.batch) + ", " +
+                       std::to_string(in.seq_len) + ", " + std::to_string(H) + "]")
+          .at_tensor("noise")
+          .at_file(noise_path);
+    options.noise = sgt::NoiseSource::Injected;
+    options.injected_noise = n.as<float>();
+  } else if (have_seed) {
+    options.noise = sgt::NoiseSource::Torch;
+    options.seed = seed;
+  }
+  sgt::ThreadPool pool(threads);  // 0 = all cores
+  options.pool = &pool;
+
+  const auto t1 = std::chrono::steady_clock::now();
+  const sgt::TransformResult r = model.run(in, options);
+  const auto t2 = std::chrono::steady_clock::now();
+
+  const std::vector<std::uint64_t> shape{r.batch, r.seq_len, r.hidden};
+  sgt::SafetensorsWriter writer;
+  writer.add("transformed", sgt::DType::F32, shape, r.transformed.data());
+  if (dump) {
+    writer.add("embeddings", sgt::DType::F32, shape, r.embeddings.data());
+    writer.add("mean", sgt::DType::F32, shape, r.mean.data());
+    writer.add("std", sgt::DType::F32, shape, r.std.data());
+    writer.add("noise", sgt::DType::F32, shape, r.noise.data());
+  }
+  writer.write(output);
+
+  // Summary: how much of the prompt is protected and how far the protected embeddings moved.
+  std::size_t real = 0, protected_tokens = 0;
+  double dist = 0, norm = 0;
+  for (std::size_t t = 0; t < r.batch * r.seq_len; ++t) {
+    const bool is_real = in.attention_mask.empty() || in.attention_mask[t];
+    real += is_real;
+    if (!is_real || !in.noise_mask[t]) continue;
+    ++protected_tokens;
+    double d2 = 0, n2 = 0;
+    for (std::size_t i = 0; i < H; ++i) {
+      const double d = double(r.transformed[t * H + i]) - double(r.embeddings[t * H + i]);
+      d2 += d * d;
+      n2 += double(r.embeddings[t * H + i]) * r.embeddings[t * H + i];
+    }
+    dist += std::sqrt(d2);
+    norm += std::sqrt(n2);
+  }
+  const char* noise_name = options.noise == sgt::NoiseSource::Secure  ? "secure"
+                           : options.noise == sgt::NoiseSource::Torch ? "torch-seeded"
+                                                                      : "injected";
+  std::printf("transformed [%zu, %zu, %zu] -> %s\n", r.batch, r.seq_len, r.hidden, output.c_str());
+  std::printf("protected tokens: %zu of %zu real (%.0f%%), noise: %s\n", protected_tokens, real,
+              real ? 100.0 * protected_tokens / real : 0.0, noise_name);
+  if (protected_tokens)
+    std::printf("mean L2 distance clean -> protected: %.4f (clean norm %.4f, ratio %.2f)\n", dist / protected_tokens,
+                norm / protected_tokens, norm > 0 ? dist / norm : 0.0);
+  std::printf("time: load %.1f ms, transform %.1f ms (%zu threads, %s)\n",
+              std::chrono::duration<double, std::milli>(t1 - t0).count(),
+              std::chrono::duration<double, std::milli>(t2 - t1).count(), pool.num_threads(), sgt::simd::arch_name());
+  return 0;
+}
+
+// One line on stderr, whatever the message holds.
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (args.empty()) throw UsageError("usage: sgt info|transform MODEL_DIR ...");
+    if (args[0] == "-h" || args[0] == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (args[0] == "info") {
+      if (args.size() != 2) throw UsageError("info takes exactly one MODEL_DIR");
+      return cmd_info(args[1]);
+    }
+    if (args[0] == "transform") return cmd_transform({args.begin() + 1, args.end()});
+    throw UsageError("unknown command '" + args[0] + "' (info, transform)");
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "sgt: %s (see sgt --help)\n", one_line(e.what()).c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sgt: error: %s\n", one_line(e.what()).c_str());
+    return 1;
+  }
+}
