@@ -20,7 +20,13 @@
 #include <sgt/kernels/matmul.hpp>
 #include <sgt/kernels/swiglu.hpp>
 
+#include "support/stored_tensor.hpp"
+
 namespace {
+
+using sgt_test::StoredTensor;
+using sgt_test::to_f32;
+using sgt_test::uniform_values;
 
 using sgt::AnyTensorView;
 using sgt::DType;
@@ -29,52 +35,6 @@ namespace k = sgt::kernels;
 
 const std::string kDataDir = std::string(SGT_TEST_DATA_DIR) + "/kernels/matmul/";
 constexpr DType kDtypes[] = {DType::F32, DType::BF16, DType::F16};
-
-// A tensor stored in a given dtype, built from f32 values; owns its bytes.
-struct StoredTensor {
-  DType dtype = DType::F32;
-  std::vector<float> f32;
-  std::vector<std::uint16_t> half_bits;
-  sgt::Shape shape{};
-  std::size_t rank = 0;
-
-  StoredTensor() = default;
-  StoredTensor(DType d, const std::vector<float>& values, std::initializer_list<std::size_t> dims)
-      : dtype(d) {
-    for (std::size_t v : dims) shape[rank++] = v;
-    if (d == DType::F32) {
-      f32 = values;
-    } else {
-      half_bits.resize(values.size());
-      for (std::size_t i = 0; i < values.size(); ++i)
-        half_bits[i] =
-            d == DType::BF16 ? sgt::to_bfloat16(values[i]).bits : sgt::to_float16(values[i]).bits;
-    }
-  }
-  AnyTensorView view() const {
-    const void* data = dtype == DType::F32 ? static_cast<const void*>(f32.data())
-                                           : static_cast<const void*>(half_bits.data());
-    return AnyTensorView(data, dtype, shape, rank);
-  }
-};
-
-std::vector<float> uniform_values(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::uniform_real_distribution<float> u(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
-std::vector<float> to_f32(const AnyTensorView& v) {
-  std::vector<float> out(v.size());
-  if (v.data() == nullptr) return out;
-  sgt::visit_dtype(v.dtype(), [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* p = static_cast<const T*>(v.data());
-    for (std::size_t i = 0; i < out.size(); ++i) out[i] = sgt::to_float(p[i]);
-  });
-  return out;
-}
 
 double max_abs(const std::vector<float>& v) {
   double m = 0.0;
