@@ -25,7 +25,8 @@
 
 namespace {
 
-constexpr std::size_t kHidden = 2048, kHeads = 32, kKvHeads = 8, kHeadDim = 64, kInter = 8192, kVocab = 4096;
+constexpr std::size_t kHidden = 2048, kHeads = 32, kKvHeads = 8, kHeadDim = 64, kInter = 8192,
+                      kVocab = 4096;
 
 nlohmann::json estimator_config(const char* parameterization) {
   nlohmann::json p = {{"type", parameterization}};
@@ -58,10 +59,13 @@ nlohmann::json estimator_config(const char* parameterization) {
 // Writes the model once per process; returns its directory.
 const std::string& model_dir() {
   static const std::string dir = [] {
-    const auto path = std::filesystem::temp_directory_path() / ("sgt_bench_transform_" + std::to_string(::getpid()));
+    const auto path = std::filesystem::temp_directory_path() /
+                      ("sgt_bench_transform_" + std::to_string(::getpid()));
     std::filesystem::create_directories(path);
-    nlohmann::json config = {{"format", "sgt4t"},          {"format_version", 1},
-                             {"vocab_size", kVocab},        {"hidden_size", kHidden},
+    nlohmann::json config = {{"format", "sgt4t"},
+                             {"format_version", 1},
+                             {"vocab_size", kVocab},
+                             {"hidden_size", kHidden},
                              {"mean_estimator", estimator_config("bounded_tanh")},
                              {"std_estimator", estimator_config("cloak")}};
     config["mean_estimator"]["parameterization"]["bound"] = 1.0;
@@ -74,7 +78,8 @@ const std::string& model_dir() {
       }
     };
     sgt::SafetensorsWriter w;
-    auto add = [&](const std::string& name, std::vector<std::uint64_t> shape, float scale, float offset = 0.0f) {
+    auto add = [&](const std::string& name, std::vector<std::uint64_t> shape, float scale,
+                   float offset = 0.0f) {
       std::uint64_t n = 1;
       for (auto d : shape) n *= d;
       std::vector<float> v(n);
@@ -93,7 +98,8 @@ const std::string& model_dir() {
       add(l + "self_attn.o_proj.weight", {kHidden, kHeads * kHeadDim}, wscale);
       add(l + "mlp.gate_proj.weight", {kInter, kHidden}, wscale);
       add(l + "mlp.up_proj.weight", {kInter, kHidden}, wscale);
-      add(l + "mlp.down_proj.weight", {kHidden, kInter}, 1.0f / std::sqrt(static_cast<float>(kInter)));
+      add(l + "mlp.down_proj.weight", {kHidden, kInter},
+          1.0f / std::sqrt(static_cast<float>(kInter)));
       add(p + ".norm.weight", {kHidden}, 0.1f, 1.0f);
       add(p + ".head.weight", {kHidden, kHidden}, 0.1f * wscale);
       add(p + ".head.bias", {kHidden}, 0.01f);
@@ -139,7 +145,8 @@ bool agrees_with_reference(sgt::AttentionAlgorithm algorithm, sgt::ThreadPool* p
 void BM_Transform(benchmark::State& state) {
   const auto tokens = static_cast<std::size_t>(state.range(0));
   const auto threads = static_cast<std::size_t>(state.range(1));
-  const auto algorithm = state.range(2) ? sgt::AttentionAlgorithm::Flash : sgt::AttentionAlgorithm::Sdpa;
+  const auto algorithm =
+      state.range(2) ? sgt::AttentionAlgorithm::Flash : sgt::AttentionAlgorithm::Sdpa;
   sgt::ThreadPool pool(threads);
   if (!agrees_with_reference(algorithm, &pool)) {
     state.SkipWithError("transform disagrees with its reference-kernel path");
@@ -157,12 +164,16 @@ void BM_Transform(benchmark::State& state) {
     benchmark::DoNotOptimize(r.transformed.data());
   }
   // Weights of both estimators' projections, MLPs and heads.
-  const double params = 2.0 * (2.0 * kHidden * kHeads * kHeadDim + 2.0 * kHidden * kKvHeads * kHeadDim +
-                               3.0 * kHidden * kInter + kHidden * kHidden);
+  const double params =
+      2.0 * (2.0 * kHidden * kHeads * kHeadDim + 2.0 * kHidden * kKvHeads * kHeadDim +
+             3.0 * kHidden * kInter + kHidden * kHidden);
   // Two flops (multiply, add) per weight and token, plus both estimators' causal attention.
-  const double flops = 2.0 * params * tokens + 2.0 * (4.0 * tokens * tokens * kHeadDim * kHeads / 2);
-  state.counters["tokens/s"] = benchmark::Counter(double(tokens) * state.iterations(), benchmark::Counter::kIsRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(flops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  const double flops =
+      2.0 * params * tokens + 2.0 * (4.0 * tokens * tokens * kHeadDim * kHeads / 2);
+  state.counters["tokens/s"] =
+      benchmark::Counter(double(tokens) * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
   state.SetLabel(std::string(state.range(2) ? "flash" : "sdpa") + ", " + sgt::simd::arch_name());
 }
 

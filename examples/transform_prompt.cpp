@@ -23,9 +23,10 @@ int main(int argc, char** argv) {
     options.pool = &pool;  // noise: fresh ChaCha20 keyed from the OS (the default)
     const sgt::TransformResult out = model.run(sgt::TransformInput::single(ids), options);
 
-    std::printf("%zu tokens -> protected embeddings [%zu, %zu, %zu]\n", ids.size(), out.batch, out.seq_len,
-                out.hidden);
-    std::printf("first values: %.4f %.4f %.4f\n", out.transformed[0], out.transformed[1], out.transformed[2]);
+    std::printf("%zu tokens -> protected embeddings [%zu, %zu, %zu]\n", ids.size(), out.batch,
+                out.seq_len, out.hidden);
+    std::printf("first values: %.4f %.4f %.4f\n", out.transformed[0], out.transformed[1],
+                out.transformed[2]);
   } catch (const sgt::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

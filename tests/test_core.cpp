@@ -58,10 +58,10 @@ TEST_CASE("narrowing rounds to nearest, ties to even") {
   // f16: 65520 is the first value that rounds to inf; 65519 rounds to the max finite value.
   CHECK(sgt::to_float16(65519.0f).bits == 0x7bff);
   CHECK(sgt::to_float16(65520.0f).bits == 0x7c00);
-  CHECK(sgt::to_float16(std::ldexp(1.0f, -25)).bits == 0x0000);           // tie to even: 0
-  CHECK(sgt::to_float16(std::ldexp(1.5f, -25)).bits == 0x0001);           // above the tie
-  CHECK(sgt::to_float16(std::ldexp(3.0f, -25)).bits == 0x0002);           // tie 1.5 ulp -> 2
-  CHECK(sgt::to_float16(-std::ldexp(1.0f, -14)).bits == 0x8400);          // smallest normal
+  CHECK(sgt::to_float16(std::ldexp(1.0f, -25)).bits == 0x0000);   // tie to even: 0
+  CHECK(sgt::to_float16(std::ldexp(1.5f, -25)).bits == 0x0001);   // above the tie
+  CHECK(sgt::to_float16(std::ldexp(3.0f, -25)).bits == 0x0002);   // tie 1.5 ulp -> 2
+  CHECK(sgt::to_float16(-std::ldexp(1.0f, -14)).bits == 0x8400);  // smallest normal
 }
 
 #if defined(__F16C__)
@@ -155,7 +155,8 @@ TEST_CASE("SIMD shim: reduce_add, reduce_max, fma and widening loads") {
   const auto va = sgt::simd::load_as_float(a.data());
   CHECK(sgt::simd::reduce_add(va) == doctest::Approx(sum));
   CHECK(sgt::simd::reduce_max(va) == mx);
-  const auto vf = sgt::simd::fma(va, sgt::simd::load_as_float(b.data()), sgt::simd::load_as_float(c.data()));
+  const auto vf =
+      sgt::simd::fma(va, sgt::simd::load_as_float(b.data()), sgt::simd::load_as_float(c.data()));
   alignas(64) float out[n];
   vf.store_aligned(out);
   for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == std::fma(a[i], b[i], c[i]));

@@ -14,7 +14,8 @@ struct Case {
   std::size_t tokens, hidden;
   std::vector<float> x, mu, sigma, eps;
   std::vector<std::uint8_t> protect;
-  Case(std::size_t t, std::size_t h, unsigned seed) : tokens(t), hidden(h), x(t * h), mu(t * h), sigma(t * h), eps(t * h), protect(t) {
+  Case(std::size_t t, std::size_t h, unsigned seed)
+      : tokens(t), hidden(h), x(t * h), mu(t * h), sigma(t * h), eps(t * h), protect(t) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> n;
     for (std::size_t i = 0; i < t * h; ++i) {
@@ -25,7 +26,9 @@ struct Case {
     }
     for (std::size_t i = 0; i < t; ++i) protect[i] = (rng() % 3) != 0;
   }
-  sgt::TensorView<const float> v(const std::vector<float>& a) const { return {a.data(), {tokens, hidden}}; }
+  sgt::TensorView<const float> v(const std::vector<float>& a) const {
+    return {a.data(), {tokens, hidden}};
+  }
 };
 }  // namespace
 
@@ -37,13 +40,14 @@ TEST_CASE("apply_noise matches its reference bit for bit and keeps unprotected r
       for (auto range : {sgt::kernels::ValueRange{}, sgt::kernels::ValueRange{-1.5f, std::nullopt},
                          sgt::kernels::ValueRange{-2.0f, 2.0f}}) {
         sgt::ThreadPool pool(3);
-        sgt::kernels::apply_noise(c.v(c.x), c.v(c.mu), c.v(c.sigma), c.v(c.eps), c.protect.data(), range,
-                                  {a.data(), {tokens, hidden}}, &pool);
-        sgt::kernels::apply_noise_reference(c.v(c.x), c.v(c.mu), c.v(c.sigma), c.v(c.eps), c.protect.data(), range,
-                                            {b.data(), {tokens, hidden}});
+        sgt::kernels::apply_noise(c.v(c.x), c.v(c.mu), c.v(c.sigma), c.v(c.eps), c.protect.data(),
+                                  range, {a.data(), {tokens, hidden}}, &pool);
+        sgt::kernels::apply_noise_reference(c.v(c.x), c.v(c.mu), c.v(c.sigma), c.v(c.eps),
+                                            c.protect.data(), range, {b.data(), {tokens, hidden}});
         for (std::size_t i = 0; i < a.size(); ++i) {
           // The two may differ only by FMA contraction of sigma * eps + (x + mu): one rounding.
-          const float tol = 4 * std::numeric_limits<float>::epsilon() * (std::fabs(b[i]) + std::fabs(c.sigma[i] * c.eps[i]));
+          const float tol = 4 * std::numeric_limits<float>::epsilon() *
+                            (std::fabs(b[i]) + std::fabs(c.sigma[i] * c.eps[i]));
           REQUIRE(std::fabs(a[i] - b[i]) <= tol);
         }
         for (std::size_t t = 0; t < tokens; ++t) {
@@ -52,8 +56,10 @@ TEST_CASE("apply_noise matches its reference bit for bit and keeps unprotected r
             float expect = c.protect[t] ? (c.x[k] + c.mu[k]) + c.sigma[k] * c.eps[k] : c.x[k];
             if (range.min) expect = std::max(expect, *range.min);
             if (range.max) expect = std::min(expect, *range.max);
-            if (!c.protect[t]) REQUIRE(std::memcmp(&a[k], &expect, 4) == 0);
-            else REQUIRE(a[k] == doctest::Approx(expect).epsilon(1e-6));
+            if (!c.protect[t])
+              REQUIRE(std::memcmp(&a[k], &expect, 4) == 0);
+            else
+              REQUIRE(a[k] == doctest::Approx(expect).epsilon(1e-6));
           }
         }
       }
@@ -66,8 +72,8 @@ TEST_CASE("a NaN or inf in mu, sigma or eps at an unprotected position does not 
   c.protect = {0, 1, 0, 1};
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (std::size_t i = 0; i < 33; ++i) {
-    c.mu[i] = nan;                       // token 0, unprotected
-    c.sigma[2 * 33 + i] = INFINITY;      // token 2, unprotected
+    c.mu[i] = nan;                   // token 0, unprotected
+    c.sigma[2 * 33 + i] = INFINITY;  // token 2, unprotected
   }
   std::vector<float> out(4 * 33);
   sgt::kernels::apply_noise(c.v(c.x), c.v(c.mu), c.v(c.sigma), c.v(c.eps), c.protect.data(), {},
@@ -81,7 +87,7 @@ TEST_CASE("a NaN or inf in mu, sigma or eps at an unprotected position does not 
 TEST_CASE("apply_noise refuses mismatched shapes") {
   Case c(2, 8, 1);
   std::vector<float> out(15);
-  CHECK_THROWS_AS(sgt::kernels::apply_noise(c.v(c.x), c.v(c.mu), c.v(c.sigma), c.v(c.eps), c.protect.data(), {},
-                                            {out.data(), {15}}),
+  CHECK_THROWS_AS(sgt::kernels::apply_noise(c.v(c.x), c.v(c.mu), c.v(c.sigma), c.v(c.eps),
+                                            c.protect.data(), {}, {out.data(), {15}}),
                   sgt::Error);
 }

@@ -25,7 +25,8 @@ const fs::path kExamples = fs::path(SGT_TEST_DATA_DIR) / ".." / ".." / "examples
 std::vector<fs::path> cases() {
   std::vector<fs::path> out;
   for (const auto& entry : fs::directory_iterator(kE2e))
-    if (entry.is_directory() && fs::exists(entry.path() / "expected.safetensors")) out.push_back(entry.path());
+    if (entry.is_directory() && fs::exists(entry.path() / "expected.safetensors"))
+      out.push_back(entry.path());
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -37,8 +38,8 @@ std::vector<float> tensor_values(const sgt::SafetensorsFile& f, const std::strin
 
 // max |a - b| over real positions, relative to the largest |b| there: a tolerance scaled to the
 // magnitude of the values.
-double relative_error(const std::vector<float>& a, const std::vector<float>& b, const sgt::TransformInput& in,
-                      std::size_t hidden) {
+double relative_error(const std::vector<float>& a, const std::vector<float>& b,
+                      const sgt::TransformInput& in, std::size_t hidden) {
   double err = 0, scale = 0;
   REQUIRE(a.size() == b.size());
   for (std::size_t t = 0; t < in.batch * in.seq_len; ++t) {
@@ -109,7 +110,8 @@ TEST_CASE("every e2e case matches the PyTorch reference") {
             if (cfg.value_min) x = std::max(x, *cfg.value_min);
             if (cfg.value_max) x = std::min(x, *cfg.value_max);
             REQUIRE(std::memcmp(&r.transformed[t * H + i], &x, 4) == 0);
-            if (!real) REQUIRE((r.mean[t * H + i] == 0 && r.std[t * H + i] == 0 && r.noise[t * H + i] == 0));
+            if (!real)
+              REQUIRE((r.mean[t * H + i] == 0 && r.std[t * H + i] == 0 && r.noise[t * H + i] == 0));
           }
         }
         // The std estimator's output is strictly positive at real positions.
@@ -186,10 +188,11 @@ TEST_CASE("--seed with the torch generator reproduces the reference's torch.rand
   const auto ref_noise = tensor_values(expected, "noise");
   REQUIRE(r.noise.size() == ref_noise.size());
   double max_diff = 0;
-  for (std::size_t i = 0; i < r.noise.size(); ++i) max_diff = std::max(max_diff, std::fabs(double(r.noise[i]) - ref_noise[i]));
+  for (std::size_t i = 0; i < r.noise.size(); ++i)
+    max_diff = std::max(max_diff, std::fabs(double(r.noise[i]) - ref_noise[i]));
   CHECK(max_diff <= 1e-6);
-  CHECK(relative_error(r.transformed, tensor_values(expected, "transformed"), in, model.hidden_size()) <=
-        tolerance_for(model));
+  CHECK(relative_error(r.transformed, tensor_values(expected, "transformed"), in,
+                       model.hidden_size()) <= tolerance_for(model));
 }
 
 TEST_CASE("secure noise: fresh for every call, zero at padding, standard normal") {
@@ -234,7 +237,8 @@ TEST_CASE("the bundled demo model transforms the sample prompt like the referenc
   options.injected_noise = noise.tensor("noise").as<float>();
   options.keep_intermediates = true;
   const auto r = model.run(in, options);
-  CHECK(relative_error(r.transformed, tensor_values(expected, "transformed"), in, model.hidden_size()) <= 2e-3);
+  CHECK(relative_error(r.transformed, tensor_values(expected, "transformed"), in,
+                       model.hidden_size()) <= 2e-3);
   CHECK(relative_error(r.mean, tensor_values(expected, "mean"), in, model.hidden_size()) <= 2e-3);
   CHECK(relative_error(r.std, tensor_values(expected, "std"), in, model.hidden_size()) <= 2e-3);
 }

@@ -7,7 +7,9 @@
 #include <sgt/sgt.hpp>
 
 namespace {
-sgt::TransformInput parse(const std::string& text) { return sgt::parse_transform_input(nlohmann::json::parse(text)); }
+sgt::TransformInput parse(const std::string& text) {
+  return sgt::parse_transform_input(nlohmann::json::parse(text));
+}
 
 // The error's key and message, for a request that must be refused.
 std::pair<std::string, std::string> error_of(const std::string& text) {
@@ -47,20 +49,25 @@ TEST_CASE("malformed requests name the key and the position") {
   CHECK(error_of(R"({"input_ids": [], "noise_mask": []})").first == "input_ids");
   CHECK(error_of(R"({"input_ids": [[]], "noise_mask": [[]]})").first == "input_ids");
   CHECK(error_of(R"({"input_ids": 3, "noise_mask": [1]})").first == "input_ids");
-  CHECK(error_of(R"({"input_ids": [[1, 2], 3], "noise_mask": [[1, 1], [1]]})").first == "input_ids");
-  CHECK(error_of(R"({"input_ids": [[1, 2], [3]], "noise_mask": [[1, 1], [1]]})").second.find("row 1 has 1 tokens") !=
+  CHECK(error_of(R"({"input_ids": [[1, 2], 3], "noise_mask": [[1, 1], [1]]})").first ==
+        "input_ids");
+  CHECK(error_of(R"({"input_ids": [[1, 2], [3]], "noise_mask": [[1, 1], [1]]})")
+            .second.find("row 1 has 1 tokens") != std::string::npos);
+  CHECK(error_of(R"({"input_ids": [1, "a"], "noise_mask": [1, 1]})").second.find("position 1") !=
         std::string::npos);
-  CHECK(error_of(R"({"input_ids": [1, "a"], "noise_mask": [1, 1]})").second.find("position 1") != std::string::npos);
   CHECK(error_of(R"({"input_ids": [1, 1.5], "noise_mask": [1, 1]})").first == "input_ids");
   CHECK(error_of(R"({"input_ids": [1, true], "noise_mask": [1, 1]})").first == "input_ids");
   CHECK(error_of(R"({"input_ids": [1, 2], "noise_mask": [1]})").first == "noise_mask");
-  CHECK(error_of(R"({"input_ids": [1, 2], "noise_mask": [1, 2]})").second.find("row 0, token 1") != std::string::npos);
+  CHECK(error_of(R"({"input_ids": [1, 2], "noise_mask": [1, 2]})").second.find("row 0, token 1") !=
+        std::string::npos);
   CHECK(error_of(R"({"input_ids": [1, 2], "noise_mask": [1, -1]})").first == "noise_mask");
   CHECK(error_of(R"({"input_ids": [1, 2], "noise_mask": [1, "1"]})").first == "noise_mask");
-  CHECK(error_of(R"({"input_ids": [[1, 2]], "noise_mask": [[1, 1], [1, 1]]})").first == "noise_mask");
-  CHECK(error_of(R"({"input_ids": [1, 2], "noise_mask": [1, 1], "attention_mask": [1]})").first == "attention_mask");
-  CHECK(error_of(R"({"input_ids": [1, 2], "noise_mask": [1, 1], "attention_mask": [1, 0.5]})").first ==
+  CHECK(error_of(R"({"input_ids": [[1, 2]], "noise_mask": [[1, 1], [1, 1]]})").first ==
+        "noise_mask");
+  CHECK(error_of(R"({"input_ids": [1, 2], "noise_mask": [1, 1], "attention_mask": [1]})").first ==
         "attention_mask");
+  CHECK(error_of(R"({"input_ids": [1, 2], "noise_mask": [1, 1], "attention_mask": [1, 0.5]})")
+            .first == "attention_mask");
   CHECK(error_of(R"({"input_ids": [1, 2], "noise_mask": [1, 1], "extra": 0})").first == "extra");
 }
 

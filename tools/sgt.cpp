@@ -2,7 +2,8 @@
 //
 //   sgt info MODEL_DIR
 //   sgt transform MODEL_DIR --input IN.json --output OUT.safetensors [--noise NOISE.safetensors]
-//       [--seed N] [--rng secure|torch] [--threads N] [--attention sdpa|flash] [--dump-intermediates]
+//       [--seed N] [--rng secure|torch] [--threads N] [--attention sdpa|flash]
+//       [--dump-intermediates]
 //
 // Exit status 0 on success. On any bad input: status 1 (2 for a bad command line), one line on
 // stderr that names the problem, and no output file (the writer renames a finished temp file).
@@ -44,7 +45,8 @@ nlohmann::ordered_json estimator_info(const sgt::EstimatorConfig& e) {
   j["num_key_value_heads"] = d.num_key_value_heads;
   j["head_dim"] = d.head_dim;
   j["final_norm"] = e.final_norm;
-  j["head"] = e.has_head ? nlohmann::ordered_json{{"bias", e.head_bias}} : nlohmann::ordered_json(nullptr);
+  j["head"] =
+      e.has_head ? nlohmann::ordered_json{{"bias", e.head_bias}} : nlohmann::ordered_json(nullptr);
   j["parameterization"] = params[static_cast<int>(e.parameterization.type)];
   return j;
 }
@@ -67,8 +69,9 @@ int cmd_info(const std::string& dir) {
   j["format_version"] = c.format_version;
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
-  j["value_range"] = {c.value_min ? nlohmann::ordered_json(*c.value_min) : nlohmann::ordered_json(nullptr),
-                      c.value_max ? nlohmann::ordered_json(*c.value_max) : nlohmann::ordered_json(nullptr)};
+  j["value_range"] = {
+      c.value_min ? nlohmann::ordered_json(*c.value_min) : nlohmann::ordered_json(nullptr),
+      c.value_max ? nlohmann::ordered_json(*c.value_max) : nlohmann::ordered_json(nullptr)};
   j["mean_estimator"] = estimator_info(c.mean_estimator);
   j["std_estimator"] = estimator_info(c.std_estimator);
   j["tensors"] = model.tensors().size();
@@ -101,25 +104,38 @@ int cmd_transform(const std::vector<std::string>& args) {
       if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
       return args[++i];
     };
-    if (a == "--input") input = value();
-    else if (a == "--output") output = value();
-    else if (a == "--noise") noise_path = value();
-    else if (a == "--seed") { seed = parse_u64(a, value()); have_seed = true; }
-    else if (a == "--rng") {
+    if (a == "--input")
+      input = value();
+    else if (a == "--output")
+      output = value();
+    else if (a == "--noise")
+      noise_path = value();
+    else if (a == "--seed") {
+      seed = parse_u64(a, value());
+      have_seed = true;
+    } else if (a == "--rng") {
       rng = value();
-      if (rng != "secure" && rng != "torch") throw UsageError("--rng must be secure or torch, got '" + rng + "'");
+      if (rng != "secure" && rng != "torch")
+        throw UsageError("--rng must be secure or torch, got '" + rng + "'");
     } else if (a == "--threads") {
       threads = static_cast<std::size_t>(parse_u64(a, value()));
       if (threads == 0 || threads > 1024) throw UsageError("--threads must be between 1 and 1024");
     } else if (a == "--attention") {
       const std::string v = value();
-      if (v == "sdpa") attention = sgt::AttentionAlgorithm::Sdpa;
-      else if (v == "flash") attention = sgt::AttentionAlgorithm::Flash;
-      else throw UsageError("--attention must be sdpa or flash, got '" + v + "'");
-    } else if (a == "--dump-intermediates") dump = true;
-    else if (!a.empty() && a[0] == '-') throw UsageError("unknown option " + a);
-    else if (dir.empty()) dir = a;
-    else throw UsageError("unexpected argument '" + a + "'");
+      if (v == "sdpa")
+        attention = sgt::AttentionAlgorithm::Sdpa;
+      else if (v == "flash")
+        attention = sgt::AttentionAlgorithm::Flash;
+      else
+        throw UsageError("--attention must be sdpa or flash, got '" + v + "'");
+    } else if (a == "--dump-intermediates")
+      dump = true;
+    else if (!a.empty() && a[0] == '-')
+      throw UsageError("unknown option " + a);
+    else if (dir.empty())
+      dir = a;
+    else
+      throw UsageError("unexpected argument '" + a + "'");
   }
   if (dir.empty()) throw UsageError("transform needs MODEL_DIR");
   if (input.empty()) throw UsageError("transform needs --input IN.json");
@@ -127,7 +143,8 @@ int cmd_transform(const std::vector<std::string>& args) {
   if (!noise_path.empty() && (have_seed || !rng.empty()))
     throw UsageError("--noise gives eps itself: it cannot be combined with --seed or --rng");
   if (rng == "torch" && !have_seed) throw UsageError("--rng torch needs --seed N");
-  if (rng == "secure" && have_seed) throw UsageError("--rng secure takes no seed: it is keyed from the OS");
+  if (rng == "secure" && have_seed)
+    throw UsageError("--rng secure takes no seed: it is keyed from the OS");
 
   const auto t0 = std::chrono::steady_clock::now();
   const sgt::Transform model(dir);
@@ -136,16 +153,19 @@ int cmd_transform(const std::vector<std::string>& args) {
 
   sgt::RunOptions options;
   options.attention = attention;
-  options.keep_intermediates = true;  // the summary needs mean distance; cheap next to the estimators
+  options.keep_intermediates =
+      true;  // the summary needs mean distance; cheap next to the estimators
   std::unique_ptr<sgt::SafetensorsFile> noise_file;
   if (!noise_path.empty()) {
     noise_file = std::make_unique<sgt::SafetensorsFile>(noise_path);
-    if (!noise_file->contains("noise")) throw sgt::Error("has no tensor 'noise'").at_file(noise_path);
+    if (!noise_file->contains("noise"))
+      throw sgt::Error("has no tensor 'noise'").at_file(noise_path);
     const sgt::AnyTensorView n = noise_file->tensor("noise");
-    if (n.dtype() != sgt::DType::F32) throw sgt::Error("must be F32").at_tensor("noise").at_file(noise_path);
+    if (n.dtype() != sgt::DType::F32)
+      throw sgt::Error("must be F32").at_tensor("noise").at_file(noise_path);
     if (n.rank() != 3 || n.dim(0) != in.batch || n.dim(1) != in.seq_len || n.dim(2) != H)
-      throw sgt::Error("has shape " + n.shape_string() + ", expected [" + std::to_string(in.batch) + ", " +
-                       std::to_string(in.seq_len) + ", " + std::to_string(H) + "]")
+      throw sgt::Error("has shape " + n.shape_string() + ", expected [" + std::to_string(in.batch) +
+                       ", " + std::to_string(in.seq_len) + ", " + std::to_string(H) + "]")
           .at_tensor("noise")
           .at_file(noise_path);
     options.noise = sgt::NoiseSource::Injected;
@@ -196,11 +216,12 @@ int cmd_transform(const std::vector<std::string>& args) {
   std::printf("protected tokens: %zu of %zu real (%.0f%%), noise: %s\n", protected_tokens, real,
               real ? 100.0 * protected_tokens / real : 0.0, noise_name);
   if (protected_tokens)
-    std::printf("mean L2 distance clean -> protected: %.4f (clean norm %.4f, ratio %.2f)\n", dist / protected_tokens,
-                norm / protected_tokens, norm > 0 ? dist / norm : 0.0);
+    std::printf("mean L2 distance clean -> protected: %.4f (clean norm %.4f, ratio %.2f)\n",
+                dist / protected_tokens, norm / protected_tokens, norm > 0 ? dist / norm : 0.0);
   std::printf("time: load %.1f ms, transform %.1f ms (%zu threads, %s)\n",
               std::chrono::duration<double, std::milli>(t1 - t0).count(),
-              std::chrono::duration<double, std::milli>(t2 - t1).count(), pool.num_threads(), sgt::simd::arch_name());
+              std::chrono::duration<double, std::milli>(t2 - t1).count(), pool.num_threads(),
+              sgt::simd::arch_name());
   return 0;
 }
 

@@ -39,7 +39,9 @@ inline float bits_float(std::uint32_t u) noexcept {
 }
 }  // namespace detail
 
-inline float to_float(float x) noexcept { return x; }
+inline float to_float(float x) noexcept {
+  return x;
+}
 inline float to_float(bfloat16 x) noexcept {
   return detail::bits_float(static_cast<std::uint32_t>(x.bits) << 16);
 }
@@ -111,14 +113,19 @@ struct dtype_of<float16> : std::integral_constant<DType, DType::F16> {};
 template <class T>
 inline constexpr DType dtype_of_v = dtype_of<T>::value;
 
-constexpr std::size_t dtype_size(DType d) noexcept { return d == DType::F32 ? 4 : 2; }
+constexpr std::size_t dtype_size(DType d) noexcept {
+  return d == DType::F32 ? 4 : 2;
+}
 
 // Names as they appear in safetensors headers.
 constexpr const char* dtype_name(DType d) noexcept {
   switch (d) {
-    case DType::F32: return "F32";
-    case DType::BF16: return "BF16";
-    case DType::F16: return "F16";
+    case DType::F32:
+      return "F32";
+    case DType::BF16:
+      return "BF16";
+    case DType::F16:
+      return "F16";
   }
   return "?";
 }
@@ -140,9 +147,12 @@ struct TypeTag {
 template <class F>
 decltype(auto) visit_dtype(DType d, F&& f) {
   switch (d) {
-    case DType::F32: return f(TypeTag<float>{});
-    case DType::BF16: return f(TypeTag<bfloat16>{});
-    case DType::F16: return f(TypeTag<float16>{});
+    case DType::F32:
+      return f(TypeTag<float>{});
+    case DType::BF16:
+      return f(TypeTag<bfloat16>{});
+    case DType::F16:
+      return f(TypeTag<float16>{});
   }
   throw Error("unknown dtype");
 }

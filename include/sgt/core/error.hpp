@@ -18,8 +18,7 @@ namespace sgt {
 
 class Error : public std::runtime_error {
  public:
-  explicit Error(std::string message)
-      : std::runtime_error(message), message_(std::move(message)) {
+  explicit Error(std::string message) : std::runtime_error(message), message_(std::move(message)) {
     rebuild();
   }
 

@@ -16,7 +16,9 @@ using LogHandler = std::function<void(const std::string& message)>;
 namespace detail {
 struct LogState {
   std::mutex mutex;
-  LogHandler handler = [](const std::string& m) { std::fprintf(stderr, "sgt: warning: %s\n", m.c_str()); };
+  LogHandler handler = [](const std::string& m) {
+    std::fprintf(stderr, "sgt: warning: %s\n", m.c_str());
+  };
 };
 inline LogState& log_state() {
   static LogState state;

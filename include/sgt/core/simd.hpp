@@ -33,7 +33,9 @@ using FloatBatch = Batch<float>;
 inline constexpr std::size_t kFloatLanes = FloatBatch::size;
 
 // Name of the instruction set the kernels were compiled for ("avx512bw", "avx2", "sse2", ...).
-inline const char* arch_name() noexcept { return Arch::name(); }
+inline const char* arch_name() noexcept {
+  return Arch::name();
+}
 
 #if XSIMD_VERSION_MAJOR >= 10
 template <class T, class A>
@@ -76,7 +78,9 @@ inline xsimd::batch<float, A> fma(const xsimd::batch<float, A>& x, const xsimd::
 
 // Loads FloatBatch::size consecutive elements of any stored dtype, widened to f32. The pointer
 // needs no alignment beyond that of its element type.
-inline FloatBatch load_as_float(const float* p) noexcept { return FloatBatch::load_unaligned(p); }
+inline FloatBatch load_as_float(const float* p) noexcept {
+  return FloatBatch::load_unaligned(p);
+}
 
 inline FloatBatch load_as_float(const bfloat16* p) noexcept {
   // bf16 is the top half of an f32: zero-extend to 32 bits and shift left by 16.

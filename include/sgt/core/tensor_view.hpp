@@ -43,7 +43,8 @@ class TensorView {
     std::size_t i = 0;
     for (std::size_t d : shape) shape_[i++] = d;
   }
-  TensorView(T* data, const Shape& shape, std::size_t rank) : data_(data), shape_(shape), rank_(rank) {
+  TensorView(T* data, const Shape& shape, std::size_t rank)
+      : data_(data), shape_(shape), rank_(rank) {
     if (rank > kMaxRank) throw Error("tensor rank above " + std::to_string(kMaxRank));
   }
   // A view of non-const elements converts to a view of const elements.

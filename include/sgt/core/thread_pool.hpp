@@ -34,7 +34,8 @@ class ThreadPool {
     if (num_threads == 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
     num_threads_ = num_threads;
     workers_.reserve(num_threads - 1);
-    for (std::size_t i = 0; i + 1 < num_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    for (std::size_t i = 0; i + 1 < num_threads; ++i)
+      workers_.emplace_back([this] { worker_loop(); });
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;

@@ -643,10 +643,14 @@ inline nlohmann::json parse_config_json_text(const std::string& text) {
   std::string path;
   for (const std::string& k : check.path()) path += (path.empty() ? "" : ".") + k;
   switch (check.fault()) {
-    case JsonPrecheck::Fault::kNone: break;
-    case JsonPrecheck::Fault::kSyntax: throw Error("not valid JSON: " + check.syntax_message());
-    case JsonPrecheck::Fault::kRootNotObject: throw Error("the root of config.json is not a JSON object");
-    case JsonPrecheck::Fault::kDuplicateKey: throw Error("key appears twice").at_key(path);
+    case JsonPrecheck::Fault::kNone:
+      break;
+    case JsonPrecheck::Fault::kSyntax:
+      throw Error("not valid JSON: " + check.syntax_message());
+    case JsonPrecheck::Fault::kRootNotObject:
+      throw Error("the root of config.json is not a JSON object");
+    case JsonPrecheck::Fault::kDuplicateKey:
+      throw Error("key appears twice").at_key(path);
     case JsonPrecheck::Fault::kTooDeep:
       throw Error("JSON nests deeper than " + std::to_string(kMaxConfigJsonDepth) + " levels");
   }

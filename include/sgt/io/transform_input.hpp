@@ -23,7 +23,8 @@ namespace sgt {
 namespace detail {
 
 // Returns the rows of `key` as a list of lists (a flat list is one row).
-inline std::vector<const nlohmann::json*> json_rows(const nlohmann::json& value, const std::string& key) {
+inline std::vector<const nlohmann::json*> json_rows(const nlohmann::json& value,
+                                                    const std::string& key) {
   if (!value.is_array()) throw Error("must be a list (of lists)").at_key(key);
   if (value.empty()) throw Error("is empty").at_key(key);
   std::vector<const nlohmann::json*> rows;
@@ -47,7 +48,8 @@ inline std::string where(std::size_t row, std::size_t token) {
 }  // namespace detail
 
 inline TransformInput parse_transform_input(const nlohmann::json& j) {
-  if (!j.is_object()) throw Error("the request must be a JSON object with input_ids and noise_mask");
+  if (!j.is_object())
+    throw Error("the request must be a JSON object with input_ids and noise_mask");
   for (const auto& [k, v] : j.items()) {
     (void)v;
     if (k != "input_ids" && k != "noise_mask" && k != "attention_mask")
@@ -64,8 +66,9 @@ inline TransformInput parse_transform_input(const nlohmann::json& j) {
   for (std::size_t r = 0; r < id_rows.size(); ++r) {
     const auto& row = *id_rows[r];
     if (row.size() != in.seq_len)
-      throw Error("row " + std::to_string(r) + " has " + std::to_string(row.size()) + " tokens, row 0 has " +
-                  std::to_string(in.seq_len) + " (pad rows to one length and mark padding in attention_mask)")
+      throw Error("row " + std::to_string(r) + " has " + std::to_string(row.size()) +
+                  " tokens, row 0 has " + std::to_string(in.seq_len) +
+                  " (pad rows to one length and mark padding in attention_mask)")
           .at_key("input_ids");
     for (std::size_t s = 0; s < row.size(); ++s) {
       const auto& v = row[s];
@@ -80,18 +83,21 @@ inline TransformInput parse_transform_input(const nlohmann::json& j) {
   auto parse_mask = [&](const std::string& key, std::vector<std::uint8_t>& out) {
     const auto rows = detail::json_rows(j[key], key);
     if (rows.size() != in.batch)
-      throw Error("has " + std::to_string(rows.size()) + " rows, input_ids has " + std::to_string(in.batch)).at_key(key);
+      throw Error("has " + std::to_string(rows.size()) + " rows, input_ids has " +
+                  std::to_string(in.batch))
+          .at_key(key);
     for (std::size_t r = 0; r < rows.size(); ++r) {
       const auto& row = *rows[r];
       if (row.size() != in.seq_len)
-        throw Error("row " + std::to_string(r) + " has " + std::to_string(row.size()) + " values, input_ids has " +
-                    std::to_string(in.seq_len))
+        throw Error("row " + std::to_string(r) + " has " + std::to_string(row.size()) +
+                    " values, input_ids has " + std::to_string(in.seq_len))
             .at_key(key);
       for (std::size_t s = 0; s < row.size(); ++s) {
         const auto& v = row[s];
         if (v.is_boolean()) {
           out.push_back(v.get<bool>() ? 1 : 0);
-        } else if (v.is_number_integer() && (v.get<std::int64_t>() == 0 || v.get<std::int64_t>() == 1)) {
+        } else if (v.is_number_integer() &&
+                   (v.get<std::int64_t>() == 0 || v.get<std::int64_t>() == 1)) {
           out.push_back(static_cast<std::uint8_t>(v.get<std::int64_t>()));
         } else {
           throw Error(detail::where(r, s) + ": " + v.dump() + " is not 0, 1, true or false")
@@ -102,7 +108,8 @@ inline TransformInput parse_transform_input(const nlohmann::json& j) {
     }
   };
   parse_mask("noise_mask", in.noise_mask);
-  if (j.contains("attention_mask") && !j["attention_mask"].is_null()) parse_mask("attention_mask", in.attention_mask);
+  if (j.contains("attention_mask") && !j["attention_mask"].is_null())
+    parse_mask("attention_mask", in.attention_mask);
   return in;
 }
 

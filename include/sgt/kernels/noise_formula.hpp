@@ -31,10 +31,11 @@ namespace detail {
 inline void check_noise_shapes(TensorView<const float> x, TensorView<const float> mu,
                                TensorView<const float> sigma, TensorView<const float> eps,
                                TensorView<float> out) {
-  if (mu.size() != x.size() || sigma.size() != x.size() || eps.size() != x.size() || out.size() != x.size())
+  if (mu.size() != x.size() || sigma.size() != x.size() || eps.size() != x.size() ||
+      out.size() != x.size())
     throw Error("noise formula: x " + x.shape_string() + ", mu " + mu.shape_string() + ", sigma " +
-                sigma.shape_string() + ", eps " + eps.shape_string() + ", out " + out.shape_string() +
-                " must have the same size");
+                sigma.shape_string() + ", eps " + eps.shape_string() + ", out " +
+                out.shape_string() + " must have the same size");
 }
 inline float clamp_value(float v, const ValueRange& r) noexcept {
   // NaN stays NaN, like torch.clamp.
@@ -84,8 +85,10 @@ inline void apply_noise(TensorView<const float> x, TensorView<const float> mu,
         const float* s = sigma.row(t);
         const float* e = eps.row(t);
         for (; i + L <= hidden; i += L) {
-          const FloatBatch xmu = FloatBatch::load_unaligned(xr + i) + FloatBatch::load_unaligned(m + i);
-          const FloatBatch noise = FloatBatch::load_unaligned(s + i) * FloatBatch::load_unaligned(e + i);
+          const FloatBatch xmu =
+              FloatBatch::load_unaligned(xr + i) + FloatBatch::load_unaligned(m + i);
+          const FloatBatch noise =
+              FloatBatch::load_unaligned(s + i) * FloatBatch::load_unaligned(e + i);
           FloatBatch y = xmu + noise;
           if (range.min) y = xsimd::select(y < lo, lo, y);
           if (range.max) y = xsimd::select(y > hi, hi, y);

@@ -18,7 +18,8 @@ inline void add_in_place_reference(TensorView<float> acc, TensorView<const float
   for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += delta[i];
 }
 
-inline void add_in_place(TensorView<float> acc, TensorView<const float> delta, ThreadPool* pool = nullptr) {
+inline void add_in_place(TensorView<float> acc, TensorView<const float> delta,
+                         ThreadPool* pool = nullptr) {
   if (acc.size() != delta.size())
     throw Error("residual add: " + acc.shape_string() + " vs " + delta.shape_string());
   float* a = acc.data();

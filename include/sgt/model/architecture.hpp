@@ -39,10 +39,14 @@ struct Qwen3Architecture {  // Llama + per-head RMSNorm of q and k before RoPE
 template <class F>
 decltype(auto) visit_architecture(ModelType type, F&& f) {
   switch (type) {
-    case ModelType::Llama: return f(LlamaArchitecture{});
-    case ModelType::Mistral: return f(MistralArchitecture{});
-    case ModelType::Qwen2: return f(Qwen2Architecture{});
-    case ModelType::Qwen3: return f(Qwen3Architecture{});
+    case ModelType::Llama:
+      return f(LlamaArchitecture{});
+    case ModelType::Mistral:
+      return f(MistralArchitecture{});
+    case ModelType::Qwen2:
+      return f(Qwen2Architecture{});
+    case ModelType::Qwen3:
+      return f(Qwen3Architecture{});
   }
   throw Error("unknown model type");
 }

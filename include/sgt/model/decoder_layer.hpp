@@ -38,8 +38,9 @@ struct LayerBuffers {
 
 template <class Architecture>
 struct DecoderLayer {
-  static void forward(const DecoderConfig& c, const DecoderLayerWeights& w, const kernels::RopeTable& rope,
-                      const SequenceBatch& seq, TensorView<float> h, const LayerBuffers& buf, const Ops& ops) {
+  static void forward(const DecoderConfig& c, const DecoderLayerWeights& w,
+                      const kernels::RopeTable& rope, const SequenceBatch& seq, TensorView<float> h,
+                      const LayerBuffers& buf, const Ops& ops) {
     const float eps = static_cast<float>(c.rms_norm_eps);
 
     // h = h + Attention(RMSNorm_in(h))
@@ -55,8 +56,9 @@ struct DecoderLayer {
 
  private:
   // delta = o_proj(softmax(rope(q) rope(k)^T * scale + mask) v), q, k, v projections of `normed`.
-  static void attention(const DecoderConfig& c, const AttentionWeights& w, const kernels::RopeTable& rope,
-                        const SequenceBatch& seq, const LayerBuffers& buf, const Ops& ops) {
+  static void attention(const DecoderConfig& c, const AttentionWeights& w,
+                        const kernels::RopeTable& rope, const SequenceBatch& seq,
+                        const LayerBuffers& buf, const Ops& ops) {
     const std::size_t hd = c.head_dim, nh = c.num_attention_heads, nkv = c.num_key_value_heads;
     ops.matmul(buf.normed, w.q_proj, w.q_bias, buf.q);
     ops.matmul(buf.normed, w.k_proj, w.k_bias, buf.k);

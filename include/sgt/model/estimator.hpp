@@ -33,9 +33,11 @@ class Estimator {
     const LayerBuffers buf = ws.layer_buffers(d);
     visit_architecture(d.model_type, [&](auto architecture) {
       using Layer = DecoderLayer<decltype(architecture)>;
-      for (const DecoderLayerWeights& layer : weights_.layers) Layer::forward(d, layer, rope, seq, h, buf, ops);
+      for (const DecoderLayerWeights& layer : weights_.layers)
+        Layer::forward(d, layer, rope, seq, h, buf, ops);
     });
-    if (config_.final_norm) ops.rms_norm(h, weights_.final_norm, static_cast<float>(d.rms_norm_eps), h);
+    if (config_.final_norm)
+      ops.rms_norm(h, weights_.final_norm, static_cast<float>(d.rms_norm_eps), h);
     if (config_.has_head)
       ops.matmul(h, weights_.head, weights_.head_bias, out);
     else

@@ -19,8 +19,8 @@
 namespace sgt {
 
 enum class AttentionAlgorithm {
-  Auto,   // flash attention: O(tile) memory, and the faster of the two at every size we measured
-  Sdpa,   // explicit scores: the reference
+  Auto,  // flash attention: O(tile) memory, and the faster of the two at every size we measured
+  Sdpa,  // explicit scores: the reference
   Flash,
 };
 
@@ -37,7 +37,8 @@ struct Ops {
   bool reference = false;  // every kernel on its plain reference implementation
   AttentionAlgorithm attention_algorithm = AttentionAlgorithm::Auto;
 
-  void rms_norm(TensorView<const float> x, const AnyTensorView& w, float eps, TensorView<float> out) const {
+  void rms_norm(TensorView<const float> x, const AnyTensorView& w, float eps,
+                TensorView<float> out) const {
     if (reference)
       kernels::rms_norm_reference(x, w, eps, out, kernels::RmsNormStyle::Weight, pool);
     else

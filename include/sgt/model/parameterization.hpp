@@ -39,10 +39,12 @@ inline void apply_parameterization(const ParameterizationConfig& p, TensorView<f
         for (std::size_t i = b; i < e; ++i) v[i] = bound * std::tanh((v[i] + shift) / bound);
         break;
       case ParameterizationType::Cloak:
-        for (std::size_t i = b; i < e; ++i) v[i] = lo + half_span * (1.0f + std::tanh(v[i] / shallow));
+        for (std::size_t i = b; i < e; ++i)
+          v[i] = lo + half_span * (1.0f + std::tanh(v[i] / shallow));
         break;
       case ParameterizationType::CloakSigmoid:
-        for (std::size_t i = b; i < e; ++i) v[i] = lo + span * (1.0f / (1.0f + std::exp(-(v[i] / shallow))));
+        for (std::size_t i = b; i < e; ++i)
+          v[i] = lo + span * (1.0f / (1.0f + std::exp(-(v[i] / shallow))));
         break;
       case ParameterizationType::Direct:
         for (std::size_t i = b; i < e; ++i) v[i] = std::min(std::max(v[i], lo), hi);

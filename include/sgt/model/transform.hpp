@@ -3,8 +3,9 @@
 //
 //   x     = E[input_ids]
 //   mu    = MeanEstimator(x, attention_mask),  sigma = StdEstimator(x, attention_mask)
-//   eps   ~ N(0, 1)                             (secure by default; torch-seeded or injected on request)
-//   out   = clamp(select(noise_mask & attention_mask, x + mu + sigma * eps, x), value_range)
+//   eps   ~ N(0, 1)                             (secure by default; torch-seeded or injected on
+//   request) out   = clamp(select(noise_mask & attention_mask, x + mu + sigma * eps, x),
+//   value_range)
 //
 // At padding positions mu, sigma and eps are 0 and out is the clean embedding. A loaded Transform
 // is immutable: any number of threads may call run() at once, each with its own Workspace (the
@@ -42,7 +43,8 @@ struct TransformInput {
   std::vector<std::uint8_t> attention_mask;  // [B * S]: 1 = real token; empty = all real
 
   // A single sequence (B = 1). An empty noise_mask protects every token.
-  static TransformInput single(std::vector<std::int64_t> ids, std::vector<std::uint8_t> noise_mask = {}) {
+  static TransformInput single(std::vector<std::int64_t> ids,
+                               std::vector<std::uint8_t> noise_mask = {}) {
     TransformInput in;
     in.batch = 1;
     in.seq_len = ids.size();
@@ -54,7 +56,8 @@ struct TransformInput {
 };
 
 enum class NoiseSource {
-  Secure,    // ChaCha20 keyed from the OS, fresh every call (the default; the only one for production)
+  Secure,    // ChaCha20 keyed from the OS, fresh every call (the default; the only one for
+             // production)
   Torch,     // reproduces torch.manual_seed(seed); torch.randn(B, S, H): for parity checks
   Injected,  // the caller's eps [B, S, H]
 };
@@ -62,11 +65,11 @@ enum class NoiseSource {
 struct RunOptions {
   ThreadPool* pool = nullptr;  // null: run on the calling thread
   AttentionAlgorithm attention = AttentionAlgorithm::Auto;
-  bool reference_kernels = false;  // run every kernel on its plain reference (tests, debugging)
+  bool reference_kernels = false;   // run every kernel on its plain reference (tests, debugging)
   bool keep_intermediates = false;  // fill TransformResult's embeddings, mean, std, noise
   NoiseSource noise = NoiseSource::Secure;
-  std::uint64_t seed = 0;                    // NoiseSource::Torch
-  TensorView<const float> injected_noise;    // NoiseSource::Injected: [B, S, H] floats
+  std::uint64_t seed = 0;                  // NoiseSource::Torch
+  TensorView<const float> injected_noise;  // NoiseSource::Injected: [B, S, H] floats
 };
 
 struct TransformResult {
@@ -85,8 +88,10 @@ class Transform {
     store_ = std::make_unique<TensorStore>(model_dir);
     check_model_tensors(config_, *store_);
     embed_ = store_->tensor("embed_tokens.weight");
-    mean_ = Estimator(config_.mean_estimator, load_estimator_weights(*store_, "mean_estimator", config_.mean_estimator));
-    std_ = Estimator(config_.std_estimator, load_estimator_weights(*store_, "std_estimator", config_.std_estimator));
+    mean_ = Estimator(config_.mean_estimator,
+                      load_estimator_weights(*store_, "mean_estimator", config_.mean_estimator));
+    std_ = Estimator(config_.std_estimator,
+                     load_estimator_weights(*store_, "std_estimator", config_.std_estimator));
   }
 
   const std::string& directory() const noexcept { return dir_; }
@@ -101,7 +106,8 @@ class Transform {
     return result;
   }
 
-  void run(const TransformInput& in, const RunOptions& options, Workspace& ws, TransformResult& result) const {
+  void run(const TransformInput& in, const RunOptions& options, Workspace& ws,
+           TransformResult& result) const {
     validate(in, options);
     const std::size_t B = in.batch, S = in.seq_len, H = config_.hidden_size, T = B * S;
     ws.plan(config_, B, S);
@@ -120,7 +126,8 @@ class Transform {
 
     // x = E[input_ids]
     TensorView<float> x = ws.embeddings();
-    kernels::embedding_lookup(embed_, in.input_ids.data(), T, TensorView<float>(x.data(), {T, H}), options.pool);
+    kernels::embedding_lookup(embed_, in.input_ids.data(), T, TensorView<float>(x.data(), {T, H}),
+                              options.pool);
     // mu, sigma: both estimators see the clean embeddings of every real position.
     mean_.forward(x, seq, ws.mean_rope(), ws, ws.mean(), ops);
     std_.forward(x, seq, ws.std_rope(), ws, ws.std(), ops);
@@ -137,7 +144,8 @@ class Transform {
     kernels::ValueRange range{config_.value_min, config_.value_max};
     TensorView<float> out(result.transformed.data(), {B, S, H});
     if (options.reference_kernels)
-      kernels::apply_noise_reference(x, ws.mean(), ws.std(), eps, protect, range, out, options.pool);
+      kernels::apply_noise_reference(x, ws.mean(), ws.std(), eps, protect, range, out,
+                                     options.pool);
     else
       kernels::apply_noise(x, ws.mean(), ws.std(), eps, protect, range, out, options.pool);
 
@@ -158,29 +166,34 @@ class Transform {
   void validate(const TransformInput& in, const RunOptions& options) const {
     const std::size_t T = in.batch * in.seq_len;
     if (in.batch == 0 || in.seq_len == 0)
-      throw Error("empty input: batch " + std::to_string(in.batch) + ", length " + std::to_string(in.seq_len));
+      throw Error("empty input: batch " + std::to_string(in.batch) + ", length " +
+                  std::to_string(in.seq_len));
     if (in.input_ids.size() != T)
-      throw Error("holds " + std::to_string(in.input_ids.size()) + " ids, expected batch x length = " +
-                  std::to_string(T))
+      throw Error("holds " + std::to_string(in.input_ids.size()) +
+                  " ids, expected batch x length = " + std::to_string(T))
           .at_key("input_ids");
     if (in.noise_mask.size() != T)
-      throw Error("holds " + std::to_string(in.noise_mask.size()) + " values, expected " + std::to_string(T))
+      throw Error("holds " + std::to_string(in.noise_mask.size()) + " values, expected " +
+                  std::to_string(T))
           .at_key("noise_mask");
     if (!in.attention_mask.empty() && in.attention_mask.size() != T)
-      throw Error("holds " + std::to_string(in.attention_mask.size()) + " values, expected " + std::to_string(T))
+      throw Error("holds " + std::to_string(in.attention_mask.size()) + " values, expected " +
+                  std::to_string(T))
           .at_key("attention_mask");
     const auto vocab = static_cast<std::int64_t>(config_.vocab_size);
     for (std::size_t t = 0; t < T; ++t) {
       const std::int64_t id = in.input_ids[t];
       if (id < 0 || id >= vocab)
-        throw Error("row " + std::to_string(t / in.seq_len) + ", token " + std::to_string(t % in.seq_len) +
-                    ": id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")")
+        throw Error("row " + std::to_string(t / in.seq_len) + ", token " +
+                    std::to_string(t % in.seq_len) + ": id " + std::to_string(id) +
+                    " is outside the vocabulary [0, " + std::to_string(vocab) + ")")
             .at_key("input_ids")
             .at_position(static_cast<std::int64_t>(t % in.seq_len));
     }
-    if (options.noise == NoiseSource::Injected && options.injected_noise.size() != T * config_.hidden_size)
-      throw Error("injected noise has " + std::to_string(options.injected_noise.size()) + " values, expected B x S x H = " +
-                  std::to_string(T * config_.hidden_size))
+    if (options.noise == NoiseSource::Injected &&
+        options.injected_noise.size() != T * config_.hidden_size)
+      throw Error("injected noise has " + std::to_string(options.injected_noise.size()) +
+                  " values, expected B x S x H = " + std::to_string(T * config_.hidden_size))
           .at_tensor("noise");
   }
 
@@ -197,7 +210,8 @@ class Transform {
         break;
       }
       case NoiseSource::Injected:
-        std::copy(options.injected_noise.data(), options.injected_noise.data() + eps.size(), eps.data());
+        std::copy(options.injected_noise.data(), options.injected_noise.data() + eps.size(),
+                  eps.data());
         break;
     }
   }

@@ -24,9 +24,15 @@ inline kernels::RopeParameters rope_parameters(const DecoderConfig& c) {
   p.theta = c.rope_theta;
   p.partial_rotary_factor = c.partial_rotary_factor;
   switch (c.rope_scaling.type) {
-    case RopeType::Default: p.type = kernels::RopeType::Default; break;
-    case RopeType::Linear: p.type = kernels::RopeType::Linear; break;
-    case RopeType::Llama3: p.type = kernels::RopeType::Llama3; break;
+    case RopeType::Default:
+      p.type = kernels::RopeType::Default;
+      break;
+    case RopeType::Linear:
+      p.type = kernels::RopeType::Linear;
+      break;
+    case RopeType::Llama3:
+      p.type = kernels::RopeType::Llama3;
+      break;
   }
   p.factor = c.rope_scaling.factor;
   p.low_freq_factor = c.rope_scaling.low_freq_factor;
@@ -99,7 +105,8 @@ class Workspace {
   // Floats held, for callers that budget memory.
   std::size_t capacity_floats() const {
     std::size_t n = 0;
-    for (const auto* v : {&h_, &normed_, &delta_, &q_, &attn_, &k_, &v_, &mlp_, &embeddings_, &mean_, &std_, &noise_})
+    for (const auto* v : {&h_, &normed_, &delta_, &q_, &attn_, &k_, &v_, &mlp_, &embeddings_,
+                          &mean_, &std_, &noise_})
       n += v->size();
     return n;
   }
@@ -109,16 +116,20 @@ class Workspace {
     if (v.size() < n) v.resize(n);
   }
   static bool same(const kernels::RopeParameters& a, const kernels::RopeParameters& b) {
-    return a.head_dim == b.head_dim && a.theta == b.theta && a.partial_rotary_factor == b.partial_rotary_factor &&
-           a.type == b.type && a.factor == b.factor && a.low_freq_factor == b.low_freq_factor &&
+    return a.head_dim == b.head_dim && a.theta == b.theta &&
+           a.partial_rotary_factor == b.partial_rotary_factor && a.type == b.type &&
+           a.factor == b.factor && a.low_freq_factor == b.low_freq_factor &&
            a.high_freq_factor == b.high_freq_factor &&
            a.original_max_position_embeddings == b.original_max_position_embeddings;
   }
   static void plan_rope(std::optional<kernels::RopeTable>& table, const kernels::RopeParameters& p,
                         std::size_t positions) {
-    if (!table || table->num_positions() < positions || !same(table->parameters(), p)) table.emplace(p, positions);
+    if (!table || table->num_positions() < positions || !same(table->parameters(), p))
+      table.emplace(p, positions);
   }
-  TensorView<float> view(std::vector<float>& v) { return TensorView<float>(v.data(), {batch_, seq_len_, hidden_}); }
+  TensorView<float> view(std::vector<float>& v) {
+    return TensorView<float>(v.data(), {batch_, seq_len_, hidden_});
+  }
 
   std::vector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, embeddings_, mean_, std_, noise_;
   std::vector<std::uint8_t> protect_, mask_;
