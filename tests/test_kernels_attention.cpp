@@ -471,3 +471,27 @@ TEST_CASE("flash_attention_reference is sdpa") {
   const std::vector<float> b = p.run(kSdpa);
   CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
+
+TEST_CASE("flash_attention keeps its tile scratch on the stack for head_dim up to 256") {
+  for (std::size_t hd : {1u, 16u, 64u, 80u, 128u, 200u, 256u}) {
+    CAPTURE(hd);
+    CHECK(sgt::kernels::detail::flash_slot_layout(hd).floats <=
+          sgt::kernels::detail::kFlashStackSlotFloats);
+  }
+}
+
+TEST_CASE("heads wider than 256 take the heap-scratch path and still match sdpa") {
+  AttentionOptions o;
+  o.scale = sgt::kernels::default_attention_scale(512);
+  Problem p = random_problem({2, 70, 4, 2, 512}, o, 99);
+  p.mask.assign(2 * 70, 1);
+  std::fill(p.mask.begin(), p.mask.begin() + 9, 0);
+  REQUIRE(sgt::kernels::detail::flash_slot_layout(512).floats >
+          sgt::kernels::detail::kFlashStackSlotFloats);
+  sgt::ThreadPool pool(3);
+  const std::vector<float> want = p.run(kSdpa);
+  const std::vector<float> serial = p.run(kFlash);
+  CHECK(max_abs_diff(serial, want) <= tolerance(p, 2e-5f));
+  CHECK(std::memcmp(serial.data(), p.run(kFlash, &pool).data(), serial.size() * sizeof(float)) ==
+        0);
+}

@@ -45,8 +45,9 @@
 // a 32 KiB L1d. head_dim 64 -> 64, 80 -> 48, 128 -> 32 (AVX-512). The whole per-task working set
 // (Qt, St, acc, m, l) is 36 to 48 KiB: L2-resident everywhere.
 //
-// Memory: one scratch buffer per call, num_threads slots of that working set (allocated once per
-// call, O(tile x threads), independent of seq_len: see flash_attention_scratch_bytes). A chunk of
+// Memory: one slot of that working set per running chunk, O(tile x threads) and independent of
+// seq_len (see flash_attention_scratch_bytes): on each thread's stack for head_dim <= 256, so a
+// call allocates nothing; from one heap buffer per call for wider heads. A chunk of
 // tasks borrows a free slot for its duration; nothing in a slot survives from one task to the
 // next, so which slot a task gets cannot change its result.
 //
@@ -82,6 +83,9 @@ inline constexpr int kFlashAccumulators = kFlashLanes >= 16 ? 16 : 8;
 inline constexpr int kFlashMaxVectors = kFlashLanes >= 16 ? 4 : 2;
 inline constexpr std::size_t kFlashMaxBlock = 64;
 inline constexpr std::size_t kFlashTileFloats = 4096;  // 16 KiB: half of a 32 KiB L1d
+// A slot (q^T tile, scores tile, accumulator tile, three row vectors) fits in this many floats for
+// every head_dim up to 256, the tiles being sized to kFlashTileFloats (50 KiB on the stack).
+inline constexpr std::size_t kFlashStackSlotFloats = 3 * kFlashTileFloats + 3 * kFlashMaxBlock + 64;
 
 struct FlashTiles {
   std::size_t query_block = 0;  // Bq, a multiple of kFlashLanes
@@ -455,10 +459,31 @@ inline void flash_attention(const AttentionShape& shape, const AttentionOptions&
   const std::size_t heads = shape.batch * shape.num_heads;
   const std::size_t num_tasks = heads * num_q_blocks;
 
-  // The one allocation of the call: a slot of tile scratch per thread.
+  auto run_tasks = [&](std::size_t task_begin, std::size_t task_end, float* slot) {
+    for (std::size_t task = task_begin; task < task_end; ++task) {
+      // Heaviest first: the last query block sees the most keys under causal masking.
+      const std::size_t q_block = num_q_blocks - 1 - task / heads;
+      const std::size_t b = task % heads / shape.num_heads, h = task % shape.num_heads;
+      const std::size_t i0 = q_block * bq;
+      detail::flash_attention_task(shape, options, q.data(), k.data(), v.data(), attention_mask,
+                                   out.data(), b, h, i0, std::min(bq, shape.seq_len - i0), slot);
+    }
+  };
+
+  // Every head_dim up to 256: each running chunk keeps its tile scratch on its own thread's
+  // stack (about 50 KiB), so the call allocates nothing -- it runs once per layer.
+  const std::size_t slot_floats = detail::flash_slot_layout(shape.head_dim).floats;
+  if (slot_floats <= detail::kFlashStackSlotFloats) {
+    parallel_for(pool, num_tasks, 1, [&](std::size_t task_begin, std::size_t task_end) {
+      alignas(64) float slot[detail::kFlashStackSlotFloats];
+      run_tasks(task_begin, task_end, slot);
+    });
+    return;
+  }
+
+  // Wider heads: one heap buffer per call, a slot of tile scratch per thread.
   const std::size_t num_threads = pool ? pool->num_threads() : 1;
   const std::size_t num_slots = detail::flash_num_slots(shape, num_threads);
-  const std::size_t slot_floats = detail::flash_slot_layout(shape.head_dim).floats;
   std::vector<float> scratch(flash_attention_scratch_bytes(shape, num_threads) / sizeof(float));
   float* base = scratch.data();
   base += (64 - reinterpret_cast<std::uintptr_t>(base) % 64) % 64 / sizeof(float);
@@ -471,14 +496,7 @@ inline void flash_attention(const AttentionShape& shape, const AttentionOptions&
       float* slot;
       ~Release() { slots.release(slot); }
     } release{slots, slot};
-    for (std::size_t task = task_begin; task < task_end; ++task) {
-      // Heaviest first: the last query block sees the most keys under causal masking.
-      const std::size_t q_block = num_q_blocks - 1 - task / heads;
-      const std::size_t b = task % heads / shape.num_heads, h = task % shape.num_heads;
-      const std::size_t i0 = q_block * bq;
-      detail::flash_attention_task(shape, options, q.data(), k.data(), v.data(), attention_mask,
-                                   out.data(), b, h, i0, std::min(bq, shape.seq_len - i0), slot);
-    }
+    run_tasks(task_begin, task_end, slot);
   });
 }
 

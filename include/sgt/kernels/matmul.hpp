@@ -81,29 +81,33 @@ inline bool ranges_overlap(const void* a, std::size_t a_bytes, const void* b,
 }
 
 // Checks the shapes of one Linear: x [T, K], w [N, K], bias [N] or empty, y [T, N], and that the
-// weight has data. `op` names the caller in messages ("matmul", "swiglu_mlp down_proj", ...).
+// weight has data. Messages name the caller as `op` + `part` ("matmul", "swiglu_mlp down_proj").
+// It runs on every call of a hot kernel, so messages are only built on failure (no allocation).
 inline void check_linear_shapes(const std::string& op, const Shape& x_shape, std::size_t x_rank,
                                 const AnyTensorView& w, const AnyTensorView& bias,
-                                const Shape& y_shape, std::size_t y_rank,
-                                const std::string& x_name = "x", const std::string& y_name = "y") {
-  const std::string xs = x_name + " " + shape_to_string(x_shape, x_rank);
-  const std::string ys = y_name + " " + shape_to_string(y_shape, y_rank);
+                                const Shape& y_shape, std::size_t y_rank, const char* x_name = "x",
+                                const char* y_name = "y", const char* part = "") {
+  auto name = [&] { return op + part; };
+  auto xs = [&] { return std::string(x_name) + " " + shape_to_string(x_shape, x_rank); };
+  auto ys = [&] { return std::string(y_name) + " " + shape_to_string(y_shape, y_rank); };
   if (x_rank != 2)
-    throw Error(op + ": " + x_name + " must be [T, K], got " + shape_to_string(x_shape, x_rank));
-  if (w.rank() != 2) throw Error(op + ": weight must be [N, K], got " + w.shape_string());
+    throw Error(name() + ": " + x_name + " must be [T, K], got " +
+                shape_to_string(x_shape, x_rank));
+  if (w.rank() != 2) throw Error(name() + ": weight must be [N, K], got " + w.shape_string());
   if (y_rank != 2)
-    throw Error(op + ": " + y_name + " must be [T, N], got " + shape_to_string(y_shape, y_rank));
+    throw Error(name() + ": " + y_name + " must be [T, N], got " +
+                shape_to_string(y_shape, y_rank));
   if (x_shape[1] != w.dim(1))
-    throw Error(op + ": " + xs + " and weight " + w.shape_string() + " disagree on K (" + x_name +
-                " is [T, K], weight is [N, K])");
+    throw Error(name() + ": " + xs() + " and weight " + w.shape_string() + " disagree on K (" +
+                x_name + " is [T, K], weight is [N, K])");
   if (y_shape[0] != x_shape[0] || y_shape[1] != w.dim(0))
-    throw Error(op + ": " + ys + " does not match " + xs + " times weight " + w.shape_string() +
-                "^T: expected [" + std::to_string(x_shape[0]) + ", " + std::to_string(w.dim(0)) +
-                "]");
+    throw Error(name() + ": " + ys() + " does not match " + xs() + " times weight " +
+                w.shape_string() + "^T: expected [" + std::to_string(x_shape[0]) + ", " +
+                std::to_string(w.dim(0)) + "]");
   if (bias.data() != nullptr && (bias.rank() != 1 || bias.dim(0) != w.dim(0)))
-    throw Error(op + ": bias " + bias.shape_string() + " does not match weight " +
+    throw Error(name() + ": bias " + bias.shape_string() + " does not match weight " +
                 w.shape_string() + ": expected [" + std::to_string(w.dim(0)) + "]");
-  if (w.data() == nullptr && w.size() != 0) throw Error(op + ": weight has no data");
+  if (w.data() == nullptr && w.size() != 0) throw Error(name() + ": weight has no data");
 }
 
 // check_linear_shapes, plus: x and y have data and do not overlap.

@@ -71,10 +71,10 @@ inline std::size_t check_swiglu(const std::string& op, const TensorView<const fl
   const std::size_t t_len = x.dim(0), i_len = w.gate.dim(0);
   // gate and up map x [T, H] to h [T, I]; down maps h to out [T, H].
   const Shape h_shape{t_len, i_len, 0, 0};
-  check_linear_shapes(op + " gate_proj", x.shape(), 2, w.gate, w.gate_bias, h_shape, 2, "x", "h");
-  check_linear_shapes(op + " up_proj", x.shape(), 2, w.up, w.up_bias, h_shape, 2, "x", "h");
-  check_linear_shapes(op + " down_proj", h_shape, 2, w.down, w.down_bias, out.shape(), out.rank(),
-                      "h", "out");
+  check_linear_shapes(op, x.shape(), 2, w.gate, w.gate_bias, h_shape, 2, "x", "h", " gate_proj");
+  check_linear_shapes(op, x.shape(), 2, w.up, w.up_bias, h_shape, 2, "x", "h", " up_proj");
+  check_linear_shapes(op, h_shape, 2, w.down, w.down_bias, out.shape(), out.rank(), "h", "out",
+                      " down_proj");
   if (out.dim(1) != x.dim(1))
     throw Error(op + ": out " + out.shape_string() + " must have the shape of x " +
                 x.shape_string());
