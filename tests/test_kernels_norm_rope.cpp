@@ -20,7 +20,11 @@
 #include <sgt/kernels/rms_norm.hpp>
 #include <sgt/kernels/rope.hpp>
 
+#include "support/stored_tensor.hpp"
+
 namespace {
+
+using sgt_test::to_f32;
 
 using sgt::AnyTensorView;
 using sgt::DType;
@@ -33,16 +37,6 @@ nlohmann::json fixture_cases(const sgt::SafetensorsFile& file) {
   const auto it = file.metadata().find("cases");
   REQUIRE(it != file.metadata().end());
   return nlohmann::json::parse(it->second);
-}
-
-std::vector<float> to_f32(const AnyTensorView& v) {
-  std::vector<float> out(v.size());
-  sgt::visit_dtype(v.dtype(), [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* p = static_cast<const T*>(v.data());
-    for (std::size_t i = 0; i < out.size(); ++i) out[i] = sgt::to_float(p[i]);
-  });
-  return out;
 }
 
 // Values shaped like activations: mostly normal, some rows scaled far up or down.

@@ -31,7 +31,11 @@
 
 namespace fs = std::filesystem;
 
+#include "support/stored_tensor.hpp"
+
 namespace {
+
+using sgt_test::to_f32;
 
 const std::string kData = std::string(SGT_TEST_DATA_DIR) + "/safetensors";
 
@@ -106,17 +110,6 @@ std::uint32_t bits_of(float f) {
   std::uint32_t u;
   std::memcpy(&u, &f, 4);
   return u;
-}
-
-// The f32 values of any stored tensor, widened exactly.
-std::vector<float> widen(const sgt::AnyTensorView& v) {
-  std::vector<float> out(v.size());
-  sgt::visit_dtype(v.dtype(), [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* p = static_cast<const T*>(v.data());
-    for (std::size_t i = 0; i < out.size(); ++i) out[i] = sgt::to_float(p[i]);
-  });
-  return out;
 }
 
 // Bit-exact equality of two f32 arrays; reports the first difference.
@@ -448,7 +441,7 @@ TEST_CASE("zero-size tensors take no room, may share an offset, and may end the 
   CHECK(shape_of(f.tensor("d")) == std::vector<std::uint64_t>{0, 5});
   CHECK(f.tensor("d").dtype() == sgt::DType::F16);
   CHECK(shape_of(f.tensor("e")) == std::vector<std::uint64_t>{0});
-  check_same_bits(widen(f.tensor("b")), {1.5f, -2.0f}, "b");
+  check_same_bits(to_f32(f.tensor("b")), {1.5f, -2.0f}, "b");
 }
 
 TEST_CASE("metadata is read back") {
@@ -541,8 +534,8 @@ TEST_CASE("fixture: F32, BF16, F16 values equal torch's .float() bit for bit") {
     CHECK(want.dtype() == sgt::DType::F32);
     CHECK(shape_of(t) == shape_of(want));
     CHECK(is_aligned(t.data(), sgt::dtype_size(dtype)));
-    const std::vector<float> got = widen(t);
-    check_same_bits(got, widen(want), name);
+    const std::vector<float> got = to_f32(t);
+    check_same_bits(got, to_f32(want), name);
     for (float x : got) {
       saw_nan |= std::isnan(x);
       saw_inf |= std::isinf(x);
@@ -575,7 +568,7 @@ TEST_CASE("fixture: a file with an odd header length (misaligned data) reads bac
     const sgt::AnyTensorView t = f.tensor(name);
     CHECK(is_aligned(t.data(), sgt::dtype_size(t.dtype())));
     CHECK(shape_of(t) == shape_of(expected.tensor(name)));
-    check_same_bits(widen(t), widen(expected.tensor(name)), name);
+    check_same_bits(to_f32(t), to_f32(expected.tensor(name)), name);
   }
 }
 
@@ -601,7 +594,7 @@ TEST_CASE("fixture: sharded model through TensorStore (directory and index path)
       CHECK(store.contains(name));
       CHECK(store.info(name).byte_size() == store.tensor(name).byte_size());
       bytes += store.info(name).byte_size();
-      check_same_bits(widen(store.tensor(name)), widen(expected.tensor(name)), name);
+      check_same_bits(to_f32(store.tensor(name)), to_f32(expected.tensor(name)), name);
     }
     CHECK(store.total_bytes() == bytes);
     // huggingface_hub's total_size is the same sum.
@@ -629,7 +622,7 @@ TEST_CASE("TensorStore: a single file, a directory with model.safetensors, and t
   CHECK(single.names() == file.names());
   CHECK(single.total_bytes() == file.total_bytes());
   CHECK(fs::path(single.file_of("bf16.matrix")).filename().string() == "model.safetensors");
-  check_same_bits(widen(single.tensor("f16.vector")), widen(file.tensor("f16.vector")), "f16");
+  check_same_bits(to_f32(single.tensor("f16.vector")), to_f32(file.tensor("f16.vector")), "f16");
 
   // Both files present: model.safetensors wins, as in transformers (the index is not even read).
   write_file(dir.file("model.safetensors.index.json"), "not json");
@@ -905,13 +898,13 @@ TEST_CASE("writer: C++ round trip for F32, BF16 and F16, with metadata") {
   CHECK(f.tensor("f32").dtype() == sgt::DType::F32);
   CHECK(f.tensor("bf16").dtype() == sgt::DType::BF16);
   CHECK(f.tensor("f16").dtype() == sgt::DType::F16);
-  check_same_bits(widen(f.tensor("f32")), want_f32, "f32");
-  check_same_bits(widen(f.tensor("bf16")), want_bf16, "bf16");
-  check_same_bits(widen(f.tensor("f16")), want_f16, "f16");
-  check_same_bits(widen(f.tensor("raw")),
+  check_same_bits(to_f32(f.tensor("f32")), want_f32, "f32");
+  check_same_bits(to_f32(f.tensor("bf16")), want_bf16, "bf16");
+  check_same_bits(to_f32(f.tensor("f16")), want_f16, "f16");
+  check_same_bits(to_f32(f.tensor("raw")),
                   std::vector<float>(want_bf16.begin() + 20, want_bf16.begin() + 25), "raw");
-  check_same_bits(widen(f.tensor("view")), viewed, "view");
-  check_same_bits(widen(f.tensor("const_view")), viewed, "const_view");
+  check_same_bits(to_f32(f.tensor("view")), viewed, "view");
+  check_same_bits(to_f32(f.tensor("const_view")), viewed, "const_view");
   // The rounding really happened (the inputs are not all representable).
   CHECK(std::memcmp(want_bf16.data(), x.data(), x.size() * 4) != 0);
 }
