@@ -24,6 +24,7 @@
 
 namespace {
 
+using sgt_test::StoredTensor;
 using sgt_test::to_f32;
 
 using sgt::AnyTensorView;
@@ -46,34 +47,6 @@ std::vector<float> random_values(std::size_t n, std::mt19937& rng, float scale =
   for (auto& x : v) x = scale * normal(rng);
   return v;
 }
-
-// A stored weight of the given dtype built from f32 values; keeps the bytes alive.
-struct StoredTensor {
-  std::vector<std::uint16_t> half_bits;
-  std::vector<float> f32;
-  DType dtype = DType::F32;
-  sgt::Shape shape{};
-  std::size_t rank = 0;
-
-  StoredTensor(const std::vector<float>& values, DType d, std::initializer_list<std::size_t> dims)
-      : dtype(d), rank(dims.size()) {
-    std::size_t i = 0;
-    for (auto x : dims) shape[i++] = x;
-    if (d == DType::F32) {
-      f32 = values;
-    } else {
-      half_bits.resize(values.size());
-      for (std::size_t j = 0; j < values.size(); ++j)
-        half_bits[j] =
-            d == DType::BF16 ? sgt::to_bfloat16(values[j]).bits : sgt::to_float16(values[j]).bits;
-    }
-  }
-  AnyTensorView view() const {
-    const void* p = dtype == DType::F32 ? static_cast<const void*>(f32.data())
-                                        : static_cast<const void*>(half_bits.data());
-    return AnyTensorView(p, dtype, shape, rank);
-  }
-};
 
 constexpr DType kAllDTypes[] = {DType::F32, DType::BF16, DType::F16};
 constexpr std::size_t kAwkwardSizes[] = {1, 2, 15, 16, 17, 31, 33, 63, 64, 65, 127, 130, 257, 2048};
@@ -125,7 +98,7 @@ TEST_CASE("embedding_lookup equals its reference over awkward widths, dtypes and
   for (DType dtype : kAllDTypes) {
     for (std::size_t hidden : kAwkwardSizes) {
       const std::size_t vocab = 37;
-      StoredTensor table(random_values(vocab * hidden, rng), dtype, {vocab, hidden});
+      StoredTensor table(dtype, random_values(vocab * hidden, rng), {vocab, hidden});
       for (std::size_t count : {std::size_t{1}, std::size_t{16}, std::size_t{65}}) {
         CAPTURE(sgt::dtype_name(dtype));
         CAPTURE(hidden);
@@ -152,7 +125,7 @@ TEST_CASE("embedding_lookup equals its reference over awkward widths, dtypes and
 TEST_CASE("embedding_lookup is bit-identical for 1, 2 and 3 threads") {
   std::mt19937 rng(12);
   const std::size_t vocab = 300, hidden = 2048 + 7, count = 97;
-  StoredTensor table(random_values(vocab * hidden, rng), DType::BF16, {vocab, hidden});
+  StoredTensor table(DType::BF16, random_values(vocab * hidden, rng), {vocab, hidden});
   std::vector<std::int64_t> ids(count);
   std::uniform_int_distribution<std::int64_t> pick(0, vocab - 1);
   for (auto& id : ids) id = pick(rng);
@@ -171,7 +144,7 @@ TEST_CASE("embedding_lookup is bit-identical for 1, 2 and 3 threads") {
 TEST_CASE("embedding_lookup refuses bad ids and shapes, leaving the output untouched") {
   std::mt19937 rng(13);
   const std::size_t vocab = 10, hidden = 16;
-  StoredTensor table(random_values(vocab * hidden, rng), DType::F16, {vocab, hidden});
+  StoredTensor table(DType::F16, random_values(vocab * hidden, rng), {vocab, hidden});
   std::vector<float> out(4 * hidden, 42.0f);
   const TensorView<float> out_view(out.data(), {4, hidden});
   sgt::ThreadPool pool(2);
@@ -203,7 +176,7 @@ TEST_CASE("embedding_lookup refuses bad ids and shapes, leaving the output untou
                     sgt::Error);
   }
   // A table that is not [V, H].
-  StoredTensor flat(random_values(vocab, rng), DType::F32, {vocab});
+  StoredTensor flat(DType::F32, random_values(vocab, rng), {vocab});
   const std::int64_t one = 1;
   CHECK_THROWS_AS(k::embedding_lookup(flat.view(), &one, 1, TensorView<float>(out.data(), {1, 1})),
                   sgt::Error);
@@ -274,7 +247,7 @@ TEST_CASE("rms_norm equals its reference over awkward widths, dtypes, styles and
         }
         std::vector<float> wv = random_values(hidden, rng, 0.5f);
         for (auto& w : wv) w += style == k::RmsNormStyle::Weight ? 1.0f : 0.0f;
-        StoredTensor weight(wv, dtype, {hidden});
+        StoredTensor weight(dtype, wv, {hidden});
         CAPTURE(sgt::dtype_name(dtype));
         CAPTURE(hidden);
         CAPTURE(static_cast<int>(style));
@@ -325,7 +298,7 @@ TEST_CASE("rms_norm is bit-identical for 1, 2 and 3 threads") {
   for (std::size_t hidden : {std::size_t{2048}, std::size_t{130}}) {
     const std::size_t rows = hidden == 2048 ? 150 : 1000;  // many chunks either way
     const std::vector<float> x = random_values(rows * hidden, rng, 3.0f);
-    StoredTensor weight(random_values(hidden, rng), DType::BF16, {hidden});
+    StoredTensor weight(DType::BF16, random_values(hidden, rng), {hidden});
     const TensorView<const float> xv(x.data(), {rows, hidden});
     std::vector<float> serial(x.size());
     k::rms_norm(xv, weight.view(), 1e-5f, TensorView<float>(serial.data(), {rows, hidden}));

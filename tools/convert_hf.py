@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
+from sgt_reference.cli import argument_parser  # noqa: E402
 from sgt_reference.config import (  # noqa: E402
     PARAMETERIZATION_TYPES,
     SUPPORTED_MODEL_TYPES,
@@ -51,11 +52,7 @@ DROP_KEYS = ("architectures", "vocab_size", "pad_token_id", "bos_token_id", "eos
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = argument_parser(__doc__)
     p.add_argument("base", help="Hugging Face model directory, or a Hub id (needs network)")
     p.add_argument("out_dir", help="sgt4t model directory to write")
     p.add_argument("--layers", type=int, required=True, help="K: decoder layers per estimator")

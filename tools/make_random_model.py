@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
+from sgt_reference.cli import argument_parser  # noqa: E402
 from sgt_reference.config import (  # noqa: E402
     PARAMETERIZATION_TYPES,
     SUPPORTED_MODEL_TYPES,
@@ -63,11 +64,7 @@ def _optional_float(text: str):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = argument_parser(__doc__)
     p.add_argument("out_dir", help="model directory to write (created if missing)")
     p.add_argument("--model-type", default="llama", choices=SUPPORTED_MODEL_TYPES)
     p.add_argument("--hidden", type=int, default=64, help="hidden_size (default 64)")

@@ -26,17 +26,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from sgt_reference.cli import argument_parser  # noqa: E402
 from sgt_reference.manual import manual_transform  # noqa: E402
 from sgt_reference.model import SgtModel  # noqa: E402
 from sgt_reference.transform import load_inputs, transform, write_outputs  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = argument_parser(__doc__)
     p.add_argument("model_dir", help="sgt4t model directory (config.json + model.safetensors)")
     p.add_argument("--input", required=True, help="IN.json")
     p.add_argument("--output", required=True, help="OUT.safetensors to write")

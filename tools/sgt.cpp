@@ -154,7 +154,7 @@ int cmd_transform(const std::vector<std::string>& args) {
   sgt::RunOptions options;
   options.attention = attention;
   options.keep_intermediates =
-      true;  // the summary needs mean distance; cheap next to the estimators
+      true;  // the summary compares with the clean embeddings; cheap next to the estimators
   std::unique_ptr<sgt::SafetensorsFile> noise_file;
   if (!noise_path.empty()) {
     noise_file = std::make_unique<sgt::SafetensorsFile>(noise_path);

@@ -74,8 +74,6 @@ class Workspace {
     batch_ = batch;
     seq_len_ = seq_len;
     hidden_ = hidden;
-    q_width_ = q;
-    kv_width_ = kv;
   }
 
   // Views for one estimator's layers (its own q/kv widths; buffers are sized for the widest).
@@ -102,15 +100,6 @@ class Workspace {
   const kernels::RopeTable& mean_rope() const { return *mean_rope_; }
   const kernels::RopeTable& std_rope() const { return *std_rope_; }
 
-  // Floats held, for callers that budget memory.
-  std::size_t capacity_floats() const {
-    std::size_t n = 0;
-    for (const auto* v : {&h_, &normed_, &delta_, &q_, &attn_, &k_, &v_, &mlp_, &embeddings_,
-                          &mean_, &std_, &noise_})
-      n += v->size();
-    return n;
-  }
-
  private:
   static void grow(std::vector<float>& v, std::size_t n) {
     if (v.size() < n) v.resize(n);
@@ -134,7 +123,7 @@ class Workspace {
   std::vector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, embeddings_, mean_, std_, noise_;
   std::vector<std::uint8_t> protect_, mask_;
   std::optional<kernels::RopeTable> mean_rope_, std_rope_;
-  std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0, q_width_ = 0, kv_width_ = 0;
+  std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0;
 };
 
 }  // namespace sgt
