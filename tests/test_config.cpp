@@ -10,16 +10,19 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include <sgt/io/config.hpp>
 #include <sgt/io/safetensors.hpp>
 #include <sgt/io/safetensors_writer.hpp>
+#include <sgt/model/config_json.hpp>
+#include <sgt/model/weights.hpp>
 
 using nlohmann::json;
 
@@ -115,11 +118,11 @@ void check_against_hf(const sgt::DecoderConfig& d, const json& expected) {
     else if (key == "rms_norm_eps")
       CHECK(d.rms_norm_eps == v.get<double>());
     else if (key == "rope_theta")
-      CHECK(d.rope_theta == v.get<double>());
+      CHECK(d.rope.theta == v.get<double>());
     else if (key == "rope_type")
-      CHECK(std::string(sgt::rope_type_name(d.rope_scaling.type)) == v.get<std::string>());
+      CHECK(std::string(sgt::rope_type_name(d.rope.type)) == v.get<std::string>());
     else if (key == "partial_rotary_factor")
-      CHECK(d.partial_rotary_factor == v.get<double>());
+      CHECK(d.rope.partial_rotary_factor == v.get<double>());
     else if (key == "max_position_embeddings")
       CHECK(d.max_position_embeddings == v.get<std::size_t>());
     else if (key == "attention_bias")
@@ -186,14 +189,15 @@ TEST_CASE("the spec's example config parses into the expected structs, silently"
     CHECK(d.num_key_value_heads == 8);
     CHECK(d.head_dim == 64);
     CHECK(d.rms_norm_eps == 1e-5);
-    CHECK(d.rope_theta == 500000.0);
-    CHECK(d.rope_scaling.type == sgt::RopeType::Llama3);
-    CHECK(d.rope_scaling.factor == 32.0);
-    CHECK(d.rope_scaling.low_freq_factor == 1.0);
-    CHECK(d.rope_scaling.high_freq_factor == 4.0);
-    CHECK(d.rope_scaling.original_max_position_embeddings == 8192);
-    CHECK(d.partial_rotary_factor == 1.0);
-    CHECK(d.rotary_dim == 64);
+    CHECK(d.rope.theta == 500000.0);
+    CHECK(d.rope.type == sgt::RopeType::Llama3);
+    CHECK(d.rope.factor == 32.0);
+    CHECK(d.rope.low_freq_factor == 1.0);
+    CHECK(d.rope.high_freq_factor == 4.0);
+    CHECK(d.rope.original_max_position_embeddings == 8192);
+    CHECK(d.rope.partial_rotary_factor == 1.0);
+    CHECK(sgt::kernels::RopeTable(d.rope, 1).rotary_dim() == 64);
+    CHECK(d.rope.head_dim == d.head_dim);
     CHECK(d.max_position_embeddings == 131072);
     CHECK(!d.attention_bias);
     CHECK(!d.o_proj_bias);
@@ -215,12 +219,12 @@ TEST_CASE("the spec's example config parses into the expected structs, silently"
 
   const sgt::ModelConfig loaded = sgt::load_model_config(data_path("spec_example.json"));
   CHECK(loaded.std_estimator.parameterization.min == 0.0001);
-  CHECK(loaded.mean_estimator.decoder.rope_scaling.factor == 32.0);
+  CHECK(loaded.mean_estimator.decoder.rope.factor == 32.0);
 }
 
 TEST_CASE("absent keys take the transformers defaults of each model_type") {
   const json& defaults = hf()["defaults"];
-  REQUIRE(defaults.size() == 4);
+  REQUIRE(defaults.size() == std::size(sgt::kModelFamilies));
   for (const auto& [model_type, expected] : defaults.items()) {
     CAPTURE(model_type);
     WarningCapture warnings;
@@ -301,18 +305,18 @@ TEST_CASE("rope parameters in the v4 and v5 spellings standardize as transformer
     CHECK(warnings.messages.empty());
     const sgt::DecoderConfig& d = m.mean_estimator.decoder;
     const json& e = c["expected"];
-    CHECK(std::string(sgt::rope_type_name(d.rope_scaling.type)) ==
-          e["rope_type"].get<std::string>());
-    CHECK(d.rope_theta == e["rope_theta"].get<double>());
-    CHECK(d.partial_rotary_factor == e["partial_rotary_factor"].get<double>());
-    CHECK(d.rotary_dim == e["rotary_dim"].get<std::size_t>());
-    if (e.contains("factor")) CHECK(d.rope_scaling.factor == e["factor"].get<double>());
+    CHECK(std::string(sgt::rope_type_name(d.rope.type)) == e["rope_type"].get<std::string>());
+    CHECK(d.rope.theta == e["rope_theta"].get<double>());
+    CHECK(d.rope.partial_rotary_factor == e["partial_rotary_factor"].get<double>());
+    // The kernel computes the rotary dimension from the parameters the loader produced.
+    CHECK(sgt::kernels::RopeTable(d.rope, 1).rotary_dim() == e["rotary_dim"].get<std::size_t>());
+    if (e.contains("factor")) CHECK(d.rope.factor == e["factor"].get<double>());
     if (e.contains("low_freq_factor"))
-      CHECK(d.rope_scaling.low_freq_factor == e["low_freq_factor"].get<double>());
+      CHECK(d.rope.low_freq_factor == e["low_freq_factor"].get<double>());
     if (e.contains("high_freq_factor"))
-      CHECK(d.rope_scaling.high_freq_factor == e["high_freq_factor"].get<double>());
+      CHECK(d.rope.high_freq_factor == e["high_freq_factor"].get<double>());
     if (e.contains("original_max_position_embeddings"))
-      CHECK(d.rope_scaling.original_max_position_embeddings ==
+      CHECK(d.rope.original_max_position_embeddings ==
             e["original_max_position_embeddings"].get<std::size_t>());
   }
 }
@@ -389,9 +393,9 @@ TEST_CASE("keys transformers does not read for a model_type are ignored with a w
                {"rope_scaling", {{"rope_type", "linear"}, {"factor", 3.0}}},
                {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", 5.0}}}};
   const auto c = sgt::parse_model_config(model_with("llama", both, 64));
-  CHECK(c.mean_estimator.decoder.rope_scaling.type == sgt::RopeType::Linear);
-  CHECK(c.mean_estimator.decoder.rope_scaling.factor == 3.0);
-  CHECK(c.mean_estimator.decoder.rope_theta == 10000.0);
+  CHECK(c.mean_estimator.decoder.rope.type == sgt::RopeType::Linear);
+  CHECK(c.mean_estimator.decoder.rope.factor == 3.0);
+  CHECK(c.mean_estimator.decoder.rope.theta == 10000.0);
   CHECK(contains(warnings.all(), "mean_estimator.config.rope_parameters: ignored"));
   // An empty rope_scaling does not hide rope_parameters (it is falsy in transformers).
   json empty = {{"hidden_size", 64},
@@ -400,7 +404,7 @@ TEST_CASE("keys transformers does not read for a model_type are ignored with a w
                 {"rope_scaling", json::object()},
                 {"rope_parameters", {{"rope_type", "linear"}, {"factor", 5.0}}}};
   const auto e = sgt::parse_model_config(model_with("llama", empty, 64));
-  CHECK(e.mean_estimator.decoder.rope_scaling.factor == 5.0);
+  CHECK(e.mean_estimator.decoder.rope.factor == 5.0);
 }
 
 TEST_CASE("accepted variants: ranges, nullable keys, sliding windows, parameterizations") {
@@ -958,4 +962,64 @@ TEST_CASE("check_model_tensors: missing, misshapen and unexpected tensors are er
     CHECK(e.tensor() == name);
     CHECK(contains(e.message(), "unexpected"));
   }
+}
+
+TEST_CASE("one description per family: every ModelType has exactly one row, names round-trip") {
+  // The families transformers' configs were dumped for (tools/fixtures/config_fixtures.py) are
+  // exactly the rows of the table.
+  std::set<std::string> names, fixture_names;
+  for (const auto& [model_type, unused] : hf()["defaults"].items())
+    fixture_names.insert(model_type);
+  std::set<sgt::ModelType> types;
+  for (const sgt::ModelFamily& f : sgt::kModelFamilies) {
+    CAPTURE(std::string(f.name));
+    CHECK(names.insert(f.name).second);
+    CHECK(types.insert(f.type).second);
+    CHECK(&sgt::model_family(f.type) == &f);
+    REQUIRE(sgt::find_model_family(f.name) != nullptr);
+    CHECK(sgt::find_model_family(f.name)->type == f.type);
+    CHECK(std::string(sgt::model_type_name(f.type)) == f.name);
+    // The parser reads the family by its row: model_type in config.json selects it.
+    const json config = {{"hidden_size", 64},
+                         {"num_attention_heads", 4},
+                         {"num_key_value_heads", 4},
+                         {"num_hidden_layers", 1},
+                         {"head_dim", 16}};
+    WarningCapture warnings;
+    const sgt::ModelConfig c = sgt::parse_model_config(model_with(f.name, config, 64));
+    CHECK(warnings.messages.empty());
+    const sgt::DecoderConfig& d = c.mean_estimator.decoder;
+    CHECK(d.model_type == f.type);
+    CHECK(d.qk_norm == f.qk_norm);
+    CHECK(d.norm_style == f.norm_style);
+    CHECK(d.attention_bias == (f.qkv_bias == sgt::BiasRule::Always));
+    CHECK((d.sliding_window != 0) == (f.window == sgt::WindowRule::EveryLayer));
+  }
+  CHECK(names == fixture_names);
+  CHECK(sgt::find_model_family("no_such_family") == nullptr);
+  for (const std::string& name : names)
+    CHECK(sgt::model_family_names().find(name) != std::string::npos);
+}
+
+TEST_CASE("one name table per enum: complete, unique, and used both ways") {
+  auto check_table = [](const auto& table, int count) {
+    std::set<std::string> seen;
+    for (int i = 0; i < count; ++i) {
+      using Enum = decltype(table[0].value);
+      const auto value = static_cast<Enum>(i);
+      const std::string name = sgt::enum_name(table, value);
+      CAPTURE(name);
+      CHECK(name != "?");
+      CHECK(seen.insert(name).second);
+      REQUIRE(sgt::enum_from_name(table, name).has_value());
+      CHECK(*sgt::enum_from_name(table, name) == value);
+    }
+    CHECK(std::size(table) == static_cast<std::size_t>(count));
+  };
+  check_table(sgt::kRopeTypeNames, 3);
+  check_table(sgt::kParameterizationTypeNames, 5);
+  CHECK(std::string(sgt::rope_type_name(sgt::RopeType::Llama3)) == "llama3");
+  CHECK(std::string(sgt::parameterization_type_name(sgt::ParameterizationType::CloakSigmoid)) ==
+        "cloak_sigmoid");
+  CHECK(sgt::enum_names_list(sgt::kRopeTypeNames) == "default, linear and llama3");
 }

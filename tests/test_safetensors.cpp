@@ -1,4 +1,4 @@
-// safetensors: the reader's rules (spec section 2.3) on a corpus of malformed files, values read
+// safetensors: the reader's rules (docs/format.md section 5) on a corpus of malformed files, values read
 // bit-exactly against PyTorch fixtures, sharded models (TensorStore), the writer (round trip in C++
 // and through Python's safetensors), and f32 -> bf16 / f16 rounding against torch's vectors.
 //

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -67,10 +68,10 @@ double tolerance_for(const sgt::Transform& model) {
 }  // namespace
 
 TEST_CASE("every e2e case matches the PyTorch reference") {
-  const auto all = cases();
-  REQUIRE(all.size() >= 6);
-  for (const fs::path& dir : all) {
+  std::size_t compared = 0;
+  for (const fs::path& dir : cases()) {
     if (!fs::exists(dir / "noise.safetensors")) continue;  // seeded cases are checked below
+    ++compared;
     CAPTURE(dir.filename().string());
     const sgt::Transform model(dir.string());
     const auto in = sgt::load_transform_input((dir / "input.json").string());
@@ -103,7 +104,7 @@ TEST_CASE("every e2e case matches the PyTorch reference") {
       CHECK(bitwise_equal(r.embeddings, tensor_values(expected, "embeddings")));
       CHECK(bitwise_equal(r.noise, tensor_values(expected, "noise")));
       CHECK(relative_error(r.mean, tensor_values(expected, "mean"), in, H) <= tol);
-      CHECK(relative_error(r.std, tensor_values(expected, "std"), in, H) <= tol);
+      CHECK(relative_error(r.sigma, tensor_values(expected, "std"), in, H) <= tol);
       CHECK(relative_error(r.transformed, tensor_values(expected, "transformed"), in, H) <= tol);
 
       // Unprotected and padding positions: exactly the clean embedding (clamped when a value
@@ -118,15 +119,17 @@ TEST_CASE("every e2e case matches the PyTorch reference") {
           if (cfg.value_max) x = std::min(x, *cfg.value_max);
           REQUIRE(std::memcmp(&r.transformed[t * H + i], &x, 4) == 0);
           if (!real)
-            REQUIRE((r.mean[t * H + i] == 0 && r.std[t * H + i] == 0 && r.noise[t * H + i] == 0));
+            REQUIRE((r.mean[t * H + i] == 0 && r.sigma[t * H + i] == 0 && r.noise[t * H + i] == 0));
         }
       }
       // The std estimator's output is strictly positive at real positions.
       for (std::size_t t = 0; t < in.batch * in.seq_len; ++t)
         if (in.attention_mask.empty() || in.attention_mask[t])
-          for (std::size_t i = 0; i < H; ++i) REQUIRE(r.std[t * H + i] > 0);
+          for (std::size_t i = 0; i < H; ++i) REQUIRE(r.sigma[t * H + i] > 0);
     }
   }
+  // The injected-noise cases of tests/data/e2e/README.md; a lost fixture must not pass silently.
+  CHECK(compared == 6);
 }
 
 TEST_CASE("results are bit-identical for 1, 2 and 3 threads and with a reused workspace") {
@@ -146,7 +149,7 @@ TEST_CASE("results are bit-identical for 1, 2 and 3 threads and with a reused wo
       const auto r = model.run(in, options);
       CHECK(bitwise_equal(r.transformed, serial.transformed));
       CHECK(bitwise_equal(r.mean, serial.mean));
-      CHECK(bitwise_equal(r.std, serial.std));
+      CHECK(bitwise_equal(r.sigma, serial.sigma));
     }
     // A workspace first used for a longer input, then for this one, gives the same result.
     sgt::Workspace ws;
@@ -246,7 +249,7 @@ TEST_CASE("the bundled demo model transforms the sample prompt like the referenc
   CHECK(relative_error(r.transformed, tensor_values(expected, "transformed"), in,
                        model.hidden_size()) <= 2e-3);
   CHECK(relative_error(r.mean, tensor_values(expected, "mean"), in, model.hidden_size()) <= 2e-3);
-  CHECK(relative_error(r.std, tensor_values(expected, "std"), in, model.hidden_size()) <= 2e-3);
+  CHECK(relative_error(r.sigma, tensor_values(expected, "std"), in, model.hidden_size()) <= 2e-3);
 }
 
 TEST_CASE("run() refuses malformed input with errors that name the problem") {
@@ -278,5 +281,31 @@ TEST_CASE("run() refuses malformed input with errors that name the problem") {
   std::vector<float> short_noise(5);
   options.injected_noise = sgt::TensorView<const float>(short_noise.data(), {5});
   CHECK_THROWS_AS(model.run(good, options), sgt::Error);
+  // The right number of values in the wrong shape ([1, H, S] for [1, S, H]) is refused by the
+  // library itself, naming both shapes.
+  const std::size_t H = model.hidden_size();
+  std::vector<float> noise(3 * H);
+  options.injected_noise = sgt::TensorView<const float>(noise.data(), {1, H, 3});
+  try {
+    model.run(good, options);
+    FAIL("no error");
+  } catch (const sgt::Error& e) {
+    CHECK(e.tensor() == "noise");
+    const std::string expected =
+        "[1, " + std::to_string(H) + ", 3], expected [B, S, H] = [1, 3, " + std::to_string(H) + "]";
+    CHECK(std::string(e.what()).find(expected) != std::string::npos);
+  }
+  options.injected_noise = sgt::TensorView<const float>(noise.data(), {1, 3, H});
+  CHECK_NOTHROW(model.run(good, options));
+  // batch x length x hidden that overflows size_t is named as such, before any allocation.
+  bad = good;
+  bad.batch = SIZE_MAX / 2;
+  try {
+    model.run(bad);
+    FAIL("no error");
+  } catch (const sgt::Error& e) {
+    CHECK(std::string(e.what()).find("overflows size_t") != std::string::npos);
+    CHECK(std::string(e.what()).find("attention") == std::string::npos);
+  }
   CHECK_THROWS_AS(sgt::Transform((kE2e / "does_not_exist").string()), sgt::Error);
 }

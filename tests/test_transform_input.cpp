@@ -1,14 +1,17 @@
-// Parsing IN.json (spec section 3) into a TransformInput.
+// Parsing IN.json (docs/format.md section 6) into a TransformInput.
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <string>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 #include <sgt/sgt.hpp>
 
 namespace {
+// Through the same checked JSON parse as load_transform_input.
 sgt::TransformInput parse(const std::string& text) {
-  return sgt::parse_transform_input(nlohmann::json::parse(text));
+  return sgt::parse_transform_input_text(text);
 }
 
 // The error's key and message, for a request that must be refused.
@@ -78,4 +81,44 @@ TEST_CASE("load_transform_input names the file") {
   } catch (const sgt::Error& e) {
     CHECK(e.file() == "definitely/not/here.json");
   }
+}
+
+TEST_CASE("the request goes through the one JSON front door: repeated keys, NUL, BOM, depth") {
+  // nlohmann alone would keep the last input_ids silently.
+  auto [key, what] = error_of(R"({"input_ids": [[1]], "input_ids": [[2]], "noise_mask": [[1]]})");
+  CHECK(key == "input_ids");
+  CHECK(what.find("appears twice") != std::string::npos);
+  std::tie(key, what) = error_of(R"({"input_ids": [1], "noise_mask": [1], "noise_mask": [0]})");
+  CHECK(key == "noise_mask");
+  CHECK(what.find("appears twice") != std::string::npos);
+
+  std::tie(key, what) = error_of(std::string("{\"input_ids\": [1], \"noise_mask\": [1]}\0{}", 40));
+  CHECK(what.find("NUL byte at offset 37") != std::string::npos);
+  std::tie(key, what) = error_of("\xEF\xBB\xBF{\"input_ids\": [1], \"noise_mask\": [1]}");
+  CHECK(what.find("byte order mark") != std::string::npos);
+  std::tie(key, what) = error_of(R"({"input_ids": [[[[[1]]]]], "noise_mask": [1]})");
+  CHECK(what.find("request nests deeper than 4 levels") != std::string::npos);
+  CHECK(key == "input_ids");
+  // One level less reaches the per-value check and its clearer message.
+  std::tie(key, what) = error_of(R"({"input_ids": [[[1]]], "noise_mask": [1]})");
+  CHECK(what.find("is not an integer token id") != std::string::npos);
+  std::tie(key, what) = error_of(R"([1, 2])");
+  CHECK(what.find("request root is not a JSON object") != std::string::npos);
+  std::tie(key, what) = error_of(R"({"input_ids": [1, 2], "noise_mask": [1, 1])");
+  CHECK(what.find("request is not valid JSON") != std::string::npos);
+}
+
+TEST_CASE("ids of 2^63 and above are refused as too large, not wrapped to negative ids") {
+  for (const char* id : {"9223372036854775808", "18446744073709551615"}) {
+    CAPTURE(id);
+    const auto [key, what] =
+        error_of(std::string(R"({"input_ids": [1, )") + id + R"(], "noise_mask": [1, 1]})");
+    CHECK(key == "input_ids");
+    CHECK(what.find(std::string("row 0, token 1: id ") + id + " is too large") !=
+          std::string::npos);
+    CHECK(what.find("-1") == std::string::npos);
+  }
+  // The largest int64 parses; whether it is in the vocabulary is the model's check.
+  CHECK(parse(R"({"input_ids": [9223372036854775807], "noise_mask": [1]})").input_ids[0] ==
+        INT64_MAX);
 }

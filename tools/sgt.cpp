@@ -1,4 +1,4 @@
-// sgt: the command-line tool of spec section 3.
+// sgt: the command-line tool of docs/format.md section 6.
 //
 //   sgt info MODEL_DIR
 //   sgt transform MODEL_DIR --input IN.json --output OUT.safetensors [--noise NOISE.safetensors]
@@ -7,13 +7,16 @@
 //
 // Exit status 0 on success. On any bad input: status 1 (2 for a bad command line), one line on
 // stderr that names the problem, and no output file (the writer renames a finished temp file).
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
+#include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -34,10 +37,8 @@ const char* kUsage =
 
 nlohmann::ordered_json estimator_info(const sgt::EstimatorConfig& e) {
   const sgt::DecoderConfig& d = e.decoder;
-  static const char* types[] = {"llama", "mistral", "qwen2", "qwen3"};
-  static const char* params[] = {"identity", "bounded_tanh", "cloak", "cloak_sigmoid", "direct"};
   nlohmann::ordered_json j;
-  j["model_type"] = types[static_cast<int>(d.model_type)];
+  j["model_type"] = sgt::model_type_name(d.model_type);
   j["layers"] = d.num_hidden_layers;
   j["hidden_size"] = d.hidden_size;
   j["intermediate_size"] = d.intermediate_size;
@@ -47,7 +48,7 @@ nlohmann::ordered_json estimator_info(const sgt::EstimatorConfig& e) {
   j["final_norm"] = e.final_norm;
   j["head"] =
       e.has_head ? nlohmann::ordered_json{{"bias", e.head_bias}} : nlohmann::ordered_json(nullptr);
-  j["parameterization"] = params[static_cast<int>(e.parameterization.type)];
+  j["parameterization"] = sgt::parameterization_type_name(e.parameterization.type);
   return j;
 }
 
@@ -92,107 +93,109 @@ std::uint64_t parse_u64(const std::string& flag, const std::string& v) {
   return n;
 }
 
-int cmd_transform(const std::vector<std::string>& args) {
+// `sgt transform`'s command line, parsed and checked for consistency.
+struct TransformArgs {
   std::string dir, input, output, noise_path, rng;
-  bool have_seed = false, dump = false;
+  bool have_seed = false, dump_intermediates = false;
   std::uint64_t seed = 0;
-  std::size_t threads = 0;
+  std::size_t threads = 0;  // 0 = all cores
   sgt::AttentionAlgorithm attention = sgt::AttentionAlgorithm::Auto;
+};
+
+TransformArgs parse_transform_args(const std::vector<std::string>& args) {
+  TransformArgs t;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&]() -> std::string {
       if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
       return args[++i];
     };
-    if (a == "--input")
-      input = value();
-    else if (a == "--output")
-      output = value();
-    else if (a == "--noise")
-      noise_path = value();
-    else if (a == "--seed") {
-      seed = parse_u64(a, value());
-      have_seed = true;
+    if (a == "--input") {
+      t.input = value();
+    } else if (a == "--output") {
+      t.output = value();
+    } else if (a == "--noise") {
+      t.noise_path = value();
+    } else if (a == "--seed") {
+      t.seed = parse_u64(a, value());
+      t.have_seed = true;
     } else if (a == "--rng") {
-      rng = value();
-      if (rng != "secure" && rng != "torch")
-        throw UsageError("--rng must be secure or torch, got '" + rng + "'");
+      t.rng = value();
+      if (t.rng != "secure" && t.rng != "torch")
+        throw UsageError("--rng must be secure or torch, got '" + t.rng + "'");
     } else if (a == "--threads") {
-      threads = static_cast<std::size_t>(parse_u64(a, value()));
-      if (threads == 0 || threads > 1024) throw UsageError("--threads must be between 1 and 1024");
+      t.threads = static_cast<std::size_t>(parse_u64(a, value()));
+      if (t.threads == 0 || t.threads > 1024)
+        throw UsageError("--threads must be between 1 and 1024");
     } else if (a == "--attention") {
       const std::string v = value();
       if (v == "sdpa")
-        attention = sgt::AttentionAlgorithm::Sdpa;
+        t.attention = sgt::AttentionAlgorithm::Sdpa;
       else if (v == "flash")
-        attention = sgt::AttentionAlgorithm::Flash;
+        t.attention = sgt::AttentionAlgorithm::Flash;
       else
         throw UsageError("--attention must be sdpa or flash, got '" + v + "'");
-    } else if (a == "--dump-intermediates")
-      dump = true;
-    else if (!a.empty() && a[0] == '-')
+    } else if (a == "--dump-intermediates") {
+      t.dump_intermediates = true;
+    } else if (!a.empty() && a[0] == '-') {
       throw UsageError("unknown option " + a);
-    else if (dir.empty())
-      dir = a;
-    else
+    } else if (t.dir.empty()) {
+      t.dir = a;
+    } else {
       throw UsageError("unexpected argument '" + a + "'");
+    }
   }
-  if (dir.empty()) throw UsageError("transform needs MODEL_DIR");
-  if (input.empty()) throw UsageError("transform needs --input IN.json");
-  if (output.empty()) throw UsageError("transform needs --output OUT.safetensors");
-  if (!noise_path.empty() && (have_seed || !rng.empty()))
+  if (t.dir.empty()) throw UsageError("transform needs MODEL_DIR");
+  if (t.input.empty()) throw UsageError("transform needs --input IN.json");
+  if (t.output.empty()) throw UsageError("transform needs --output OUT.safetensors");
+  if (!t.noise_path.empty() && (t.have_seed || !t.rng.empty()))
     throw UsageError("--noise gives eps itself: it cannot be combined with --seed or --rng");
-  if (rng == "torch" && !have_seed) throw UsageError("--rng torch needs --seed N");
-  if (rng == "secure" && have_seed)
+  if (t.rng == "torch" && !t.have_seed) throw UsageError("--rng torch needs --seed N");
+  if (t.rng == "secure" && t.have_seed)
     throw UsageError("--rng secure takes no seed: it is keyed from the OS");
+  return t;
+}
 
-  const auto t0 = std::chrono::steady_clock::now();
-  const sgt::Transform model(dir);
-  const sgt::TransformInput in = sgt::load_transform_input(input);
-  const std::size_t H = model.hidden_size();
-
-  sgt::RunOptions options;
-  options.attention = attention;
-  options.keep_intermediates =
-      true;  // the summary compares with the clean embeddings; cheap next to the estimators
-  std::unique_ptr<sgt::SafetensorsFile> noise_file;
-  if (!noise_path.empty()) {
-    noise_file = std::make_unique<sgt::SafetensorsFile>(noise_path);
-    if (!noise_file->contains("noise"))
-      throw sgt::Error("has no tensor 'noise'").at_file(noise_path);
-    const sgt::AnyTensorView n = noise_file->tensor("noise");
+// Opens NOISE.safetensors and points the options at its F32 tensor `noise`; the library checks its
+// shape against the request (Transform::run). The file must outlive the run.
+std::unique_ptr<sgt::SafetensorsFile> load_injected_noise(const std::string& path,
+                                                          sgt::RunOptions& options) {
+  auto file = std::make_unique<sgt::SafetensorsFile>(path);
+  try {
+    if (!file->contains("noise")) throw sgt::Error("has no tensor 'noise'");
+    const sgt::AnyTensorView n = file->tensor("noise");
     if (n.dtype() != sgt::DType::F32)
-      throw sgt::Error("must be F32").at_tensor("noise").at_file(noise_path);
-    if (n.rank() != 3 || n.dim(0) != in.batch || n.dim(1) != in.seq_len || n.dim(2) != H)
-      throw sgt::Error("has shape " + n.shape_string() + ", expected [" + std::to_string(in.batch) +
-                       ", " + std::to_string(in.seq_len) + ", " + std::to_string(H) + "]")
-          .at_tensor("noise")
-          .at_file(noise_path);
+      throw sgt::Error("must be F32, is " + std::string(sgt::dtype_name(n.dtype())))
+          .at_tensor("noise");
     options.noise = sgt::NoiseSource::Injected;
     options.injected_noise = n.as<float>();
-  } else if (have_seed) {
-    options.noise = sgt::NoiseSource::Torch;
-    options.seed = seed;
+  } catch (sgt::Error& e) {
+    e.at_file(path);
+    throw;
   }
-  sgt::ThreadPool pool(threads);  // 0 = all cores
-  options.pool = &pool;
+  return file;
+}
 
-  const auto t1 = std::chrono::steady_clock::now();
-  const sgt::TransformResult r = model.run(in, options);
-  const auto t2 = std::chrono::steady_clock::now();
-
+// Writes the result to `path`: the protected embeddings, and with --dump-intermediates what they
+// were made of. The one place an output format is chosen; the writer leaves no partial file.
+void write_result(const TransformArgs& args, const sgt::TransformResult& r) {
   const std::vector<std::uint64_t> shape{r.batch, r.seq_len, r.hidden};
   sgt::SafetensorsWriter writer;
   writer.add("transformed", sgt::DType::F32, shape, r.transformed.data());
-  if (dump) {
+  if (args.dump_intermediates) {
     writer.add("embeddings", sgt::DType::F32, shape, r.embeddings.data());
     writer.add("mean", sgt::DType::F32, shape, r.mean.data());
-    writer.add("std", sgt::DType::F32, shape, r.std.data());
+    writer.add("std", sgt::DType::F32, shape, r.sigma.data());
     writer.add("noise", sgt::DType::F32, shape, r.noise.data());
   }
-  writer.write(output);
+  writer.write(args.output);
+}
 
-  // Summary: how much of the prompt is protected and how far the protected embeddings moved.
+// How much of the prompt is protected and how far the protected embeddings moved.
+void print_summary(const TransformArgs& args, const sgt::TransformInput& in,
+                   const sgt::RunOptions& options, const sgt::TransformResult& r, double load_ms,
+                   double run_ms, std::size_t threads) {
+  const std::size_t H = r.hidden;
   std::size_t real = 0, protected_tokens = 0;
   double dist = 0, norm = 0;
   for (std::size_t t = 0; t < r.batch * r.seq_len; ++t) {
@@ -212,16 +215,51 @@ int cmd_transform(const std::vector<std::string>& args) {
   const char* noise_name = options.noise == sgt::NoiseSource::Secure  ? "secure"
                            : options.noise == sgt::NoiseSource::Torch ? "torch-seeded"
                                                                       : "injected";
-  std::printf("transformed [%zu, %zu, %zu] -> %s\n", r.batch, r.seq_len, r.hidden, output.c_str());
+  std::printf("transformed [%zu, %zu, %zu] -> %s\n", r.batch, r.seq_len, r.hidden,
+              args.output.c_str());
   std::printf("protected tokens: %zu of %zu real (%.0f%%), noise: %s\n", protected_tokens, real,
               real ? 100.0 * protected_tokens / real : 0.0, noise_name);
   if (protected_tokens)
     std::printf("mean L2 distance clean -> protected: %.4f (clean norm %.4f, ratio %.2f)\n",
                 dist / protected_tokens, norm / protected_tokens, norm > 0 ? dist / norm : 0.0);
-  std::printf("time: load %.1f ms, transform %.1f ms (%zu threads, %s)\n",
-              std::chrono::duration<double, std::milli>(t1 - t0).count(),
-              std::chrono::duration<double, std::milli>(t2 - t1).count(), pool.num_threads(),
+  std::printf("time: load %.1f ms, transform %.1f ms (%zu threads, %s)\n", load_ms, run_ms, threads,
               sgt::simd::arch_name());
+}
+
+int cmd_transform(const std::vector<std::string>& argv) {
+  const TransformArgs args = parse_transform_args(argv);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const sgt::Transform model(args.dir);
+  const sgt::TransformInput in = sgt::load_transform_input(args.input);
+
+  sgt::RunOptions options;
+  options.attention = args.attention;
+  // The summary compares with the clean embeddings; keeping them is cheap next to the estimators.
+  options.keep_intermediates = true;
+  std::unique_ptr<sgt::SafetensorsFile> noise_file;
+  if (!args.noise_path.empty()) {
+    noise_file = load_injected_noise(args.noise_path, options);
+  } else if (args.have_seed) {
+    options.noise = sgt::NoiseSource::Torch;
+    options.seed = args.seed;
+  }
+  sgt::ThreadPool pool(args.threads);
+  options.pool = &pool;
+
+  const auto t1 = std::chrono::steady_clock::now();
+  sgt::TransformResult r;
+  try {
+    r = model.run(in, options);
+  } catch (sgt::Error& e) {
+    if (noise_file && e.tensor() == "noise") e.at_file(args.noise_path);
+    throw;
+  }
+  const auto t2 = std::chrono::steady_clock::now();
+
+  write_result(args, r);
+  using ms = std::chrono::duration<double, std::milli>;
+  print_summary(args, in, options, r, ms(t1 - t0).count(), ms(t2 - t1).count(), pool.num_threads());
   return 0;
 }
 

@@ -1,22 +1,27 @@
 // sgt-cpp: the umbrella header. Include this and link sgt::sgt.
 //
-// Layers, each a folder (a kernel never knows about a model; a model never touches intrinsics):
-//   core/     errors, dtypes, tensor views, the xsimd shim, the thread pool, the log hook
-//   io/       safetensors (mmap, sharded), the writer, config.json, transform requests (IN.json)
+// Layers, each a folder; a header includes only its own layer and those below it (a ctest checks
+// it, tests/layering): core <- io, kernels, random <- model. See docs/architecture.md.
+//   core/     errors, dtypes, tensor views, the SIMD shim, the thread pool, the log hook
+//   io/       the JSON front door, safetensors (mmap, sharded), the writer, requests (IN.json)
 //   kernels/  one op per header, each with its plain reference
 //   random/   secure and torch-compatible normal generators
-//   model/    architecture traits, decoder layer, estimator, workspace, Transform
+//   model/    model families, config structs and loader, weights, activations, decoder layer,
+//             estimator, Transform
 #pragma once
 
+#include "sgt/core/checked_math.hpp"
 #include "sgt/core/dtype.hpp"
+#include "sgt/core/enum_names.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/log.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 
-#include "sgt/io/config.hpp"
+#include "sgt/io/json.hpp"
 #include "sgt/io/mapped_file.hpp"
+#include "sgt/io/request.hpp"
 #include "sgt/io/safetensors.hpp"
 #include "sgt/io/safetensors_writer.hpp"
 #include "sgt/io/tensor_store.hpp"
@@ -27,6 +32,7 @@
 #include "sgt/kernels/flash_attention.hpp"
 #include "sgt/kernels/matmul.hpp"
 #include "sgt/kernels/noise_formula.hpp"
+#include "sgt/kernels/parameterization.hpp"
 #include "sgt/kernels/residual.hpp"
 #include "sgt/kernels/rms_norm.hpp"
 #include "sgt/kernels/rope.hpp"
@@ -38,11 +44,12 @@
 #include "sgt/random/secure_normal.hpp"
 #include "sgt/random/torch_normal.hpp"
 
-#include "sgt/model/architecture.hpp"
+#include "sgt/model/activations.hpp"
+#include "sgt/model/config.hpp"
+#include "sgt/model/config_json.hpp"
 #include "sgt/model/decoder_layer.hpp"
 #include "sgt/model/estimator.hpp"
+#include "sgt/model/families.hpp"
 #include "sgt/model/ops.hpp"
-#include "sgt/model/parameterization.hpp"
 #include "sgt/model/transform.hpp"
 #include "sgt/model/weights.hpp"
-#include "sgt/model/workspace.hpp"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The `sgt` tool's contract (spec section 3): success paths, and for every malformed input a
+# The `sgt` tool's contract (docs/format.md section 6): success paths, and for every malformed input a
 # non-zero exit, exactly one line on stderr naming the problem, and no output file.
 # usage: cli_test.sh SGT_BINARY REPO_ROOT WORK_DIR
 set -u

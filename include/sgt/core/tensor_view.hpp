@@ -22,12 +22,17 @@ inline constexpr std::size_t kMaxRank = 4;
 
 using Shape = std::array<std::size_t, kMaxRank>;
 
+// "[2, 3, 4]": the one spelling of a shape in messages, for any sequence of sizes.
+template <class Dims>
+std::string shape_to_string(const Dims& dims) {
+  std::string s = "[";
+  for (const auto& d : dims) s += (s.size() > 1 ? ", " : "") + std::to_string(d);
+  return s + "]";
+}
+
 inline std::string shape_to_string(const Shape& shape, std::size_t rank) {
   std::string s = "[";
-  for (std::size_t i = 0; i < rank; ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
+  for (std::size_t i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
 }
 

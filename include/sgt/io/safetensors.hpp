@@ -1,8 +1,8 @@
 // Reading one safetensors file: SafetensorsFile. (A model's tensors, in one file or sharded through
 // model.safetensors.index.json, are a TensorStore: sgt/io/tensor_store.hpp.)
 //
-// A file is memory-mapped and its header checked against every rule of the format spec (section
-// 2.3) before any pointer is handed out: a file that passes cannot make a later read go out of
+// A file is memory-mapped and its header checked against every rule of docs/format.md section 5
+// before any pointer is handed out: a file that passes cannot make a later read go out of
 // bounds. The rules, in the order they are checked:
 //   - at least 8 bytes; a little-endian u64 header length N; N <= 100 MiB; 8 + N <= file size;
 //   - the header is valid JSON (UTF-8) whose root is an object; no object in it repeats a key
@@ -16,8 +16,9 @@
 //   - sorted by offset, the tensors tile the data area [0, file size - 8 - N) exactly: no gap, no
 //     overlap, nothing past the end. Zero-size tensors take no room and may share an offset.
 //
-// Cost of a hostile header: the JSON is read twice, first by a small SAX pass (duplicate keys,
-// nesting, root type: linear time, no DOM), then into a DOM. nlohmann's callback parser is not
+// Cost of a hostile header: the JSON is read twice (io/json.hpp), first by a small SAX pass
+// (duplicate keys, nesting, root type: linear time, no DOM), then into a DOM. nlohmann's callback
+// parser is not
 // used: it rescans the parent container after every closed object, quadratic time on a header
 // like `[{},{},...]` (a 100 MiB one would take days).
 //
@@ -40,10 +41,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sgt/core/checked_math.hpp"
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/tensor_view.hpp"
-#include "sgt/io/json_precheck.hpp"
+#include "sgt/io/json.hpp"
 #include "sgt/io/mapped_file.hpp"
 
 namespace sgt {
@@ -61,20 +63,10 @@ struct TensorInfo {
 
   std::uint64_t byte_size() const noexcept { return end - begin; }
   std::uint64_t element_count() const noexcept { return byte_size() / dtype_size(dtype); }
-  std::string shape_string() const {
-    std::string s = "[";
-    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-    return s + "]";
-  }
+  std::string shape_string() const { return shape_to_string(shape); }
 };
 
 namespace detail {
-
-inline bool checked_mul(std::uint64_t a, std::uint64_t b, std::uint64_t& out) noexcept {
-  if (a != 0 && b > UINT64_MAX / a) return false;
-  out = a * b;
-  return true;
-}
 
 inline std::uint64_t read_u64_le(const unsigned char* p) noexcept {
   std::uint64_t v = 0;
@@ -82,71 +74,25 @@ inline std::uint64_t read_u64_le(const unsigned char* p) noexcept {
   return v;
 }
 
-// Error messages quote pieces of untrusted input; a 100 MiB header must not become a 100 MiB
-// message.
-inline std::string abbreviate(std::string s, std::size_t max_chars = 80) {
-  if (s.size() > max_chars) s = s.substr(0, max_chars) + "...";
-  return s;
+// A repeated key in a header: a tensor named twice, a metadata key twice, or a field of one entry.
+inline Error repeated_header_key(const std::vector<std::string>& path) {
+  if (path.size() == 1)
+    return Error("header names tensor '" + path[0] + "' twice").at_tensor(path[0]);
+  if (path[0] == "__metadata__")
+    return Error("__metadata__ has key '" + path.back() + "' twice").at_key("__metadata__");
+  return Error("key '" + path.back() + "' appears twice")
+      .at_tensor(path[0])
+      .at_key(abbreviate(join_keys(std::vector<std::string>(path.begin() + 1, path.end()))));
 }
 
-// How a JSON value is quoted in a message: scalars by their text, containers as [...] or {...}
-// (a container's text may be huge).
-inline std::string describe_json(const nlohmann::json& v) {
-  if (v.is_object()) return "{...}";
-  if (v.is_array()) return "[...]";
-  return abbreviate(v.dump());
-}
-
-inline std::string join_keys(const std::vector<std::string>& path) {
-  std::string s;
-  for (std::size_t i = 0; i < path.size(); ++i) s += (i ? "." : "") + path[i];
-  return s;
-}
-
-// Bytes nlohmann tolerates but JSON (and Python's reader) does not: nlohmann's lexer takes a NUL
-// byte for the end of the input, so `{}\0{"x":...}` would parse as `{}` (JSON text cannot hold a
-// raw NUL: not whitespace, not allowed in strings), and it skips a leading UTF-8 byte order mark.
-inline void refuse_bytes_nlohmann_ignores(const char* begin, const char* end, const char* what) {
-  if (begin == end) return;  // also: an empty mapping has no address, and memchr(nullptr) is UB
-  if (const void* nul = std::memchr(begin, 0, static_cast<std::size_t>(end - begin)))
-    throw Error(std::string(what) + " is not valid JSON: NUL byte at offset " +
-                std::to_string(static_cast<const char*>(nul) - begin));
-  if (end - begin >= 3 && std::memcmp(begin, "\xEF\xBB\xBF", 3) == 0)
-    throw Error(std::string(what) + " is not valid JSON: it starts with a byte order mark");
-}
-
-// Parses a safetensors header: the precheck first (see the file comment for why), then the DOM.
+// Parses a safetensors header through the library's checked JSON parse (see the file comment).
 inline nlohmann::json parse_header_json(const char* begin, const char* end) {
-  refuse_bytes_nlohmann_ignores(begin, end, "header");
-  JsonPrecheck check(kMaxHeaderDepth);
-  nlohmann::json::sax_parse(begin, end, &check);
-  switch (check.fault()) {
-    case JsonPrecheck::Fault::kNone:
-      break;
-    case JsonPrecheck::Fault::kSyntax:
-      throw Error("header is not valid JSON: " + abbreviate(check.syntax_message(), 300));
-    case JsonPrecheck::Fault::kRootNotObject:
-      throw Error("header root is not a JSON object");
-    case JsonPrecheck::Fault::kTooDeep:
-      throw Error("header nests deeper than " + std::to_string(kMaxHeaderDepth) +
-                  " levels (a safetensors header needs 3)")
-          .at_key(abbreviate(join_keys(check.path())));
-    case JsonPrecheck::Fault::kDuplicateKey: {
-      const std::vector<std::string> path = check.path();
-      if (path.size() == 1)
-        throw Error("header names tensor '" + path[0] + "' twice").at_tensor(path[0]);
-      if (path[0] == "__metadata__")
-        throw Error("__metadata__ has key '" + path.back() + "' twice").at_key("__metadata__");
-      throw Error("key '" + path.back() + "' appears twice")
-          .at_tensor(path[0])
-          .at_key(abbreviate(join_keys(std::vector<std::string>(path.begin() + 1, path.end()))));
-    }
-  }
-  try {
-    return nlohmann::json::parse(begin, end);
-  } catch (const nlohmann::json::exception& e) {  // unreachable after the precheck; kept as a net
-    throw Error(std::string("header is not valid JSON: ") + e.what());
-  }
+  JsonReadOptions options;
+  options.what = "header";
+  options.max_depth = kMaxHeaderDepth;
+  options.depth_note = "(a safetensors header needs 3)";
+  options.describe_repeated_key = repeated_header_key;
+  return parse_json_checked(begin, end, options);
 }
 
 // A JSON value that must be a non-negative integer below 2^64.
@@ -236,22 +182,17 @@ class SafetensorsFile {
       throw Error("header length " + std::to_string(header_len) +
                   " runs past the end of the file (" + std::to_string(file_size) + " bytes)");
     const char* hbegin = reinterpret_cast<const char*>(map_->data() + 8);
-    const nlohmann::json header = detail::parse_header_json(hbegin, hbegin + header_len);
-
+    parse_entries(detail::parse_header_json(hbegin, hbegin + header_len));
     const std::uint64_t data_size = file_size - 8 - header_len;
-    const unsigned char* data_area = map_->data() + 8 + header_len;
+    check_tiling(data_size);
+    place_data(map_->data() + 8 + header_len);
+  }
 
+  // The header's entries: __metadata__ and one TensorInfo per tensor.
+  void parse_entries(const nlohmann::json& header) {
     for (const auto& [name, value] : header.items()) {
       if (name == "__metadata__") {
-        if (!value.is_object())
-          throw Error("__metadata__ is not an object but " + detail::describe_json(value))
-              .at_key("__metadata__");
-        for (const auto& [k, v] : value.items()) {
-          if (!v.is_string())
-            throw Error("__metadata__ value " + detail::describe_json(v) + " is not a string")
-                .at_key("__metadata__." + k);
-          metadata_[k] = v.get<std::string>();
-        }
+        parse_metadata(value);
         continue;
       }
       try {
@@ -261,10 +202,24 @@ class SafetensorsFile {
         throw;
       }
     }
+  }
 
-    // The tensors, sorted by offset, must tile the data area exactly. Ties (zero-size tensors at
-    // one offset) are broken by end, then name, so the first error reported does not depend on
-    // the sort's whims.
+  void parse_metadata(const nlohmann::json& value) {
+    if (!value.is_object())
+      throw Error("__metadata__ is not an object but " + detail::describe_json(value))
+          .at_key("__metadata__");
+    for (const auto& [k, v] : value.items()) {
+      if (!v.is_string())
+        throw Error("__metadata__ value " + detail::describe_json(v) + " is not a string")
+            .at_key("__metadata__." + k);
+      metadata_[k] = v.get<std::string>();
+    }
+  }
+
+  // The tensors, sorted by offset, must tile the data area exactly. Ties (zero-size tensors at one
+  // offset) are broken by end, then name, so the first error reported does not depend on the
+  // sort's whims.
+  void check_tiling(std::uint64_t data_size) const {
     std::vector<std::pair<const std::string*, const TensorInfo*>> order;
     order.reserve(tensors_.size());
     for (const auto& kv : tensors_) order.emplace_back(&kv.first, &kv.second.info);
@@ -298,8 +253,10 @@ class SafetensorsFile {
                   " trailing bytes after the last tensor belong to no tensor (data area is " +
                   std::to_string(data_size) + " bytes, tensors cover " + std::to_string(cursor) +
                   ")");
+  }
 
-    // Hand out in-place pointers where aligned, copies where not.
+  // Hands out in-place pointers where aligned, copies where not.
+  void place_data(const unsigned char* data_area) {
     for (auto& [name, e] : tensors_) {
       const unsigned char* p = data_area + e.info.begin;
       const std::size_t align = dtype_size(e.info.dtype);
@@ -346,13 +303,13 @@ class SafetensorsFile {
     for (const auto& d : shape) {
       const std::uint64_t dim = detail::json_u64(d, "shape dimension");
       info.shape.push_back(dim);
-      if (dim != 0 && !detail::checked_mul(nonzero, dim, nonzero))
+      if (dim != 0 && !checked_mul(nonzero, dim, nonzero))
         throw Error("element count of shape " + detail::abbreviate(info.shape_string()) +
                     " overflows 64 bits");
       count *= dim;  // cannot overflow: |count| <= nonzero, or count == 0
     }
     std::uint64_t bytes = 0;
-    if (!detail::checked_mul(count, dtype_size(info.dtype), bytes))
+    if (!checked_mul(count, dtype_size(info.dtype), bytes))
       throw Error("byte count of shape " + detail::abbreviate(info.shape_string()) + " of " +
                   dtype_name(info.dtype) + " overflows 64 bits");
 

@@ -30,6 +30,7 @@
 
 #include "sgt/core/error.hpp"
 #include "sgt/core/tensor_view.hpp"
+#include "sgt/io/json.hpp"
 #include "sgt/io/mapped_file.hpp"
 #include "sgt/io/safetensors.hpp"
 
@@ -64,13 +65,11 @@ class TensorStore {
     }
   }
 
-  // The path given to the constructor.
   const std::string& path() const noexcept { return path_; }
-  // Number of tensors.
   std::size_t size() const noexcept { return where_.size(); }
   // Sum of the tensors' stored bytes (their data_offsets spans).
   std::uint64_t total_bytes() const noexcept { return total_bytes_; }
-  // Number of safetensors files opened (1 unless sharded).
+  // 1 unless sharded.
   std::size_t file_count() const noexcept { return files_.size(); }
 
   bool contains(const std::string& name) const { return where_.count(name) != 0; }
@@ -111,42 +110,31 @@ class TensorStore {
     total_bytes_ += f.info(name).byte_size();
   }
 
+  static Error repeated_index_key(const std::vector<std::string>& path) {
+    if (path.size() == 2 && path[0] == "weight_map")
+      return Error("weight_map lists the tensor twice").at_tensor(path[1]);
+    return Error("key '" + path.back() + "' appears twice")
+        .at_key(detail::abbreviate(detail::join_keys(path)));
+  }
+
   // The index must be a JSON object with an object "weight_map" of strings; duplicate keys are
   // refused (a tensor listed twice could name two shards, and nlohmann would keep only the last).
   static std::map<std::string, std::string> read_weight_map(const std::string& index_path) {
     const MappedFile text(index_path);
     const char* begin = reinterpret_cast<const char*>(text.data());
-    const char* end = begin + text.size();
+    JsonReadOptions options;
+    options.what = "index";
+    // root -> weight_map / metadata -> values: 2 levels; the metadata's content is not ours to
+    // judge, so allow some nesting there.
+    options.max_depth = 16;
+    options.describe_repeated_key = repeated_index_key;
+    nlohmann::json index;
     try {
-      detail::refuse_bytes_nlohmann_ignores(begin, end, "index");
+      index = parse_json_checked(begin, begin + text.size(), options);
     } catch (Error& e) {
       e.at_file(index_path);
       throw;
     }
-    // root -> weight_map / metadata -> values: 2 levels; the metadata's content is not ours to
-    // judge, so allow some nesting there.
-    detail::JsonPrecheck check(16);
-    nlohmann::json::sax_parse(begin, end, &check);
-    switch (check.fault()) {
-      case detail::JsonPrecheck::Fault::kNone:
-        break;
-      case detail::JsonPrecheck::Fault::kSyntax:
-        throw Error("index is not valid JSON: " + detail::abbreviate(check.syntax_message(), 300))
-            .at_file(index_path);
-      case detail::JsonPrecheck::Fault::kRootNotObject:
-        throw Error("index root is not a JSON object").at_file(index_path);
-      case detail::JsonPrecheck::Fault::kTooDeep:
-        throw Error("index nests deeper than 16 levels").at_file(index_path);
-      case detail::JsonPrecheck::Fault::kDuplicateKey: {
-        const std::vector<std::string> path = check.path();
-        if (path.size() == 2 && path[0] == "weight_map")
-          throw Error("weight_map lists the tensor twice").at_tensor(path[1]).at_file(index_path);
-        throw Error("key '" + path.back() + "' appears twice")
-            .at_key(detail::abbreviate(detail::join_keys(path)))
-            .at_file(index_path);
-      }
-    }
-    const nlohmann::json index = nlohmann::json::parse(begin, end);
     if (index.contains("metadata") && !index["metadata"].is_object())
       throw Error("index metadata is " + detail::describe_json(index["metadata"]) +
                   ", not an object")

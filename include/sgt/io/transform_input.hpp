@@ -1,24 +1,31 @@
-// Parsing a transform request (spec section 3, IN.json) into a TransformInput:
+// Parsing a transform request (docs/format.md section 6, IN.json) into a TransformInput:
 //
 //   {"input_ids": [[...], ...], "noise_mask": [[...], ...], "attention_mask": [[...], ...]}
 //
 // Masks hold 0/1 or true/false; attention_mask may be absent; a single sequence may be given
 // without the outer list. Every problem is an sgt::Error naming the key and, where there is one,
-// the row and token.
+// the row and token. The text goes through the library's one JSON front door (io/json.hpp), so a
+// repeated key, a NUL byte or a byte order mark is refused rather than read one way or another.
 #pragma once
 
 #include <cstdint>
-#include <fstream>
-#include <sstream>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "sgt/core/error.hpp"
-#include "sgt/model/transform.hpp"
+#include "sgt/io/json.hpp"
+#include "sgt/io/request.hpp"
 
 namespace sgt {
+
+// Large enough for a batch of 64 x 32768 ids with both masks; a request is held in memory twice
+// (text and DOM) while it is parsed.
+inline constexpr std::size_t kMaxRequestFileBytes = 256u * 1024 * 1024;
+// root object -> list of rows -> row: 3 levels.
+inline constexpr std::size_t kMaxRequestJsonDepth = 4;
 
 namespace detail {
 
@@ -41,7 +48,7 @@ inline std::vector<const nlohmann::json*> json_rows(const nlohmann::json& value,
   return rows;
 }
 
-inline std::string where(std::size_t row, std::size_t token) {
+inline std::string row_token(std::size_t row, std::size_t token) {
   return "row " + std::to_string(row) + ", token " + std::to_string(token);
 }
 
@@ -73,7 +80,14 @@ inline TransformInput parse_transform_input(const nlohmann::json& j) {
     for (std::size_t s = 0; s < row.size(); ++s) {
       const auto& v = row[s];
       if (!v.is_number_integer())
-        throw Error(detail::where(r, s) + ": " + v.dump() + " is not an integer token id")
+        throw Error(detail::row_token(r, s) + ": " + v.dump() + " is not an integer token id")
+            .at_key("input_ids")
+            .at_position(static_cast<std::int64_t>(s));
+      // nlohmann stores 2^63 and above as unsigned: read as int64 they would wrap to negative ids.
+      if (v.is_number_unsigned() &&
+          v.get<std::uint64_t>() >
+              static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+        throw Error(detail::row_token(r, s) + ": id " + v.dump() + " is too large for a token id")
             .at_key("input_ids")
             .at_position(static_cast<std::int64_t>(s));
       in.input_ids.push_back(v.get<std::int64_t>());
@@ -100,7 +114,7 @@ inline TransformInput parse_transform_input(const nlohmann::json& j) {
                    (v.get<std::int64_t>() == 0 || v.get<std::int64_t>() == 1)) {
           out.push_back(static_cast<std::uint8_t>(v.get<std::int64_t>()));
         } else {
-          throw Error(detail::where(r, s) + ": " + v.dump() + " is not 0, 1, true or false")
+          throw Error(detail::row_token(r, s) + ": " + v.dump() + " is not 0, 1, true or false")
               .at_key(key)
               .at_position(static_cast<std::int64_t>(s));
         }
@@ -113,15 +127,19 @@ inline TransformInput parse_transform_input(const nlohmann::json& j) {
   return in;
 }
 
+// Parses the text of an IN.json request through the checked JSON parse (io/json.hpp).
+inline TransformInput parse_transform_input_text(const std::string& text) {
+  JsonReadOptions options;
+  options.what = "request";
+  options.max_depth = kMaxRequestJsonDepth;
+  options.depth_note = "(a request needs 3: {\"input_ids\": [[...]]})";
+  return parse_transform_input(parse_json_checked(text, options));
+}
+
+// Reads and parses an IN.json file; errors carry the file.
 inline TransformInput load_transform_input(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot open the input file").at_file(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
   try {
-    return parse_transform_input(nlohmann::json::parse(ss.str()));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("not valid JSON: ") + e.what()).at_file(path);
+    return parse_transform_input_text(read_text_file(path, kMaxRequestFileBytes));
   } catch (Error& e) {
     e.at_file(path);
     throw;

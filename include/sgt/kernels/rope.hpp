@@ -53,6 +53,15 @@ struct RopeParameters {
   std::size_t original_max_position_embeddings = 8192;  // llama3
 };
 
+// Equal parameters give equal tables (a Workspace rebuilds its table only when they differ).
+inline bool operator==(const RopeParameters& a, const RopeParameters& b) noexcept {
+  return a.head_dim == b.head_dim && a.theta == b.theta &&
+         a.partial_rotary_factor == b.partial_rotary_factor && a.type == b.type &&
+         a.factor == b.factor && a.low_freq_factor == b.low_freq_factor &&
+         a.high_freq_factor == b.high_freq_factor &&
+         a.original_max_position_embeddings == b.original_max_position_embeddings;
+}
+
 namespace detail {
 
 // One f32 operation with one rounding, immune to FMA contraction. The operation runs in double

@@ -1,18 +1,15 @@
-// An estimator (spec section 1.1): decoder layers, optional final norm, optional head, and a
-// parameterization. It maps clean embeddings x [B, S, H] to the mean or the std [B, S, H].
+// An estimator (docs/format.md section 1.1): decoder layers, optional final norm, optional head,
+// and a parameterization. It maps clean embeddings x [B, S, H] to the mean or the std [B, S, H].
 #pragma once
 
 #include <algorithm>
-#include <cstring>
-#include <string>
 #include <utility>
 
-#include "sgt/io/config.hpp"
-#include "sgt/model/architecture.hpp"
+#include "sgt/model/activations.hpp"
+#include "sgt/model/config.hpp"
 #include "sgt/model/decoder_layer.hpp"
-#include "sgt/model/parameterization.hpp"
+#include "sgt/model/ops.hpp"
 #include "sgt/model/weights.hpp"
-#include "sgt/model/workspace.hpp"
 
 namespace sgt {
 
@@ -31,22 +28,16 @@ class Estimator {
     TensorView<float> h = ws.residual();
     std::copy(x.data(), x.data() + x.size(), h.data());
     const LayerBuffers buf = ws.layer_buffers(d);
-    visit_architecture(d.model_type, [&](auto architecture) {
-      using Layer = DecoderLayer<decltype(architecture)>;
-      for (const DecoderLayerWeights& layer : weights_.layers)
-        Layer::forward(d, layer, rope, seq, h, buf, ops);
-    });
+    for (const DecoderLayerWeights& layer : weights_.layers)
+      DecoderLayer::forward(d, layer, rope, seq, h, buf, ops);
     if (config_.final_norm)
-      ops.rms_norm(h, weights_.final_norm, static_cast<float>(d.rms_norm_eps), h);
+      ops.rms_norm(h, weights_.final_norm, static_cast<float>(d.rms_norm_eps), d.norm_style, h);
     if (config_.has_head)
       ops.matmul(h, weights_.head, weights_.head_bias, out);
     else
       std::copy(h.data(), h.data() + h.size(), out.data());
-    apply_parameterization(config_.parameterization, out, ops.pool);
-    if (seq.attention_mask) {
-      for (std::size_t t = 0; t < seq.tokens(); ++t)
-        if (!seq.attention_mask[t]) std::fill(out.row(t), out.row(t) + out.cols(), 0.0f);
-    }
+    ops.parameterization(config_.parameterization, out);
+    zero_padding_rows(seq, out);
   }
 
  private:

@@ -1,6 +1,8 @@
 // The kernels as the model layer sees them: one object that carries the thread pool and the
 // choice between optimized and reference kernels (and between SDPA and flash attention), so the
-// decoder layer can call ops by name and read as the formula.
+// model code calls ops by name and reads as the formula. Every kernel the model runs goes through
+// here: with `reference` set, every one of them runs its plain reference implementation (as
+// ggml's use_ref switch does), which is how the end-to-end tests isolate a kernel bug.
 #pragma once
 
 #include <cstdint>
@@ -8,8 +10,11 @@
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 #include "sgt/kernels/attention.hpp"
+#include "sgt/kernels/embedding.hpp"
 #include "sgt/kernels/flash_attention.hpp"
 #include "sgt/kernels/matmul.hpp"
+#include "sgt/kernels/noise_formula.hpp"
+#include "sgt/kernels/parameterization.hpp"
 #include "sgt/kernels/residual.hpp"
 #include "sgt/kernels/rms_norm.hpp"
 #include "sgt/kernels/rope.hpp"
@@ -19,8 +24,8 @@
 namespace sgt {
 
 enum class AttentionAlgorithm {
-  Auto,  // flash attention: O(tile) memory, and the faster of the two at every size we measured
-  Sdpa,  // explicit scores: the reference
+  Auto,  // today always flash attention: O(tile) memory, and the faster at every size we measured
+  Sdpa,  // explicit scores
   Flash,
 };
 
@@ -37,12 +42,20 @@ struct Ops {
   bool reference = false;  // every kernel on its plain reference implementation
   AttentionAlgorithm attention_algorithm = AttentionAlgorithm::Auto;
 
-  void rms_norm(TensorView<const float> x, const AnyTensorView& w, float eps,
-                TensorView<float> out) const {
+  // out[t] = table[ids[t]] for t < count.
+  void embedding(const AnyTensorView& table, const std::int64_t* ids, std::size_t count,
+                 TensorView<float> out) const {
     if (reference)
-      kernels::rms_norm_reference(x, w, eps, out, kernels::RmsNormStyle::Weight, pool);
+      kernels::embedding_lookup_reference(table, ids, count, out, pool);
     else
-      kernels::rms_norm(x, w, eps, out, kernels::RmsNormStyle::Weight, pool);
+      kernels::embedding_lookup(table, ids, count, out, pool);
+  }
+  void rms_norm(TensorView<const float> x, const AnyTensorView& w, float eps,
+                kernels::RmsNormStyle style, TensorView<float> out) const {
+    if (reference)
+      kernels::rms_norm_reference(x, w, eps, out, style, pool);
+    else
+      kernels::rms_norm(x, w, eps, out, style, pool);
   }
   void matmul(TensorView<const float> x, const AnyTensorView& w, const AnyTensorView& bias,
               TensorView<float> y) const {
@@ -58,6 +71,8 @@ struct Ops {
     else
       kernels::apply_rope(x, heads, head_dim, table, pool);
   }
+  // The reference is sdpa, which materializes every score row; it is itself vectorized (dot
+  // products) but shares no code with flash attention.
   void attention(const kernels::AttentionShape& shape, const kernels::AttentionOptions& options,
                  TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
                  const std::uint8_t* attention_mask, TensorView<float> out) const {
@@ -78,6 +93,22 @@ struct Ops {
       kernels::add_in_place_reference(acc, delta, pool);
     else
       kernels::add_in_place(acc, delta, pool);
+  }
+  void parameterization(const kernels::Parameterization& p, TensorView<float> values) const {
+    if (reference)
+      kernels::apply_parameterization_reference(p, values, pool);
+    else
+      kernels::apply_parameterization(p, values, pool);
+  }
+  // out = clamp(select(protect, x + mu + sigma * eps, x)), per [tokens, hidden] row.
+  void apply_noise(TensorView<const float> x, TensorView<const float> mu,
+                   TensorView<const float> sigma, TensorView<const float> eps,
+                   const std::uint8_t* protect, const kernels::ValueRange& range,
+                   TensorView<float> out) const {
+    if (reference)
+      kernels::apply_noise_reference(x, mu, sigma, eps, protect, range, out, pool);
+    else
+      kernels::apply_noise(x, mu, sigma, eps, protect, range, out, pool);
   }
 };
 

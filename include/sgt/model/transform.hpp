@@ -1,11 +1,12 @@
-// sgt::Transform: the product. Loads a model directory (spec section 2) and maps token ids to
-// protected input embeddings (spec section 1):
+// sgt::Transform: the product. Loads a model directory (docs/format.md section 2) and maps token
+// ids to protected input embeddings (docs/format.md section 1):
 //
+// clang-format off
 //   x     = E[input_ids]
 //   mu    = MeanEstimator(x, attention_mask),  sigma = StdEstimator(x, attention_mask)
-//   eps   ~ N(0, 1)                             (secure by default; torch-seeded or injected on
-//   request) out   = clamp(select(noise_mask & attention_mask, x + mu + sigma * eps, x),
-//   value_range)
+//   eps   ~ N(0, 1)            (secure by default; torch-seeded or injected on request)
+//   out   = clamp(select(noise_mask & attention_mask, x + mu + sigma * eps, x), value_range)
+// clang-format on
 //
 // At padding positions mu, sigma and eps are 0 and out is the clean embedding. A loaded Transform
 // is immutable: any number of threads may call run() at once, each with its own Workspace (the
@@ -18,65 +19,48 @@
 #include <string>
 #include <vector>
 
+#include "sgt/core/checked_math.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
-#include "sgt/io/config.hpp"
+#include "sgt/io/request.hpp"
 #include "sgt/io/tensor_store.hpp"
-#include "sgt/kernels/embedding.hpp"
-#include "sgt/kernels/noise_formula.hpp"
+#include "sgt/model/activations.hpp"
+#include "sgt/model/config.hpp"
+#include "sgt/model/config_json.hpp"
 #include "sgt/model/estimator.hpp"
 #include "sgt/model/ops.hpp"
 #include "sgt/model/weights.hpp"
-#include "sgt/model/workspace.hpp"
 #include "sgt/random/secure_normal.hpp"
 #include "sgt/random/torch_normal.hpp"
 
 namespace sgt {
 
-// One call's input: B rows of S tokens, row-major. Masks hold 0/1 (any non-zero is 1).
-struct TransformInput {
-  std::size_t batch = 0;
-  std::size_t seq_len = 0;
-  std::vector<std::int64_t> input_ids;       // [B * S]
-  std::vector<std::uint8_t> noise_mask;      // [B * S]: 1 = protect this token
-  std::vector<std::uint8_t> attention_mask;  // [B * S]: 1 = real token; empty = all real
-
-  // A single sequence (B = 1). An empty noise_mask protects every token.
-  static TransformInput single(std::vector<std::int64_t> ids,
-                               std::vector<std::uint8_t> noise_mask = {}) {
-    TransformInput in;
-    in.batch = 1;
-    in.seq_len = ids.size();
-    if (noise_mask.empty()) noise_mask.assign(ids.size(), 1);
-    in.input_ids = std::move(ids);
-    in.noise_mask = std::move(noise_mask);
-    return in;
-  }
-};
-
+// Where eps comes from.
 enum class NoiseSource {
-  Secure,    // ChaCha20 keyed from the OS, fresh every call (the default; the only one for
-             // production)
-  Torch,     // reproduces torch.manual_seed(seed); torch.randn(B, S, H): for parity checks
-  Injected,  // the caller's eps [B, S, H]
+  // ChaCha20 keyed from the OS, fresh every call (the default; the only one for production).
+  Secure,
+  // Reproduces torch.manual_seed(seed); torch.randn(B, S, H): for parity checks.
+  Torch,
+  // The caller's eps: an f32 view of shape [B, S, H].
+  Injected,
 };
 
 struct RunOptions {
   ThreadPool* pool = nullptr;  // null: run on the calling thread
   AttentionAlgorithm attention = AttentionAlgorithm::Auto;
-  bool reference_kernels = false;   // run every kernel on its plain reference (tests, debugging)
+  bool reference_kernels = false;   // every kernel on its plain reference (see model/ops.hpp)
   bool keep_intermediates = false;  // fill TransformResult's embeddings, mean, std, noise
   NoiseSource noise = NoiseSource::Secure;
   std::uint64_t seed = 0;                  // NoiseSource::Torch
-  TensorView<const float> injected_noise;  // NoiseSource::Injected: [B, S, H] floats
+  TensorView<const float> injected_noise;  // NoiseSource::Injected: [B, S, H]
 };
 
 struct TransformResult {
   std::size_t batch = 0, seq_len = 0, hidden = 0;
   std::vector<float> transformed;  // [B, S, H]
   // With keep_intermediates only (else empty):
-  std::vector<float> embeddings, mean, std, noise;
+  std::vector<float> embeddings, mean, sigma, noise;
 };
 
 class Transform {
@@ -86,12 +70,10 @@ class Transform {
   explicit Transform(const std::string& model_dir) : dir_(model_dir) {
     config_ = load_model_config(model_dir + "/config.json");
     store_ = std::make_unique<TensorStore>(model_dir);
-    check_model_tensors(config_, *store_);
-    embed_ = store_->tensor("embed_tokens.weight");
-    mean_ = Estimator(config_.mean_estimator,
-                      load_estimator_weights(*store_, "mean_estimator", config_.mean_estimator));
-    std_ = Estimator(config_.std_estimator,
-                     load_estimator_weights(*store_, "std_estimator", config_.std_estimator));
+    ModelWeights w = load_model_weights(config_, *store_);
+    embed_ = w.embed_tokens;
+    mean_ = Estimator(config_.mean_estimator, std::move(w.mean_estimator));
+    std_ = Estimator(config_.std_estimator, std::move(w.std_estimator));
   }
 
   const std::string& directory() const noexcept { return dir_; }
@@ -116,7 +98,7 @@ class Transform {
     std::uint8_t* protect = ws.protect();
     for (std::size_t t = 0; t < T; ++t) {
       mask[t] = in.attention_mask.empty() ? 1 : (in.attention_mask[t] != 0);
-      protect[t] = mask[t] && in.noise_mask[t] != 0;
+      protect[t] = mask[t] && in.noise_mask[t] != 0;  // the one place "protected" is decided
     }
     const SequenceBatch seq{B, S, mask};
     Ops ops;
@@ -126,48 +108,46 @@ class Transform {
 
     // x = E[input_ids]
     TensorView<float> x = ws.embeddings();
-    kernels::embedding_lookup(embed_, in.input_ids.data(), T, TensorView<float>(x.data(), {T, H}),
-                              options.pool);
+    ops.embedding(embed_, in.input_ids.data(), T, TensorView<float>(x.data(), {T, H}));
     // mu, sigma: both estimators see the clean embeddings of every real position.
     mean_.forward(x, seq, ws.mean_rope(), ws, ws.mean(), ops);
-    std_.forward(x, seq, ws.std_rope(), ws, ws.std(), ops);
+    std_.forward(x, seq, ws.std_rope(), ws, ws.sigma(), ops);
     // eps
     TensorView<float> eps = ws.noise();
     draw_noise(options, eps);
-    for (std::size_t t = 0; t < T; ++t)
-      if (!mask[t]) std::fill(eps.row(t), eps.row(t) + H, 0.0f);
+    zero_padding_rows(seq, eps);
     // out = clamp(select(protect, x + mu + sigma * eps, x))
     result.batch = B;
     result.seq_len = S;
     result.hidden = H;
     result.transformed.resize(T * H);
-    kernels::ValueRange range{config_.value_min, config_.value_max};
     TensorView<float> out(result.transformed.data(), {B, S, H});
-    if (options.reference_kernels)
-      kernels::apply_noise_reference(x, ws.mean(), ws.std(), eps, protect, range, out,
-                                     options.pool);
-    else
-      kernels::apply_noise(x, ws.mean(), ws.std(), eps, protect, range, out, options.pool);
+    ops.apply_noise(x, ws.mean(), ws.sigma(), eps, protect,
+                    kernels::ValueRange{config_.value_min, config_.value_max}, out);
 
     if (options.keep_intermediates) {
       result.embeddings.assign(x.data(), x.data() + T * H);
       result.mean.assign(ws.mean().data(), ws.mean().data() + T * H);
-      result.std.assign(ws.std().data(), ws.std().data() + T * H);
+      result.sigma.assign(ws.sigma().data(), ws.sigma().data() + T * H);
       result.noise.assign(eps.data(), eps.data() + T * H);
     } else {
       result.embeddings.clear();
       result.mean.clear();
-      result.std.clear();
+      result.sigma.clear();
       result.noise.clear();
     }
   }
 
  private:
+  // Everything about the call that can be wrong is found here, before any buffer is touched.
   void validate(const TransformInput& in, const RunOptions& options) const {
-    const std::size_t T = in.batch * in.seq_len;
     if (in.batch == 0 || in.seq_len == 0)
       throw Error("empty input: batch " + std::to_string(in.batch) + ", length " +
                   std::to_string(in.seq_len));
+    std::size_t T = 0, values = 0;
+    if (!checked_mul(in.batch, in.seq_len, T) || !checked_mul(T, config_.hidden_size, values))
+      throw Error("batch " + std::to_string(in.batch) + " x length " + std::to_string(in.seq_len) +
+                  " x hidden " + std::to_string(config_.hidden_size) + " overflows size_t");
     if (in.input_ids.size() != T)
       throw Error("holds " + std::to_string(in.input_ids.size()) +
                   " ids, expected batch x length = " + std::to_string(T))
@@ -190,11 +170,16 @@ class Transform {
             .at_key("input_ids")
             .at_position(static_cast<std::int64_t>(t % in.seq_len));
     }
-    if (options.noise == NoiseSource::Injected &&
-        options.injected_noise.size() != T * config_.hidden_size)
-      throw Error("injected noise has " + std::to_string(options.injected_noise.size()) +
-                  " values, expected B x S x H = " + std::to_string(T * config_.hidden_size))
-          .at_tensor("noise");
+    if (options.noise == NoiseSource::Injected) {
+      const TensorView<const float>& n = options.injected_noise;
+      if (n.rank() != 3 || n.dim(0) != in.batch || n.dim(1) != in.seq_len ||
+          n.dim(2) != config_.hidden_size)
+        throw Error("injected noise has shape " + n.shape_string() + ", expected [B, S, H] = [" +
+                    std::to_string(in.batch) + ", " + std::to_string(in.seq_len) + ", " +
+                    std::to_string(config_.hidden_size) + "]")
+            .at_tensor("noise");
+      if (!n.data()) throw Error("injected noise has no data").at_tensor("noise");
+    }
   }
 
   void draw_noise(const RunOptions& options, TensorView<float> eps) const {

@@ -1,78 +1,172 @@
-// Typed handles on an estimator's stored tensors (spec section 2.2). Views only: the data stays in
-// the memory-mapped safetensors files. An absent optional tensor (a bias the config does not ask
-// for) is an empty AnyTensorView, which every kernel reads as "none".
+// The model's tensors (docs/format.md section 4): one list, for_each_model_tensor(), states every
+// name and shape a config implies, and is used both to check a tensor store against the config
+// (check_model_tensors) and to load the views the model computes with (load_model_weights). A new
+// tensor is one line here; the check and the loader cannot disagree.
+//
+// Weights are views only: the data stays in the memory-mapped safetensors files. A tensor the
+// config does not ask for (a bias it lacks, Qwen3's q/k norms elsewhere) is an empty
+// AnyTensorView, which every kernel reads as "none". Shapes follow PyTorch's nn.Linear: a
+// projection from n to m features is stored [m, n].
 #pragma once
 
+#include <cstdint>
+#include <cstring>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "sgt/core/error.hpp"
+#include "sgt/core/log.hpp"
 #include "sgt/core/tensor_view.hpp"
-#include "sgt/io/config.hpp"
 #include "sgt/kernels/swiglu.hpp"
+#include "sgt/model/config.hpp"
 
 namespace sgt {
 
+// hd = head_dim, nh = num_attention_heads, nkv = num_key_value_heads, H = hidden_size.
 struct AttentionWeights {
-  AnyTensorView q_proj, k_proj, v_proj, o_proj;
-  AnyTensorView q_bias, k_bias, v_bias, o_bias;  // empty unless the architecture/config has them
-  AnyTensorView q_norm, k_norm;                  // Qwen3 only
+  AnyTensorView q_proj, k_proj, v_proj;  // [nh * hd, H], [nkv * hd, H], [nkv * hd, H]
+  AnyTensorView o_proj;                  // [H, nh * hd]
+  AnyTensorView q_bias, k_bias, v_bias;  // [nh * hd], [nkv * hd], [nkv * hd] with attention_bias
+  AnyTensorView o_bias;                  // [H] with o_proj_bias
+  AnyTensorView q_norm, k_norm;          // [hd] with qk_norm
 };
 
 struct DecoderLayerWeights {
-  AnyTensorView input_norm;
+  AnyTensorView input_norm;  // [H]
   AttentionWeights attention;
-  AnyTensorView post_attention_norm;
-  kernels::SwiGluWeights mlp;
+  AnyTensorView post_attention_norm;  // [H]
+  kernels::SwiGluWeights mlp;         // gate, up [I, H]; down [H, I]; biases with mlp_bias
 };
 
 struct EstimatorWeights {
   std::vector<DecoderLayerWeights> layers;
-  AnyTensorView final_norm;  // empty when final_norm is false
-  AnyTensorView head;        // empty when there is no head
-  AnyTensorView head_bias;
+  AnyTensorView final_norm;  // [H] with final_norm
+  AnyTensorView head;        // [H, H] with a head
+  AnyTensorView head_bias;   // [H] with a head that has a bias
 };
 
-namespace detail {
-template <class Store>
-AnyTensorView optional_tensor(const Store& store, const std::string& name) {
-  return store.contains(name) ? store.tensor(name) : AnyTensorView();
-}
-}  // namespace detail
+struct ModelWeights {
+  AnyTensorView embed_tokens;  // [vocab_size, H]
+  EstimatorWeights mean_estimator, std_estimator;
+};
 
-// Assumes check_model_tensors() has run: names and shapes are those of the config.
-template <class Store>
-EstimatorWeights load_estimator_weights(const Store& store, const std::string& prefix,
-                                        const EstimatorConfig& config) {
-  EstimatorWeights w;
-  for (std::size_t i = 0; i < config.decoder.num_hidden_layers; ++i) {
+// The names the model format owns: a stored tensor under one of these prefixes must be one the
+// config implies.
+inline constexpr const char* kModelTensorPrefixes[] = {"embed_tokens.", "mean_estimator.",
+                                                       "std_estimator."};
+
+using TensorShape = std::vector<std::uint64_t>;
+
+// Calls visit(name, shape, slot) for every tensor the estimator's config implies, in the order of
+// docs/format.md section 4; `slot` is where the loaded view goes. Resizes w.layers.
+template <class Visit>
+void for_each_estimator_tensor(const EstimatorConfig& e, const std::string& prefix,
+                               EstimatorWeights& w, Visit&& visit) {
+  const DecoderConfig& d = e.decoder;
+  const std::uint64_t hidden = d.hidden_size, inter = d.intermediate_size, hd = d.head_dim;
+  const std::uint64_t q_dim = d.num_attention_heads * hd, kv_dim = d.num_key_value_heads * hd;
+  auto linear = [&](const std::string& name, std::uint64_t rows, std::uint64_t cols, bool bias,
+                    AnyTensorView& weight, AnyTensorView& bias_slot) {
+    visit(name + ".weight", TensorShape{rows, cols}, weight);
+    if (bias) visit(name + ".bias", TensorShape{rows}, bias_slot);
+  };
+  w.layers.resize(d.num_hidden_layers);
+  for (std::size_t i = 0; i < d.num_hidden_layers; ++i) {
     const std::string p = prefix + ".layers." + std::to_string(i) + ".";
-    DecoderLayerWeights l;
-    l.input_norm = store.tensor(p + "input_layernorm.weight");
-    l.post_attention_norm = store.tensor(p + "post_attention_layernorm.weight");
+    DecoderLayerWeights& l = w.layers[i];
     AttentionWeights& a = l.attention;
-    a.q_proj = store.tensor(p + "self_attn.q_proj.weight");
-    a.k_proj = store.tensor(p + "self_attn.k_proj.weight");
-    a.v_proj = store.tensor(p + "self_attn.v_proj.weight");
-    a.o_proj = store.tensor(p + "self_attn.o_proj.weight");
-    a.q_bias = detail::optional_tensor(store, p + "self_attn.q_proj.bias");
-    a.k_bias = detail::optional_tensor(store, p + "self_attn.k_proj.bias");
-    a.v_bias = detail::optional_tensor(store, p + "self_attn.v_proj.bias");
-    a.o_bias = detail::optional_tensor(store, p + "self_attn.o_proj.bias");
-    a.q_norm = detail::optional_tensor(store, p + "self_attn.q_norm.weight");
-    a.k_norm = detail::optional_tensor(store, p + "self_attn.k_norm.weight");
-    l.mlp.gate = store.tensor(p + "mlp.gate_proj.weight");
-    l.mlp.up = store.tensor(p + "mlp.up_proj.weight");
-    l.mlp.down = store.tensor(p + "mlp.down_proj.weight");
-    l.mlp.gate_bias = detail::optional_tensor(store, p + "mlp.gate_proj.bias");
-    l.mlp.up_bias = detail::optional_tensor(store, p + "mlp.up_proj.bias");
-    l.mlp.down_bias = detail::optional_tensor(store, p + "mlp.down_proj.bias");
-    w.layers.push_back(l);
+    visit(p + "input_layernorm.weight", TensorShape{hidden}, l.input_norm);
+    linear(p + "self_attn.q_proj", q_dim, hidden, d.attention_bias, a.q_proj, a.q_bias);
+    linear(p + "self_attn.k_proj", kv_dim, hidden, d.attention_bias, a.k_proj, a.k_bias);
+    linear(p + "self_attn.v_proj", kv_dim, hidden, d.attention_bias, a.v_proj, a.v_bias);
+    linear(p + "self_attn.o_proj", hidden, q_dim, d.o_proj_bias, a.o_proj, a.o_bias);
+    if (d.qk_norm) {
+      visit(p + "self_attn.q_norm.weight", TensorShape{hd}, a.q_norm);
+      visit(p + "self_attn.k_norm.weight", TensorShape{hd}, a.k_norm);
+    }
+    visit(p + "post_attention_layernorm.weight", TensorShape{hidden}, l.post_attention_norm);
+    linear(p + "mlp.gate_proj", inter, hidden, d.mlp_bias, l.mlp.gate, l.mlp.gate_bias);
+    linear(p + "mlp.up_proj", inter, hidden, d.mlp_bias, l.mlp.up, l.mlp.up_bias);
+    linear(p + "mlp.down_proj", hidden, inter, d.mlp_bias, l.mlp.down, l.mlp.down_bias);
   }
-  if (config.final_norm) w.final_norm = store.tensor(prefix + ".norm.weight");
-  if (config.has_head) {
-    w.head = store.tensor(prefix + ".head.weight");
-    if (config.head_bias) w.head_bias = store.tensor(prefix + ".head.bias");
+  if (e.final_norm) visit(prefix + ".norm.weight", TensorShape{hidden}, w.final_norm);
+  if (e.has_head) linear(prefix + ".head", hidden, hidden, e.head_bias, w.head, w.head_bias);
+}
+
+// Every tensor of the model: the embedding table, then the mean and the std estimator.
+template <class Visit>
+void for_each_model_tensor(const ModelConfig& config, ModelWeights& w, Visit&& visit) {
+  visit(std::string("embed_tokens.weight"), TensorShape{config.vocab_size, config.hidden_size},
+        w.embed_tokens);
+  for_each_estimator_tensor(config.mean_estimator, "mean_estimator", w.mean_estimator, visit);
+  for_each_estimator_tensor(config.std_estimator, "std_estimator", w.std_estimator, visit);
+}
+
+struct ExpectedTensor {
+  std::string name;
+  TensorShape shape;
+};
+
+// The tensors a config implies, in the order of for_each_model_tensor.
+inline std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config) {
+  std::vector<ExpectedTensor> out;
+  ModelWeights unused;
+  for_each_model_tensor(config, unused,
+                        [&](const std::string& name, const TensorShape& shape, AnyTensorView&) {
+                          out.push_back({name, shape});
+                        });
+  return out;
+}
+
+// Checks that `store` holds every expected tensor with its expected shape, and nothing else under
+// kModelTensorPrefixes. Tensors outside those prefixes are ignored with one warning. `Store` needs
+// contains(name), names() and info(name).shape (a sequence of integers): sgt::SafetensorsFile and
+// sgt::TensorStore have them.
+template <class Store>
+void check_model_tensors(const ModelConfig& config, const Store& store) {
+  std::set<std::string> expected_names;
+  ModelWeights unused;
+  for_each_model_tensor(
+      config, unused, [&](const std::string& name, const TensorShape& shape, AnyTensorView&) {
+        expected_names.insert(name);
+        if (!store.contains(name))
+          throw Error("missing; the config expects shape " + shape_to_string(shape))
+              .at_tensor(name);
+        const auto& stored = store.info(name).shape;
+        const TensorShape actual(stored.begin(), stored.end());
+        if (actual != shape)
+          throw Error("shape " + shape_to_string(actual) + " in the file, but the config expects " +
+                      shape_to_string(shape))
+              .at_tensor(name);
+      });
+  std::vector<std::string> foreign;
+  for (const std::string& name : store.names()) {
+    if (expected_names.count(name)) continue;
+    for (const char* prefix : kModelTensorPrefixes)
+      if (name.compare(0, std::strlen(prefix), prefix) == 0)
+        throw Error("unexpected tensor: the config implies no tensor of this name").at_tensor(name);
+    foreign.push_back(name);
   }
+  if (!foreign.empty()) {
+    std::string list;
+    for (std::size_t i = 0; i < foreign.size() && i < 5; ++i) list += (i ? ", " : "") + foreign[i];
+    if (foreign.size() > 5) list += ", ...";
+    log_warning(std::to_string(foreign.size()) +
+                " tensor(s) outside the model format ignored: " + list);
+  }
+}
+
+// Checks the store against the config (check_model_tensors), then takes a view of every tensor.
+template <class Store>
+ModelWeights load_model_weights(const ModelConfig& config, const Store& store) {
+  check_model_tensors(config, store);
+  ModelWeights w;
+  for_each_model_tensor(config, w,
+                        [&](const std::string& name, const TensorShape&, AnyTensorView& slot) {
+                          slot = store.tensor(name);
+                        });
   return w;
 }
 

@@ -40,6 +40,8 @@
 #include <cstring>
 #include <optional>
 
+#include "sgt/core/dtype.hpp"
+
 namespace sgt {
 
 enum class TorchBoxMuller {
@@ -114,17 +116,6 @@ inline double torch_uniform_double(std::uint64_t r) {
   return static_cast<double>(r & ((std::uint64_t{1} << 53) - 1)) * (1.0 / 9007199254740992.0);
 }
 
-inline std::uint32_t f32_bits(float x) {
-  std::uint32_t b;
-  std::memcpy(&b, &x, 4);
-  return b;
-}
-inline float f32_from_bits(std::uint32_t b) {
-  float x;
-  std::memcpy(&x, &b, 4);
-  return x;
-}
-
 // The portable NormalFill16 (mean 0, std 1). `+ 0.0f` is ATen's fma(x, std, mean) with std = 1,
 // mean = 0: exact, except that it turns -0 into +0.
 inline void torch_normal_fill_16_scalar(float* data) {
@@ -177,9 +168,9 @@ struct Avx2MathConstants {
 inline float avx2_log(float x) {
   using C = Avx2MathConstants;
   const bool invalid = !(x > 0.0f);  // _CMP_LE_OS: x <= 0 (NaN compares false there)
-  x = x > f32_from_bits(0x00800000u) ? x : f32_from_bits(0x00800000u);  // _mm256_max_ps
-  const std::int32_t exponent = static_cast<std::int32_t>(f32_bits(x) >> 23) - 0x7f;
-  x = f32_from_bits((f32_bits(x) & ~0x7f800000u) | f32_bits(0.5f));
+  x = x > bits_float(0x00800000u) ? x : bits_float(0x00800000u);  // _mm256_max_ps
+  const std::int32_t exponent = static_cast<std::int32_t>(float_bits(x) >> 23) - 0x7f;
+  x = bits_float((float_bits(x) & ~0x7f800000u) | float_bits(0.5f));
   float e = static_cast<float>(exponent) + 1.0f;
   const bool below = x < C::kSqrtHalf;
   const float tmp = below ? x : 0.0f;
@@ -194,15 +185,15 @@ inline float avx2_log(float x) {
   y = std::fma(-z, 0.5f, y);           // y - z * 0.5, fused
   x = x + y;
   x = std::fma(e, C::kLogQ2, x);  // x + e * q2, fused
-  return invalid ? f32_from_bits(0xffffffffu) : x;
+  return invalid ? bits_float(0xffffffffu) : x;
 }
 
 // sincos256_ps for one lane: reduction by pi/4 in three parts, then the Cephes sine and cosine
 // polynomials, selected and signed by the octant.
 inline void avx2_sincos(float x, float* sin_out, float* cos_out) {
   using C = Avx2MathConstants;
-  std::uint32_t sign_sin = f32_bits(x) & 0x80000000u;
-  x = f32_from_bits(f32_bits(x) & 0x7fffffffu);
+  std::uint32_t sign_sin = float_bits(x) & 0x80000000u;
+  x = bits_float(float_bits(x) & 0x7fffffffu);
   float y = x * C::kFourOverPi;
   // _mm256_cvttps_epi32: truncation; out of range or NaN gives INT32_MIN.
   std::int32_t j = y < 2147483648.0f ? static_cast<std::int32_t>(y) : INT32_MIN;
@@ -233,8 +224,8 @@ inline void avx2_sincos(float x, float* sin_out, float* cos_out) {
   const float sin_from_c = poly_is_cos ? 0.0f : yc;  // ysin1
   ys = ys - sin_from_s;
   yc = yc - sin_from_c;
-  *sin_out = f32_from_bits(f32_bits(sin_from_c + sin_from_s) ^ sign_sin);
-  *cos_out = f32_from_bits(f32_bits(yc + ys) ^ sign_cos);
+  *sin_out = bits_float(float_bits(sin_from_c + sin_from_s) ^ sign_sin);
+  *cos_out = bits_float(float_bits(yc + ys) ^ sign_cos);
 }
 
 // NormalFill16<float> of ATen's AVX2 build (mean 0, std 1), lane by lane.

@@ -1,7 +1,11 @@
-// Every activation buffer a transform call needs, planned from the call's actual B and S (never
-// from max_position_embeddings) and reused: a Workspace kept across calls of the same or smaller
-// size allocates nothing after the first, and no call allocates per layer. One Workspace per
-// concurrent caller; the model itself is read-only during a call.
+// Every activation buffer a transform call needs, in one place (as gemma.cpp's activations.h):
+// the batch being transformed (SequenceBatch), the views one decoder layer writes (LayerBuffers),
+// and the Workspace that owns them.
+//
+// Buffers are planned from the call's actual B and S (never from max_position_embeddings) and
+// reused: a Workspace kept across calls of the same or smaller size allocates nothing after the
+// first, and no call allocates per layer. One Workspace per concurrent caller; the model itself is
+// read-only during a call.
 #pragma once
 
 #include <algorithm>
@@ -11,42 +15,49 @@
 #include <vector>
 
 #include "sgt/core/tensor_view.hpp"
-#include "sgt/io/config.hpp"
 #include "sgt/kernels/rope.hpp"
 #include "sgt/kernels/swiglu.hpp"
-#include "sgt/model/decoder_layer.hpp"
+#include "sgt/model/config.hpp"
 
 namespace sgt {
 
-inline kernels::RopeParameters rope_parameters(const DecoderConfig& c) {
-  kernels::RopeParameters p;
-  p.head_dim = c.head_dim;
-  p.theta = c.rope_theta;
-  p.partial_rotary_factor = c.partial_rotary_factor;
-  switch (c.rope_scaling.type) {
-    case RopeType::Default:
-      p.type = kernels::RopeType::Default;
-      break;
-    case RopeType::Linear:
-      p.type = kernels::RopeType::Linear;
-      break;
-    case RopeType::Llama3:
-      p.type = kernels::RopeType::Llama3;
-      break;
+// The batch being transformed: B rows of S tokens, with the padding mask (null = no padding).
+struct SequenceBatch {
+  std::size_t batch = 0;
+  std::size_t seq_len = 0;
+  const std::uint8_t* attention_mask = nullptr;  // [B * S], 1 = real token
+  std::size_t tokens() const noexcept { return batch * seq_len; }
+  bool is_padding(std::size_t token) const noexcept {
+    return attention_mask && !attention_mask[token];
   }
-  p.factor = c.rope_scaling.factor;
-  p.low_freq_factor = c.rope_scaling.low_freq_factor;
-  p.high_freq_factor = c.rope_scaling.high_freq_factor;
-  p.original_max_position_embeddings = c.rope_scaling.original_max_position_embeddings;
-  return p;
+};
+
+// The rule "padding positions carry 0" (docs/format.md section 1), applied to a [B, S, width]
+// activation: used for the estimators' outputs and the noise, so padding rows never depend on
+// what the kernels computed there.
+inline void zero_padding_rows(const SequenceBatch& seq, TensorView<float> x) {
+  if (!seq.attention_mask) return;
+  for (std::size_t t = 0; t < seq.tokens(); ++t)
+    if (seq.is_padding(t)) std::fill(x.row(t), x.row(t) + x.cols(), 0.0f);
 }
+
+// Activations one layer writes, planned by the Workspace for the actual B and S.
+struct LayerBuffers {
+  TensorView<float> normed;      // [B, S, hidden]
+  TensorView<float> q;           // [B, S, heads * head_dim]
+  TensorView<float> k;           // [B, S, kv_heads * head_dim]
+  TensorView<float> v;           // [B, S, kv_heads * head_dim]
+  TensorView<float> attn;        // [B, S, heads * head_dim]
+  TensorView<float> delta;       // [B, S, hidden]: the branch output added to the residual stream
+  float* mlp_scratch = nullptr;  // kernels::swiglu_scratch_floats(B * S, intermediate)
+};
 
 class Workspace {
  public:
   // Sizes every buffer for `batch` x `seq_len` tokens of `model` (growing only), and the RoPE
   // tables of both estimators for seq_len positions (rebuilt only when they must grow).
   void plan(const ModelConfig& model, std::size_t batch, std::size_t seq_len) {
-    const std::size_t t = batch * seq_len;
+    const std::size_t t = batch * seq_len;  // the caller checked the product (Transform::validate)
     const std::size_t hidden = model.hidden_size;
     std::size_t q = 0, kv = 0, mlp = 0;
     for (const EstimatorConfig* e : {&model.mean_estimator, &model.std_estimator}) {
@@ -65,12 +76,12 @@ class Workspace {
     grow(mlp_, mlp);
     grow(embeddings_, t * hidden);
     grow(mean_, t * hidden);
-    grow(std_, t * hidden);
+    grow(sigma_, t * hidden);
     grow(noise_, t * hidden);
     protect_.resize(std::max(protect_.size(), t));
     mask_.resize(std::max(mask_.size(), t));
-    plan_rope(mean_rope_, rope_parameters(model.mean_estimator.decoder), seq_len);
-    plan_rope(std_rope_, rope_parameters(model.std_estimator.decoder), seq_len);
+    plan_rope(mean_rope_, model.mean_estimator.decoder.rope, seq_len);
+    plan_rope(std_rope_, model.std_estimator.decoder.rope, seq_len);
     batch_ = batch;
     seq_len_ = seq_len;
     hidden_ = hidden;
@@ -93,7 +104,7 @@ class Workspace {
   TensorView<float> residual() { return view(h_); }
   TensorView<float> embeddings() { return view(embeddings_); }
   TensorView<float> mean() { return view(mean_); }
-  TensorView<float> std() { return view(std_); }
+  TensorView<float> sigma() { return view(sigma_); }
   TensorView<float> noise() { return view(noise_); }
   std::uint8_t* protect() { return protect_.data(); }
   std::uint8_t* attention_mask() { return mask_.data(); }
@@ -104,23 +115,17 @@ class Workspace {
   static void grow(std::vector<float>& v, std::size_t n) {
     if (v.size() < n) v.resize(n);
   }
-  static bool same(const kernels::RopeParameters& a, const kernels::RopeParameters& b) {
-    return a.head_dim == b.head_dim && a.theta == b.theta &&
-           a.partial_rotary_factor == b.partial_rotary_factor && a.type == b.type &&
-           a.factor == b.factor && a.low_freq_factor == b.low_freq_factor &&
-           a.high_freq_factor == b.high_freq_factor &&
-           a.original_max_position_embeddings == b.original_max_position_embeddings;
-  }
   static void plan_rope(std::optional<kernels::RopeTable>& table, const kernels::RopeParameters& p,
                         std::size_t positions) {
-    if (!table || table->num_positions() < positions || !same(table->parameters(), p))
+    if (!table || table->num_positions() < positions || !(table->parameters() == p))
       table.emplace(p, positions);
   }
   TensorView<float> view(std::vector<float>& v) {
     return TensorView<float>(v.data(), {batch_, seq_len_, hidden_});
   }
 
-  std::vector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, embeddings_, mean_, std_, noise_;
+  std::vector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, embeddings_, mean_, sigma_,
+      noise_;
   std::vector<std::uint8_t> protect_, mask_;
   std::optional<kernels::RopeTable> mean_rope_, std_rope_;
   std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0;

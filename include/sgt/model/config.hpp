@@ -1,0 +1,95 @@
+// What a model directory's config.json says, as typed structs (docs/format.md section 3), with no
+// JSON in sight: model headers include this one, and only the loader (model/config_json.hpp)
+// pulls the JSON parser.
+//
+// A parsed config can be trusted: sizes are positive and consistent, the rope type is one we
+// compute, the std estimator's parameterization is strictly positive, and every architecture
+// switch of DecoderConfig is resolved from the family's description (model/families.hpp) and the
+// config's keys. The model code reads these switches, never the family.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sgt/core/enum_names.hpp"
+#include "sgt/kernels/parameterization.hpp"
+#include "sgt/kernels/rms_norm.hpp"
+#include "sgt/kernels/rope.hpp"
+#include "sgt/model/families.hpp"
+
+namespace sgt {
+
+// One enum per concept, shared with the kernels that compute it.
+using RopeType = kernels::RopeType;
+using ParameterizationType = kernels::ParameterizationType;
+using ParameterizationConfig = kernels::Parameterization;
+
+// The spellings config.json uses.
+inline constexpr EnumName<RopeType> kRopeTypeNames[] = {
+    {RopeType::Default, "default"}, {RopeType::Linear, "linear"}, {RopeType::Llama3, "llama3"}};
+inline constexpr EnumName<ParameterizationType> kParameterizationTypeNames[] = {
+    {ParameterizationType::Identity, "identity"},
+    {ParameterizationType::BoundedTanh, "bounded_tanh"},
+    {ParameterizationType::Cloak, "cloak"},
+    {ParameterizationType::CloakSigmoid, "cloak_sigmoid"},
+    {ParameterizationType::Direct, "direct"}};
+
+inline const char* rope_type_name(RopeType t) noexcept {
+  return enum_name(kRopeTypeNames, t);
+}
+inline const char* parameterization_type_name(ParameterizationType t) noexcept {
+  return enum_name(kParameterizationTypeNames, t);
+}
+
+// Upper bounds on sizes. Far above any real model, low enough that products of two sizes fit in 64
+// bits and that a hostile config cannot make the tensor list hold billions of names.
+inline constexpr std::uint64_t kMaxConfigDimension = 2147483647;  // 2^31 - 1
+inline constexpr std::uint64_t kMaxConfigLayers = 4096;
+
+struct DecoderConfig {
+  ModelType model_type = ModelType::Llama;
+  std::size_t hidden_size = 0;
+  std::size_t intermediate_size = 0;
+  std::size_t num_hidden_layers = 0;
+  std::size_t num_attention_heads = 0;
+  std::size_t num_key_value_heads = 0;  // divides num_attention_heads (GQA)
+  std::size_t head_dim = 0;
+  double rms_norm_eps = 0;
+  // RoPE as the kernel takes it (rope.head_dim == head_dim). It rotates the first
+  // int(head_dim * partial_rotary_factor) dimensions of each head; the loader checks that this is
+  // even and >= 2.
+  kernels::RopeParameters rope;
+  std::size_t max_position_embeddings = 0;
+  double attention_scale = 0;       // head_dim^-0.5, computed as transformers does (pow, in double)
+  std::string hidden_act = "silu";  // only "silu" is accepted for now
+
+  // Architecture switches, resolved by the loader from the family's description and the keys.
+  bool attention_bias = false;     // q_proj, k_proj, v_proj have biases
+  bool o_proj_bias = false;        // o_proj has a bias
+  bool mlp_bias = false;           // gate/up/down have biases
+  bool qk_norm = false;            // per-head RMSNorm on q and k after the projections
+  std::size_t sliding_window = 0;  // 0 = none; else every layer sees this many keys
+  kernels::RmsNormStyle norm_style = kernels::RmsNormStyle::Weight;
+};
+
+struct EstimatorConfig {
+  DecoderConfig decoder;
+  bool final_norm = true;
+  bool has_head = false;
+  bool head_bias = false;
+  ParameterizationConfig parameterization;
+};
+
+struct ModelConfig {
+  int format_version = 1;
+  std::size_t vocab_size = 0;
+  std::size_t hidden_size = 0;
+  std::optional<std::int64_t> pad_token_id;   // in [0, vocab_size) when set
+  std::optional<float> value_min, value_max;  // value_range; min < max when both are set
+  EstimatorConfig mean_estimator, std_estimator;
+};
+
+}  // namespace sgt

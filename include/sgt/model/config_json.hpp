@@ -1,0 +1,396 @@
+// Loading config.json (docs/format.md section 3) into the structs of model/config.hpp: the
+// validating parser. Every problem is an sgt::Error whose key() is the dotted path of the offending
+// key ("std_estimator.parameterization.scale"); unknown keys are logged and ignored.
+//
+// `config` inside each estimator holds Hugging Face keys, so that a base model's config.json can be
+// pasted in. Absent keys take the defaults of that family's transformers config class, and the
+// family's switches are read as its description says (model/families.hpp): this file holds no
+// per-family code. Keys transformers knows but that do not change the estimator (bos_token_id,
+// torch_dtype, use_cache, ...) are accepted silently.
+#pragma once
+
+#include <cfloat>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "sgt/core/error.hpp"
+#include "sgt/core/log.hpp"
+#include "sgt/io/json.hpp"
+#include "sgt/model/config.hpp"
+#include "sgt/model/families.hpp"
+
+namespace sgt {
+
+inline constexpr std::size_t kMaxConfigFileBytes = 16u * 1024 * 1024;
+// Far deeper than any real config (4 levels); a limit keeps a hostile one from exhausting the
+// stack of the DOM parser.
+inline constexpr std::size_t kMaxConfigJsonDepth = 32;
+
+namespace detail {
+
+// Keys every transformers config may carry that do not change an estimator's computation:
+// bookkeeping, generation settings, token ids, the LM head's tying, training-only settings.
+inline void accept_generic_hf_keys(JsonObjectReader& c) {
+  // clang-format off
+  c.accept({"architectures", "auto_map", "transformers_version", "_name_or_path", "dtype",
+            "torch_dtype", "use_bfloat16", "vocab_size", "pad_token_id", "bos_token_id",
+            "eos_token_id", "sep_token_id", "decoder_start_token_id", "initializer_range",
+            "use_cache", "tie_word_embeddings", "attention_dropout", "output_hidden_states",
+            "output_attentions", "return_dict", "chunk_size_feed_forward", "is_encoder_decoder",
+            "is_decoder", "id2label", "label2id", "problem_type", "torchscript", "pruned_heads",
+            "tf_legacy_loss", "cross_attention_hidden_size", "add_cross_attention",
+            "tie_encoder_decoder", "finetuning_task", "tokenizer_class", "prefix",
+            "task_specific_params",
+            // generation settings of transformers v4 configs
+            "max_length", "min_length", "do_sample", "early_stopping", "num_beams",
+            "num_beam_groups", "diversity_penalty", "temperature", "top_k", "top_p", "typical_p",
+            "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
+            "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences",
+            "output_scores", "return_dict_in_generate", "forced_bos_token_id",
+            "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty",
+            "suppress_tokens", "begin_suppress_tokens"});
+  // clang-format on
+}
+
+// RoPE, spelled either way transformers writes it:
+//   v4: "rope_theta": x, "rope_scaling": {"rope_type" (or legacy "type"): ..., "factor": ...}
+//   v5: "rope_parameters": {"rope_type": ..., "rope_theta": x, "factor": ...}
+// with transformers' precedence: a non-empty rope_scaling replaces rope_parameters; inside the
+// chosen dict its own rope_theta / partial_rotary_factor win over the top-level keys; rope_type
+// wins over type; llama3's original_max_position_embeddings defaults to max_position_embeddings
+// (a top-level original_max_position_embeddings takes priority, as transformers gives it).
+inline void parse_rope(JsonObjectReader& c, DecoderConfig& d) {
+  const nlohmann::json* scaling = c.find("rope_scaling");
+  const nlohmann::json* parameters = c.find("rope_parameters");
+  if (scaling && !scaling->is_null() && !scaling->is_object())
+    c.fail("rope_scaling", "must be a JSON object or null, got " + detail::json_excerpt(*scaling));
+  if (parameters && !parameters->is_null() && !parameters->is_object())
+    c.fail("rope_parameters",
+           "must be a JSON object or null, got " + detail::json_excerpt(*parameters));
+  auto non_empty = [](const nlohmann::json* v) { return v && v->is_object() && !v->empty(); };
+  const char* dict_key = non_empty(scaling) ? "rope_scaling" : "rope_parameters";
+  const nlohmann::json* dict = non_empty(scaling)      ? scaling
+                               : non_empty(parameters) ? parameters
+                                                       : nullptr;
+  if (non_empty(scaling) && non_empty(parameters) && *scaling != *parameters)
+    log_warning(c.path_of("rope_parameters") +
+                ": ignored, rope_scaling is given too and takes precedence (as in transformers)");
+
+  const double top_theta = c.positive_number("rope_theta", 10000.0);
+  const double top_partial = c.number("partial_rotary_factor", 1.0);
+  const std::optional<std::uint64_t> top_original =
+      c.nullable_integer("original_max_position_embeddings", std::nullopt, 1,
+                         std::numeric_limits<std::int64_t>::max());
+  d.rope.theta = top_theta;
+  d.rope.partial_rotary_factor = top_partial;
+  std::string partial_key = "partial_rotary_factor";  // relative to c: where the value came from
+
+  if (dict) {
+    JsonObjectReader r(*dict, c.path_of(dict_key));
+    for (const char* nested : {"full_attention", "sliding_attention"})
+      if (dict->contains(nested))
+        r.fail(nested, "per-layer-type RoPE parameters are not supported");
+    std::string type_key = dict->contains("rope_type") ? "rope_type" : "type";
+    const std::string type = r.string(type_key, std::string("default"));
+    if (type_key == "rope_type") r.string("type", std::string());  // legacy spelling, checked only
+    const std::optional<RopeType> rope_type = enum_from_name(kRopeTypeNames, type);
+    if (!rope_type)
+      r.fail(type_key, "rope type '" + type + "' is not supported (" +
+                           enum_names_list(kRopeTypeNames) + " are)");
+    d.rope.type = *rope_type;
+    d.rope.theta = r.positive_number("rope_theta", top_theta);
+    if (dict->contains("partial_rotary_factor")) {
+      d.rope.partial_rotary_factor = r.number("partial_rotary_factor", std::nullopt);
+      partial_key = std::string(dict_key) + ".partial_rotary_factor";
+    }
+    if (d.rope.type != RopeType::Default) d.rope.factor = r.positive_number("factor", std::nullopt);
+    if (d.rope.type == RopeType::Llama3) {
+      d.rope.low_freq_factor = r.positive_number("low_freq_factor", std::nullopt);
+      d.rope.high_freq_factor = r.number("high_freq_factor", std::nullopt);
+      // The smoothing factor divides by (high - low); equal factors would divide by zero.
+      if (!(d.rope.high_freq_factor > d.rope.low_freq_factor))
+        r.fail("high_freq_factor", "must be greater than low_freq_factor (" +
+                                       std::to_string(d.rope.low_freq_factor) + "), got " +
+                                       std::to_string(d.rope.high_freq_factor));
+      const std::uint64_t original =
+          r.integer("original_max_position_embeddings", d.max_position_embeddings, 1,
+                    std::numeric_limits<std::int64_t>::max());
+      d.rope.original_max_position_embeddings =
+          static_cast<std::size_t>(top_original ? *top_original : original);
+    }
+    r.warn_unknown_keys();
+  }
+
+  if (!(d.rope.partial_rotary_factor > 0 && d.rope.partial_rotary_factor <= 1))
+    throw Error("must be in (0, 1], got " + std::to_string(d.rope.partial_rotary_factor))
+        .at_key(c.path_of(partial_key));
+  // Python's int(head_dim * partial_rotary_factor): a double product, truncated. The kernel
+  // computes the same (kernels::RopeTable); checking it here names the key to fix.
+  d.rope.head_dim = d.head_dim;
+  const auto rotary_dim =
+      static_cast<std::size_t>(static_cast<double>(d.head_dim) * d.rope.partial_rotary_factor);
+  if (rotary_dim < 2 || rotary_dim % 2 != 0)
+    throw Error("RoPE needs an even rotary dimension of at least 2, but head_dim " +
+                std::to_string(d.head_dim) + " x partial_rotary_factor " +
+                std::to_string(d.rope.partial_rotary_factor) + " gives " +
+                std::to_string(rotary_dim))
+        .at_key(
+            c.path_of(d.rope.partial_rotary_factor == 1.0 ? std::string("head_dim") : partial_key));
+}
+// The sizes of a decoder: positive, at most kMaxConfigDimension.
+inline std::uint64_t config_size(JsonObjectReader& c, const char* key,
+                                 std::optional<std::uint64_t> fallback) {
+  return c.integer(key, fallback, 1, kMaxConfigDimension);
+}
+
+// Whether a group of projections has biases, by the family's rule.
+inline bool read_bias(JsonObjectReader& c, BiasRule rule) {
+  switch (rule) {
+    case BiasRule::Never:
+      return false;
+    case BiasRule::Always:
+      return true;
+    case BiasRule::AttentionBiasKey:
+      return c.boolean("attention_bias", false);
+    case BiasRule::MlpBiasKey:
+      return c.boolean("mlp_bias", false);
+  }
+  return false;
+}
+
+inline DecoderConfig parse_decoder_config(const ModelFamily& family, JsonObjectReader& c) {
+  const HfDecoderDefaults& def = family.defaults;
+  constexpr std::uint64_t kMaxPositions = std::numeric_limits<std::int64_t>::max();
+  DecoderConfig d;
+  d.model_type = family.type;
+  accept_generic_hf_keys(c);
+
+  // A pasted Hugging Face config names its model_type too: it must agree.
+  const std::string pasted_type = c.string("model_type", std::string(family.name));
+  if (pasted_type != family.name)
+    c.fail("model_type",
+           "'" + pasted_type + "' contradicts the estimator's model_type '" + family.name + "'");
+
+  d.hidden_size = config_size(c, "hidden_size", def.hidden_size);
+  d.intermediate_size = config_size(c, "intermediate_size", def.intermediate_size);
+  d.num_hidden_layers = c.integer("num_hidden_layers", def.num_hidden_layers, 1, kMaxConfigLayers);
+  d.num_attention_heads = config_size(c, "num_attention_heads", def.num_attention_heads);
+  d.num_key_value_heads = static_cast<std::size_t>(
+      c.nullable_integer("num_key_value_heads", def.num_key_value_heads, 1, kMaxConfigDimension)
+          .value_or(d.num_attention_heads));
+  if (d.num_key_value_heads > d.num_attention_heads ||
+      d.num_attention_heads % d.num_key_value_heads != 0)
+    c.fail("num_key_value_heads", "must divide num_attention_heads (" +
+                                      std::to_string(d.num_attention_heads) + "), got " +
+                                      std::to_string(d.num_key_value_heads));
+  // transformers (all four): head_dim null or absent -> hidden_size // num_attention_heads, except
+  // that Qwen3Config's own default is 128. We refuse the floor division's silent remainder.
+  const std::optional<std::uint64_t> head_dim =
+      c.nullable_integer("head_dim", def.head_dim, 1, kMaxConfigDimension);
+  if (head_dim) {
+    d.head_dim = static_cast<std::size_t>(*head_dim);
+  } else {
+    if (d.hidden_size % d.num_attention_heads != 0)
+      c.fail("num_attention_heads", "hidden_size " + std::to_string(d.hidden_size) +
+                                        " is not a multiple of num_attention_heads " +
+                                        std::to_string(d.num_attention_heads) +
+                                        " (give head_dim explicitly)");
+    d.head_dim = d.hidden_size / d.num_attention_heads;
+  }
+  d.attention_scale = std::pow(static_cast<double>(d.head_dim), -0.5);
+
+  d.hidden_act = c.string("hidden_act", std::string("silu"));
+  if (d.hidden_act != "silu")
+    c.fail("hidden_act", "activation '" + d.hidden_act + "' is not supported (silu is)");
+  d.max_position_embeddings = static_cast<std::size_t>(
+      c.integer("max_position_embeddings", def.max_position_embeddings, 1, kMaxPositions));
+  d.rms_norm_eps = c.positive_number("rms_norm_eps", def.rms_norm_eps);
+  parse_rope(c, d);
+
+  // The family's switches, as its description states them.
+  d.attention_bias = read_bias(c, family.qkv_bias);
+  d.o_proj_bias = read_bias(c, family.o_bias);
+  d.mlp_bias = read_bias(c, family.mlp_bias);
+  d.qk_norm = family.qk_norm;
+  d.norm_style = family.norm_style;
+  switch (family.window) {
+    case WindowRule::None:
+      break;
+    case WindowRule::EveryLayer:
+      // Every layer gets config.sliding_window; null means full causal attention.
+      d.sliding_window = static_cast<std::size_t>(
+          c.nullable_integer("sliding_window", def.sliding_window, 1, kMaxPositions).value_or(0));
+      break;
+    case WindowRule::NotYetSupported:
+      // The window applies only to some layers (max_window_layers, layer_types): not supported
+      // yet. Without use_sliding_window, transformers ignores sliding_window.
+      if (c.boolean("use_sliding_window", false))
+        c.fail("use_sliding_window",
+               "sliding-window layers of " + std::string(family.name) + " are not supported yet");
+      c.nullable_integer("sliding_window", std::nullopt, 1, kMaxPositions);
+      break;
+  }
+  for (const char* key : family.inert_keys)
+    if (key) c.accept(key);
+  c.warn_unknown_keys();
+  return d;
+}
+
+inline ParameterizationConfig parse_parameterization(JsonObjectReader& p, bool for_std) {
+  ParameterizationConfig out;
+  const std::string type = p.string("type", std::nullopt);
+  const std::optional<ParameterizationType> parsed =
+      enum_from_name(kParameterizationTypeNames, type);
+  if (!parsed)
+    p.fail("type", "unknown parameterization type '" + type + "' (" +
+                       enum_names_list(kParameterizationTypeNames) + " are known)");
+  out.type = *parsed;
+  // sigma multiplies the noise and must be > 0: identity and bounded_tanh can be anything <= 0.
+  if (for_std &&
+      (out.type == ParameterizationType::Identity || out.type == ParameterizationType::BoundedTanh))
+    p.fail("type", "'" + type +
+                       "' can produce values <= 0, but the std estimator must be strictly "
+                       "positive (use cloak, cloak_sigmoid, or direct with min > 0)");
+
+  switch (out.type) {
+    case ParameterizationType::Identity:
+      break;
+    case ParameterizationType::BoundedTanh:
+      out.bound = p.positive_number("bound", std::nullopt);
+      out.init_shift = p.number("init_shift", 0.0);
+      break;
+    case ParameterizationType::Cloak:
+    case ParameterizationType::CloakSigmoid:
+    case ParameterizationType::Direct: {
+      const nlohmann::json* scale = p.find("scale");
+      if (!scale) p.fail("scale", "required key is missing");
+      if (!scale->is_array() || scale->size() != 2)
+        p.fail("scale",
+               "must be a [min, max] pair of numbers, got " + detail::json_excerpt(*scale));
+      out.min = p.check_number("scale", (*scale)[0]);
+      out.max = p.check_number("scale", (*scale)[1]);
+      if (!(out.min < out.max))
+        p.fail("scale", "min must be less than max, got " + detail::json_excerpt(*scale));
+      if (out.type == ParameterizationType::Direct) {
+        if (for_std && !(out.min > 0))
+          p.fail("scale",
+                 "the std estimator must be strictly positive, so direct's min must be "
+                 "> 0, got " +
+                     detail::json_excerpt(*scale));
+      } else {
+        if (out.min < 0) p.fail("scale", "min must be >= 0, got " + detail::json_excerpt(*scale));
+        out.shallow = p.positive_number("shallow", 1.0);
+      }
+      break;
+    }
+  }
+  p.warn_unknown_keys();
+  return out;
+}
+
+inline EstimatorConfig parse_estimator(const nlohmann::json& j, const std::string& path,
+                                       std::size_t hidden_size, bool for_std) {
+  JsonObjectReader e(j, path);
+  EstimatorConfig out;
+  const std::string type_name = e.string("model_type", std::nullopt);
+  const ModelFamily* family = find_model_family(type_name);
+  if (!family)
+    e.fail("model_type",
+           "unknown model_type '" + type_name + "' (" + model_family_names() + " are supported)");
+  {
+    JsonObjectReader c(e.object("config"), e.path_of("config"));
+    out.decoder = parse_decoder_config(*family, c);
+    if (out.decoder.hidden_size != hidden_size)
+      c.fail("hidden_size", "is " + std::to_string(out.decoder.hidden_size) +
+                                " but the model's hidden_size is " + std::to_string(hidden_size) +
+                                " (the estimator reads the embeddings directly)");
+  }
+  out.final_norm = e.boolean("final_norm", true);
+  if (const nlohmann::json* head = e.find_value("head")) {
+    JsonObjectReader h(*head, e.path_of("head"));
+    out.has_head = true;
+    out.head_bias = h.boolean("bias", std::nullopt);
+    h.warn_unknown_keys();
+  }
+  JsonObjectReader p(e.object("parameterization"), e.path_of("parameterization"));
+  out.parameterization = parse_parameterization(p, for_std);
+  e.warn_unknown_keys();
+  return out;
+}
+
+}  // namespace detail
+
+// Parses and validates a config.json document. Throws sgt::Error whose key() is the dotted path of
+// the offending key; unknown keys are logged (sgt::log_warning) and ignored.
+inline ModelConfig parse_model_config(const nlohmann::json& j) {
+  JsonObjectReader root(j, "");
+  ModelConfig m;
+  const std::string format = root.string("format", std::nullopt);
+  if (format != "sgt4t") root.fail("format", "must be \"sgt4t\", got \"" + format + "\"");
+  const std::uint64_t version = root.integer("format_version", std::nullopt, 1, UINT64_MAX);
+  if (version > 1)
+    root.fail("format_version", "unsupported format_version " + std::to_string(version) +
+                                    " (this reader supports 1)");
+  m.format_version = static_cast<int>(version);
+  m.vocab_size =
+      static_cast<std::size_t>(root.integer("vocab_size", std::nullopt, 1, kMaxConfigDimension));
+  m.hidden_size =
+      static_cast<std::size_t>(root.integer("hidden_size", std::nullopt, 1, kMaxConfigDimension));
+
+  if (auto pad = root.nullable_integer("pad_token_id", std::nullopt, 0, m.vocab_size - 1))
+    m.pad_token_id = static_cast<std::int64_t>(*pad);
+
+  if (const nlohmann::json* range = root.find_value("value_range")) {
+    if (!range->is_array() || range->size() != 2)
+      root.fail("value_range", "must be null or [min, max] (either may be null), got " +
+                                   detail::json_excerpt(*range));
+    std::optional<float> bounds[2];
+    for (std::size_t i = 0; i < 2; ++i) {
+      const nlohmann::json& v = (*range)[i];
+      if (v.is_null()) continue;
+      const std::string key = "value_range[" + std::to_string(i) + "]";
+      const double x = root.check_number(key, v);
+      // The clamp happens in f32: the bound must be a finite f32.
+      if (std::fabs(x) > FLT_MAX) root.fail(key, "is out of the f32 range: " + v.dump());
+      bounds[i] = static_cast<float>(x);
+    }
+    if (bounds[0] && bounds[1] && !(*bounds[0] < *bounds[1]))
+      root.fail("value_range", "min must be less than max (as f32), got " + range->dump());
+    m.value_min = bounds[0];
+    m.value_max = bounds[1];
+  }
+  if (const nlohmann::json* p = root.find_value("percent_to_mask"))
+    root.fail("percent_to_mask",
+              "must be null: random masking is not supported (the caller "
+              "chooses the protected tokens with noise_mask), got " +
+                  detail::json_excerpt(*p));
+
+  m.mean_estimator = detail::parse_estimator(root.object("mean_estimator"), "mean_estimator",
+                                             m.hidden_size, /*for_std=*/false);
+  m.std_estimator = detail::parse_estimator(root.object("std_estimator"), "std_estimator",
+                                            m.hidden_size, /*for_std=*/true);
+  root.warn_unknown_keys();
+  return m;
+}
+
+// Reads and parses MODEL_DIR/config.json (or any path); errors carry the file.
+inline ModelConfig load_model_config(const std::string& config_json_path) {
+  try {
+    JsonReadOptions options;
+    options.what = "config.json";
+    options.max_depth = kMaxConfigJsonDepth;
+    const std::string text = read_text_file(config_json_path, kMaxConfigFileBytes);
+    return parse_model_config(parse_json_checked(text, options));
+  } catch (Error& e) {
+    e.at_file(config_json_path);
+    throw;
+  }
+}
+
+}  // namespace sgt

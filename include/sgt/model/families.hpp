@@ -1,0 +1,147 @@
+// The model families an estimator may be, each described once, as data, in kModelFamilies.
+//
+// A family is a Llama-style decoder plus a few switches. Everything that differs between families
+// is a field of ModelFamily: the name config.json uses, the defaults of the family's transformers
+// config class, how it decides which projections carry biases, whether q and k get a per-head
+// RMSNorm, how it treats a sliding window, its RMSNorm style. The config parser
+// (model/config_json.hpp) reads a family's keys by these rules and resolves them into plain
+// switches of DecoderConfig; the tensor list (model/weights.hpp) and the decoder layer
+// (model/decoder_layer.hpp) read only those switches, never the family. So adding a family is a
+// ModelType value and a row below (plus its Python reference, fixtures and docs): see
+// docs/architecture.md.
+//
+// The rows were checked against transformers 5.23 by tests/data/config/hf_defaults.json, written
+// by tools/fixtures/config_fixtures.py from LlamaConfig(), MistralConfig(), Qwen2Config(),
+// Qwen3Config() and decoder layers built from them:
+//
+//                            llama        mistral   qwen2     qwen3
+//   hidden_size              4096         4096      4096      4096
+//   intermediate_size        11008        14336     22016     22016
+//   num_hidden_layers        32           32        32        32
+//   num_attention_heads      32           32        32        32
+//   num_key_value_heads      = heads      8         32        32      (null: = heads)
+//   head_dim                 hidden/heads (all three)         128     (null: = hidden/heads)
+//   max_position_embeddings  2048         131072    32768     32768
+//   rms_norm_eps             1e-6         1e-6      1e-6      1e-6
+//   rope_theta               10000        10000     10000     10000
+//   hidden_act               silu         silu      silu      silu
+//   q/k/v biases             attn_bias    none      always    attn_bias
+//   o_proj bias              attn_bias    none      never     attn_bias
+//   gate/up/down biases      mlp_bias     none      none      none
+//   sliding_window           none         4096      none (use_sliding_window must be false)
+//   q_norm / k_norm          no           no        no        yes
+// (attn_bias = the attention_bias key, mlp_bias = the mlp_bias key; both default to false.)
+//
+// A key that transformers does not read for a family (mlp_bias on qwen3, attention_bias on
+// mistral) is not read here either, so it is reported like any unknown key: ignored with a
+// warning, exactly as transformers ignores it.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "sgt/kernels/rms_norm.hpp"
+
+namespace sgt {
+
+enum class ModelType { Llama, Mistral, Qwen2, Qwen3 };
+
+// How a family decides whether a group of projections carries biases.
+enum class BiasRule {
+  Never,             // no bias; the family's config has no key for it
+  Always,            // always a bias (Qwen2's q/k/v)
+  AttentionBiasKey,  // the config's attention_bias (default false)
+  MlpBiasKey,        // the config's mlp_bias (default false)
+};
+
+// How a family treats a sliding attention window.
+enum class WindowRule {
+  None,             // no window; sliding_window is not a key of the family
+  EveryLayer,       // every layer sees the last sliding_window keys (null: full causal attention)
+  NotYetSupported,  // per-layer windows (use_sliding_window): refused when used, else ignored
+};
+
+// The defaults of a family's transformers config class: what an absent key means.
+struct HfDecoderDefaults {
+  std::uint64_t hidden_size, intermediate_size, num_hidden_layers, num_attention_heads;
+  std::optional<std::uint64_t> num_key_value_heads;  // nullopt: = num_attention_heads
+  std::optional<std::uint64_t> head_dim;             // nullopt: = hidden_size / heads
+  std::uint64_t max_position_embeddings;
+  double rms_norm_eps, rope_theta;
+  std::optional<std::uint64_t> sliding_window;  // WindowRule::EveryLayer only
+};
+
+struct ModelFamily {
+  ModelType type;
+  const char* name;  // config.json's model_type
+  HfDecoderDefaults defaults;
+  BiasRule qkv_bias;  // q_proj, k_proj, v_proj
+  BiasRule o_bias;    // o_proj
+  BiasRule mlp_bias;  // gate_proj, up_proj, down_proj
+  bool qk_norm;       // a per-head RMSNorm of q and k after the projections, before RoPE
+  WindowRule window;
+  kernels::RmsNormStyle norm_style;  // every RMSNorm of the layer
+  // Keys the family's transformers config may carry that change nothing here (nullptr-padded).
+  std::array<const char*, 2> inert_keys;
+};
+
+// clang-format off
+inline constexpr ModelFamily kModelFamilies[] = {
+    // Llama 2, 3, 3.1, 3.2
+    {ModelType::Llama, "llama",
+     {4096, 11008, 32, 32, std::nullopt, std::nullopt, 2048, 1e-6, 10000.0, std::nullopt},
+     BiasRule::AttentionBiasKey, BiasRule::AttentionBiasKey, BiasRule::MlpBiasKey,
+     /*qk_norm=*/false, WindowRule::None, kernels::RmsNormStyle::Weight,
+     {"pretraining_tp", nullptr}},  // transformers 5 no longer reads pretraining_tp
+    // Llama + a sliding attention window on every layer
+    {ModelType::Mistral, "mistral",
+     {4096, 14336, 32, 32, 8, std::nullopt, 131072, 1e-6, 10000.0, 4096},
+     BiasRule::Never, BiasRule::Never, BiasRule::Never,
+     /*qk_norm=*/false, WindowRule::EveryLayer, kernels::RmsNormStyle::Weight,
+     {nullptr, nullptr}},
+    // Llama + q/k/v biases (Qwen2Attention: q/k/v with bias, o_proj without, always)
+    {ModelType::Qwen2, "qwen2",
+     {4096, 22016, 32, 32, 32, std::nullopt, 32768, 1e-6, 10000.0, std::nullopt},
+     BiasRule::Always, BiasRule::Never, BiasRule::Never,
+     /*qk_norm=*/false, WindowRule::NotYetSupported, kernels::RmsNormStyle::Weight,
+     {"max_window_layers", "layer_types"}},
+    // Llama + per-head RMSNorm of q and k before RoPE
+    {ModelType::Qwen3, "qwen3",
+     {4096, 22016, 32, 32, 32, 128, 32768, 1e-6, 10000.0, std::nullopt},
+     BiasRule::AttentionBiasKey, BiasRule::AttentionBiasKey, BiasRule::Never,
+     /*qk_norm=*/true, WindowRule::NotYetSupported, kernels::RmsNormStyle::Weight,
+     {"max_window_layers", "layer_types"}},
+};
+// clang-format on
+
+// The description of `type`. Every ModelType has a row (a test checks it).
+inline const ModelFamily& model_family(ModelType type) noexcept {
+  for (const ModelFamily& f : kModelFamilies)
+    if (f.type == type) return f;
+  return kModelFamilies[0];  // unreachable while every ModelType has a row
+}
+
+inline const char* model_type_name(ModelType type) noexcept {
+  return model_family(type).name;
+}
+
+// The family config.json's model_type names, or nullptr.
+inline const ModelFamily* find_model_family(const std::string& name) noexcept {
+  for (const ModelFamily& f : kModelFamilies)
+    if (name == f.name) return &f;
+  return nullptr;
+}
+
+// "llama, mistral, qwen2 and qwen3": for messages that list what is supported.
+inline std::string model_family_names() {
+  std::string s;
+  const std::size_t n = sizeof(kModelFamilies) / sizeof(kModelFamilies[0]);
+  for (std::size_t i = 0; i < n; ++i)
+    s += (i == 0 ? "" : i + 1 == n ? " and " : ", ") + std::string(kModelFamilies[i].name);
+  return s;
+}
+
+}  // namespace sgt
