@@ -1,6 +1,5 @@
 # Finds sgt's dependencies; used by the build tree and by the installed sgtConfig.cmake alike.
 include(CMakeFindDependencyMacro)
-find_dependency(Eigen3 3.4 NO_MODULE)
 find_dependency(xsimd)
 find_dependency(nlohmann_json 3.10)
 find_dependency(Threads)
