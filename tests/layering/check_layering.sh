@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The include graph of include/sgt must match its folders (docs/architecture.md):
+#
+#   core  <-  io, kernels, random  <-  model
+#
+# 1. A header includes sgt headers of its own layer and the layers below it only. A new folder
+#    has no rule yet and fails until it gets one here.
+# 2. No kernel or model code names xsimd or intrinsics (xsimd::, _mm*, __m128/256/512): it calls
+#    sgt::simd::*, which has a portable path for every instruction set.
+# 3. Third-party headers stay where they belong: xsimd and intrinsics only in core/simd.hpp (the
+#    SIMD shim), Eigen nowhere in the library, and nlohmann's JSON reachable, through any chain
+#    of includes, only from io/ headers that parse JSON and the model headers that load a config
+#    (so the compute path -- kernels, activations, layers, estimators -- never pulls a JSON parser).
+#
+# usage: check_layering.sh INCLUDE_DIR     (prints every violation; exit 1 if there is one)
+set -u
+root=${1:?usage: check_layering.sh INCLUDE_DIR}
+cd "$root" || exit 2
+
+declare -A allowed=(
+  [core]="core"
+  [io]="core io"
+  [kernels]="core kernels"
+  [random]="core random"
+  [model]="core io kernels random model"
+)
+# May reach <nlohmann/...>: readers of JSON files and what builds on them.
+json_allowed=" sgt/sgt.hpp sgt/io/json.hpp sgt/io/json_precheck.hpp sgt/io/safetensors.hpp
+  sgt/io/safetensors_writer.hpp sgt/io/tensor_store.hpp sgt/io/transform_input.hpp
+  sgt/model/config_json.hpp sgt/model/transform.hpp "
+json_allowed=" $(echo $json_allowed) "  # one space between names
+
+headers=$(find sgt -name '*.hpp' | sort)
+[ -n "$headers" ] || { echo "no headers under $root/sgt"; exit 2; }
+fail=0
+violation() { echo "LAYERING: $*"; fail=1; }
+
+sgt_includes() { grep -oE '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]sgt/[^">]+' "$1" | sed -E 's/.*[<"]//'; }
+direct_json() { grep -qE '^[[:space:]]*#[[:space:]]*include[[:space:]]*<nlohmann/' "$1"; }
+
+# Rule 1, and the direct third-party rules.
+for f in $headers; do
+  [ "$f" = sgt/sgt.hpp ] && continue
+  layer=$(echo "$f" | cut -d/ -f2)
+  for inc in $(sgt_includes "$f"); do
+    [ -f "$inc" ] || violation "$f includes $inc, which does not exist"
+    to=$(echo "$inc" | cut -d/ -f2)
+    case " ${allowed[$layer]:-} " in
+      *" $to "*) ;;
+      *) violation "$f includes $inc: $layer/ may include only ${allowed[$layer]:-(no rule for $layer/ yet)}" ;;
+    esac
+  done
+  if [ "$f" != sgt/core/simd.hpp ] &&
+     grep -nE '#[[:space:]]*include[[:space:]]*<(xsimd/|immintrin\.h|x86intrin\.h|arm_neon\.h)' "$f" >/dev/null; then
+    violation "$f includes xsimd or intrinsics directly: SIMD goes through sgt/core/simd.hpp"
+  fi
+  if [ "$layer" = kernels ] || [ "$layer" = model ]; then
+    grep -nE 'xsimd::|\b_mm[0-9]*_|\b__m(128|256|512)|\b__mmask' "$f" | head -3 |
+      while IFS= read -r hit; do echo "LAYERING: $f:$hit -- use sgt::simd::*"; done | grep . && fail=1
+  fi
+  grep -nE '#[[:space:]]*include[[:space:]]*<Eigen/' "$f" >/dev/null &&
+    violation "$f includes Eigen: the library does not depend on it (benchmarks only)"
+done
+
+# Rule 3: nlohmann through any chain of sgt includes.
+declare -A reaches_json=()
+reach() {  # sets reaches_json[$1] to yes/no
+  local f=$1
+  [ -n "${reaches_json[$f]:-}" ] && return
+  reaches_json[$f]=no  # cycles (none expected) end here
+  if direct_json "$f"; then reaches_json[$f]=yes; return; fi
+  local inc
+  for inc in $(sgt_includes "$f"); do
+    [ -f "$inc" ] || continue
+    reach "$inc"
+    if [ "${reaches_json[$inc]}" = yes ]; then reaches_json[$f]=yes; return; fi
+  done
+}
+for f in $headers; do
+  reach "$f"
+  if [ "${reaches_json[$f]}" = yes ] && [[ "$json_allowed" != *" $f "* ]]; then
+    violation "$f pulls <nlohmann/json.hpp> (directly or through its includes); only JSON readers may"
+  fi
+done
+
+count=$(echo "$headers" | wc -l)
+if [ "$fail" -ne 0 ]; then echo "header layering: violations found in $count headers"; exit 1; fi
+echo "header layering: $count headers, no violation"
