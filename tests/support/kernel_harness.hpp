@@ -146,14 +146,14 @@ double bound_at(const Bound& bound, std::size_t i) {
   }
 }
 
-// One doctest assertion: CHECK or REQUIRE of `ok`, with the message only when it failed.
-inline bool report(bool ok, bool require, const std::string& message) {
+// One doctest assertion: CHECK or REQUIRE of `passed`, with the message only when it failed.
+inline bool report(bool passed, bool require, const std::string& message) {
   if (require) {
-    REQUIRE_MESSAGE(ok, message);
+    REQUIRE_MESSAGE(passed, message);
   } else {
-    CHECK_MESSAGE(ok, message);
+    CHECK_MESSAGE(passed, message);
   }
-  return ok;
+  return passed;
 }
 
 template <class Describe>
