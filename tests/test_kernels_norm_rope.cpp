@@ -385,24 +385,22 @@ TEST_CASE("RopeTable reproduces HF inv_freq, cos and sin: default, linear, llama
     }
     // cos/sin: both sides evaluate the same f32 angle to within 1 ulp, unless inv_freq differs by
     // its one ulp, which moves the angle by position * |d inv_freq| (plus the angle's rounding).
-    for (std::size_t r = 0; r < positions.size(); ++r) {
-      const auto pos = static_cast<std::size_t>(positions[r]);
-      for (std::size_t d = 0; d < rd; ++d) {
-        const std::size_t i = d % (rd / 2);
-        const float dinv = std::fabs(table.inv_freq()[i] - inv_hf[i]);
-        const float angle = static_cast<float>(pos) * inv_hf[i];
-        const float tol =
-            2.5e-7f + (dinv > 0 ? static_cast<float>(pos) * dinv + 1.2e-7f * angle : 0.0f);
-        const float cos_ours = table.cos(pos)[d];
-        const float sin_ours = table.sin(pos)[d];
-        REQUIRE_MESSAGE(std::fabs(cos_ours - cos_hf[r * rd + d]) <= tol,
-                        "cos position " << pos << " dim " << d << ": " << cos_ours << " vs HF "
-                                        << cos_hf[r * rd + d]);
-        REQUIRE_MESSAGE(std::fabs(sin_ours - sin_hf[r * rd + d]) <= tol,
-                        "sin position " << pos << " dim " << d << ": " << sin_ours << " vs HF "
-                                        << sin_hf[r * rd + d]);
-      }
+    // Element e is (row e / rd of the fixture's positions, dim e % rd).
+    std::vector<float> cos_ours, sin_ours;
+    for (float position : positions) {
+      const auto pos = static_cast<std::size_t>(position);
+      cos_ours.insert(cos_ours.end(), table.cos(pos), table.cos(pos) + rd);
+      sin_ours.insert(sin_ours.end(), table.sin(pos), table.sin(pos) + rd);
     }
+    const auto tol = [&](std::size_t e) {
+      const float pos = positions[e / rd];
+      const std::size_t i = e % rd % (rd / 2);
+      const float dinv = std::fabs(table.inv_freq()[i] - inv_hf[i]);
+      const float angle = pos * inv_hf[i];
+      return 2.5e-7f + (dinv > 0 ? pos * dinv + 1.2e-7f * angle : 0.0f);
+    };
+    require_matches(cos_ours, cos_hf, tol, "cos");
+    require_matches(sin_ours, sin_hf, tol, "sin");
   }
   // With this machine's torch, SLEEF's pow is one ulp off for (theta 1e6, dim 128, i = 37) and
   // nowhere else in the fixture. More would mean our f32 steps drifted (an FMA contraction in the
@@ -439,21 +437,19 @@ TEST_CASE("apply_rope matches HF apply_rotary_pos_emb on q and k [B, S, heads, h
       k::apply_rope_reference(TensorView<float>(ref.data(), {batch, seq, heads * hd}), heads, hd,
                               table);
       expect_bit_identical(out, ref, "apply_rope vs apply_rope_reference");
-      for (std::size_t t = 0; t < batch * seq * heads; ++t) {
-        const float* x = &input[t * hd];
-        for (std::size_t d = 0; d < hd; ++d) {
-          const std::size_t e = t * hd + d;
-          if (d >= rd) {  // partial rotary: passed through untouched
-            REQUIRE(out[e] == x[d]);
-            REQUIRE(expected[e] == x[d]);
-            continue;
-          }
-          // One ulp of cos/sin and the final rounding, relative to the pair's magnitude.
-          const float pair = std::fabs(x[d]) + std::fabs(x[d < half ? d + half : d - half]);
-          const float tol = 4e-7f * pair + 1e-30f;
-          REQUIRE_MESSAGE(std::fabs(out[e] - expected[e]) <= tol,
-                          "element " << e << ": " << out[e] << " vs HF " << expected[e]);
-        }
+      // One ulp of cos/sin and the final rounding, relative to the pair's magnitude; dims past
+      // the rotary ones (partial rotary) must agree exactly.
+      require_matches(out, expected, [&](std::size_t e) {
+        const std::size_t d = e % hd;
+        const float* x = &input[e - d];
+        const float pair = std::fabs(x[d]) + std::fabs(x[d < half ? d + half : d - half]);
+        return d >= rd ? 0.0f : 4e-7f * pair + 1e-30f;
+      });
+      // Partial rotary: those dims are passed through untouched, by us and by HF.
+      for (std::size_t e = 0; e < out.size(); ++e) {
+        if (e % hd < rd) continue;
+        REQUIRE(out[e] == input[e]);
+        REQUIRE(expected[e] == input[e]);
       }
     }
   }
@@ -493,16 +489,15 @@ TEST_CASE("apply_rope equals its reference over head sizes, sequence lengths and
                                   heads, head_dim, table);
           // Same operations in the same order (an explicit fma each): equal wherever the build's
           // SIMD fma is a true fused multiply-add, within one rounding where xsimd emulates it.
-          for (std::size_t e = 0; e < out.size(); ++e) {
+          // Dims past the rotary ones pass through untouched.
+          require_matches(out, ref, [&](std::size_t e) {
             const std::size_t d = e % head_dim;
-            if (d >= rd) {
-              REQUIRE(out[e] == input[e]);
-              continue;
-            }
-            const float tol =
-                1.2e-7f * (std::fabs(input[e]) + std::fabs(input[e - d + (d + rd / 2) % rd]));
-            REQUIRE_MESSAGE(std::fabs(out[e] - ref[e]) <= tol, "element " << e);
-          }
+            return d >= rd ? 0.0f
+                           : 1.2e-7f * (std::fabs(input[e]) +
+                                        std::fabs(input[e - d + (d + rd / 2) % rd]));
+          });
+          for (std::size_t e = 0; e < out.size(); ++e)
+            if (e % head_dim >= rd) REQUIRE(out[e] == input[e]);
           // Position 0 is the identity.
           for (std::size_t d = 0; d < heads * head_dim; ++d) REQUIRE(out[d] == input[d]);
           ++checked;

@@ -1,10 +1,8 @@
-// The kernel-test harness: one set of error metrics and comparisons shared by every kernel test.
-// A kernel test computes `got` (the optimized kernel) and `want` (a torch fixture or the kernel's
-// _reference) and calls expect_matches(got, want, bound, describe) with a bound it derives (a
-// number, or a callable giving element i's bound; dot_product_tolerance for dot products);
-// expect_bit_identical where results must agree bit for bit; and expect_thread_invariant(run) to
-// compare run(nullptr) with run(pool) for pools of 1, 2 and 3 threads. require_* stop the test
-// case.
+// The kernel-test harness: error metrics and checks shared by every kernel test. A test computes
+// `got` (the optimized kernel) and `want` (a torch fixture or the kernel's _reference), then calls
+// expect_matches(got, want, bound, describe) with a bound it derives (a number, or bound(i) per
+// element), expect_bit_identical for exact results, and expect_thread_invariant(run) to compare
+// run(nullptr) with run(pool) on pools of 1, 2 and 3 threads. require_* stop the test case.
 #pragma once
 
 #include <algorithm>
@@ -184,7 +182,8 @@ bool matches(Floats got, Floats want, const Bound& bound, const Describe& descri
   const bool within_bound = got.size == want.size && violations == 0;
   if (within_bound) return report(true, require, "");
   std::ostringstream os;
-  os << header("expect_matches", file, line, describe) << std::setprecision(9);
+  os << header(require ? "require_matches" : "expect_matches", file, line, describe)
+     << std::setprecision(9);
   if (got.size != want.size) {
     os << "got " << got.size << " elements, want " << want.size;
   } else {
@@ -204,7 +203,8 @@ bool bit_identical(Floats a, Floats b, const Describe& describe, bool require, c
       same_size && (a.size == 0 || std::memcmp(a.data, b.data, a.size * sizeof(float)) == 0);
   if (identical) return report(true, require, "");
   std::ostringstream os;
-  os << header("expect_bit_identical", file, line, describe) << std::setprecision(9);
+  os << header(require ? "require_bit_identical" : "expect_bit_identical", file, line, describe)
+     << std::setprecision(9);
   if (!same_size) {
     os << a.size << " elements vs " << b.size;
   } else {
