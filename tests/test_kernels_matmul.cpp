@@ -20,10 +20,17 @@
 #include <sgt/io/safetensors.hpp>
 #include <sgt/kernels/matmul.hpp>
 
+#include "support/kernel_harness.hpp"
 #include "support/stored_tensor.hpp"
 
 namespace {
 
+using sgt_test::error_of;
+using sgt_test::expect_matches;
+using sgt_test::expect_thread_invariant;
+using sgt_test::max_abs;
+using sgt_test::require_bit_identical;
+using sgt_test::require_matches;
 using sgt_test::StoredTensor;
 using sgt_test::to_f32;
 using sgt_test::uniform_values;
@@ -36,38 +43,11 @@ namespace k = sgt::kernels;
 const std::string kDataDir = std::string(SGT_TEST_DATA_DIR) + "/kernels/matmul/";
 constexpr DType kDtypes[] = {DType::F32, DType::BF16, DType::F16};
 
-float max_abs(const std::vector<float>& v) {
-  float m = 0.0f;
-  for (float x : v) m = std::max(m, std::fabs(x));
-  return m;
-}
-
-// Error budget of one output of an f32 dot product of length K: the rounding error of a sum of K
-// products grows like sqrt(K) (random-walk) times the size of the products; 1e-5 leaves ~100x
-// room over what f32 accumulation does in practice, while a single dropped or doubled term
-// (about |x| * |w|) is thousands of times larger.
+// Error budget of one output of an f32 dot product of length K (sgt_test::dot_product_tolerance):
+// 1e-5 leaves ~100x room over what f32 accumulation does in practice, while a single dropped or
+// doubled term (about |x| * |w|) is thousands of times larger.
 double linear_tolerance(std::size_t k, double max_x, double max_w, double max_b) {
-  return 1e-5 * (std::sqrt(static_cast<double>(k) + 1.0) * max_x * max_w + max_b);
-}
-
-// Largest |a - b|; a NaN or inf on either side where the other is finite counts as infinite.
-double max_error(const float* a, const float* b, std::size_t n) {
-  double worst = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double d = std::fabs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
-    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
-    worst = std::max(worst, d);
-  }
-  return worst;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const sgt::Error& e) {
-    return e.what();
-  }
-  return "<no sgt::Error>";
+  return sgt_test::dot_product_tolerance(1e-5, k, max_x, max_w, max_b);
 }
 
 nlohmann::json fixture_cases(const sgt::SafetensorsFile& file) {
@@ -99,12 +79,10 @@ TEST_CASE("matmul matches torch.nn.functional.linear for F32, BF16 and F16 weigh
     k::matmul(x, w, b, TensorView<float>(y.data(), {t, n}), &pool);
     k::matmul_reference(x, w, b, TensorView<float>(y_ref.data(), {t, n}));
 
-    const std::vector<float> xs(x.data(), x.data() + x.size());
-    const double tol = linear_tolerance(x.dim(1), max_abs(xs), max_abs(to_f32(w)),
+    const double tol = linear_tolerance(x.dim(1), max_abs(x), max_abs(to_f32(w)),
                                         b.data() ? max_abs(to_f32(b)) : 0.0);
-    INFO("case " << c.dump());
-    CHECK(max_error(y.data(), expected.data(), y.size()) <= tol);
-    CHECK(max_error(y_ref.data(), expected.data(), y.size()) <= tol);
+    expect_matches(y, expected, tol, [&] { return "matmul, case " + c.dump(); });
+    expect_matches(y_ref, expected, tol, [&] { return "matmul_reference, case " + c.dump(); });
   }
   CHECK(with_bias == 24);
 }
@@ -132,9 +110,10 @@ TEST_CASE("matmul agrees with matmul_reference over awkward shapes and dtypes") 
           k::matmul(xv, w.view(), bias, TensorView<float>(y.data(), {t, n}));
           k::matmul_reference(xv, w.view(), bias, TensorView<float>(y_ref.data(), {t, n}));
           const double tol = linear_tolerance(kk, max_abs(x), max_w, max_b);
-          INFO("dtype " << sgt::dtype_name(dtype) << " T " << t << " K " << kk << " N " << n
-                        << " bias " << has_bias);
-          REQUIRE(max_error(y.data(), y_ref.data(), y.size()) <= tol);
+          require_matches(y, y_ref, tol, [&](std::ostream& os) {
+            os << "dtype " << sgt::dtype_name(dtype) << " T " << t << " K " << kk << " N " << n
+               << " bias " << has_bias;
+          });
           ++cases;
         }
       }
@@ -161,9 +140,12 @@ TEST_CASE("matmul over several K blocks, token blocks and work chunks") {
       const TensorView<const float> xv(x.data(), {s.t, s.k});
       k::matmul(xv, w.view(), b.view(), TensorView<float>(y.data(), {s.t, s.n}));
       k::matmul_reference(xv, w.view(), b.view(), TensorView<float>(y_ref.data(), {s.t, s.n}));
-      INFO("dtype " << sgt::dtype_name(dtype) << " T " << s.t << " K " << s.k << " N " << s.n);
-      CHECK(max_error(y.data(), y_ref.data(), y.size()) <=
-            linear_tolerance(s.k, max_abs(x), max_abs(w.values()), max_abs(b.values())));
+      expect_matches(y, y_ref,
+                     linear_tolerance(s.k, max_abs(x), max_abs(w.values()), max_abs(b.values())),
+                     [&](std::ostream& os) {
+                       os << "dtype " << sgt::dtype_name(dtype) << " T " << s.t << " K " << s.k
+                          << " N " << s.n;
+                     });
     }
   }
 }
@@ -202,11 +184,11 @@ TEST_CASE("matmul with weights and activations at every alignment") {
         k::matmul(xv, wview, AnyTensorView(), TensorView<float>(y.data(), {s.t, s.n}));
         k::matmul_reference(xv, wview, AnyTensorView(),
                             TensorView<float>(y_ref.data(), {s.t, s.n}));
-        INFO("dtype " << sgt::dtype_name(dtype) << " T " << s.t << " K " << s.k << " N " << s.n
-                      << " weight offset " << offset);
-        const std::vector<float> xs(xv.data(), xv.data() + xv.size());
-        REQUIRE(max_error(y.data(), y_ref.data(), y.size()) <=
-                linear_tolerance(s.k, max_abs(xs), max_abs(values.values()), 0.0));
+        require_matches(y, y_ref, linear_tolerance(s.k, max_abs(xv), max_abs(values.values()), 0.0),
+                        [&](std::ostream& os) {
+                          os << "dtype " << sgt::dtype_name(dtype) << " T " << s.t << " K " << s.k
+                             << " N " << s.n << " weight offset " << offset;
+                        });
       }
     }
   }
@@ -218,30 +200,31 @@ TEST_CASE("matmul is bit-identical for 1, 2 and 3 threads, and for a row compute
   const std::size_t t = 261, kk = 2100, n = 203;
   const std::vector<float> x = uniform_values(t * kk, rng);
   const TensorView<const float> xv(x.data(), {t, kk});
-  sgt::ThreadPool pool1(1), pool2(2), pool3(3);
   for (DType dtype : kDtypes) {
-    INFO("dtype " << sgt::dtype_name(dtype));
+    const std::string describe = std::string("dtype ") + sgt::dtype_name(dtype);
     const StoredTensor w(dtype, uniform_values(n * kk, rng), {n, kk});
     const StoredTensor b(dtype, uniform_values(n, rng), {n});
-    std::vector<float> serial(t * n), y(t * n);
-    k::matmul(xv, w.view(), b.view(), TensorView<float>(serial.data(), {t, n}), nullptr);
-    for (sgt::ThreadPool* pool : {&pool1, &pool2, &pool3}) {
-      std::fill(y.begin(), y.end(), 0.0f);
+    const auto run = [&](sgt::ThreadPool* pool) {
+      std::vector<float> y(t * n, 0.0f);
       k::matmul(xv, w.view(), b.view(), TensorView<float>(y.data(), {t, n}), pool);
-      REQUIRE(std::memcmp(y.data(), serial.data(), y.size() * sizeof(float)) == 0);
-    }
+      return y;
+    };
+    expect_thread_invariant(run, {1, 2, 3}, describe);
+    const std::vector<float> serial = run(nullptr);
     // A row's result does not depend on the other rows or on where the tile edges fall.
     for (std::size_t row : {std::size_t{0}, std::size_t{5}, std::size_t{257}, t - 1}) {
       std::vector<float> alone(n);
       k::matmul(TensorView<const float>(x.data() + row * kk, {1, kk}), w.view(), b.view(),
                 TensorView<float>(alone.data(), {1, n}));
-      REQUIRE(std::memcmp(alone.data(), serial.data() + row * n, n * sizeof(float)) == 0);
+      require_bit_identical(alone, {serial.data() + row * n, n},
+                            describe + ", row " + std::to_string(row) + " alone");
     }
     // The optimized result is also close to the reference here (not only self-consistent).
     std::vector<float> ref(t * n);
     k::matmul_reference(xv, w.view(), b.view(), TensorView<float>(ref.data(), {t, n}));
-    CHECK(max_error(serial.data(), ref.data(), ref.size()) <=
-          linear_tolerance(kk, max_abs(x), max_abs(w.values()), max_abs(b.values())));
+    expect_matches(serial, ref,
+                   linear_tolerance(kk, max_abs(x), max_abs(w.values()), max_abs(b.values())),
+                   describe);
   }
 }
 

@@ -20,12 +20,18 @@
 #include <sgt/kernels/rms_norm.hpp>
 #include <sgt/kernels/rope.hpp>
 
+#include "support/kernel_harness.hpp"
 #include "support/stored_tensor.hpp"
 
 namespace {
 
+using sgt_test::expect_bit_identical;
+using sgt_test::expect_thread_invariant;
+using sgt_test::require_bit_identical;
+using sgt_test::require_matches;
 using sgt_test::StoredTensor;
 using sgt_test::to_f32;
+using sgt_test::ulp_distance;
 
 using sgt::AnyTensorView;
 using sgt::DType;
@@ -50,17 +56,6 @@ std::vector<float> random_values(std::size_t n, std::mt19937& rng, float scale =
 
 constexpr DType kAllDTypes[] = {DType::F32, DType::BF16, DType::F16};
 constexpr std::size_t kAwkwardSizes[] = {1, 2, 15, 16, 17, 31, 33, 63, 64, 65, 127, 130, 257, 2048};
-
-// Distance in units in the last place between two finite floats of the same sign region.
-std::int64_t ulp_distance(float a, float b) {
-  auto ordered = [](float f) {
-    std::int32_t i;
-    std::memcpy(&i, &f, 4);
-    return i < 0 ? static_cast<std::int64_t>(std::numeric_limits<std::int32_t>::min()) - i
-                 : static_cast<std::int64_t>(i);
-  };
-  return std::llabs(ordered(a) - ordered(b));
-}
 
 }  // namespace
 
@@ -88,8 +83,8 @@ TEST_CASE("embedding_lookup matches nn.Embedding exactly for f32, bf16 and f16 t
                         TensorView<float>(out.data(), {ids.size(), hidden}));
     k::embedding_lookup_reference(table, ids.data(), ids.size(),
                                   TensorView<float>(ref.data(), {ids.size(), hidden}));
-    CHECK(std::memcmp(out.data(), expected.data(), out.size() * 4) == 0);
-    CHECK(std::memcmp(ref.data(), expected.data(), ref.size() * 4) == 0);
+    expect_bit_identical(out, expected, "embedding_lookup");
+    expect_bit_identical(ref, expected, "embedding_lookup_reference");
   }
 }
 
@@ -112,11 +107,12 @@ TEST_CASE("embedding_lookup equals its reference over awkward widths, dtypes and
                             TensorView<float>(out.data(), {1, count, hidden}));
         k::embedding_lookup_reference(table.view(), ids.data(), count,
                                       TensorView<float>(ref.data(), {count, hidden}));
-        REQUIRE(std::memcmp(out.data(), ref.data(), out.size() * 4) == 0);
+        require_bit_identical(out, ref);
         // And the reference is the table row, by construction of to_float.
         const std::vector<float> widened = to_f32(table.view());
         for (std::size_t i = 0; i < count; ++i)
-          REQUIRE(std::memcmp(&ref[i * hidden], &widened[ids[i] * hidden], hidden * 4) == 0);
+          require_bit_identical({&ref[i * hidden], hidden}, {&widened[ids[i] * hidden], hidden},
+                                "id " + std::to_string(i));
       }
     }
   }
@@ -129,16 +125,12 @@ TEST_CASE("embedding_lookup is bit-identical for 1, 2 and 3 threads") {
   std::vector<std::int64_t> ids(count);
   std::uniform_int_distribution<std::int64_t> pick(0, vocab - 1);
   for (auto& id : ids) id = pick(rng);
-  std::vector<float> serial(count * hidden);
-  k::embedding_lookup(table.view(), ids.data(), count,
-                      TensorView<float>(serial.data(), {count, hidden}));
-  for (std::size_t threads : {1, 2, 3}) {
-    sgt::ThreadPool pool(threads);
+  expect_thread_invariant([&](sgt::ThreadPool* pool) {
     std::vector<float> out(count * hidden, 7.0f);
     k::embedding_lookup(table.view(), ids.data(), count,
-                        TensorView<float>(out.data(), {count, hidden}), &pool);
-    REQUIRE(std::memcmp(out.data(), serial.data(), out.size() * 4) == 0);
-  }
+                        TensorView<float>(out.data(), {count, hidden}), pool);
+    return out;
+  });
 }
 
 TEST_CASE("embedding_lookup refuses bad ids and shapes, leaving the output untouched") {
@@ -217,17 +209,13 @@ TEST_CASE("rms_norm matches HF LlamaRMSNorm, GemmaRMSNorm and Qwen3 q_norm") {
     std::vector<float> inplace(x.data(), x.data() + x.size());
     const TensorView<float> iv(inplace.data(), x.shape(), x.rank());
     k::rms_norm(iv, weight, eps, iv, style);
-    CHECK(std::memcmp(inplace.data(), out.data(), out.size() * 4) == 0);
+    expect_bit_identical(inplace, out, "in place vs out of place");
 
     // Products only (no cancellation): a relative bound. The variance differs from torch's by the
     // summation order, a few ulp; the output then by 1-4 ulp (observed: 2.7e-7 at most).
-    for (std::size_t i = 0; i < expected.size(); ++i) {
-      const float tol = 1e-6f * std::fabs(expected[i]) + 1e-30f;
-      REQUIRE_MESSAGE(std::fabs(out[i] - expected[i]) <= tol,
-                      "element " << i << ": " << out[i] << " vs HF " << expected[i]);
-      REQUIRE_MESSAGE(std::fabs(ref[i] - expected[i]) <= tol,
-                      "element " << i << ": " << ref[i] << " vs HF " << expected[i]);
-    }
+    const auto tol = [&](std::size_t i) { return 1e-6f * std::fabs(expected[i]) + 1e-30f; };
+    require_matches(out, expected, tol, "rms_norm vs HF");
+    require_matches(ref, expected, tol, "rms_norm_reference vs HF");
   }
 }
 
@@ -248,19 +236,17 @@ TEST_CASE("rms_norm equals its reference over awkward widths, dtypes, styles and
         std::vector<float> wv = random_values(hidden, rng, 0.5f);
         for (auto& w : wv) w += style == k::RmsNormStyle::Weight ? 1.0f : 0.0f;
         StoredTensor weight(dtype, wv, {hidden});
-        CAPTURE(sgt::dtype_name(dtype));
-        CAPTURE(hidden);
-        CAPTURE(static_cast<int>(style));
         std::vector<float> out(rows * hidden), ref(rows * hidden);
         const TensorView<const float> xv(x.data(), {rows, hidden});
         k::rms_norm(xv, weight.view(), 1e-6f, TensorView<float>(out.data(), {rows, hidden}), style);
         k::rms_norm_reference(xv, weight.view(), 1e-6f,
                               TensorView<float>(ref.data(), {rows, hidden}), style);
-        for (std::size_t i = 0; i < out.size(); ++i) {
-          const float tol = 2e-6f * std::fabs(ref[i]) + 1e-30f;
-          REQUIRE_MESSAGE(std::fabs(out[i] - ref[i]) <= tol,
-                          "element " << i << ": " << out[i] << " vs " << ref[i]);
-        }
+        require_matches(
+            out, ref, [&](std::size_t i) { return 2e-6f * std::fabs(ref[i]) + 1e-30f; },
+            [&](std::ostream& os) {
+              os << sgt::dtype_name(dtype) << " hidden " << hidden << " style "
+                 << static_cast<int>(style);
+            });
       }
     }
   }
@@ -300,16 +286,14 @@ TEST_CASE("rms_norm is bit-identical for 1, 2 and 3 threads") {
     const std::vector<float> x = random_values(rows * hidden, rng, 3.0f);
     StoredTensor weight(DType::BF16, random_values(hidden, rng), {hidden});
     const TensorView<const float> xv(x.data(), {rows, hidden});
-    std::vector<float> serial(x.size());
-    k::rms_norm(xv, weight.view(), 1e-5f, TensorView<float>(serial.data(), {rows, hidden}));
-    for (std::size_t threads : {1, 2, 3}) {
-      CAPTURE(threads);
-      sgt::ThreadPool pool(threads);
-      std::vector<float> out(x.size());
-      k::rms_norm(xv, weight.view(), 1e-5f, TensorView<float>(out.data(), {rows, hidden}),
-                  k::RmsNormStyle::Weight, &pool);
-      REQUIRE(std::memcmp(out.data(), serial.data(), out.size() * 4) == 0);
-    }
+    expect_thread_invariant(
+        [&](sgt::ThreadPool* pool) {
+          std::vector<float> out(x.size());
+          k::rms_norm(xv, weight.view(), 1e-5f, TensorView<float>(out.data(), {rows, hidden}),
+                      k::RmsNormStyle::Weight, pool);
+          return out;
+        },
+        {1, 2, 3}, "hidden " + std::to_string(hidden));
   }
 }
 
@@ -401,24 +385,22 @@ TEST_CASE("RopeTable reproduces HF inv_freq, cos and sin: default, linear, llama
     }
     // cos/sin: both sides evaluate the same f32 angle to within 1 ulp, unless inv_freq differs by
     // its one ulp, which moves the angle by position * |d inv_freq| (plus the angle's rounding).
-    for (std::size_t r = 0; r < positions.size(); ++r) {
-      const auto pos = static_cast<std::size_t>(positions[r]);
-      for (std::size_t d = 0; d < rd; ++d) {
-        const std::size_t i = d % (rd / 2);
-        const float dinv = std::fabs(table.inv_freq()[i] - inv_hf[i]);
-        const float angle = static_cast<float>(pos) * inv_hf[i];
-        const float tol =
-            2.5e-7f + (dinv > 0 ? static_cast<float>(pos) * dinv + 1.2e-7f * angle : 0.0f);
-        const float cos_ours = table.cos(pos)[d];
-        const float sin_ours = table.sin(pos)[d];
-        REQUIRE_MESSAGE(std::fabs(cos_ours - cos_hf[r * rd + d]) <= tol,
-                        "cos position " << pos << " dim " << d << ": " << cos_ours << " vs HF "
-                                        << cos_hf[r * rd + d]);
-        REQUIRE_MESSAGE(std::fabs(sin_ours - sin_hf[r * rd + d]) <= tol,
-                        "sin position " << pos << " dim " << d << ": " << sin_ours << " vs HF "
-                                        << sin_hf[r * rd + d]);
-      }
+    // Element e is (row e / rd of the fixture's positions, dim e % rd).
+    std::vector<float> cos_ours, sin_ours;
+    for (float position : positions) {
+      const auto pos = static_cast<std::size_t>(position);
+      cos_ours.insert(cos_ours.end(), table.cos(pos), table.cos(pos) + rd);
+      sin_ours.insert(sin_ours.end(), table.sin(pos), table.sin(pos) + rd);
     }
+    const auto tol = [&](std::size_t e) {
+      const float pos = positions[e / rd];
+      const std::size_t i = e % rd % (rd / 2);
+      const float dinv = std::fabs(table.inv_freq()[i] - inv_hf[i]);
+      const float angle = pos * inv_hf[i];
+      return 2.5e-7f + (dinv > 0 ? pos * dinv + 1.2e-7f * angle : 0.0f);
+    };
+    require_matches(cos_ours, cos_hf, tol, "cos");
+    require_matches(sin_ours, sin_hf, tol, "sin");
   }
   // With this machine's torch, SLEEF's pow is one ulp off for (theta 1e6, dim 128, i = 37) and
   // nowhere else in the fixture. More would mean our f32 steps drifted (an FMA contraction in the
@@ -454,22 +436,20 @@ TEST_CASE("apply_rope matches HF apply_rotary_pos_emb on q and k [B, S, heads, h
       k::apply_rope(TensorView<float>(out.data(), {batch, seq, heads * hd}), heads, hd, table);
       k::apply_rope_reference(TensorView<float>(ref.data(), {batch, seq, heads * hd}), heads, hd,
                               table);
-      CHECK(std::memcmp(out.data(), ref.data(), out.size() * 4) == 0);
-      for (std::size_t t = 0; t < batch * seq * heads; ++t) {
-        const float* x = &input[t * hd];
-        for (std::size_t d = 0; d < hd; ++d) {
-          const std::size_t e = t * hd + d;
-          if (d >= rd) {  // partial rotary: passed through untouched
-            REQUIRE(out[e] == x[d]);
-            REQUIRE(expected[e] == x[d]);
-            continue;
-          }
-          // One ulp of cos/sin and the final rounding, relative to the pair's magnitude.
-          const float pair = std::fabs(x[d]) + std::fabs(x[d < half ? d + half : d - half]);
-          const float tol = 4e-7f * pair + 1e-30f;
-          REQUIRE_MESSAGE(std::fabs(out[e] - expected[e]) <= tol,
-                          "element " << e << ": " << out[e] << " vs HF " << expected[e]);
-        }
+      expect_bit_identical(out, ref, "apply_rope vs apply_rope_reference");
+      // One ulp of cos/sin and the final rounding, relative to the pair's magnitude; dims past
+      // the rotary ones (partial rotary) must agree exactly.
+      require_matches(out, expected, [&](std::size_t e) {
+        const std::size_t d = e % hd;
+        const float* x = &input[e - d];
+        const float pair = std::fabs(x[d]) + std::fabs(x[d < half ? d + half : d - half]);
+        return d >= rd ? 0.0f : 4e-7f * pair + 1e-30f;
+      });
+      // Partial rotary: those dims are passed through untouched, by us and by HF.
+      for (std::size_t e = 0; e < out.size(); ++e) {
+        if (e % hd < rd) continue;
+        REQUIRE(out[e] == input[e]);
+        REQUIRE(expected[e] == input[e]);
       }
     }
   }
@@ -509,16 +489,15 @@ TEST_CASE("apply_rope equals its reference over head sizes, sequence lengths and
                                   heads, head_dim, table);
           // Same operations in the same order (an explicit fma each): equal wherever the build's
           // SIMD fma is a true fused multiply-add, within one rounding where xsimd emulates it.
-          for (std::size_t e = 0; e < out.size(); ++e) {
+          // Dims past the rotary ones pass through untouched.
+          require_matches(out, ref, [&](std::size_t e) {
             const std::size_t d = e % head_dim;
-            if (d >= rd) {
-              REQUIRE(out[e] == input[e]);
-              continue;
-            }
-            const float tol =
-                1.2e-7f * (std::fabs(input[e]) + std::fabs(input[e - d + (d + rd / 2) % rd]));
-            REQUIRE_MESSAGE(std::fabs(out[e] - ref[e]) <= tol, "element " << e);
-          }
+            return d >= rd ? 0.0f
+                           : 1.2e-7f * (std::fabs(input[e]) +
+                                        std::fabs(input[e - d + (d + rd / 2) % rd]));
+          });
+          for (std::size_t e = 0; e < out.size(); ++e)
+            if (e % head_dim >= rd) REQUIRE(out[e] == input[e]);
           // Position 0 is the identity.
           for (std::size_t d = 0; d < heads * head_dim; ++d) REQUIRE(out[d] == input[d]);
           ++checked;
@@ -539,15 +518,11 @@ TEST_CASE("apply_rope is bit-identical for 1, 2 and 3 threads") {
   const k::RopeTable table(p, 200);
   const std::size_t batch = 2, seq = 130, heads = 32;
   const std::vector<float> input = random_values(batch * seq * heads * 64, rng);
-  std::vector<float> serial = input;
-  k::apply_rope(TensorView<float>(serial.data(), {batch, seq, heads * 64}), heads, 64, table);
-  for (std::size_t threads : {1, 2, 3}) {
-    CAPTURE(threads);
-    sgt::ThreadPool pool(threads);
+  expect_thread_invariant([&](sgt::ThreadPool* pool) {
     std::vector<float> out = input;
-    k::apply_rope(TensorView<float>(out.data(), {batch, seq, heads * 64}), heads, 64, table, &pool);
-    REQUIRE(std::memcmp(out.data(), serial.data(), out.size() * 4) == 0);
-  }
+    k::apply_rope(TensorView<float>(out.data(), {batch, seq, heads * 64}), heads, 64, table, pool);
+    return out;
+  });
 }
 
 TEST_CASE("apply_rope preserves each rotated pair's length; position s uses table row s") {

@@ -20,10 +20,19 @@
 #include <sgt/kernels/matmul.hpp>
 #include <sgt/kernels/swiglu.hpp>
 
+#include "support/kernel_harness.hpp"
 #include "support/stored_tensor.hpp"
 
 namespace {
 
+using sgt_test::dot_product_tolerance;
+using sgt_test::error_of;
+using sgt_test::expect_bit_identical;
+using sgt_test::expect_matches;
+using sgt_test::expect_thread_invariant;
+using sgt_test::max_abs;
+using sgt_test::require_bit_identical;
+using sgt_test::require_matches;
 using sgt_test::StoredTensor;
 using sgt_test::to_f32;
 using sgt_test::uniform_values;
@@ -36,24 +45,8 @@ namespace k = sgt::kernels;
 const std::string kDataDir = std::string(SGT_TEST_DATA_DIR) + "/kernels/matmul/";
 constexpr DType kDtypes[] = {DType::F32, DType::BF16, DType::F16};
 
-double max_abs(const std::vector<float>& v) {
-  double m = 0.0;
-  for (float x : v) m = std::max(m, static_cast<double>(std::fabs(x)));
-  return m;
-}
-
-double max_error(const float* a, const float* b, std::size_t n) {
-  double worst = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double d = std::fabs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
-    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
-    worst = std::max(worst, d);
-  }
-  return worst;
-}
-
 // Error budget of the MLP, propagated through its three stages. Each dot product of length K gets
-// kPerDot * sqrt(K) * max|a| * max|b| (test_kernels_matmul.cpp uses 1e-5, ~60x over what f32
+// dot_product_tolerance(kPerDot, ...) (test_kernels_matmul.cpp uses 1e-5, ~60x over what f32
 // accumulation does); g and u carry that into h = silu(g) * u (|silu'| <= 1.1), and down sums I
 // such errors (random-walk: sqrt(I)) on top of its own. Built from maxima, the propagation
 // overestimates by another ~50x, hence the smaller per-dot budget here: the observed error stays
@@ -71,25 +64,16 @@ double mlp_tolerance(const std::vector<float>& x, const k::SwiGluWeights& w, std
     max_silu_g = std::max(max_silu_g, std::fabs(s));
     max_h = std::max(max_h, std::fabs(s * u[e]));
   }
-  const double sh = std::sqrt(static_cast<double>(hidden) + 1.0);
   const double si = std::sqrt(static_cast<double>(inter) + 1.0);
   constexpr double kPerDot = 2e-6;
-  const double e_g =
-      kPerDot * (sh * max_abs(x) * max_abs(to_f32(w.gate)) + max_abs(to_f32(w.gate_bias)));
-  const double e_u =
-      kPerDot * (sh * max_abs(x) * max_abs(to_f32(w.up)) + max_abs(to_f32(w.up_bias)));
+  const double e_g = dot_product_tolerance(kPerDot, hidden, max_abs(x), max_abs(to_f32(w.gate)),
+                                           max_abs(to_f32(w.gate_bias)));
+  const double e_u = dot_product_tolerance(kPerDot, hidden, max_abs(x), max_abs(to_f32(w.up)),
+                                           max_abs(to_f32(w.up_bias)));
   const double e_h = 1.1 * e_g * max_abs(u) + e_u * max_silu_g + 1e-6 * max_h;
   const double max_down = max_abs(to_f32(w.down));
-  return si * e_h * max_down + kPerDot * (si * max_h * max_down + max_abs(to_f32(w.down_bias)));
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const sgt::Error& e) {
-    return e.what();
-  }
-  return "<no sgt::Error>";
+  return si * e_h * max_down +
+         dot_product_tolerance(kPerDot, inter, max_h, max_down, max_abs(to_f32(w.down_bias)));
 }
 
 // A random MLP; biases only when asked, dtypes per projection.
@@ -162,9 +146,9 @@ TEST_CASE("swiglu_mlp matches Hugging Face LlamaMLP") {
       k::swiglu_mlp(x, w, TensorView<float>(out.data(), {t, hidden}), scratch.data(), &pool);
       k::swiglu_mlp_reference(x, w, TensorView<float>(out_ref.data(), {t, hidden}), scratch.data());
       const double tol = mlp_tolerance(std::vector<float>(x.data(), x.data() + x.size()), w, t);
-      INFO(name << " T " << t << " tolerance " << tol);
-      CHECK(max_error(out.data(), expected.data(), out.size()) <= tol);
-      CHECK(max_error(out_ref.data(), expected.data(), out.size()) <= tol);
+      const std::string describe = name + " T " + std::to_string(t);
+      expect_matches(out, expected, tol, "swiglu_mlp, " + describe);
+      expect_matches(out_ref, expected, tol, "swiglu_mlp_reference, " + describe);
       ++checked;
     }
   }
@@ -197,10 +181,11 @@ TEST_CASE("swiglu_mlp agrees with swiglu_mlp_reference over awkward shapes and d
           k::swiglu_mlp(xv, w, TensorView<float>(out.data(), {t, hidden}), scratch.data());
           k::swiglu_mlp_reference(xv, w, TensorView<float>(out_ref.data(), {t, hidden}),
                                   scratch.data());
-          INFO("T " << t << " H " << hidden << " I " << inter << " dtypes " << sgt::dtype_name(dg)
-                    << "/" << sgt::dtype_name(du) << "/" << sgt::dtype_name(dd) << " bias "
-                    << bias);
-          REQUIRE(max_error(out.data(), out_ref.data(), out.size()) <= mlp_tolerance(x, w, t));
+          require_matches(out, out_ref, mlp_tolerance(x, w, t), [&](std::ostream& os) {
+            os << "T " << t << " H " << hidden << " I " << inter << " dtypes "
+               << sgt::dtype_name(dg) << "/" << sgt::dtype_name(du) << "/" << sgt::dtype_name(dd)
+               << " bias " << bias;
+          });
           ++cases;
         }
       }
@@ -227,9 +212,9 @@ TEST_CASE("fused gate/up equals matmul + silu * up + matmul bit for bit") {
               TensorView<float>(expected.data(), {t, hidden}));
     std::vector<float> out(t * hidden), scratch(k::swiglu_scratch_floats(t, inter));
     k::swiglu_mlp(xv, w, TensorView<float>(out.data(), {t, hidden}), scratch.data());
-    INFO("variant " << variant);
-    REQUIRE(std::memcmp(scratch.data(), h.data(), h.size() * sizeof(float)) == 0);
-    REQUIRE(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
+    const std::string describe = "variant " + std::to_string(variant);
+    require_bit_identical({scratch.data(), h.size()}, h, describe + ", h in the scratch");
+    require_bit_identical(out, expected, describe);
   }
 }
 
@@ -237,26 +222,26 @@ TEST_CASE("swiglu_mlp is bit-identical for 1, 2 and 3 threads, and works in plac
   std::mt19937 rng(29);
   // Several token blocks (T > 256) and several feature chunks in both phases.
   const std::size_t t = 270, hidden = 200, inter = 330;
-  sgt::ThreadPool pool1(1), pool2(2), pool3(3);
+  sgt::ThreadPool pool2(2);
   for (DType dtype : kDtypes) {
-    INFO("dtype " << sgt::dtype_name(dtype));
+    const std::string describe = std::string("dtype ") + sgt::dtype_name(dtype);
     const RandomMlp m = random_mlp(hidden, inter, dtype, dtype, dtype, true, rng);
     const k::SwiGluWeights w = m.weights();
     const std::vector<float> x = uniform_values(t * hidden, rng, 2.0f);
     const TensorView<const float> xv(x.data(), {t, hidden});
-    std::vector<float> serial(t * hidden), out(t * hidden),
-        scratch(k::swiglu_scratch_floats(t, inter));
-    k::swiglu_mlp(xv, w, TensorView<float>(serial.data(), {t, hidden}), scratch.data(), nullptr);
-    for (sgt::ThreadPool* pool : {&pool1, &pool2, &pool3}) {
-      std::fill(out.begin(), out.end(), 0.0f);
+    std::vector<float> scratch(k::swiglu_scratch_floats(t, inter));
+    const auto run = [&](sgt::ThreadPool* pool) {
+      std::vector<float> out(t * hidden, 0.0f);
       k::swiglu_mlp(xv, w, TensorView<float>(out.data(), {t, hidden}), scratch.data(), pool);
-      REQUIRE(std::memcmp(out.data(), serial.data(), out.size() * sizeof(float)) == 0);
-    }
+      return out;
+    };
+    expect_thread_invariant(run, {1, 2, 3}, describe);
+    const std::vector<float> serial = run(nullptr);
     // out may be x itself: x is fully consumed by gate/up before down writes out.
     std::vector<float> inplace = x;
     k::swiglu_mlp(TensorView<const float>(inplace.data(), {t, hidden}), w,
                   TensorView<float>(inplace.data(), {t, hidden}), scratch.data(), &pool2);
-    REQUIRE(std::memcmp(inplace.data(), serial.data(), inplace.size() * sizeof(float)) == 0);
+    expect_bit_identical(inplace, serial, describe + ", in place on 2 threads");
   }
 }
 
