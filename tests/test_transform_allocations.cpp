@@ -29,7 +29,8 @@ TEST_CASE(
       o.pool = &pool;
       o.noise = noise;
       o.seed = 5;
-      o.injected_noise = sgt::TensorView<const float>(eps.data(), {eps.size()});
+      o.injected_noise =
+          sgt::TensorView<const float>(eps.data(), {in.batch, in.seq_len, model.hidden_size()});
       o.attention = sgt::AttentionAlgorithm::Flash;
       o.keep_intermediates = true;
       sgt::Workspace ws;
