@@ -13,6 +13,8 @@
 #include <sgt/core/thread_pool.hpp>
 #include <sgt/kernels/parameterization.hpp>
 
+#include "support/kernel_harness.hpp"
+
 namespace {
 
 namespace k = sgt::kernels;
@@ -64,35 +66,32 @@ std::vector<float> random_values(std::size_t n, unsigned seed) {
   return v;
 }
 
-bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 }  // namespace
 
 TEST_CASE("apply_parameterization equals its reference bit for bit, any size and thread count") {
-  sgt::ThreadPool pool2(2), pool3(3);
   // Sizes around the 2^14 grain, so that several chunks with a ragged tail occur.
   for (std::size_t n : {std::size_t{1}, std::size_t{17}, std::size_t{16384}, std::size_t{40001}}) {
     const std::vector<float> raw = random_values(n, static_cast<unsigned>(n));
     for (const k::Parameterization& p : all_types()) {
-      CAPTURE(n);
-      CAPTURE(int(p.type));
+      auto describe = [&] {
+        return "n " + std::to_string(n) + ", type " + std::to_string(int(p.type));
+      };
       std::vector<float> want = raw;
       k::apply_parameterization_reference(p, sgt::TensorView<float>(want.data(), {n}));
-      for (sgt::ThreadPool* pool : {static_cast<sgt::ThreadPool*>(nullptr), &pool2, &pool3}) {
+      auto run = [&](sgt::ThreadPool* pool) {
         std::vector<float> got = raw;
         k::apply_parameterization(p, sgt::TensorView<float>(got.data(), {n}), pool);
-        CHECK(bitwise_equal(got, want));
-      }
+        return got;
+      };
+      sgt_test::expect_bit_identical(run(nullptr), want, describe);
+      sgt_test::expect_thread_invariant(run, {1, 2, 3}, describe);
       // Both agree with the formula in double to a few f32 ulps of the result's scale.
       const double scale = p.type == Type::Identity || p.type == Type::Direct ? 1.0
                            : p.type == Type::BoundedTanh                      ? p.bound
                                                                               : p.max;
-      double worst = 0;
-      for (std::size_t i = 0; i < n; ++i)
-        worst = std::max(worst, std::fabs(double(want[i]) - formula(p, raw[i])));
-      CHECK(worst <= 8 * 0x1p-24 * scale);
+      std::vector<float> exact(n);
+      for (std::size_t i = 0; i < n; ++i) exact[i] = static_cast<float>(formula(p, raw[i]));
+      sgt_test::expect_matches(want, exact, 8 * 0x1p-24 * scale, describe);
     }
   }
 }
