@@ -143,13 +143,6 @@ inline void check_attention_args(const char* op, const AttentionShape& shape,
                        out.data() == nullptr);
 }
 
-// Vectorized exp. xsimd's is the Cephes-style range reduction + polynomial (about 1 ulp), and
-// maps -inf to exactly 0, which the masked scores rely on. Same name in xsimd 8 and 10+.
-template <class A>
-inline xsimd::batch<float, A> exp(const xsimd::batch<float, A>& x) noexcept {
-  return xsimd::exp(x);
-}
-
 // sum_d a[d] * b[d]: kFloatLanes partial sums, then one horizontal add; scalar tail.
 inline float dot(const float* a, const float* b, std::size_t n) noexcept {
   using simd::FloatBatch;

@@ -137,22 +137,6 @@ inline std::size_t flash_num_slots(const AttentionShape& shape, std::size_t num_
       1, std::min(std::max<std::size_t>(1, num_threads), flash_num_tasks(shape)));
 }
 
-// GCC folds a loaded vector into every FMA that uses it (one memory operand per FMA), which turns
-// the FMA-bound micro-kernels below load-bound: at R x G = 4 x 4 that is 20 loads per 16 FMAs
-// instead of 8, and a core issues at most about one 512-bit load per FMA. An empty asm statement
-// that claims to modify the register makes the compiler load it once and keep it. Elsewhere (or
-// where the asm is not understood) this is a no-op.
-template <class A>
-inline void flash_keep_in_register(xsimd::batch<float, A>& b) noexcept {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
-  auto reg = static_cast<typename xsimd::batch<float, A>::register_type>(b);
-  asm("" : "+v"(reg));
-  b = xsimd::batch<float, A>(reg);
-#else
-  (void)b;
-#endif
-}
-
 // St[j][c0*L + g*L ..) = sum_d k[j][d] * Qt[d][c0*L + g*L ..) for R key rows and G query vectors.
 template <int R, int G>
 inline void flash_qk_tile(const float* qt, std::size_t qt_stride, const float* k_rows,
@@ -167,7 +151,7 @@ inline void flash_qk_tile(const float* qt, std::size_t qt_stride, const float* k
     FloatBatch qv[G];
     for (int g = 0; g < G; ++g) {
       qv[g] = FloatBatch::load_aligned(qt + d * qt_stride + g * L);
-      flash_keep_in_register(qv[g]);
+      simd::keep_in_register(qv[g]);
     }
     for (int r = 0; r < R; ++r) {
       const FloatBatch kb(k_rows[r * k_stride + d]);
@@ -206,7 +190,7 @@ inline void flash_pv_tile(const float* pt, std::size_t pt_stride, const float* v
     FloatBatch vv[C];
     for (int c = 0; c < C; ++c) {
       vv[c] = FloatBatch::load_unaligned(v_rows + j * v_stride + c * L);
-      flash_keep_in_register(vv[c]);
+      simd::keep_in_register(vv[c]);
     }
     for (int r = 0; r < R; ++r) {
       const FloatBatch p(pt[j * pt_stride + r]);
@@ -361,17 +345,17 @@ inline void flash_attention_task(const AttentionShape& shape, const AttentionOpt
     for (std::size_t c = 0; c < ncols; c += L) {
       FloatBatch block_max(kMasked);
       for (std::size_t jj = 0; jj < nk; ++jj)
-        block_max = xsimd::max(block_max, FloatBatch::load_aligned(st + jj * BQ + c));
+        block_max = simd::max(block_max, FloatBatch::load_aligned(st + jj * BQ + c));
       const FloatBatch old_max = FloatBatch::load_aligned(row_max + c);
-      const FloatBatch new_max = xsimd::max(old_max, block_max);
+      const FloatBatch new_max = simd::max(old_max, block_max);
       // A query that has seen no key yet keeps max -inf; subtract 0 instead so that exp gets
       // -inf - 0 = -inf (-> 0), not -inf - -inf = NaN.
       const FloatBatch ref =
-          xsimd::select(new_max == FloatBatch(kMasked), FloatBatch(0.0f), new_max);
-      const FloatBatch a = detail::exp(old_max - ref);
+          simd::select(new_max == FloatBatch(kMasked), FloatBatch(0.0f), new_max);
+      const FloatBatch a = simd::exp(old_max - ref);
       FloatBatch sum(0.0f);
       for (std::size_t jj = 0; jj < nk; ++jj) {
-        const FloatBatch p = detail::exp(FloatBatch::load_aligned(st + jj * BQ + c) - ref);
+        const FloatBatch p = simd::exp(FloatBatch::load_aligned(st + jj * BQ + c) - ref);
         p.store_aligned(st + jj * BQ + c);
         sum += p;
       }

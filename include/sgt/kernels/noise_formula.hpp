@@ -90,8 +90,8 @@ inline void apply_noise(TensorView<const float> x, TensorView<const float> mu,
           const FloatBatch noise =
               FloatBatch::load_unaligned(s + i) * FloatBatch::load_unaligned(e + i);
           FloatBatch y = xmu + noise;
-          if (range.min) y = xsimd::select(y < lo, lo, y);
-          if (range.max) y = xsimd::select(y > hi, hi, y);
+          if (range.min) y = simd::select(y < lo, lo, y);
+          if (range.max) y = simd::select(y > hi, hi, y);
           y.store_unaligned(o + i);
         }
         for (; i < hidden; ++i) {
