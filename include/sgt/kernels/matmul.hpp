@@ -61,6 +61,7 @@
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
+#include "sgt/kernels/overlap.hpp"
 
 namespace sgt::kernels {
 
@@ -72,13 +73,6 @@ inline constexpr std::size_t kMatmulTileCols = 6;      // NR: rows of W (output 
 inline constexpr std::size_t kMatmulKBlock = 2048;     // K block: 4 X rows x 8 KiB
 inline constexpr std::size_t kMatmulTokenBlock = 256;  // tokens per work chunk
 inline constexpr std::size_t kMatmulChunkBytes = std::size_t{512} << 10;  // W bytes per chunk
-
-inline bool ranges_overlap(const void* a, std::size_t a_bytes, const void* b,
-                           std::size_t b_bytes) noexcept {
-  const auto pa = reinterpret_cast<std::uintptr_t>(a);
-  const auto pb = reinterpret_cast<std::uintptr_t>(b);
-  return a_bytes != 0 && b_bytes != 0 && pa < pb + b_bytes && pb < pa + a_bytes;
-}
 
 // Checks the shapes of one Linear: x [T, K], w [N, K], bias [N] or empty, y [T, N], and that the
 // weight has data. Messages name the caller as `op` + `part` ("matmul", "swiglu_mlp down_proj").

@@ -26,7 +26,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <type_traits>
 
@@ -35,6 +34,7 @@
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
+#include "sgt/kernels/overlap.hpp"
 
 namespace sgt::kernels {
 
@@ -60,11 +60,8 @@ inline void check_rms_norm_args(const TensorView<const float>& x, const AnyTenso
   if (x.data() == nullptr || out.data() == nullptr || weight.data() == nullptr)
     throw Error("rms_norm got a null data pointer");
   // In place (out == x) is fine; any other overlap would read values already overwritten.
-  const auto* xb = reinterpret_cast<const unsigned char*>(x.data());
-  const auto* ob = reinterpret_cast<const unsigned char*>(out.data());
   const std::size_t bytes = x.size() * sizeof(float);
-  const std::less<const unsigned char*> before;
-  if (xb != ob && before(xb, ob + bytes) && before(ob, xb + bytes))
+  if (out.data() != x.data() && ranges_overlap(x.data(), bytes, out.data(), bytes))
     throw Error("rms_norm output partially overlaps its input (only out == x is supported)");
 }
 
