@@ -66,6 +66,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "sgt/core/invariant.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -256,7 +257,8 @@ class FlashSlots {
   float* acquire() {
     std::lock_guard<std::mutex> lock(mutex_);
     // A pool runs at most num_threads chunks at once and we made that many slots.
-    if (free_.empty()) throw Error("flash_attention: more concurrent chunks than scratch slots");
+    sgt::detail::invariant(!free_.empty(),
+                           "flash_attention: more concurrent chunks than scratch slots");
     const std::size_t s = free_.back();
     free_.pop_back();
     return base_ + s * slot_floats_;

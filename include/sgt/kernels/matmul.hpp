@@ -58,6 +58,7 @@
 
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/invariant.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -76,12 +77,13 @@ inline constexpr std::size_t kMatmulChunkBytes = std::size_t{512} << 10;  // W b
 
 // Checks the shapes of one Linear: x [T, K], w [N, K], bias [N] or empty, y [T, N], and that the
 // weight has data. Messages name the caller as `op` + `part` ("matmul", "swiglu_mlp down_proj").
-// It runs on every call of a hot kernel, so messages are only built on failure (no allocation).
-inline void check_linear_shapes(const std::string& op, const Shape& x_shape, std::size_t x_rank,
+// It runs on every call of a hot kernel, so messages are only built on failure: `op` is a C string
+// and nothing is allocated on the success path.
+inline void check_linear_shapes(const char* op, const Shape& x_shape, std::size_t x_rank,
                                 const AnyTensorView& w, const AnyTensorView& bias,
                                 const Shape& y_shape, std::size_t y_rank, const char* x_name = "x",
                                 const char* y_name = "y", const char* part = "") {
-  auto name = [&] { return op + part; };
+  auto name = [&] { return std::string(op) + part; };
   auto xs = [&] { return std::string(x_name) + " " + shape_to_string(x_shape, x_rank); };
   auto ys = [&] { return std::string(y_name) + " " + shape_to_string(y_shape, y_rank); };
   if (x_rank != 2)
@@ -105,14 +107,13 @@ inline void check_linear_shapes(const std::string& op, const Shape& x_shape, std
 }
 
 // check_linear_shapes, plus: x and y have data and do not overlap.
-inline void check_linear(const std::string& op, const TensorView<const float>& x,
-                         const AnyTensorView& w, const AnyTensorView& bias,
-                         const TensorView<float>& y) {
+inline void check_linear(const char* op, const TensorView<const float>& x, const AnyTensorView& w,
+                         const AnyTensorView& bias, const TensorView<float>& y) {
   check_linear_shapes(op, x.shape(), x.rank(), w, bias, y.shape(), y.rank());
-  if (x.data() == nullptr && x.size() != 0) throw Error(op + ": x has no data");
-  if (y.data() == nullptr && y.size() != 0) throw Error(op + ": y has no data");
+  if (x.data() == nullptr && x.size() != 0) throw Error(std::string(op) + ": x has no data");
+  if (y.data() == nullptr && y.size() != 0) throw Error(std::string(op) + ": y has no data");
   if (ranges_overlap(x.data(), x.size() * sizeof(float), y.data(), y.size() * sizeof(float)))
-    throw Error(op + ": y overlaps x; the output needs its own buffer");
+    throw Error(std::string(op) + ": y overlaps x; the output needs its own buffer");
 }
 
 inline float bias_at(const AnyTensorView& bias, std::size_t n) noexcept {
@@ -157,7 +158,7 @@ inline void dot_tile(const float* x, std::size_t ldx, const WT* const* w, std::s
   const WT* wr[NR];
   for (std::size_t j = 0; j < NR; ++j) wr[j] = w[j];
 
-  if (head > k_len) head = k_len;
+  sgt::detail::invariant(head <= k_len, "dot_tile: the peeled head is longer than the K block");
   if (head > 0) partial_step<WT, MR, NR>(x, ldx, wr, 0, head, acc);
   const std::size_t k_main = head + (k_len - head) / kLanes * kLanes;
   for (std::size_t k = head; k < k_main; k += kLanes) {

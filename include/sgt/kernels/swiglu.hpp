@@ -32,6 +32,7 @@
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 #include "sgt/kernels/matmul.hpp"
+#include "sgt/kernels/overlap.hpp"
 
 namespace sgt::kernels {
 
@@ -59,15 +60,15 @@ inline float silu(float g) noexcept {
 
 // Checks every shape of the MLP against x and out, the data pointers and the scratch; returns
 // the intermediate size I.
-inline std::size_t check_swiglu(const std::string& op, const TensorView<const float>& x,
+inline std::size_t check_swiglu(const char* op, const TensorView<const float>& x,
                                 const SwiGluWeights& w, const TensorView<float>& out,
                                 const float* scratch) {
-  if (x.rank() != 2) throw Error(op + ": x must be [T, H], got " + x.shape_string());
+  if (x.rank() != 2) throw Error(std::string(op) + ": x must be [T, H], got " + x.shape_string());
   if (w.gate.rank() != 2)
-    throw Error(op + ": gate_proj must be [I, H], got " + w.gate.shape_string());
+    throw Error(std::string(op) + ": gate_proj must be [I, H], got " + w.gate.shape_string());
   if (w.up.rank() != 2 || w.up.dim(0) != w.gate.dim(0) || w.up.dim(1) != w.gate.dim(1))
-    throw Error(op + ": up_proj " + w.up.shape_string() + " does not match gate_proj " +
-                w.gate.shape_string());
+    throw Error(std::string(op) + ": up_proj " + w.up.shape_string() +
+                " does not match gate_proj " + w.gate.shape_string());
   const std::size_t t_len = x.dim(0), i_len = w.gate.dim(0);
   // gate and up map x [T, H] to h [T, I]; down maps h to out [T, H].
   const Shape h_shape{t_len, i_len, 0, 0};
@@ -76,15 +77,15 @@ inline std::size_t check_swiglu(const std::string& op, const TensorView<const fl
   check_linear_shapes(op, h_shape, 2, w.down, w.down_bias, out.shape(), out.rank(), "h", "out",
                       " down_proj");
   if (out.dim(1) != x.dim(1))
-    throw Error(op + ": out " + out.shape_string() + " must have the shape of x " +
+    throw Error(std::string(op) + ": out " + out.shape_string() + " must have the shape of x " +
                 x.shape_string());
-  if (x.data() == nullptr && x.size() != 0) throw Error(op + ": x has no data");
-  if (out.data() == nullptr && out.size() != 0) throw Error(op + ": out has no data");
+  if (x.data() == nullptr && x.size() != 0) throw Error(std::string(op) + ": x has no data");
+  if (out.data() == nullptr && out.size() != 0) throw Error(std::string(op) + ": out has no data");
   const std::size_t h_floats = swiglu_scratch_floats(t_len, i_len);
-  if (scratch == nullptr && h_floats != 0) throw Error(op + ": scratch is null");
+  if (scratch == nullptr && h_floats != 0) throw Error(std::string(op) + ": scratch is null");
   if (ranges_overlap(scratch, h_floats * sizeof(float), x.data(), x.size() * sizeof(float)) ||
       ranges_overlap(scratch, h_floats * sizeof(float), out.data(), out.size() * sizeof(float)))
-    throw Error(op + ": scratch overlaps x or out");
+    throw Error(std::string(op) + ": scratch overlaps x or out");
   return i_len;
 }
 
