@@ -1,10 +1,15 @@
 // Core pieces: sgt::Error context, dtype conversions, tensor views, the thread pool, the SIMD shim.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <sgt/sgt.hpp>
@@ -137,12 +142,12 @@ TEST_CASE("parallel_for rethrows a chunk's exception and the pool stays usable")
   CHECK(serial == 10);
 }
 
-TEST_CASE("SIMD shim: reduce_add, reduce_max, fma and widening loads") {
+TEST_CASE("SIMD shim: reduce_add, fma and widening loads") {
   constexpr std::size_t n = sgt::simd::kFloatLanes;
   std::vector<float> a(n), b(n), c(n);
   std::vector<sgt::bfloat16> abf(n);
   std::vector<sgt::float16> ah(n);
-  float sum = 0, mx = -1e30f;
+  float sum = 0;
   for (std::size_t i = 0; i < n; ++i) {
     a[i] = 0.25f * float(i) - 1.0f;
     b[i] = 1.5f + float(i);
@@ -150,11 +155,9 @@ TEST_CASE("SIMD shim: reduce_add, reduce_max, fma and widening loads") {
     abf[i] = sgt::to_bfloat16(a[i]);
     ah[i] = sgt::to_float16(a[i]);
     sum += a[i];
-    mx = std::max(mx, a[i]);
   }
   const auto va = sgt::simd::load_as_float(a.data());
   CHECK(sgt::simd::reduce_add(va) == doctest::Approx(sum));
-  CHECK(sgt::simd::reduce_max(va) == mx);
   const auto vf =
       sgt::simd::fma(va, sgt::simd::load_as_float(b.data()), sgt::simd::load_as_float(c.data()));
   alignas(64) float out[n];
@@ -164,6 +167,135 @@ TEST_CASE("SIMD shim: reduce_add, reduce_max, fma and widening loads") {
   for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == sgt::to_float(abf[i]));
   sgt::simd::load_as_float(ah.data()).store_aligned(out);
   for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == sgt::to_float(ah[i]));
+}
+
+namespace {
+
+// Every count from 0 to a full register, against the scalar widening; the values past `count`
+// are NaN, so a lane that read one would show it.
+template <class T>
+void check_partial_loads(const char* dtype) {
+  constexpr std::size_t n = sgt::simd::kFloatLanes;
+  std::vector<T> src(n);
+  for (std::size_t count = 0; count <= n; ++count) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const float v = i < count ? 0.375f * float(i) - 2.5f : NAN;
+      if constexpr (std::is_same_v<T, float>) src[i] = v;
+      if constexpr (std::is_same_v<T, sgt::bfloat16>) src[i] = sgt::to_bfloat16(v);
+      if constexpr (std::is_same_v<T, sgt::float16>) src[i] = sgt::to_float16(v);
+    }
+    alignas(64) float out[n];
+    sgt::simd::load_partial_as_float(src.data(), count).store_aligned(out);
+    for (std::size_t i = 0; i < n; ++i) {
+      const float want = i < count ? sgt::to_float(src[i]) : 0.0f;
+      INFO(dtype, " count ", count, " lane ", i);
+      CHECK(std::memcmp(&out[i], &want, sizeof(float)) == 0);
+    }
+  }
+}
+
+// reduce_accumulators<Count> against exact scalar sums (small integers add exactly in any
+// order), and, on random values, each sum bit-identical to the same accumulator reduced alone:
+// the sum of one output must not depend on how many are reduced together.
+template <std::size_t Count>
+void check_reduce_accumulators(std::mt19937& rng) {
+  constexpr std::size_t n = sgt::simd::kFloatLanes;
+  using sgt::simd::FloatBatch;
+  std::uniform_int_distribution<int> small(-64, 64);
+  std::uniform_real_distribution<float> real(-1.0f, 1.0f);
+  for (int pass = 0; pass < 2; ++pass) {
+    FloatBatch acc[Count];
+    float want[Count];
+    alignas(64) float lanes[n];
+    for (std::size_t a = 0; a < Count; ++a) {
+      want[a] = 0.0f;
+      for (std::size_t i = 0; i < n; ++i) {
+        lanes[i] = pass == 0 ? float(small(rng)) : real(rng);
+        want[a] += lanes[i];
+      }
+      acc[a] = FloatBatch::load_aligned(lanes);
+    }
+    float got[Count];
+    sgt::simd::reduce_accumulators<Count>(acc, got);
+    for (std::size_t a = 0; a < Count; ++a) {
+      INFO("Count ", Count, " accumulator ", a);
+      float alone = 0.0f;
+      sgt::simd::reduce_accumulators<1>(&acc[a], &alone);
+      CHECK(std::memcmp(&got[a], &alone, sizeof(float)) == 0);
+      if (pass == 0) CHECK(got[a] == want[a]);
+      if (pass == 1) CHECK(got[a] == doctest::Approx(want[a]).epsilon(1e-5));
+    }
+  }
+}
+
+template <std::size_t... C>
+void check_reduce_accumulators_all(std::mt19937& rng, std::index_sequence<C...>) {
+  (check_reduce_accumulators<C + 1>(rng), ...);
+}
+
+// Distance in representable floats between two finite floats of the same sign.
+std::int64_t ulp_distance(float a, float b) {
+  std::int32_t ia, ib;
+  std::memcpy(&ia, &a, sizeof ia);
+  std::memcpy(&ib, &b, sizeof ib);
+  return std::llabs(std::int64_t(ia) - std::int64_t(ib));
+}
+
+}  // namespace
+
+TEST_CASE("SIMD shim: partial loads read exactly the first count values of every dtype") {
+  check_partial_loads<float>("f32");
+  check_partial_loads<sgt::bfloat16>("bf16");
+  check_partial_loads<sgt::float16>("f16");
+}
+
+TEST_CASE("SIMD shim: reduce_accumulators sums every accumulator the same way for every Count") {
+  std::mt19937 rng(11);
+  // The matmul micro-kernel reduces MR x NR = 1..4 x 1..6 accumulators at once; 1..24 covers
+  // them, and one more than 16 (a full and a partial group on AVX-512).
+  check_reduce_accumulators_all(rng, std::make_index_sequence<24>{});
+  check_reduce_accumulators<33>(rng);
+}
+
+TEST_CASE("SIMD shim: max, select, exp and keep_in_register") {
+  constexpr std::size_t n = sgt::simd::kFloatLanes;
+  using sgt::simd::FloatBatch;
+  alignas(64) float a[n], b[n], out[n];
+  for (std::size_t i = 0; i < n; ++i) {
+    a[i] = float(i % 3) - 1.0f;
+    b[i] = 0.5f * float(n - i) - 2.0f;
+  }
+  const FloatBatch va = FloatBatch::load_aligned(a), vb = FloatBatch::load_aligned(b);
+  sgt::simd::max(va, vb).store_aligned(out);
+  for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == std::max(a[i], b[i]));
+  sgt::simd::select(va < vb, va, vb).store_aligned(out);
+  for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == (a[i] < b[i] ? a[i] : b[i]));
+  sgt::simd::select(va == FloatBatch(0.0f), FloatBatch(7.0f), vb).store_aligned(out);
+  for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == (a[i] == 0.0f ? 7.0f : b[i]));
+
+  FloatBatch kept = vb;
+  sgt::simd::keep_in_register(kept);
+  kept.store_aligned(out);
+  CHECK(std::memcmp(out, b, sizeof out) == 0);
+
+  // exp: within a few ulp of std::exp over the range the softmax uses (s - max <= 0) and beyond,
+  // and exactly 0 at -inf (masked scores) and 1 at 0.
+  std::int64_t worst = 0;
+  for (float x0 = -87.0f; x0 + 0.37f * float(n) < 88.0f; x0 += 0.37f * float(n)) {
+    for (std::size_t i = 0; i < n; ++i) a[i] = x0 + 0.37f * float(i);
+    sgt::simd::exp(FloatBatch::load_aligned(a)).store_aligned(out);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::int64_t d = ulp_distance(out[i], std::exp(a[i]));
+      worst = std::max(worst, d);
+      INFO("exp(", a[i], ")");
+      CHECK(d <= 4);
+    }
+  }
+  MESSAGE("simd::exp: worst error ", worst, " ulp");
+  sgt::simd::exp(FloatBatch(-INFINITY)).store_aligned(out);
+  for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == 0.0f);
+  sgt::simd::exp(FloatBatch(0.0f)).store_aligned(out);
+  for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == 1.0f);
 }
 
 TEST_CASE("parallel_for accepts named lambdas, const lambdas and function objects") {

@@ -1,13 +1,27 @@
-// The one place that knows which xsimd we build against.
+// sgt::simd: the only door from the kernels to the instruction set.
+//
+// What it offers, for the build's best instruction set (xsimd's default_arch: AVX-512, AVX2/FMA,
+// SSE2, NEON, or xsimd's scalar fallback):
+//  - the batch types (FloatBatch, Batch<T>) and their lane count kFloatLanes;
+//  - elementwise fma (single rounding), max, select, exp;
+//  - loads that widen any stored dtype (f32, bf16, f16) to f32: a full register (load_as_float)
+//    or its first `count` lanes, zero-padded (load_partial_as_float);
+//  - horizontal sums: of one register (reduce_add), or of several accumulators at once
+//    (reduce_accumulators, a transposing tree on AVX-512);
+//  - keep_in_register, which stops GCC from folding a reused load into every FMA.
+// Every function has a path for every instruction set: an intrinsic where one does the job, else
+// a store to an aligned lane array and a scalar loop. Kernels (include/sgt/kernels) call these and
+// never xsimd or intrinsics directly, for two reasons: the xsimd API is not stable (below), and
+// the one place that knows which instructions a result depends on is this file, so a test
+// (tests/test_core.cpp) can check each path against scalar code and a move to another SIMD
+// library touches one file.
 //
 // Debian 12 ships xsimd 8.1, whose API differs from xsimd 10+ in a few spots that kernels need:
 //  - horizontal sum: 8.1 calls it `hadd`, newer releases `reduce_add`;
-//  - horizontal max: `hmax` / `reduce_max`;
 //  - fma on AVX-512: 8.1 has no AVX-512 fma kernel and falls back to `x * y + z`, two roundings
 //    and two instructions; we call the intrinsic ourselves.
-// Kernels include this header and call sgt::simd::*, never those xsimd names directly, so a move
-// to a newer xsimd touches one file. Everything is compiled for the build's -march: xsimd's
-// default_arch is the best instruction set the compiler was allowed to use.
+// Everything is compiled for the build's -march: xsimd's default_arch is the best instruction set
+// the compiler was allowed to use.
 #pragma once
 
 #include <cstddef>
@@ -25,8 +39,8 @@
 namespace sgt::simd {
 
 using Arch = xsimd::default_arch;
-template <class T>
-using Batch = xsimd::batch<T, Arch>;
+template <class T, class A = Arch>
+using Batch = xsimd::batch<T, A>;
 using FloatBatch = Batch<float>;
 
 // Number of f32 lanes in one register of the build's instruction set (1 when xsimd found none).
@@ -37,27 +51,16 @@ inline const char* arch_name() noexcept {
   return Arch::name();
 }
 
+// Sum of the lanes of b.
 #if XSIMD_VERSION_MAJOR >= 10
 template <class T, class A>
 inline T reduce_add(const xsimd::batch<T, A>& b) noexcept {
   return xsimd::reduce_add(b);
 }
-template <class T, class A>
-inline T reduce_max(const xsimd::batch<T, A>& b) noexcept {
-  return xsimd::reduce_max(b);
-}
 #else
 template <class T, class A>
 inline T reduce_add(const xsimd::batch<T, A>& b) noexcept {
   return xsimd::hadd(b);
-}
-template <class T, class A>
-inline T reduce_max(const xsimd::batch<T, A>& b) noexcept {
-  alignas(64) T lanes[xsimd::batch<T, A>::size];
-  b.store_aligned(lanes);
-  T m = lanes[0];
-  for (std::size_t i = 1; i < xsimd::batch<T, A>::size; ++i) m = lanes[i] > m ? lanes[i] : m;
-  return m;
 }
 #endif
 
@@ -76,8 +79,45 @@ inline xsimd::batch<float, A> fma(const xsimd::batch<float, A>& x, const xsimd::
 #endif
 }
 
-// Loads FloatBatch::size consecutive elements of any stored dtype, widened to f32. The pointer
-// needs no alignment beyond that of its element type.
+// Lane-wise max(a, b) (IEEE maxNum is not promised for NaN: a NaN lane may give either operand).
+template <class T, class A>
+inline xsimd::batch<T, A> max(const xsimd::batch<T, A>& a, const xsimd::batch<T, A>& b) noexcept {
+  return xsimd::max(a, b);
+}
+
+// Lane-wise cond ? a : b; cond comes from a comparison of batches (a < b, a == b, ...).
+template <class T, class A>
+inline xsimd::batch<T, A> select(const xsimd::batch_bool<T, A>& cond, const xsimd::batch<T, A>& a,
+                                 const xsimd::batch<T, A>& b) noexcept {
+  return xsimd::select(cond, a, b);
+}
+
+// Vectorized exp. xsimd's is the Cephes-style range reduction + polynomial (about 1 ulp), and
+// maps -inf to exactly 0, which the masked attention scores rely on. Same name in xsimd 8 and 10+.
+template <class A>
+inline xsimd::batch<float, A> exp(const xsimd::batch<float, A>& x) noexcept {
+  return xsimd::exp(x);
+}
+
+// Pins a value to a vector register. GCC folds a loaded vector into every FMA that uses it (one
+// memory operand per FMA), which turns an FMA-bound micro-kernel load-bound: 28 loads per K step
+// instead of 10 in the matmul tile (measured 2x slower), 20 instead of 8 per 16 FMAs in flash
+// attention's. An empty asm statement that claims to modify the register makes the compiler load
+// it once and keep it. It emits no instruction, so results do not depend on it. A no-op where the
+// "v" (any vector register) constraint of x86 GCC/Clang is not available.
+template <class A>
+inline void keep_in_register(xsimd::batch<float, A>& b) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
+  auto reg = static_cast<typename xsimd::batch<float, A>::register_type>(b);
+  asm("" : "+v"(reg));
+  b = xsimd::batch<float, A>(reg);
+#else
+  (void)b;
+#endif
+}
+
+// Loads kFloatLanes consecutive elements of any stored dtype, widened to f32. The pointer needs
+// no alignment beyond that of its element type.
 inline FloatBatch load_as_float(const float* p) noexcept {
   return FloatBatch::load_unaligned(p);
 }
@@ -111,6 +151,111 @@ inline FloatBatch load_as_float(const float16* p) noexcept {
   alignas(64) float tmp[kFloatLanes];
   for (std::size_t i = 0; i < kFloatLanes; ++i) tmp[i] = to_float(p[i]);
   return FloatBatch::load_aligned(tmp);
+#endif
+}
+
+namespace detail {
+
+// The portable partial load: a zeroed lane array, `count` scalar widenings, one aligned load.
+template <class T>
+inline FloatBatch load_partial_via_lanes(const T* p, std::size_t count) noexcept {
+  alignas(64) float buf[kFloatLanes] = {};
+  for (std::size_t i = 0; i < count; ++i) buf[i] = to_float(p[i]);
+  return FloatBatch::load_aligned(buf);
+}
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// Mask of the first `count` (<= 16) lanes.
+inline __mmask16 first_lanes(std::size_t count) noexcept {
+  return static_cast<__mmask16>((1u << count) - 1u);
+}
+#endif
+
+}  // namespace detail
+
+// The first `count` (< kFloatLanes) values at p, widened and zero-padded to one full register;
+// nothing at or after p + count is read. AVX-512 (BW + VL) has masked loads, which neither read
+// nor fault past `count`; elsewhere a zeroed lane array filled by a scalar loop.
+inline FloatBatch load_partial_as_float(const float* p, std::size_t count) noexcept {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+  static_assert(kFloatLanes == 16, "xsimd picked a non-AVX-512 arch under __AVX512F__");
+  return FloatBatch(_mm512_maskz_loadu_ps(detail::first_lanes(count), p));
+#else
+  return detail::load_partial_via_lanes(p, count);
+#endif
+}
+
+inline FloatBatch load_partial_as_float(const bfloat16* p, std::size_t count) noexcept {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+  const __m256i h = _mm256_maskz_loadu_epi16(detail::first_lanes(count), p);
+  return FloatBatch(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+#else
+  return detail::load_partial_via_lanes(p, count);
+#endif
+}
+
+inline FloatBatch load_partial_as_float(const float16* p, std::size_t count) noexcept {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+  return FloatBatch(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(detail::first_lanes(count), p)));
+#else
+  return detail::load_partial_via_lanes(p, count);
+#endif
+}
+
+namespace detail {
+
+#if defined(__AVX512F__)
+inline __m512 reduce_pairs_lanes(__m512 a, __m512 b) noexcept {
+  return _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+}
+inline __m512 reduce_pairs_64(__m512 a, __m512 b) noexcept {
+  const __m512d ad = _mm512_castps_pd(a), bd = _mm512_castps_pd(b);
+  return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(ad, bd)),
+                       _mm512_castpd_ps(_mm512_unpackhi_pd(ad, bd)));
+}
+inline __m512 reduce_pairs_128(__m512 a, __m512 b) noexcept {
+  return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+// 16 accumulators -> one register holding their 16 sums, in order.
+inline __m512 reduce16(const __m512* a) noexcept {
+  __m512 l1[8], l2[4], l3[2];
+  for (int i = 0; i < 8; ++i) l1[i] = reduce_pairs_lanes(a[2 * i], a[2 * i + 1]);
+  for (int i = 0; i < 4; ++i) l2[i] = reduce_pairs_64(l1[2 * i], l1[2 * i + 1]);
+  for (int i = 0; i < 2; ++i) l3[i] = reduce_pairs_128(l2[2 * i], l2[2 * i + 1]);
+  return reduce_pairs_128(l3[0], l3[1]);
+}
+#endif
+
+}  // namespace detail
+
+// Horizontal sums of `Count` accumulators: out[a] = sum of the lanes of acc[a]. On AVX-512 a
+// transposing tree reduces 16 registers with 15 (shuffle, shuffle, add) triples, ~3 instructions
+// per sum instead of ~10 for one hadd each. Every accumulator goes through the same tree (lanes
+// i and i + 2, then 64-bit, 128-bit and 256-bit halves) whatever its position or the group size,
+// so the sum of one output does not depend on how many are reduced together. Elsewhere one
+// reduce_add per accumulator, which is likewise independent of Count.
+template <std::size_t Count>
+inline void reduce_accumulators(const FloatBatch* acc, float* out) noexcept {
+#if defined(__AVX512F__)
+  static_assert(kFloatLanes == 16, "AVX-512 build with a non-16-lane FloatBatch");
+  std::size_t a = 0;
+  for (; a + 16 <= Count; a += 16) {
+    __m512 group[16];
+    for (std::size_t i = 0; i < 16; ++i) group[i] = acc[a + i];
+    _mm512_storeu_ps(out + a, detail::reduce16(group));
+  }
+  if (a < Count) {
+    // A partial group is padded with zero registers; their sums are dropped.
+    __m512 group[16];
+    for (std::size_t i = 0; i < 16; ++i)
+      group[i] = a + i < Count ? __m512(acc[a + i]) : _mm512_setzero_ps();
+    alignas(64) float sums[16];
+    _mm512_store_ps(sums, detail::reduce16(group));
+    for (std::size_t i = 0; a + i < Count; ++i) out[a + i] = sums[i];
+  }
+#else
+  for (std::size_t a = 0; a < Count; ++a) out[a] = reduce_add(acc[a]);
 #endif
 }
 

@@ -64,6 +64,10 @@ inline float default_attention_scale(std::size_t head_dim) {
 
 // The visibility rule above, for one (query i, key j) pair of batch row b. `attention_mask` is
 // [batch, seq_len] (nonzero = real token) or null (every key is real).
+//
+// The test oracle: no kernel calls it. sdpa uses visible_key_span plus its own padding check,
+// flash_attention its per-block lo/hi bounds (flash_mask_block). The tests check
+// visible_key_span against this function pair by pair, and the two kernels against each other.
 inline bool key_visible(const AttentionOptions& options, const std::uint8_t* attention_mask,
                         std::size_t b, std::size_t seq_len, std::size_t i, std::size_t j) noexcept {
   if (attention_mask != nullptr && attention_mask[b * seq_len + j] == 0) return false;
@@ -141,13 +145,6 @@ inline void check_attention_args(const char* op, const AttentionShape& shape,
                        v.data() == nullptr);
   check_attention_view(op, "out", rows, shape.num_heads, shape.head_dim, out.size(), out.cols(),
                        out.data() == nullptr);
-}
-
-// Vectorized exp. xsimd's is the Cephes-style range reduction + polynomial (about 1 ulp), and
-// maps -inf to exactly 0, which the masked scores rely on. Same name in xsimd 8 and 10+.
-template <class A>
-inline xsimd::batch<float, A> exp(const xsimd::batch<float, A>& x) noexcept {
-  return xsimd::exp(x);
 }
 
 // sum_d a[d] * b[d]: kFloatLanes partial sums, then one horizontal add; scalar tail.

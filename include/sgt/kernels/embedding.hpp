@@ -32,23 +32,24 @@ namespace detail {
 inline std::size_t check_embedding_args(const AnyTensorView& table, const std::int64_t* ids,
                                         std::size_t count, const TensorView<float>& out) {
   if (table.rank() != 2)
-    throw Error("embedding table must have rank 2 [vocab, hidden], got " + table.shape_string());
+    throw Error("embedding: table must have rank 2 [vocab, hidden], got " + table.shape_string());
   const std::size_t vocab = table.dim(0);
   const std::size_t hidden = table.dim(1);
   if (out.rank() == 0 || out.rows() != count || out.cols() != hidden)
-    throw Error("embedding output " + out.shape_string() + " does not match " +
+    throw Error("embedding: out " + out.shape_string() + " does not match " +
                 std::to_string(count) + " ids of hidden size " + std::to_string(hidden) +
                 " (expected [" + std::to_string(count) + ", " + std::to_string(hidden) + "])");
   if (count > 0 && ids == nullptr)
-    throw Error("embedding lookup of " + std::to_string(count) + " ids got a null id pointer");
+    throw Error("embedding: ids is null, expected " + std::to_string(count) + " ids");
   if (count > 0 && hidden > 0 && (table.data() == nullptr || out.data() == nullptr))
-    throw Error("embedding lookup got a null table or output pointer");
+    throw Error("embedding: table and out must have data, got a null pointer");
   for (std::size_t i = 0; i < count; ++i) {
     const std::int64_t id = ids[i];
     if (id < 0 || static_cast<std::uint64_t>(id) >= vocab)
-      throw Error("token id " + std::to_string(id) + " is out of range for a vocabulary of " +
-                  std::to_string(vocab) + " (valid ids: 0.." +
-                  (vocab ? std::to_string(vocab - 1) : std::string("none")) + ")")
+      throw Error("embedding: token id " + std::to_string(id) +
+                  " is out of range for a vocabulary of " + std::to_string(vocab) +
+                  " (valid ids: 0.." + (vocab ? std::to_string(vocab - 1) : std::string("none")) +
+                  ")")
           .at_position(static_cast<std::int64_t>(i));
   }
   return hidden;

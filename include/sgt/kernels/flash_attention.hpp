@@ -1,6 +1,6 @@
 // flash_attention: attention in O(tile) memory with an online softmax (FlashAttention, Dao et al.
 // 2022, laid out for a CPU). Same contract, layouts and masking rule as sdpa (attention.hpp); the
-// reference it is tested against is sdpa, also reachable as flash_attention_reference.
+// reference it is tested against is sdpa (sdpa.hpp).
 //
 // Work: one task per (batch row b, query head h, block of Bq query positions). A task walks the
 // key blocks its queries can see and keeps, per query row, a running max m, a running sum l of
@@ -66,6 +66,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "sgt/core/invariant.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -83,23 +84,19 @@ inline constexpr int kFlashAccumulators = kFlashLanes >= 16 ? 16 : 8;
 inline constexpr int kFlashMaxVectors = kFlashLanes >= 16 ? 4 : 2;
 inline constexpr std::size_t kFlashMaxBlock = 64;
 inline constexpr std::size_t kFlashTileFloats = 4096;  // 16 KiB: half of a 32 KiB L1d
-// A slot (q^T tile, scores tile, accumulator tile, three row vectors) fits in this many floats for
-// every head_dim up to 256, the tiles being sized to kFlashTileFloats (50 KiB on the stack).
-inline constexpr std::size_t kFlashStackSlotFloats = 3 * kFlashTileFloats + 3 * kFlashMaxBlock + 64;
-
 struct FlashTiles {
   std::size_t query_block = 0;  // Bq, a multiple of kFlashLanes
   std::size_t key_block = 0;    // Bk
 };
 
-inline FlashTiles flash_tiles(std::size_t head_dim) noexcept {
+constexpr FlashTiles flash_tiles(std::size_t head_dim) noexcept {
   std::size_t block = head_dim == 0 ? kFlashMaxBlock : kFlashTileFloats / head_dim;
   block = block / kFlashLanes * kFlashLanes;
   block = std::clamp(block, kFlashLanes, kFlashMaxBlock);
   return {block, block};
 }
 
-inline std::size_t round_up(std::size_t n, std::size_t multiple) noexcept {
+constexpr std::size_t round_up(std::size_t n, std::size_t multiple) noexcept {
   return (n + multiple - 1) / multiple * multiple;
 }
 
@@ -108,7 +105,7 @@ struct FlashSlotLayout {
   std::size_t qt = 0, st = 0, acc = 0, row_max = 0, row_sum = 0, alpha = 0, floats = 0;
 };
 
-inline FlashSlotLayout flash_slot_layout(std::size_t head_dim) noexcept {
+constexpr FlashSlotLayout flash_slot_layout(std::size_t head_dim) noexcept {
   const FlashTiles t = flash_tiles(head_dim);
   FlashSlotLayout s;
   std::size_t at = 0;
@@ -127,6 +124,21 @@ inline FlashSlotLayout flash_slot_layout(std::size_t head_dim) noexcept {
   return s;
 }
 
+// A slot (q^T tile, scores tile, accumulator tile, three row vectors) fits in this many floats for
+// every head_dim up to 256, the tiles being sized to kFlashTileFloats (50 KiB on the stack).
+inline constexpr std::size_t kFlashStackSlotFloats = 3 * kFlashTileFloats + 3 * kFlashMaxBlock + 64;
+
+// The largest slot of any head_dim in [1, max_head_dim].
+constexpr std::size_t flash_max_slot_floats(std::size_t max_head_dim) noexcept {
+  std::size_t most = 0;
+  for (std::size_t hd = 1; hd <= max_head_dim; ++hd)
+    most = std::max(most, flash_slot_layout(hd).floats);
+  return most;
+}
+static_assert(flash_max_slot_floats(256) <= kFlashStackSlotFloats,
+              "every head_dim up to 256 must run on the stack slot (flash_attention allocates "
+              "nothing there)");
+
 inline std::size_t flash_num_tasks(const AttentionShape& shape) noexcept {
   const std::size_t bq = flash_tiles(shape.head_dim).query_block;
   return shape.batch * shape.num_heads * ((shape.seq_len + bq - 1) / bq);
@@ -135,22 +147,6 @@ inline std::size_t flash_num_tasks(const AttentionShape& shape) noexcept {
 inline std::size_t flash_num_slots(const AttentionShape& shape, std::size_t num_threads) noexcept {
   return std::max<std::size_t>(
       1, std::min(std::max<std::size_t>(1, num_threads), flash_num_tasks(shape)));
-}
-
-// GCC folds a loaded vector into every FMA that uses it (one memory operand per FMA), which turns
-// the FMA-bound micro-kernels below load-bound: at R x G = 4 x 4 that is 20 loads per 16 FMAs
-// instead of 8, and a core issues at most about one 512-bit load per FMA. An empty asm statement
-// that claims to modify the register makes the compiler load it once and keep it. Elsewhere (or
-// where the asm is not understood) this is a no-op.
-template <class A>
-inline void flash_keep_in_register(xsimd::batch<float, A>& b) noexcept {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
-  auto reg = static_cast<typename xsimd::batch<float, A>::register_type>(b);
-  asm("" : "+v"(reg));
-  b = xsimd::batch<float, A>(reg);
-#else
-  (void)b;
-#endif
 }
 
 // St[j][c0*L + g*L ..) = sum_d k[j][d] * Qt[d][c0*L + g*L ..) for R key rows and G query vectors.
@@ -167,7 +163,7 @@ inline void flash_qk_tile(const float* qt, std::size_t qt_stride, const float* k
     FloatBatch qv[G];
     for (int g = 0; g < G; ++g) {
       qv[g] = FloatBatch::load_aligned(qt + d * qt_stride + g * L);
-      flash_keep_in_register(qv[g]);
+      simd::keep_in_register(qv[g]);
     }
     for (int r = 0; r < R; ++r) {
       const FloatBatch kb(k_rows[r * k_stride + d]);
@@ -206,7 +202,7 @@ inline void flash_pv_tile(const float* pt, std::size_t pt_stride, const float* v
     FloatBatch vv[C];
     for (int c = 0; c < C; ++c) {
       vv[c] = FloatBatch::load_unaligned(v_rows + j * v_stride + c * L);
-      flash_keep_in_register(vv[c]);
+      simd::keep_in_register(vv[c]);
     }
     for (int r = 0; r < R; ++r) {
       const FloatBatch p(pt[j * pt_stride + r]);
@@ -261,7 +257,8 @@ class FlashSlots {
   float* acquire() {
     std::lock_guard<std::mutex> lock(mutex_);
     // A pool runs at most num_threads chunks at once and we made that many slots.
-    if (free_.empty()) throw Error("flash_attention: more concurrent chunks than scratch slots");
+    sgt::detail::invariant(!free_.empty(),
+                           "flash_attention: more concurrent chunks than scratch slots");
     const std::size_t s = free_.back();
     free_.pop_back();
     return base_ + s * slot_floats_;
@@ -278,41 +275,206 @@ class FlashSlots {
   std::vector<std::size_t> free_;
 };
 
+// The scratch of one task, carved out of its slot (flash_slot_layout), and the task's width.
+struct FlashTaskTiles {
+  float* qt;       // [D][bq]: Qt[d][r] = scale * q[i0 + r][d]
+  float* st;       // [Bk][bq]: scores, then probabilities, of one key block
+  float* acc;      // [nq][D]: unnormalized output rows
+  float* row_max;  // [ncols]: running max m per query
+  float* row_sum;  // [ncols]: running sum l per query
+  float* alpha;    // [ncols]: exp(m_old - m_new) of the current block
+  std::size_t bq;  // row stride of Qt and St
+  std::size_t head_dim;
+  std::size_t nq;     // queries of the task
+  std::size_t nqv;    // query vectors in use
+  std::size_t ncols;  // columns of St in use (nqv * L); [nq, ncols) are filler
+
+  FlashTaskTiles(float* slot, std::size_t d, std::size_t queries) noexcept {
+    const FlashSlotLayout layout = flash_slot_layout(d);
+    qt = slot + layout.qt;
+    st = slot + layout.st;
+    acc = slot + layout.acc;
+    row_max = slot + layout.row_max;
+    row_sum = slot + layout.row_sum;
+    alpha = slot + layout.alpha;
+    bq = flash_tiles(d).query_block;
+    head_dim = d;
+    nq = queries;
+    nqv = (nq + kFlashLanes - 1) / kFlashLanes;
+    ncols = nqv * kFlashLanes;
+  }
+};
+
+inline constexpr float kFlashMasked = -std::numeric_limits<float>::infinity();
+
+// Packs Qt[d][r] = scale * q[i0 + r][d] (q_rows: the task's first query row, stride q_stride);
+// filler columns are 0 (finite scores, masked later). Resets the running max, sum and output.
+inline void flash_pack_scaled_q(const FlashTaskTiles& t, const float* q_rows, std::size_t q_stride,
+                                float scale) noexcept {
+  const std::size_t D = t.head_dim, BQ = t.bq;
+  for (std::size_t r = 0; r < t.ncols; ++r) {
+    if (r < t.nq) {
+      const float* q_r = q_rows + r * q_stride;
+      for (std::size_t d = 0; d < D; ++d) t.qt[d * BQ + r] = scale * q_r[d];
+    } else {
+      for (std::size_t d = 0; d < D; ++d) t.qt[d * BQ + r] = 0.0f;
+    }
+  }
+  std::fill(t.row_max, t.row_max + t.ncols, kFlashMasked);
+  std::fill(t.row_sum, t.row_sum + t.ncols, 0.0f);
+  std::fill(t.acc, t.acc + t.nq * D, 0.0f);
+}
+
+// s = (scale * q) k^T for the nk keys (k_rows, stride k_stride) x ncols queries of one block.
+inline void flash_scores_block(const FlashTaskTiles& t, const float* k_rows, std::size_t k_stride,
+                               std::size_t nk) noexcept {
+  constexpr std::size_t L = kFlashLanes;
+  for (std::size_t c0 = 0; c0 < t.nqv; c0 += kFlashMaxVectors) {
+    flash_with_vectors(std::min<std::size_t>(kFlashMaxVectors, t.nqv - c0), [&](auto g) {
+      flash_qk_block<decltype(g)::value>(t.qt + c0 * L, t.bq, k_rows, k_stride, nk, t.head_dim,
+                                         t.st + c0 * L, t.bq);
+    });
+  }
+}
+
+// Mask of the block of keys [j0, j0 + nk) for the task's queries [i0, i0 + nq): key j is visible
+// to local query columns [lo, hi); everything else becomes -inf.
+inline void flash_mask_block(const FlashTaskTiles& t, const AttentionOptions& options,
+                             const std::uint8_t* mask_row, std::size_t i0, std::size_t j0,
+                             std::size_t nk) noexcept {
+  const std::size_t nq = t.nq;
+  for (std::size_t jj = 0; jj < nk; ++jj) {
+    const std::size_t j = j0 + jj;
+    float* st_row = t.st + jj * t.bq;
+    std::size_t lo = 0, hi = nq;
+    if (mask_row && mask_row[j] == 0) {
+      hi = 0;
+    } else {
+      if (options.causal && j > i0) lo = std::min(nq, j - i0);  // queries i >= j
+      if (options.sliding_window != 0) {                        // queries i < j + W
+        const std::size_t end = j + options.sliding_window;
+        hi = end > i0 ? std::min(nq, end - i0) : 0;
+      }
+      lo = std::min(lo, hi);
+    }
+    std::fill(st_row, st_row + lo, kFlashMasked);
+    std::fill(st_row + hi, st_row + t.ncols, kFlashMasked);
+  }
+}
+
+// Online softmax over one block of nk keys, L queries at a time: new running max, rescale factor,
+// probabilities in place of the scores, new running sum; then the output rows are rescaled.
+inline void flash_online_softmax_block(const FlashTaskTiles& t, std::size_t nk) noexcept {
+  using simd::FloatBatch;
+  constexpr std::size_t L = kFlashLanes;
+  const std::size_t BQ = t.bq, D = t.head_dim;
+  float* st = t.st;
+  for (std::size_t c = 0; c < t.ncols; c += L) {
+    FloatBatch block_max(kFlashMasked);
+    for (std::size_t jj = 0; jj < nk; ++jj)
+      block_max = simd::max(block_max, FloatBatch::load_aligned(st + jj * BQ + c));
+    const FloatBatch old_max = FloatBatch::load_aligned(t.row_max + c);
+    const FloatBatch new_max = simd::max(old_max, block_max);
+    // A query that has seen no key yet keeps max -inf; subtract 0 instead so that exp gets
+    // -inf - 0 = -inf (-> 0), not -inf - -inf = NaN.
+    const FloatBatch ref =
+        simd::select(new_max == FloatBatch(kFlashMasked), FloatBatch(0.0f), new_max);
+    const FloatBatch a = simd::exp(old_max - ref);
+    FloatBatch sum(0.0f);
+    for (std::size_t jj = 0; jj < nk; ++jj) {
+      const FloatBatch p = simd::exp(FloatBatch::load_aligned(st + jj * BQ + c) - ref);
+      p.store_aligned(st + jj * BQ + c);
+      sum += p;
+    }
+    simd::fma(FloatBatch::load_aligned(t.row_sum + c), a, sum).store_aligned(t.row_sum + c);
+    new_max.store_aligned(t.row_max + c);
+    a.store_aligned(t.alpha + c);
+  }
+  for (std::size_t r = 0; r < t.nq; ++r) {
+    // alpha == 1 once a row's max has settled: most blocks of a long row skip this.
+    if (t.alpha[r] == 1.0f) continue;
+    float* acc_r = t.acc + r * D;
+    for (std::size_t d = 0; d < D; ++d) acc_r[d] *= t.alpha[r];
+  }
+}
+
+// acc += p v for `num_keys` consecutive keys: p_rows are their rows of St, v_rows their v rows
+// (stride v_stride).
+inline void flash_accumulate_pv(const FlashTaskTiles& t, const float* p_rows, const float* v_rows,
+                                std::size_t v_stride, std::size_t num_keys) noexcept {
+  constexpr std::size_t L = kFlashLanes;
+  const std::size_t BQ = t.bq, D = t.head_dim, nq = t.nq;
+  const std::size_t full_vectors = D / L;
+  for (std::size_t c0 = 0; c0 < full_vectors; c0 += kFlashMaxVectors) {
+    flash_with_vectors(std::min<std::size_t>(kFlashMaxVectors, full_vectors - c0), [&](auto cv) {
+      flash_pv_block<decltype(cv)::value>(p_rows, BQ, v_rows + c0 * L, v_stride, num_keys, nq,
+                                          t.acc + c0 * L, D);
+    });
+  }
+  if (full_vectors * L == D) return;
+  for (std::size_t r = 0; r < nq; ++r) {  // head_dim % L tail
+    float* acc_r = t.acc + r * D;
+    for (std::size_t jj = 0; jj < num_keys; ++jj) {
+      const float p = p_rows[jj * BQ + r];
+      const float* v_j = v_rows + jj * v_stride;
+      for (std::size_t d = full_vectors * L; d < D; ++d) acc_r[d] += p * v_j[d];
+    }
+  }
+}
+
+// acc += p v over the block of nk keys whose v rows start at v_block, over the runs of real keys:
+// a padded key's p is exactly 0, but skipping it keeps whatever its v holds (a NaN from a garbage
+// pad embedding, say) out of 0 * v, and makes padding free. Splitting the j loop into runs does
+// not change the order of the additions into any acc element. mask_block: the block's entries of
+// the attention mask, or null.
+inline void flash_accumulate_pv_block(const FlashTaskTiles& t, const float* v_block,
+                                      std::size_t v_stride, const std::uint8_t* mask_block,
+                                      std::size_t nk) noexcept {
+  auto run = [&](std::size_t jb, std::size_t je) {
+    flash_accumulate_pv(t, t.st + jb * t.bq, v_block + jb * v_stride, v_stride, je - jb);
+  };
+  if (!mask_block) {
+    run(0, nk);
+    return;
+  }
+  for (std::size_t jj = 0; jj < nk;) {
+    while (jj < nk && mask_block[jj] == 0) ++jj;
+    const std::size_t run_begin = jj;
+    while (jj < nk && mask_block[jj] != 0) ++jj;
+    if (jj > run_begin) run(run_begin, jj);
+  }
+}
+
+// out row r = acc row r / l (out_rows: the task's first output row, stride out_stride).
+inline void flash_write_rows(const FlashTaskTiles& t, float* out_rows,
+                             std::size_t out_stride) noexcept {
+  const std::size_t D = t.head_dim;
+  for (std::size_t r = 0; r < t.nq; ++r) {
+    float* out_r = out_rows + r * out_stride;
+    const float* acc_r = t.acc + r * D;
+    // l == 0 exactly when the row saw no key (a seen key contributes exp(0) = 1 at its row's
+    // max). A NaN l (NaN in q or k) must come out as NaN, not as a silent 0: hence != 0, not > 0.
+    if (t.row_sum[r] != 0.0f) {
+      const float inv_sum = 1.0f / t.row_sum[r];
+      for (std::size_t d = 0; d < D; ++d) out_r[d] = acc_r[d] * inv_sum;
+    } else {
+      std::fill(out_r, out_r + D, 0.0f);  // saw no key: 0 by contract
+    }
+  }
+}
+
 // One task: batch row b, query head h, queries [i0, i0 + nq). `slot` is flash_slot_layout floats.
 inline void flash_attention_task(const AttentionShape& shape, const AttentionOptions& options,
                                  const float* q, const float* k, const float* v,
                                  const std::uint8_t* attention_mask, float* out, std::size_t b,
                                  std::size_t h, std::size_t i0, std::size_t nq, float* slot) {
-  using simd::FloatBatch;
-  constexpr std::size_t L = kFlashLanes;
-  constexpr float kMasked = -std::numeric_limits<float>::infinity();
   const std::size_t S = shape.seq_len, D = shape.head_dim;
   const std::size_t q_row = shape.num_heads * D, kv_row = shape.num_kv_heads * D;
   const std::size_t kv_head = h / (shape.num_heads / shape.num_kv_heads);
-  const FlashTiles tiles = flash_tiles(D);
-  const std::size_t BQ = tiles.query_block;  // row stride of Qt and St
-  const FlashSlotLayout layout = flash_slot_layout(D);
-  float* qt = slot + layout.qt;
-  float* st = slot + layout.st;
-  float* acc = slot + layout.acc;  // [nq][D]
-  float* row_max = slot + layout.row_max;
-  float* row_sum = slot + layout.row_sum;
-  float* alpha = slot + layout.alpha;
-  const std::size_t nqv = (nq + L - 1) / L;  // query vectors in use
-  const std::size_t ncols = nqv * L;         // columns of St in use; [nq, ncols) are filler
+  const std::size_t key_block = flash_tiles(D).key_block;
+  const FlashTaskTiles tiles(slot, D, nq);
 
-  // Pack Qt[d][r] = scale * q[i0 + r][d]; filler columns are 0 (finite scores, masked below).
-  for (std::size_t r = 0; r < ncols; ++r) {
-    if (r < nq) {
-      const float* q_r = q + (b * S + i0 + r) * q_row + h * D;
-      for (std::size_t d = 0; d < D; ++d) qt[d * BQ + r] = options.scale * q_r[d];
-    } else {
-      for (std::size_t d = 0; d < D; ++d) qt[d * BQ + r] = 0.0f;
-    }
-  }
-  std::fill(row_max, row_max + ncols, kMasked);
-  std::fill(row_sum, row_sum + ncols, 0.0f);
-  std::fill(acc, acc + nq * D, 0.0f);
+  flash_pack_scaled_q(tiles, q + (b * S + i0) * q_row + h * D, q_row, options.scale);
 
   const float* k_head = k + b * S * kv_row + kv_head * D;
   const float* v_head = v + b * S * kv_row + kv_head * D;
@@ -322,119 +484,20 @@ inline void flash_attention_task(const AttentionShape& shape, const AttentionOpt
   const std::size_t last_i = i0 + nq - 1;
   const std::size_t keys_end = options.causal ? last_i + 1 : S;
   const std::size_t keys_begin = visible_key_span(options, S, i0).begin;
-  const std::size_t full_vectors = D / L;
 
-  for (std::size_t j0 = keys_begin; j0 < keys_end; j0 += tiles.key_block) {
-    const std::size_t nk = std::min(tiles.key_block, keys_end - j0);
+  for (std::size_t j0 = keys_begin; j0 < keys_end; j0 += key_block) {
+    const std::size_t nk = std::min(key_block, keys_end - j0);
     if (mask_row &&
         std::all_of(mask_row + j0, mask_row + j0 + nk, [](std::uint8_t m) { return m == 0; }))
       continue;  // all padding: contributes nothing to anyone
-
-    // s = (scale * q) k^T for the nk keys x ncols queries of this block.
-    for (std::size_t c0 = 0; c0 < nqv; c0 += kFlashMaxVectors) {
-      flash_with_vectors(std::min<std::size_t>(kFlashMaxVectors, nqv - c0), [&](auto g) {
-        flash_qk_block<decltype(g)::value>(qt + c0 * L, BQ, k_head + j0 * kv_row, kv_row, nk, D,
-                                           st + c0 * L, BQ);
-      });
-    }
-
-    // Mask: key j is visible to local query columns [lo, hi); everything else becomes -inf.
-    for (std::size_t jj = 0; jj < nk; ++jj) {
-      const std::size_t j = j0 + jj;
-      float* st_row = st + jj * BQ;
-      std::size_t lo = 0, hi = nq;
-      if (mask_row && mask_row[j] == 0) {
-        hi = 0;
-      } else {
-        if (options.causal && j > i0) lo = std::min(nq, j - i0);  // queries i >= j
-        if (options.sliding_window != 0) {                        // queries i < j + W
-          const std::size_t end = j + options.sliding_window;
-          hi = end > i0 ? std::min(nq, end - i0) : 0;
-        }
-        lo = std::min(lo, hi);
-      }
-      std::fill(st_row, st_row + lo, kMasked);
-      std::fill(st_row + hi, st_row + ncols, kMasked);
-    }
-
-    // Online softmax, L queries at a time: new running max, rescale factor, probabilities in place.
-    for (std::size_t c = 0; c < ncols; c += L) {
-      FloatBatch block_max(kMasked);
-      for (std::size_t jj = 0; jj < nk; ++jj)
-        block_max = xsimd::max(block_max, FloatBatch::load_aligned(st + jj * BQ + c));
-      const FloatBatch old_max = FloatBatch::load_aligned(row_max + c);
-      const FloatBatch new_max = xsimd::max(old_max, block_max);
-      // A query that has seen no key yet keeps max -inf; subtract 0 instead so that exp gets
-      // -inf - 0 = -inf (-> 0), not -inf - -inf = NaN.
-      const FloatBatch ref =
-          xsimd::select(new_max == FloatBatch(kMasked), FloatBatch(0.0f), new_max);
-      const FloatBatch a = detail::exp(old_max - ref);
-      FloatBatch sum(0.0f);
-      for (std::size_t jj = 0; jj < nk; ++jj) {
-        const FloatBatch p = detail::exp(FloatBatch::load_aligned(st + jj * BQ + c) - ref);
-        p.store_aligned(st + jj * BQ + c);
-        sum += p;
-      }
-      simd::fma(FloatBatch::load_aligned(row_sum + c), a, sum).store_aligned(row_sum + c);
-      new_max.store_aligned(row_max + c);
-      a.store_aligned(alpha + c);
-    }
-    for (std::size_t r = 0; r < nq; ++r) {
-      // alpha == 1 once a row's max has settled: most blocks of a long row skip this.
-      if (alpha[r] == 1.0f) continue;
-      float* acc_r = acc + r * D;
-      for (std::size_t d = 0; d < D; ++d) acc_r[d] *= alpha[r];
-    }
-
-    // acc += p v, over the runs of real keys: a padded key's p is exactly 0, but skipping it
-    // keeps whatever its v holds (a NaN from a garbage pad embedding, say) out of 0 * v, and
-    // makes padding free. Splitting the j loop into runs does not change the order of the
-    // additions into any acc element.
-    const float* v_block = v_head + j0 * kv_row;
-    auto accumulate_pv = [&](std::size_t jb, std::size_t je) {
-      const float* p_rows = st + jb * BQ;
-      const float* v_rows = v_block + jb * kv_row;
-      for (std::size_t c0 = 0; c0 < full_vectors; c0 += kFlashMaxVectors) {
-        flash_with_vectors(std::min<std::size_t>(kFlashMaxVectors, full_vectors - c0),
-                           [&](auto cv) {
-                             flash_pv_block<decltype(cv)::value>(
-                                 p_rows, BQ, v_rows + c0 * L, kv_row, je - jb, nq, acc + c0 * L, D);
-                           });
-      }
-      if (full_vectors * L == D) return;
-      for (std::size_t r = 0; r < nq; ++r) {  // head_dim % L tail
-        float* acc_r = acc + r * D;
-        for (std::size_t jj = 0; jj < je - jb; ++jj) {
-          const float p = p_rows[jj * BQ + r];
-          const float* v_j = v_rows + jj * kv_row;
-          for (std::size_t d = full_vectors * L; d < D; ++d) acc_r[d] += p * v_j[d];
-        }
-      }
-    };
-    if (!mask_row) {
-      accumulate_pv(0, nk);
-    } else {
-      for (std::size_t jj = 0; jj < nk;) {
-        while (jj < nk && mask_row[j0 + jj] == 0) ++jj;
-        const std::size_t run_begin = jj;
-        while (jj < nk && mask_row[j0 + jj] != 0) ++jj;
-        if (jj > run_begin) accumulate_pv(run_begin, jj);
-      }
-    }
+    flash_scores_block(tiles, k_head + j0 * kv_row, kv_row, nk);
+    flash_mask_block(tiles, options, mask_row, i0, j0, nk);
+    flash_online_softmax_block(tiles, nk);
+    flash_accumulate_pv_block(tiles, v_head + j0 * kv_row, kv_row,
+                              mask_row ? mask_row + j0 : nullptr, nk);
   }
 
-  for (std::size_t r = 0; r < nq; ++r) {
-    float* out_r = out + (b * S + i0 + r) * q_row + h * D;
-    const float* acc_r = acc + r * D;
-    // l == 0 exactly when the row saw no key (a seen key contributes exp(0) = 1 at its row's
-    // max). A NaN l (NaN in q or k) must come out as NaN, not as a silent 0: hence != 0, not > 0.
-    if (row_sum[r] != 0.0f) {
-      const float inv_sum = 1.0f / row_sum[r];
-      for (std::size_t d = 0; d < D; ++d) out_r[d] = acc_r[d] * inv_sum;
-    } else {
-      std::fill(out_r, out_r + D, 0.0f);  // saw no key: 0 by contract
-    }
-  }
+  flash_write_rows(tiles, out + (b * S + i0) * q_row + h * D, q_row);
 }
 
 }  // namespace detail
@@ -498,14 +561,6 @@ inline void flash_attention(const AttentionShape& shape, const AttentionOptions&
     } release{slots, slot};
     run_tasks(task_begin, task_end, slot);
   });
-}
-
-// The reference flash_attention is tested against: the explicit-scores kernel.
-inline void flash_attention_reference(const AttentionShape& shape, const AttentionOptions& options,
-                                      TensorView<const float> q, TensorView<const float> k,
-                                      TensorView<const float> v, const std::uint8_t* attention_mask,
-                                      TensorView<float> out, ThreadPool* pool = nullptr) {
-  sdpa(shape, options, q, k, v, attention_mask, out, pool);
 }
 
 }  // namespace sgt::kernels

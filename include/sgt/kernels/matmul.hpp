@@ -58,9 +58,11 @@
 
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/invariant.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
+#include "sgt/kernels/overlap.hpp"
 
 namespace sgt::kernels {
 
@@ -73,21 +75,15 @@ inline constexpr std::size_t kMatmulKBlock = 2048;     // K block: 4 X rows x 8 
 inline constexpr std::size_t kMatmulTokenBlock = 256;  // tokens per work chunk
 inline constexpr std::size_t kMatmulChunkBytes = std::size_t{512} << 10;  // W bytes per chunk
 
-inline bool ranges_overlap(const void* a, std::size_t a_bytes, const void* b,
-                           std::size_t b_bytes) noexcept {
-  const auto pa = reinterpret_cast<std::uintptr_t>(a);
-  const auto pb = reinterpret_cast<std::uintptr_t>(b);
-  return a_bytes != 0 && b_bytes != 0 && pa < pb + b_bytes && pb < pa + a_bytes;
-}
-
 // Checks the shapes of one Linear: x [T, K], w [N, K], bias [N] or empty, y [T, N], and that the
 // weight has data. Messages name the caller as `op` + `part` ("matmul", "swiglu_mlp down_proj").
-// It runs on every call of a hot kernel, so messages are only built on failure (no allocation).
-inline void check_linear_shapes(const std::string& op, const Shape& x_shape, std::size_t x_rank,
+// It runs on every call of a hot kernel, so messages are only built on failure: `op` is a C string
+// and nothing is allocated on the success path.
+inline void check_linear_shapes(const char* op, const Shape& x_shape, std::size_t x_rank,
                                 const AnyTensorView& w, const AnyTensorView& bias,
                                 const Shape& y_shape, std::size_t y_rank, const char* x_name = "x",
                                 const char* y_name = "y", const char* part = "") {
-  auto name = [&] { return op + part; };
+  auto name = [&] { return std::string(op) + part; };
   auto xs = [&] { return std::string(x_name) + " " + shape_to_string(x_shape, x_rank); };
   auto ys = [&] { return std::string(y_name) + " " + shape_to_string(y_shape, y_rank); };
   if (x_rank != 2)
@@ -111,14 +107,13 @@ inline void check_linear_shapes(const std::string& op, const Shape& x_shape, std
 }
 
 // check_linear_shapes, plus: x and y have data and do not overlap.
-inline void check_linear(const std::string& op, const TensorView<const float>& x,
-                         const AnyTensorView& w, const AnyTensorView& bias,
-                         const TensorView<float>& y) {
+inline void check_linear(const char* op, const TensorView<const float>& x, const AnyTensorView& w,
+                         const AnyTensorView& bias, const TensorView<float>& y) {
   check_linear_shapes(op, x.shape(), x.rank(), w, bias, y.shape(), y.rank());
-  if (x.data() == nullptr && x.size() != 0) throw Error(op + ": x has no data");
-  if (y.data() == nullptr && y.size() != 0) throw Error(op + ": y has no data");
+  if (x.data() == nullptr && x.size() != 0) throw Error(std::string(op) + ": x has no data");
+  if (y.data() == nullptr && y.size() != 0) throw Error(std::string(op) + ": y has no data");
   if (ranges_overlap(x.data(), x.size() * sizeof(float), y.data(), y.size() * sizeof(float)))
-    throw Error(op + ": y overlaps x; the output needs its own buffer");
+    throw Error(std::string(op) + ": y overlaps x; the output needs its own buffer");
 }
 
 inline float bias_at(const AnyTensorView& bias, std::size_t n) noexcept {
@@ -133,106 +128,16 @@ inline float bias_at(const AnyTensorView& bias, std::size_t n) noexcept {
   return 0.0f;
 }
 
-// The first `count` (< kFloatLanes) values at p, widened and zero-padded to one full register:
-// the K head and tail become one more FMA step of the same kind (0 * 0 adds nothing). AVX-512
-// has masked loads, which neither read nor fault past `count`; elsewhere a zeroed buffer.
-template <class T>
-inline simd::FloatBatch load_partial_as_float(const T* p, std::size_t count) noexcept {
-  alignas(64) float buf[simd::kFloatLanes] = {};
-  for (std::size_t i = 0; i < count; ++i) buf[i] = to_float(p[i]);
-  return simd::FloatBatch::load_aligned(buf);
-}
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-inline __mmask16 first_lanes(std::size_t count) noexcept {
-  return static_cast<__mmask16>((1u << count) - 1u);
-}
-template <>
-inline simd::FloatBatch load_partial_as_float(const float* p, std::size_t count) noexcept {
-  return simd::FloatBatch(_mm512_maskz_loadu_ps(first_lanes(count), p));
-}
-template <>
-inline simd::FloatBatch load_partial_as_float(const bfloat16* p, std::size_t count) noexcept {
-  const __m256i h = _mm256_maskz_loadu_epi16(first_lanes(count), p);
-  return simd::FloatBatch(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
-}
-template <>
-inline simd::FloatBatch load_partial_as_float(const float16* p, std::size_t count) noexcept {
-  return simd::FloatBatch(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first_lanes(count), p)));
-}
-#endif
-
-// Pins a value to a vector register. Without it GCC folds the load of an F32 weight vector into
-// each of the MR FMAs that use it (a memory operand per FMA): 28 loads per K step instead of 10,
-// which measured 2x slower.
-inline void keep_in_register(simd::FloatBatch& v) noexcept {
-#if defined(__GNUC__) && (defined(__AVX__) || defined(__SSE2__))
-  asm("" : "+v"(v.data));
-#else
-  (void)v;
-#endif
-}
-
-// Horizontal sums of `Count` accumulators: out[a] = sum of the lanes of acc[a]. On AVX-512 a
-// transposing tree reduces 16 registers with 15 (shuffle, shuffle, add) triples, ~3 instructions
-// per sum instead of ~10 for one hadd each. Every accumulator goes through the same tree (lanes
-// i and i + 2, then 64-bit, 128-bit and 256-bit halves) whatever its position or the group size,
-// so the sum of one output does not depend on the tile shape.
-#if defined(__AVX512F__)
-inline __m512 reduce_pairs_lanes(__m512 a, __m512 b) noexcept {
-  return _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-}
-inline __m512 reduce_pairs_64(__m512 a, __m512 b) noexcept {
-  const __m512d ad = _mm512_castps_pd(a), bd = _mm512_castps_pd(b);
-  return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(ad, bd)),
-                       _mm512_castpd_ps(_mm512_unpackhi_pd(ad, bd)));
-}
-inline __m512 reduce_pairs_128(__m512 a, __m512 b) noexcept {
-  return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-// 16 accumulators -> one register holding their 16 sums, in order.
-inline __m512 reduce16(const __m512* a) noexcept {
-  __m512 l1[8], l2[4], l3[2];
-  for (int i = 0; i < 8; ++i) l1[i] = reduce_pairs_lanes(a[2 * i], a[2 * i + 1]);
-  for (int i = 0; i < 4; ++i) l2[i] = reduce_pairs_64(l1[2 * i], l1[2 * i + 1]);
-  for (int i = 0; i < 2; ++i) l3[i] = reduce_pairs_128(l2[2 * i], l2[2 * i + 1]);
-  return reduce_pairs_128(l3[0], l3[1]);
-}
-#endif
-
-template <std::size_t Count>
-inline void reduce_accumulators(const simd::FloatBatch* acc, float* out) noexcept {
-#if defined(__AVX512F__)
-  static_assert(simd::kFloatLanes == 16, "AVX-512 build with a non-16-lane FloatBatch");
-  std::size_t a = 0;
-  for (; a + 16 <= Count; a += 16) {
-    __m512 group[16];
-    for (std::size_t i = 0; i < 16; ++i) group[i] = acc[a + i];
-    _mm512_storeu_ps(out + a, reduce16(group));
-  }
-  if (a < Count) {
-    // A partial group is padded with zero registers; their sums are dropped.
-    __m512 group[16];
-    for (std::size_t i = 0; i < 16; ++i)
-      group[i] = a + i < Count ? __m512(acc[a + i]) : _mm512_setzero_ps();
-    alignas(64) float sums[16];
-    _mm512_store_ps(sums, reduce16(group));
-    for (std::size_t i = 0; a + i < Count; ++i) out[a + i] = sums[i];
-  }
-#else
-  for (std::size_t a = 0; a < Count; ++a) out[a] = simd::reduce_add(acc[a]);
-#endif
-}
-
 // Adds one partial K step -- the first or last `count` (< kFloatLanes) values, zero-padded -- to
-// the accumulators.
+// the accumulators: the K head and tail become one more FMA step of the same kind (0 * 0 adds
+// nothing), loaded by simd::load_partial_as_float, which reads nothing past `count`.
 template <class WT, std::size_t MR, std::size_t NR>
 inline void partial_step(const float* x, std::size_t ldx, const WT* const* w, std::size_t k,
                          std::size_t count, simd::FloatBatch* acc) noexcept {
   simd::FloatBatch xv[MR];
-  for (std::size_t i = 0; i < MR; ++i) xv[i] = load_partial_as_float(x + i * ldx + k, count);
+  for (std::size_t i = 0; i < MR; ++i) xv[i] = simd::load_partial_as_float(x + i * ldx + k, count);
   for (std::size_t j = 0; j < NR; ++j) {
-    const simd::FloatBatch wv = load_partial_as_float(w[j] + k, count);
+    const simd::FloatBatch wv = simd::load_partial_as_float(w[j] + k, count);
     for (std::size_t i = 0; i < MR; ++i) acc[i * NR + j] = simd::fma(xv[i], wv, acc[i * NR + j]);
   }
 }
@@ -253,7 +158,7 @@ inline void dot_tile(const float* x, std::size_t ldx, const WT* const* w, std::s
   const WT* wr[NR];
   for (std::size_t j = 0; j < NR; ++j) wr[j] = w[j];
 
-  if (head > k_len) head = k_len;
+  sgt::detail::invariant(head <= k_len, "dot_tile: the peeled head is longer than the K block");
   if (head > 0) partial_step<WT, MR, NR>(x, ldx, wr, 0, head, acc);
   const std::size_t k_main = head + (k_len - head) / kLanes * kLanes;
   for (std::size_t k = head; k < k_main; k += kLanes) {
@@ -261,12 +166,12 @@ inline void dot_tile(const float* x, std::size_t ldx, const WT* const* w, std::s
     for (std::size_t i = 0; i < MR; ++i) xv[i] = FloatBatch::load_unaligned(x + i * ldx + k);
     for (std::size_t j = 0; j < NR; ++j) {
       FloatBatch wv = simd::load_as_float(wr[j] + k);
-      keep_in_register(wv);
+      simd::keep_in_register(wv);
       for (std::size_t i = 0; i < MR; ++i) acc[i * NR + j] = simd::fma(xv[i], wv, acc[i * NR + j]);
     }
   }
   if (k_main < k_len) partial_step<WT, MR, NR>(x, ldx, wr, k_main, k_len - k_main, acc);
-  reduce_accumulators<MR * NR>(acc, out);
+  simd::reduce_accumulators<MR * NR>(acc, out);
 }
 
 // dot_tile for a runtime tile shape (mr <= MR, nr <= NR): a table of every instantiation, so the

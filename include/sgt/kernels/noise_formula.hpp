@@ -33,9 +33,10 @@ inline void check_noise_shapes(TensorView<const float> x, TensorView<const float
                                TensorView<float> out) {
   if (mu.size() != x.size() || sigma.size() != x.size() || eps.size() != x.size() ||
       out.size() != x.size())
-    throw Error("noise formula: x " + x.shape_string() + ", mu " + mu.shape_string() + ", sigma " +
+    throw Error("apply_noise: x " + x.shape_string() + ", mu " + mu.shape_string() + ", sigma " +
                 sigma.shape_string() + ", eps " + eps.shape_string() + ", out " +
-                out.shape_string() + " must have the same size");
+                out.shape_string() + " must have the same size (expected " +
+                std::to_string(x.size()) + " elements each)");
 }
 inline float clamp_value(float v, const ValueRange& r) noexcept {
   // NaN stays NaN, like torch.clamp.
@@ -74,7 +75,8 @@ inline void apply_noise(TensorView<const float> x, TensorView<const float> mu,
   const std::size_t hidden = x.cols();
   const FloatBatch lo(range.min.value_or(-INFINITY));
   const FloatBatch hi(range.max.value_or(INFINITY));
-  // Elementwise and memory-bound: one token per task is plenty of work per chunk at real widths.
+  // Elementwise and memory-bound: 16 tokens per chunk (tens of thousands of elements at real
+  // widths) keep the pool's per-chunk cost negligible.
   parallel_for(pool, x.rows(), 16, [&](std::size_t t0, std::size_t t1) {
     for (std::size_t t = t0; t < t1; ++t) {
       const float* xr = x.row(t);
@@ -90,8 +92,8 @@ inline void apply_noise(TensorView<const float> x, TensorView<const float> mu,
           const FloatBatch noise =
               FloatBatch::load_unaligned(s + i) * FloatBatch::load_unaligned(e + i);
           FloatBatch y = xmu + noise;
-          if (range.min) y = xsimd::select(y < lo, lo, y);
-          if (range.max) y = xsimd::select(y > hi, hi, y);
+          if (range.min) y = simd::select(y < lo, lo, y);
+          if (range.max) y = simd::select(y > hi, hi, y);
           y.store_unaligned(o + i);
         }
         for (; i < hidden; ++i) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 #include "sgt/core/error.hpp"
 #include "sgt/core/tensor_view.hpp"
@@ -10,18 +11,28 @@
 
 namespace sgt::kernels {
 
+namespace detail {
+
+inline void check_add_in_place(const char* op, const TensorView<float>& acc,
+                               const TensorView<const float>& delta) {
+  if (acc.size() != delta.size())
+    throw Error(std::string(op) + ": delta " + delta.shape_string() +
+                " must have as many elements as acc " + acc.shape_string() + " (expected " +
+                std::to_string(acc.size()) + ", got " + std::to_string(delta.size()) + ")");
+}
+
+}  // namespace detail
+
 inline void add_in_place_reference(TensorView<float> acc, TensorView<const float> delta,
                                    ThreadPool* pool = nullptr) {
   (void)pool;
-  if (acc.size() != delta.size())
-    throw Error("residual add: " + acc.shape_string() + " vs " + delta.shape_string());
+  detail::check_add_in_place("add_in_place_reference", acc, delta);
   for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += delta[i];
 }
 
 inline void add_in_place(TensorView<float> acc, TensorView<const float> delta,
                          ThreadPool* pool = nullptr) {
-  if (acc.size() != delta.size())
-    throw Error("residual add: " + acc.shape_string() + " vs " + delta.shape_string());
+  detail::check_add_in_place("add_in_place", acc, delta);
   float* a = acc.data();
   const float* d = delta.data();
   parallel_for(pool, acc.size(), 1 << 14, [&](std::size_t b, std::size_t e) {

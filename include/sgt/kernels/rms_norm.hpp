@@ -26,7 +26,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <type_traits>
 
@@ -35,6 +34,7 @@
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
+#include "sgt/kernels/overlap.hpp"
 
 namespace sgt::kernels {
 
@@ -47,25 +47,24 @@ namespace detail {
 
 inline void check_rms_norm_args(const TensorView<const float>& x, const AnyTensorView& weight,
                                 float eps, const TensorView<float>& out) {
-  if (x.rank() == 0) throw Error("rms_norm input must have rank >= 1");
+  if (x.rank() == 0) throw Error("rms_norm: x must have rank >= 1 ([..., hidden]), got a scalar");
   if (weight.rank() != 1 || weight.dim(0) != x.cols())
-    throw Error("rms_norm weight " + weight.shape_string() + " does not match the last axis of " +
-                x.shape_string() + " (expected [" + std::to_string(x.cols()) + "])");
+    throw Error("rms_norm: weight " + weight.shape_string() +
+                " does not match the last axis of x " + x.shape_string() + " (expected [" +
+                std::to_string(x.cols()) + "])");
   if (out.rank() == 0 || out.rows() != x.rows() || out.cols() != x.cols())
-    throw Error("rms_norm output " + out.shape_string() + " does not match input " +
-                x.shape_string());
+    throw Error("rms_norm: out " + out.shape_string() + " does not match x " + x.shape_string() +
+                " (expected " + std::to_string(x.rows()) + " rows of " + std::to_string(x.cols()) +
+                ")");
   if (!(eps >= 0.0f) || !std::isfinite(eps))
-    throw Error("rms_norm eps must be finite and >= 0, got " + std::to_string(eps));
+    throw Error("rms_norm: eps must be finite and >= 0, got " + std::to_string(eps));
   if (x.empty()) return;
   if (x.data() == nullptr || out.data() == nullptr || weight.data() == nullptr)
-    throw Error("rms_norm got a null data pointer");
+    throw Error("rms_norm: x, weight and out must have data, got a null pointer");
   // In place (out == x) is fine; any other overlap would read values already overwritten.
-  const auto* xb = reinterpret_cast<const unsigned char*>(x.data());
-  const auto* ob = reinterpret_cast<const unsigned char*>(out.data());
   const std::size_t bytes = x.size() * sizeof(float);
-  const std::less<const unsigned char*> before;
-  if (xb != ob && before(xb, ob + bytes) && before(ob, xb + bytes))
-    throw Error("rms_norm output partially overlaps its input (only out == x is supported)");
+  if (out.data() != x.data() && ranges_overlap(x.data(), bytes, out.data(), bytes))
+    throw Error("rms_norm: out partially overlaps x (expected out == x or separate buffers)");
 }
 
 // Grain in rows: ~32 K elements per chunk. Depends on the shape only, never on the pool.

@@ -88,15 +88,15 @@ inline float f32_sub(float a, float b) noexcept {
 }
 
 inline std::size_t rope_rotary_dim(const RopeParameters& p) {
-  if (p.head_dim == 0) throw Error("rope head_dim must be > 0");
+  if (p.head_dim == 0) throw Error("rope: head_dim must be > 0");
   if (!(p.partial_rotary_factor > 0.0 && p.partial_rotary_factor <= 1.0))
-    throw Error("rope partial_rotary_factor must be in (0, 1], got " +
+    throw Error("rope: partial_rotary_factor must be in (0, 1], got " +
                 std::to_string(p.partial_rotary_factor));
   // Python's int(head_dim * partial_rotary_factor): the product in double, truncated.
   const auto rotary_dim =
       static_cast<std::size_t>(static_cast<double>(p.head_dim) * p.partial_rotary_factor);
   if (rotary_dim == 0 || rotary_dim % 2 != 0)
-    throw Error("rope rotary dimension int(head_dim * partial_rotary_factor) = " +
+    throw Error("rope: rotary dimension int(head_dim * partial_rotary_factor) = " +
                 std::to_string(rotary_dim) + " must be even and > 0 (head_dim " +
                 std::to_string(p.head_dim) + ", partial_rotary_factor " +
                 std::to_string(p.partial_rotary_factor) + ")");
@@ -105,20 +105,20 @@ inline std::size_t rope_rotary_dim(const RopeParameters& p) {
 
 inline void check_rope_parameters(const RopeParameters& p) {
   if (!(p.theta > 0.0) || !std::isfinite(p.theta))
-    throw Error("rope theta must be finite and > 0, got " + std::to_string(p.theta));
+    throw Error("rope: theta must be finite and > 0, got " + std::to_string(p.theta));
   if (p.type == RopeType::Default) return;
   if (!(p.factor > 0.0) || !std::isfinite(p.factor))
-    throw Error("rope scaling factor must be finite and > 0, got " + std::to_string(p.factor));
+    throw Error("rope: scaling factor must be finite and > 0, got " + std::to_string(p.factor));
   if (p.type != RopeType::Llama3) return;
   if (!(p.low_freq_factor > 0.0) || !std::isfinite(p.low_freq_factor))
-    throw Error("llama3 rope low_freq_factor must be finite and > 0, got " +
+    throw Error("rope: llama3 low_freq_factor must be finite and > 0, got " +
                 std::to_string(p.low_freq_factor));
   if (!(p.high_freq_factor > p.low_freq_factor) || !std::isfinite(p.high_freq_factor))
-    throw Error("llama3 rope high_freq_factor (" + std::to_string(p.high_freq_factor) +
+    throw Error("rope: llama3 high_freq_factor (" + std::to_string(p.high_freq_factor) +
                 ") must be finite and greater than low_freq_factor (" +
                 std::to_string(p.low_freq_factor) + ")");
   if (p.original_max_position_embeddings == 0)
-    throw Error("llama3 rope original_max_position_embeddings must be > 0");
+    throw Error("rope: llama3 original_max_position_embeddings must be > 0");
 }
 
 // HF's inverse frequencies, f32 operation by f32 operation (see the file comment).
@@ -172,7 +172,8 @@ class RopeTable {
       : params_(p), rotary_dim_(detail::rope_rotary_dim(p)), num_positions_(num_positions) {
     detail::check_rope_parameters(p);
     if (num_positions > std::numeric_limits<std::size_t>::max() / 2 / rotary_dim_ / sizeof(float))
-      throw Error("rope table of " + std::to_string(num_positions) + " positions is too large");
+      throw Error("rope: a table of " + std::to_string(num_positions) +
+                  " positions overflows size_t");
     inv_freq_ = detail::rope_inv_freq(p, rotary_dim_);
     const std::size_t half = rotary_dim_ / 2;
     cos_.resize(num_positions * rotary_dim_);
@@ -217,21 +218,23 @@ namespace detail {
 inline void check_apply_rope_args(const TensorView<float>& x, std::size_t num_heads,
                                   std::size_t head_dim, const RopeTable& table) {
   if (x.rank() != 3)
-    throw Error("apply_rope input must have rank 3 [batch, seq, heads * head_dim], got " +
+    throw Error("apply_rope: x must have rank 3 [batch, seq, heads * head_dim], got " +
                 x.shape_string());
-  if (num_heads == 0 || head_dim == 0) throw Error("apply_rope needs num_heads and head_dim > 0");
+  if (num_heads == 0 || head_dim == 0)
+    throw Error("apply_rope: num_heads and head_dim must be > 0");
   if (x.dim(2) != num_heads * head_dim)
-    throw Error("apply_rope input " + x.shape_string() + " does not hold " +
-                std::to_string(num_heads) + " heads of " + std::to_string(head_dim));
+    throw Error("apply_rope: x " + x.shape_string() + " does not hold " +
+                std::to_string(num_heads) + " heads of " + std::to_string(head_dim) +
+                " (expected a last dimension of " + std::to_string(num_heads * head_dim) + ")");
   if (table.parameters().head_dim != head_dim)
-    throw Error("apply_rope head_dim " + std::to_string(head_dim) +
+    throw Error("apply_rope: head_dim " + std::to_string(head_dim) +
                 " differs from the rope table's head_dim " +
                 std::to_string(table.parameters().head_dim));
   if (x.dim(1) > table.num_positions())
-    throw Error("apply_rope sequence length " + std::to_string(x.dim(1)) +
+    throw Error("apply_rope: sequence length " + std::to_string(x.dim(1)) +
                 " exceeds the rope table's " + std::to_string(table.num_positions()) +
                 " positions");
-  if (!x.empty() && x.data() == nullptr) throw Error("apply_rope got a null data pointer");
+  if (!x.empty() && x.data() == nullptr) throw Error("apply_rope: x has no data");
 }
 
 // Rotates the first 2 * half values of one head in place. cos/sin: the first half of a table row

@@ -32,6 +32,7 @@
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 #include "sgt/kernels/matmul.hpp"
+#include "sgt/kernels/overlap.hpp"
 
 namespace sgt::kernels {
 
@@ -59,15 +60,15 @@ inline float silu(float g) noexcept {
 
 // Checks every shape of the MLP against x and out, the data pointers and the scratch; returns
 // the intermediate size I.
-inline std::size_t check_swiglu(const std::string& op, const TensorView<const float>& x,
+inline std::size_t check_swiglu(const char* op, const TensorView<const float>& x,
                                 const SwiGluWeights& w, const TensorView<float>& out,
                                 const float* scratch) {
-  if (x.rank() != 2) throw Error(op + ": x must be [T, H], got " + x.shape_string());
+  if (x.rank() != 2) throw Error(std::string(op) + ": x must be [T, H], got " + x.shape_string());
   if (w.gate.rank() != 2)
-    throw Error(op + ": gate_proj must be [I, H], got " + w.gate.shape_string());
+    throw Error(std::string(op) + ": gate_proj must be [I, H], got " + w.gate.shape_string());
   if (w.up.rank() != 2 || w.up.dim(0) != w.gate.dim(0) || w.up.dim(1) != w.gate.dim(1))
-    throw Error(op + ": up_proj " + w.up.shape_string() + " does not match gate_proj " +
-                w.gate.shape_string());
+    throw Error(std::string(op) + ": up_proj " + w.up.shape_string() +
+                " does not match gate_proj " + w.gate.shape_string());
   const std::size_t t_len = x.dim(0), i_len = w.gate.dim(0);
   // gate and up map x [T, H] to h [T, I]; down maps h to out [T, H].
   const Shape h_shape{t_len, i_len, 0, 0};
@@ -76,15 +77,15 @@ inline std::size_t check_swiglu(const std::string& op, const TensorView<const fl
   check_linear_shapes(op, h_shape, 2, w.down, w.down_bias, out.shape(), out.rank(), "h", "out",
                       " down_proj");
   if (out.dim(1) != x.dim(1))
-    throw Error(op + ": out " + out.shape_string() + " must have the shape of x " +
+    throw Error(std::string(op) + ": out " + out.shape_string() + " must have the shape of x " +
                 x.shape_string());
-  if (x.data() == nullptr && x.size() != 0) throw Error(op + ": x has no data");
-  if (out.data() == nullptr && out.size() != 0) throw Error(op + ": out has no data");
+  if (x.data() == nullptr && x.size() != 0) throw Error(std::string(op) + ": x has no data");
+  if (out.data() == nullptr && out.size() != 0) throw Error(std::string(op) + ": out has no data");
   const std::size_t h_floats = swiglu_scratch_floats(t_len, i_len);
-  if (scratch == nullptr && h_floats != 0) throw Error(op + ": scratch is null");
+  if (scratch == nullptr && h_floats != 0) throw Error(std::string(op) + ": scratch is null");
   if (ranges_overlap(scratch, h_floats * sizeof(float), x.data(), x.size() * sizeof(float)) ||
       ranges_overlap(scratch, h_floats * sizeof(float), out.data(), out.size() * sizeof(float)))
-    throw Error(op + ": scratch overlaps x or out");
+    throw Error(std::string(op) + ": scratch overlaps x or out");
   return i_len;
 }
 
@@ -110,79 +111,67 @@ inline void swiglu_gate_up(TensorView<const float> x, const GT* gate, const UT* 
   const std::size_t up_peel = weight_peel(up, k_len, sizeof(UT));
   const bool fused = std::is_same_v<GT, UT> && gate_peel == up_peel;
   const ChunkGrid grid(t_len, i_len, chunk_rows(k_len * (sizeof(GT) + sizeof(UT)), NH));
-  grid.run(pool, [&](std::size_t t_begin, std::size_t t_end, std::size_t n_begin,
-                     std::size_t n_end) {
-    XTile<MR> x_tile;
-    float g_sum[MR][kMaxChunk], u_sum[MR][kMaxChunk];
-    // Adds the sums of one K block, tile by tile, into g_sum / u_sum (or sets them on the first
-    // block) -- the same float additions matmul makes into y.
-    auto accumulate = [&](float(*sums)[kMaxChunk], std::size_t mr, std::size_t n, std::size_t nh,
-                          const float* out, std::size_t out_stride, std::size_t out_offset,
-                          bool first) {
-      for (std::size_t i = 0; i < mr; ++i)
-        for (std::size_t j = 0; j < nh; ++j) {
-          const float v = out[i * out_stride + out_offset + j];
-          float& s = sums[i][n - n_begin + j];
-          s = first ? v : s + v;
-        }
-    };
-    // One projection on its own (unfused path): rows of w, sums into `sums`.
-    auto sweep_one = [&](auto* w, std::size_t peel, float(*sums)[kMaxChunk], std::size_t t,
-                         std::size_t mr) {
-      using WT = std::remove_const_t<std::remove_pointer_t<decltype(w)>>;
-      float out[MR * NH];
-      const WT* rows[NH];
-      for_each_k_block(
-          k_len, peel, [&](std::size_t k0, std::size_t kc, std::size_t head, bool first, bool) {
-            const float* xp = x_tile.pack(x.row(t) + k0, k_len, mr, kc, head);
-            for (std::size_t n = n_begin; n < n_end; n += NH) {
-              const std::size_t nh = n_end - n < NH ? n_end - n : NH;
-              for (std::size_t j = 0; j < nh; ++j) rows[j] = w + (n + j) * k_len + k0;
-              dot_tile_for<WT, MR, NH>(mr, nh)(xp, XTile<MR>::kStride, rows, kc, head, out);
-              accumulate(sums, mr, n, nh, out, nh, 0, first);
+  grid.run(
+      pool, [&](std::size_t t_begin, std::size_t t_end, std::size_t n_begin, std::size_t n_end) {
+        XTile<MR> x_tile;
+        float g_sum[MR][kMaxChunk], u_sum[MR][kMaxChunk];
+        // Adds the sums of one K block, tile by tile, into g_sum / u_sum (or sets them on the first
+        // block) -- the same float additions matmul makes into y.
+        auto accumulate = [&](float(*sums)[kMaxChunk], std::size_t mr, std::size_t n,
+                              std::size_t nh, const float* out, std::size_t out_stride,
+                              std::size_t out_offset, bool first) {
+          for (std::size_t i = 0; i < mr; ++i)
+            for (std::size_t j = 0; j < nh; ++j) {
+              const float v = out[i * out_stride + out_offset + j];
+              float& s = sums[i][n - n_begin + j];
+              s = first ? v : s + v;
             }
-          });
-    };
-    for (std::size_t t = t_begin; t < t_end; t += MR) {
-      const std::size_t mr = t_end - t < MR ? t_end - t : MR;
-      if constexpr (std::is_same_v<GT, UT>) {
-        if (fused) {
+        };
+        // Sweeps the chunk's rows of w (and, fused, the same rows of w2) over all K blocks for the
+        // token tile at t, sums into `sums` (and `sums2`). A tile holds nh rows of w followed,
+        // fused, by the same nh rows of w2, so out[i * width + j] is w's result at (t + i, n + j)
+        // and out[i * width + nh + j] is w2's.
+        auto sweep = [&](auto* w, decltype(w) w2, std::size_t peel, float(*sums)[kMaxChunk],
+                         float(*sums2)[kMaxChunk], std::size_t t, std::size_t mr) {
+          using WT = std::remove_const_t<std::remove_pointer_t<decltype(w)>>;
           float out[MR * NR];
-          const GT* rows[NR];
-          for_each_k_block(k_len, gate_peel,
-                           [&](std::size_t k0, std::size_t kc, std::size_t head, bool first, bool) {
-                             const float* xp = x_tile.pack(x.row(t) + k0, k_len, mr, kc, head);
-                             for (std::size_t n = n_begin; n < n_end; n += NH) {
-                               const std::size_t nh = n_end - n < NH ? n_end - n : NH;
-                               for (std::size_t j = 0; j < nh; ++j) {
-                                 rows[j] = gate + (n + j) * k_len + k0;
-                                 rows[nh + j] = up + (n + j) * k_len + k0;
-                               }
-                               // out[i * 2nh + j] = g(t + i, n + j), out[i * 2nh + nh + j] = u(t +
-                               // i, n + j)
-                               dot_tile_for<GT, MR, NR>(mr, 2 * nh)(xp, XTile<MR>::kStride, rows,
-                                                                    kc, head, out);
-                               accumulate(g_sum, mr, n, nh, out, 2 * nh, 0, first);
-                               accumulate(u_sum, mr, n, nh, out, 2 * nh, nh, first);
-                             }
-                           });
+          const WT* rows[NR];
+          for_each_k_block(
+              k_len, peel, [&](std::size_t k0, std::size_t kc, std::size_t head, bool first, bool) {
+                const float* xp = x_tile.pack(x.row(t) + k0, k_len, mr, kc, head);
+                for (std::size_t n = n_begin; n < n_end; n += NH) {
+                  const std::size_t nh = n_end - n < NH ? n_end - n : NH;
+                  const std::size_t width = w2 != nullptr ? 2 * nh : nh;
+                  for (std::size_t j = 0; j < nh; ++j) {
+                    rows[j] = w + (n + j) * k_len + k0;
+                    if (w2 != nullptr) rows[nh + j] = w2 + (n + j) * k_len + k0;
+                  }
+                  dot_tile_for<WT, MR, NR>(mr, width)(xp, XTile<MR>::kStride, rows, kc, head, out);
+                  accumulate(sums, mr, n, nh, out, width, 0, first);
+                  if (w2 != nullptr) accumulate(sums2, mr, n, nh, out, width, nh, first);
+                }
+              });
+        };
+        for (std::size_t t = t_begin; t < t_end; t += MR) {
+          const std::size_t mr = t_end - t < MR ? t_end - t : MR;
+          if constexpr (std::is_same_v<GT, UT>) {
+            if (fused) sweep(gate, up, gate_peel, g_sum, u_sum, t, mr);
+          }
+          if (!fused) {
+            sweep(gate, nullptr, gate_peel, g_sum, nullptr, t, mr);
+            sweep(up, nullptr, up_peel, u_sum, nullptr, t, mr);
+          }
+          for (std::size_t i = 0; i < mr; ++i) {
+            float* h_row = h + (t + i) * i_len;
+            for (std::size_t n = n_begin; n < n_end; ++n) {
+              float g = g_sum[i][n - n_begin], u = u_sum[i][n - n_begin];
+              if (gate_bias.data() != nullptr) g += bias_at(gate_bias, n);
+              if (up_bias.data() != nullptr) u += bias_at(up_bias, n);
+              h_row[n] = silu(g) * u;
+            }
+          }
         }
-      }
-      if (!fused) {
-        sweep_one(gate, gate_peel, g_sum, t, mr);
-        sweep_one(up, up_peel, u_sum, t, mr);
-      }
-      for (std::size_t i = 0; i < mr; ++i) {
-        float* h_row = h + (t + i) * i_len;
-        for (std::size_t n = n_begin; n < n_end; ++n) {
-          float g = g_sum[i][n - n_begin], u = u_sum[i][n - n_begin];
-          if (gate_bias.data() != nullptr) g += bias_at(gate_bias, n);
-          if (up_bias.data() != nullptr) u += bias_at(up_bias, n);
-          h_row[n] = silu(g) * u;
-        }
-      }
-    }
-  });
+      });
 }
 
 }  // namespace detail
