@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sgt/core/checked_math.hpp"
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/tensor_view.hpp"
@@ -154,13 +155,13 @@ class SafetensorsWriter {
         empty = true;
         continue;
       }
-      if (d > UINT64_MAX / nonzero)
+      if (!checked_mul(nonzero, d, nonzero))
         throw Error("element count of the shape overflows 64 bits").at_tensor(name);
-      nonzero *= d;
     }
-    if (nonzero > SIZE_MAX / dtype_size(dtype))
+    std::size_t bytes = 0;
+    if (!checked_mul<std::size_t>(nonzero, dtype_size(dtype), bytes))
       throw Error("byte count of the shape overflows").at_tensor(name);
-    return empty ? 0 : static_cast<std::size_t>(nonzero * dtype_size(dtype));
+    return empty ? 0 : bytes;
   }
 
   std::vector<Pending> pending_;

@@ -37,6 +37,7 @@
 #include <limits>
 #include <string>
 
+#include "sgt/core/checked_math.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
@@ -96,11 +97,9 @@ inline KeySpan visible_key_span(const AttentionOptions& options, std::size_t seq
 
 inline std::size_t checked_product(std::initializer_list<std::size_t> factors, const char* what) {
   std::size_t n = 1;
-  for (std::size_t f : factors) {
-    if (f != 0 && n > std::numeric_limits<std::size_t>::max() / f)
+  for (std::size_t f : factors)
+    if (!checked_mul(n, f, n))
       throw Error(std::string(what) + ": attention shape overflows size_t");
-    n *= f;
-  }
   return n;
 }
 

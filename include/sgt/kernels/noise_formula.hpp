@@ -1,4 +1,4 @@
-// The affine SGT formula (spec section 1):
+// The affine SGT formula (docs/format.md section 1):
 //   y   = x + mu + sigma * eps
 //   out = select(protect, y, x)          protect = noise_mask & attention_mask, per token
 //   out = clamp(out, lo, hi)             either bound optional

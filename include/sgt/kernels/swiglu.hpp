@@ -27,6 +27,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "sgt/core/checked_math.hpp"
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/tensor_view.hpp"
@@ -46,10 +47,11 @@ struct SwiGluWeights {
 // Floats of scratch that swiglu_mlp needs for `tokens` tokens and an intermediate size of
 // `intermediate`: the activation h [T, I].
 inline std::size_t swiglu_scratch_floats(std::size_t tokens, std::size_t intermediate) {
-  if (intermediate != 0 && tokens > static_cast<std::size_t>(-1) / sizeof(float) / intermediate)
+  std::size_t floats = 0, bytes = 0;
+  if (!checked_mul(tokens, intermediate, floats) || !checked_mul(floats, sizeof(float), bytes))
     throw Error("swiglu_scratch_floats: " + std::to_string(tokens) + " x " +
                 std::to_string(intermediate) + " floats overflow");
-  return tokens * intermediate;
+  return floats;
 }
 
 namespace detail {
