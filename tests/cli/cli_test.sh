@@ -111,6 +111,10 @@ printf '{"input_ids": [1, 2, 3], "noise_mask": [1, 1, 1], "attention_mask": [1, 
 expect_error attention-length 'attention_mask' transform "$model" --input attn.json --output out.safetensors
 printf '{"input_ids": [1, 2, 3], "noise_mask": [1, 1, 1], "extra": 1}' >extra.json
 expect_error unknown-key 'extra' transform "$model" --input extra.json --output out.safetensors
+printf '{"input_ids": [[1]], "input_ids": [[2]], "noise_mask": [[1]]}' >repeated.json
+expect_error repeated-key "repeated.json.*input_ids.*appears twice" transform "$model" --input repeated.json --output out.safetensors
+printf '{"input_ids": [1, 18446744073709551615], "noise_mask": [1, 1]}' >hugeid.json
+expect_error huge-id "position 1.*18446744073709551615 is too large" transform "$model" --input hugeid.json --output out.safetensors
 printf '{"input_ids": [], "noise_mask": []}' >empty.json
 expect_error empty 'empty' transform "$model" --input empty.json --output out.safetensors
 
