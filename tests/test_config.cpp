@@ -1,4 +1,5 @@
-// config.json parsing and validation (sgt/io/config.hpp), and the tensor-presence/shape check.
+// config.json parsing and validation (sgt/model/config_json.hpp), the family table
+// (sgt/model/families.hpp), and the tensor-presence/shape check (sgt/model/weights.hpp).
 //
 // Expected architectures come from transformers itself: tests/data/config/hf_defaults.json is
 // written by tools/fixtures/config_fixtures.py (defaults of LlamaConfig() & co., parameter lists
