@@ -1,6 +1,6 @@
-// safetensors: the reader's rules (docs/format.md section 5) on a corpus of malformed files, values read
-// bit-exactly against PyTorch fixtures, sharded models (TensorStore), the writer (round trip in C++
-// and through Python's safetensors), and f32 -> bf16 / f16 rounding against torch's vectors.
+// safetensors: the reader's rules (docs/format.md section 5) on a corpus of malformed files, values
+// read bit-exactly against PyTorch fixtures, sharded models (TensorStore), the writer (round trip
+// in C++ and through Python's safetensors), and f32 -> bf16 / f16 rounding against torch's vectors.
 //
 // Fixtures: tools/fixtures/safetensors_fixtures.py writes tests/data/safetensors/.
 #include <doctest/doctest.h>
