@@ -22,18 +22,23 @@ inline constexpr std::size_t kMaxRank = 4;
 
 using Shape = std::array<std::size_t, kMaxRank>;
 
-// "[2, 3, 4]": the one spelling of a shape in messages, for any sequence of sizes.
-template <class Dims>
-std::string shape_to_string(const Dims& dims) {
+// "[2, 3, 4]": the one spelling of a shape in messages, for the sizes in [begin, end).
+template <class It>
+std::string shape_to_string(It begin, It end) {
   std::string s = "[";
-  for (const auto& d : dims) s += (s.size() > 1 ? ", " : "") + std::to_string(d);
+  for (It it = begin; it != end; ++it) s += (it == begin ? "" : ", ") + std::to_string(*it);
   return s + "]";
 }
 
+// Any sequence of sizes (a std::vector<std::uint64_t> from a file, say).
+template <class Dims>
+std::string shape_to_string(const Dims& dims) {
+  return shape_to_string(dims.begin(), dims.end());
+}
+
+// The first `rank` sizes of a view's shape.
 inline std::string shape_to_string(const Shape& shape, std::size_t rank) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
+  return shape_to_string(shape.begin(), shape.begin() + static_cast<std::ptrdiff_t>(rank));
 }
 
 template <class T>
