@@ -3,7 +3,8 @@
 # Idempotent: when everything is installed it changes nothing and runs no apt-get.
 set -euo pipefail
 
-packages=(cmake g++ make libeigen3-dev libxsimd-dev nlohmann-json3-dev doctest-dev libbenchmark-dev)
+packages=(cmake g++ make libeigen3-dev libxsimd-dev nlohmann-json3-dev doctest-dev libbenchmark-dev
+          libonig-dev libutf8proc-dev)
 
 missing=()
 for p in "${packages[@]}"; do
