@@ -47,23 +47,23 @@ float fma_chains(long steps, float seed) {
   FloatBatch a12(seed + 12), a13(seed + 13), a14(seed + 14), a15(seed + 15);
 #endif
   for (long s = 0; s < steps; ++s) {
-    a0 = sgt::simd::fma(a0, m, c);
-    a1 = sgt::simd::fma(a1, m, c);
-    a2 = sgt::simd::fma(a2, m, c);
-    a3 = sgt::simd::fma(a3, m, c);
-    a4 = sgt::simd::fma(a4, m, c);
-    a5 = sgt::simd::fma(a5, m, c);
-    a6 = sgt::simd::fma(a6, m, c);
-    a7 = sgt::simd::fma(a7, m, c);
-    a8 = sgt::simd::fma(a8, m, c);
-    a9 = sgt::simd::fma(a9, m, c);
-    a10 = sgt::simd::fma(a10, m, c);
-    a11 = sgt::simd::fma(a11, m, c);
+    a0 = sgt::simd::multiply_add(a0, m, c);
+    a1 = sgt::simd::multiply_add(a1, m, c);
+    a2 = sgt::simd::multiply_add(a2, m, c);
+    a3 = sgt::simd::multiply_add(a3, m, c);
+    a4 = sgt::simd::multiply_add(a4, m, c);
+    a5 = sgt::simd::multiply_add(a5, m, c);
+    a6 = sgt::simd::multiply_add(a6, m, c);
+    a7 = sgt::simd::multiply_add(a7, m, c);
+    a8 = sgt::simd::multiply_add(a8, m, c);
+    a9 = sgt::simd::multiply_add(a9, m, c);
+    a10 = sgt::simd::multiply_add(a10, m, c);
+    a11 = sgt::simd::multiply_add(a11, m, c);
 #if defined(__AVX512F__)
-    a12 = sgt::simd::fma(a12, m, c);
-    a13 = sgt::simd::fma(a13, m, c);
-    a14 = sgt::simd::fma(a14, m, c);
-    a15 = sgt::simd::fma(a15, m, c);
+    a12 = sgt::simd::multiply_add(a12, m, c);
+    a13 = sgt::simd::multiply_add(a13, m, c);
+    a14 = sgt::simd::multiply_add(a14, m, c);
+    a15 = sgt::simd::multiply_add(a15, m, c);
 #endif
   }
   FloatBatch sum = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + ((a8 + a9) + (a10 + a11));

@@ -169,6 +169,31 @@ TEST_CASE("SIMD shim: reduce_add, fma and widening loads") {
   for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == sgt::to_float(ah[i]));
 }
 
+TEST_CASE(
+    "SIMD shim: fma rounds once on every build; multiply_add is fused only with hardware FMA") {
+  // x * y = (1 + 2^-23)(1 - 2^-23) = 1 - 2^-46 exactly, which rounds to 1 in f32. Adding -1 leaves
+  // -2^-46 when the product is not rounded first (fused) and 0 when it is. So a two-rounding fma
+  // (xsimd 8.1 on SSE2) gives 0 here and a fused one -2^-46, in every lane.
+  constexpr std::size_t n = sgt::simd::kFloatLanes;
+  const float x = 1.0f + std::ldexp(1.0f, -23);
+  const float y = 1.0f - std::ldexp(1.0f, -23);
+  const float z = -1.0f;
+  const float fused = std::fma(x, y, z);
+  volatile float rounded_product = x * y;  // volatile: the compiler may not contract it into z
+  const float two_roundings = rounded_product + z;
+  REQUIRE(fused == -std::ldexp(1.0f, -46));
+  REQUIRE(two_roundings == 0.0f);  // the answers differ, so the checks below can fail
+  using sgt::simd::FloatBatch;
+  alignas(64) float out[n];
+  sgt::simd::fma(FloatBatch(x), FloatBatch(y), FloatBatch(z)).store_aligned(out);
+  for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == fused);
+  sgt::simd::multiply_add(FloatBatch(x), FloatBatch(y), FloatBatch(z)).store_aligned(out);
+  const float expected_multiply_add = sgt::simd::kHasHardwareFma ? fused : two_roundings;
+  for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == expected_multiply_add);
+  MESSAGE("instruction set " << std::string(sgt::simd::arch_name()) << ", hardware FMA "
+                             << sgt::simd::kHasHardwareFma);
+}
+
 namespace {
 
 // Every count from 0 to a full register, against the scalar widening; the values past `count`

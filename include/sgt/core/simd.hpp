@@ -3,7 +3,8 @@
 // What it offers, for the build's best instruction set (xsimd's default_arch: AVX-512, AVX2/FMA,
 // SSE2, NEON, or xsimd's scalar fallback):
 //  - the batch types (FloatBatch, Batch<T>) and their lane count kFloatLanes;
-//  - elementwise fma (single rounding), max, select, exp;
+//  - elementwise fma (single rounding on every build), multiply_add (fused where the hardware
+//    can), max, select, exp;
 //  - loads that widen any stored dtype (f32, bf16, f16) to f32: a full register (load_as_float)
 //    or its first `count` lanes, zero-padded (load_partial_as_float);
 //  - horizontal sums: of one register (reduce_add), or of several accumulators at once
@@ -24,6 +25,7 @@
 // the compiler was allowed to use.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -64,10 +66,23 @@ inline T reduce_add(const xsimd::batch<T, A>& b) noexcept {
 }
 #endif
 
-// x * y + z with a single rounding wherever the hardware has FMA.
+// Whether the target has a fused multiply-add instruction: x86 FMA3 (x86-64-v3 and up), AArch64
+// (always), 32-bit ARM with VFPv4. Without it (x86-64 baseline SSE2, xsimd's scalar fallback)
+// xsimd 8.1's fma is `x * y + z`, two roundings.
+#if defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)
+inline constexpr bool kHasHardwareFma = true;
+#else
+inline constexpr bool kHasHardwareFma = false;
+#endif
+
+// x * y + z, fused (one rounding) wherever the hardware has FMA and two roundings elsewhere: the
+// fastest multiply-add, for accumulations whose results are compared with tolerances (matmul,
+// attention dot products, sums of squares). Where the bits must not depend on the instruction set,
+// use fma below.
 template <class A>
-inline xsimd::batch<float, A> fma(const xsimd::batch<float, A>& x, const xsimd::batch<float, A>& y,
-                                  const xsimd::batch<float, A>& z) noexcept {
+inline xsimd::batch<float, A> multiply_add(const xsimd::batch<float, A>& x,
+                                           const xsimd::batch<float, A>& y,
+                                           const xsimd::batch<float, A>& z) noexcept {
 #if defined(__AVX512F__) && XSIMD_VERSION_MAJOR < 10
   if constexpr (xsimd::batch<float, A>::size == 16) {
     return xsimd::batch<float, A>(_mm512_fmadd_ps(x, y, z));
@@ -77,6 +92,26 @@ inline xsimd::batch<float, A> fma(const xsimd::batch<float, A>& x, const xsimd::
 #else
   return xsimd::fma(x, y, z);
 #endif
+}
+
+// x * y + z with a single rounding on every build, the same bits as std::fma lane by lane. With
+// hardware FMA this is multiply_add; without it each lane calls std::fma (correctly rounded in
+// software: exact, and much slower), so kernels whose docs promise the reference's bits on every
+// instruction set (RoPE) keep that promise on SSE2 too.
+template <class A>
+inline xsimd::batch<float, A> fma(const xsimd::batch<float, A>& x, const xsimd::batch<float, A>& y,
+                                  const xsimd::batch<float, A>& z) noexcept {
+  if constexpr (kHasHardwareFma) {
+    return multiply_add(x, y, z);
+  } else {
+    constexpr std::size_t n = xsimd::batch<float, A>::size;
+    alignas(64) float xs[n], ys[n], zs[n];
+    x.store_aligned(xs);
+    y.store_aligned(ys);
+    z.store_aligned(zs);
+    for (std::size_t i = 0; i < n; ++i) xs[i] = std::fma(xs[i], ys[i], zs[i]);
+    return xsimd::batch<float, A>::load_aligned(xs);
+  }
 }
 
 // Lane-wise max(a, b) (IEEE maxNum is not promised for NaN: a NaN lane may give either operand).

@@ -156,12 +156,14 @@ inline float dot(const float* a, const float* b, std::size_t n) noexcept {
     // Two accumulators: back-to-back FMAs into one register would wait on each other's latency.
     FloatBatch acc0(0.0f), acc1(0.0f);
     for (; d + 2 * L <= n; d += 2 * L) {
-      acc0 = simd::fma(FloatBatch::load_unaligned(a + d), FloatBatch::load_unaligned(b + d), acc0);
-      acc1 = simd::fma(FloatBatch::load_unaligned(a + d + L), FloatBatch::load_unaligned(b + d + L),
-                       acc1);
+      acc0 = simd::multiply_add(FloatBatch::load_unaligned(a + d),
+                                FloatBatch::load_unaligned(b + d), acc0);
+      acc1 = simd::multiply_add(FloatBatch::load_unaligned(a + d + L),
+                                FloatBatch::load_unaligned(b + d + L), acc1);
     }
     if (d + L <= n) {
-      acc0 = simd::fma(FloatBatch::load_unaligned(a + d), FloatBatch::load_unaligned(b + d), acc0);
+      acc0 = simd::multiply_add(FloatBatch::load_unaligned(a + d),
+                                FloatBatch::load_unaligned(b + d), acc0);
       d += L;
     }
     sum = simd::reduce_add(acc0 + acc1);
@@ -177,7 +179,7 @@ inline void axpy(float alpha, const float* x, float* y, std::size_t n) noexcept 
   const FloatBatch a(alpha);
   std::size_t d = 0;
   for (; d + L <= n; d += L)
-    simd::fma(a, FloatBatch::load_unaligned(x + d), FloatBatch::load_unaligned(y + d))
+    simd::multiply_add(a, FloatBatch::load_unaligned(x + d), FloatBatch::load_unaligned(y + d))
         .store_unaligned(y + d);
   for (; d < n; ++d) y[d] += alpha * x[d];
 }

@@ -167,7 +167,7 @@ inline void flash_qk_tile(const float* qt, std::size_t qt_stride, const float* k
     }
     for (int r = 0; r < R; ++r) {
       const FloatBatch kb(k_rows[r * k_stride + d]);
-      for (int g = 0; g < G; ++g) acc[r][g] = simd::fma(kb, qv[g], acc[r][g]);
+      for (int g = 0; g < G; ++g) acc[r][g] = simd::multiply_add(kb, qv[g], acc[r][g]);
     }
   }
   for (int r = 0; r < R; ++r)
@@ -206,7 +206,7 @@ inline void flash_pv_tile(const float* pt, std::size_t pt_stride, const float* v
     }
     for (int r = 0; r < R; ++r) {
       const FloatBatch p(pt[j * pt_stride + r]);
-      for (int c = 0; c < C; ++c) a[r][c] = simd::fma(p, vv[c], a[r][c]);
+      for (int c = 0; c < C; ++c) a[r][c] = simd::multiply_add(p, vv[c], a[r][c]);
     }
   }
   for (int r = 0; r < R; ++r)
@@ -386,7 +386,8 @@ inline void flash_online_softmax_block(const FlashTaskTiles& t, std::size_t nk) 
       p.store_aligned(st + jj * BQ + c);
       sum += p;
     }
-    simd::fma(FloatBatch::load_aligned(t.row_sum + c), a, sum).store_aligned(t.row_sum + c);
+    simd::multiply_add(FloatBatch::load_aligned(t.row_sum + c), a, sum)
+        .store_aligned(t.row_sum + c);
     new_max.store_aligned(t.row_max + c);
     a.store_aligned(t.alpha + c);
   }

@@ -138,7 +138,8 @@ inline void partial_step(const float* x, std::size_t ldx, const WT* const* w, st
   for (std::size_t i = 0; i < MR; ++i) xv[i] = simd::load_partial_as_float(x + i * ldx + k, count);
   for (std::size_t j = 0; j < NR; ++j) {
     const simd::FloatBatch wv = simd::load_partial_as_float(w[j] + k, count);
-    for (std::size_t i = 0; i < MR; ++i) acc[i * NR + j] = simd::fma(xv[i], wv, acc[i * NR + j]);
+    for (std::size_t i = 0; i < MR; ++i)
+      acc[i * NR + j] = simd::multiply_add(xv[i], wv, acc[i * NR + j]);
   }
 }
 
@@ -167,7 +168,8 @@ inline void dot_tile(const float* x, std::size_t ldx, const WT* const* w, std::s
     for (std::size_t j = 0; j < NR; ++j) {
       FloatBatch wv = simd::load_as_float(wr[j] + k);
       simd::keep_in_register(wv);
-      for (std::size_t i = 0; i < MR; ++i) acc[i * NR + j] = simd::fma(xv[i], wv, acc[i * NR + j]);
+      for (std::size_t i = 0; i < MR; ++i)
+        acc[i * NR + j] = simd::multiply_add(xv[i], wv, acc[i * NR + j]);
     }
   }
   if (k_main < k_len) partial_step<WT, MR, NR>(x, ldx, wr, k_main, k_len - k_main, acc);

@@ -90,14 +90,14 @@ inline void rms_norm_row(const float* x, const W* w, float eps, float* out,
     const FloatBatch b = FloatBatch::load_unaligned(x + j + L);
     const FloatBatch c = FloatBatch::load_unaligned(x + j + 2 * L);
     const FloatBatch d = FloatBatch::load_unaligned(x + j + 3 * L);
-    acc0 = simd::fma(a, a, acc0);
-    acc1 = simd::fma(b, b, acc1);
-    acc2 = simd::fma(c, c, acc2);
-    acc3 = simd::fma(d, d, acc3);
+    acc0 = simd::multiply_add(a, a, acc0);
+    acc1 = simd::multiply_add(b, b, acc1);
+    acc2 = simd::multiply_add(c, c, acc2);
+    acc3 = simd::multiply_add(d, d, acc3);
   }
   for (; j + L <= n; j += L) {
     const FloatBatch a = FloatBatch::load_unaligned(x + j);
-    acc0 = simd::fma(a, a, acc0);
+    acc0 = simd::multiply_add(a, a, acc0);
   }
   float tail = 0.0f;
   for (; j < n; ++j) tail += x[j] * x[j];
