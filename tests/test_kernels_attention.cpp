@@ -450,15 +450,31 @@ TEST_CASE("argument errors throw sgt::Error") {
                                               {nullptr, {0, 5, 64}}, nullptr));
 }
 
-TEST_CASE(
-    "heads wider than 256 take the heap-scratch path, of the advertised size, and match sdpa") {
+// The smallest power-of-two head_dim whose flash slot no longer fits the stack slot. The tiles
+// shrink with the vector width (a query block is a multiple of the lane count), so where this
+// happens depends on the instruction set: 512 with 16 lanes, 1024 with 8, 2048 with 4. 0 if no
+// head_dim up to 8192 takes the heap path.
+constexpr std::size_t smallest_heap_head_dim() {
+  for (std::size_t hd = 256; hd <= 8192; hd *= 2)
+    if (sgt::kernels::detail::flash_slot_layout(hd).floats >
+        sgt::kernels::detail::kFlashStackSlotFloats)
+      return hd;
+  return 0;
+}
+
+TEST_CASE("heads too wide for the stack slot take the heap-scratch path, of the advertised size, "
+          "and match sdpa") {
+  const std::size_t head_dim = smallest_heap_head_dim();
+  MESSAGE("heap path from head_dim " << head_dim << " with " << sgt::kernels::detail::kFlashLanes
+                                     << " lanes");
+  REQUIRE(head_dim > 256);  // up to 256 the stack slot is promised (static_assert in the header)
+  REQUIRE(sgt::kernels::detail::flash_slot_layout(head_dim).floats >
+          sgt::kernels::detail::kFlashStackSlotFloats);
   AttentionOptions o;
-  o.scale = sgt::kernels::default_attention_scale(512);
-  Problem p = random_problem({2, 70, 4, 2, 512}, o, 99);
+  o.scale = sgt::kernels::default_attention_scale(head_dim);
+  Problem p = random_problem({2, 70, 4, 2, head_dim}, o, 99);
   p.mask.assign(2 * 70, 1);
   std::fill(p.mask.begin(), p.mask.begin() + 9, 0);
-  REQUIRE(sgt::kernels::detail::flash_slot_layout(512).floats >
-          sgt::kernels::detail::kFlashStackSlotFloats);
   expect_matches(p.run(kFlash), p.run(kSdpa), tolerance(p, 2e-5f), describe(p));
   expect_thread_invariant([&](sgt::ThreadPool* pool) { return p.run(kFlash, pool); }, {1, 2, 3},
                           describe(p));
@@ -469,9 +485,10 @@ TEST_CASE(
   std::vector<float> out(p.rows() * p.q_cols(), kNaN);
   const auto counted = allocations_during([&] { p.run_into(kFlash, &pool, out); });
   const std::size_t scratch = sgt::kernels::flash_attention_scratch_bytes(p.shape, 3);
-  MESSAGE("flash_attention scratch for head_dim 512, 3 threads: " << scratch << " bytes");
+  MESSAGE("flash_attention scratch for head_dim " << head_dim << ", 3 threads: " << scratch
+                                                  << " bytes");
   CHECK(counted.largest == scratch);
   CHECK(scratch < 256u * 1024);  // three slots of tens of KiB each
-  CHECK(scratch == sgt::kernels::flash_attention_scratch_bytes({2, 32768, 4, 2, 512}, 3));
+  CHECK(scratch == sgt::kernels::flash_attention_scratch_bytes({2, 32768, 4, 2, head_dim}, 3));
   CHECK(scratch > sgt::kernels::flash_attention_scratch_bytes(p.shape, 1));
 }
