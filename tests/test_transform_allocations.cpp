@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <optional>
 #include <vector>
 
 #include <sgt/sgt.hpp>
@@ -10,6 +11,7 @@
 #include "support/allocation_counter.hpp"
 
 using sgt_test::allocations_during;
+using sgt_test::releases_during;
 
 // The loop covers flash attention only: sdpa allocates its scores per task, and the reference
 // kernels allocate.
@@ -39,4 +41,54 @@ TEST_CASE(
       CHECK(allocations_during([&] { model.run(in, o, ws, r); }).count == 0);
     }
   }
+}
+
+// Clean-prompt hygiene (core/secure_memory.hpp): the workspace and the result hold the clean
+// embeddings and what was computed from them, and every one of their blocks is zero when it goes
+// back to the allocator -- on destruction and when a growing buffer moves.
+TEST_CASE("workspace and result buffers are wiped when released") {
+  const auto root = std::filesystem::path(SGT_TEST_DATA_DIR) / "e2e" / "llama_gqa_llama3";
+  const sgt::Transform model(root.string());
+  const auto in = sgt::load_transform_input((root / "input.json").string());
+  const std::size_t row_bytes = model.hidden_size() * sizeof(float);
+  sgt::RunOptions o;
+  o.noise = sgt::NoiseSource::Torch;
+  o.seed = 3;
+  o.keep_intermediates = true;
+  // In place (not on the heap): the objects themselves hold pointers, not the prompt.
+  std::optional<sgt::Workspace> ws(std::in_place);
+  std::optional<sgt::TransformResult> r(std::in_place);
+  model.run(in, o, *ws, *r);
+  REQUIRE(r->embeddings.size() == in.batch * in.seq_len * model.hidden_size());
+  // A longer request grows every buffer: the old blocks move out and are released.
+  sgt::TransformInput longer = in;
+  longer.seq_len = in.seq_len + 3;
+  longer.input_ids.clear();
+  longer.noise_mask.clear();
+  longer.attention_mask.clear();
+  for (std::size_t b = 0; b < in.batch; ++b)
+    for (std::size_t t = 0; t < longer.seq_len; ++t) {
+      longer.input_ids.push_back(std::int64_t((b * 7 + t * 3) % 10));
+      longer.noise_mask.push_back(1);
+      longer.attention_mask.push_back(1);
+    }
+  const auto grown = releases_during(row_bytes, [&] { model.run(longer, o, *ws, *r); });
+  CHECK(grown.blocks > 0);
+  CHECK(grown.not_wiped == 0);
+  const auto released = releases_during(row_bytes, [&] {
+    r.reset();
+    ws.reset();
+  });
+  MESSAGE("blocks released: " << grown.blocks << " while growing, " << released.blocks
+                              << " at destruction");
+  CHECK(released.blocks >= 13);  // the workspace's 12 float buffers and the result's 5, at least
+  CHECK(released.not_wiped == 0);
+
+  // The check can fail: a plain std::vector with the same contents is released dirty.
+  const auto plain = releases_during(row_bytes, [&] {
+    std::vector<float> v(model.hidden_size(), 1.0f);
+    (void)v;
+  });
+  CHECK(plain.blocks == 1);
+  CHECK(plain.not_wiped == 1);
 }

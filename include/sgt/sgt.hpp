@@ -2,7 +2,8 @@
 //
 // Layers, each a folder; a header includes only its own layer and those below it (a ctest checks
 // it, tests/layering): core <- io, kernels, random <- model. See docs/architecture.md.
-//   core/     errors, dtypes, tensor views, the SIMD shim, the thread pool, the log hook
+//   core/     errors, dtypes, tensor views, the SIMD shim, the thread pool, the log hook, wiped
+//             buffers
 //   io/       the JSON front door, safetensors (mmap, sharded), the writer, requests (IN.json)
 //   kernels/  one op per header, each with its plain reference
 //   random/   secure and torch-compatible normal generators
@@ -16,6 +17,7 @@
 #include "sgt/core/error.hpp"
 #include "sgt/core/invariant.hpp"
 #include "sgt/core/log.hpp"
+#include "sgt/core/secure_memory.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"

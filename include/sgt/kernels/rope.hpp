@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/secure_memory.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -209,8 +210,10 @@ class RopeTable {
   std::size_t rotary_dim_;
   std::size_t num_positions_;
   std::vector<float> inv_freq_;
-  std::vector<float> cos_;
-  std::vector<float> sin_;
+  // Positions only, nothing of the prompt; wiped anyway so that every block a Workspace releases
+  // is zero, one rule that is simple to state and to test.
+  WipedVector<float> cos_;
+  WipedVector<float> sin_;
 };
 
 namespace detail {

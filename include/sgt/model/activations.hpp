@@ -14,6 +14,7 @@
 #include <optional>
 #include <vector>
 
+#include "sgt/core/secure_memory.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/kernels/rope.hpp"
 #include "sgt/kernels/swiglu.hpp"
@@ -112,7 +113,7 @@ class Workspace {
   const kernels::RopeTable& std_rope() const { return *std_rope_; }
 
  private:
-  static void grow(std::vector<float>& v, std::size_t n) {
+  static void grow(WipedVector<float>& v, std::size_t n) {
     if (v.size() < n) v.resize(n);
   }
   static void plan_rope(std::optional<kernels::RopeTable>& table, const kernels::RopeParameters& p,
@@ -120,13 +121,14 @@ class Workspace {
     if (!table || table->num_positions() < positions || !(table->parameters() == p))
       table.emplace(p, positions);
   }
-  TensorView<float> view(std::vector<float>& v) {
+  TensorView<float> view(WipedVector<float>& v) {
     return TensorView<float>(v.data(), {batch_, seq_len_, hidden_});
   }
 
-  std::vector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, embeddings_, mean_, sigma_,
+  // Every buffer holds the clean prompt or values computed from it: wiped when released.
+  WipedVector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, embeddings_, mean_, sigma_,
       noise_;
-  std::vector<std::uint8_t> protect_, mask_;
+  WipedVector<std::uint8_t> protect_, mask_;
   std::optional<kernels::RopeTable> mean_rope_, std_rope_;
   std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0;
 };

@@ -21,6 +21,7 @@
 
 #include "sgt/core/checked_math.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/secure_memory.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 #include "sgt/io/request.hpp"
@@ -56,11 +57,13 @@ struct RunOptions {
   TensorView<const float> injected_noise;  // NoiseSource::Injected: [B, S, H]
 };
 
+// The buffers are WipedVectors (core/secure_memory.hpp): zeroed when released, because together
+// they reveal the prompt.
 struct TransformResult {
   std::size_t batch = 0, seq_len = 0, hidden = 0;
-  std::vector<float> transformed;  // [B, S, H]
+  WipedVector<float> transformed;  // [B, S, H]
   // With keep_intermediates only (else empty):
-  std::vector<float> embeddings, mean, sigma, noise;
+  WipedVector<float> embeddings, mean, sigma, noise;
 };
 
 class Transform {
