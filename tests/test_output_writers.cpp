@@ -213,6 +213,8 @@ TEST_CASE("the vLLM completions body: one base64 torch payload per sequence") {
   CHECK_THROWS_AS(sgt::vllm_completions_body({"m", 1}, {}), sgt::Error);
   const auto rank3 = sgt::encode_tensor(sgt::DType::BF16, {1, 3, 5}, v.data.data());
   CHECK_THROWS_AS(sgt::vllm_completions_body({"m", 1}, {rank3}), sgt::Error);
+  const auto no_tokens = sgt::encode_tensor(sgt::DType::BF16, {0, 5}, nullptr);  // all padding
+  CHECK_THROWS_AS(sgt::vllm_completions_body({"m", 1}, {t, no_tokens}), sgt::Error);
 }
 
 TEST_CASE("writers leave no partial file: a missing folder, a bad tensor") {

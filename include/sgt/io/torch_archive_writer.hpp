@@ -38,6 +38,8 @@ class TorchArchiveWriter {
   // What torch's reader expects its records' data to be aligned to (and what `.storage_alignment`
   // says).
   static constexpr std::size_t kAlignment = 64;
+  static constexpr std::uint64_t kSizeLimit = 0xffffffffu - (std::uint64_t(1) << 26);
+  static constexpr std::size_t kMaxEntries = 65000;
 
   explicit TorchArchiveWriter(std::string archive_name) : prefix_(std::move(archive_name)) {
     if (prefix_.empty()) throw Error("torch archive: the archive name is empty");
@@ -56,9 +58,12 @@ class TorchArchiveWriter {
     const std::uint64_t start = header_offset + 30 + full.size() + 4;
     const std::uint64_t padding = (kAlignment - start % kAlignment) % kAlignment;
     const std::uint64_t end = start + padding + size + (size ? 16 : 0);
-    // Past 0xFFFFFFFF miniz switches to ZIP64 fields; leave room for the central directory too.
-    if (end + 0x100000 + 64 * (names_.size() + 3) + full.size() >= 0xffffffffu || full.size() > 0xffff)
-      throw Error("torch archive: 4 GiB or more (ZIP64 records are not supported)").at_key(name);
+    // From 0xFFFFFFFF on, miniz writes ZIP64 fields; kSizeLimit leaves room for what finish()
+    // appends (three small records and the central directory).
+    if (end >= kSizeLimit || entries_.size() >= kMaxEntries)
+      throw Error("torch archive: 4 GiB or 65000 records or more (ZIP64 is not supported)")
+          .at_key(name);
+    if (full.size() > 0xffff) throw Error("torch archive: record name too long").at_key(name);
 
     const std::uint32_t crc = size ? crc32(data, size) : 0;
     // Bit 11: the name is UTF-8; bit 3: sizes and CRC follow in a data descriptor (miniz sets it

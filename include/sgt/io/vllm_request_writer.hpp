@@ -76,8 +76,9 @@ inline std::string vllm_completions_body(const VllmCompletionsRequest& request,
                      ", \"prompt_embeds\": ";
   if (sequences.size() > 1) body += '[';
   for (std::size_t i = 0; i < sequences.size(); ++i) {
-    if (sequences[i].shape.size() != 2)
-      throw Error("sequence " + std::to_string(i) + ": prompt embeddings must be (T, H)");
+    if (sequences[i].shape.size() != 2 || sequences[i].shape[0] == 0)
+      throw Error("sequence " + std::to_string(i) +
+                  ": prompt embeddings must be (T, H) with at least one token");
     const std::vector<unsigned char> pt = torch_save_bytes(sequences[i], "archive");
     if (i) body += ", ";
     body += '"' + base64_encode(pt.data(), pt.size()) + '"';
