@@ -128,12 +128,14 @@ TEST_CASE("in-memory payloads and their base64 equal torch.save(io.BytesIO()) an
 
 TEST_CASE("every record's data starts at a multiple of 64, and the archive holds torch's records") {
   const Values v = fixture_values("values.safetensors", "row");
-  const auto bytes = sgt::torch_save_bytes(sgt::encode_tensor(sgt::DType::BF16, v.shape,
-                                                              v.data.data()), "x");
+  const auto bytes =
+      sgt::torch_save_bytes(sgt::encode_tensor(sgt::DType::BF16, v.shape, v.data.data()), "x");
   // Walk the local headers: signature, name, "FB" extra, data aligned to 64.
   std::vector<std::string> names;
   std::size_t pos = 0;
-  auto u16 = [&](std::size_t at) { return std::size_t(bytes[at]) | std::size_t(bytes[at + 1]) << 8; };
+  auto u16 = [&](std::size_t at) {
+    return std::size_t(bytes[at]) | std::size_t(bytes[at + 1]) << 8;
+  };
   auto u32 = [&](std::size_t at) { return u16(at) | u16(at + 2) << 16; };
   while (pos + 30 <= bytes.size() && u32(pos) == 0x04034b50u) {
     const std::size_t name_len = u16(pos + 26), extra_len = u16(pos + 28);
@@ -218,7 +220,8 @@ TEST_CASE("the vLLM completions body: one base64 torch payload per sequence") {
 }
 
 TEST_CASE("writers leave no partial file: a missing folder, a bad tensor") {
-  const fs::path dir = fs::temp_directory_path() / ("sgt_output_writers_" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("sgt_output_writers_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   const Values v = fixture_values("values.safetensors", "normal");
@@ -231,16 +234,17 @@ TEST_CASE("writers leave no partial file: a missing folder, a bad tensor") {
   } catch (const sgt::Error& e) {
     CHECK(e.file() == missing);
   }
-  CHECK_THROWS_AS(sgt::write_vllm_completions_body((dir / "nope" / "b.json").string(), {"m", 1}, {t}),
-                  sgt::Error);
+  CHECK_THROWS_AS(
+      sgt::write_vllm_completions_body((dir / "nope" / "b.json").string(), {"m", 1}, {t}),
+      sgt::Error);
 
   sgt::EncodedTensor broken = t;
   broken.bytes.pop_back();  // fewer bytes than the shape says
   const std::string out = (dir / "broken.pt").string();
   CHECK_THROWS_AS(sgt::write_torch_file(out, broken), sgt::Error);
-  CHECK_THROWS_AS(sgt::write_vllm_completions_body((dir / "broken.json").string(), {"m", 1},
-                                                   {broken}),
-                  sgt::Error);
+  CHECK_THROWS_AS(
+      sgt::write_vllm_completions_body((dir / "broken.json").string(), {"m", 1}, {broken}),
+      sgt::Error);
   CHECK(fs::is_empty(dir));  // neither the target nor a temporary file
 
   // A successful write replaces the target whole.

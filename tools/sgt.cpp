@@ -168,7 +168,8 @@ TransformArgs parse_transform_args(const std::vector<std::string>& args) {
       else if (v == "vllm-completions")
         t.format = OutputFormat::VllmCompletions;
       else
-        throw UsageError("--format must be safetensors, torch or vllm-completions, got '" + v + "'");
+        throw UsageError("--format must be safetensors, torch or vllm-completions, got '" + v +
+                         "'");
     } else if (a == "--output-dtype") {
       const std::string v = value();
       if (v == "f32")
@@ -199,8 +200,8 @@ TransformArgs parse_transform_args(const std::vector<std::string>& args) {
   if (t.output.empty()) throw UsageError("transform needs --output OUT");
   // Safetensors keeps today's exact f32 by default; the server formats default to bf16, the dtype
   // servers run models in (vLLM casts to the model's dtype anyway), at half the payload.
-  t.output_dtype = dtype.value_or(t.format == OutputFormat::Safetensors ? sgt::DType::F32
-                                                                        : sgt::DType::BF16);
+  t.output_dtype =
+      dtype.value_or(t.format == OutputFormat::Safetensors ? sgt::DType::F32 : sgt::DType::BF16);
   if (t.dump_intermediates && t.format != OutputFormat::Safetensors)
     throw UsageError("--dump-intermediates needs --format safetensors");
   if (t.format != OutputFormat::VllmCompletions && (!t.model_name.empty() || have_max_tokens))

@@ -14,7 +14,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 4) return 0;
-  const sgt::DType dtype = data[0] % 3 == 0 ? sgt::DType::F32
+  const sgt::DType dtype = data[0] % 3 == 0   ? sgt::DType::F32
                            : data[0] % 3 == 1 ? sgt::DType::BF16
                                               : sgt::DType::F16;
   const std::size_t B = 1 + data[1] % 3, S = 1 + data[2] % 5, H = data[3] % 9;

@@ -72,7 +72,8 @@ class PickleWriter {
       for (std::uint64_t x = v; x; x >>= 1) ++bits;
       const std::size_t n = bits / 8 + 1;
       op(0x8a), byte(static_cast<unsigned char>(n));
-      for (std::size_t i = 0; i < n; ++i) byte(i < 8 ? static_cast<unsigned char>(v >> (8 * i)) : 0);
+      for (std::size_t i = 0; i < n; ++i)
+        byte(i < 8 ? static_cast<unsigned char>(v >> (8 * i)) : 0);
     }
   }
 

@@ -16,8 +16,7 @@
 namespace sgt {
 
 inline std::vector<std::vector<float>> real_token_rows(const std::vector<float>& batch,
-                                                       std::size_t B, std::size_t S,
-                                                       std::size_t H,
+                                                       std::size_t B, std::size_t S, std::size_t H,
                                                        const std::vector<std::uint8_t>& mask) {
   if (batch.size() / (H ? H : 1) / (S ? S : 1) != B || B * S * H != batch.size())
     throw Error("batch of " + std::to_string(batch.size()) + " values is not [" +

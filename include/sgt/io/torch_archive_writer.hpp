@@ -180,7 +180,8 @@ class TorchArchiveWriter {
     std::unordered_set<std::string> names;
     for (const std::string& n : names_) names.insert(n);
     std::uint64_t name_hash = 0;
-    for (const std::string& n : names) name_hash = hash_combine(name_hash, std::hash<std::string>{}(n));
+    for (const std::string& n : names)
+      name_hash = hash_combine(name_hash, std::hash<std::string>{}(n));
     char buf[48];
     std::snprintf(buf, sizeof buf, "%020llu%020llu", static_cast<unsigned long long>(name_hash),
                   static_cast<unsigned long long>(crc_hash_));

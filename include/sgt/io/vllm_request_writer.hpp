@@ -35,8 +35,11 @@ inline std::string json_string_literal(const std::string& s, const char* what) {
   for (std::size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
     // The length of a valid UTF-8 sequence starting with c (0: invalid lead byte).
-    const std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 && c >= 0xc2 ? 2 : (c >> 4) == 0xe ? 3
-                          : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    const std::size_t n = c < 0x80                       ? 1
+                          : (c >> 5) == 0x6 && c >= 0xc2 ? 2
+                          : (c >> 4) == 0xe              ? 3
+                          : c >= 0xf0 && c <= 0xf4       ? 4
+                                                         : 0;
     bool ok = n != 0 && i + n <= s.size();
     std::uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1f) : n == 3 ? (c & 0x0f) : (c & 0x07);
     for (std::size_t k = 1; ok && k < n; ++k) {
@@ -48,7 +51,8 @@ inline std::string json_string_literal(const std::string& s, const char* what) {
     if (ok && ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
                (n == 4 && (cp < 0x10000 || cp > 0x10ffff))))
       ok = false;
-    if (!ok) throw Error(std::string(what) + " is not valid UTF-8 (byte " + std::to_string(i) + ")");
+    if (!ok)
+      throw Error(std::string(what) + " is not valid UTF-8 (byte " + std::to_string(i) + ")");
     if (c == '"' || c == '\\') {
       out += '\\';
       out += static_cast<char>(c);
