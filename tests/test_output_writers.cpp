@@ -17,6 +17,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 #include <sgt/sgt.hpp>
 
