@@ -1,9 +1,10 @@
 // sgt: the command-line tool of docs/format.md section 6.
 //
 //   sgt info MODEL_DIR
-//   sgt transform MODEL_DIR --input IN.json --output OUT.safetensors [--noise NOISE.safetensors]
+//   sgt transform MODEL_DIR --input IN.json --output OUT [--noise NOISE.safetensors]
 //       [--seed N] [--rng secure|torch] [--threads N] [--attention sdpa|flash]
-//       [--dump-intermediates]
+//       [--dump-intermediates] [--format safetensors|torch|vllm-completions]
+//       [--output-dtype f32|bf16|f16] [--model-name NAME] [--max-tokens N]
 //
 // Exit status 0 on success. On any bad input: status 1 (2 for a bad command line), one line on
 // stderr that names the problem, and no output file (the writer renames a finished temp file).
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,9 +33,13 @@ struct UsageError : std::runtime_error {
 
 const char* kUsage =
     "usage: sgt info MODEL_DIR\n"
-    "       sgt transform MODEL_DIR --input IN.json --output OUT.safetensors\n"
+    "       sgt transform MODEL_DIR --input IN.json --output OUT\n"
     "           [--noise NOISE.safetensors] [--seed N] [--rng secure|torch] [--threads N]\n"
-    "           [--attention sdpa|flash] [--dump-intermediates]\n";
+    "           [--attention sdpa|flash] [--dump-intermediates]\n"
+    "           [--format safetensors|torch|vllm-completions]  (default safetensors)\n"
+    "           [--output-dtype f32|bf16|f16]  (default f32 for safetensors, bf16 otherwise)\n"
+    "           [--model-name NAME] [--max-tokens N]  (vllm-completions: the request's model,\n"
+    "               default MODEL_DIR's base name, and max_tokens, default 16)\n";
 
 nlohmann::ordered_json estimator_info(const sgt::EstimatorConfig& e) {
   const sgt::DecoderConfig& d = e.decoder;
@@ -93,6 +99,9 @@ std::uint64_t parse_u64(const std::string& flag, const std::string& v) {
   return n;
 }
 
+// What `sgt transform` writes (docs/output_formats.md).
+enum class OutputFormat { Safetensors, Torch, VllmCompletions };
+
 // `sgt transform`'s command line, parsed and checked for consistency.
 struct TransformArgs {
   std::string dir, input, output, noise_path, rng;
@@ -100,10 +109,23 @@ struct TransformArgs {
   std::uint64_t seed = 0;
   std::size_t threads = 0;  // 0 = all cores
   sgt::AttentionAlgorithm attention = sgt::AttentionAlgorithm::Auto;
+  OutputFormat format = OutputFormat::Safetensors;
+  sgt::DType output_dtype = sgt::DType::F32;  // default: see parse_transform_args
+  std::string model_name;                     // vllm-completions; default: MODEL_DIR's base name
+  std::uint64_t max_tokens = 16;
 };
+
+// MODEL_DIR's last path component ("models/demo/" -> "demo").
+std::string directory_base_name(std::string dir) {
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const std::size_t slash = dir.find_last_of('/');
+  return slash == std::string::npos ? dir : dir.substr(slash + 1);
+}
 
 TransformArgs parse_transform_args(const std::vector<std::string>& args) {
   TransformArgs t;
+  std::optional<sgt::DType> dtype;
+  bool have_max_tokens = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&]() -> std::string {
@@ -137,6 +159,34 @@ TransformArgs parse_transform_args(const std::vector<std::string>& args) {
         throw UsageError("--attention must be sdpa or flash, got '" + v + "'");
     } else if (a == "--dump-intermediates") {
       t.dump_intermediates = true;
+    } else if (a == "--format") {
+      const std::string v = value();
+      if (v == "safetensors")
+        t.format = OutputFormat::Safetensors;
+      else if (v == "torch")
+        t.format = OutputFormat::Torch;
+      else if (v == "vllm-completions")
+        t.format = OutputFormat::VllmCompletions;
+      else
+        throw UsageError("--format must be safetensors, torch or vllm-completions, got '" + v +
+                         "'");
+    } else if (a == "--output-dtype") {
+      const std::string v = value();
+      if (v == "f32")
+        dtype = sgt::DType::F32;
+      else if (v == "bf16")
+        dtype = sgt::DType::BF16;
+      else if (v == "f16")
+        dtype = sgt::DType::F16;
+      else
+        throw UsageError("--output-dtype must be f32, bf16 or f16, got '" + v + "'");
+    } else if (a == "--model-name") {
+      t.model_name = value();
+      if (t.model_name.empty()) throw UsageError("--model-name must not be empty");
+    } else if (a == "--max-tokens") {
+      t.max_tokens = parse_u64(a, value());
+      if (t.max_tokens == 0) throw UsageError("--max-tokens must be at least 1");
+      have_max_tokens = true;
     } else if (!a.empty() && a[0] == '-') {
       throw UsageError("unknown option " + a);
     } else if (t.dir.empty()) {
@@ -147,7 +197,17 @@ TransformArgs parse_transform_args(const std::vector<std::string>& args) {
   }
   if (t.dir.empty()) throw UsageError("transform needs MODEL_DIR");
   if (t.input.empty()) throw UsageError("transform needs --input IN.json");
-  if (t.output.empty()) throw UsageError("transform needs --output OUT.safetensors");
+  if (t.output.empty()) throw UsageError("transform needs --output OUT");
+  // Safetensors keeps today's exact f32 by default; the server formats default to bf16, the dtype
+  // servers run models in (vLLM casts to the model's dtype anyway), at half the payload.
+  t.output_dtype =
+      dtype.value_or(t.format == OutputFormat::Safetensors ? sgt::DType::F32 : sgt::DType::BF16);
+  if (t.dump_intermediates && t.format != OutputFormat::Safetensors)
+    throw UsageError("--dump-intermediates needs --format safetensors");
+  if (t.format != OutputFormat::VllmCompletions && (!t.model_name.empty() || have_max_tokens))
+    throw UsageError("--model-name and --max-tokens need --format vllm-completions");
+  if (t.format == OutputFormat::VllmCompletions && t.model_name.empty())
+    t.model_name = directory_base_name(t.dir);
   if (!t.noise_path.empty() && (t.have_seed || !t.rng.empty()))
     throw UsageError("--noise gives eps itself: it cannot be combined with --seed or --rng");
   if (t.rng == "torch" && !t.have_seed) throw UsageError("--rng torch needs --seed N");
@@ -177,18 +237,41 @@ std::unique_ptr<sgt::SafetensorsFile> load_injected_noise(const std::string& pat
 }
 
 // Writes the result to `path`: the protected embeddings, and with --dump-intermediates what they
-// were made of. The one place an output format is chosen; the writer leaves no partial file.
-void write_result(const TransformArgs& args, const sgt::TransformResult& r) {
-  const std::vector<std::uint64_t> shape{r.batch, r.seq_len, r.hidden};
-  sgt::SafetensorsWriter writer;
-  writer.add("transformed", sgt::DType::F32, shape, r.transformed.data());
-  if (args.dump_intermediates) {
-    writer.add("embeddings", sgt::DType::F32, shape, r.embeddings.data());
-    writer.add("mean", sgt::DType::F32, shape, r.mean.data());
-    writer.add("std", sgt::DType::F32, shape, r.sigma.data());
-    writer.add("noise", sgt::DType::F32, shape, r.noise.data());
+// were made of. The one place an output format is chosen; every writer leaves no partial file.
+//   safetensors: "transformed" [B, S, H] (padding rows included, as the transform returns them);
+//   torch: torch.save of one (T, H) tensor for B = 1, of a list of (T_b, H) tensors for B > 1;
+//   vllm-completions: the request body, one prompt_embeds string per sequence.
+// The server formats drop padding rows (attention_mask 0): a server is sent only real tokens.
+void write_result(const TransformArgs& args, const sgt::TransformInput& in,
+                  const sgt::TransformResult& r) {
+  const sgt::DType dtype = args.output_dtype;
+  if (args.format == OutputFormat::Safetensors) {
+    const std::vector<std::uint64_t> shape{r.batch, r.seq_len, r.hidden};
+    sgt::SafetensorsWriter writer;
+    writer.add_from_f32("transformed", dtype, shape, r.transformed.data());
+    if (args.dump_intermediates) {
+      writer.add_from_f32("embeddings", dtype, shape, r.embeddings.data());
+      writer.add_from_f32("mean", dtype, shape, r.mean.data());
+      writer.add_from_f32("std", dtype, shape, r.sigma.data());
+      writer.add_from_f32("noise", dtype, shape, r.noise.data());
+    }
+    writer.write(args.output);
+    return;
   }
-  writer.write(args.output);
+  const auto rows =
+      sgt::real_token_rows(r.transformed, r.batch, r.seq_len, r.hidden, in.attention_mask);
+  std::vector<sgt::EncodedTensor> sequences;
+  for (const auto& row : rows)
+    sequences.push_back(
+        sgt::encode_tensor(dtype, {r.hidden ? row.size() / r.hidden : 0, r.hidden}, row.data()));
+  if (args.format == OutputFormat::Torch) {
+    if (sequences.size() == 1)
+      sgt::write_torch_file(args.output, sequences[0]);
+    else
+      sgt::write_torch_file(args.output, sequences);
+  } else {
+    sgt::write_vllm_completions_body(args.output, {args.model_name, args.max_tokens}, sequences);
+  }
 }
 
 // How much of the prompt is protected and how far the protected embeddings moved.
@@ -257,7 +340,7 @@ int cmd_transform(const std::vector<std::string>& argv) {
   }
   const auto t2 = std::chrono::steady_clock::now();
 
-  write_result(args, r);
+  write_result(args, in, r);
   using ms = std::chrono::duration<double, std::milli>;
   print_summary(args, in, options, r, ms(t1 - t0).count(), ms(t2 - t1).count(), pool.num_threads());
   return 0;

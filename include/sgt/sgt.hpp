@@ -4,7 +4,8 @@
 // it, tests/layering): core <- io, kernels, random <- model. See docs/architecture.md.
 //   core/     errors, dtypes, tensor views, the SIMD shim, the thread pool, the log hook, wiped
 //             buffers
-//   io/       the JSON front door, safetensors (mmap, sharded), the writer, requests (IN.json)
+//   io/       the JSON front door, safetensors (mmap, sharded), the writers (safetensors, torch
+//             .pt, vLLM request bodies), requests (IN.json)
 //   kernels/  one op per header, each with its plain reference
 //   random/   secure and torch-compatible normal generators
 //   model/    model families, config structs and loader, weights, activations, decoder layer,
@@ -22,13 +23,22 @@
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 
+#include "sgt/io/atomic_file.hpp"
+#include "sgt/io/base64.hpp"
+#include "sgt/io/crc32.hpp"
+#include "sgt/io/encoded_tensor.hpp"
 #include "sgt/io/json.hpp"
 #include "sgt/io/mapped_file.hpp"
+#include "sgt/io/pickle_writer.hpp"
 #include "sgt/io/request.hpp"
 #include "sgt/io/safetensors.hpp"
 #include "sgt/io/safetensors_writer.hpp"
+#include "sgt/io/sequence_rows.hpp"
 #include "sgt/io/tensor_store.hpp"
+#include "sgt/io/torch_archive_writer.hpp"
+#include "sgt/io/torch_pt_writer.hpp"
 #include "sgt/io/transform_input.hpp"
+#include "sgt/io/vllm_request_writer.hpp"
 
 #include "sgt/kernels/attention.hpp"
 #include "sgt/kernels/embedding.hpp"

@@ -127,5 +127,36 @@ expect_error noise-garbage 'garbage.safetensors' transform "$model" --input sing
 # --- output path that cannot be written
 expect_error unwritable-output 'cannot' transform "$model" --input single.json --output "$work/no/such/dir/out.safetensors"
 
+# --- output formats and dtypes (docs/output_formats.md)
+expect_error bad-format 'format must be safetensors, torch or vllm-completions' transform "$model" --input single.json --output out.safetensors --format onnx
+expect_error bad-dtype 'output-dtype must be f32, bf16 or f16' transform "$model" --input single.json --output out.safetensors --output-dtype fp8
+expect_error dump-needs-safetensors 'dump-intermediates needs --format safetensors' transform "$model" --input single.json --output out.safetensors --format torch --dump-intermediates
+expect_error model-name-needs-vllm 'need --format vllm-completions' transform "$model" --input single.json --output out.safetensors --model-name m
+expect_error max-tokens-zero 'max-tokens must be at least 1' transform "$model" --input single.json --output out.safetensors --format vllm-completions --max-tokens 0
+for fmt in torch vllm-completions; do
+  rm -rf no
+  expect_error "missing-folder-$fmt" "no/such/dir/out.$fmt: cannot create" transform "$model" --input single.json --output "no/such/dir/out.$fmt" --format "$fmt"
+  [ -e no ] && fail "missing-folder-$fmt: a folder was created"
+done
+for dtype in f32 bf16 f16; do
+  expect_ok "safetensors-$dtype" transform "$model" --input batch.json --output "st_$dtype.safetensors" --output-dtype "$dtype" --seed 1
+  upper=$(echo "$dtype" | tr a-z A-Z)
+  head -c 200 "st_$dtype.safetensors" | grep -aq "\"transformed\":{\"dtype\":\"$upper\"" || fail "safetensors-$dtype: header does not say $upper"
+  expect_ok "torch-$dtype" transform "$model" --input single.json --output "t_$dtype.pt" --format torch --output-dtype "$dtype" --seed 1
+  [ "$(head -c 4 "t_$dtype.pt" | od -An -tx1 | tr -d ' ')" = 504b0304 ] || fail "torch-$dtype: not a ZIP"
+  head -c 200 "t_$dtype.pt" | grep -aq 't_'"$dtype"'/data.pkl' || fail "torch-$dtype: first record is not t_$dtype/data.pkl"
+done
+head -c 600 t_bf16.pt | grep -aq 'BFloat16Storage' || fail "torch-bf16: no BFloat16Storage in the pickle"
+head -c 600 t_f16.pt | grep -aq 'HalfStorage' || fail "torch-f16: no HalfStorage in the pickle"
+expect_ok torch-batch transform "$model" --input batch.json --output batch.pt --format torch --seed 1
+grep -aq 'batch/data/1' batch.pt || fail "torch-batch: no second tensor"
+expect_ok vllm-single transform "$model" --input single.json --output body.json --format vllm-completions --seed 1
+grep -qE '^\{"model": "demo", "prompt_embeds": "UEsDBA[A-Za-z0-9+/]*={0,2}", "max_tokens": 16\}$' body.json ||
+  fail "vllm-single: unexpected body $(head -c 120 body.json)"
+expect_ok vllm-batch transform "$model/" --input batch.json --output batch.json.out --format vllm-completions --model-name 'x"y' --max-tokens 3 --seed 1
+grep -qE '^\{"model": "x\\"y", "prompt_embeds": \["UEsDBA[A-Za-z0-9+/=]*", "UEsDBA[A-Za-z0-9+/=]*"\], "max_tokens": 3\}$' batch.json.out ||
+  fail "vllm-batch: unexpected body $(head -c 120 batch.json.out)"
+ls ./*.tmp-* >/dev/null 2>&1 && fail "a temporary file was left behind"
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -2,25 +2,20 @@
 //
 // The header is padded with spaces to a multiple of 8 bytes, as Python's `safetensors` does, so
 // every tensor written here is aligned for its element type when the file is mapped. Tensors are
-// stored in the order they were added. write() goes through a temporary file in the same directory
-// and a rename: a failed or interrupted write leaves no partial file under the target name.
+// stored in the order they were added. write() goes through write_file_atomically (a temporary
+// file and a rename): a failed or interrupted write leaves no partial file under the target name.
 //
 // Everything a caller can get wrong (a repeated or reserved name, a shape whose byte count
 // overflows, a null pointer for non-empty data, a name or metadata string that is not UTF-8)
 // throws sgt::Error, never writes a file that SafetensorsFile would refuse.
 #pragma once
 
-#include <atomic>
-#include <cerrno>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <map>
 #include <string>
 #include <type_traits>
 #include <vector>
-
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -28,6 +23,7 @@
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/tensor_view.hpp"
+#include "sgt/io/atomic_file.hpp"
 
 namespace sgt {
 
@@ -112,22 +108,7 @@ class SafetensorsWriter {
       e.at_file(path);
       throw;
     }
-    // pid + a process-wide counter: two writers in one process (threads) never share a temp name.
-    static std::atomic<unsigned> counter{0};
-    const std::string tmp =
-        path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw Error(std::string("cannot create: ") + std::strerror(errno)).at_file(path);
-    const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
-    int err = ok ? 0 : errno;
-    const bool closed = std::fclose(f) == 0;
-    if (ok && !closed) err = errno;
-    const bool renamed = ok && closed && std::rename(tmp.c_str(), path.c_str()) == 0;
-    if (ok && closed && !renamed) err = errno;
-    if (!renamed) {
-      std::remove(tmp.c_str());
-      throw Error(std::string("cannot write: ") + std::strerror(err)).at_file(path);
-    }
+    write_file_atomically(path, bytes.data(), bytes.size());
   }
 
  private:

@@ -1,0 +1,285 @@
+// Output writers of `sgt transform` (docs/output_formats.md): torch.save's format (.pt), the vLLM
+// completions request body, base64, CRC-32, padding-row removal and the no-partial-file contract.
+//
+// Fixtures: `tools/check_outputs.py fixtures` writes tests/data/outputs/ with torch itself: the
+// bytes torch.save writes for tensors (rounded to bf16 / f16 by torch) whose f32 values are in
+// values.safetensors, and Python's base64 of in-memory torch.save payloads. The tests rebuild each
+// file from the f32 values and compare bytes: rounding, pickle, ZIP layout, CRCs and alignment
+// all have to match torch's.
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <sgt/sgt.hpp>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kData = std::string(SGT_TEST_DATA_DIR) + "/outputs";
+
+std::vector<unsigned char> read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  REQUIRE_MESSAGE(f.good(), "cannot open " << path);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+std::string read_text(const std::string& path) {
+  const auto b = read_bytes(path);
+  return std::string(b.begin(), b.end());
+}
+
+const char* dtype_suffix(sgt::DType d) {
+  return d == sgt::DType::F32 ? "f32" : d == sgt::DType::BF16 ? "bf16" : "f16";
+}
+
+// The f32 values of a fixture tensor, with its shape.
+struct Values {
+  std::vector<std::uint64_t> shape;
+  std::vector<float> data;
+};
+Values fixture_values(const std::string& file, const std::string& name) {
+  sgt::SafetensorsFile f(kData + "/" + file);
+  const auto t = f.tensor(name).as<float>();
+  Values v;
+  v.shape.assign(t.shape().begin(), t.shape().begin() + t.rank());
+  v.data.assign(t.data(), t.data() + t.size());
+  return v;
+}
+
+// Byte equality, reporting the first difference. torch's serialization id hashes record names with
+// std::hash in std::unordered_set order (libstdc++ on torch's Linux builds); with another
+// standard library that record differs, so the comparison is only exact with libstdc++.
+void check_same_bytes(const std::vector<unsigned char>& ours,
+                      const std::vector<unsigned char>& torch, const std::string& what) {
+#if defined(__GLIBCXX__)
+  std::size_t first = 0;
+  while (first < ours.size() && first < torch.size() && ours[first] == torch[first]) ++first;
+  CHECK_MESSAGE(ours == torch, what << ": " << ours.size() << " bytes vs torch's " << torch.size()
+                                    << ", first difference at byte " << first);
+#else
+  CHECK_MESSAGE(ours.size() == torch.size(), what);
+#endif
+}
+
+const sgt::DType kDtypes[] = {sgt::DType::F32, sgt::DType::BF16, sgt::DType::F16};
+
+}  // namespace
+
+TEST_CASE("torch.save bytes of single tensors, in every dtype, equal torch's") {
+  const char* cases[] = {"normal", "ties", "special", "wide", "row", "nan"};
+  int compared = 0;
+  for (const char* c : cases) {
+    const Values v = fixture_values("values.safetensors", c);
+    for (const sgt::DType d : kDtypes) {
+      // torch's bf16 NaN bits depend on its CPU kernel (docs/output_formats.md): no bf16 fixture.
+      if (std::string(c) == "nan" && d == sgt::DType::BF16) continue;
+      const std::string name = std::string(c) + "_" + dtype_suffix(d);
+      CAPTURE(name);
+      const auto ours = sgt::torch_save_bytes(sgt::encode_tensor(d, v.shape, v.data.data()),
+                                              sgt::torch_archive_name(name + ".pt"));
+      check_same_bytes(ours, read_bytes(kData + "/" + name + ".pt"), name);
+      ++compared;
+    }
+  }
+  CHECK(compared == 17);
+}
+
+TEST_CASE("torch.save bytes of lists of tensors equal torch's") {
+  const Values a = fixture_values("list_values.safetensors", "list_0");
+  const Values b = fixture_values("list_values.safetensors", "list_1");
+  for (const sgt::DType d : kDtypes) {
+    const std::string name = std::string("list_") + dtype_suffix(d);
+    std::vector<sgt::EncodedTensor> list{sgt::encode_tensor(d, a.shape, a.data.data()),
+                                         sgt::encode_tensor(d, b.shape, b.data.data()),
+                                         sgt::encode_tensor(d, {0, 5}, nullptr)};
+    check_same_bytes(sgt::torch_save_bytes(list, name), read_bytes(kData + "/" + name + ".pt"),
+                     name);
+  }
+  // 40 tensors: the pickle's memo passes 256 entries (LONG_BINPUT / LONG_BINGET).
+  std::vector<sgt::EncodedTensor> list;
+  for (int k = 0; k < 40; ++k) {
+    const float values[2] = {float(k), float(-k) / 8};  // Python: -k / 8, +0.0 for k = 0
+    list.push_back(sgt::encode_tensor(sgt::DType::BF16, {1, 2}, values));
+  }
+  check_same_bytes(sgt::torch_save_bytes(list, "list40_bf16"),
+                   read_bytes(kData + "/list40_bf16.pt"), "list40_bf16");
+}
+
+TEST_CASE("in-memory payloads and their base64 equal torch.save(io.BytesIO()) and Python's") {
+  const Values v = fixture_values("values.safetensors", "normal");
+  for (const sgt::DType d : kDtypes) {
+    const std::string name = std::string("payload_") + dtype_suffix(d);
+    const auto ours = sgt::torch_save_bytes(sgt::encode_tensor(d, v.shape, v.data.data()));
+    check_same_bytes(ours, read_bytes(kData + "/" + name + ".pt"), name);
+#if defined(__GLIBCXX__)
+    CHECK(sgt::base64_encode(ours.data(), ours.size()) == read_text(kData + "/" + name + ".b64"));
+#endif
+  }
+}
+
+TEST_CASE("every record's data starts at a multiple of 64, and the archive holds torch's records") {
+  const Values v = fixture_values("values.safetensors", "row");
+  const auto bytes =
+      sgt::torch_save_bytes(sgt::encode_tensor(sgt::DType::BF16, v.shape, v.data.data()), "x");
+  // Walk the local headers: signature, name, "FB" extra, data aligned to 64.
+  std::vector<std::string> names;
+  std::size_t pos = 0;
+  auto u16 = [&](std::size_t at) {
+    return std::size_t(bytes[at]) | std::size_t(bytes[at + 1]) << 8;
+  };
+  auto u32 = [&](std::size_t at) { return u16(at) | u16(at + 2) << 16; };
+  while (pos + 30 <= bytes.size() && u32(pos) == 0x04034b50u) {
+    const std::size_t name_len = u16(pos + 26), extra_len = u16(pos + 28);
+    names.emplace_back(bytes.begin() + pos + 30, bytes.begin() + pos + 30 + name_len);
+    const std::size_t data = pos + 30 + name_len + extra_len;
+    CHECK(data % 64 == 0);
+    CHECK(bytes[pos + 30 + name_len] == 'F');
+    CHECK(bytes[pos + 30 + name_len + 1] == 'B');
+    // The size is in the central directory; find the data descriptor after the data instead.
+    const bool described = (u16(pos + 6) & 0x8) != 0;
+    std::size_t next = data;
+    if (described) {
+      while (u32(next) != 0x08074b50u) ++next;
+      CHECK(u32(next + 4) == sgt::crc32(bytes.data() + data, next - data));
+      next += 16;
+    }
+    pos = next;
+  }
+  CHECK(names == std::vector<std::string>{"x/data.pkl", "x/.format_version", "x/.storage_alignment",
+                                          "x/byteorder", "x/data/0", "x/version",
+                                          "x/.data/serialization_id"});
+}
+
+TEST_CASE("torch_archive_name is torch's base name without the last extension") {
+  CHECK(sgt::torch_archive_name("out/prompt.pt") == "prompt");
+  CHECK(sgt::torch_archive_name("prompt") == "prompt");
+  CHECK(sgt::torch_archive_name("a.b/c.tar.pt") == "c.tar");
+  CHECK(sgt::torch_archive_name("dir/.pt") == "archive");
+}
+
+TEST_CASE("CRC-32 and base64 on their published check values") {
+  CHECK(sgt::crc32("123456789", 9) == 0xCBF43926u);  // the CRC-32/ISO-HDLC check value
+  CHECK(sgt::crc32("56789", 5, sgt::crc32("1234", 4)) == 0xCBF43926u);
+  CHECK(sgt::crc32("", 0) == 0u);
+  // RFC 4648 section 10.
+  const char* in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+  const char* out[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+  for (int i = 0; i < 7; ++i) CHECK(sgt::base64_encode(in[i], std::strlen(in[i])) == out[i]);
+}
+
+TEST_CASE("real_token_rows drops padding rows, wherever they are") {
+  // B = 2, S = 3, H = 2; row 0 left-padded, row 1 padded in the middle.
+  const std::vector<float> batch{0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15};
+  const auto rows = sgt::real_token_rows(batch, 2, 3, 2, {0, 1, 1, 1, 0, 1});
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0] == std::vector<float>{2, 3, 4, 5});
+  CHECK(rows[1] == std::vector<float>{10, 11, 14, 15});
+  CHECK(sgt::real_token_rows(batch, 2, 3, 2, {})[1].size() == 6);
+  CHECK_THROWS_AS(sgt::real_token_rows(batch, 2, 3, 2, {1, 1}), sgt::Error);
+  CHECK_THROWS_AS(sgt::real_token_rows(batch, 3, 3, 2, {}), sgt::Error);
+}
+
+TEST_CASE("the vLLM completions body: one base64 torch payload per sequence") {
+  const Values v = fixture_values("values.safetensors", "normal");
+  const auto t = sgt::encode_tensor(sgt::DType::BF16, v.shape, v.data.data());
+  const auto payload = sgt::torch_save_bytes(t);
+  const std::string b64 = sgt::base64_encode(payload.data(), payload.size());
+
+  const std::string one = sgt::vllm_completions_body({"my \"model\"\n", 7}, {t});
+  const auto j = nlohmann::json::parse(one);
+  CHECK(j.size() == 3);
+  CHECK(j.at("model") == "my \"model\"\n");
+  CHECK(j.at("max_tokens") == 7);
+  CHECK(j.at("prompt_embeds") == b64);
+  CHECK(one.find('\n') == one.size() - 1);  // one line: the base64 has no line breaks
+
+  const auto two = nlohmann::json::parse(sgt::vllm_completions_body({"m", 16}, {t, t}));
+  REQUIRE(two.at("prompt_embeds").is_array());
+  CHECK(two.at("prompt_embeds").size() == 2);
+  CHECK(two.at("prompt_embeds")[1] == b64);
+
+  CHECK(nlohmann::json::parse(sgt::vllm_completions_body({"caf\xc3\xa9", 1}, {t})).at("model") ==
+        "caf\xc3\xa9");
+  CHECK_THROWS_AS(sgt::vllm_completions_body({"bad \xff", 1}, {t}), sgt::Error);
+  CHECK_THROWS_AS(sgt::vllm_completions_body({"\xed\xa0\x80", 1}, {t}), sgt::Error);  // surrogate
+  CHECK_THROWS_AS(sgt::vllm_completions_body({"m", 0}, {t}), sgt::Error);
+  CHECK_THROWS_AS(sgt::vllm_completions_body({"m", 1}, {}), sgt::Error);
+  const auto rank3 = sgt::encode_tensor(sgt::DType::BF16, {1, 3, 5}, v.data.data());
+  CHECK_THROWS_AS(sgt::vllm_completions_body({"m", 1}, {rank3}), sgt::Error);
+  const auto no_tokens = sgt::encode_tensor(sgt::DType::BF16, {0, 5}, nullptr);  // all padding
+  CHECK_THROWS_AS(sgt::vllm_completions_body({"m", 1}, {t, no_tokens}), sgt::Error);
+}
+
+TEST_CASE("writers leave no partial file: a missing folder, a bad tensor") {
+  const fs::path dir =
+      fs::temp_directory_path() / ("sgt_output_writers_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const Values v = fixture_values("values.safetensors", "normal");
+  const auto t = sgt::encode_tensor(sgt::DType::F16, v.shape, v.data.data());
+
+  const std::string missing = (dir / "no_such_folder" / "out.pt").string();
+  try {
+    sgt::write_torch_file(missing, t);
+    FAIL("no error");
+  } catch (const sgt::Error& e) {
+    CHECK(e.file() == missing);
+  }
+  CHECK_THROWS_AS(
+      sgt::write_vllm_completions_body((dir / "nope" / "b.json").string(), {"m", 1}, {t}),
+      sgt::Error);
+
+  sgt::EncodedTensor broken = t;
+  broken.bytes.pop_back();  // fewer bytes than the shape says
+  const std::string out = (dir / "broken.pt").string();
+  CHECK_THROWS_AS(sgt::write_torch_file(out, broken), sgt::Error);
+  CHECK_THROWS_AS(
+      sgt::write_vllm_completions_body((dir / "broken.json").string(), {"m", 1}, {broken}),
+      sgt::Error);
+  CHECK(fs::is_empty(dir));  // neither the target nor a temporary file
+
+  // A successful write replaces the target whole.
+  sgt::write_torch_file(out, t);
+  CHECK(read_bytes(out) == sgt::torch_save_bytes(t, "broken"));
+  std::size_t files = 0;
+  for (const auto& e : fs::directory_iterator(dir)) files += e.is_regular_file();
+  CHECK(files == 1);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("encode_tensor rounds with core/dtype.hpp and refuses impossible shapes") {
+  const float x[3] = {1.0f + 1.0f / 256, -0.0f, 65520.0f};
+  const auto b = sgt::encode_tensor(sgt::DType::BF16, {3}, x);
+  REQUIRE(b.bytes.size() == 6);
+  for (int i = 0; i < 3; ++i) {
+    std::uint16_t bits;
+    std::memcpy(&bits, b.bytes.data() + 2 * i, 2);
+    CHECK(bits == sgt::to_bfloat16(x[i]).bits);
+  }
+  CHECK_THROWS_AS(sgt::encode_tensor(sgt::DType::F32, {1ull << 62, 8}, x), sgt::Error);
+  CHECK_THROWS_AS(sgt::encode_tensor(sgt::DType::F32, {2}, nullptr), sgt::Error);
+  CHECK(sgt::encode_tensor(sgt::DType::F32, {0, 4}, nullptr).bytes.empty());
+}
+
+TEST_CASE("the archive writer refuses misuse") {
+  sgt::TorchArchiveWriter w("a");
+  w.add_record("x", "1");
+  CHECK_THROWS_AS(w.add_record("x", "2"), sgt::Error);
+  CHECK_THROWS_AS(w.add_record("", "2"), sgt::Error);
+  CHECK_THROWS_AS(w.add_record("y", nullptr, 3), sgt::Error);
+  w.finish();
+  CHECK_THROWS_AS(w.add_record("z", "3"), sgt::Error);
+  CHECK_THROWS_AS(w.finish(), sgt::Error);
+  CHECK_THROWS_AS(sgt::TorchArchiveWriter(""), sgt::Error);
+}
