@@ -14,7 +14,13 @@ foreach(dep IN ITEMS onig utf8proc)
     set(header utf8proc.h)
   endif()
   find_path(SGT_${dep}_INCLUDE_DIR ${header})
-  find_library(SGT_${dep}_LIBRARY ${dep})
+  # The versioned name as a fallback: a multiarch cross build has only the other architecture's
+  # runtime package (libonig5:arm64), whose library has no unversioned link.
+  if(dep STREQUAL "onig")
+    find_library(SGT_${dep}_LIBRARY NAMES onig libonig.so.5)
+  else()
+    find_library(SGT_${dep}_LIBRARY NAMES utf8proc libutf8proc.so.2)
+  endif()
   if(SGT_${dep}_INCLUDE_DIR AND SGT_${dep}_LIBRARY)
     add_library(sgt_deps::${dep} UNKNOWN IMPORTED)
     set_target_properties(sgt_deps::${dep} PROPERTIES

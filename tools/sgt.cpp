@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
@@ -309,8 +310,19 @@ void print_summary(const TransformArgs& args, const sgt::TransformInput& in,
               sgt::simd::arch_name());
 }
 
+// The output's folder must exist before anything runs: a typo in --output should not cost a model
+// load and a transform. (The writers check again: the folder could vanish meanwhile.)
+void check_output_folder(const std::string& output) {
+  const std::filesystem::path folder = std::filesystem::path(output).parent_path();
+  std::error_code ec;
+  if (!folder.empty() && !std::filesystem::is_directory(folder, ec))
+    throw sgt::Error("cannot create: the folder " + folder.string() + " does not exist")
+        .at_file(output);
+}
+
 int cmd_transform(const std::vector<std::string>& argv) {
   const TransformArgs args = parse_transform_args(argv);
+  check_output_folder(args.output);
 
   const auto t0 = std::chrono::steady_clock::now();
   const sgt::Transform model(args.dir);

@@ -15,9 +15,11 @@
 
 namespace sgt {
 
-inline std::vector<std::vector<float>> real_token_rows(const std::vector<float>& batch,
-                                                       std::size_t B, std::size_t S, std::size_t H,
-                                                       const std::vector<std::uint8_t>& mask) {
+// (Any allocator: TransformResult's buffers are WipedVectors.)
+template <class Allocator>
+std::vector<std::vector<float>> real_token_rows(const std::vector<float, Allocator>& batch,
+                                                std::size_t B, std::size_t S, std::size_t H,
+                                                const std::vector<std::uint8_t>& mask) {
   if (batch.size() / (H ? H : 1) / (S ? S : 1) != B || B * S * H != batch.size())
     throw Error("batch of " + std::to_string(batch.size()) + " values is not [" +
                 std::to_string(B) + ", " + std::to_string(S) + ", " + std::to_string(H) + "]");
