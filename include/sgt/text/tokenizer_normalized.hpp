@@ -127,17 +127,18 @@ class NormalizedText {
   }
 
   // tokenizers' replace: every match of `matches` (pieces from a pattern) becomes `content`;
-  // the inserted characters take the span of the match's last byte.
+  // the inserted characters take the span of the match's last byte (an empty match inserts
+  // `content` with the span of the byte before it, or an empty span at the start).
   void replace(const std::vector<PatternPiece>& matches, std::string_view content) {
     std::string new_text;
     std::vector<Span> new_align;
     std::size_t last_end = 0;
     for (const PatternPiece& m : matches) {
-      if (!m.is_match || m.begin == m.end) continue;
+      if (!m.is_match) continue;
       new_text.append(text_, last_end, m.begin - last_end);
       new_align.insert(new_align.end(), align_.begin() + static_cast<std::ptrdiff_t>(last_end),
                        align_.begin() + static_cast<std::ptrdiff_t>(m.begin));
-      const Span align = align_[m.end - 1];
+      const Span align = m.end == 0 ? Span{original_begin_, original_begin_} : align_[m.end - 1];
       new_text.append(content);
       new_align.insert(new_align.end(), content.size(), align);
       last_end = m.end;
