@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -40,19 +41,20 @@ struct AddedToken {
   std::string text;
 };
 
-// Leftmost-longest, non-overlapping matching of a set of strings.
+// Leftmost-longest, non-overlapping matching of a set of strings (tokenizers builds an
+// Aho-Corasick automaton with MatchKind::LeftmostLongest). The patterns are kept sorted; at each
+// position the range of patterns that agree with the text so far narrows one byte at a time
+// (binary search), so a file with tens of thousands of reserved tokens costs O(length * log P)
+// per position, not O(P). Among identical patterns the first added wins.
 class TokenMatcher {
  public:
   void add(std::string pattern, std::int32_t id) {
     if (pattern.empty()) return;  // an empty pattern would match everywhere: never useful
-    const auto first = static_cast<unsigned char>(pattern[0]);
-    by_first_byte_[first].push_back({std::move(pattern), id});
-    auto& list = by_first_byte_[first];
-    std::stable_sort(list.begin(), list.end(),
-                     [](const Entry& a, const Entry& b) { return a.pattern.size() > b.pattern.size(); });
+    entries_.push_back({std::move(pattern), id});
   }
-  bool empty() const {
-    return std::all_of(by_first_byte_.begin(), by_first_byte_.end(), [](const auto& l) { return l.empty(); });
+  void finish() {
+    std::stable_sort(entries_.begin(), entries_.end(),
+                     [](const Entry& a, const Entry& b) { return a.pattern < b.pattern; });
   }
 
   struct Match {
@@ -61,17 +63,15 @@ class TokenMatcher {
   };
   std::vector<Match> find_all(std::string_view text) const {
     std::vector<Match> out;
+    if (entries_.empty()) return out;
     for (std::size_t i = 0; i < text.size();) {
-      bool found = false;
-      for (const Entry& e : by_first_byte_[static_cast<unsigned char>(text[i])]) {
-        if (text.compare(i, e.pattern.size(), e.pattern) == 0) {
-          out.push_back({i, i + e.pattern.size(), e.id});
-          i += e.pattern.size();
-          found = true;
-          break;
-        }
+      const Entry* best = longest_at(text, i);
+      if (best) {
+        out.push_back({i, i + best->pattern.size(), best->id});
+        i += best->pattern.size();
+      } else {
+        ++i;
       }
-      if (!found) ++i;
     }
     return out;
   }
@@ -81,7 +81,30 @@ class TokenMatcher {
     std::string pattern;
     std::int32_t id;
   };
-  std::array<std::vector<Entry>, 256> by_first_byte_;
+
+  const Entry* longest_at(std::string_view text, std::size_t i) const {
+    auto lo = entries_.begin(), hi = entries_.end();
+    const Entry* best = nullptr;
+    for (std::size_t k = 0; lo != hi; ++k) {
+      // [lo, hi): the patterns that start with text[i, i + k). The one of length k sorts first.
+      if (lo->pattern.size() == k) {
+        best = &*lo;
+        while (lo != hi && lo->pattern.size() == k) ++lo;
+        if (lo == hi) break;
+      }
+      if (i + k >= text.size()) break;
+      const auto c = static_cast<unsigned char>(text[i + k]);
+      lo = std::lower_bound(lo, hi, c, [k](const Entry& e, unsigned char v) {
+        return static_cast<unsigned char>(e.pattern[k]) < v;
+      });
+      hi = std::upper_bound(lo, hi, c, [k](unsigned char v, const Entry& e) {
+        return v < static_cast<unsigned char>(e.pattern[k]);
+      });
+    }
+    return best;
+  }
+
+  std::vector<Entry> entries_;
 };
 
 class AddedVocabulary {
@@ -92,6 +115,7 @@ class AddedVocabulary {
             const std::optional<Normalizer>& normalizer) {
     require_array(list, path);
     const auto model_size = static_cast<std::int64_t>(model.vocab_size());
+    std::int64_t max_added_id = -1;  // the largest id in by_content_ so far
     for (std::size_t i = 0; i < list.size(); ++i) {
       const std::string at = index_path(path, i);
       const Json& j = require_object(list[i], at);
@@ -112,8 +136,7 @@ class AddedVocabulary {
       } else if (by_content_.empty()) {
         t.id = static_cast<std::int32_t>(model_size);
       } else {
-        std::int64_t max = -1;
-        for (const auto& kv : by_content_) max = std::max<std::int64_t>(max, kv.second);
+        const std::int64_t max = max_added_id;
         const std::int64_t next = (max >= model_size || model_size == 0) ? max + 1 : model_size;
         if (next > std::numeric_limits<std::int32_t>::max()) fail_at(at, "too many added tokens");
         t.id = static_cast<std::int32_t>(next);
@@ -125,6 +148,7 @@ class AddedVocabulary {
         t.text = content.text();
       }
       by_content_[t.content] = t.id;
+      max_added_id = std::max<std::int64_t>(max_added_id, t.id);
       by_id_[t.id] = t;
     }
     // The matchers, from the final definitions (special tokens first, as tokenizers orders them).
@@ -139,6 +163,8 @@ class AddedVocabulary {
         }
       }
     }
+    raw_matcher_.finish();
+    normalized_matcher_.finish();
   }
 
   std::size_t size() const noexcept { return by_content_.size(); }

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <utf8proc.h>
@@ -55,7 +56,7 @@ inline std::size_t count_chars(std::string_view s) {
 
 inline void apply_nfc(NormalizedText& t) {
   if (utf8proc_nfc(t.text()) == t.text()) return;  // the usual case: nothing to move
-  // Run boundaries, then rewrite the runs from the last to the first so offsets stay valid.
+  // Run boundaries, then one pass that copies unchanged runs and rewrites the others.
   std::vector<std::size_t> starts;
   const std::string& s = t.text();
   for (std::size_t i = 0; i < s.size();) {
@@ -65,11 +66,18 @@ inline void apply_nfc(NormalizedText& t) {
     i += n;
   }
   starts.push_back(s.size());
-  for (std::size_t r = starts.size() - 1; r-- > 0;) {
+  std::string new_text;
+  std::vector<Span> new_align;
+  new_text.reserve(s.size());
+  new_align.reserve(s.size());
+  for (std::size_t r = 0; r + 1 < starts.size(); ++r) {
     const std::size_t begin = starts[r], end = starts[r + 1];
-    const std::string run = t.text().substr(begin, end - begin);
+    const std::string_view run = std::string_view(s).substr(begin, end - begin);
     const std::string out = utf8proc_nfc(run);
-    if (out == run) continue;
+    if (out == run) {
+      t.append_unchanged(begin, end, new_text, new_align);
+      continue;
+    }
     const long n_in = static_cast<long>(count_chars(run)), n_out = static_cast<long>(count_chars(out));
     std::vector<CharChange> changes;
     long k = 0;
@@ -82,8 +90,9 @@ inline void apply_nfc(NormalizedText& t) {
       else change = k < n_in ? 0 : 1;
       changes.push_back({c, change});
     }
-    t.transform_range(begin, end, changes, 0);
+    t.append_transformed(begin, end, changes, 0, new_text, new_align);
   }
+  t.assign(std::move(new_text), std::move(new_align));
 }
 
 class Normalizer {

@@ -76,8 +76,22 @@ class NormalizedText {
   // initial offset of `initial_removed` source characters).
   void transform_range(std::size_t begin, std::size_t end, const std::vector<CharChange>& changes,
                        std::size_t initial_removed) {
-    std::string new_text;
-    std::vector<Span> new_align;
+    std::string new_text(text_, 0, begin);
+    std::vector<Span> new_align(align_.begin(), align_.begin() + static_cast<std::ptrdiff_t>(begin));
+    append_transformed(begin, end, changes, initial_removed, new_text, new_align);
+    new_text.append(text_, end, std::string::npos);
+    new_align.insert(new_align.end(), align_.begin() + static_cast<std::ptrdiff_t>(end), align_.end());
+    text_ = std::move(new_text);
+    align_ = std::move(new_align);
+  }
+
+  // The rewrite of bytes [begin, end) as `changes`, appended to out_text / out_align (so that a
+  // caller rewriting many ranges builds the result in one pass). Each new character takes the
+  // span of the source character it replaces; an inserted one (+1) shares the span of the byte
+  // before it, or an empty span at the very start.
+  void append_transformed(std::size_t begin, std::size_t end, const std::vector<CharChange>& changes,
+                          std::size_t initial_removed, std::string& out_text,
+                          std::vector<Span>& out_align) const {
     std::size_t cursor = begin;  // next source byte in [begin, end)
     auto skip_chars = [&](std::size_t n) {
       for (std::size_t k = 0; k < n && cursor < end; ++k)
@@ -87,22 +101,30 @@ class NormalizedText {
     for (const CharChange& ch : changes) {
       Span align;
       if (ch.change > 0) {
-        // Inserted: it shares the span of the byte before it (none at the start: an empty span).
         align = cursor == 0 ? Span{original_begin_, original_begin_} : align_[cursor - 1];
       } else {
-        align = cursor < align_.size() ? align_[cursor] : Span{};
+        align = cursor < align_.size() ? align_[cursor] : Span{original_begin_, original_begin_};
         skip_chars(1);
         if (ch.change < 0) skip_chars(static_cast<std::size_t>(-ch.change));
       }
-      const std::size_t before = new_text.size();
-      unicode::append_utf8(new_text, ch.c);
-      new_align.insert(new_align.end(), new_text.size() - before, align);
+      const std::size_t before = out_text.size();
+      unicode::append_utf8(out_text, ch.c);
+      out_align.insert(out_align.end(), out_text.size() - before, align);
     }
-    text_.replace(begin, end - begin, new_text);
-    align_.erase(align_.begin() + static_cast<std::ptrdiff_t>(begin),
-                 align_.begin() + static_cast<std::ptrdiff_t>(end));
-    align_.insert(align_.begin() + static_cast<std::ptrdiff_t>(begin), new_align.begin(),
-                  new_align.end());
+  }
+
+  // Appends the unchanged bytes [begin, end).
+  void append_unchanged(std::size_t begin, std::size_t end, std::string& out_text,
+                        std::vector<Span>& out_align) const {
+    out_text.append(text_, begin, end - begin);
+    out_align.insert(out_align.end(), align_.begin() + static_cast<std::ptrdiff_t>(begin),
+                     align_.begin() + static_cast<std::ptrdiff_t>(end));
+  }
+
+  // Replaces the text and spans with a rewrite built by the two functions above.
+  void assign(std::string text, std::vector<Span> align) {
+    text_ = std::move(text);
+    align_ = std::move(align);
   }
 
   // Rewrites the whole text.
