@@ -188,6 +188,12 @@ TEST_CASE("tokenizer: components and options we do not implement are refused, by
   j["pre_tokenizer"]["prepend_scheme"] = "sometimes";
   CHECK(load_error(j.dump()).find("key 'pre_tokenizer.prepend_scheme'") != std::string::npos);
 
+  j = fixture_json("mistral_metaspace");
+  j["pre_tokenizer"]["add_prefix_space"] = false;  // tokenizers refuses it with "first" too
+  CHECK(load_error(j.dump()).find("key 'pre_tokenizer.add_prefix_space'") != std::string::npos);
+  j["pre_tokenizer"]["prepend_scheme"] = "never";
+  CHECK(load_error(j.dump()).empty());
+
   j = fixture_json("llama3");
   j["truncation"] = {{"max_length", 8}};
   CHECK(load_error(j.dump()).find("key 'truncation'") != std::string::npos);

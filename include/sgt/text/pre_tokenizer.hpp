@@ -79,10 +79,11 @@ struct MetaspaceOptions {
       else if (s == "never") o.scheme = PrependScheme::kNever;
       else fail_at(sgt::detail::key_path(path, "prepend_scheme"),
                    "must be \"first\", \"always\" or \"never\", got " + sgt::detail::json_excerpt(*scheme));
-    } else {
-      o.scheme = bool_member(j, "add_prefix_space", path, true) ? PrependScheme::kAlways
-                                                                : PrependScheme::kNever;
     }
+    // The legacy option: tokenizers accepts add_prefix_space=false only with scheme "never".
+    if (!bool_member(j, "add_prefix_space", path, true) && o.scheme != PrependScheme::kNever)
+      fail_at(sgt::detail::key_path(path, "add_prefix_space"),
+              "false does not match prepend_scheme (which must then be \"never\")");
     o.split = bool_member(j, "split", path, true);
     return o;
   }
