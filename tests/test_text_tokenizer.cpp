@@ -78,15 +78,19 @@ TEST_CASE("tokenizer fixtures: encode and decode exactly like tokenizers") {
       const std::string token = probe[0].get<std::string>();
       CAPTURE(token);
       const auto id = tok.token_to_id(token);
-      if (probe[1].is_null()) CHECK(!id);
-      else CHECK(id == std::optional<std::int32_t>(probe[1].get<std::int32_t>()));
+      if (probe[1].is_null())
+        CHECK(!id);
+      else
+        CHECK(id == std::optional<std::int32_t>(probe[1].get<std::int32_t>()));
     }
     for (const auto& probe : expected["id_to_token"]) {
       const auto id = probe[0].get<std::int32_t>();
       CAPTURE(id);
       const auto token = tok.id_to_token(id);
-      if (probe[1].is_null()) CHECK(!token);
-      else CHECK(token == std::optional<std::string>(probe[1].get<std::string>()));
+      if (probe[1].is_null())
+        CHECK(!token);
+      else
+        CHECK(token == std::optional<std::string>(probe[1].get<std::string>()));
     }
     REQUIRE(expected["cases"].size() >= 40);
     for (const auto& c : expected["cases"]) {
@@ -130,8 +134,12 @@ TEST_CASE("tokenizer: concurrent encodes on one tokenizer agree with a serial en
 
 TEST_CASE("tokenizer: invalid UTF-8 input names the byte position") {
   const Tokenizer tok = Tokenizer::load(kFixtures + "/qwen2/tokenizer.json");
-  for (const auto& [text, position] : std::vector<std::pair<std::string, int>>{
-           {"ab\xFF", 2}, {"\xC3", 0}, {"ok \xED\xA0\x80", 3}, {"\xC0\xAF", 0}, {"x\xF4\x90\x80\x80", 1}}) {
+  for (const auto& [text, position] :
+       std::vector<std::pair<std::string, int>>{{"ab\xFF", 2},
+                                                {"\xC3", 0},
+                                                {"ok \xED\xA0\x80", 3},
+                                                {"\xC0\xAF", 0},
+                                                {"x\xF4\x90\x80\x80", 1}}) {
     CAPTURE(text);
     try {
       tok.encode(text, true);
@@ -145,7 +153,8 @@ TEST_CASE("tokenizer: invalid UTF-8 input names the byte position") {
 TEST_CASE("tokenizer: an id outside the vocabulary is an error naming its position") {
   const Tokenizer tok = Tokenizer::load(kFixtures + "/llama3/tokenizer.json");
   const auto size = static_cast<std::int32_t>(tok.vocab_size());
-  CHECK_THROWS_WITH_AS(tok.decode({1, 2, size}, false), doctest::Contains("position 2"), sgt::Error);
+  CHECK_THROWS_WITH_AS(tok.decode({1, 2, size}, false), doctest::Contains("position 2"),
+                       sgt::Error);
   CHECK_THROWS_AS(tok.decode({-1}, true), sgt::Error);
   CHECK(tok.decode({}, false).empty());
 }
@@ -153,8 +162,9 @@ TEST_CASE("tokenizer: an id outside the vocabulary is an error naming its positi
 TEST_CASE("tokenizer: components and options we do not implement are refused, by path") {
   json j = fixture_json("llama3");
   j["pre_tokenizer"]["pretokenizers"][1] = {{"type", "Whitespace"}};
-  CHECK(load_error(j.dump()) ==
-        "tokenizer.json: key 'pre_tokenizer.pretokenizers[1]': type \"Whitespace\" is not supported");
+  CHECK(
+      load_error(j.dump()) ==
+      "tokenizer.json: key 'pre_tokenizer.pretokenizers[1]': type \"Whitespace\" is not supported");
 
   j = fixture_json("llama3");
   j["normalizer"] = {{"type", "Lowercase"}};
@@ -166,7 +176,8 @@ TEST_CASE("tokenizer: components and options we do not implement are refused, by
 
   j = fixture_json("llama3");
   j["post_processor"] = {{"type", "BertProcessing"}};
-  CHECK(load_error(j.dump()).find("key 'post_processor': type \"BertProcessing\"") != std::string::npos);
+  CHECK(load_error(j.dump()).find("key 'post_processor': type \"BertProcessing\"") !=
+        std::string::npos);
 
   j = fixture_json("llama3");
   j["model"]["type"] = "WordPiece";
@@ -178,11 +189,13 @@ TEST_CASE("tokenizer: components and options we do not implement are refused, by
 
   j = fixture_json("llama3");
   j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Sideways";
-  CHECK(load_error(j.dump()).find("key 'pre_tokenizer.pretokenizers[0].behavior'") != std::string::npos);
+  CHECK(load_error(j.dump()).find("key 'pre_tokenizer.pretokenizers[0].behavior'") !=
+        std::string::npos);
 
   j = fixture_json("llama3");
   j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", "(unclosed"}};
-  CHECK(load_error(j.dump()).find("key 'pre_tokenizer.pretokenizers[0].pattern.Regex'") != std::string::npos);
+  CHECK(load_error(j.dump()).find("key 'pre_tokenizer.pretokenizers[0].pattern.Regex'") !=
+        std::string::npos);
 
   j = fixture_json("mistral_metaspace");
   j["pre_tokenizer"]["prepend_scheme"] = "sometimes";
@@ -204,8 +217,8 @@ TEST_CASE("tokenizer: malformed files") {
   CHECK(load_error("{\"model\": ").find("not valid JSON") != std::string::npos);
   CHECK(load_error("[1, 2]").find("root is not a JSON object") != std::string::npos);
   CHECK(load_error("{}").find("key 'model': required key is missing") != std::string::npos);
-  CHECK(load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"model\": {}}").find("appears twice") !=
-        std::string::npos);
+  CHECK(load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"model\": {}}")
+            .find("appears twice") != std::string::npos);
 
   json j = fixture_json("llama3");
   j["model"]["merges"][3] = json::array({"no-such-token", "x"});
@@ -226,5 +239,6 @@ TEST_CASE("tokenizer: malformed files") {
 TEST_CASE("tokenizer: empty input and a tokenizer without a pre-tokenizer or decoder") {
   const Tokenizer tok = Tokenizer::load(kFixtures + "/llama3/tokenizer.json");
   CHECK(tok.encode("", false).ids.empty());
-  CHECK(tok.encode("", true).ids == std::vector<std::int32_t>{*tok.token_to_id("<|begin_of_text|>")});
+  CHECK(tok.encode("", true).ids ==
+        std::vector<std::int32_t>{*tok.token_to_id("<|begin_of_text|>")});
 }

@@ -234,7 +234,8 @@ class AddedVocabulary {
   }
 
   // tokenizers' find_matches + split_with_indices; appends the non-empty pieces to `out`.
-  void split_matches(const NormalizedText& text, const TokenMatcher& matcher, std::vector<Piece>& out) const {
+  void split_matches(const NormalizedText& text, const TokenMatcher& matcher,
+                     std::vector<Piece>& out) const {
     const std::string& s = text.text();
     if (s.empty()) return;
     std::size_t start_offset = 0;
@@ -245,11 +246,15 @@ class AddedVocabulary {
       std::size_t start = m.begin, stop = m.end;
       const AddedToken& t = by_id_.at(m.id);
       if (t.single_word) {
-        const bool start_space = start == 0 || !ends_with_word(std::string_view(s).substr(0, start));
-        const bool stop_space = stop == s.size() || !starts_with_word(std::string_view(s).substr(stop));
+        const bool start_space =
+            start == 0 || !ends_with_word(std::string_view(s).substr(0, start));
+        const bool stop_space =
+            stop == s.size() || !starts_with_word(std::string_view(s).substr(stop));
         if (!start_space || !stop_space) continue;
       }
-      if (t.lstrip) start = std::max(trailing_white_space_begin(std::string_view(s).substr(0, start)), start_offset);
+      if (t.lstrip)
+        start = std::max(trailing_white_space_begin(std::string_view(s).substr(0, start)),
+                         start_offset);
       if (t.rstrip) stop += leading_white_space(std::string_view(s).substr(stop));
       // After an rstrip, the next match may start inside the stripped white space: tokenizers
       // then emits overlapping pieces, and so do we (the fixtures pin it).

@@ -36,7 +36,8 @@ class BpeModel {
     if (const Json* dropout = optional_member(j, "dropout")) {
       if (!dropout->is_number() || dropout->get<double>() != 0.0)
         fail_at(sgt::detail::key_path(path, "dropout"),
-                "must be null (BPE dropout is random, and not supported), got " + sgt::detail::json_excerpt(*dropout));
+                "must be null (BPE dropout is random, and not supported), got " +
+                    sgt::detail::json_excerpt(*dropout));
     }
     auto optional_string = [&](const char* key) -> std::optional<std::string> {
       if (!optional_member(j, key)) return std::nullopt;
@@ -54,7 +55,8 @@ class BpeModel {
     m.vocab_.reserve(vocab.size());
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
       const Json& v = it.value();
-      if (!v.is_number_unsigned() || v.get<std::uint64_t>() > std::numeric_limits<std::int32_t>::max())
+      if (!v.is_number_unsigned() ||
+          v.get<std::uint64_t>() > std::numeric_limits<std::int32_t>::max())
         fail_at(sgt::detail::key_path(vocab_path, sgt::detail::abbreviate(it.key())),
                 "must be a token id in [0, 2147483647], got " + sgt::detail::json_excerpt(v));
       const auto id = static_cast<std::int32_t>(v.get<std::uint64_t>());
@@ -76,7 +78,8 @@ class BpeModel {
         const std::string s = mj.get<std::string>();
         const std::size_t space = s.find(' ');
         if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
-          fail_at(at, "must be two tokens separated by one space, got " + sgt::detail::json_excerpt(mj));
+          fail_at(at, "must be two tokens separated by one space, got " +
+                          sgt::detail::json_excerpt(mj));
         a = s.substr(0, space);
         b = s.substr(space + 1);
       } else if (mj.is_array() && mj.size() == 2 && mj[0].is_string() && mj[1].is_string()) {
@@ -87,14 +90,17 @@ class BpeModel {
       }
       const auto ia = m.vocab_.find(a), ib = m.vocab_.find(b);
       if (ia == m.vocab_.end() || ib == m.vocab_.end())
-        fail_at(at, "merges a token that is not in the vocabulary: " + sgt::detail::json_excerpt(mj));
-      if (b.size() < m.prefix_.size() || (b.size() > m.prefix_.size() &&
-                                          unicode::is_continuation(static_cast<unsigned char>(b[m.prefix_.size()]))))
+        fail_at(at,
+                "merges a token that is not in the vocabulary: " + sgt::detail::json_excerpt(mj));
+      if (b.size() < m.prefix_.size() ||
+          (b.size() > m.prefix_.size() &&
+           unicode::is_continuation(static_cast<unsigned char>(b[m.prefix_.size()]))))
         fail_at(at, "second token is shorter than continuing_subword_prefix");
       const auto inew = m.vocab_.find(a + b.substr(m.prefix_.size()));
       if (inew == m.vocab_.end())
         fail_at(at, "the merged token is not in the vocabulary: " + sgt::detail::json_excerpt(mj));
-      m.merges_[pair_key(ia->second, ib->second)] = {static_cast<std::uint32_t>(rank), inew->second};
+      m.merges_[pair_key(ia->second, ib->second)] = {static_cast<std::uint32_t>(rank),
+                                                     inew->second};
     }
     return m;
   }
@@ -144,7 +150,8 @@ class BpeModel {
   };
 
   static std::uint64_t pair_key(std::int32_t a, std::int32_t b) {
-    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) | static_cast<std::uint32_t>(b);
+    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) |
+           static_cast<std::uint32_t>(b);
   }
 
   void add_symbol(std::vector<Symbol>& symbols, std::int32_t id, std::size_t len) const {
@@ -220,7 +227,8 @@ class BpeModel {
       return it == merges_.end() ? nullptr : &it->second;
     };
     for (std::size_t i = 0; i + 1 < symbols.size(); ++i)
-      if (const MergeInfo* m = lookup(symbols[i].id, symbols[i + 1].id)) queue.push({m->rank, i, m->new_id});
+      if (const MergeInfo* m = lookup(symbols[i].id, symbols[i + 1].id))
+        queue.push({m->rank, i, m->new_id});
     while (!queue.empty()) {
       const Candidate top = queue.top();
       queue.pop();
@@ -238,7 +246,8 @@ class BpeModel {
         symbols[static_cast<std::size_t>(right.next)].prev = static_cast<std::ptrdiff_t>(top.pos);
       if (cur.prev >= 0) {
         const auto prev = static_cast<std::size_t>(cur.prev);
-        if (const MergeInfo* pm = lookup(symbols[prev].id, cur.id)) queue.push({pm->rank, prev, pm->new_id});
+        if (const MergeInfo* pm = lookup(symbols[prev].id, cur.id))
+          queue.push({pm->rank, prev, pm->new_id});
       }
       if (cur.next >= 0 && static_cast<std::size_t>(cur.next) < symbols.size()) {
         if (const MergeInfo* nm = lookup(cur.id, symbols[static_cast<std::size_t>(cur.next)].id))

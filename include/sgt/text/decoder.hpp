@@ -42,7 +42,8 @@ class Decoder {
       d.strip_stop_ = uint_member(j, "stop", path, 1u << 20);
     } else if (type == "Replace") {
       d.kind_ = Kind::kReplace;
-      d.pattern_ = Pattern::from_json(member(j, "pattern", path), sgt::detail::key_path(path, "pattern"));
+      d.pattern_ =
+          Pattern::from_json(member(j, "pattern", path), sgt::detail::key_path(path, "pattern"));
       d.content_ = string_member(j, "content", path);
     } else if (type == "Sequence") {
       d.kind_ = Kind::kSequence;
@@ -64,8 +65,10 @@ class Decoder {
         for (std::size_t i = 0; i < tokens.size(); ++i) {
           std::string out;
           for_each_char(tokens[i], [&](char32_t c, std::string_view raw) {
-            if (c != metaspace_.replacement) out.append(raw);
-            else if (!(i == 0 && metaspace_.scheme != PrependScheme::kNever)) out += ' ';
+            if (c != metaspace_.replacement)
+              out.append(raw);
+            else if (!(i == 0 && metaspace_.scheme != PrependScheme::kNever))
+              out += ' ';
           });
           tokens[i] = std::move(out);
         }
@@ -109,7 +112,8 @@ class Decoder {
     static const std::unordered_map<char32_t, unsigned char> char_to_byte = [] {
       std::unordered_map<char32_t, unsigned char> m;
       const auto& table = byte_to_char();
-      for (int b = 0; b < 256; ++b) m[table[static_cast<std::size_t>(b)]] = static_cast<unsigned char>(b);
+      for (int b = 0; b < 256; ++b)
+        m[table[static_cast<std::size_t>(b)]] = static_cast<unsigned char>(b);
       return m;
     }();
     std::string bytes;
@@ -118,8 +122,10 @@ class Decoder {
       bool all = true;
       for_each_char(t, [&](char32_t c, std::string_view) {
         const auto it = char_to_byte.find(c);
-        if (it == char_to_byte.end()) all = false;
-        else mapped += static_cast<char>(it->second);
+        if (it == char_to_byte.end())
+          all = false;
+        else
+          mapped += static_cast<char>(it->second);
       });
       bytes += all ? mapped : t;
     }
@@ -130,7 +136,10 @@ class Decoder {
   static int fallback_byte(const std::string& t) {
     if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return -1;
     const auto hex = [](char c) {
-      return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      return c >= '0' && c <= '9'   ? c - '0'
+             : c >= 'a' && c <= 'f' ? c - 'a' + 10
+             : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                    : -1;
     };
     if (t[3] == '+') return hex(t[4]);
     const int hi = hex(t[3]), lo = hex(t[4]);

@@ -28,9 +28,24 @@ inline bool nfc_run_starts_at(char32_t c) {
   if (p->combining_class != 0) return false;
   if ((c >= 0x1161 && c <= 0x1175) || (c >= 0x11A8 && c <= 0x11C2)) return false;
   switch (c) {  // class-0 characters that are the second element of a canonical composition
-    case 0x09BE: case 0x09D7: case 0x0B3E: case 0x0B56: case 0x0B57: case 0x0BBE: case 0x0BD7:
-    case 0x0C56: case 0x0CC2: case 0x0CD5: case 0x0CD6: case 0x0D3E: case 0x0D57: case 0x0DCF:
-    case 0x0DDF: case 0x102E: case 0x1B35: case 0x0D4E:
+    case 0x09BE:
+    case 0x09D7:
+    case 0x0B3E:
+    case 0x0B56:
+    case 0x0B57:
+    case 0x0BBE:
+    case 0x0BD7:
+    case 0x0C56:
+    case 0x0CC2:
+    case 0x0CD5:
+    case 0x0CD6:
+    case 0x0D3E:
+    case 0x0D57:
+    case 0x0DCF:
+    case 0x0DDF:
+    case 0x102E:
+    case 0x1B35:
+    case 0x0D4E:
       return false;
     default:
       return true;
@@ -39,9 +54,9 @@ inline bool nfc_run_starts_at(char32_t c) {
 
 inline std::string utf8proc_nfc(std::string_view s) {
   utf8proc_uint8_t* out = nullptr;
-  const utf8proc_ssize_t n =
-      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), static_cast<utf8proc_ssize_t>(s.size()),
-                   &out, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  const utf8proc_ssize_t n = utf8proc_map(
+      reinterpret_cast<const utf8proc_uint8_t*>(s.data()), static_cast<utf8proc_ssize_t>(s.size()),
+      &out, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
   if (n < 0) throw Error(std::string("NFC failed: ") + utf8proc_errmsg(n));
   std::string result(reinterpret_cast<const char*>(out), static_cast<std::size_t>(n));
   std::free(out);
@@ -78,7 +93,8 @@ inline void apply_nfc(NormalizedText& t) {
       t.append_unchanged(begin, end, new_text, new_align);
       continue;
     }
-    const long n_in = static_cast<long>(count_chars(run)), n_out = static_cast<long>(count_chars(out));
+    const long n_in = static_cast<long>(count_chars(run)),
+               n_out = static_cast<long>(count_chars(out));
     std::vector<CharChange> changes;
     long k = 0;
     for (std::size_t i = 0; i < out.size(); ++k) {
@@ -86,8 +102,10 @@ inline void apply_nfc(NormalizedText& t) {
       const char32_t c = unicode::decode(out, i, &n);
       i += n;
       long change = 0;
-      if (n_out <= n_in) change = k == 0 ? -(n_in - n_out) : 0;
-      else change = k < n_in ? 0 : 1;
+      if (n_out <= n_in)
+        change = k == 0 ? -(n_in - n_out) : 0;
+      else
+        change = k < n_in ? 0 : 1;
       changes.push_back({c, change});
     }
     t.append_transformed(begin, end, changes, 0, new_text, new_align);
@@ -109,7 +127,8 @@ class Normalizer {
       n.content_ = string_member(j, "prepend", path);
     } else if (type == "Replace") {
       n.kind_ = Kind::kReplace;
-      n.pattern_ = Pattern::from_json(member(j, "pattern", path), sgt::detail::key_path(path, "pattern"));
+      n.pattern_ =
+          Pattern::from_json(member(j, "pattern", path), sgt::detail::key_path(path, "pattern"));
       n.content_ = string_member(j, "content", path);
     } else if (type == "Sequence") {
       n.kind_ = Kind::kSequence;

@@ -69,16 +69,21 @@ struct MetaspaceOptions {
     MetaspaceOptions o;
     o.replacement_utf8 = string_member(j, "replacement", path);
     std::size_t n = 0;
-    if (o.replacement_utf8.empty() ||
-        (o.replacement = unicode::decode(o.replacement_utf8, 0, &n), n != o.replacement_utf8.size()))
+    if (o.replacement_utf8.empty() || (o.replacement = unicode::decode(o.replacement_utf8, 0, &n),
+                                       n != o.replacement_utf8.size()))
       fail_at(sgt::detail::key_path(path, "replacement"), "must be exactly one character");
     if (const Json* scheme = optional_member(j, "prepend_scheme")) {
       const std::string s = scheme->is_string() ? scheme->get<std::string>() : std::string("?");
-      if (s == "first") o.scheme = PrependScheme::kFirst;
-      else if (s == "always") o.scheme = PrependScheme::kAlways;
-      else if (s == "never") o.scheme = PrependScheme::kNever;
-      else fail_at(sgt::detail::key_path(path, "prepend_scheme"),
-                   "must be \"first\", \"always\" or \"never\", got " + sgt::detail::json_excerpt(*scheme));
+      if (s == "first")
+        o.scheme = PrependScheme::kFirst;
+      else if (s == "always")
+        o.scheme = PrependScheme::kAlways;
+      else if (s == "never")
+        o.scheme = PrependScheme::kNever;
+      else
+        fail_at(sgt::detail::key_path(path, "prepend_scheme"),
+                "must be \"first\", \"always\" or \"never\", got " +
+                    sgt::detail::json_excerpt(*scheme));
     }
     // The legacy option: tokenizers accepts add_prefix_space=false only with scheme "never".
     if (!bool_member(j, "add_prefix_space", path, true) && o.scheme != PrependScheme::kNever)
@@ -98,7 +103,8 @@ class PreTokenizer {
     PreTokenizer p;
     if (type == "Split") {
       p.kind_ = Kind::kSplit;
-      p.pattern_ = Pattern::from_json(member(j, "pattern", path), sgt::detail::key_path(path, "pattern"));
+      p.pattern_ =
+          Pattern::from_json(member(j, "pattern", path), sgt::detail::key_path(path, "pattern"));
       p.behavior_ = split_behavior_from(string_member(j, "behavior", path),
                                         sgt::detail::key_path(path, "behavior"));
       p.flag_ = bool_member(j, "invert", path, false);
@@ -147,7 +153,8 @@ class PreTokenizer {
         break;
       case Kind::kMetaspace:
         split_each(pieces, [&](NormalizedText& t) {
-          t.replace(char_pieces(t.text(), [](char32_t c) { return c == U' '; }), metaspace_.replacement_utf8);
+          t.replace(char_pieces(t.text(), [](char32_t c) { return c == U' '; }),
+                    metaspace_.replacement_utf8);
           const bool starts = t.text().compare(0, metaspace_.replacement_utf8.size(),
                                                metaspace_.replacement_utf8) == 0;
           if (!starts && (metaspace_.scheme == PrependScheme::kAlways ||

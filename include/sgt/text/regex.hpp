@@ -33,8 +33,10 @@ inline void onig_initialize_once() {
 
 inline std::string onig_message(int code, OnigErrorInfo* info) {
   OnigUChar buffer[ONIG_MAX_ERROR_MESSAGE_LEN];
-  const int n = info ? onig_error_code_to_str(buffer, code, info) : onig_error_code_to_str(buffer, code);
-  return std::string(reinterpret_cast<const char*>(buffer), n > 0 ? static_cast<std::size_t>(n) : 0);
+  const int n =
+      info ? onig_error_code_to_str(buffer, code, info) : onig_error_code_to_str(buffer, code);
+  return std::string(reinterpret_cast<const char*>(buffer),
+                     n > 0 ? static_cast<std::size_t>(n) : 0);
 }
 
 struct RegexDeleter {
@@ -58,7 +60,8 @@ class Regex {
                             ONIG_SYNTAX_ONIGURUMA, &info);
     if (rc != ONIG_NORMAL) {
       if (raw) onig_free(raw);
-      throw Error("invalid regex \"" + pattern.substr(0, 80) + "\": " + detail::onig_message(rc, &info));
+      throw Error("invalid regex \"" + pattern.substr(0, 80) +
+                  "\": " + detail::onig_message(rc, &info));
     }
     regex_.reset(raw, detail::RegexDeleter());
   }
@@ -84,9 +87,7 @@ class Regex {
       const auto s = static_cast<std::size_t>(region->beg[0]);
       const auto e = static_cast<std::size_t>(region->end[0]);
       if (s == e && have_last_match && last_match_end == e) {
-        last_end += last_end < text.size()
-                        ? char_length_at(text, last_end)
-                        : 1;
+        last_end += last_end < text.size() ? char_length_at(text, last_end) : 1;
         continue;
       }
       last_end = e;

@@ -55,7 +55,8 @@ class Tokenizer {
 
   static Tokenizer load(const std::string& tokenizer_json_path) {
     try {
-      return from_json_text(read_text_file(tokenizer_json_path, kMaxFileBytes), tokenizer_json_path);
+      return from_json_text(read_text_file(tokenizer_json_path, kMaxFileBytes),
+                            tokenizer_json_path);
     } catch (Error& e) {
       e.at_file(tokenizer_json_path);
       throw;
@@ -134,8 +135,10 @@ class Tokenizer {
         pre_tokenizer = detail::PreTokenizer::from_json(*p, "pre_tokenizer");
       if (const auto* p = optional_member(doc, "post_processor"))
         post_processor = detail::PostProcessor::from_json(*p, "post_processor");
-      if (const auto* d = optional_member(doc, "decoder")) decoder = detail::Decoder::from_json(*d, "decoder");
-      if (const auto* a = optional_member(doc, "added_tokens")) added.load(*a, "added_tokens", model, normalizer);
+      if (const auto* d = optional_member(doc, "decoder"))
+        decoder = detail::Decoder::from_json(*d, "decoder");
+      if (const auto* a = optional_member(doc, "added_tokens"))
+        added.load(*a, "added_tokens", model, normalizer);
       vocab_size = model.vocab_size();
       for (const auto& kv : added.by_id())
         if (!model.token_to_id(kv.second.content)) ++vocab_size;

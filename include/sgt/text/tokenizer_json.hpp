@@ -49,7 +49,8 @@ inline const Json* optional_member(const Json& j, const char* key) {
 inline std::string string_member(const Json& j, const char* key, const std::string& path) {
   const Json& v = member(j, key, path);
   if (!v.is_string())
-    fail_at(sgt::detail::key_path(path, key), "must be a string, got " + sgt::detail::json_excerpt(v));
+    fail_at(sgt::detail::key_path(path, key),
+            "must be a string, got " + sgt::detail::json_excerpt(v));
   return v.get<std::string>();
 }
 
@@ -57,7 +58,8 @@ inline bool bool_member(const Json& j, const char* key, const std::string& path,
   const Json* v = optional_member(j, key);
   if (!v) return fallback;
   if (!v->is_boolean())
-    fail_at(sgt::detail::key_path(path, key), "must be true or false, got " + sgt::detail::json_excerpt(*v));
+    fail_at(sgt::detail::key_path(path, key),
+            "must be true or false, got " + sgt::detail::json_excerpt(*v));
   return v->get<bool>();
 }
 
@@ -65,8 +67,8 @@ inline std::uint64_t uint_member(const Json& j, const char* key, const std::stri
                                  std::uint64_t max) {
   const Json& v = member(j, key, path);
   if (!v.is_number_unsigned() || v.get<std::uint64_t>() > max)
-    fail_at(sgt::detail::key_path(path, key),
-            "must be an integer in [0, " + std::to_string(max) + "], got " + sgt::detail::json_excerpt(v));
+    fail_at(sgt::detail::key_path(path, key), "must be an integer in [0, " + std::to_string(max) +
+                                                  "], got " + sgt::detail::json_excerpt(v));
   return v.get<std::uint64_t>();
 }
 

@@ -77,10 +77,12 @@ class NormalizedText {
   void transform_range(std::size_t begin, std::size_t end, const std::vector<CharChange>& changes,
                        std::size_t initial_removed) {
     std::string new_text(text_, 0, begin);
-    std::vector<Span> new_align(align_.begin(), align_.begin() + static_cast<std::ptrdiff_t>(begin));
+    std::vector<Span> new_align(align_.begin(),
+                                align_.begin() + static_cast<std::ptrdiff_t>(begin));
     append_transformed(begin, end, changes, initial_removed, new_text, new_align);
     new_text.append(text_, end, std::string::npos);
-    new_align.insert(new_align.end(), align_.begin() + static_cast<std::ptrdiff_t>(end), align_.end());
+    new_align.insert(new_align.end(), align_.begin() + static_cast<std::ptrdiff_t>(end),
+                     align_.end());
     text_ = std::move(new_text);
     align_ = std::move(new_align);
   }
@@ -89,9 +91,9 @@ class NormalizedText {
   // caller rewriting many ranges builds the result in one pass). Each new character takes the
   // span of the source character it replaces; an inserted one (+1) shares the span of the byte
   // before it, or an empty span at the very start.
-  void append_transformed(std::size_t begin, std::size_t end, const std::vector<CharChange>& changes,
-                          std::size_t initial_removed, std::string& out_text,
-                          std::vector<Span>& out_align) const {
+  void append_transformed(std::size_t begin, std::size_t end,
+                          const std::vector<CharChange>& changes, std::size_t initial_removed,
+                          std::string& out_text, std::vector<Span>& out_align) const {
     std::size_t cursor = begin;  // next source byte in [begin, end)
     auto skip_chars = [&](std::size_t n) {
       for (std::size_t k = 0; k < n && cursor < end; ++k)
@@ -128,7 +130,9 @@ class NormalizedText {
   }
 
   // Rewrites the whole text.
-  void transform(const std::vector<CharChange>& changes) { transform_range(0, text_.size(), changes, 0); }
+  void transform(const std::vector<CharChange>& changes) {
+    transform_range(0, text_.size(), changes, 0);
+  }
 
   // tokenizers' prepend: the first character of `s` takes the place (and span) of the current
   // first character, which is re-inserted after `s`.
@@ -180,7 +184,8 @@ class NormalizedText {
 
 // The pieces a plain string pattern makes of `text` (non-overlapping, left to right), like
 // tokenizers' escaped-string regex. An empty pattern matches nothing.
-inline std::vector<PatternPiece> find_string_pieces(std::string_view text, std::string_view pattern) {
+inline std::vector<PatternPiece> find_string_pieces(std::string_view text,
+                                                    std::string_view pattern) {
   std::vector<PatternPiece> out;
   if (text.empty()) {
     out.push_back({0, 0, false});

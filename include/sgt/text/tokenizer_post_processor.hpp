@@ -48,9 +48,11 @@ class PostProcessor {
           p.items_.push_back(Item{true, {}, {}});
         } else if (piece.size() == 1 && piece.contains("SpecialToken")) {
           const std::string sp = at + ".SpecialToken";
-          const std::string name = string_member(require_object(piece["SpecialToken"], sp), "id", sp);
+          const std::string name =
+              string_member(require_object(piece["SpecialToken"], sp), "id", sp);
           if (!specials.contains(name))
-            fail_at(sp + ".id", "\"" + sgt::detail::abbreviate(name) + "\" is not in special_tokens");
+            fail_at(sp + ".id",
+                    "\"" + sgt::detail::abbreviate(name) + "\" is not in special_tokens");
           const std::string def_path = sgt::detail::key_path(specials_path, name);
           const Json& def = require_object(specials[name], def_path);
           const Json& ids = require_array(member(def, "ids", def_path), def_path + ".ids");
@@ -59,7 +61,8 @@ class PostProcessor {
           Item item{false, {}, {}};
           for (std::size_t k = 0; k < ids.size(); ++k) {
             if (!ids[k].is_number_unsigned() || ids[k].get<std::uint64_t>() > 0x7FFFFFFFu)
-              fail_at(index_path(def_path + ".ids", k), "must be a token id, got " + sgt::detail::json_excerpt(ids[k]));
+              fail_at(index_path(def_path + ".ids", k),
+                      "must be a token id, got " + sgt::detail::json_excerpt(ids[k]));
             if (!tokens[k].is_string())
               fail_at(index_path(def_path + ".tokens", k), "must be a string");
             item.ids.push_back(static_cast<std::int32_t>(ids[k].get<std::uint64_t>()));
@@ -70,7 +73,8 @@ class PostProcessor {
           fail_at(at, "must be {\"Sequence\": ...} or {\"SpecialToken\": ...}");
         }
       }
-      require_array(member(j, "pair", path), sgt::detail::key_path(path, "pair"));  // pairs: not encoded
+      require_array(member(j, "pair", path),
+                    sgt::detail::key_path(path, "pair"));  // pairs: not encoded
     } else if (type == "ByteLevel") {
       p.kind_ = Kind::kByteLevel;
       p.trim_offsets_ = bool_member(j, "trim_offsets", path, true);
@@ -155,8 +159,10 @@ class PostProcessor {
         const bool sp = is_space(unicode::decode(t, k, &n));
         k += n;
         ++count;
-        if (in_leading && sp) ++leading;
-        else in_leading = false;
+        if (in_leading && sp)
+          ++leading;
+        else
+          in_leading = false;
         trailing = sp ? trailing + 1 : 0;
       }
       if (leading == 0 && trailing == 0) continue;

@@ -14,7 +14,9 @@
 
 namespace sgt::text::unicode {
 
-inline bool is_continuation(unsigned char b) { return (b & 0xC0) == 0x80; }
+inline bool is_continuation(unsigned char b) {
+  return (b & 0xC0) == 0x80;
+}
 
 // The length of the well-formed UTF-8 sequence at s[i], or 0 if it is not one. When it is not,
 // *bad_length (if given) receives the length of its maximal ill-formed prefix (at least 1): the
@@ -68,7 +70,9 @@ inline std::size_t first_invalid_byte(std::string_view s) {
 
 // Decodes the (valid) sequence at s[i]; *length receives its byte count.
 inline char32_t decode(std::string_view s, std::size_t i, std::size_t* length) {
-  const auto b = [&](std::size_t k) { return static_cast<char32_t>(static_cast<unsigned char>(s[i + k])); };
+  const auto b = [&](std::size_t k) {
+    return static_cast<char32_t>(static_cast<unsigned char>(s[i + k]));
+  };
   const char32_t b0 = b(0);
   if (b0 < 0x80) {
     *length = 1;
@@ -118,8 +122,8 @@ inline std::string to_utf8(char32_t cp) {
 // Rust's char::is_whitespace: the White_Space property.
 inline bool is_white_space(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 inline utf8proc_category_t category(char32_t c) {
@@ -136,10 +140,17 @@ inline bool is_numeric(char32_t c) {
 // (letter numbers count as alphabetic).
 inline bool is_word_character(char32_t c) {
   switch (category(c)) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_MN:
-    case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME: case UTF8PROC_CATEGORY_ND:
-    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_PC:
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_PC:
       return true;
     default:
       return c == 0x200C || c == 0x200D;
