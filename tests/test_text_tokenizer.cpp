@@ -116,16 +116,27 @@ TEST_CASE("tokenizer fixtures: encode and decode exactly like tokenizers") {
   }
 }
 
-TEST_CASE("tokenizer: concurrent encodes on one tokenizer agree with a serial encode") {
-  const Tokenizer tok = Tokenizer::load(kFixtures + "/llama3/tokenizer.json");
-  const std::string text = "Hello world! I'm 12345 caf\xC3\xA9 <|eot_id|> \xF0\x9F\x98\x80 ";
-  const auto reference = tok.encode(text, true).ids;
+TEST_CASE("tokenizer: concurrent encodes on one tokenizer agree with serial encodes") {
+  // Many distinct words, so that the threads also fill the BPE word cache concurrently.
+  std::vector<std::string> texts;
+  for (int k = 0; k < 40; ++k)
+    texts.push_back("Hello world" + std::to_string(k * 7919) + " I'm caf\xC3\xA9" +
+                    std::string(static_cast<std::size_t>(k % 5), 'x') + std::to_string(k) +
+                    " <|eot_id|> \xF0\x9F\x98\x80 zq" + std::to_string(k * k));
+  const Tokenizer serial = Tokenizer::load(kFixtures + "/llama3/tokenizer.json");
+  std::vector<std::vector<std::int32_t>> reference;
+  for (const auto& t : texts) reference.push_back(serial.encode(t, true).ids);
+  const Tokenizer tok = Tokenizer::load(kFixtures + "/llama3/tokenizer.json");  // cold cache
   std::vector<int> ok(4, 0);
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
       bool same = true;
-      for (int k = 0; k < 50; ++k) same = same && tok.encode(text, true).ids == reference;
+      for (int round = 0; round < 5; ++round)
+        for (std::size_t k = 0; k < texts.size(); ++k) {
+          const std::size_t i = (k * 13 + static_cast<std::size_t>(t) * 7) % texts.size();
+          same = same && tok.encode(texts[i], true).ids == reference[i];
+        }
       ok[static_cast<std::size_t>(t)] = same;
     });
   for (auto& th : threads) th.join();
@@ -206,6 +217,10 @@ TEST_CASE("tokenizer: components and options we do not implement are refused, by
   CHECK(load_error(j.dump()).find("key 'pre_tokenizer.add_prefix_space'") != std::string::npos);
   j["pre_tokenizer"]["prepend_scheme"] = "never";
   CHECK(load_error(j.dump()).empty());
+
+  j = fixture_json("llama2_legacy");
+  j["model"]["continuing_subword_prefix"] = "##";
+  CHECK(load_error(j.dump()).find("key 'model.byte_fallback'") != std::string::npos);
 
   j = fixture_json("llama3");
   j["truncation"] = {{"max_length", 8}};

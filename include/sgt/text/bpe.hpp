@@ -8,8 +8,11 @@
 
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <queue>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -49,6 +52,11 @@ class BpeModel {
     m.fuse_unk_ = bool_member(j, "fuse_unk", path, false);
     m.byte_fallback_ = bool_member(j, "byte_fallback", path, false);
     m.ignore_merges_ = bool_member(j, "ignore_merges", path, false);
+    // tokenizers would give the fallback bytes of the affixes spans past the piece.
+    if (m.byte_fallback_ && (!m.prefix_.empty() || !m.suffix_.empty()))
+      fail_at(
+          sgt::detail::key_path(path, "byte_fallback"),
+          "byte_fallback with continuing_subword_prefix or end_of_word_suffix is not supported");
 
     const std::string vocab_path = sgt::detail::key_path(path, "vocab");
     const Json& vocab = require_object(member(j, "vocab", path), vocab_path);
@@ -128,13 +136,30 @@ class BpeModel {
         return;
       }
     }
+    const bool cacheable = piece.size() <= kMaxCachedPieceBytes;
+    if (cacheable) {
+      std::shared_lock<std::shared_mutex> lock(cache_->mutex);
+      const auto it = cache_->pieces.find(std::string(piece));
+      if (it != cache_->pieces.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
     std::vector<Symbol> symbols = initial_symbols(piece);
     merge_all(symbols);
+    const std::size_t first = out.size();
     std::size_t offset = 0;
     for (const Symbol& s : symbols) {
       if (s.len == 0) continue;
       out.push_back({s.id, offset, offset + s.len});
       offset += s.len;
+    }
+    if (cacheable) {
+      std::unique_lock<std::shared_mutex> lock(cache_->mutex);
+      if (cache_->pieces.size() < kCacheCapacity)
+        cache_->pieces.emplace(
+            std::string(piece),
+            std::vector<PieceToken>(out.begin() + static_cast<std::ptrdiff_t>(first), out.end()));
     }
   }
 
@@ -163,7 +188,11 @@ class BpeModel {
   std::vector<Symbol> initial_symbols(std::string_view w) const {
     std::vector<Symbol> symbols;
     symbols.reserve(w.size());
-    std::optional<std::pair<std::int32_t, std::size_t>> unk;  // pending unknown: id, byte length
+    // A pending unknown run (id, byte length). Plain variables: g++ 12 sees an optional<pair>
+    // here as maybe-uninitialized.
+    bool unk = false;
+    std::int32_t unk_id = 0;
+    std::size_t unk_len = 0;
     std::string s;
     for (std::size_t i = 0; i < w.size();) {
       const std::size_t n = unicode::char_length(static_cast<unsigned char>(w[i]));
@@ -176,8 +205,8 @@ class BpeModel {
       const auto it = vocab_.find(s);
       if (it != vocab_.end()) {
         if (unk) {
-          add_symbol(symbols, unk->first, unk->second);
-          unk.reset();
+          add_symbol(symbols, unk_id, unk_len);
+          unk = false;
         }
         add_symbol(symbols, it->second, byte_len);
         continue;
@@ -197,16 +226,17 @@ class BpeModel {
         }
       }
       if (unk_token_) {
-        const std::int32_t unk_id = vocab_.at(*unk_token_);
         if (unk && fuse_unk_) {
-          unk->second += byte_len;
+          unk_len += byte_len;
         } else {
-          if (unk) add_symbol(symbols, unk->first, unk->second);
-          unk = std::make_pair(unk_id, byte_len);
+          if (unk) add_symbol(symbols, unk_id, unk_len);
+          unk = true;
+          unk_id = vocab_.at(*unk_token_);
+          unk_len = byte_len;
         }
       }
     }
-    if (unk) add_symbol(symbols, unk->first, unk->second);
+    if (unk) add_symbol(symbols, unk_id, unk_len);
     if (!symbols.empty()) symbols.back().next = -1;
     return symbols;
   }
@@ -255,6 +285,16 @@ class BpeModel {
       }
     }
   }
+
+  // Pieces already merged (words repeat): a pure function of the piece, so sharing it between
+  // threads only needs the lock. Bounded like tokenizers' cache; full means no more inserts.
+  static constexpr std::size_t kCacheCapacity = 10000;
+  static constexpr std::size_t kMaxCachedPieceBytes = 256;
+  struct Cache {
+    std::shared_mutex mutex;
+    std::unordered_map<std::string, std::vector<PieceToken>> pieces;
+  };
+  std::shared_ptr<Cache> cache_ = std::make_shared<Cache>();
 
   std::unordered_map<std::string, std::int32_t> vocab_;
   std::unordered_map<std::int32_t, std::string> vocab_r_;
