@@ -145,12 +145,14 @@ TEST_CASE("tokenizer: concurrent encodes on one tokenizer agree with serial enco
 
 TEST_CASE("tokenizer: invalid UTF-8 input names the byte position") {
   const Tokenizer tok = Tokenizer::load(kFixtures + "/qwen2/tokenizer.json");
-  for (const auto& [text, position] :
-       std::vector<std::pair<std::string, int>>{{"ab\xFF", 2},
-                                                {"\xC3", 0},
-                                                {"ok \xED\xA0\x80", 3},
-                                                {"\xC0\xAF", 0},
-                                                {"x\xF4\x90\x80\x80", 1}}) {
+  for (const auto& item : std::vector<std::pair<std::string, int>>{{"ab\xFF", 2},
+                                                                   {"\xC3", 0},
+                                                                   {"ok \xED\xA0\x80", 3},
+                                                                   {"\xC0\xAF", 0},
+                                                                   {"x\xF4\x90\x80\x80", 1}}) {
+    const std::string& text =
+        item.first;  // (not a structured binding: clang 14 cannot capture one)
+    const int position = item.second;
     CAPTURE(text);
     try {
       tok.encode(text, true);
