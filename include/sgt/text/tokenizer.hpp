@@ -1,0 +1,208 @@
+// sgt::text::Tokenizer: reads a Hugging Face tokenizer.json and encodes / decodes exactly like the
+// Python `tokenizers` package (tests/data/text/tokenizers holds what the reference produced).
+//
+// The pipeline is tokenizer.json's, one type per stage, composed in its order:
+//
+//   added tokens (added_tokens.hpp)  -> normalizer (normalizer.hpp) -> pre-tokenizer
+//   (pre_tokenizer.hpp) -> BPE model (bpe.hpp) -> post-processor (tokenizer_post_processor.hpp)
+//
+// and decode runs the decoder (decoder.hpp). Every stage moves the offsets: each byte of the
+// rewritten text remembers the span of the original input it came from (tokenizer_normalized.hpp),
+// so a token's span is a byte range [begin, end) of the ORIGINAL UTF-8 input -- what the noise mask
+// needs. Regexes run on Oniguruma and NFC on utf8proc, like the reference.
+//
+// Anything in the file this reader does not implement (a component type, an option value, BPE
+// dropout, truncation or padding) is refused at load with an sgt::Error naming the file and the
+// component's path. A loaded Tokenizer is immutable: encode and decode may run concurrently.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sgt/core/error.hpp"
+#include "sgt/io/json.hpp"
+#include "sgt/text/added_tokens.hpp"
+#include "sgt/text/bpe.hpp"
+#include "sgt/text/decoder.hpp"
+#include "sgt/text/normalizer.hpp"
+#include "sgt/text/pre_tokenizer.hpp"
+#include "sgt/text/tokenizer_json.hpp"
+#include "sgt/text/tokenizer_normalized.hpp"
+#include "sgt/text/tokenizer_post_processor.hpp"
+#include "sgt/text/unicode.hpp"
+
+namespace sgt::text {
+
+// A token's span: bytes [begin, end) of the original UTF-8 input. Special tokens added by the
+// post-processor's template have [0, 0).
+struct TokenSpan {
+  std::size_t begin = 0, end = 0;
+};
+
+struct Encoding {
+  std::vector<std::int32_t> ids;
+  std::vector<TokenSpan> offsets;  // one per id
+};
+
+class Tokenizer {
+ public:
+  // tokenizer.json files of real models are a few MB (Llama 3: 9 MB); 256 MiB is far beyond.
+  static constexpr std::size_t kMaxFileBytes = std::size_t{256} << 20;
+
+  static Tokenizer load(const std::string& tokenizer_json_path) {
+    try {
+      return from_json_text(read_text_file(tokenizer_json_path, kMaxFileBytes),
+                            tokenizer_json_path);
+    } catch (Error& e) {
+      e.at_file(tokenizer_json_path);
+      throw;
+    }
+  }
+
+  static Tokenizer from_json_text(std::string_view json, const std::string& what) {
+    try {
+      JsonReadOptions options;
+      options.what = what.c_str();
+      options.max_depth = 64;  // Sequence inside Sequence inside ... : real files need about 6
+      const detail::Json doc = parse_json_checked(json.data(), json.data() + json.size(), options);
+      Tokenizer t;
+      t.impl_ = std::make_shared<Impl>(doc);
+      return t;
+    } catch (Error& e) {
+      e.at_file(what);
+      throw;
+    } catch (const nlohmann::json::exception& e) {  // a type mismatch the readers did not foresee
+      throw Error(std::string("malformed tokenizer.json: ") + e.what()).at_file(what);
+    }
+  }
+
+  Encoding encode(std::string_view utf8, bool add_special_tokens) const {
+    const std::size_t bad = unicode::first_invalid_byte(utf8);
+    if (bad != std::string_view::npos)
+      throw Error("text to encode is not valid UTF-8").at_position(static_cast<std::int64_t>(bad));
+    return impl_->encode(utf8, add_special_tokens);
+  }
+
+  std::string decode(const std::vector<std::int32_t>& ids, bool skip_special_tokens) const {
+    return impl_->decode(ids, skip_special_tokens);
+  }
+
+  // Distinct tokens of the model's vocabulary and the added tokens together (tokenizers'
+  // get_vocab_size(with_added_tokens=True)).
+  std::size_t vocab_size() const { return impl_->vocab_size; }
+  const std::string& model_type() const { return impl_->model_type; }
+
+  std::optional<std::int32_t> token_to_id(std::string_view token) const {
+    if (auto id = impl_->added.token_to_id(token)) return id;
+    return impl_->model.token_to_id(token);
+  }
+  std::optional<std::string> id_to_token(std::int32_t id) const {
+    if (const std::string* t = impl_->token_string(id)) return *t;
+    return std::nullopt;
+  }
+  // Added tokens marked special, in id order.
+  std::vector<std::string> special_tokens() const {
+    std::vector<std::string> out;
+    for (const auto& kv : impl_->added.by_id())
+      if (kv.second.special) out.push_back(kv.second.content);
+    return out;
+  }
+
+ private:
+  struct Impl {
+    detail::BpeModel model;
+    detail::AddedVocabulary added;
+    std::optional<detail::Normalizer> normalizer;
+    std::optional<detail::PreTokenizer> pre_tokenizer;
+    std::optional<detail::PostProcessor> post_processor;
+    std::optional<detail::Decoder> decoder;
+    std::size_t vocab_size = 0;
+    std::string model_type = "BPE";
+
+    explicit Impl(const detail::Json& doc) {
+      using detail::optional_member;
+      for (const char* key : {"truncation", "padding"})
+        if (optional_member(doc, key))
+          detail::fail_at(key, "must be null (truncation and padding are not supported)");
+      model = detail::BpeModel::from_json(detail::member(doc, "model", ""), "model");
+      if (const auto* n = optional_member(doc, "normalizer"))
+        normalizer = detail::Normalizer::from_json(*n, "normalizer");
+      if (const auto* p = optional_member(doc, "pre_tokenizer"))
+        pre_tokenizer = detail::PreTokenizer::from_json(*p, "pre_tokenizer");
+      if (const auto* p = optional_member(doc, "post_processor"))
+        post_processor = detail::PostProcessor::from_json(*p, "post_processor");
+      if (const auto* d = optional_member(doc, "decoder"))
+        decoder = detail::Decoder::from_json(*d, "decoder");
+      if (const auto* a = optional_member(doc, "added_tokens"))
+        added.load(*a, "added_tokens", model, normalizer);
+      vocab_size = model.vocab_size();
+      for (const auto& kv : added.by_id())
+        if (!model.token_to_id(kv.second.content)) ++vocab_size;
+    }
+
+    const std::string* token_string(std::int32_t id) const {
+      if (const detail::AddedToken* t = added.find(id)) return &t->text;
+      return model.id_to_token(id);
+    }
+
+    Encoding encode(std::string_view text, bool add_special_tokens) const {
+      std::vector<detail::Piece> pieces = added.extract_and_normalize(text, normalizer);
+      if (pre_tokenizer) pre_tokenizer->pre_tokenize(pieces);
+      detail::TokenList list;
+      list.original = text;
+      std::vector<detail::PieceToken> piece_tokens;
+      for (const detail::Piece& p : pieces) {
+        if (p.added_id) {
+          list.ids.push_back(*p.added_id);
+          list.tokens.push_back(p.text.text());
+          list.offsets.push_back(p.text.original_span(0, p.text.text().size()));
+          continue;
+        }
+        piece_tokens.clear();
+        model.tokenize(p.text.text(), piece_tokens);
+        for (const detail::PieceToken& t : piece_tokens) {
+          list.ids.push_back(t.id);
+          const std::string* s = model.id_to_token(t.id);
+          list.tokens.push_back(s ? *s : std::string());
+          list.offsets.push_back(p.text.original_span(t.begin, t.end));
+        }
+      }
+      if (post_processor) post_processor->process(list, add_special_tokens);
+      Encoding out;
+      out.ids = std::move(list.ids);
+      out.offsets.reserve(list.offsets.size());
+      for (const detail::Span& s : list.offsets) out.offsets.push_back({s.begin, s.end});
+      return out;
+    }
+
+    std::string decode(const std::vector<std::int32_t>& ids, bool skip_special_tokens) const {
+      std::vector<std::string> tokens;
+      tokens.reserve(ids.size());
+      for (std::size_t i = 0; i < ids.size(); ++i) {
+        const std::string* t = token_string(ids[i]);
+        if (!t)
+          throw Error("token id " + std::to_string(ids[i]) + " is not in the vocabulary")
+              .at_position(static_cast<std::int64_t>(i));
+        if (skip_special_tokens && added.is_special(*t)) continue;
+        tokens.push_back(*t);
+      }
+      if (!decoder) {
+        std::string out;
+        for (std::size_t i = 0; i < tokens.size(); ++i) out += (i ? " " : "") + tokens[i];
+        return out;
+      }
+      std::string out;
+      for (const std::string& s : decoder->decode_chain(std::move(tokens))) out += s;
+      return out;
+    }
+  };
+
+  Tokenizer() = default;
+  std::shared_ptr<const Impl> impl_;
+};
+
+}  // namespace sgt::text
