@@ -25,6 +25,9 @@
 #include <nlohmann/json.hpp>
 
 #include <sgt/sgt.hpp>
+#if SGT_HAVE_TEXT
+#include <sgt/text/prompt_encoder.hpp>
+#endif
 
 namespace {
 
@@ -34,7 +37,10 @@ struct UsageError : std::runtime_error {
 
 const char* kUsage =
     "usage: sgt info MODEL_DIR\n"
-    "       sgt transform MODEL_DIR --input IN.json --output OUT\n"
+    "       sgt tokenize MODEL_DIR (--text TEXT | --chat CHAT.json) [--no-special-tokens]\n"
+    "           [--add-generation-prompt] [--transform-all-tokens]\n"
+    "       sgt transform MODEL_DIR (--input IN.json | --text TEXT | --chat CHAT.json) --output OUT\n"
+    "           [--no-special-tokens] [--add-generation-prompt] [--transform-all-tokens]\n"
     "           [--noise NOISE.safetensors] [--seed N] [--rng secure|torch] [--threads N]\n"
     "           [--attention sdpa|flash] [--dump-intermediates]\n"
     "           [--format safetensors|torch|vllm-completions]  (default safetensors)\n"
@@ -103,9 +109,81 @@ std::uint64_t parse_u64(const std::string& flag, const std::string& v) {
 // What `sgt transform` writes (docs/output_formats.md).
 enum class OutputFormat { Safetensors, Torch, VllmCompletions };
 
+// Where the request comes from: IN.json (ids and masks made elsewhere), or text / a chat that the
+// model directory's tokenizer (and chat template) turn into ids and a noise mask.
+struct PromptArgs {
+  std::string input, text, chat;
+  bool have_text = false, no_special_tokens = false, add_generation_prompt = false,
+       transform_all_tokens = false;
+};
+
+// Takes a's prompt flag (and its value) if it is one; false if `a` is not a prompt flag.
+template <class Value>
+bool parse_prompt_flag(const std::string& a, Value&& value, PromptArgs& p) {
+  if (a == "--input") {
+    p.input = value();
+  } else if (a == "--text") {
+    p.text = value();
+    p.have_text = true;
+  } else if (a == "--chat") {
+    p.chat = value();
+  } else if (a == "--no-special-tokens") {
+    p.no_special_tokens = true;
+  } else if (a == "--add-generation-prompt") {
+    p.add_generation_prompt = true;
+  } else if (a == "--transform-all-tokens") {
+    p.transform_all_tokens = true;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void check_prompt_args(const PromptArgs& p, bool allow_input, const char* command) {
+  const int sources = int(!p.input.empty()) + int(p.have_text) + int(!p.chat.empty());
+  const std::string choices = allow_input ? "--input IN.json, --text TEXT or --chat CHAT.json"
+                                          : "--text TEXT or --chat CHAT.json";
+  if (sources != 1) throw UsageError(std::string(command) + " needs exactly one of " + choices);
+  if (!p.input.empty() && !allow_input) throw UsageError(std::string(command) + " takes no --input");
+  if (!p.input.empty() && (p.no_special_tokens || p.add_generation_prompt || p.transform_all_tokens))
+    throw UsageError("--no-special-tokens, --add-generation-prompt and --transform-all-tokens need "
+                     "--text or --chat");
+  if (p.have_text && p.add_generation_prompt)
+    throw UsageError("--add-generation-prompt needs --chat");
+  if (!p.chat.empty() && p.no_special_tokens)
+    throw UsageError("--no-special-tokens needs --text (a chat template writes its own)");
+}
+
+#if SGT_HAVE_TEXT
+// Text or a chat, through MODEL_DIR's tokenizer.json (and tokenizer_config.json's template).
+sgt::text::EncodedPrompt encode_prompt(const std::string& dir, const PromptArgs& p) {
+  const sgt::text::Tokenizer tokenizer = sgt::text::Tokenizer::load(dir + "/tokenizer.json");
+  sgt::text::EncodedPrompt e;
+  if (p.have_text) {
+    e = sgt::text::encode_text(tokenizer, p.text, !p.no_special_tokens);
+  } else {
+    e = encode_chat_file(dir, tokenizer, p);
+  }
+  if (p.transform_all_tokens) sgt::text::protect_all_tokens(e);
+  return e;
+}
+#endif
+
+// The request: IN.json as it is, or text / a chat encoded with the model's tokenizer.
+sgt::TransformInput load_request(const std::string& dir, const PromptArgs& p) {
+  if (!p.input.empty()) return sgt::load_transform_input(p.input);
+#if SGT_HAVE_TEXT
+  return encode_prompt(dir, p).input;
+#else
+  (void)dir;
+  throw sgt::Error("this sgt was built without the text front end (SGT_TEXT=OFF): use --input");
+#endif
+}
+
 // `sgt transform`'s command line, parsed and checked for consistency.
 struct TransformArgs {
-  std::string dir, input, output, noise_path, rng;
+  PromptArgs prompt;
+  std::string dir, output, noise_path, rng;
   bool have_seed = false, dump_intermediates = false;
   std::uint64_t seed = 0;
   std::size_t threads = 0;  // 0 = all cores
@@ -133,8 +211,7 @@ TransformArgs parse_transform_args(const std::vector<std::string>& args) {
       if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
       return args[++i];
     };
-    if (a == "--input") {
-      t.input = value();
+    if (parse_prompt_flag(a, value, t.prompt)) {
     } else if (a == "--output") {
       t.output = value();
     } else if (a == "--noise") {
@@ -197,7 +274,7 @@ TransformArgs parse_transform_args(const std::vector<std::string>& args) {
     }
   }
   if (t.dir.empty()) throw UsageError("transform needs MODEL_DIR");
-  if (t.input.empty()) throw UsageError("transform needs --input IN.json");
+  check_prompt_args(t.prompt, true, "transform");
   if (t.output.empty()) throw UsageError("transform needs --output OUT");
   // Safetensors keeps today's exact f32 by default; the server formats default to bf16, the dtype
   // servers run models in (vLLM casts to the model's dtype anyway), at half the payload.
@@ -326,7 +403,7 @@ int cmd_transform(const std::vector<std::string>& argv) {
 
   const auto t0 = std::chrono::steady_clock::now();
   const sgt::Transform model(args.dir);
-  const sgt::TransformInput in = sgt::load_transform_input(args.input);
+  const sgt::TransformInput in = load_request(args.dir, args.prompt);
 
   sgt::RunOptions options;
   options.attention = args.attention;
@@ -358,6 +435,38 @@ int cmd_transform(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// `sgt tokenize`: the request text or a chat would make, as IN.json plus each token's byte span.
+int cmd_tokenize(const std::vector<std::string>& argv) {
+  std::string dir;
+  PromptArgs p;
+  for (std::size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argv.size()) throw UsageError(a + " needs a value");
+      return argv[++i];
+    };
+    if (parse_prompt_flag(a, value, p)) continue;
+    if (!a.empty() && a[0] == '-') throw UsageError("unknown option " + a);
+    if (!dir.empty()) throw UsageError("unexpected argument '" + a + "'");
+    dir = a;
+  }
+  if (dir.empty()) throw UsageError("tokenize needs MODEL_DIR");
+  check_prompt_args(p, false, "tokenize");
+#if SGT_HAVE_TEXT
+  const sgt::text::EncodedPrompt e = encode_prompt(dir, p);
+  nlohmann::ordered_json j;
+  j["input_ids"] = e.input.input_ids;
+  j["noise_mask"] = e.input.noise_mask;
+  nlohmann::ordered_json offsets = nlohmann::ordered_json::array();
+  for (const auto& o : e.offsets) offsets.push_back({o.begin, o.end});
+  j["offsets"] = offsets;
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+#else
+  throw sgt::Error("this sgt was built without the text front end (SGT_TEXT=OFF)");
+#endif
+}
+
 // One line on stderr, whatever the message holds.
 std::string one_line(std::string s) {
   for (char& c : s)
@@ -370,7 +479,7 @@ std::string one_line(std::string s) {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
-    if (args.empty()) throw UsageError("usage: sgt info|transform MODEL_DIR ...");
+    if (args.empty()) throw UsageError("usage: sgt info|tokenize|transform MODEL_DIR ...");
     if (args[0] == "-h" || args[0] == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
@@ -380,7 +489,8 @@ int main(int argc, char** argv) {
       return cmd_info(args[1]);
     }
     if (args[0] == "transform") return cmd_transform({args.begin() + 1, args.end()});
-    throw UsageError("unknown command '" + args[0] + "' (info, transform)");
+    if (args[0] == "tokenize") return cmd_tokenize({args.begin() + 1, args.end()});
+    throw UsageError("unknown command '" + args[0] + "' (info, tokenize, transform)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "sgt: %s (see sgt --help)\n", one_line(e.what()).c_str());
     return 2;

@@ -1,0 +1,74 @@
+// From text to the transform's input: token ids and the noise mask.
+//
+// The noise mask says which tokens the transform protects. Its rule (docs/format.md, "Noise
+// mask"): a token is protected when its byte span in the tokenized string overlaps a protected
+// span -- for a chat, the characters the template took from message contents (and, by policy,
+// tool schemas); for plain text, the whole text. Tokens with an empty span (the post-processor's
+// BOS and other added specials) and the template's scaffolding (role headers, end-of-turn markers,
+// the generation prompt) keep their clean embeddings: the server needs them intact to recognise
+// the conversation's structure.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sgt/core/error.hpp"
+#include "sgt/io/request.hpp"
+#include "sgt/text/tokenizer.hpp"
+
+namespace sgt::text {
+
+// A tokenized prompt, ready for Transform::run (B = 1), with what explains it.
+struct EncodedPrompt {
+  TransformInput input;
+  std::vector<TokenSpan> offsets;  // per token: bytes of `text`
+  std::string text;                // the string that was tokenized (a chat: the rendering)
+};
+
+// 1 for every token whose span [begin, end) overlaps one of `spans` (sorted, non-overlapping
+// [begin, end) byte ranges), else 0. Empty token spans never overlap.
+template <class Span>
+std::vector<std::uint8_t> noise_mask_for_spans(const std::vector<TokenSpan>& tokens,
+                                               const std::vector<Span>& spans) {
+  std::vector<std::uint8_t> mask(tokens.size(), 0);
+  for (std::size_t t = 0; t < tokens.size(); ++t) {
+    const TokenSpan tok = tokens[t];
+    if (tok.begin >= tok.end) continue;
+    // The first span that ends after the token begins; it overlaps if it begins before the token
+    // ends.
+    auto it = std::upper_bound(spans.begin(), spans.end(), tok.begin,
+                               [](std::size_t pos, const Span& s) { return pos < s.end; });
+    if (it != spans.end() && it->begin < tok.end) mask[t] = 1;
+  }
+  return mask;
+}
+
+// Whether every token is protected instead (the vendor's `transform_all_tokens`).
+inline void protect_all_tokens(EncodedPrompt& p) {
+  std::fill(p.input.noise_mask.begin(), p.input.noise_mask.end(), std::uint8_t{1});
+}
+
+// Plain text, tokenized like `tokenizer(text)` in Python: with add_special_tokens the
+// post-processor's tokens (BOS) are added, and they are not protected; every token of the text
+// itself is (including special-token text a user typed: it is part of their text).
+inline EncodedPrompt encode_text(const Tokenizer& tokenizer, std::string_view text,
+                                 bool add_special_tokens) {
+  EncodedPrompt p;
+  p.text = std::string(text);
+  Encoding e = tokenizer.encode(text, add_special_tokens);
+  if (e.ids.empty()) throw Error("the text gives no tokens");
+  struct Whole {
+    std::size_t begin, end;
+  };
+  const std::vector<Whole> whole{{0, text.size()}};
+  std::vector<std::int64_t> ids(e.ids.begin(), e.ids.end());
+  p.input = TransformInput::single(std::move(ids), noise_mask_for_spans(e.offsets, whole));
+  p.offsets = std::move(e.offsets);
+  return p;
+}
+
+}  // namespace sgt::text
