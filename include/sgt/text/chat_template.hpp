@@ -35,6 +35,10 @@
 
 namespace sgt::text {
 
+// Chats are JSON whose key order is meaningful: tojson and dict.items() print keys in the order
+// the user wrote them (transformers keeps Python's insertion order), so chats are ordered_json.
+using ChatJson = nlohmann::ordered_json;
+
 struct ProvenancePolicy {
   bool protect_tool_schemas = false;
   bool protect_tool_calls = false;
@@ -54,7 +58,7 @@ struct ChatTemplateOptions {
   bool add_generation_prompt = false;
   ProvenancePolicy policy{};
   std::string date_string = "26 Jul 2024";  // what strftime_now formats: "%d %b %Y"
-  nlohmann::json extra_context = nlohmann::json::object();
+  ChatJson extra_context = ChatJson::object();
 };
 
 // Templates larger than this are refused before parsing.
@@ -63,26 +67,26 @@ inline constexpr std::size_t kMaxChatTemplateBytes = std::size_t{4} << 20;
 namespace detail {
 
 // JSON -> template value; every string is marked protected when `protect` is set.
-inline jinja::Value to_value(const nlohmann::json& j, bool protect) {
+inline jinja::Value to_value(const ChatJson& j, bool protect) {
   using jinja::Value;
   switch (j.type()) {
-    case nlohmann::json::value_t::null: return Value::none();
-    case nlohmann::json::value_t::boolean: return Value::boolean(j.get<bool>());
-    case nlohmann::json::value_t::number_integer: return Value::integer(j.get<std::int64_t>());
-    case nlohmann::json::value_t::number_unsigned: {
+    case ChatJson::value_t::null: return Value::none();
+    case ChatJson::value_t::boolean: return Value::boolean(j.get<bool>());
+    case ChatJson::value_t::number_integer: return Value::integer(j.get<std::int64_t>());
+    case ChatJson::value_t::number_unsigned: {
       const std::uint64_t u = j.get<std::uint64_t>();
       if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
         throw Error("integer " + std::to_string(u) + " is too large (more than 2^63 - 1)");
       return Value::integer(static_cast<std::int64_t>(u));
     }
-    case nlohmann::json::value_t::number_float: return Value::floating(j.get<double>());
-    case nlohmann::json::value_t::string: return Value::string(jinja::PString(j.get<std::string>(), protect));
-    case nlohmann::json::value_t::array: {
+    case ChatJson::value_t::number_float: return Value::floating(j.get<double>());
+    case ChatJson::value_t::string: return Value::string(jinja::PString(j.get<std::string>(), protect));
+    case ChatJson::value_t::array: {
       jinja::List items;
       for (const auto& e : j) items.push_back(to_value(e, protect));
       return Value::make_list(std::move(items));
     }
-    case nlohmann::json::value_t::object: {
+    case ChatJson::value_t::object: {
       jinja::Dict d;
       for (auto it = j.begin(); it != j.end(); ++it) d.emplace_back(it.key(), to_value(it.value(), protect));
       return Value::make_dict(std::move(d));
@@ -96,13 +100,13 @@ inline bool is_reasoning_key(const std::string& k) {
 }
 
 // One message as transformers hands it to the template (null keys dropped, reasoning aliased).
-inline jinja::Value message_value(const nlohmann::json& m, const ProvenancePolicy& policy, std::size_t index) {
+inline jinja::Value message_value(const ChatJson& m, const ProvenancePolicy& policy, std::size_t index) {
   using jinja::Value;
   if (!m.is_object()) throw Error("must be a JSON object").at_key("messages[" + std::to_string(index) + "]");
   jinja::Dict d;
   for (auto it = m.begin(); it != m.end(); ++it) {
     const std::string& k = it.key();
-    const nlohmann::json& v = it.value();
+    const ChatJson& v = it.value();
     if (v.is_null()) continue;
     if (k == "content") {
       if (v.is_array()) {
@@ -242,7 +246,7 @@ class ChatTemplate {
 
   const std::string& what() const noexcept { return what_; }
 
-  RenderedChat render(const nlohmann::json& messages, const nlohmann::json& tools,
+  RenderedChat render(const ChatJson& messages, const ChatJson& tools,
                       const TokenizerSpecialStrings& specials, const ChatTemplateOptions& options) const {
     using jinja::Value;
     if (!messages.is_array()) throw Error("messages must be a JSON array").at_key("messages");

@@ -599,7 +599,7 @@ class Parser {
   }
 
   ExprPtr parse_call(ExprPtr callee) {
-    auto n = make(Expr::Kind::kCall, cur().pos);
+    auto n = make(Expr::Kind::kCall, callee->pos);
     n->args.push_back(std::move(callee));
     parse_call_args(*n);
     return n;
