@@ -302,6 +302,8 @@ TEST_CASE("every error names the template, line and column, and what is wrong") 
   has(error_of("{{ 'x' % 1 }}"), "string formatting with '%' is not supported");
   has(error_of("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}"), "macro calls nested deeper than 64");
   has(error_of("{{ " + std::string(70, '(') + "1" + std::string(70, ')') + " }}"), "nesting deeper than 64 levels");
+  has(error_of("{% set big = range(100000)|list %}{% for i in range(3000) %}{% if -1 in big %}{% endif %}{% endfor %}"),
+      "render too expensive");
   std::string deep_ifs;
   for (int i = 0; i < 70; ++i) deep_ifs += "{% if 1 %}";
   has(error_of(deep_ifs), "nesting deeper than 64 levels");

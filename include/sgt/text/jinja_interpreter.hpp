@@ -8,7 +8,8 @@
 // Limits (part of the contract, so that no template or chat can exhaust the stack, memory or
 // time): nesting of blocks/expressions and macro calls <= kMaxNesting (64), rendered output and
 // any single string <= kMaxOutputBytes (16 MiB), lists built by the template (range, +, *)
-// <= kMaxListItems (100000) items, loop iterations per render <= kMaxLoopIterations (1000000).
+// <= kMaxListItems (100000) items, loop iterations per render <= kMaxLoopIterations (1000000),
+// and bytes built plus items visited per render <= kMaxWorkUnits (256 Mi).
 #pragma once
 
 #include <algorithm>
@@ -30,6 +31,7 @@ namespace sgt::text::jinja {
 inline constexpr std::size_t kMaxOutputBytes = std::size_t{16} << 20;
 inline constexpr std::size_t kMaxListItems = 100000;
 inline constexpr std::size_t kMaxLoopIterations = 1000000;
+inline constexpr std::size_t kMaxWorkUnits = std::size_t{256} << 20;
 
 // ---- string operations that keep provenance ------------------------------------------------------
 
@@ -275,6 +277,7 @@ class Interpreter {
 
   // ---- output ----
   void emit(const PString& s) {
+    charge(s.size());
     PString& out = outputs_.back();
     out.append(s);
     if (out.size() > limits_.max_output_bytes) throw TemplateError("output larger than 16 MiB");
@@ -342,6 +345,9 @@ class Interpreter {
   }
 
   std::vector<Value> iterate(const Value& v, const char* what) {
+    if (v.is_list()) charge(v.list->size());
+    if (v.is_dict()) charge(v.dict->size());
+    if (v.is_string()) charge(v.s->size());
     switch (v.kind) {
       case Value::Kind::kUndefined: return {};
       case Value::Kind::kList: return *v.list;
@@ -642,8 +648,18 @@ class Interpreter {
     return a;
   }
 
-  static void check_size(const PString& s) {
+  void check_size(const PString& s) {
+    charge(s.size());
     if (s.size() > kMaxOutputBytes) throw TemplateError("string larger than 16 MiB");
+  }
+  // Work done by one render, in bytes built and items visited: a template that loops 1000000
+  // times over a 100000-item list, or grows a string quadratically, stops here instead of
+  // running for hours.
+  void charge(std::size_t units) {
+    work_ += units;
+    if (work_ > kMaxWorkUnits)
+      throw TemplateError("render too expensive (more than " + std::to_string(kMaxWorkUnits) +
+                          " bytes built or items visited)");
   }
   static void check_items(std::size_t n) {
     if (n > kMaxListItems) throw TemplateError("list longer than " + std::to_string(kMaxListItems) + " items");
@@ -789,7 +805,7 @@ class Interpreter {
                         type_name(r) + "'");
   }
 
-  static Value repeat(const Value& seq, std::int64_t times) {
+  Value repeat(const Value& seq, std::int64_t times) {
     if (times < 0) times = 0;
     if (seq.is_string()) {
       if (seq.s->size() && static_cast<std::uint64_t>(times) > kMaxOutputBytes / seq.s->size())
@@ -903,6 +919,9 @@ class Interpreter {
   }
 
   bool contains(const Value& container, const Value& item) {
+    if (container.is_list()) charge(container.list->size());
+    if (container.is_dict()) charge(container.dict->size());
+    if (container.is_string()) charge(container.s->size());
     switch (container.kind) {
       case Value::Kind::kUndefined: return false;
       case Value::Kind::kString:
@@ -933,7 +952,7 @@ class Interpreter {
 
   // ---- builtins: globals ----
   void install_builtins() {
-    builtins_["range"] = Value::function("range", [](CallArgs& a) {
+    builtins_["range"] = Value::function("range", [this](CallArgs& a) {
       std::int64_t start = 0, stop = 0, step = 1;
       auto num = [&](std::size_t k) {
         if (!is_intlike(a.positional[k])) throw TemplateError("range: arguments must be integers");
@@ -947,6 +966,7 @@ class Interpreter {
       List out;
       for (std::int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
         check_items(out.size() + 1);
+        charge(1);
         out.push_back(Value::integer(k));
         if ((step > 0 && k > std::numeric_limits<std::int64_t>::max() - step) ||
             (step < 0 && k < std::numeric_limits<std::int64_t>::min() - step))
@@ -1614,6 +1634,7 @@ class Interpreter {
   std::vector<PString> outputs_;
   SourcePos pos_;
   std::size_t iterations_ = 0;
+  std::size_t work_ = 0;
   std::size_t call_depth_ = 0;
 };
 
