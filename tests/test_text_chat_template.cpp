@@ -130,6 +130,35 @@ TEST_CASE("real templates render as transformers does, with the reference's prot
   CHECK(failed_as_expected >= 10);
 }
 
+TEST_CASE("interpreter corners render as jinja2 does (snippets rendered by transformers' environment)") {
+  const json fixtures = parse(read_file(kChatDir + "/expected.json"));
+  json context = fixtures.at("snippet_context");
+  const json messages = context["messages"];
+  context.erase("messages");
+  ChatTemplateOptions o;
+  o.extra_context = context;
+  o.date_string = fixtures.at("date_string").get<std::string>();
+  REQUIRE(fixtures.at("snippets").size() >= 30);
+  for (const json& snippet : fixtures.at("snippets")) {
+    const std::string source = snippet.at("template").get<std::string>();
+    CAPTURE(source);
+    ChatTemplate t(source, "snippet");
+    if (snippet.contains("error")) {
+      std::string message = "(no error)";
+      try {
+        t.render(messages, json(), {}, o);
+      } catch (const sgt::Error& e) {
+        message = e.what();
+      }
+      CHECK(message != "(no error)");
+      if (snippet.at("error_from_raise_exception").get<bool>())
+        CHECK(message.find("raise_exception: " + snippet.at("error").get<std::string>()) != std::string::npos);
+      continue;
+    }
+    CHECK(t.render(messages, json(), {}, o).text == snippet.at("text").get<std::string>());
+  }
+}
+
 TEST_CASE("whitespace control: trim_blocks, lstrip_blocks, '-' and '+' markers") {
   CHECK(text("a\n{% if true %}\nb\n{% endif %}\nc") == "a\nb\nc");
   CHECK(text("a\n    {% if true %}\n    b\n    {% endif %}\nc") == "a\n    b\nc");

@@ -1340,7 +1340,14 @@ class Interpreter {
       const double x = as_double(v) * scale;
       double r;
       if (method.is_string() && method.str() == "common") {
-        r = std::nearbyint(x);  // Python's round(): half to even
+        if (precision >= 0 && precision <= 17 && std::isfinite(as_double(v))) {
+          // Python's round(x, n) rounds the exact binary value (2.675 is 2.67499..., so 2.67);
+          // printf does the same exact decimal rounding.
+          char buf[400];
+          std::snprintf(buf, sizeof buf, "%.*f", static_cast<int>(precision), as_double(v));
+          return Value::floating(std::strtod(buf, nullptr));
+        }
+        r = std::nearbyint(x);  // half to even
       } else if (method.is_string() && method.str() == "ceil") {
         r = std::ceil(x);
       } else if (method.is_string() && method.str() == "floor") {
@@ -1475,11 +1482,10 @@ class Interpreter {
       }
       return Value::make_list(std::move(out));
     }
-    if (name == "wordcount") return Value::integer(static_cast<std::int64_t>(strops::split(to_pstring(v), nullptr, -1).size()));
     if (name == "center" || name == "truncate" || name == "wordwrap" || name == "urlencode" || name == "escape" ||
         name == "e" || name == "format" || name == "batch" || name == "slice" || name == "groupby" ||
         name == "xmlattr" || name == "pprint" || name == "filesizeformat" || name == "striptags" ||
-        name == "forceescape" || name == "random" || name == "attr" || name == "urlize")
+        name == "forceescape" || name == "random" || name == "attr" || name == "urlize" || name == "wordcount")
       throw TemplateError("filter '" + name + "' is not supported");
     throw TemplateError("unknown filter '" + name + "'");
   }
