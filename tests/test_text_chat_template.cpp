@@ -333,6 +333,14 @@ TEST_CASE("every error names the template, line and column, and what is wrong") 
   has(error_of("{{ " + std::string(70, '(') + "1" + std::string(70, ')') + " }}"), "nesting deeper than 64 levels");
   has(error_of("{% set big = range(100000)|list %}{% for i in range(3000) %}{% if -1 in big %}{% endif %}{% endfor %}"),
       "render too expensive");
+  std::string chain = "{{ 'x'";
+  for (int i = 0; i < 200; ++i) chain += "|trim";
+  has(error_of(chain + " }}"), "expression nested deeper than 128 levels");
+  chain = "{{ 1";
+  for (int i = 0; i < 200; ++i) chain += " + 1";
+  has(error_of(chain + " }}"), "expression nested deeper than 128 levels");
+  has(error_of("{% macro m(n) %}{{ [[[[[[[[m(n + 1)]]]]]]]]|length }}{% endmacro %}{{ m(0) }}"),
+      "template evaluation nested deeper than 512 levels");
   std::string deep_ifs;
   for (int i = 0; i < 70; ++i) deep_ifs += "{% if 1 %}";
   has(error_of(deep_ifs), "nesting deeper than 64 levels");

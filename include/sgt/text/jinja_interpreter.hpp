@@ -32,6 +32,7 @@ inline constexpr std::size_t kMaxOutputBytes = std::size_t{16} << 20;
 inline constexpr std::size_t kMaxListItems = 100000;
 inline constexpr std::size_t kMaxLoopIterations = 1000000;
 inline constexpr std::size_t kMaxWorkUnits = std::size_t{256} << 20;
+inline constexpr std::size_t kMaxRecursion = 512;
 
 // ---- string operations that keep provenance ------------------------------------------------------
 
@@ -298,6 +299,7 @@ class Interpreter {
   }
 
   Flow exec(const Node& n) {
+    RecursionGuard depth(*this);
     pos_ = n.pos;
     switch (n.kind) {
       case Node::Kind::kText: emit_plain(n.text); return Flow::kNormal;
@@ -506,7 +508,21 @@ class Interpreter {
     throw TemplateError(v.name.empty() ? "undefined value used" : "'" + v.name + "' is undefined");
   }
 
+  // Evaluation and execution recurse; their combined depth (macros included) is bounded so
+  // that the stack is too.
+  struct RecursionGuard {
+    explicit RecursionGuard(Interpreter& in) : in_(in) {
+      if (++in_.recursion_ > kMaxRecursion) {
+        --in_.recursion_;
+        throw TemplateError("template evaluation nested deeper than " + std::to_string(kMaxRecursion) + " levels");
+      }
+    }
+    ~RecursionGuard() { --in_.recursion_; }
+    Interpreter& in_;
+  };
+
   Value eval(const Expr& e) {
+    RecursionGuard depth(*this);
     PosGuard guard(*this, e.pos);
     switch (e.kind) {
       case Expr::Kind::kLiteral: return e.literal;
@@ -1641,6 +1657,7 @@ class Interpreter {
   SourcePos pos_;
   std::size_t iterations_ = 0;
   std::size_t work_ = 0;
+  std::size_t recursion_ = 0;
   std::size_t call_depth_ = 0;
 };
 

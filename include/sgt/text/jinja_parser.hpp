@@ -32,6 +32,8 @@ namespace sgt::text::jinja {
 
 // How deep expressions and blocks may nest, and macros may call each other.
 inline constexpr std::size_t kMaxNesting = 64;
+// How tall one expression's tree may be (operator chains included).
+inline constexpr std::size_t kMaxExpressionHeight = 128;
 
 struct Expr;
 using ExprPtr = std::unique_ptr<Expr>;
@@ -48,6 +50,7 @@ struct Expr {
   std::vector<std::pair<std::string, ExprPtr>> kwargs;  // keyword args of a call/filter/test
   std::vector<std::string> ops;   // kCompare: one operator per comparison
   bool negated = false;           // kTest: 'is not'
+  std::size_t height = 1;         // 1 + the tallest child
 };
 
 struct Node;
@@ -279,6 +282,20 @@ class Parser {
 
   // ---- expressions ----
 
+  // Sets the height of a node whose children are attached, and bounds it: chains built by loops
+  // (a + b + c ..., x|f|g ..., a.b.c ...) do not recurse in the parser but do in the evaluator
+  // and in the destructor.
+  ExprPtr finish(ExprPtr e) {
+    std::size_t h = 0;
+    for (const auto& a : e->args)
+      if (a) h = std::max(h, a->height);
+    for (const auto& kv : e->kwargs) h = std::max(h, kv.second->height);
+    e->height = h + 1;
+    if (e->height > kMaxExpressionHeight)
+      throw LocatedError("expression nested deeper than " + std::to_string(kMaxExpressionHeight) + " levels", e->pos);
+    return e;
+  }
+
   ExprPtr make(Expr::Kind k, SourcePos pos) {
     auto e = std::make_unique<Expr>();
     e->kind = k;
@@ -302,7 +319,7 @@ class Parser {
       c->args.push_back(std::move(cond));
       c->args.push_back(std::move(e));
       c->args.push_back(std::move(otherwise));  // may be null: undefined
-      e = std::move(c);
+      e = finish(std::move(c));
     }
     return e;
   }
@@ -314,7 +331,7 @@ class Parser {
       next();
       n->args.push_back(std::move(e));
       n->args.push_back(parse_and());
-      e = std::move(n);
+      e = finish(std::move(n));
     }
     return e;
   }
@@ -325,7 +342,7 @@ class Parser {
       next();
       n->args.push_back(std::move(e));
       n->args.push_back(parse_not());
-      e = std::move(n);
+      e = finish(std::move(n));
     }
     return e;
   }
@@ -335,7 +352,7 @@ class Parser {
       auto n = make(Expr::Kind::kNot, cur().pos);
       next();
       n->args.push_back(parse_not());
-      return n;
+      return finish(std::move(n));
     }
     return parse_compare();
   }
@@ -366,14 +383,14 @@ class Parser {
       cmp->ops.push_back(op);
       cmp->args.push_back(parse_math1());
     }
-    return cmp ? std::move(cmp) : std::move(first);
+    return cmp ? finish(std::move(cmp)) : std::move(first);
   }
   ExprPtr binary(ExprPtr l, const std::string& op, ExprPtr r, SourcePos pos) {
     auto n = make(Expr::Kind::kBinary, pos);
     n->name = op;
     n->args.push_back(std::move(l));
     n->args.push_back(std::move(r));
-    return n;
+    return finish(std::move(n));
   }
   ExprPtr parse_math1() {
     ExprPtr e = parse_concat();
@@ -394,7 +411,7 @@ class Parser {
       next();
       n->args.push_back(parse_math2());
     }
-    return n;
+    return finish(std::move(n));
   }
   ExprPtr parse_math2() {
     ExprPtr e = parse_pow();
@@ -422,7 +439,7 @@ class Parser {
       auto n = make(is_op("-") ? Expr::Kind::kNeg : Expr::Kind::kPos, cur().pos);
       next();
       n->args.push_back(parse_unary(false));
-      e = std::move(n);
+      e = finish(std::move(n));
     } else {
       e = parse_primary();
     }
@@ -495,7 +512,7 @@ class Parser {
             n->args.push_back(parse_expression());
           }
           expect_op(")");
-          return n;
+          return finish(std::move(n));
         }
         if (tok.value == "[") {
           next();
@@ -505,7 +522,7 @@ class Parser {
             if (!is_op("]")) expect_op(",");
           }
           next();
-          return n;
+          return finish(std::move(n));
         }
         if (tok.value == "{") {
           next();
@@ -517,7 +534,7 @@ class Parser {
             if (!is_op("}")) expect_op(",");
           }
           next();
-          return n;
+          return finish(std::move(n));
         }
         break;
       }
@@ -543,7 +560,7 @@ class Parser {
           n->name = expect_name();
           n->args.push_back(std::move(e));
         }
-        e = std::move(n);
+        e = finish(std::move(n));
       } else if (is_op("[")) {
         const SourcePos pos = cur().pos;
         next();
@@ -576,7 +593,7 @@ class Parser {
     } else {
       n->args.push_back(std::move(parts[0]));
     }
-    return n;
+    return finish(std::move(n));
   }
 
   // '(' args ')' into n->args (after the slots already there) and n->kwargs.
@@ -602,7 +619,7 @@ class Parser {
     auto n = make(Expr::Kind::kCall, callee->pos);
     n->args.push_back(std::move(callee));
     parse_call_args(*n);
-    return n;
+    return finish(std::move(n));
   }
 
   ExprPtr parse_filter_expr(ExprPtr e) {
@@ -617,7 +634,7 @@ class Parser {
         }
         n->args.push_back(std::move(e));
         if (is_op("(")) parse_call_args(*n);
-        e = std::move(n);
+        e = finish(std::move(n));
       } else if (is_name("is")) {
         next();
         auto n = make(Expr::Kind::kTest, cur().pos);
@@ -635,7 +652,7 @@ class Parser {
           ExprPtr arg = parse_primary();
           n->args.push_back(parse_postfix(std::move(arg)));
         }
-        e = std::move(n);
+        e = finish(std::move(n));
       } else if (is_op("(")) {
         e = parse_call(std::move(e));
       } else {
