@@ -172,6 +172,8 @@ TEST_CASE("whitespace control: trim_blocks, lstrip_blocks, '-' and '+' markers")
   CHECK(text("a\r\nb") == "a\nb");        // newlines normalized
   CHECK(text("  {{ 'v' }}") == "  v");    // lstrip_blocks does not touch {{
   CHECK(text("{% set x = 1 %}  {% if x %}y{% endif %}") == "  y");  // not at a line start
+  CHECK(text("a\u00a0\u3000{%- if true -%}\u2003b{% endif %}") == "ab");  // Unicode whitespace, as jinja2's \\s
+  CHECK(text("a\n\u00a0 {% if true %}b{% endif %}") == "a\nb");
 }
 
 TEST_CASE("expressions follow Python and jinja2") {

@@ -42,14 +42,28 @@ struct Token {
 
 namespace detail {
 
-inline bool is_ascii_space(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+// Length of the Python whitespace character (str.isspace, what jinja2's \s matches) at s[p],
+// or 0.
+inline std::size_t space_at(const std::string& s, std::size_t p) {
+  if (p >= s.size()) return 0;
+  std::size_t n = 1;
+  return utf8::is_python_space(utf8::decode(s, p, &n)) ? n : 0;
 }
 
-// Python's str.rstrip() on template text (ASCII whitespace suffices: \s in jinja's regexes is
-// Unicode-aware, but templates only put ASCII whitespace around tags).
+// Python's str.rstrip(): Unicode whitespace included.
 inline void rstrip_all(std::string& s) {
-  while (!s.empty() && is_ascii_space(s.back())) s.pop_back();
+  while (!s.empty()) {
+    std::size_t start = s.size() - 1;
+    while (start > 0 && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+    if (!space_at(s, start)) break;
+    s.erase(start);
+  }
+}
+
+// Skips whitespace from p (jinja2's `\s*` after `-%}`).
+inline std::size_t skip_space(const std::string& s, std::size_t p) {
+  while (std::size_t n = space_at(s, p)) p += n;
+  return p;
 }
 
 // Decodes a Python string literal body the way jinja2 does ("unicode-escape"): unknown escapes
@@ -149,7 +163,6 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
     pos = p;
   };
   bool line_starting = true;     // the previous tag ended with a newline (or we are at the start)
-  bool strip_next_text = false;  // the previous tag ended with '-'
 
   while (pos < src.size()) {
     // Find the next tag opening.
@@ -170,12 +183,6 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
     }
     std::string text = src.substr(pos, (open == std::string::npos ? src.size() : open) - pos);
     const SourcePos text_pos = where(pos);
-    if (strip_next_text) {
-      std::size_t k = 0;
-      while (k < text.size() && detail::is_ascii_space(text[k])) ++k;
-      text.erase(0, k);
-      strip_next_text = false;
-    }
     if (open == std::string::npos) {
       if (!text.empty()) tokens.push_back({Token::Kind::kText, text, text_pos});
       advance_to(src.size());
@@ -188,10 +195,7 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
       const std::size_t nl = text.rfind('\n');
       const std::size_t l_pos = nl == std::string::npos ? 0 : nl + 1;
       if (l_pos > 0 || line_starting) {
-        bool only_ws = l_pos < text.size();
-        for (std::size_t k = l_pos; k < text.size(); ++k)
-          if (!detail::is_ascii_space(text[k])) only_ws = false;
-        if (only_ws) text.erase(l_pos);
+        if (l_pos < text.size() && detail::skip_space(text, l_pos) == text.size()) text.erase(l_pos);
       }
     }
     if (!text.empty()) tokens.push_back({Token::Kind::kText, text, text_pos});
@@ -204,7 +208,7 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
       if (close == std::string::npos) throw LocatedError("missing end of comment tag '#}'", tag_pos);
       std::size_t end = close + 2;
       if (close > p && src[close - 1] == '-') {
-        while (end < src.size() && detail::is_ascii_space(src[end])) ++end;
+        end = detail::skip_space(src, end);
       } else if (!(close > p && src[close - 1] == '+') && end < src.size() && src[end] == '\n') {
         ++end;
       }
@@ -218,7 +222,7 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
     advance_to(p);
     int depth = 0;  // brackets: a '}}' or '%}' inside them is an operator, as in jinja2
     while (true) {
-      while (p < src.size() && detail::is_ascii_space(src[p])) ++p;
+      p = detail::skip_space(src, p);
       advance_to(p);
       if (p >= src.size())
         throw LocatedError(is_block ? "missing end of block tag '%}'" : "missing end of '}}'", tag_pos);
@@ -235,7 +239,7 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
         if (src.compare(q, 2, close) == 0) {
           std::size_t end = q + 2;
           if (csign == '-') {
-            while (end < src.size() && detail::is_ascii_space(src[end])) ++end;
+            end = detail::skip_space(src, end);
           } else if (is_block && csign != '+' && end < src.size() && src[end] == '\n') {
             ++end;
           }
