@@ -352,7 +352,12 @@ class Interpreter {
     if (v.is_string()) charge(v.s->size());
     switch (v.kind) {
       case Value::Kind::kUndefined: return {};
-      case Value::Kind::kList: return *v.list;
+      case Value::Kind::kList:
+        if (v.generator_consumed) {
+          if (*v.generator_consumed) return {};
+          *v.generator_consumed = true;
+        }
+        return *v.list;
       case Value::Kind::kDict: {
         std::vector<Value> keys;
         for (const auto& kv : *v.dict) keys.push_back(Value::plain(kv.first));
@@ -367,6 +372,28 @@ class Interpreter {
       default:
         throw TemplateError(std::string(what) + ": '" + type_name(v) + "' object is not iterable");
     }
+  }
+
+  static Value generator(List items) {
+    Value v = Value::make_list(std::move(items));
+    v.generator_consumed = std::make_shared<bool>(false);
+    return v;
+  }
+
+  // Python's str + str when one side is Markup (|safe): the other side is HTML-escaped.
+  static PString html_escape(const PString& s) {
+    PString out;
+    for (std::size_t k = 0; k < s.size(); ++k) {
+      const char c = s.text[k];
+      const char* rep = c == '&' ? "&amp;" : c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '"' ? "&#34;" : c == '\'' ? "&#39;" : nullptr;
+      if (!rep) {
+        out.append_byte(c, s.flags[k]);
+        continue;
+      }
+      out.text += rep;
+      out.flags.append(std::char_traits<char>::length(rep), s.flags[k]);
+    }
+    return out;
   }
 
   void count_iteration() {
@@ -736,6 +763,7 @@ class Interpreter {
         }
         return Value::undefined(key.is_string() ? key.str() : std::string());
       case Value::Kind::kList:
+        if (obj.generator_consumed) return Value::undefined("generator item");
         if (key.kind == Value::Kind::kInt || key.kind == Value::Kind::kBool) {
           const std::int64_t i = py_index(key.kind == Value::Kind::kBool ? key.b : key.i, obj.list->size());
           if (i < 0 || i >= static_cast<std::int64_t>(obj.list->size())) return Value::undefined("list index");
@@ -792,6 +820,7 @@ class Interpreter {
   }
 
   Value slice(const Value& obj, const Value& a, const Value& b, const Value& c) {
+    if (obj.generator_consumed) throw TemplateError("'generator' object is not subscriptable");
     if (obj.is_list()) {
       List out;
       for (std::size_t k : slice_positions(obj.list->size(), a, b, c)) out.push_back((*obj.list)[k]);
@@ -848,12 +877,15 @@ class Interpreter {
       }
       if (nums) return Value::floating(as_double(l) + as_double(r));
       if (l.is_string() && r.is_string()) {
-        PString s = *l.s;
-        s.append(*r.s);
+        const bool markup = l.markup || r.markup;
+        PString s = markup && !l.markup ? html_escape(*l.s) : *l.s;
+        s.append(markup && !r.markup ? html_escape(*r.s) : *r.s);
         check_size(s);
-        return Value::string(std::move(s));
+        Value v = Value::string(std::move(s));
+        v.markup = markup;
+        return v;
       }
-      if (l.is_list() && r.is_list()) {
+      if (l.is_list() && r.is_list() && !l.generator_consumed && !r.generator_consumed) {
         check_items(l.list->size() + r.list->size());
         List items = *l.list;
         items.insert(items.end(), r.list->begin(), r.list->end());
@@ -945,6 +977,10 @@ class Interpreter {
           throw TemplateError(std::string("'in <string>' requires string as left operand, not ") + type_name(item));
         return container.str().find(item.str()) != std::string::npos;
       case Value::Kind::kList:
+        if (container.generator_consumed) {
+          if (*container.generator_consumed) return false;
+          *container.generator_consumed = true;
+        }
         for (const auto& v : *container.list)
           if (equals(v, item)) return true;
         return false;
@@ -1265,6 +1301,7 @@ class Interpreter {
     }
     if (name == "tojson") return tojson(v, a);
     if (name == "length" || name == "count") {
+      if (v.generator_consumed) throw TemplateError(name + ": object of type 'generator' has no len()");
       switch (v.kind) {
         case Value::Kind::kUndefined: return Value::integer(0);
         case Value::Kind::kString: return Value::integer(static_cast<std::int64_t>(utf8::length(v.str())));
@@ -1274,6 +1311,7 @@ class Interpreter {
       }
     }
     if (name == "first" || name == "last") {
+      if (name == "last" && v.generator_consumed) throw TemplateError("last: 'generator' object is not reversible");
       std::vector<Value> items = iterate(v, name.c_str());
       if (items.empty()) return Value::undefined(name + " of an empty sequence");
       return name == "first" ? items.front() : items.back();
@@ -1305,11 +1343,15 @@ class Interpreter {
                                            arg_int(a, 2, "count", -1)));
     }
     if (name == "list") {
-      if (v.is_list()) return Value::make_list(*v.list);
+      if (v.is_list() && !v.generator_consumed) return Value::make_list(*v.list);
       return Value::make_list(iterate(v, "list"));
     }
     if (name == "string") return Value::string(to_pstring(v));
-    if (name == "safe") return v;
+    if (name == "safe") {
+      Value r = v.is_string() ? v : Value::string(to_pstring(v));
+      r.markup = true;
+      return r;
+    }
     if (name == "int") {
       const Value dflt = a.get(0, "default", Value::integer(0));
       if (is_intlike(v)) return Value::integer(as_int(v));
@@ -1374,10 +1416,10 @@ class Interpreter {
       return Value::floating(r / scale);
     }
     if (name == "items") {
-      if (v.is_undefined()) return Value::make_list();
+      if (v.is_undefined()) return generator({});
       if (!v.is_dict()) throw TemplateError("items: argument must be a mapping");
       CallArgs none;
-      return call_method(v, "items", none);
+      return generator(*call_method(v, "items", none).list);
     }
     if (name == "indent") return indent(v, a);
     if (name == "dictsort") {
@@ -1425,16 +1467,17 @@ class Interpreter {
           out.push_back(x);
         }
       }
-      return Value::make_list(std::move(out));
+      return generator(std::move(out));
     }
     if (name == "reverse") {
       if (v.is_string()) {
         CallArgs none;
         return slice(v, Value::none(), Value::none(), Value::integer(-1));
       }
+      if (v.generator_consumed) throw TemplateError("reverse: 'generator' object is not reversible");
       List items = iterate(v, "reverse");
       std::reverse(items.begin(), items.end());
-      return Value::make_list(std::move(items));
+      return generator(std::move(items));
     }
     if (name == "sum") {
       const Value attr = a.get(0, "attribute", Value::none());
@@ -1457,11 +1500,12 @@ class Interpreter {
       const Value attr = a.get(static_cast<std::size_t>(-1), "attribute", Value::none());
       if (!attr.is_none()) {
         const Value dflt = a.get(static_cast<std::size_t>(-1), "default");
-        for (auto& x : iterate(v, "map")) {
-          Value r = attribute_of(x, attr);
-          out.push_back(r.is_undefined() && !dflt.is_undefined() ? dflt : r);
-        }
-        return Value::make_list(std::move(out));
+        if (truthy(v))  // jinja2: `if seq:` -- none maps to nothing
+          for (auto& x : iterate(v, "map")) {
+            Value r = attribute_of(x, attr);
+            out.push_back(r.is_undefined() && !dflt.is_undefined() ? dflt : r);
+          }
+        return generator(std::move(out));
       }
       if (a.positional.empty() || !a.positional[0].is_string()) throw TemplateError("map: expects a filter name or attribute=");
       const std::string filter = a.positional[0].str();
@@ -1469,8 +1513,9 @@ class Interpreter {
       rest.positional.assign(a.positional.begin() + 1, a.positional.end());
       rest.keyword = a.keyword;
       rest.what = "filter '" + filter + "'";
-      for (auto& x : iterate(v, "map")) out.push_back(apply_filter(filter, x, rest));
-      return Value::make_list(std::move(out));
+      if (truthy(v))
+        for (auto& x : iterate(v, "map")) out.push_back(apply_filter(filter, x, rest));
+      return generator(std::move(out));
     }
     if (name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr") {
       const bool by_attr = name == "selectattr" || name == "rejectattr";
@@ -1491,12 +1536,13 @@ class Interpreter {
       rest.keyword = a.keyword;
       rest.what = "test '" + test + "'";
       List out;
-      for (auto& x : iterate(v, name.c_str())) {
-        const Value subject = by_attr ? attribute_of(x, attr) : x;
-        const bool r = test.empty() ? truthy(subject) : apply_test(test, subject, rest);
-        if (r == keep_if) out.push_back(x);
-      }
-      return Value::make_list(std::move(out));
+      if (truthy(v))  // jinja2: `if seq:` -- none selects nothing
+        for (auto& x : iterate(v, name.c_str())) {
+          const Value subject = by_attr ? attribute_of(x, attr) : x;
+          const bool r = test.empty() ? truthy(subject) : apply_test(test, subject, rest);
+          if (r == keep_if) out.push_back(x);
+        }
+      return generator(std::move(out));
     }
     if (name == "center" || name == "truncate" || name == "wordwrap" || name == "urlencode" || name == "escape" ||
         name == "e" || name == "format" || name == "batch" || name == "slice" || name == "groupby" ||
@@ -1602,7 +1648,7 @@ class Interpreter {
     if (name == "string") return v.is_string();
     if (name == "mapping") return v.is_dict();
     if (name == "iterable") return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined();
-    if (name == "sequence") return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined();
+    if (name == "sequence") return v.is_string() || (v.is_list() && !v.generator_consumed) || v.is_dict() || v.is_undefined();
     if (name == "number") return v.is_number();
     if (name == "integer") return v.kind == Value::Kind::kInt;
     if (name == "float") return v.kind == Value::Kind::kFloat;

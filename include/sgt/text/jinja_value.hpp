@@ -78,6 +78,11 @@ struct Value {
   std::int64_t i = 0;
   double f = 0;
   bool is_tuple = false;                   // a list written as a tuple: repr uses ( )
+  // A list that Python would hold as a one-shot generator (what map, select, reject,
+  // selectattr, rejectattr, unique, items and reverse return): always truthy, iterable once,
+  // no len(), not JSON-serializable, not printable. The flag is shared by copies.
+  std::shared_ptr<bool> generator_consumed;
+  bool markup = false;                     // a string marked |safe: `+` HTML-escapes a plain operand
   std::shared_ptr<const PString> s;        // kString
   std::shared_ptr<List> list;              // kList
   std::shared_ptr<Dict> dict;              // kDict, kNamespace
@@ -181,7 +186,7 @@ inline const char* type_name(const Value& v) {
     case Value::Kind::kInt: return "int";
     case Value::Kind::kFloat: return "float";
     case Value::Kind::kString: return "string";
-    case Value::Kind::kList: return v.is_tuple ? "tuple" : "list";
+    case Value::Kind::kList: return v.generator_consumed ? "generator" : v.is_tuple ? "tuple" : "list";
     case Value::Kind::kDict: return "dict";
     case Value::Kind::kNamespace: return "namespace";
     case Value::Kind::kFunction: return "function";
@@ -358,6 +363,8 @@ inline void repr_string_into(const PString& s, PString& out) {
 }
 
 inline void repr_into(const Value& v, PString& out) {
+  if (v.generator_consumed)
+    throw TemplateError("printing a generator (the result of map/select/... without |list) is not supported");
   switch (v.kind) {
     case Value::Kind::kString: repr_string_into(*v.s, out); return;
     case Value::Kind::kList: {
@@ -414,7 +421,7 @@ inline bool truthy(const Value& v) {
     case Value::Kind::kInt: return v.i != 0;
     case Value::Kind::kFloat: return v.f != 0;
     case Value::Kind::kString: return !v.s->empty();
-    case Value::Kind::kList: return !v.list->empty();
+    case Value::Kind::kList: return v.generator_consumed ? true : !v.list->empty();
     case Value::Kind::kDict: return !v.dict->empty();
     case Value::Kind::kNamespace:
     case Value::Kind::kFunction: return true;
@@ -439,6 +446,7 @@ inline bool equals(const Value& a, const Value& b) {
     return as_double(a) == as_double(b);
   }
   if (a.kind != b.kind) return false;
+  if (a.generator_consumed || b.generator_consumed) return a.list == b.list;  // identity
   switch (a.kind) {
     case Value::Kind::kUndefined:
     case Value::Kind::kNone: return true;
@@ -514,6 +522,7 @@ inline void json_string_into(const PString& s, PString& out, bool ensure_ascii) 
 
 // Python's json.dumps(v, ensure_ascii=..., indent=..., separators=..., sort_keys=...).
 inline void json_dump_into(const Value& v, PString& out, const JsonDumpOptions& o, int depth) {
+  if (v.generator_consumed) throw TemplateError("tojson: object of type generator is not JSON serializable");
   auto newline = [&](int d) {
     out.append_plain("\n");
     for (int k = 0; k < d; ++k) out.append_plain(o.indent);
