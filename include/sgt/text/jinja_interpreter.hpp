@@ -9,7 +9,7 @@
 // time): nesting of blocks/expressions and macro calls <= kMaxNesting (64), rendered output and
 // any single string <= kMaxOutputBytes (16 MiB), lists built by the template (range, +, *)
 // <= kMaxListItems (100000) items, loop iterations per render <= kMaxLoopIterations (1000000),
-// and bytes built plus items visited per render <= kMaxWorkUnits (256 Mi).
+// and bytes built plus items visited per render <= kMaxWorkUnits (64 Mi).
 #pragma once
 
 #include <algorithm>
@@ -31,7 +31,7 @@ namespace sgt::text::jinja {
 inline constexpr std::size_t kMaxOutputBytes = std::size_t{16} << 20;
 inline constexpr std::size_t kMaxListItems = 100000;
 inline constexpr std::size_t kMaxLoopIterations = 1000000;
-inline constexpr std::size_t kMaxWorkUnits = std::size_t{256} << 20;
+inline constexpr std::size_t kMaxWorkUnits = std::size_t{64} << 20;
 inline constexpr std::size_t kMaxRecursion = 512;
 
 // ---- string operations that keep provenance ------------------------------------------------------
@@ -431,28 +431,39 @@ class Interpreter {
       return Flow::kNormal;
     }
     const std::size_t len = items.size();
+    auto index = std::make_shared<std::size_t>(0);
+    Value loop = Value::make_dict({
+        {"index", Value::integer(1)},
+        {"index0", Value::integer(0)},
+        {"revindex", Value::integer(0)},
+        {"revindex0", Value::integer(0)},
+        {"first", Value::boolean(true)},
+        {"last", Value::boolean(false)},
+        {"length", Value::integer(static_cast<std::int64_t>(len))},
+        {"depth", Value::integer(1)},
+        {"depth0", Value::integer(0)},
+        {"previtem", Value::undefined("loop.previtem")},
+        {"nextitem", Value::undefined("loop.nextitem")},
+        {"cycle", Value::function("loop.cycle", [index](CallArgs& a) {
+           if (a.positional.empty()) throw TemplateError("loop.cycle: no items");
+           return a.positional[*index % a.positional.size()];
+         })},
+    });
     for (std::size_t k = 0; k < len; ++k) {
       count_iteration();
       ScopeGuard g(*this);
-      Dict loop = {
-          {"index", Value::integer(static_cast<std::int64_t>(k + 1))},
-          {"index0", Value::integer(static_cast<std::int64_t>(k))},
-          {"revindex", Value::integer(static_cast<std::int64_t>(len - k))},
-          {"revindex0", Value::integer(static_cast<std::int64_t>(len - k - 1))},
-          {"first", Value::boolean(k == 0)},
-          {"last", Value::boolean(k + 1 == len)},
-          {"length", Value::integer(static_cast<std::int64_t>(len))},
-          {"depth", Value::integer(1)},
-          {"depth0", Value::integer(0)},
-          {"previtem", k > 0 ? items[k - 1] : Value::undefined("loop.previtem")},
-          {"nextitem", k + 1 < len ? items[k + 1] : Value::undefined("loop.nextitem")},
-      };
-      const std::size_t index = k;
-      loop.emplace_back("cycle", Value::function("loop.cycle", [index](CallArgs& a) {
-                          if (a.positional.empty()) throw TemplateError("loop.cycle: no items");
-                          return a.positional[index % a.positional.size()];
-                        }));
-      set_var("loop", Value::make_dict(std::move(loop)));
+      // One loop object per loop, updated in place each iteration (as jinja2's LoopContext).
+      Dict& d = *loop.dict;
+      d[0].second.i = static_cast<std::int64_t>(k + 1);
+      d[1].second.i = static_cast<std::int64_t>(k);
+      d[2].second.i = static_cast<std::int64_t>(len - k);
+      d[3].second.i = static_cast<std::int64_t>(len - k - 1);
+      d[4].second.b = k == 0;
+      d[5].second.b = k + 1 == len;
+      d[9].second = k > 0 ? items[k - 1] : Value::undefined("loop.previtem");
+      d[10].second = k + 1 < len ? items[k + 1] : Value::undefined("loop.nextitem");
+      *index = k;
+      set_var("loop", loop);
       bind_targets(n.targets, items[k]);
       const Flow f = exec_body(n.body);
       if (f == Flow::kBreak) break;
