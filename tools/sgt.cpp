@@ -162,7 +162,7 @@ sgt::text::EncodedPrompt encode_prompt(const std::string& dir, const PromptArgs&
   if (p.have_text) {
     e = sgt::text::encode_text(tokenizer, p.text, !p.no_special_tokens);
   } else {
-    e = encode_chat_file(dir, tokenizer, p);
+    e = sgt::text::encode_chat_file(dir, tokenizer, p.chat, p.add_generation_prompt);
   }
   if (p.transform_all_tokens) sgt::text::protect_all_tokens(e);
   return e;

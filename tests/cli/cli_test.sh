@@ -156,6 +156,38 @@ grep -qE '^\{"model": "demo", "prompt_embeds": "UEsDBA[A-Za-z0-9+/]*={0,2}", "ma
 expect_ok vllm-batch transform "$model/" --input batch.json --output batch.json.out --format vllm-completions --model-name 'x"y' --max-tokens 3 --seed 1
 grep -qE '^\{"model": "x\\"y", "prompt_embeds": \["UEsDBA[A-Za-z0-9+/=]*", "UEsDBA[A-Za-z0-9+/=]*"\], "max_tokens": 3\}$' batch.json.out ||
   fail "vllm-batch: unexpected body $(head -c 120 batch.json.out)"
+# Text in (docs/format.md sections 7 and 8). The expected ids and masks come from the real libraries:
+# examples/prompt.json from `tokenizers` (tools/make_demo.py), demo_chat_expected.json from
+# transformers' apply_chat_template (tools/fixtures/demo_chat_fixture.py).
+same_request() {  # same_request NAME GOT EXPECTED: the same input_ids and noise_mask (compact JSON)
+  local pick='"input_ids":\[[^]]*\],"noise_mask":\[[^]]*\]'
+  [ -n "$(grep -o "$pick" "$2")" ] && [ "$(grep -o "$pick" "$2")" = "$(grep -o "$pick" "$3")" ] ||
+    fail "$1: ids or mask differ from $3"
+}
+prompt_text="Summarize the patient's discharge notes and list any medication changes."
+expect_ok tokenize-text tokenize "$model" --text "$prompt_text"
+cp stdout.txt tokenized_text.json
+same_request tokenize-text tokenized_text.json "$root/examples/prompt.json"
+expect_ok tokenize-chat tokenize "$model" --chat "$root/examples/chat.json"
+cp stdout.txt tokenized_chat.json
+same_request tokenize-chat tokenized_chat.json "$root/tests/data/text/demo_chat_expected.json"
+expect_ok tokenize-no-specials tokenize "$model" --text "hello" --no-special-tokens
+grep -q '"noise_mask":\[1' stdout.txt || fail "tokenize-no-specials: first token should be the text's"
+expect_ok tokenize-all tokenize "$model" --chat "$root/examples/chat.json" --transform-all-tokens
+grep -q '"noise_mask":\[1,1,1' stdout.txt || fail "tokenize-all: scaffolding not protected"
+expect_ok transform-text transform "$model" --text "$prompt_text" --output text.safetensors --seed 3
+expect_ok transform-chat transform "$model" --chat "$root/examples/chat.json" --output chat.json.out --format vllm-completions
+grep -q '"prompt_embeds"' chat.json.out || fail "transform-chat: no prompt_embeds"
+printf '{"messages": [{"content": "hi"}]}' > no_content.json
+expect_error chat-bad-message "no_content.json.*role" tokenize "$model" --chat no_content.json
+printf '{"messages": [{"role": "user", "content": "hi"}], "colour": 1}' > unknown_key.json
+expect_error chat-unknown-key "colour" tokenize "$model" --chat unknown_key.json
+expect_error chat-missing 'nope.json' tokenize "$model" --chat nope.json
+expect_error text-and-input 'exactly one of' transform "$model" --text hi --input single.json --output x.safetensors
+expect_error text-agp 'needs --chat' tokenize "$model" --text hi --add-generation-prompt
+expect_error text-invalid-utf8 'UTF-8' tokenize "$model" --text "$(printf 'bad \xff byte')"
+expect_error no-tokenizer 'tokenizer.json' tokenize "$root/tests/data/e2e/llama_mha" --text hi
+[ -e x.safetensors ] && fail "text-and-input: an output file was written"
 ls ./*.tmp-* >/dev/null 2>&1 && fail "a temporary file was left behind"
 
 echo "$passed passed, $failed failed"

@@ -42,6 +42,8 @@ using ChatJson = nlohmann::ordered_json;
 struct ProvenancePolicy {
   bool protect_tool_schemas = false;
   bool protect_tool_calls = false;
+  // Roles whose contents (and reasoning) are protected; empty: every role.
+  std::vector<std::string> protected_roles;
 };
 
 struct ByteSpan {
@@ -104,11 +106,17 @@ inline jinja::Value message_value(const ChatJson& m, const ProvenancePolicy& pol
   using jinja::Value;
   if (!m.is_object()) throw Error("must be a JSON object").at_key("messages[" + std::to_string(index) + "]");
   jinja::Dict d;
+  bool role_protected = policy.protected_roles.empty();
+  if (!role_protected && m.contains("role") && m["role"].is_string())
+    for (const std::string& r : policy.protected_roles)
+      role_protected = role_protected || r == m["role"].get<std::string>();
   for (auto it = m.begin(); it != m.end(); ++it) {
     const std::string& k = it.key();
     const ChatJson& v = it.value();
     if (v.is_null()) continue;
-    if (k == "content") {
+    if (k == "content" && !role_protected) {
+      d.emplace_back(k, to_value(v, false));
+    } else if (k == "content") {
       if (v.is_array()) {
         jinja::List parts;
         for (const auto& part : v) {
@@ -126,7 +134,7 @@ inline jinja::Value message_value(const ChatJson& m, const ProvenancePolicy& pol
         d.emplace_back(k, to_value(v, v.is_string()));
       }
     } else if (is_reasoning_key(k)) {
-      d.emplace_back(k, to_value(v, v.is_string()));
+      d.emplace_back(k, to_value(v, v.is_string() && role_protected));
     } else if (k == "tool_calls" && policy.protect_tool_calls && v.is_array()) {
       jinja::List calls;
       for (const auto& call : v) {

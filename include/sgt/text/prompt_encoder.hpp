@@ -18,7 +18,10 @@
 
 #include "sgt/core/error.hpp"
 #include "sgt/io/request.hpp"
+#include "sgt/text/chat_input.hpp"
+#include "sgt/text/chat_template.hpp"
 #include "sgt/text/tokenizer.hpp"
+#include "sgt/text/tokenizer_config.hpp"
 
 namespace sgt::text {
 
@@ -69,6 +72,61 @@ inline EncodedPrompt encode_text(const Tokenizer& tokenizer, std::string_view te
   p.input = TransformInput::single(std::move(ids), noise_mask_for_spans(e.offsets, whole));
   p.offsets = std::move(e.offsets);
   return p;
+}
+
+// How a chat's noise mask is made (issue defaults: every role's contents and the tool schemas are
+// protected; tool-call arguments are not, they are usually the model's own output).
+struct ChatMaskPolicy {
+  std::vector<std::string> protected_roles;  // empty: every role
+  bool protect_tool_schemas = true;
+  bool protect_tool_calls = false;
+  bool transform_all_tokens = false;  // protect every token, scaffolding included
+};
+
+// A chat rendered with the model's template and tokenized once, exactly as transformers does for
+// apply_chat_template(tokenize=True): the rendering already holds the BOS the template writes, so
+// no post-processor tokens are added. noise_mask = 1 on every token overlapping protected text.
+inline EncodedPrompt encode_chat(const Tokenizer& tokenizer, const ChatTemplate& chat_template,
+                                 const TokenizerSpecialStrings& specials, const ChatInput& chat,
+                                 bool add_generation_prompt, const ChatMaskPolicy& policy = {}) {
+  ChatTemplateOptions options;
+  options.add_generation_prompt = add_generation_prompt || chat.add_generation_prompt;
+  options.policy.protected_roles = policy.protected_roles;
+  options.policy.protect_tool_schemas = policy.protect_tool_schemas;
+  options.policy.protect_tool_calls = policy.protect_tool_calls;
+  options.extra_context = chat.extra_context;
+  RenderedChat rendered = chat_template.render(chat.messages, chat.tools, specials, options);
+  Encoding e = tokenizer.encode(rendered.text, false);
+  if (e.ids.empty()) throw Error("the chat renders to no tokens");
+  EncodedPrompt p;
+  std::vector<std::int64_t> ids(e.ids.begin(), e.ids.end());
+  p.input = TransformInput::single(std::move(ids),
+                                   noise_mask_for_spans(e.offsets, rendered.protected_spans));
+  p.offsets = std::move(e.offsets);
+  p.text = std::move(rendered.text);
+  if (policy.transform_all_tokens) protect_all_tokens(p);
+  return p;
+}
+
+// encode_chat for a model directory (tokenizer.json, tokenizer_config.json with its chat template)
+// and a CHAT.json file. Errors name the file that is missing or wrong.
+inline EncodedPrompt encode_chat_file(const std::string& model_dir, const Tokenizer& tokenizer,
+                                      const std::string& chat_json_path, bool add_generation_prompt,
+                                      const ChatMaskPolicy& policy = {}) {
+  const TokenizerConfig config = read_tokenizer_config(model_dir);
+  if (!config.chat_template)
+    throw Error("has no chat_template (and there is no chat_template.jinja beside it)")
+        .at_file(model_dir + "/tokenizer_config.json");
+  const ChatTemplate chat_template(*config.chat_template, config.chat_template_source);
+  std::string text;
+  try {
+    text = read_text_file(chat_json_path, std::size_t{64} << 20);
+  } catch (Error& e) {
+    e.at_file(chat_json_path);
+    throw;
+  }
+  const ChatInput chat = parse_chat_input(text, chat_json_path);
+  return encode_chat(tokenizer, chat_template, config.specials, chat, add_generation_prompt, policy);
 }
 
 }  // namespace sgt::text
