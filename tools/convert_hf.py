@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import warnings
 
@@ -246,7 +247,26 @@ def convert(args: argparse.Namespace) -> dict:
     write_config(os.path.join(args.out_dir, "config.json"), config)
     save_model_tensors(tensors, os.path.join(args.out_dir, "model.safetensors"),
                        None if args.dtype == "keep" else args.dtype, metadata={"format": "pt"})
+    copy_tokenizer_files(args.base, args.revision, args.out_dir)
     return config
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def copy_tokenizer_files(base: str, revision: str | None, out_dir: str) -> None:
+    """The base model's own tokenizer files, unmodified (docs/format.md section 2): the transform's
+    text front end reads them. Missing ones are skipped (the transform then takes IN.json only)."""
+    model_dir, fetch = _resolve(base, revision)
+    for name in TOKENIZER_FILES:
+        src = os.path.join(model_dir, name)
+        if fetch is not None and not os.path.exists(src):
+            try:
+                src = fetch(name)
+            except Exception:  # not in this Hub repo
+                continue
+        if os.path.exists(src):
+            shutil.copyfile(src, os.path.join(out_dir, name))
 
 
 @torch.no_grad()

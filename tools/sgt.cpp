@@ -65,6 +65,29 @@ nlohmann::ordered_json estimator_info(const sgt::EstimatorConfig& e) {
   return j;
 }
 
+// MODEL_DIR's tokenizer.json and tokenizer_config.json, if it has them (null otherwise).
+nlohmann::ordered_json tokenizer_info(const std::string& dir) {
+  if (!std::filesystem::exists(dir + "/tokenizer.json")) return nullptr;
+#if SGT_HAVE_TEXT
+  const auto tokenizer = sgt::text::Tokenizer::load(dir + "/tokenizer.json");
+  nlohmann::ordered_json j;
+  j["model_type"] = tokenizer.model_type();
+  j["vocab_size"] = tokenizer.vocab_size();
+  j["special_tokens"] = tokenizer.special_tokens();
+  bool chat_template = false;
+  if (std::filesystem::exists(dir + "/tokenizer_config.json")) {
+    const sgt::text::TokenizerConfig c = sgt::text::read_tokenizer_config(dir);
+    chat_template = c.chat_template.has_value();
+    if (c.specials.bos_token) j["bos_token"] = *c.specials.bos_token;
+    if (c.specials.eos_token) j["eos_token"] = *c.specials.eos_token;
+  }
+  j["chat_template"] = chat_template;
+  return j;
+#else
+  return "present (this sgt was built without the text front end)";
+#endif
+}
+
 int cmd_info(const std::string& dir) {
   const sgt::Transform model(dir);
   const auto& c = model.config();
@@ -93,6 +116,7 @@ int cmd_info(const std::string& dir) {
   j["params"] = params;
   j["bytes"] = bytes;
   j["simd"] = sgt::simd::arch_name();
+  j["tokenizer"] = tokenizer_info(dir);
   std::printf("%s\n", j.dump(2).c_str());
   return 0;
 }
