@@ -37,16 +37,18 @@ struct UsageError : std::runtime_error {
 
 const char* kUsage =
     "usage: sgt info MODEL_DIR\n"
-    "       sgt tokenize MODEL_DIR (--text TEXT | --chat CHAT.json) [--no-special-tokens]\n"
-    "           [--add-generation-prompt] [--transform-all-tokens]\n"
+    "       sgt tokenize MODEL_DIR (--text TEXT | --chat CHAT.json) [PROMPT OPTIONS]\n"
     "       sgt transform MODEL_DIR (--input IN.json | --text TEXT | --chat CHAT.json) --output OUT\n"
-    "           [--no-special-tokens] [--add-generation-prompt] [--transform-all-tokens]\n"
+    "           [PROMPT OPTIONS]\n"
     "           [--noise NOISE.safetensors] [--seed N] [--rng secure|torch] [--threads N]\n"
     "           [--attention sdpa|flash] [--dump-intermediates]\n"
     "           [--format safetensors|torch|vllm-completions]  (default safetensors)\n"
     "           [--output-dtype f32|bf16|f16]  (default f32 for safetensors, bf16 otherwise)\n"
     "           [--model-name NAME] [--max-tokens N]  (vllm-completions: the request's model,\n"
-    "               default MODEL_DIR's base name, and max_tokens, default 16)\n";
+    "               default MODEL_DIR's base name, and max_tokens, default 16)\n"
+    "prompt options: --no-special-tokens (--text: no BOS), --add-generation-prompt (--chat),\n"
+    "    --protect-roles ROLE,ROLE (--chat; default every role), --no-protect-tool-schemas\n"
+    "    (--chat; default: tool schemas are protected), --transform-all-tokens\n";
 
 nlohmann::ordered_json estimator_info(const sgt::EstimatorConfig& e) {
   const sgt::DecoderConfig& d = e.decoder;
@@ -138,8 +140,21 @@ enum class OutputFormat { Safetensors, Torch, VllmCompletions };
 struct PromptArgs {
   std::string input, text, chat;
   bool have_text = false, no_special_tokens = false, add_generation_prompt = false,
-       transform_all_tokens = false;
+       transform_all_tokens = false, no_protect_tool_schemas = false;
+  std::vector<std::string> protect_roles;  // empty: every role
 };
+
+std::vector<std::string> split_commas(const std::string& list) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  while (at <= list.size()) {
+    const std::size_t comma = std::min(list.find(',', at), list.size());
+    if (comma == at) throw UsageError("--protect-roles takes a comma-separated list of role names");
+    out.push_back(list.substr(at, comma - at));
+    at = comma + 1;
+  }
+  return out;
+}
 
 // Takes a's prompt flag (and its value) if it is one; false if `a` is not a prompt flag.
 template <class Value>
@@ -157,6 +172,10 @@ bool parse_prompt_flag(const std::string& a, Value&& value, PromptArgs& p) {
     p.add_generation_prompt = true;
   } else if (a == "--transform-all-tokens") {
     p.transform_all_tokens = true;
+  } else if (a == "--protect-roles") {
+    p.protect_roles = split_commas(value());
+  } else if (a == "--no-protect-tool-schemas") {
+    p.no_protect_tool_schemas = true;
   } else {
     return false;
   }
@@ -176,6 +195,8 @@ void check_prompt_args(const PromptArgs& p, bool allow_input, const char* comman
     throw UsageError("--add-generation-prompt needs --chat");
   if (!p.chat.empty() && p.no_special_tokens)
     throw UsageError("--no-special-tokens needs --text (a chat template writes its own)");
+  if (p.chat.empty() && (!p.protect_roles.empty() || p.no_protect_tool_schemas))
+    throw UsageError("--protect-roles and --no-protect-tool-schemas need --chat");
 }
 
 #if SGT_HAVE_TEXT
@@ -186,7 +207,10 @@ sgt::text::EncodedPrompt encode_prompt(const std::string& dir, const PromptArgs&
   if (p.have_text) {
     e = sgt::text::encode_text(tokenizer, p.text, !p.no_special_tokens);
   } else {
-    e = sgt::text::encode_chat_file(dir, tokenizer, p.chat, p.add_generation_prompt);
+    sgt::text::ChatMaskPolicy policy;
+    policy.protected_roles = p.protect_roles;
+    policy.protect_tool_schemas = !p.no_protect_tool_schemas;
+    e = sgt::text::encode_chat_file(dir, tokenizer, p.chat, p.add_generation_prompt, policy);
   }
   if (p.transform_all_tokens) sgt::text::protect_all_tokens(e);
   return e;

@@ -178,6 +178,11 @@ grep -q '"noise_mask":\[1,1,1' stdout.txt || fail "tokenize-all: scaffolding not
 expect_ok transform-text transform "$model" --text "$prompt_text" --output text.safetensors --seed 3
 expect_ok transform-chat transform "$model" --chat "$root/examples/chat.json" --output chat.json.out --format vllm-completions
 grep -q '"prompt_embeds"' chat.json.out || fail "transform-chat: no prompt_embeds"
+expect_ok tokenize-roles tokenize "$model" --chat "$root/examples/chat.json" --protect-roles user
+n_user=$(grep -o '"noise_mask":\[[^]]*\]' stdout.txt | grep -o 1 | wc -l)
+[ "$n_user" -gt 0 ] && [ "$n_user" -lt 52 ] || fail "tokenize-roles: $n_user protected tokens, want fewer than all 52"
+expect_error roles-with-text 'need --chat' tokenize "$model" --text hi --protect-roles user
+expect_error roles-empty 'comma-separated' tokenize "$model" --chat "$root/examples/chat.json" --protect-roles user,
 printf '{"messages": [{"content": "hi"}]}' > no_content.json
 expect_error chat-bad-message "no_content.json.*role" tokenize "$model" --chat no_content.json
 printf '{"messages": [{"role": "user", "content": "hi"}], "colour": 1}' > unknown_key.json
