@@ -47,7 +47,8 @@ void BM_audit_search(benchmark::State& state) {
   std::normal_distribution<float> normal(0.0f, 0.05f);
   for (auto& x : queries) x = normal(rng);
   std::vector<std::int64_t> targets(rows);
-  for (std::size_t r = 0; r < rows; ++r) targets[r] = static_cast<std::int64_t>((r * 7919) % kVocab);
+  for (std::size_t r = 0; r < rows; ++r)
+    targets[r] = static_cast<std::int64_t>((r * 7919) % kVocab);
   std::vector<sgt::kernels::NearestRowMatch> matches(rows);
   sgt::WipedVector<float> scores;
   for (auto _ : state) {

@@ -77,8 +77,9 @@ TEST_CASE("audit of the demo prompt with stored draws matches the numpy re-imple
 
   sgt::AuditOptions options;
   options.injected_draws = f.draws;
-  SUBCASE("serial, default score block") { check_against_expected(
-      sgt::audit_transform(f.model, f.input, options), expected); }
+  SUBCASE("serial, default score block") {
+    check_against_expected(sgt::audit_transform(f.model, f.input, options), expected);
+  }
   SUBCASE("three threads, score blocks of one and of seven rows") {
     sgt::ThreadPool pool(3);
     options.pool = &pool;

@@ -53,7 +53,7 @@ const char* kUsage =
     "           [--no-special-tokens] [--add-generation-prompt] [--transform-all-tokens]\n"
     "           [--threads N] [--noise-draws DRAWS.safetensors] [--json-only]\n"
     "           (JSON report on stdout, a table on stderr unless --json-only; --draws default 16;\n"
-    "           --noise-draws: F32 tensor 'noise' [N, S, H] of stored eps instead of secure draws)\n";
+    "           --noise-draws: F32 tensor 'noise' [N, S, H] of stored eps, not secure draws)\n";
 
 nlohmann::ordered_json estimator_info(const sgt::EstimatorConfig& e) {
   const sgt::DecoderConfig& d = e.decoder;
@@ -518,7 +518,8 @@ AuditArgs parse_audit_args(const std::vector<std::string>& args) {
     if (parse_prompt_flag(a, value, t.prompt)) {
     } else if (a == "--draws") {
       t.draws = parse_u64(a, value());
-      if (t.draws == 0 || t.draws > 100000) throw UsageError("--draws must be between 1 and 100000");
+      if (t.draws == 0 || t.draws > 100000)
+        throw UsageError("--draws must be between 1 and 100000");
       t.have_draws = true;
     } else if (a == "--threads") {
       t.threads = static_cast<std::size_t>(parse_u64(a, value()));
@@ -614,8 +615,8 @@ int cmd_audit(const std::vector<std::string>& argv) {
   overall["recovery_cosine"] = report.recovery_cosine;
   overall["mean_rank_l2"] = report.mean_rank_l2;
   overall["mean_cosine"] = report.mean_cosine;
-  overall["sigma"] = {{"min", report.sigma_min}, {"mean", report.sigma_mean},
-                      {"max", report.sigma_max}};
+  overall["sigma"] = {
+      {"min", report.sigma_min}, {"mean", report.sigma_mean}, {"max", report.sigma_max}};
   j["overall"] = overall;
   j["tokens"] = tokens;
   nlohmann::ordered_json sequences = nlohmann::ordered_json::array();
@@ -633,7 +634,8 @@ int cmd_audit(const std::vector<std::string>& argv) {
                          {"reconstructed", text_of(reconstructed)}});
   }
   j["sequences"] = sequences;  // reconstructed: draw 0's L2 nearest neighbours
-  std::printf("%s\n", j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+  std::printf("%s\n",
+              j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
 
   if (args.json_only) return 0;
   std::fprintf(stderr, "%5s %8s %-16s %6s %6s %9s %7s\n", "pos", "id", "text", "recL2", "recCos",

@@ -37,8 +37,8 @@ namespace sgt::kernels {
 
 // What the search found for one query row.
 struct NearestRowMatch {
-  std::int32_t l2 = 0;       // id of the nearest row by L2 distance
-  std::int32_t cosine = 0;   // id of the nearest row by cosine similarity
+  std::int32_t l2 = 0;        // id of the nearest row by L2 distance
+  std::int32_t cosine = 0;    // id of the nearest row by cosine similarity
   std::uint64_t rank_l2 = 0;  // the target's L2 rank (0 = nearest)
 };
 

@@ -79,9 +79,9 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
   const TensorView<const float>& stored = options.injected_draws;
   const bool injected = stored.data() != nullptr || stored.rank() != 0;
   if (injected) {
-    const bool ok = (stored.rank() == 4 && stored.dim(1) == B && stored.dim(2) == S &&
-                     stored.dim(3) == H) ||
-                    (stored.rank() == 3 && B == 1 && stored.dim(1) == S && stored.dim(2) == H);
+    const bool ok =
+        (stored.rank() == 4 && stored.dim(1) == B && stored.dim(2) == S && stored.dim(3) == H) ||
+        (stored.rank() == 3 && B == 1 && stored.dim(1) == S && stored.dim(2) == H);
     if (!ok || stored.dim(0) == 0 || !stored.data())
       throw Error("noise draws have shape " + stored.shape_string() + ", expected [N >= 1, " +
                   (B == 1 ? "" : std::to_string(B) + ", ") + std::to_string(S) + ", " +
