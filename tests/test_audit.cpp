@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -49,6 +50,7 @@ void check_against_expected(const sgt::AuditReport& r, const nlohmann::json& e) 
     }
     CHECK(a.nearest_l2 == x["nearest_l2"].get<std::vector<std::int32_t>>());
     CHECK(a.nearest_cosine == x["nearest_cosine"].get<std::vector<std::int32_t>>());
+    CHECK(a.rank_l2 == x["rank_l2"].get<std::vector<std::uint64_t>>());
     // Exact: fractions of 4 draws and means of integer ranks, computed the same way.
     CHECK(a.recovery_l2 == x["recovery_l2"].get<double>());
     CHECK(a.recovery_cosine == x["recovery_cosine"].get<double>());
@@ -196,4 +198,57 @@ TEST_CASE("NearestRows on the demo's BF16 table equals the search on its f32 wid
     CHECK(ma[r].cosine == mb[r].cosine);
     CHECK(ma[r].rank_l2 == mb[r].rank_l2);
   }
+}
+
+TEST_CASE("PNG writer: chunks, stored deflate blocks, bad sizes") {
+  // 200 x 120 RGB: 120 scanlines of 601 bytes = 72120 bytes, two stored blocks (65535 + 6585).
+  const std::size_t w = 200, h = 120;
+  std::vector<std::uint8_t> rgb(w * h * 3);
+  for (std::size_t i = 0; i < rgb.size(); ++i) rgb[i] = static_cast<std::uint8_t>(i * 7);
+  const std::string png = sgt::encode_png_rgb(w, h, rgb);
+  auto u32 = [&](std::size_t at) {
+    return (std::uint32_t(std::uint8_t(png[at])) << 24) |
+           (std::uint32_t(std::uint8_t(png[at + 1])) << 16) |
+           (std::uint32_t(std::uint8_t(png[at + 2])) << 8) |
+           std::uint32_t(std::uint8_t(png[at + 3]));
+  };
+  REQUIRE(png.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+  // Walk the chunks: each CRC covers type + data.
+  std::vector<std::string> types;
+  std::string idat;
+  for (std::size_t pos = 8; pos < png.size();) {
+    const std::uint32_t n = u32(pos);
+    REQUIRE(pos + 12 + n <= png.size());
+    types.push_back(png.substr(pos + 4, 4));
+    CHECK(sgt::crc32(png.data() + pos + 4, n + 4) == u32(pos + 8 + n));
+    if (types.back() == "IDAT") idat = png.substr(pos + 8, n);
+    if (types.back() == "IHDR") {
+      CHECK(u32(pos + 8) == w);
+      CHECK(u32(pos + 12) == h);
+    }
+    pos += 12 + n;
+  }
+  CHECK(types == std::vector<std::string>{"IHDR", "IDAT", "IEND"});
+  // zlib header, then stored blocks whose payloads are the filtered scanlines.
+  REQUIRE(idat.size() > 2 + 4);
+  std::string raw;
+  std::size_t pos = 2, blocks = 0;
+  for (bool last = false; !last; ++blocks) {
+    REQUIRE(pos + 5 <= idat.size());
+    last = idat[pos] & 1;
+    const std::size_t len = std::uint8_t(idat[pos + 1]) | (std::uint8_t(idat[pos + 2]) << 8);
+    const std::size_t nlen = std::uint8_t(idat[pos + 3]) | (std::uint8_t(idat[pos + 4]) << 8);
+    CHECK((len ^ nlen) == 0xffffu);
+    raw += idat.substr(pos + 5, len);
+    pos += 5 + len;
+  }
+  CHECK(blocks == 2);
+  CHECK(pos + 4 == idat.size());  // the Adler-32 ends the stream
+  REQUIRE(raw.size() == h * (w * 3 + 1));
+  for (std::size_t y = 0; y < h; ++y) {
+    CHECK(raw[y * (w * 3 + 1)] == 0);
+    CHECK(std::memcmp(raw.data() + y * (w * 3 + 1) + 1, rgb.data() + y * w * 3, w * 3) == 0);
+  }
+  CHECK_THROWS_AS(sgt::encode_png_rgb(0, 1, {}), sgt::Error);
+  CHECK_THROWS_AS(sgt::encode_png_rgb(2, 2, std::vector<std::uint8_t>(11)), sgt::Error);
 }

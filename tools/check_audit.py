@@ -17,7 +17,8 @@
       Runs `SGT audit examples/models/demo --input examples/prompt.json --noise-draws
       DIR/noise_draws.safetensors --json-only` and compares it with the numpy audit of the same
       draws (recomputed, not read from expected.json): nearest ids, recovery rates and L2 ranks
-      must be equal, cosines and sigma within 1e-4. Exit status 1 on any difference.
+      must be equal, cosines and sigma within 1e-4; its --plot PNG is read with zlib and its red
+      cells must be the draws of rank 0. Exit status 1 on any difference.
 
 The metric (include/sgt/kernels/nearest_rows.hpp): for a protected embedding x and the table E,
   L2 score     ||e_v||^2 - 2 x.e_v   (smallest wins; ||x||^2 is the same for every row)
@@ -34,8 +35,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import struct
 import subprocess
 import sys
+import tempfile
+import zlib
 
 import numpy as np
 
@@ -147,14 +151,47 @@ def cmd_fixtures(args) -> int:
     return 0
 
 
+def check_plot(path: str, report: dict) -> list:
+    """--plot's PNG read with zlib (chunk CRCs, Adler-32): red cells exactly where rank is 0."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return ["plot: no PNG signature"]
+    pos, chunks = 8, {}
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 4:pos + 8 + n]
+        if zlib.crc32(body) != struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0]:
+            return [f"plot: bad CRC in {kind!r}"]
+        chunks[kind] = data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+    width, height = struct.unpack(">II", chunks[b"IHDR"][:8])
+    raw = zlib.decompress(chunks[b"IDAT"])
+    rows = [t for t in report["tokens"] if t["protected"]]
+    cell = 8
+    if (width, height) != (report["draws"] * cell, len(rows) * cell):
+        return [f"plot: {width} x {height} pixels for {len(rows)} tokens x {report['draws']} draws"]
+    errors = []
+    for i, t in enumerate(rows):
+        for d, rank in enumerate(t["rank_l2"]):
+            y, x = i * cell, d * cell
+            pixel = raw[y * (width * 3 + 1) + 1 + x * 3:][:3]
+            if (tuple(pixel) == (200, 30, 30)) != (rank == 0):
+                errors.append(f"plot: token {i} draw {d}: pixel {tuple(pixel)} for rank {rank}")
+    return errors
+
+
 def cmd_run(args) -> int:
     draws_path = os.path.join(args.data, "noise_draws.safetensors")
     draws = load_file(draws_path)["noise"]
     ours = audit(DEMO, PROMPT, draws)
-    proc = subprocess.run([args.sgt, "audit", DEMO, "--input", PROMPT, "--noise-draws", draws_path,
-                           "--json-only"], capture_output=True, text=True, check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = os.path.join(tmp, "heat.png")
+        proc = subprocess.run([args.sgt, "audit", DEMO, "--input", PROMPT, "--noise-draws",
+                               draws_path, "--json-only", "--plot", plot],
+                              capture_output=True, text=True, check=True)
+        errors = check_plot(plot, json.loads(proc.stdout))
     theirs = json.loads(proc.stdout)
-    errors = []
     if theirs["draws"] != ours["draws"]:
         errors.append(f"draws {theirs['draws']} != {ours['draws']}")
     for s, (a, b) in enumerate(zip(theirs["tokens"], ours["tokens"])):
@@ -163,8 +200,8 @@ def cmd_run(args) -> int:
             continue
         if not b["protected"]:
             continue
-        for key in ("nearest_l2", "nearest_cosine", "recovery_l2", "recovery_cosine",
-                    "mean_rank_l2"):
+        for key in ("nearest_l2", "nearest_cosine", "rank_l2", "recovery_l2",
+                    "recovery_cosine", "mean_rank_l2"):
             if a[key] != b[key]:
                 errors.append(f"token {s}: {key} {a[key]} != {b[key]}")
         if abs(a["mean_cosine"] - b["mean_cosine"]) > 1e-4:

@@ -6,7 +6,7 @@
 //       [--dump-intermediates] [--format safetensors|torch|vllm-completions]
 //       [--output-dtype f32|bf16|f16] [--model-name NAME] [--max-tokens N]
 //   sgt audit MODEL_DIR (--input IN.json | --text T | --chat CHAT.json) [--draws N]
-//       [--threads N] [--noise-draws DRAWS.safetensors] [--json-only]
+//       [--threads N] [--noise-draws DRAWS.safetensors] [--json-only] [--plot HEAT.png]
 //
 // Exit status 0 on success. On any bad input: status 1 (2 for a bad command line), one line on
 // stderr that names the problem, and no output file (the writer renames a finished temp file).
@@ -51,7 +51,7 @@ const char* kUsage =
     "               default MODEL_DIR's base name, and max_tokens, default 16)\n"
     "       sgt audit MODEL_DIR (--input IN.json | --text TEXT | --chat CHAT.json) [--draws N]\n"
     "           [--no-special-tokens] [--add-generation-prompt] [--transform-all-tokens]\n"
-    "           [--threads N] [--noise-draws DRAWS.safetensors] [--json-only]\n"
+    "           [--threads N] [--noise-draws DRAWS.safetensors] [--json-only] [--plot HEAT.png]\n"
     "           (JSON report on stdout, a table on stderr unless --json-only; --draws default 16;\n"
     "           --noise-draws: F32 tensor 'noise' [N, S, H] of stored eps, not secure draws)\n";
 
@@ -501,7 +501,7 @@ int cmd_tokenize(const std::vector<std::string>& argv) {
 // `sgt audit`'s command line.
 struct AuditArgs {
   PromptArgs prompt;
-  std::string dir, noise_draws;
+  std::string dir, noise_draws, plot;
   std::uint64_t draws = 16;
   bool have_draws = false, json_only = false;
   std::size_t threads = 0;  // 0 = all cores
@@ -529,6 +529,9 @@ AuditArgs parse_audit_args(const std::vector<std::string>& args) {
       t.noise_draws = value();
     } else if (a == "--json-only") {
       t.json_only = true;
+    } else if (a == "--plot") {
+      t.plot = value();
+      if (t.plot.empty()) throw UsageError("--plot needs a file name");
     } else if (!a.empty() && a[0] == '-') {
       throw UsageError("unknown option " + a);
     } else if (t.dir.empty()) {
@@ -549,10 +552,43 @@ nlohmann::ordered_json protected_value(bool is_protected, double v) {
   return is_protected ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr);
 }
 
+// --plot: a heat map of protected tokens (rows, in prompt order) x draws (columns), kCell pixels a
+// cell. Red: the draw's L2 nearest neighbour is the original token (recovered). Otherwise yellow
+// (rank 1) to dark blue (rank vocab_size - 1), on a log scale of the original id's L2 rank.
+void write_heat_map(const std::string& path, const sgt::AuditReport& r) {
+  constexpr std::size_t kCell = 8;
+  std::vector<const sgt::TokenAudit*> rows;
+  for (const auto& a : r.tokens)
+    if (a.is_protected) rows.push_back(&a);
+  if (rows.empty()) throw sgt::Error("nothing to plot: no token is protected").at_file(path);
+  const std::size_t width = r.draws * kCell, height = rows.size() * kCell;
+  std::vector<std::uint8_t> rgb(width * height * 3);
+  const double log_vocab = std::log(double(std::max<std::size_t>(r.vocab_size, 2)));
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    for (std::size_t d = 0; d < r.draws; ++d) {
+      const std::uint64_t rank = rows[i]->rank_l2[d];
+      double c[3] = {200, 30, 30};
+      if (rank > 0) {
+        const double f = std::min(1.0, std::log(double(rank) + 1.0) / log_vocab);
+        const double lo[3] = {255, 220, 80}, hi[3] = {30, 60, 160};
+        for (int k = 0; k < 3; ++k) c[k] = lo[k] + f * (hi[k] - lo[k]);
+      }
+      for (std::size_t y = i * kCell; y < (i + 1) * kCell; ++y)
+        for (std::size_t x = d * kCell; x < (d + 1) * kCell; ++x) {
+          const bool grid = y % kCell == kCell - 1 || x % kCell == kCell - 1;
+          for (int k = 0; k < 3; ++k)
+            rgb[(y * width + x) * 3 + k] = grid ? 255 : static_cast<std::uint8_t>(c[k] + 0.5);
+        }
+    }
+  }
+  sgt::write_png_rgb(path, width, height, rgb);
+}
+
 // `sgt audit`: nearest-neighbour recovery of the protected tokens over N draws (model/audit.hpp).
 // The JSON report goes to stdout; a table for people to stderr, so stdout stays one JSON document.
 int cmd_audit(const std::vector<std::string>& argv) {
   const AuditArgs args = parse_audit_args(argv);
+  if (!args.plot.empty()) check_output_folder(args.plot);
   const sgt::Transform model(args.dir);
   const sgt::TransformInput in = load_request(args.dir, args.prompt);
 #if SGT_HAVE_TEXT
@@ -607,6 +643,7 @@ int cmd_audit(const std::vector<std::string>& argv) {
     tj["mean_cosine"] = protected_value(a.is_protected, a.mean_cosine);
     tj["nearest_l2"] = a.nearest_l2;
     tj["nearest_cosine"] = a.nearest_cosine;
+    tj["rank_l2"] = a.rank_l2;
     tokens.push_back(tj);
   }
   nlohmann::ordered_json overall;
@@ -634,6 +671,7 @@ int cmd_audit(const std::vector<std::string>& argv) {
                          {"reconstructed", text_of(reconstructed)}});
   }
   j["sequences"] = sequences;  // reconstructed: draw 0's L2 nearest neighbours
+  if (!args.plot.empty()) write_heat_map(args.plot, report);  // before stdout: all or nothing
   std::printf("%s\n",
               j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
 

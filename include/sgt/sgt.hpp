@@ -30,6 +30,7 @@
 #include "sgt/io/json.hpp"
 #include "sgt/io/mapped_file.hpp"
 #include "sgt/io/pickle_writer.hpp"
+#include "sgt/io/png_writer.hpp"
 #include "sgt/io/request.hpp"
 #include "sgt/io/safetensors.hpp"
 #include "sgt/io/safetensors_writer.hpp"

@@ -210,7 +210,12 @@ fi
 expect_ok audit-text audit "$model" --text "$prompt_text" --draws 2 &&
   grep -q '"reconstructed"' stdout.txt && grep -q 'protected tokens, 2 draws' stderr.txt ||
   fail "audit-text: no reconstruction or no table"
-expect_error audit-unknown-flag 'unknown option --plot' audit "$model" --input single.json --plot x.png
+expect_error audit-unknown-flag 'unknown option --heatmap' audit "$model" --input single.json --heatmap x.png
+expect_ok audit-plot audit "$model" --input single.json --draws 3 --json-only --plot heat.png &&
+  [ "$(head -c 8 heat.png | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] ||
+  fail "audit-plot: heat.png is not a PNG"
+expect_error audit-plot-folder 'missing/heat.png.*does not exist' audit "$model" --input single.json \
+  --plot missing/heat.png
 expect_error audit-zero-draws '--draws must be between' audit "$model" --input single.json --draws 0
 expect_error audit-draws-and-file 'cannot be combined' audit "$model" --input single.json --draws 2 \
   --noise-draws "$audit_data/noise_draws.safetensors"

@@ -47,6 +47,7 @@ struct TokenAudit {
   // Protected tokens only (0 / empty otherwise):
   double recovery_l2 = 0, recovery_cosine = 0, mean_rank_l2 = 0, mean_cosine = 0;
   std::vector<std::int32_t> nearest_l2, nearest_cosine;  // per draw
+  std::vector<std::uint64_t> rank_l2;                     // per draw: the original id's L2 rank
 };
 
 struct AuditReport {
@@ -119,6 +120,7 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
       TokenAudit& a = report.tokens[query_token[r]];
       a.nearest_l2.push_back(matches[r].l2);
       a.nearest_cosine.push_back(matches[r].cosine);
+      a.rank_l2.push_back(matches[r].rank_l2);
       rank_sum[query_token[r]] += matches[r].rank_l2;
     }
     pending = 0;
