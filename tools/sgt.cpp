@@ -5,6 +5,8 @@
 //       [--seed N] [--rng secure|torch] [--threads N] [--attention sdpa|flash]
 //       [--dump-intermediates] [--format safetensors|torch|vllm-completions]
 //       [--output-dtype f32|bf16|f16] [--model-name NAME] [--max-tokens N]
+//   sgt audit MODEL_DIR (--input IN.json | --text T | --chat CHAT.json) [--draws N]
+//       [--threads N] [--noise-draws DRAWS.safetensors] [--json-only] [--plot HEAT.png]
 //
 // Exit status 0 on success. On any bad input: status 1 (2 for a bad command line), one line on
 // stderr that names the problem, and no output file (the writer renames a finished temp file).
@@ -46,6 +48,11 @@ const char* kUsage =
     "           [--output-dtype f32|bf16|f16]  (default f32 for safetensors, bf16 otherwise)\n"
     "           [--model-name NAME] [--max-tokens N]  (vllm-completions: the request's model,\n"
     "               default MODEL_DIR's base name, and max_tokens, default 16)\n"
+    "       sgt audit MODEL_DIR (--input IN.json | --text TEXT | --chat CHAT.json) [--draws N]\n"
+    "           [PROMPT OPTIONS] [--threads N] [--noise-draws DRAWS.safetensors] [--json-only]\n"
+    "           [--plot HEAT.png]  (JSON report on stdout, a table on stderr unless --json-only;\n"
+    "           --draws default 16; --noise-draws: F32 tensor 'noise' [N, S, H] of stored eps,\n"
+    "           not secure draws)\n"
     "prompt options: --no-special-tokens (--text: no BOS), --add-generation-prompt (--chat),\n"
     "    --protect-roles ROLE,ROLE (--chat; default every role), --no-protect-tool-schemas\n"
     "    (--chat; default: tool schemas are protected), --transform-all-tokens\n";
@@ -515,6 +522,211 @@ int cmd_tokenize(const std::vector<std::string>& argv) {
 #endif
 }
 
+// `sgt audit`'s command line.
+struct AuditArgs {
+  PromptArgs prompt;
+  std::string dir, noise_draws, plot;
+  std::uint64_t draws = 16;
+  bool have_draws = false, json_only = false;
+  std::size_t threads = 0;  // 0 = all cores
+};
+
+AuditArgs parse_audit_args(const std::vector<std::string>& args) {
+  AuditArgs t;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
+      return args[++i];
+    };
+    if (parse_prompt_flag(a, value, t.prompt)) {
+    } else if (a == "--draws") {
+      t.draws = parse_u64(a, value());
+      if (t.draws == 0 || t.draws > 100000)
+        throw UsageError("--draws must be between 1 and 100000");
+      t.have_draws = true;
+    } else if (a == "--threads") {
+      t.threads = static_cast<std::size_t>(parse_u64(a, value()));
+      if (t.threads == 0 || t.threads > 1024)
+        throw UsageError("--threads must be between 1 and 1024");
+    } else if (a == "--noise-draws") {
+      t.noise_draws = value();
+    } else if (a == "--json-only") {
+      t.json_only = true;
+    } else if (a == "--plot") {
+      t.plot = value();
+      if (t.plot.empty()) throw UsageError("--plot needs a file name");
+    } else if (!a.empty() && a[0] == '-') {
+      throw UsageError("unknown option " + a);
+    } else if (t.dir.empty()) {
+      t.dir = a;
+    } else {
+      throw UsageError("unexpected argument '" + a + "'");
+    }
+  }
+  if (t.dir.empty()) throw UsageError("audit needs MODEL_DIR");
+  check_prompt_args(t.prompt, true, "audit");
+  if (t.have_draws && !t.noise_draws.empty())
+    throw UsageError("--noise-draws gives the draws itself: it cannot be combined with --draws");
+  return t;
+}
+
+// A JSON number, or null for a value that only protected tokens have.
+nlohmann::ordered_json protected_value(bool is_protected, double v) {
+  return is_protected ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr);
+}
+
+// --plot: a heat map of protected tokens (rows, in prompt order) x draws (columns), kCell pixels a
+// cell. Red: the draw's L2 nearest neighbour is the original token (recovered). Otherwise yellow
+// (rank 1) to dark blue (rank vocab_size - 1), on a log scale of the original id's L2 rank.
+void write_heat_map(const std::string& path, const sgt::AuditReport& r) {
+  constexpr std::size_t kCell = 8;
+  std::vector<const sgt::TokenAudit*> rows;
+  for (const auto& a : r.tokens)
+    if (a.is_protected) rows.push_back(&a);
+  if (rows.empty()) throw sgt::Error("nothing to plot: no token is protected").at_file(path);
+  const std::size_t width = r.draws * kCell, height = rows.size() * kCell;
+  std::vector<std::uint8_t> rgb(width * height * 3);
+  const double log_vocab = std::log(double(std::max<std::size_t>(r.vocab_size, 2)));
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    for (std::size_t d = 0; d < r.draws; ++d) {
+      const std::uint64_t rank = rows[i]->rank_l2[d];
+      double c[3] = {200, 30, 30};
+      if (rank > 0) {
+        const double f = std::min(1.0, std::log(double(rank) + 1.0) / log_vocab);
+        const double lo[3] = {255, 220, 80}, hi[3] = {30, 60, 160};
+        for (int k = 0; k < 3; ++k) c[k] = lo[k] + f * (hi[k] - lo[k]);
+      }
+      for (std::size_t y = i * kCell; y < (i + 1) * kCell; ++y)
+        for (std::size_t x = d * kCell; x < (d + 1) * kCell; ++x) {
+          const bool grid = y % kCell == kCell - 1 || x % kCell == kCell - 1;
+          for (int k = 0; k < 3; ++k)
+            rgb[(y * width + x) * 3 + k] = grid ? 255 : static_cast<std::uint8_t>(c[k] + 0.5);
+        }
+    }
+  }
+  sgt::write_png_rgb(path, width, height, rgb);
+}
+
+// `sgt audit`: nearest-neighbour recovery of the protected tokens over N draws (model/audit.hpp).
+// The JSON report goes to stdout; a table for people to stderr, so stdout stays one JSON document.
+int cmd_audit(const std::vector<std::string>& argv) {
+  const AuditArgs args = parse_audit_args(argv);
+  if (!args.plot.empty()) check_output_folder(args.plot);
+  const sgt::Transform model(args.dir);
+  const sgt::TransformInput in = load_request(args.dir, args.prompt);
+#if SGT_HAVE_TEXT
+  std::optional<sgt::text::Tokenizer> tokenizer;
+  if (std::filesystem::exists(args.dir + "/tokenizer.json"))
+    tokenizer = sgt::text::Tokenizer::load(args.dir + "/tokenizer.json");
+#endif
+
+  sgt::ThreadPool pool(args.threads);
+  sgt::AuditOptions options;
+  options.pool = &pool;
+  options.draws = static_cast<std::size_t>(args.draws);
+  std::unique_ptr<sgt::SafetensorsFile> noise_file;
+  sgt::AuditReport report;
+  try {
+    if (!args.noise_draws.empty()) {
+      sgt::RunOptions unused;
+      noise_file = load_injected_noise(args.noise_draws, unused);
+      options.injected_draws = unused.injected_noise;
+    }
+    report = sgt::audit_transform(model, in, options);
+  } catch (sgt::Error& e) {
+    if (noise_file && e.tensor() == "noise") e.at_file(args.noise_draws);
+    throw;
+  }
+
+  // Text of a token or a sequence, when the model directory has a tokenizer; null otherwise.
+  auto text_of = [&](const std::vector<std::int32_t>& ids) -> nlohmann::ordered_json {
+#if SGT_HAVE_TEXT
+    if (tokenizer) return tokenizer->decode(ids, false);
+#endif
+    (void)ids;
+    return nullptr;
+  };
+
+  nlohmann::ordered_json j;
+  j["draws"] = report.draws;
+  j["noise"] = args.noise_draws.empty() ? "secure" : "injected";
+  j["vocab_size"] = report.vocab_size;
+  nlohmann::ordered_json tokens = nlohmann::ordered_json::array();
+  for (std::size_t t = 0; t < report.tokens.size(); ++t) {
+    const sgt::TokenAudit& a = report.tokens[t];
+    nlohmann::ordered_json tj;
+    if (report.batch > 1) tj["row"] = t / report.seq_len;
+    tj["position"] = t % report.seq_len;
+    tj["id"] = a.id;
+    tj["text"] = text_of({static_cast<std::int32_t>(a.id)});
+    tj["protected"] = a.is_protected;
+    tj["recovery_l2"] = protected_value(a.is_protected, a.recovery_l2);
+    tj["recovery_cosine"] = protected_value(a.is_protected, a.recovery_cosine);
+    tj["mean_rank_l2"] = protected_value(a.is_protected, a.mean_rank_l2);
+    tj["mean_cosine"] = protected_value(a.is_protected, a.mean_cosine);
+    tj["nearest_l2"] = a.nearest_l2;
+    tj["nearest_cosine"] = a.nearest_cosine;
+    tj["rank_l2"] = a.rank_l2;
+    tokens.push_back(tj);
+  }
+  nlohmann::ordered_json overall;
+  overall["protected_tokens"] = report.protected_tokens;
+  overall["recovery_l2"] = report.recovery_l2;
+  overall["recovery_cosine"] = report.recovery_cosine;
+  overall["mean_rank_l2"] = report.mean_rank_l2;
+  overall["mean_cosine"] = report.mean_cosine;
+  overall["sigma"] = {
+      {"min", report.sigma_min}, {"mean", report.sigma_mean}, {"max", report.sigma_max}};
+  j["overall"] = overall;
+  j["tokens"] = tokens;
+  nlohmann::ordered_json sequences = nlohmann::ordered_json::array();
+  for (std::size_t b = 0; b < report.batch; ++b) {
+    std::vector<std::int32_t> original;
+    for (std::size_t s = 0; s < report.seq_len; ++s) {
+      const std::size_t t = b * report.seq_len + s;
+      if (in.attention_mask.empty() || in.attention_mask[t])
+        original.push_back(static_cast<std::int32_t>(in.input_ids[t]));
+    }
+    const auto reconstructed = report.reconstructed_ids(0, b, in);
+    sequences.push_back({{"original_ids", original},
+                         {"reconstructed_ids", reconstructed},
+                         {"original", text_of(original)},
+                         {"reconstructed", text_of(reconstructed)}});
+  }
+  j["sequences"] = sequences;  // reconstructed: draw 0's L2 nearest neighbours
+  if (!args.plot.empty()) write_heat_map(args.plot, report);  // before stdout: all or nothing
+  std::printf("%s\n",
+              j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+
+  if (args.json_only) return 0;
+  std::fprintf(stderr, "%5s %8s %-16s %6s %6s %9s %7s\n", "pos", "id", "text", "recL2", "recCos",
+               "rankL2", "cos");
+  for (std::size_t t = 0; t < report.tokens.size(); ++t) {
+    const sgt::TokenAudit& a = report.tokens[t];
+    const nlohmann::ordered_json text = tokens[t]["text"];
+    std::string piece = text.is_string() ? text.get<std::string>() : "";
+    for (char& c : piece)
+      if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+    if (piece.size() > 16) piece = piece.substr(0, 16);
+    if (!a.is_protected) {
+      std::fprintf(stderr, "%5zu %8lld %-16s %6s\n", t % report.seq_len,
+                   static_cast<long long>(a.id), piece.c_str(), "clean");
+      continue;
+    }
+    std::fprintf(stderr, "%5zu %8lld %-16s %6.2f %6.2f %9.1f %7.3f\n", t % report.seq_len,
+                 static_cast<long long>(a.id), piece.c_str(), a.recovery_l2, a.recovery_cosine,
+                 a.mean_rank_l2, a.mean_cosine);
+  }
+  std::fprintf(stderr,
+               "%zu protected tokens, %zu draws: recovery L2 %.3f, cosine %.3f, mean L2 rank %.1f, "
+               "mean cosine %.3f; sigma min %.4g mean %.4g max %.4g\n",
+               report.protected_tokens, report.draws, report.recovery_l2, report.recovery_cosine,
+               report.mean_rank_l2, report.mean_cosine, report.sigma_min, report.sigma_mean,
+               report.sigma_max);
+  return 0;
+}
+
 // One line on stderr, whatever the message holds.
 std::string one_line(std::string s) {
   for (char& c : s)
@@ -527,7 +739,7 @@ std::string one_line(std::string s) {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
-    if (args.empty()) throw UsageError("usage: sgt info|tokenize|transform MODEL_DIR ...");
+    if (args.empty()) throw UsageError("usage: sgt info|tokenize|transform|audit MODEL_DIR ...");
     if (args[0] == "-h" || args[0] == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
@@ -538,7 +750,8 @@ int main(int argc, char** argv) {
     }
     if (args[0] == "transform") return cmd_transform({args.begin() + 1, args.end()});
     if (args[0] == "tokenize") return cmd_tokenize({args.begin() + 1, args.end()});
-    throw UsageError("unknown command '" + args[0] + "' (info, tokenize, transform)");
+    if (args[0] == "audit") return cmd_audit({args.begin() + 1, args.end()});
+    throw UsageError("unknown command '" + args[0] + "' (info, tokenize, transform, audit)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "sgt: %s (see sgt --help)\n", one_line(e.what()).c_str());
     return 2;

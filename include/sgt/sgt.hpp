@@ -30,6 +30,7 @@
 #include "sgt/io/json.hpp"
 #include "sgt/io/mapped_file.hpp"
 #include "sgt/io/pickle_writer.hpp"
+#include "sgt/io/png_writer.hpp"
 #include "sgt/io/request.hpp"
 #include "sgt/io/safetensors.hpp"
 #include "sgt/io/safetensors_writer.hpp"
@@ -44,6 +45,7 @@
 #include "sgt/kernels/embedding.hpp"
 #include "sgt/kernels/flash_attention.hpp"
 #include "sgt/kernels/matmul.hpp"
+#include "sgt/kernels/nearest_rows.hpp"
 #include "sgt/kernels/noise_formula.hpp"
 #include "sgt/kernels/overlap.hpp"
 #include "sgt/kernels/parameterization.hpp"
@@ -59,6 +61,7 @@
 #include "sgt/random/torch_normal.hpp"
 
 #include "sgt/model/activations.hpp"
+#include "sgt/model/audit.hpp"
 #include "sgt/model/config.hpp"
 #include "sgt/model/config_json.hpp"
 #include "sgt/model/decoder_layer.hpp"

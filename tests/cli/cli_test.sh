@@ -195,5 +195,40 @@ expect_error no-tokenizer 'tokenizer.json' tokenize "$root/tests/data/e2e/llama_
 [ -e x.safetensors ] && fail "text-and-input: an output file was written"
 ls ./*.tmp-* >/dev/null 2>&1 && fail "a temporary file was left behind"
 
+# --- sgt audit: the numbers of tests/data/audit/expected.json (tools/check_audit.py, reference
+# transform + numpy) for the demo prompt and its stored draws; then bad input.
+audit_data=$root/tests/data/audit
+# The values that follow KEY in FILE, nulls (unprotected tokens) left out, one per line.
+values_of() { grep -o "\"$1\": [-0-9][-0-9.e+]*" "$2" | sed 's/.*: //'; }
+if expect_ok audit-stored audit "$model" --input "$root/examples/prompt.json" \
+  --noise-draws "$audit_data/noise_draws.safetensors" --json-only --threads 2; then
+  cp stdout.txt audit.json
+  [ -s stderr.txt ] && fail "audit-stored: --json-only wrote to stderr"
+  for key in recovery_l2 recovery_cosine mean_rank_l2; do
+    values_of $key audit.json >ours.txt
+    values_of $key "$audit_data/expected.json" >expected.txt
+    if [ ! -s expected.txt ] || ! cmp -s ours.txt expected.txt; then
+      fail "audit-stored: $key differs from expected.json"
+    fi
+  done
+fi
+expect_ok audit-text audit "$model" --text "$prompt_text" --draws 2 &&
+  grep -q '"reconstructed"' stdout.txt && grep -q 'protected tokens, 2 draws' stderr.txt ||
+  fail "audit-text: no reconstruction or no table"
+expect_error audit-unknown-flag 'unknown option --heatmap' audit "$model" --input single.json --heatmap x.png
+expect_ok audit-plot audit "$model" --input single.json --draws 3 --json-only --plot heat.png &&
+  [ "$(head -c 8 heat.png | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] ||
+  fail "audit-plot: heat.png is not a PNG"
+expect_error audit-plot-folder 'missing/heat.png.*does not exist' audit "$model" --input single.json \
+  --plot missing/heat.png
+expect_error audit-zero-draws '--draws must be between' audit "$model" --input single.json --draws 0
+expect_error audit-draws-and-file 'cannot be combined' audit "$model" --input single.json --draws 2 \
+  --noise-draws "$audit_data/noise_draws.safetensors"
+expect_error audit-no-prompt 'exactly one of' audit "$model"
+# dump.safetensors' noise is [2, 3, 256]: not [N, 31, 256].
+expect_error audit-draws-shape 'dump.safetensors.*noise draws have shape \[2, 3, 256\]' audit "$model" \
+  --input "$root/examples/prompt.json" --noise-draws dump.safetensors
+expect_error audit-draws-missing 'nope.safetensors' audit "$model" --input single.json \
+  --noise-draws nope.safetensors
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -83,6 +83,8 @@ class Transform {
   const ModelConfig& config() const noexcept { return config_; }
   const TensorStore& tensors() const noexcept { return *store_; }
   std::size_t hidden_size() const noexcept { return config_.hidden_size; }
+  // E [vocab_size, hidden_size] as stored (F32, BF16 or F16): what model/audit.hpp searches.
+  const AnyTensorView& embedding_table() const noexcept { return embed_; }
 
   TransformResult run(const TransformInput& in, const RunOptions& options = {}) const {
     Workspace ws;
