@@ -142,6 +142,14 @@ std::uint64_t parse_u64(const std::string& flag, const std::string& v) {
 // What `sgt transform` writes (docs/output_formats.md).
 enum class OutputFormat { Safetensors, Torch, VllmCompletions };
 
+// A command's one positional argument, MODEL_DIR; anything else that is not a known flag is an
+// error.
+void take_model_dir(const std::string& a, std::string& dir) {
+  if (!a.empty() && a[0] == '-') throw UsageError("unknown option " + a);
+  if (!dir.empty()) throw UsageError("unexpected argument '" + a + "'");
+  dir = a;
+}
+
 // Where the request comes from: IN.json (ids and masks made elsewhere), or text / a chat that the
 // model directory's tokenizer (and chat template) turn into ids and a noise mask.
 struct PromptArgs {
@@ -320,12 +328,8 @@ TransformArgs parse_transform_args(const std::vector<std::string>& args) {
       t.max_tokens = parse_u64(a, value());
       if (t.max_tokens == 0) throw UsageError("--max-tokens must be at least 1");
       have_max_tokens = true;
-    } else if (!a.empty() && a[0] == '-') {
-      throw UsageError("unknown option " + a);
-    } else if (t.dir.empty()) {
-      t.dir = a;
     } else {
-      throw UsageError("unexpected argument '" + a + "'");
+      take_model_dir(a, t.dir);
     }
   }
   if (t.dir.empty()) throw UsageError("transform needs MODEL_DIR");
@@ -500,10 +504,7 @@ int cmd_tokenize(const std::vector<std::string>& argv) {
       if (i + 1 >= argv.size()) throw UsageError(a + " needs a value");
       return argv[++i];
     };
-    if (parse_prompt_flag(a, value, p)) continue;
-    if (!a.empty() && a[0] == '-') throw UsageError("unknown option " + a);
-    if (!dir.empty()) throw UsageError("unexpected argument '" + a + "'");
-    dir = a;
+    if (!parse_prompt_flag(a, value, p)) take_model_dir(a, dir);
   }
   if (dir.empty()) throw UsageError("tokenize needs MODEL_DIR");
   check_prompt_args(p, false, "tokenize");
@@ -556,12 +557,8 @@ AuditArgs parse_audit_args(const std::vector<std::string>& args) {
     } else if (a == "--plot") {
       t.plot = value();
       if (t.plot.empty()) throw UsageError("--plot needs a file name");
-    } else if (!a.empty() && a[0] == '-') {
-      throw UsageError("unknown option " + a);
-    } else if (t.dir.empty()) {
-      t.dir = a;
     } else {
-      throw UsageError("unexpected argument '" + a + "'");
+      take_model_dir(a, t.dir);
     }
   }
   if (t.dir.empty()) throw UsageError("audit needs MODEL_DIR");
