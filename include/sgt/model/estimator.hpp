@@ -20,6 +20,19 @@ class Estimator {
       : config_(std::move(config)), weights_(std::move(weights)) {}
 
   const EstimatorConfig& config() const noexcept { return config_; }
+  const EstimatorWeights& weights() const noexcept { return weights_; }
+
+  // Whether every Linear weight of the estimator (projections, MLP, head) is stored as BF16.
+  bool linears_are_bf16() const noexcept {
+    auto bf16 = [](const AnyTensorView& w) { return w.data() == nullptr || w.dtype() == DType::BF16; };
+    for (const DecoderLayerWeights& l : weights_.layers) {
+      const AttentionWeights& a = l.attention;
+      if (!bf16(a.q_proj) || !bf16(a.k_proj) || !bf16(a.v_proj) || !bf16(a.o_proj) ||
+          !bf16(l.mlp.gate) || !bf16(l.mlp.up) || !bf16(l.mlp.down))
+        return false;
+    }
+    return bf16(weights_.head);
+  }
 
   // out[b, s] = parameterization(head(norm(layers(x))))[b, s] at real positions, 0 at padding.
   void forward(TensorView<const float> x, const SequenceBatch& seq, const kernels::RopeTable& rope,

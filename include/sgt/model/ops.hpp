@@ -29,6 +29,32 @@ enum class AttentionAlgorithm {
   Flash,
 };
 
+// The arithmetic of the Linear layers (docs/format.md section 1.4).
+//   F32:  f32 activations times the weights widened to f32, f32 accumulation: the numerics of the
+//         Hugging Face f32 reference.
+//   Bf16: for BF16-stored weights, the activations are rounded to bf16 at the input of each
+//         matmul and the products accumulated in f32 (the CPU's bf16 dot-product instruction where
+//         it has one, an exact emulation elsewhere); everything else stays f32. Linears whose
+//         weights are F32 or F16 run as in F32.
+//   Auto: Bf16 when the estimators' projection weights are BF16, F32 otherwise.
+enum class Precision {
+  Auto,
+  F32,
+  Bf16,
+};
+
+inline const char* precision_name(Precision p) noexcept {
+  switch (p) {
+    case Precision::Auto:
+      return "auto";
+    case Precision::F32:
+      return "f32";
+    case Precision::Bf16:
+      return "bf16";
+  }
+  return "?";
+}
+
 namespace detail {
 // Activations travel as [B, S, width]; the projections see them as [B * S, width] matrices.
 template <class T>
@@ -41,6 +67,7 @@ struct Ops {
   ThreadPool* pool = nullptr;
   bool reference = false;  // every kernel on its plain reference implementation
   AttentionAlgorithm attention_algorithm = AttentionAlgorithm::Auto;
+  Precision precision = Precision::F32;  // resolved: F32 or Bf16, never Auto
 
   // out[t] = table[ids[t]] for t < count.
   void embedding(const AnyTensorView& table, const std::int64_t* ids, std::size_t count,

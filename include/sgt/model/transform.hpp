@@ -50,6 +50,7 @@ enum class NoiseSource {
 struct RunOptions {
   ThreadPool* pool = nullptr;  // null: run on the calling thread
   AttentionAlgorithm attention = AttentionAlgorithm::Auto;
+  Precision precision = Precision::Auto;  // see model/ops.hpp; resolved by resolve_precision()
   bool reference_kernels = false;   // every kernel on its plain reference (see model/ops.hpp)
   bool keep_intermediates = false;  // fill TransformResult's embeddings, mean, std, noise
   NoiseSource noise = NoiseSource::Secure;
@@ -86,6 +87,13 @@ class Transform {
   // E [vocab_size, hidden_size] as stored (F32, BF16 or F16): what model/audit.hpp searches.
   const AnyTensorView& embedding_table() const noexcept { return embed_; }
 
+  // The precision a run with `requested` uses: Auto becomes Bf16 when both estimators' Linear
+  // weights are all BF16 (what the transform was trained and served with), F32 otherwise.
+  Precision resolve_precision(Precision requested) const noexcept {
+    if (requested != Precision::Auto) return requested;
+    return mean_.linears_are_bf16() && std_.linears_are_bf16() ? Precision::Bf16 : Precision::F32;
+  }
+
   TransformResult run(const TransformInput& in, const RunOptions& options = {}) const {
     Workspace ws;
     TransformResult result;
@@ -109,6 +117,7 @@ class Transform {
     Ops ops;
     ops.pool = options.pool;
     ops.reference = options.reference_kernels;
+    ops.precision = resolve_precision(options.precision);
     ops.attention_algorithm = options.attention;
 
     // x = E[input_ids]
