@@ -1,6 +1,8 @@
 // matmul and swiglu_mlp on the layer shapes of Llama-3.2-1B (hidden 2048, 32 heads, 8 kv heads,
 // head_dim 64, intermediate 8192) and Llama-3.1-8B (hidden 4096, 32 / 8 heads, head_dim 128,
-// intermediate 14336), for T = 1, 128, 512, 2048 tokens, BF16 and F32 weights, 1 and 2 threads.
+// intermediate 14336), for T = 1, 16, 128, 512, 2048 tokens, BF16 and F32 weights, 1 and 2
+// threads; BF16 weights at Precision::Bf16 (bf16 activations, vdpbf16ps where the CPU has it) and
+// Precision::F32.
 //
 //   q_o   [N, K] = [heads * head_dim, hidden]; o_proj has the transposed shape, the same size
 //   k_v   [kv_heads * head_dim, hidden]
@@ -36,6 +38,7 @@
 #include <Eigen/Core>
 
 #include <sgt/core/dtype.hpp>
+#include <sgt/core/precision.hpp>
 #include <sgt/core/simd.hpp>
 #include <sgt/core/thread_pool.hpp>
 #include <sgt/kernels/matmul.hpp>
@@ -54,7 +57,7 @@ struct Model {
 };
 const Model kModels[] = {{"Llama-3.2-1B", 2048, 32, 8, 64, 8192},
                          {"Llama-3.1-8B", 4096, 32, 8, 128, 14336}};
-const std::size_t kTokens[] = {1, 128, 512, 2048};
+const std::size_t kTokens[] = {1, 16, 128, 512, 2048};
 const DType kDtypes[] = {DType::BF16, DType::F32};
 
 enum class Op { q_o, k_v, mlp };
@@ -175,7 +178,8 @@ void set_counters(benchmark::State& state, double flops, double weight_bytes) {
       benchmark::Counter(weight_bytes * 1e-9 * iters, benchmark::Counter::kIsRate);
 }
 
-void BM_matmul(benchmark::State& state, std::size_t model, Op op, DType dtype) {
+void BM_matmul(benchmark::State& state, std::size_t model, Op op, DType dtype,
+               sgt::Precision precision) {
   const std::size_t tokens = static_cast<std::size_t>(state.range(0));
   const std::size_t threads = static_cast<std::size_t>(state.range(1));
   const ModelWeights& mw = weights_for(model, dtype);
@@ -186,9 +190,10 @@ void BM_matmul(benchmark::State& state, std::size_t model, Op op, DType dtype) {
   const TensorView<const float> xv(x.data(), {tokens, w.cols});
   const TensorView<float> yv(y.data(), {tokens, w.rows});
 
+  std::vector<float> pack(k::packed_activation_floats(tokens, w.cols));
   if (first_time(std::string(kModels[model].name) + op_name(op) + sgt::dtype_name(dtype) +
-                 std::to_string(tokens))) {
-    k::matmul(xv, w.view(), AnyTensorView(), yv, &pool);
+                 sgt::precision_name(precision) + std::to_string(tokens))) {
+    k::matmul(xv, w.view(), AnyTensorView(), yv, &pool, precision, pack.data());
     // The tests' budget for f32 accumulation: 1e-5 * sqrt(K) * max|x| * max|w|.
     const double tol = 1e-5 * std::sqrt(static_cast<double>(w.cols)) * max_abs(x.data(), x.size()) *
                        w.max_abs_bound;
@@ -196,7 +201,8 @@ void BM_matmul(benchmark::State& state, std::size_t model, Op op, DType dtype) {
         y, tokens, w.rows,
         [&](std::size_t row, float* out) {
           k::matmul_reference(TensorView<const float>(x.data() + row * w.cols, {1, w.cols}),
-                              w.view(), AnyTensorView(), TensorView<float>(out, {1, w.rows}));
+                              w.view(), AnyTensorView(), TensorView<float>(out, {1, w.rows}),
+                              nullptr, precision);
         },
         [&](const std::vector<float>&) { return tol; });
     if (!error.empty()) {
@@ -205,13 +211,13 @@ void BM_matmul(benchmark::State& state, std::size_t model, Op op, DType dtype) {
     }
   }
   for (auto _ : state) {
-    k::matmul(xv, w.view(), AnyTensorView(), yv, &pool);
+    k::matmul(xv, w.view(), AnyTensorView(), yv, &pool, precision, pack.data());
     benchmark::ClobberMemory();
   }
   set_counters(state, 2.0 * static_cast<double>(tokens * w.rows * w.cols), w.bytes());
 }
 
-void BM_swiglu(benchmark::State& state, std::size_t model, DType dtype) {
+void BM_swiglu(benchmark::State& state, std::size_t model, DType dtype, sgt::Precision precision) {
   const std::size_t tokens = static_cast<std::size_t>(state.range(0));
   const std::size_t threads = static_cast<std::size_t>(state.range(1));
   const Model& m = kModels[model];
@@ -219,19 +225,21 @@ void BM_swiglu(benchmark::State& state, std::size_t model, DType dtype) {
   const k::SwiGluWeights w{mw.gate->view(), mw.up->view(), mw.down->view(), {}, {}, {}};
   const std::vector<float> x = activations(tokens, m.hidden, 29);
   std::vector<float> out(tokens * m.hidden);
-  std::vector<float> scratch(k::swiglu_scratch_floats(tokens, m.intermediate));
+  std::vector<float> scratch(k::swiglu_scratch_floats(tokens, m.hidden, m.intermediate));
   sgt::ThreadPool pool(threads);
   const TensorView<const float> xv(x.data(), {tokens, m.hidden});
   const TensorView<float> ov(out.data(), {tokens, m.hidden});
 
-  if (first_time(std::string(m.name) + "mlp" + sgt::dtype_name(dtype) + std::to_string(tokens))) {
-    k::swiglu_mlp(xv, w, ov, scratch.data(), &pool);
-    std::vector<float> h_row(m.intermediate);
+  if (first_time(std::string(m.name) + "mlp" + sgt::dtype_name(dtype) +
+                 sgt::precision_name(precision) + std::to_string(tokens))) {
+    k::swiglu_mlp(xv, w, ov, scratch.data(), &pool, precision);
+    std::vector<float> scratch_row(k::swiglu_scratch_floats(1, m.hidden, m.intermediate));
     const std::string error = check_rows(
         out, tokens, m.hidden,
         [&](std::size_t row, float* o) {
           k::swiglu_mlp_reference(TensorView<const float>(x.data() + row * m.hidden, {1, m.hidden}),
-                                  w, TensorView<float>(o, {1, m.hidden}), h_row.data());
+                                  w, TensorView<float>(o, {1, m.hidden}), scratch_row.data(),
+                                  nullptr, precision);
         },
         // Relative to the row's magnitude: random data, no cancellation to speak of.
         [&](const std::vector<float>& ref) {
@@ -243,7 +251,7 @@ void BM_swiglu(benchmark::State& state, std::size_t model, DType dtype) {
     }
   }
   for (auto _ : state) {
-    k::swiglu_mlp(xv, w, ov, scratch.data(), &pool);
+    k::swiglu_mlp(xv, w, ov, scratch.data(), &pool, precision);
     benchmark::ClobberMemory();
   }
   set_counters(state, 6.0 * static_cast<double>(tokens * m.hidden * m.intermediate),
@@ -307,20 +315,28 @@ void BM_alt(benchmark::State& state, bool bf16_panel) {
   set_counters(state, 2.0 * static_cast<double>(tokens * w.rows * w.cols), w.bytes());
 }
 
+// BF16 weights run at both precisions; F32 weights at F32 (Bf16 changes nothing for them).
+std::vector<sgt::Precision> precisions_for(DType dtype) {
+  if (dtype == DType::BF16) return {sgt::Precision::Bf16, sgt::Precision::F32};
+  return {sgt::Precision::F32};
+}
+
 // Registration, grouped by (model, dtype) so that one set of weights is alive at a time.
 const bool kRegistered = [] {
   for (std::size_t model = 0; model < 2; ++model) {
     for (DType dtype : kDtypes) {
       const std::string suffix =
           std::string("/") + kModels[model].name + "/" + sgt::dtype_name(dtype);
+      for (sgt::Precision precision : precisions_for(dtype))
       for (Op op : {Op::q_o, Op::k_v, Op::mlp}) {
         for (std::size_t tokens : kTokens) {
           for (int threads : {1, 2}) {
-            const std::string name =
-                std::string(op == Op::mlp ? "swiglu_mlp" : "matmul") + suffix + "/" + op_name(op);
-            auto* b = op == Op::mlp
-                          ? benchmark::RegisterBenchmark(name.c_str(), BM_swiglu, model, dtype)
-                          : benchmark::RegisterBenchmark(name.c_str(), BM_matmul, model, op, dtype);
+            const std::string name = std::string(op == Op::mlp ? "swiglu_mlp" : "matmul") + suffix +
+                                     "/" + sgt::precision_name(precision) + "/" + op_name(op);
+            auto* b = op == Op::mlp ? benchmark::RegisterBenchmark(name.c_str(), BM_swiglu, model,
+                                                                   dtype, precision)
+                                    : benchmark::RegisterBenchmark(name.c_str(), BM_matmul, model,
+                                                                   op, dtype, precision);
             b->ArgNames({"T", "threads"})->Args({static_cast<long>(tokens), threads});
             b->UseRealTime()->Unit(benchmark::kMillisecond);
             // ~10 GFLOP and more per call: one call per repetition is plenty.

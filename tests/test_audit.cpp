@@ -78,6 +78,7 @@ TEST_CASE("audit of the demo prompt with stored draws matches the numpy re-imple
   REQUIRE(expected["overall"]["recovery_l2"].get<double>() < 1.0);
 
   sgt::AuditOptions options;
+  options.precision = sgt::Precision::F32;  // expected.json comes from the f32 reference
   options.injected_draws = f.draws;
   SUBCASE("serial, default score block") {
     check_against_expected(sgt::audit_transform(f.model, f.input, options), expected);
@@ -98,6 +99,7 @@ TEST_CASE("audit reconstruction, batch layout and secure draws") {
   Fixture f;
   const nlohmann::json expected = read_expected();
   sgt::AuditOptions options;
+  options.precision = sgt::Precision::F32;  // expected.json comes from the f32 reference
   options.injected_draws = f.draws;
   const sgt::AuditReport r = sgt::audit_transform(f.model, f.input, options);
   for (std::size_t d = 0; d < r.draws; ++d) {
@@ -131,6 +133,7 @@ TEST_CASE("audit reconstruction, batch layout and secure draws") {
 TEST_CASE("audit rejects bad draws") {
   Fixture f;
   sgt::AuditOptions options;
+  options.precision = sgt::Precision::F32;  // expected.json comes from the f32 reference
   options.draws = 0;
   CHECK_THROWS_WITH_AS(sgt::audit_transform(f.model, f.input, options),
                        doctest::Contains("at least one draw"), sgt::Error);

@@ -18,6 +18,7 @@
 
 #include <sgt/core/thread_pool.hpp>
 #include <sgt/io/safetensors.hpp>
+#include <sgt/core/precision.hpp>
 #include <sgt/kernels/matmul.hpp>
 
 #include "support/kernel_harness.hpp"
@@ -87,12 +88,14 @@ TEST_CASE("matmul matches torch.nn.functional.linear for F32, BF16 and F16 weigh
   CHECK(with_bias == 24);
 }
 
-TEST_CASE("matmul agrees with matmul_reference over awkward shapes and dtypes") {
+TEST_CASE(
+    "matmul agrees with matmul_reference over awkward shapes, dtypes and both precisions") {
   std::mt19937 rng(7);
   const std::size_t tokens[] = {1, 2, 3, 5, 15, 16, 17, 65, 130};
   const std::size_t ks[] = {1, 3, 15, 16, 17, 33, 64, 65, 257};
   const std::size_t ns[] = {1, 2, 5, 6, 7, 13, 17, 37, 65, 130};
   std::size_t cases = 0;
+  for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
   for (DType dtype : kDtypes) {
     for (std::size_t kk : ks) {
       for (std::size_t n : ns) {
@@ -107,11 +110,13 @@ TEST_CASE("matmul agrees with matmul_reference over awkward shapes and dtypes") 
           const std::vector<float> x = uniform_values(t * kk, rng, 3.0f);
           std::vector<float> y(t * n, -1.0f), y_ref(t * n, -2.0f);
           const TensorView<const float> xv(x.data(), {t, kk});
-          k::matmul(xv, w.view(), bias, TensorView<float>(y.data(), {t, n}));
-          k::matmul_reference(xv, w.view(), bias, TensorView<float>(y_ref.data(), {t, n}));
+          k::matmul(xv, w.view(), bias, TensorView<float>(y.data(), {t, n}), nullptr, precision);
+          k::matmul_reference(xv, w.view(), bias, TensorView<float>(y_ref.data(), {t, n}), nullptr,
+                              precision);
           const double tol = linear_tolerance(kk, max_abs(x), max_w, max_b);
           require_matches(y, y_ref, tol, [&](std::ostream& os) {
-            os << "dtype " << sgt::dtype_name(dtype) << " T " << t << " K " << kk << " N " << n
+            os << "dtype " << sgt::dtype_name(dtype) << " precision "
+               << sgt::precision_name(precision) << " T " << t << " K " << kk << " N " << n
                << " bias " << has_bias;
           });
           ++cases;
@@ -119,7 +124,7 @@ TEST_CASE("matmul agrees with matmul_reference over awkward shapes and dtypes") 
       }
     }
   }
-  CHECK(cases == 3 * 9 * 10 * 9);
+  CHECK(cases == 2 * 3 * 9 * 10 * 9);
 }
 
 TEST_CASE("matmul over several K blocks, token blocks and work chunks") {
@@ -200,13 +205,15 @@ TEST_CASE("matmul is bit-identical for 1, 2 and 3 threads, and for a row compute
   const std::size_t t = 261, kk = 2100, n = 203;
   const std::vector<float> x = uniform_values(t * kk, rng);
   const TensorView<const float> xv(x.data(), {t, kk});
+  for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
   for (DType dtype : kDtypes) {
-    const std::string describe = std::string("dtype ") + sgt::dtype_name(dtype);
+    const std::string describe = std::string("dtype ") + sgt::dtype_name(dtype) + " precision " +
+                                 sgt::precision_name(precision);
     const StoredTensor w(dtype, uniform_values(n * kk, rng), {n, kk});
     const StoredTensor b(dtype, uniform_values(n, rng), {n});
     const auto run = [&](sgt::ThreadPool* pool) {
       std::vector<float> y(t * n, 0.0f);
-      k::matmul(xv, w.view(), b.view(), TensorView<float>(y.data(), {t, n}), pool);
+      k::matmul(xv, w.view(), b.view(), TensorView<float>(y.data(), {t, n}), pool, precision);
       return y;
     };
     expect_thread_invariant(run, {1, 2, 3}, describe);
@@ -215,16 +222,52 @@ TEST_CASE("matmul is bit-identical for 1, 2 and 3 threads, and for a row compute
     for (std::size_t row : {std::size_t{0}, std::size_t{5}, std::size_t{257}, t - 1}) {
       std::vector<float> alone(n);
       k::matmul(TensorView<const float>(x.data() + row * kk, {1, kk}), w.view(), b.view(),
-                TensorView<float>(alone.data(), {1, n}));
+                TensorView<float>(alone.data(), {1, n}), nullptr, precision);
       require_bit_identical(alone, {serial.data() + row * n, n},
                             describe + ", row " + std::to_string(row) + " alone");
     }
     // The optimized result is also close to the reference here (not only self-consistent).
     std::vector<float> ref(t * n);
-    k::matmul_reference(xv, w.view(), b.view(), TensorView<float>(ref.data(), {t, n}));
+    k::matmul_reference(xv, w.view(), b.view(), TensorView<float>(ref.data(), {t, n}), nullptr,
+                        precision);
     expect_matches(serial, ref,
                    linear_tolerance(kk, max_abs(x), max_abs(w.values()), max_abs(b.values())),
                    describe);
+  }
+}
+
+TEST_CASE("Precision::Bf16 rounds the activations of BF16 Linears only") {
+  std::mt19937 rng(41);
+  const std::size_t t = 37, kk = 301, n = 29;
+  const std::vector<float> x = uniform_values(t * kk, rng, 3.0f);
+  const TensorView<const float> xv(x.data(), {t, kk});
+  std::vector<float> rounded(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i)
+    rounded[i] = k::matmul_input_value(x[i], k::ActivationPacking::Bf16Pairs);
+  for (DType dtype : kDtypes) {
+    CAPTURE(sgt::dtype_name(dtype));
+    const StoredTensor w(dtype, uniform_values(n * kk, rng), {n, kk});
+    std::vector<float> y_bf16(t * n), y_f32(t * n), y_rounded(t * n);
+    k::matmul(xv, w.view(), AnyTensorView(), TensorView<float>(y_bf16.data(), {t, n}), nullptr,
+              sgt::Precision::Bf16);
+    k::matmul(xv, w.view(), AnyTensorView(), TensorView<float>(y_f32.data(), {t, n}), nullptr,
+              sgt::Precision::F32);
+    k::matmul(TensorView<const float>(rounded.data(), {t, kk}), w.view(), AnyTensorView(),
+              TensorView<float>(y_rounded.data(), {t, n}), nullptr, sgt::Precision::F32);
+    if (dtype != DType::BF16) {
+      // F32 and F16 weights: Bf16 changes nothing.
+      require_bit_identical(y_bf16, y_f32, "non-BF16 weights at Bf16");
+      continue;
+    }
+    // BF16 weights: the products are those of the bf16-rounded activations (exact in f32), so the
+    // result is close to the f32 matmul of the rounded x (summation order aside), and it moved
+    // away from the unrounded f32 result by about what rounding x to 8 bits costs.
+    const double tol = linear_tolerance(kk, 3.0, max_abs(w.values()), 0.0);
+    expect_matches(y_bf16, y_rounded, tol, "Bf16 against f32 on rounded x");
+    double moved = 0.0;
+    for (std::size_t i = 0; i < y_bf16.size(); ++i)
+      moved = std::max(moved, static_cast<double>(std::fabs(y_bf16[i] - y_f32[i])));
+    CHECK(moved > 100 * tol);
   }
 }
 
@@ -284,7 +327,12 @@ TEST_CASE("matmul shape errors name both shapes") {
   const TensorView<float> yv(y.data(), {3, 32});
   using Fn = void (*)(TensorView<const float>, const AnyTensorView&, const AnyTensorView&,
                       TensorView<float>, sgt::ThreadPool*);
-  for (Fn f : {static_cast<Fn>(&k::matmul), static_cast<Fn>(&k::matmul_reference)}) {
+  const Fn optimized = [](TensorView<const float> x, const AnyTensorView& w, const AnyTensorView& b,
+                          TensorView<float> y, sgt::ThreadPool* p) { k::matmul(x, w, b, y, p); };
+  const Fn reference = [](TensorView<const float> x, const AnyTensorView& w,
+                          const AnyTensorView& b, TensorView<float> y,
+                          sgt::ThreadPool* p) { k::matmul_reference(x, w, b, y, p); };
+  for (Fn f : {optimized, reference}) {
     std::string e = error_of([&] { f(xv, w_k65.view(), AnyTensorView(), yv, nullptr); });
     CHECK(e.find("[3, 64]") != std::string::npos);
     CHECK(e.find("[32, 65]") != std::string::npos);

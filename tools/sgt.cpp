@@ -3,10 +3,12 @@
 //   sgt info MODEL_DIR
 //   sgt transform MODEL_DIR --input IN.json --output OUT [--noise NOISE.safetensors]
 //       [--seed N] [--rng secure|torch] [--threads N] [--attention sdpa|flash]
+//       [--precision auto|f32|bf16]
 //       [--dump-intermediates] [--format safetensors|torch|vllm-completions]
 //       [--output-dtype f32|bf16|f16] [--model-name NAME] [--max-tokens N]
 //   sgt audit MODEL_DIR (--input IN.json | --text T | --chat CHAT.json) [--draws N]
-//       [--threads N] [--noise-draws DRAWS.safetensors] [--json-only] [--plot HEAT.png]
+//       [--threads N] [--precision auto|f32|bf16] [--noise-draws DRAWS.safetensors] [--json-only]
+//       [--plot HEAT.png]
 //
 // Exit status 0 on success. On any bad input: status 1 (2 for a bad command line), one line on
 // stderr that names the problem, and no output file (the writer renames a finished temp file).
@@ -43,13 +45,14 @@ const char* kUsage =
     "       sgt transform MODEL_DIR (--input IN.json | --text TEXT | --chat CHAT.json) --output OUT\n"
     "           [PROMPT OPTIONS]\n"
     "           [--noise NOISE.safetensors] [--seed N] [--rng secure|torch] [--threads N]\n"
-    "           [--attention sdpa|flash] [--dump-intermediates]\n"
+    "           [--attention sdpa|flash] [--precision auto|f32|bf16] [--dump-intermediates]\n"
     "           [--format safetensors|torch|vllm-completions]  (default safetensors)\n"
     "           [--output-dtype f32|bf16|f16]  (default f32 for safetensors, bf16 otherwise)\n"
     "           [--model-name NAME] [--max-tokens N]  (vllm-completions: the request's model,\n"
     "               default MODEL_DIR's base name, and max_tokens, default 16)\n"
     "       sgt audit MODEL_DIR (--input IN.json | --text TEXT | --chat CHAT.json) [--draws N]\n"
-    "           [PROMPT OPTIONS] [--threads N] [--noise-draws DRAWS.safetensors] [--json-only]\n"
+    "           [PROMPT OPTIONS] [--threads N] [--precision auto|f32|bf16]\n"
+    "           [--noise-draws DRAWS.safetensors] [--json-only]\n"
     "           [--plot HEAT.png]  (JSON report on stdout, a table on stderr unless --json-only;\n"
     "           --draws default 16; --noise-draws: F32 tensor 'noise' [N, S, H] of stored eps,\n"
     "           not secure draws)\n"
@@ -125,9 +128,19 @@ int cmd_info(const std::string& dir) {
   j["params"] = params;
   j["bytes"] = bytes;
   j["simd"] = sgt::simd::arch_name();
+  // What --precision auto runs for this model, and how bf16 products are made on this build.
+  j["precision"] = sgt::precision_name(model.resolve_precision(sgt::Precision::Auto));
+  j["bf16_dot_product"] = sgt::simd::kHasBf16DotProduct ? "avx512_bf16" : "emulated with f32 fma";
   j["tokenizer"] = tokenizer_info(dir);
   std::printf("%s\n", j.dump(2).c_str());
   return 0;
+}
+
+sgt::Precision parse_precision(const std::string& v) {
+  if (v == "auto") return sgt::Precision::Auto;
+  if (v == "f32") return sgt::Precision::F32;
+  if (v == "bf16") return sgt::Precision::Bf16;
+  throw UsageError("--precision must be auto, f32 or bf16, got '" + v + "'");
 }
 
 std::uint64_t parse_u64(const std::string& flag, const std::string& v) {
@@ -251,6 +264,7 @@ struct TransformArgs {
   std::uint64_t seed = 0;
   std::size_t threads = 0;  // 0 = all cores
   sgt::AttentionAlgorithm attention = sgt::AttentionAlgorithm::Auto;
+  sgt::Precision precision = sgt::Precision::Auto;
   OutputFormat format = OutputFormat::Safetensors;
   sgt::DType output_dtype = sgt::DType::F32;  // default: see parse_transform_args
   std::string model_name;                     // vllm-completions; default: MODEL_DIR's base name
@@ -298,6 +312,8 @@ TransformArgs parse_transform_args(const std::vector<std::string>& args) {
         t.attention = sgt::AttentionAlgorithm::Flash;
       else
         throw UsageError("--attention must be sdpa or flash, got '" + v + "'");
+    } else if (a == "--precision") {
+      t.precision = parse_precision(value());
     } else if (a == "--dump-intermediates") {
       t.dump_intermediates = true;
     } else if (a == "--format") {
@@ -414,7 +430,7 @@ void write_result(const TransformArgs& args, const sgt::TransformInput& in,
 // How much of the prompt is protected and how far the protected embeddings moved.
 void print_summary(const TransformArgs& args, const sgt::TransformInput& in,
                    const sgt::RunOptions& options, const sgt::TransformResult& r, double load_ms,
-                   double run_ms, std::size_t threads) {
+                   double run_ms, std::size_t threads, sgt::Precision precision) {
   const std::size_t H = r.hidden;
   std::size_t real = 0, protected_tokens = 0;
   double dist = 0, norm = 0;
@@ -442,8 +458,8 @@ void print_summary(const TransformArgs& args, const sgt::TransformInput& in,
   if (protected_tokens)
     std::printf("mean L2 distance clean -> protected: %.4f (clean norm %.4f, ratio %.2f)\n",
                 dist / protected_tokens, norm / protected_tokens, norm > 0 ? dist / norm : 0.0);
-  std::printf("time: load %.1f ms, transform %.1f ms (%zu threads, %s)\n", load_ms, run_ms, threads,
-              sgt::simd::arch_name());
+  std::printf("time: load %.1f ms, transform %.1f ms (%zu threads, %s, precision %s)\n", load_ms,
+              run_ms, threads, sgt::simd::arch_name(), sgt::precision_name(precision));
 }
 
 // The output's folder must exist before anything runs: a typo in --output should not cost a model
@@ -466,6 +482,7 @@ int cmd_transform(const std::vector<std::string>& argv) {
 
   sgt::RunOptions options;
   options.attention = args.attention;
+  options.precision = args.precision;
   // The summary compares with the clean embeddings; keeping them is cheap next to the estimators.
   options.keep_intermediates = true;
   std::unique_ptr<sgt::SafetensorsFile> noise_file;
@@ -490,7 +507,8 @@ int cmd_transform(const std::vector<std::string>& argv) {
 
   write_result(args, in, r);
   using ms = std::chrono::duration<double, std::milli>;
-  print_summary(args, in, options, r, ms(t1 - t0).count(), ms(t2 - t1).count(), pool.num_threads());
+  print_summary(args, in, options, r, ms(t1 - t0).count(), ms(t2 - t1).count(), pool.num_threads(),
+                model.resolve_precision(options.precision));
   return 0;
 }
 
@@ -530,6 +548,7 @@ struct AuditArgs {
   std::uint64_t draws = 16;
   bool have_draws = false, json_only = false;
   std::size_t threads = 0;  // 0 = all cores
+  sgt::Precision precision = sgt::Precision::Auto;
 };
 
 AuditArgs parse_audit_args(const std::vector<std::string>& args) {
@@ -546,6 +565,8 @@ AuditArgs parse_audit_args(const std::vector<std::string>& args) {
       if (t.draws == 0 || t.draws > 100000)
         throw UsageError("--draws must be between 1 and 100000");
       t.have_draws = true;
+    } else if (a == "--precision") {
+      t.precision = parse_precision(value());
     } else if (a == "--threads") {
       t.threads = static_cast<std::size_t>(parse_u64(a, value()));
       if (t.threads == 0 || t.threads > 1024)
@@ -622,6 +643,7 @@ int cmd_audit(const std::vector<std::string>& argv) {
   sgt::AuditOptions options;
   options.pool = &pool;
   options.draws = static_cast<std::size_t>(args.draws);
+  options.precision = args.precision;
   std::unique_ptr<sgt::SafetensorsFile> noise_file;
   sgt::AuditReport report;
   try {
@@ -647,6 +669,7 @@ int cmd_audit(const std::vector<std::string>& argv) {
 
   nlohmann::ordered_json j;
   j["draws"] = report.draws;
+  j["precision"] = sgt::precision_name(model.resolve_precision(args.precision));
   j["noise"] = args.noise_draws.empty() ? "secure" : "injected";
   j["vocab_size"] = report.vocab_size;
   nlohmann::ordered_json tokens = nlohmann::ordered_json::array();

@@ -201,7 +201,7 @@ audit_data=$root/tests/data/audit
 # The values that follow KEY in FILE, nulls (unprotected tokens) left out, one per line.
 values_of() { grep -o "\"$1\": [-0-9][-0-9.e+]*" "$2" | sed 's/.*: //'; }
 if expect_ok audit-stored audit "$model" --input "$root/examples/prompt.json" \
-  --noise-draws "$audit_data/noise_draws.safetensors" --json-only --threads 2; then
+  --noise-draws "$audit_data/noise_draws.safetensors" --json-only --threads 2 --precision f32; then
   cp stdout.txt audit.json
   [ -s stderr.txt ] && fail "audit-stored: --json-only wrote to stderr"
   for key in recovery_l2 recovery_cosine mean_rank_l2; do

@@ -17,4 +17,14 @@ bool checked_mul(T a, T b, T& out) noexcept {
   return true;
 }
 
+// out = a + b; false (out untouched) when the sum does not fit in T.
+template <class T>
+bool checked_add(T a, T b, T& out) noexcept {
+  static_assert(std::numeric_limits<T>::is_integer && !std::numeric_limits<T>::is_signed,
+                "checked_add takes unsigned sizes");
+  if (b > std::numeric_limits<T>::max() - a) return false;
+  out = a + b;
+  return true;
+}
+
 }  // namespace sgt

@@ -237,6 +237,116 @@ inline FloatBatch load_partial_as_float(const float16* p, std::size_t count) noe
 #endif
 }
 
+// One element of any stored dtype, widened to f32 and copied to every lane: the weight operand of
+// the matmul tile, which broadcasts one weight against kFloatLanes tokens.
+inline FloatBatch broadcast_as_float(const float* p) noexcept {
+  return FloatBatch(*p);
+}
+inline FloatBatch broadcast_as_float(const bfloat16* p) noexcept {
+  return FloatBatch(to_float(*p));
+}
+inline FloatBatch broadcast_as_float(const float16* p) noexcept {
+  return FloatBatch(to_float(*p));
+}
+
+// ---- bf16 dot products -------------------------------------------------------------------------
+//
+// Precision::Bf16 multiplies bf16 activations by bf16 weights and accumulates in f32, two k values
+// at a time: a "pair" is a 32-bit word holding the bf16 of element 2i in its low half and of
+// element 2i + 1 in its high half (the layout of AVX512-BF16's vdpbf16ps, and of two consecutive
+// bf16 values in memory on a little-endian machine). dot_bf16_pairs computes, lane by lane,
+//     acc += x_odd * w_odd;  acc += x_even * w_even
+// each step one fused multiply-add (the product of two bf16 values is exact in f32, so it is also
+// an exact product followed by one rounded addition). That is vdpbf16ps's definition (Intel SDM:
+// odd element first, round to nearest even, denormal inputs read as zero, denormal results flushed
+// to zero). Without the instruction the same steps run as two f32 FMAs on the widened halves: the
+// same bits, except that the emulation keeps denormal partial sums (|acc| < 2^-126) that the
+// instruction flushes to zero. Denormal weights read as zero in both; activations are rounded by
+// bf16_round_bits, which flushes denormals like the instruction set's conversion.
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+inline constexpr bool kHasBf16DotProduct = true;
+#else
+inline constexpr bool kHasBf16DotProduct = false;
+#endif
+
+// Pairs of bf16 values, kFloatLanes per register.
+using PairBatch = Batch<std::uint32_t>;
+
+// f32 -> bf16 bits, round to nearest even, as vcvtne2ps2bf16 does: a NaN stays a NaN (its top
+// half, made quiet), a denormal input becomes a zero of its sign, infinities stay infinite,
+// values that round past the largest bf16 become infinities.
+inline std::uint16_t bf16_round_bits(float value) noexcept {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x40u);
+  if ((bits & 0x7f800000u) == 0) return static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
+  const std::uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<std::uint16_t>((bits + rounding) >> 16);
+}
+
+// The pair of two f32 values (low = element 2i, high = element 2i + 1), each rounded to bf16.
+inline std::uint32_t bf16_round_pair(float even, float odd) noexcept {
+  return static_cast<std::uint32_t>(bf16_round_bits(even)) |
+         (static_cast<std::uint32_t>(bf16_round_bits(odd)) << 16);
+}
+
+// The kFloatLanes pairs of the 2 * kFloatLanes floats at p: out[i] = bf16_round_pair(p[2i],
+// p[2i + 1]). With AVX512-BF16 one vcvtne2ps2bf16, whose bits equal bf16_round_bits' (checked on
+// every finite, infinite, NaN and denormal class by tests/test_core.cpp); elsewhere the scalar loop.
+inline void bf16_round_pairs(const float* p, std::uint32_t* out) noexcept {
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+  const __m512bh r = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p));
+  std::memcpy(out, &r, sizeof r);
+#else
+  for (std::size_t i = 0; i < kFloatLanes; ++i) out[i] = bf16_round_pair(p[2 * i], p[2 * i + 1]);
+#endif
+}
+
+namespace detail {
+inline float float_from_bits(std::uint32_t bits) noexcept {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+// The high / low bf16 of a pair, widened; a denormal weight reads as a zero of its sign (DAZ).
+inline float pair_odd(std::uint32_t pair) noexcept {
+  const std::uint32_t bits = pair & 0xffff0000u;
+  return float_from_bits((bits & 0x7f800000u) == 0 ? bits & 0x80000000u : bits);
+}
+inline float pair_even(std::uint32_t pair) noexcept {
+  const std::uint32_t bits = pair << 16;
+  return float_from_bits((bits & 0x7f800000u) == 0 ? bits & 0x80000000u : bits);
+}
+}  // namespace detail
+
+// The emulation, on every build (the tests compare it with the instruction where there is one).
+inline FloatBatch dot_bf16_pairs_emulated(const FloatBatch& acc, const PairBatch& x_pairs,
+                                          std::uint32_t w_pair) noexcept {
+  const FloatBatch x_odd = xsimd::bitwise_cast<FloatBatch>(x_pairs & PairBatch(0xffff0000u));
+  const FloatBatch x_even = xsimd::bitwise_cast<FloatBatch>(x_pairs << 16);
+  const FloatBatch step = fma(x_odd, FloatBatch(detail::pair_odd(w_pair)), acc);
+  return fma(x_even, FloatBatch(detail::pair_even(w_pair)), step);
+}
+
+// acc + x_odd * w_odd + x_even * w_even per lane (see above); w_pair is broadcast to every lane.
+inline FloatBatch dot_bf16_pairs(const FloatBatch& acc, const PairBatch& x_pairs,
+                                 std::uint32_t w_pair) noexcept {
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+  const __m512i x = x_pairs, w = _mm512_set1_epi32(static_cast<int>(w_pair));
+  return FloatBatch(_mm512_dpbf16_ps(acc, reinterpret_cast<const __m512bh&>(x),
+                                     reinterpret_cast<const __m512bh&>(w)));
+#else
+  return dot_bf16_pairs_emulated(acc, x_pairs, w_pair);
+#endif
+}
+
+// The pair at p (two consecutive bf16 values), read without alignment requirements.
+inline std::uint32_t load_bf16_pair(const bfloat16* p) noexcept {
+  std::uint32_t pair;
+  std::memcpy(&pair, p, sizeof pair);
+  return pair;
+}
+
 namespace detail {
 
 #if defined(__AVX512F__)

@@ -16,6 +16,7 @@
 
 #include "sgt/core/secure_memory.hpp"
 #include "sgt/core/tensor_view.hpp"
+#include "sgt/kernels/packed_activations.hpp"
 #include "sgt/kernels/rope.hpp"
 #include "sgt/kernels/swiglu.hpp"
 #include "sgt/model/config.hpp"
@@ -50,7 +51,8 @@ struct LayerBuffers {
   TensorView<float> v;           // [B, S, kv_heads * head_dim]
   TensorView<float> attn;        // [B, S, heads * head_dim]
   TensorView<float> delta;       // [B, S, hidden]: the branch output added to the residual stream
-  float* mlp_scratch = nullptr;  // kernels::swiglu_scratch_floats(B * S, intermediate)
+  float* mlp_scratch = nullptr;  // kernels::swiglu_scratch_floats(B * S, hidden, intermediate)
+  float* pack = nullptr;         // packed activations of one matmul input (hidden or heads wide)
 };
 
 class Workspace {
@@ -60,12 +62,13 @@ class Workspace {
   void plan(const ModelConfig& model, std::size_t batch, std::size_t seq_len) {
     const std::size_t t = batch * seq_len;  // the caller checked the product (Transform::validate)
     const std::size_t hidden = model.hidden_size;
-    std::size_t q = 0, kv = 0, mlp = 0;
+    std::size_t q = 0, kv = 0, mlp = 0, pack = kernels::packed_activation_floats(t, hidden);
     for (const EstimatorConfig* e : {&model.mean_estimator, &model.std_estimator}) {
       const DecoderConfig& d = e->decoder;
       q = std::max(q, d.num_attention_heads * d.head_dim);
       kv = std::max(kv, d.num_key_value_heads * d.head_dim);
-      mlp = std::max(mlp, kernels::swiglu_scratch_floats(t, d.intermediate_size));
+      mlp = std::max(mlp, kernels::swiglu_scratch_floats(t, hidden, d.intermediate_size));
+      pack = std::max(pack, kernels::packed_activation_floats(t, d.num_attention_heads * d.head_dim));
     }
     grow(h_, t * hidden);
     grow(normed_, t * hidden);
@@ -75,6 +78,7 @@ class Workspace {
     grow(k_, t * kv);
     grow(v_, t * kv);
     grow(mlp_, mlp);
+    grow(pack_, pack);
     grow(embeddings_, t * hidden);
     grow(mean_, t * hidden);
     grow(sigma_, t * hidden);
@@ -99,6 +103,7 @@ class Workspace {
     buf.attn = TensorView<float>(attn_.data(), {b, s, d.num_attention_heads * d.head_dim});
     buf.delta = TensorView<float>(delta_.data(), {b, s, hidden_});
     buf.mlp_scratch = mlp_.data();
+    buf.pack = pack_.data();
     return buf;
   }
 
@@ -126,8 +131,8 @@ class Workspace {
   }
 
   // Every buffer holds the clean prompt or values computed from it: wiped when released.
-  WipedVector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, embeddings_, mean_, sigma_,
-      noise_;
+  WipedVector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, pack_, embeddings_, mean_,
+      sigma_, noise_;
   WipedVector<std::uint8_t> protect_, mask_;
   std::optional<kernels::RopeTable> mean_rope_, std_rope_;
   std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0;

@@ -36,6 +36,7 @@ struct AuditOptions {
   std::size_t draws = 16;  // ignored when injected_draws is given (its first dimension counts)
   ThreadPool* pool = nullptr;
   AttentionAlgorithm attention = AttentionAlgorithm::Auto;
+  Precision precision = Precision::Auto;  // of the transform runs (model/ops.hpp)
   // Stored eps for reproducible audits: [N, B, S, H], or [N, S, H] when B = 1. Empty: secure.
   TensorView<const float> injected_draws;
   std::size_t score_floats = kernels::NearestRows::kDefaultScoreFloats;  // see NearestRows
@@ -102,6 +103,7 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
   RunOptions run;
   run.pool = options.pool;
   run.attention = options.attention;
+  run.precision = options.precision;
   run.keep_intermediates = true;  // the clean embeddings and sigma
   run.noise = injected ? NoiseSource::Injected : NoiseSource::Secure;
 

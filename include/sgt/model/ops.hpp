@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
+#include "sgt/core/precision.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 #include "sgt/kernels/attention.hpp"
@@ -28,32 +30,6 @@ enum class AttentionAlgorithm {
   Sdpa,  // explicit scores
   Flash,
 };
-
-// The arithmetic of the Linear layers (docs/format.md section 1.4).
-//   F32:  f32 activations times the weights widened to f32, f32 accumulation: the numerics of the
-//         Hugging Face f32 reference.
-//   Bf16: for BF16-stored weights, the activations are rounded to bf16 at the input of each
-//         matmul and the products accumulated in f32 (the CPU's bf16 dot-product instruction where
-//         it has one, an exact emulation elsewhere); everything else stays f32. Linears whose
-//         weights are F32 or F16 run as in F32.
-//   Auto: Bf16 when the estimators' projection weights are BF16, F32 otherwise.
-enum class Precision {
-  Auto,
-  F32,
-  Bf16,
-};
-
-inline const char* precision_name(Precision p) noexcept {
-  switch (p) {
-    case Precision::Auto:
-      return "auto";
-    case Precision::F32:
-      return "f32";
-    case Precision::Bf16:
-      return "bf16";
-  }
-  return "?";
-}
 
 namespace detail {
 // Activations travel as [B, S, width]; the projections see them as [B * S, width] matrices.
@@ -84,12 +60,41 @@ struct Ops {
     else
       kernels::rms_norm(x, w, eps, out, style, pool);
   }
+  // y = x W^T + b at `precision`. `pack` holds kernels::packed_activation_floats(tokens, K) floats
+  // and overlaps neither x nor y (the Workspace's pack buffer).
   void matmul(TensorView<const float> x, const AnyTensorView& w, const AnyTensorView& bias,
-              TensorView<float> y) const {
+              TensorView<float> y, float* pack) const {
     if (reference)
-      kernels::matmul_reference(detail::as_matrix(x), w, bias, detail::as_matrix(y), pool);
+      kernels::matmul_reference(detail::as_matrix(x), w, bias, detail::as_matrix(y), pool,
+                                precision);
     else
-      kernels::matmul(detail::as_matrix(x), w, bias, detail::as_matrix(y), pool);
+      kernels::matmul(detail::as_matrix(x), w, bias, detail::as_matrix(y), pool, precision, pack);
+  }
+  struct Linear {
+    const AnyTensorView& w;
+    const AnyTensorView& bias;
+    TensorView<float> y;
+  };
+  // Several Linears of one input (q, k and v): x is packed once into `pack` and shared, unless
+  // their weights' dtypes ask for different packings.
+  void matmuls(TensorView<const float> x, float* pack,
+               std::initializer_list<Linear> linears) const {
+    if (reference) {
+      for (const Linear& l : linears) matmul(x, l.w, l.bias, l.y, pack);
+      return;
+    }
+    const TensorView<const float> xm = detail::as_matrix(x);
+    kernels::PackedActivations packed;
+    bool have = false;
+    for (const Linear& l : linears) {
+      kernels::detail::check_linear("matmul", xm, l.w, l.bias, detail::as_matrix(l.y));
+      const kernels::ActivationPacking packing = kernels::packing_for(precision, l.w.dtype());
+      if (!have || packed.packing != packing) {
+        packed = kernels::pack_activations(xm, packing, pack, pool);
+        have = true;
+      }
+      kernels::matmul_packed(packed, l.w, l.bias, detail::as_matrix(l.y), pool);
+    }
   }
   void apply_rope(TensorView<float> x, std::size_t heads, std::size_t head_dim,
                   const kernels::RopeTable& table) const {
@@ -111,9 +116,11 @@ struct Ops {
   void swiglu(TensorView<const float> x, const kernels::SwiGluWeights& w, TensorView<float> out,
               float* scratch) const {
     if (reference)
-      kernels::swiglu_mlp_reference(detail::as_matrix(x), w, detail::as_matrix(out), scratch, pool);
+      kernels::swiglu_mlp_reference(detail::as_matrix(x), w, detail::as_matrix(out), scratch, pool,
+                                    precision);
     else
-      kernels::swiglu_mlp(detail::as_matrix(x), w, detail::as_matrix(out), scratch, pool);
+      kernels::swiglu_mlp(detail::as_matrix(x), w, detail::as_matrix(out), scratch, pool,
+                          precision);
   }
   void add(TensorView<float> acc, TensorView<const float> delta) const {
     if (reference)

@@ -1,0 +1,148 @@
+// Packed activations: the X operand of matmul (kernels/matmul.hpp), transposed into tiles.
+//
+// The matmul tile computes kTileTokens tokens x a few output features at once, one SIMD register
+// holding kFloatLanes tokens of one feature; at every step k it loads the tokens' x[t][k] as
+// registers and multiplies them by one broadcast weight. X is stored token-major ([T][K]), so the
+// values of one k for kTileTokens tokens are kTileTokens rows apart. Packing copies them next to
+// each other once per matmul call (T x K copies, against T x K x N / kFloatLanes vector FMAs that
+// read them), in one of two layouts:
+//   F32:       tile i, word k * kTileTokens + lane = x[i * kTileTokens + lane][k]
+//   Bf16Pairs: tile i, word p * kTileTokens + lane = bf16 pair of x[..][2p] and x[..][2p + 1]
+//              (simd::bf16_round_pair: rounded to nearest even; Precision::Bf16)
+// Tokens past T and the odd K's missing partner are zeros: they add 0 * w to lanes that are never
+// stored (and a zero times a finite weight changes no sum).
+//
+// The buffer is the caller's (packed_activation_floats), so a planned Workspace allocates nothing
+// per call; matmul() without one allocates it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "sgt/core/dtype.hpp"
+#include "sgt/core/error.hpp"
+#include "sgt/core/precision.hpp"
+#include "sgt/core/simd.hpp"
+#include "sgt/core/tensor_view.hpp"
+#include "sgt/core/thread_pool.hpp"
+
+namespace sgt::kernels {
+
+// Tokens per tile: two registers of kFloatLanes tokens (see the register budget in matmul.hpp).
+inline constexpr std::size_t kTileTokens = 2 * simd::kFloatLanes;
+
+enum class ActivationPacking { F32, Bf16Pairs };
+
+// The packing a Linear with weights of `weight_dtype` uses at `precision` (Auto must have been
+// resolved by the caller; it is read as F32 here).
+inline ActivationPacking packing_for(Precision precision, DType weight_dtype) noexcept {
+  return precision == Precision::Bf16 && weight_dtype == DType::BF16 ? ActivationPacking::Bf16Pairs
+                                                                     : ActivationPacking::F32;
+}
+
+inline std::size_t packed_tiles(std::size_t tokens) noexcept {
+  return (tokens + kTileTokens - 1) / kTileTokens;
+}
+
+// 32-bit words of one tile: K floats or ceil(K / 2) pairs per token.
+inline std::size_t packed_tile_words(std::size_t k_len, ActivationPacking packing) noexcept {
+  return kTileTokens * (packing == ActivationPacking::F32 ? k_len : (k_len + 1) / 2);
+}
+
+// Floats of buffer that packing `tokens` x `k_len` activations needs, in either layout.
+inline std::size_t packed_activation_floats(std::size_t tokens, std::size_t k_len) noexcept {
+  return packed_tiles(tokens) * packed_tile_words(k_len, ActivationPacking::F32);
+}
+
+struct PackedActivations {
+  const void* data = nullptr;
+  std::size_t tokens = 0, k_len = 0;
+  ActivationPacking packing = ActivationPacking::F32;
+
+  std::size_t tiles() const noexcept { return packed_tiles(tokens); }
+  const float* f32_tile(std::size_t i) const noexcept {
+    return static_cast<const float*>(data) + i * packed_tile_words(k_len, packing);
+  }
+  const std::uint32_t* pair_tile(std::size_t i) const noexcept {
+    return static_cast<const std::uint32_t*>(data) + i * packed_tile_words(k_len, packing);
+  }
+};
+
+namespace detail {
+
+// One tile: k (or pair) blocks of 16 values outermost, so the tile's destination block (16 x
+// kTileTokens words, 2 KiB on AVX-512) stays in L1 while every token's row segment is copied in.
+inline void pack_tile_f32(TensorView<const float> x, std::size_t t0, float* dst) noexcept {
+  const std::size_t t_len = x.dim(0), k_len = x.dim(1);
+  constexpr std::size_t kBlock = 16;
+  for (std::size_t k0 = 0; k0 < k_len; k0 += kBlock) {
+    const std::size_t k1 = k0 + kBlock < k_len ? k0 + kBlock : k_len;
+    for (std::size_t lane = 0; lane < kTileTokens; ++lane) {
+      const std::size_t t = t0 + lane;
+      if (t < t_len) {
+        const float* row = x.data() + t * k_len;
+        for (std::size_t k = k0; k < k1; ++k) dst[k * kTileTokens + lane] = row[k];
+      } else {
+        for (std::size_t k = k0; k < k1; ++k) dst[k * kTileTokens + lane] = 0.0f;
+      }
+    }
+  }
+}
+
+inline void pack_tile_pairs(TensorView<const float> x, std::size_t t0, std::uint32_t* dst) noexcept {
+  const std::size_t t_len = x.dim(0), k_len = x.dim(1), pairs = (k_len + 1) / 2;
+  constexpr std::size_t kBlock = simd::kFloatLanes;  // pairs converted at once
+  for (std::size_t p0 = 0; p0 < pairs; p0 += kBlock) {
+    const std::size_t p1 = p0 + kBlock < pairs ? p0 + kBlock : pairs;
+    const bool full = 2 * p1 <= k_len && p1 - p0 == kBlock;
+    for (std::size_t lane = 0; lane < kTileTokens; ++lane) {
+      const std::size_t t = t0 + lane;
+      std::uint32_t* d = dst + p0 * kTileTokens + lane;
+      if (t >= t_len) {
+        for (std::size_t p = p0; p < p1; ++p, d += kTileTokens) *d = 0;
+        continue;
+      }
+      const float* row = x.data() + t * k_len;
+      if (full) {
+        std::uint32_t block[kBlock];
+        simd::bf16_round_pairs(row + 2 * p0, block);
+        for (std::size_t i = 0; i < kBlock; ++i, d += kTileTokens) *d = block[i];
+      } else {
+        for (std::size_t p = p0; p < p1; ++p, d += kTileTokens) {
+          const float odd = 2 * p + 1 < k_len ? row[2 * p + 1] : 0.0f;
+          *d = simd::bf16_round_pair(row[2 * p], odd);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+// Packs x [T, K] into `buffer` (packed_activation_floats(T, K) floats, not overlapping x), one
+// tile per parallel_for item.
+inline PackedActivations pack_activations(TensorView<const float> x, ActivationPacking packing,
+                                          float* buffer, ThreadPool* pool = nullptr) {
+  if (x.rank() != 2) throw Error("pack_activations: x must be [T, K], got " + x.shape_string());
+  PackedActivations packed;
+  packed.data = buffer;
+  packed.tokens = x.dim(0);
+  packed.k_len = x.dim(1);
+  packed.packing = packing;
+  if (x.size() == 0) return packed;
+  if (buffer == nullptr) throw Error("pack_activations: no buffer");
+  const std::size_t words = packed_tile_words(packed.k_len, packing);
+  parallel_for(pool, packed.tiles(), 1, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i) {
+      if (packing == ActivationPacking::F32)
+        detail::pack_tile_f32(x, i * kTileTokens, buffer + i * words);
+      else
+        detail::pack_tile_pairs(x, i * kTileTokens,
+                                reinterpret_cast<std::uint32_t*>(buffer) + i * words);
+    }
+  });
+  return packed;
+}
+
+}  // namespace sgt::kernels
