@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <type_traits>
 #include <utility>
@@ -84,6 +85,95 @@ TEST_CASE("to_float16 agrees with the F16C instruction on random and edge values
   }
 }
 #endif
+
+namespace {
+std::uint32_t bits_of(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+float float_of(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+}  // namespace
+
+TEST_CASE("bf16_round_bits: nearest even, quiet NaNs, denormals read as zero") {
+  using sgt::simd::bf16_round_bits;
+  CHECK(bf16_round_bits(1.0f) == 0x3f80);
+  CHECK(bf16_round_bits(float_of(0x3f808000u)) == 0x3f80);  // tie, even mantissa stays
+  CHECK(bf16_round_bits(float_of(0x3f818000u)) == 0x3f82);  // tie, odd mantissa rounds up
+  CHECK(bf16_round_bits(float_of(0x3f808001u)) == 0x3f81);  // above the tie
+  CHECK(bf16_round_bits(float_of(0x7f7fffffu)) == 0x7f80);  // rounds past the largest: inf
+  CHECK(bf16_round_bits(-std::numeric_limits<float>::infinity()) == 0xff80);
+  CHECK(bf16_round_bits(float_of(0x7f800001u)) == 0x7fc0);  // signaling NaN made quiet
+  CHECK(bf16_round_bits(float_of(0xffc12345u)) == 0xffc1);  // NaN keeps its sign and top bits
+  CHECK(bf16_round_bits(float_of(0x00000001u)) == 0x0000);  // denormals: zero of their sign
+  CHECK(bf16_round_bits(float_of(0x807fffffu)) == 0x8000);
+  CHECK(bf16_round_bits(float_of(0x00800000u)) == 0x0080);  // smallest normal stays
+  // On normal values it is the library's to_bfloat16 (round to nearest even).
+  std::mt19937 rng(99);
+  std::uniform_int_distribution<std::uint32_t> any;
+  for (int i = 0; i < 100000; ++i) {
+    const std::uint32_t u = (any(rng) & 0x807fffffu) | ((1u + any(rng) % 253u) << 23);
+    REQUIRE(bf16_round_bits(float_of(u)) == sgt::to_bfloat16(float_of(u)).bits);
+  }
+}
+
+TEST_CASE("dot_bf16_pairs: odd then even product, each one fused multiply-add") {
+  // The emulation against scalar std::fma lane by lane, and (on CPUs with AVX512-BF16) the
+  // instruction against the emulation, bit for bit, on random normal data with cancellation.
+  using sgt::simd::FloatBatch;
+  using sgt::simd::PairBatch;
+  constexpr std::size_t L = sgt::simd::kFloatLanes;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  std::size_t compared = 0;
+  for (int it = 0; it < 20000; ++it) {
+    alignas(64) std::uint32_t pairs[L];
+    alignas(64) float acc[L], emulated[L], expected[L], hardware[L];
+    const float scale = it % 3 == 0 ? 1e-3f : 1.0f;
+    for (std::size_t i = 0; i < L; ++i) {
+      pairs[i] = sgt::simd::bf16_round_pair(nd(rng), nd(rng) * scale);
+      acc[i] = it % 5 == 0 ? nd(rng) * 1e-6f : nd(rng);
+    }
+    const std::uint32_t w = sgt::simd::bf16_round_pair(nd(rng), nd(rng));
+    const PairBatch x = PairBatch::load_aligned(pairs);
+    const FloatBatch a = FloatBatch::load_aligned(acc);
+    sgt::simd::dot_bf16_pairs_emulated(a, x, w).store_aligned(emulated);
+    sgt::simd::dot_bf16_pairs(a, x, w).store_aligned(hardware);
+    for (std::size_t i = 0; i < L; ++i) {
+      const float step = std::fma(float_of(pairs[i] & 0xffff0000u), float_of(w & 0xffff0000u), acc[i]);
+      expected[i] = std::fma(float_of(pairs[i] << 16), float_of(w << 16), step);
+      REQUIRE(bits_of(emulated[i]) == bits_of(expected[i]));
+      REQUIRE(bits_of(hardware[i]) == bits_of(expected[i]));
+      ++compared;
+    }
+  }
+  CHECK(compared == 20000 * L);
+  MESSAGE("dot_bf16_pairs runs " << (sgt::simd::kHasBf16DotProduct ? "vdpbf16ps" : "the emulation"));
+}
+
+TEST_CASE("bf16_round_pairs equals bf16_round_pair on every class of value") {
+  constexpr std::size_t L = sgt::simd::kFloatLanes;
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<std::uint32_t> any;
+  for (int it = 0; it < 50000; ++it) {
+    float in[2 * L];
+    for (std::size_t i = 0; i < 2 * L; ++i) {
+      std::uint32_t u = any(rng);
+      if (i % 4 == 1) u &= 0x807fffffu;                         // denormal or zero
+      if (i % 8 == 3) u |= 0x7f800000u;                         // infinity or NaN
+      if (i % 8 == 5) u = (u & 0xffff0000u) | 0x8000u;          // a tie
+      in[i] = float_of(u);
+    }
+    std::uint32_t out[L];
+    sgt::simd::bf16_round_pairs(in, out);
+    for (std::size_t i = 0; i < L; ++i)
+      REQUIRE(out[i] == sgt::simd::bf16_round_pair(in[2 * i], in[2 * i + 1]));
+  }
+}
 
 TEST_CASE("TensorView shape helpers and AnyTensorView dtype checks") {
   std::vector<float> data(2 * 3 * 4);
