@@ -340,6 +340,27 @@ inline FloatBatch dot_bf16_pairs(const FloatBatch& acc, const PairBatch& x_pairs
 #endif
 }
 
+// Two consecutive bf16 weights p[0], p[1], widened to f32 and broadcast to every lane: one 32-bit
+// broadcast and two integer operations, where two separate widenings would take a scalar load,
+// shift, move and broadcast each (the f32 matmul tile on BF16 weights is ALU-bound without this).
+inline void broadcast_bf16_pair_as_float(const bfloat16* p, FloatBatch& even,
+                                         FloatBatch& odd) noexcept {
+  std::uint32_t pair;
+  std::memcpy(&pair, p, sizeof pair);
+#if defined(__AVX512F__)
+  const __m512i b = _mm512_set1_epi32(static_cast<int>(pair));
+  even = FloatBatch(_mm512_castsi512_ps(_mm512_slli_epi32(b, 16)));
+  odd = FloatBatch(_mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(-65536))));
+#elif defined(__AVX2__)
+  const __m256i b = _mm256_set1_epi32(static_cast<int>(pair));
+  even = FloatBatch(_mm256_castsi256_ps(_mm256_slli_epi32(b, 16)));
+  odd = FloatBatch(_mm256_castsi256_ps(_mm256_and_si256(b, _mm256_set1_epi32(-65536))));
+#else
+  even = FloatBatch(to_float(p[0]));
+  odd = FloatBatch(to_float(p[1]));
+#endif
+}
+
 // The pair at p (two consecutive bf16 values), read without alignment requirements.
 inline std::uint32_t load_bf16_pair(const bfloat16* p) noexcept {
   std::uint32_t pair;
