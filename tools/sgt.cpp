@@ -428,22 +428,28 @@ void write_result(const TransformArgs& args, const sgt::TransformInput& in,
 }
 
 // How much of the prompt is protected and how far the protected embeddings moved.
-void print_summary(const TransformArgs& args, const sgt::TransformInput& in,
-                   const sgt::RunOptions& options, const sgt::TransformResult& r, double load_ms,
-                   double run_ms, std::size_t threads, sgt::Precision precision) {
+// The clean embeddings are looked up again one row at a time, so that a transform call need not
+// keep a copy of all of them (keep_intermediates) just for this line.
+void print_summary(const TransformArgs& args, const sgt::Transform& model,
+                   const sgt::TransformInput& in, const sgt::RunOptions& options,
+                   const sgt::TransformResult& r, double load_ms, double run_ms,
+                   std::size_t threads, sgt::Precision precision) {
   const std::size_t H = r.hidden;
   std::size_t real = 0, protected_tokens = 0;
   double dist = 0, norm = 0;
+  sgt::WipedVector<float> clean(H);
   for (std::size_t t = 0; t < r.batch * r.seq_len; ++t) {
     const bool is_real = in.attention_mask.empty() || in.attention_mask[t];
     real += is_real;
     if (!is_real || !in.noise_mask[t]) continue;
     ++protected_tokens;
+    sgt::kernels::embedding_lookup(model.embedding_table(), &in.input_ids[t], 1,
+                                   sgt::TensorView<float>(clean.data(), {1, H}));
     double d2 = 0, n2 = 0;
     for (std::size_t i = 0; i < H; ++i) {
-      const double d = double(r.transformed[t * H + i]) - double(r.embeddings[t * H + i]);
+      const double d = double(r.transformed[t * H + i]) - double(clean[i]);
       d2 += d * d;
-      n2 += double(r.embeddings[t * H + i]) * r.embeddings[t * H + i];
+      n2 += double(clean[i]) * clean[i];
     }
     dist += std::sqrt(d2);
     norm += std::sqrt(n2);
@@ -483,8 +489,8 @@ int cmd_transform(const std::vector<std::string>& argv) {
   sgt::RunOptions options;
   options.attention = args.attention;
   options.precision = args.precision;
-  // The summary compares with the clean embeddings; keeping them is cheap next to the estimators.
-  options.keep_intermediates = true;
+  // Intermediates only when they are written: on a long prompt they are 4 more [S, H] buffers.
+  options.keep_intermediates = args.dump_intermediates;
   std::unique_ptr<sgt::SafetensorsFile> noise_file;
   if (!args.noise_path.empty()) {
     noise_file = load_injected_noise(args.noise_path, options);
@@ -507,7 +513,8 @@ int cmd_transform(const std::vector<std::string>& argv) {
 
   write_result(args, in, r);
   using ms = std::chrono::duration<double, std::milli>;
-  print_summary(args, in, options, r, ms(t1 - t0).count(), ms(t2 - t1).count(), pool.num_threads(),
+  print_summary(args, model, in, options, r, ms(t1 - t0).count(), ms(t2 - t1).count(),
+                pool.num_threads(),
                 model.resolve_precision(options.precision));
   return 0;
 }

@@ -52,7 +52,14 @@ struct LayerBuffers {
   TensorView<float> attn;        // [B, S, heads * head_dim]
   TensorView<float> delta;       // [B, S, hidden]: the branch output added to the residual stream
   float* mlp_scratch = nullptr;  // kernels::swiglu_scratch_floats(B * S, hidden, intermediate)
-  float* pack = nullptr;         // packed activations of one matmul input (hidden or heads wide)
+  // Packed matmul inputs (kernels/packed_activations.hpp) live in buffers that are free at that
+  // moment, so they cost no memory of their own: q, k and v pack `normed` into `delta` (written
+  // only by o_proj, later), o_proj packs `attn` into `q` (consumed by the attention before), and
+  // the estimator's head packs its input into `normed`. Those three buffers are planned with the
+  // packed size: the token count rounded up to whole tiles.
+  float* qkv_pack() const { return delta.data(); }
+  float* o_proj_pack() const { return q.data(); }
+  float* head_pack() const { return normed.data(); }
 };
 
 class Workspace {
@@ -62,27 +69,27 @@ class Workspace {
   void plan(const ModelConfig& model, std::size_t batch, std::size_t seq_len) {
     const std::size_t t = batch * seq_len;  // the caller checked the product (Transform::validate)
     const std::size_t hidden = model.hidden_size;
-    std::size_t q = 0, kv = 0, mlp = 0, pack = kernels::packed_activation_floats(t, hidden);
+    std::size_t q = 0, kv = 0, mlp = 0;
     for (const EstimatorConfig* e : {&model.mean_estimator, &model.std_estimator}) {
       const DecoderConfig& d = e->decoder;
       q = std::max(q, d.num_attention_heads * d.head_dim);
       kv = std::max(kv, d.num_key_value_heads * d.head_dim);
       mlp = std::max(mlp, kernels::swiglu_scratch_floats(t, hidden, d.intermediate_size));
-      pack = std::max(pack, kernels::packed_activation_floats(t, d.num_attention_heads * d.head_dim));
     }
+    // normed, delta and q double as pack buffers (LayerBuffers): whole tiles of tokens.
+    const std::size_t packed_hidden = kernels::packed_activation_floats(t, hidden);
     grow(h_, t * hidden);
-    grow(normed_, t * hidden);
-    grow(delta_, t * hidden);
-    grow(q_, t * q);
+    grow(normed_, packed_hidden);
+    grow(delta_, packed_hidden);
+    grow(q_, kernels::packed_activation_floats(t, q));
     grow(attn_, t * q);
     grow(k_, t * kv);
     grow(v_, t * kv);
     grow(mlp_, mlp);
-    grow(pack_, pack);
     grow(embeddings_, t * hidden);
     grow(mean_, t * hidden);
     grow(sigma_, t * hidden);
-    grow(noise_, t * hidden);
+    // noise_ grows on demand (noise()): without intermediates eps lives in normed (eps_scratch).
     protect_.resize(std::max(protect_.size(), t));
     mask_.resize(std::max(mask_.size(), t));
     plan_rope(mean_rope_, model.mean_estimator.decoder.rope, seq_len);
@@ -103,7 +110,6 @@ class Workspace {
     buf.attn = TensorView<float>(attn_.data(), {b, s, d.num_attention_heads * d.head_dim});
     buf.delta = TensorView<float>(delta_.data(), {b, s, hidden_});
     buf.mlp_scratch = mlp_.data();
-    buf.pack = pack_.data();
     return buf;
   }
 
@@ -111,7 +117,13 @@ class Workspace {
   TensorView<float> embeddings() { return view(embeddings_); }
   TensorView<float> mean() { return view(mean_); }
   TensorView<float> sigma() { return view(sigma_); }
-  TensorView<float> noise() { return view(noise_); }
+  // eps kept for the caller (keep_intermediates): its own buffer, grown on first use.
+  TensorView<float> noise() {
+    grow(noise_, batch_ * seq_len_ * hidden_);
+    return view(noise_);
+  }
+  // eps needed only until the noise formula ran: `normed`, free once both estimators are done.
+  TensorView<float> eps_scratch() { return view(normed_); }
   std::uint8_t* protect() { return protect_.data(); }
   std::uint8_t* attention_mask() { return mask_.data(); }
   const kernels::RopeTable& mean_rope() const { return *mean_rope_; }
@@ -131,8 +143,8 @@ class Workspace {
   }
 
   // Every buffer holds the clean prompt or values computed from it: wiped when released.
-  WipedVector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, pack_, embeddings_, mean_,
-      sigma_, noise_;
+  WipedVector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, embeddings_, mean_, sigma_,
+      noise_;
   WipedVector<std::uint8_t> protect_, mask_;
   std::optional<kernels::RopeTable> mean_rope_, std_rope_;
   std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0;

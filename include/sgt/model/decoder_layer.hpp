@@ -41,7 +41,7 @@ struct DecoderLayer {
                         const kernels::RopeTable& rope, const SequenceBatch& seq,
                         const LayerBuffers& buf, const Ops& ops) {
     const std::size_t hd = c.head_dim, nh = c.num_attention_heads, nkv = c.num_key_value_heads;
-    ops.matmuls(buf.normed, buf.pack,
+    ops.matmuls(buf.normed, buf.qkv_pack(),
                 {{w.q_proj, w.q_bias, buf.q}, {w.k_proj, w.k_bias, buf.k}, {w.v_proj, w.v_bias, buf.v}});
     if (c.qk_norm) {  // per head: q and k seen as [tokens * heads, head_dim]
       const float eps = static_cast<float>(c.rms_norm_eps);
@@ -59,7 +59,7 @@ struct DecoderLayer {
     options.causal = true;
     options.sliding_window = c.sliding_window;  // 0: none
     ops.attention(shape, options, buf.q, buf.k, buf.v, seq.attention_mask, buf.attn);
-    ops.matmul(buf.attn, w.o_proj, w.o_bias, buf.delta, buf.pack);
+    ops.matmul(buf.attn, w.o_proj, w.o_bias, buf.delta, buf.o_proj_pack());
   }
 };
 

@@ -46,7 +46,7 @@ class Estimator {
     if (config_.final_norm)
       ops.rms_norm(h, weights_.final_norm, static_cast<float>(d.rms_norm_eps), d.norm_style, h);
     if (config_.has_head)
-      ops.matmul(h, weights_.head, weights_.head_bias, out, buf.pack);
+      ops.matmul(h, weights_.head, weights_.head_bias, out, buf.head_pack());
     else
       std::copy(h.data(), h.data() + h.size(), out.data());
     ops.parameterization(config_.parameterization, out);

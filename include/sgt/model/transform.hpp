@@ -126,8 +126,8 @@ class Transform {
     // mu, sigma: both estimators see the clean embeddings of every real position.
     mean_.forward(x, seq, ws.mean_rope(), ws, ws.mean(), ops);
     std_.forward(x, seq, ws.std_rope(), ws, ws.sigma(), ops);
-    // eps
-    TensorView<float> eps = ws.noise();
+    // eps: in normed (free now) unless the caller keeps it
+    TensorView<float> eps = options.keep_intermediates ? ws.noise() : ws.eps_scratch();
     draw_noise(options, eps);
     zero_padding_rows(seq, eps);
     // out = clamp(select(protect, x + mu + sigma * eps, x))
