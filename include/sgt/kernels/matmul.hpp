@@ -49,6 +49,7 @@
 #include "sgt/core/error.hpp"
 #include "sgt/core/invariant.hpp"
 #include "sgt/core/precision.hpp"
+#include "sgt/core/secure_memory.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -380,7 +381,7 @@ inline void matmul(TensorView<const float> x, const AnyTensorView& w, const AnyT
                    Precision precision = Precision::F32, float* pack_buffer = nullptr) {
   detail::check_linear("matmul", x, w, bias, y);
   if (y.size() == 0) return;
-  std::vector<float> own;
+  WipedVector<float> own;  // activations are the user's secret: wiped when released
   if (pack_buffer == nullptr) {
     own.resize(packed_activation_floats(x.dim(0), x.dim(1)));
     pack_buffer = own.data();

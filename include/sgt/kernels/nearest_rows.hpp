@@ -85,7 +85,8 @@ class NearestRows {
   std::size_t block_rows() const noexcept { return block_rows_; }
 
   // x: [R, H] with R <= block_rows(); targets[R]: ids in [0, V) whose L2 rank is reported;
-  // out[R]. `scores` is the caller's scratch for Y (resized here, reused across calls).
+  // out[R]. `scores` is the caller's scratch for Y and the packed queries (resized here, reused
+  // across calls).
   void search(TensorView<const float> x, const std::int64_t* targets, NearestRowMatch* out,
               WipedVector<float>& scores, ThreadPool* pool = nullptr) const {
     const std::size_t V = vocab_size(), H = hidden_size();
@@ -98,8 +99,10 @@ class NearestRows {
       if (targets[r] < 0 || static_cast<std::uint64_t>(targets[r]) >= V)
         throw Error("nearest-row target " + std::to_string(targets[r]) +
                     " is outside the table [0, " + std::to_string(V) + ")");
-    scores.resize(R * V);
-    matmul(x, table_, AnyTensorView(), TensorView<float>(scores.data(), {R, V}), pool);
+    // Y and, after it, the packed queries (kernels/packed_activations.hpp): one wiped buffer.
+    scores.resize(R * V + packed_activation_floats(R, H));
+    matmul(x, table_, AnyTensorView(), TensorView<float>(scores.data(), {R, V}), pool,
+           Precision::F32, scores.data() + R * V);
     parallel_for(pool, R, 1, [&](std::size_t begin, std::size_t end) {
       for (std::size_t r = begin; r < end; ++r) out[r] = scan(scores.data() + r * V, targets[r]);
     });

@@ -37,6 +37,7 @@
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/precision.hpp"
+#include "sgt/core/secure_memory.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 #include "sgt/kernels/matmul.hpp"
@@ -215,7 +216,7 @@ inline void swiglu_mlp_reference(TensorView<const float> x, const SwiGluWeights&
   const Precision gate_up_precision =
       detail::gate_up_packing(precision, w) == ActivationPacking::Bf16Pairs ? Precision::Bf16
                                                                              : Precision::F32;
-  std::vector<float> g(t_len * i_len), u(t_len * i_len), h(t_len * i_len);
+  WipedVector<float> g(t_len * i_len), u(t_len * i_len), h(t_len * i_len);
   matmul_reference(x, w.gate, w.gate_bias, TensorView<float>(g.data(), {t_len, i_len}), nullptr,
                    gate_up_precision);
   matmul_reference(x, w.up, w.up_bias, TensorView<float>(u.data(), {t_len, i_len}), nullptr,
