@@ -182,6 +182,43 @@ def fma_peaks(binary: Path) -> dict:
     return {"benchmarks": out, "context": raw.get("context", {})}
 
 
+class ForeignLoad:
+    """CPU time spent by processes other than this one and its waited-for children while a block
+    of timings ran (from /proc/stat), as a share of the machine: a shared or busy machine shows
+    here, and its timings (above all the 2-thread ones) should not be trusted."""
+
+    def __init__(self):
+        self.t0, self.cpu0, self.own0 = time.perf_counter(), self._busy(), self._own()
+
+    @staticmethod
+    def _busy():
+        try:
+            f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f[:8])
+        hz = os.sysconf("SC_CLK_TCK")
+        return (user + nice + system + irq + softirq) / hz, steal / hz
+
+    @staticmethod
+    def _own():
+        import resource
+
+        a = resource.getrusage(resource.RUSAGE_SELF)
+        b = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+    def share(self) -> dict:
+        """Call after the block's child processes have been waited for."""
+        wall = time.perf_counter() - self.t0
+        cpu1 = self._busy()
+        if self.cpu0 is None or cpu1 is None or wall <= 0:
+            return {}
+        cap = wall * (os.cpu_count() or 1)
+        foreign = (cpu1[0] - self.cpu0[0]) - (self._own() - self.own0)
+        return {"foreign": max(foreign, 0.0) / cap, "steal": (cpu1[1] - self.cpu0[1]) / cap}
+
+
 # ------------------------------------------------------------------------------------------------
 # PyTorch module of the transform (shared by torch, ONNX and ExecuTorch)
 # ------------------------------------------------------------------------------------------------
@@ -275,6 +312,9 @@ class System:
 
     def set_threads(self, n: int) -> None:
         pass
+
+    def release(self) -> None:
+        """Drops what holds threads of the previous thread count (before any set_threads)."""
 
     def start(self, S: int, eps: np.ndarray) -> None:
         """Prepares a run at length S with this eps (kept for the check)."""
@@ -435,13 +475,22 @@ class ExecuTorch(System):
             pte_path.write_bytes(prog.to_executorch().buffer)
         self.program = None
 
+    def release(self):
+        self.program = None
+
     def set_threads(self, n):
         # The XNNPACK delegate takes the shared threadpool when the program is loaded: its size
-        # must be set first, and the program loaded again after every change.
+        # must be set first, and the program loaded again after every change. The reset frees
+        # the old pool, so every loaded program must be released first (release() of both et
+        # systems runs before either's set_threads).
+        import gc
+
         from executorch.extension.pybindings import portable_lib as rt
 
         self.program = None
-        rt._unsafe_reset_threadpool(n)
+        gc.collect()
+        if rt._threadpool_get_thread_count() != n:
+            rt._unsafe_reset_threadpool(n)
         got = rt._threadpool_get_thread_count()
         if got != n:
             raise RuntimeError(f"{self.name}: threadpool has {got} threads, asked {n}")
@@ -501,10 +550,15 @@ class LlamaCpp(System):
 
 
 def make_gguf(llama_cpp: Path, config: dict, layers: int, dtype: str, work: Path) -> Path:
-    out = work / f"llama-{layers}l-{dtype}.gguf"
+    import hashlib
+
+    # Keyed by the estimator's config, so one work directory can serve several models.
+    spec = json.dumps(config["mean_estimator"]["config"], sort_keys=True)
+    key = hashlib.sha256(spec.encode()).hexdigest()[:10]
+    out = work / f"llama-{key}-{layers}l-{dtype}.gguf"
     if out.exists():
         return out
-    hf_dir = work / f"hf-llama-{layers}l"
+    hf_dir = work / f"hf-llama-{key}-{layers}l"
     if not (hf_dir / "config.json").exists():
         import sentencepiece as spm
         import torch
@@ -612,6 +666,8 @@ def run_model(model_dir: Path, args, work: Path) -> dict:
             report["check"][s.name] = "not compared (other graph; timed per GFLOP/s)"
             continue
         try:
+            for other in systems:
+                other.release()
             s.set_threads(1)
             if isinstance(s, Sgt):
                 got = s.once(S0, eps0, mwork / f"{s.name}.st")
@@ -639,6 +695,8 @@ def run_model(model_dir: Path, args, work: Path) -> dict:
     # --- timing: threads outer (ExecuTorch reloads), S, warm-up, round-robin rounds ---------
     times = report["times"]
     for n in args.threads:
+        for s in timed:
+            s.release()
         for s in list(timed):
             try:
                 s.set_threads(n)
@@ -648,6 +706,7 @@ def run_model(model_dir: Path, args, work: Path) -> dict:
                 timed.remove(s)
         for S in args.seq:
             eps = make_eps(S, H)
+            load = ForeignLoad()
             live = []
             for s in timed:
                 try:
@@ -668,8 +727,13 @@ def run_model(model_dir: Path, args, work: Path) -> dict:
                 ms = samples[s.name]
                 times.setdefault(s.name, {}).setdefault(str(n), {})[str(S)] = {
                     "median_ms": statistics.median(ms), "min_ms": min(ms), "ms": ms}
+            share = load.share()
+            report.setdefault("foreign_load", {}).setdefault(str(n), {})[str(S)] = share
             line = "  ".join(f"{k}={statistics.median(v):.2f}" for k, v in samples.items())
             log(f"S={S} T={n}: median ms: {line}")
+            if share.get("foreign", 0) > 0.05 or share.get("steal", 0) > 0.05:
+                log(f"S={S} T={n}: WARNING: other processes used {share['foreign']:.0%} of the "
+                    f"machine, steal {share['steal']:.0%}: these timings are not trustworthy")
     report["llamacpp_raw"] = {s.name: s.raw for s in timed if isinstance(s, LlamaCpp)}
     report["classes"] = {s.name: s.klass for s in systems}
     for s in systems:
@@ -765,6 +829,13 @@ def write_markdown(results: dict, path: Path, note: str) -> None:
                       f"{r['gflops']:.1f} GFLOP/s"
                       for name, raws in rep["llamacpp_raw"].items()
                       for r in _medians_of(raws)), ""]
+        fl = rep.get("foreign_load", {})
+        if fl:
+            L += ["CPU used by other processes during each block (share of the machine; above a "
+                  "few % the timings, 2-thread ones first, are not trustworthy): " + "; ".join(
+                      f"S={S} {n}T {v.get('foreign', 0):.0%}"
+                      + (f" (steal {v['steal']:.0%})" if v.get("steal", 0) >= 0.01 else "")
+                      for n, per in fl.items() for S, v in per.items()), ""]
         L += ["Checks (max |peer - sgt f32| / max |sgt f32|):", ""]
         for name, c in rep["check"].items():
             if isinstance(c, dict):
