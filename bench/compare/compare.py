@@ -8,7 +8,7 @@ the same transform
 
 in every peer, checks each peer's `transformed` against ours at the same injected eps (a peer that
 disagrees is not timed: the reason is printed and recorded), then times all of them interleaved
-(round-robin, one run of each system per round, after a warm-up) for each sequence length S and
+(round-robin, one run of each system per round in a rotating order, after a warm-up) for each sequence length S and
 thread count, and writes a Markdown report, a PNG plot and the raw JSON.
 
 Systems (--systems):
@@ -718,8 +718,10 @@ def run_model(model_dir: Path, args, work: Path) -> dict:
                     log(f"{s.name} S={S} T={n}: failed: {e}")
                     skipped.setdefault(s.name, f"S={S} threads={n}: {str(e)[:400]}")
             samples = {s.name: [] for s in live}
-            for _ in range(args.repeat):
-                for s in live:
+            for r in range(args.repeat):
+                # Rotated each round, so no system always runs right after the same other one.
+                k = r % len(live) if live else 0
+                for s in live[k:] + live[:k]:
                     samples[s.name].append(s.run())
                     time.sleep(args.pause)  # let the last system's spinning workers settle
             for s in live:

@@ -46,8 +46,8 @@ std::size_t positive(const std::string& flag, const std::string& text, bool zero
   char* end = nullptr;
   const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
   if (text.empty() || *end != '\0' || text[0] == '-' || (!zero_ok && v == 0))
-    usage(flag + " takes a " + (zero_ok ? "non-negative" : "positive") + " integer, not '" +
-          text + "'");
+    usage(flag + " takes a " + (zero_ok ? "non-negative" : "positive") + " integer, not '" + text +
+          "'");
   return static_cast<std::size_t>(v);
 }
 
@@ -59,17 +59,28 @@ Args parse(int argc, char** argv) {
       if (i + 1 >= argc) usage(arg + " needs a value");
       return argv[++i];
     };
-    if (arg == "--seq") a.seq = positive(arg, value());
-    else if (arg == "--threads") a.threads = positive(arg, value());
-    else if (arg == "--warmup") a.warmup = positive(arg, value(), true);
-    else if (arg == "--repeat") a.repeat = positive(arg, value());
-    else if (arg == "--precision") a.precision = value();
-    else if (arg == "--eps") a.eps_path = value();
-    else if (arg == "--output") a.output_path = value();
-    else if (arg == "--serve") a.serve = true;
-    else if (!arg.empty() && arg[0] == '-') usage("unknown option " + arg);
-    else if (a.model_dir.empty()) a.model_dir = arg;
-    else usage("more than one model directory");
+    if (arg == "--seq")
+      a.seq = positive(arg, value());
+    else if (arg == "--threads")
+      a.threads = positive(arg, value());
+    else if (arg == "--warmup")
+      a.warmup = positive(arg, value(), true);
+    else if (arg == "--repeat")
+      a.repeat = positive(arg, value());
+    else if (arg == "--precision")
+      a.precision = value();
+    else if (arg == "--eps")
+      a.eps_path = value();
+    else if (arg == "--output")
+      a.output_path = value();
+    else if (arg == "--serve")
+      a.serve = true;
+    else if (!arg.empty() && arg[0] == '-')
+      usage("unknown option " + arg);
+    else if (a.model_dir.empty())
+      a.model_dir = arg;
+    else
+      usage("more than one model directory");
   }
   if (a.model_dir.empty()) usage("no model directory");
   if (a.precision != "auto" && a.precision != "f32" && a.precision != "bf16")
@@ -143,14 +154,15 @@ int main(int argc, char** argv) try {
   std::sort(sorted.begin(), sorted.end());
   const std::size_t n = sorted.size();
   const double median = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
-  nlohmann::json j = {{"system", "sgt"},
-                      {"seq", S},
-                      {"threads", args.threads},
-                      {"precision", sgt::precision_name(model.resolve_precision(options.precision))},
-                      {"simd", sgt::simd::arch_name()},
-                      {"median_ms", median},
-                      {"min_ms", sorted.front()},
-                      {"ms", ms}};
+  nlohmann::json j = {
+      {"system", "sgt"},
+      {"seq", S},
+      {"threads", args.threads},
+      {"precision", sgt::precision_name(model.resolve_precision(options.precision))},
+      {"simd", sgt::simd::arch_name()},
+      {"median_ms", median},
+      {"min_ms", sorted.front()},
+      {"ms", ms}};
   std::cout << j.dump() << std::endl;
   return 0;
 } catch (const std::exception& e) {
