@@ -602,7 +602,9 @@ def run_model(model_dir: Path, args, work: Path) -> dict:
     config = load_config(model_dir)
     H, vocab = config["hidden_size"], config["vocab_size"]
     wdtype = weights_dtype(model_dir)
-    max_seq = max(args.seq)
+    # The exported graphs' bound on S (ExecuTorch plans its memory for it); at least 64 so the
+    # example length 32 they are traced with lies inside it.
+    max_seq = max(max(args.seq), 64)
     mwork = work / model_dir.name
     mwork.mkdir(parents=True, exist_ok=True)
     report = {"model_dir": model_dir.name, "weights": wdtype, "hidden": H, "vocab": vocab,
