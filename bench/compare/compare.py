@@ -694,6 +694,8 @@ def run_model(model_dir: Path, args, work: Path) -> dict:
             log(f"check {s.name}: NOT TIMED: {msg}")
             skipped[s.name] = msg
 
+    reference = Sgt(args.sgt_bin, model_dir, "f32", wdtype, mwork)
+    reference.set_threads(max(args.threads))
     # --- timing: threads outer (ExecuTorch reloads), S, warm-up, round-robin rounds ---------
     times = report["times"]
     for n in args.threads:
@@ -708,17 +710,31 @@ def run_model(model_dir: Path, args, work: Path) -> dict:
                 timed.remove(s)
         for S in args.seq:
             eps = make_eps(S, H)
+            # The check again at this length: each peer's first warm-up run against ours (f32).
+            ref_S = None
+            if any(s.checked for s in timed):
+                ref_S = reference.once(S, eps, mwork / f"ref_{S}.st")
             load = ForeignLoad()
             live = []
             for s in timed:
                 try:
                     s.start(S, eps)
-                    for _ in range(args.warmup):
+                    s.run()
+                    if s.checked:
+                        err = max_rel_error(s.output(), ref_S)
+                        tol = BF16_TOL if s.klass == "bf16" else F32_TOL
+                        checks = report["check"][s.name].setdefault("by_seq", {})
+                        checks.setdefault(str(S), {})[str(n)] = err
+                        if not err <= tol:
+                            raise RuntimeError(f"disagrees with sgt f32: max|diff|/max|ref| = "
+                                               f"{err:.3e} > {tol:.0e}; not timed")
+                    for _ in range(args.warmup - 1):
                         s.run()
                     live.append(s)
                 except Exception as e:
-                    log(f"{s.name} S={S} T={n}: failed: {e}")
-                    skipped.setdefault(s.name, f"S={S} threads={n}: {str(e)[:400]}")
+                    log(f"{s.name} S={S} T={n}: {e}")
+                    skipped[f"{s.name} S={S} {n}T"] = str(e)[:400]
+                    s.stop()
             samples = {s.name: [] for s in live}
             for r in range(args.repeat):
                 # Rotated each round, so no system always runs right after the same other one.
@@ -843,8 +859,13 @@ def write_markdown(results: dict, path: Path, note: str) -> None:
         L += ["Checks (max |peer - sgt f32| / max |sgt f32|):", ""]
         for name, c in rep["check"].items():
             if isinstance(c, dict):
-                L.append(f"- {name}: {c['max_rel_error']:.2e} (tolerance {c['tolerance']:.0e}, "
-                         f"S={c['seq']})")
+                line = (f"- {name}: {c['max_rel_error']:.2e} at S={c['seq']} (tolerance "
+                        f"{c['tolerance']:.0e})")
+                by = c.get("by_seq", {})
+                if by:
+                    line += "; before timing at each S: " + ", ".join(
+                        f"S={S} {max(v.values()):.2e}" for S, v in by.items())
+                L.append(line)
             else:
                 L.append(f"- {name}: {c}")
         for name, why in rep["skipped"].items():
@@ -916,7 +937,8 @@ def main() -> int:
                     help=f"subset of {' '.join(ALL_SYSTEMS)} (default: all; sgt-f32 only for bf16"
                          " weights)")
     ap.add_argument("--repeat", type=int, default=7, help="interleaved rounds (default 7)")
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="untimed runs per system and S (at least 1: the first is checked)")
     ap.add_argument("--pause", type=float, default=0.02, help="seconds between two systems' runs")
     ap.add_argument("--build", type=Path, default=REPO / "build" / "release")
     ap.add_argument("--llama-cpp", type=Path, default=None,
@@ -928,6 +950,7 @@ def main() -> int:
                     help="where RESULTS.md, results.png and results.json go")
     ap.add_argument("--note", default="", help="a line at the top of RESULTS.md (e.g. smoke run)")
     args = ap.parse_args()
+    args.warmup = max(args.warmup, 1)
     unknown = set(args.systems or []) - set(ALL_SYSTEMS) - {"sgt-bf16"}
     if unknown:
         ap.error(f"unknown systems: {' '.join(sorted(unknown))}")
