@@ -8,8 +8,8 @@ the same transform
 
 in every peer, checks each peer's `transformed` against ours at the same injected eps (a peer that
 disagrees is not timed: the reason is printed and recorded), then times all of them interleaved
-(round-robin, one run of each system per round in a rotating order, after a warm-up) for each sequence length S and
-thread count, and writes a Markdown report, a PNG plot and the raw JSON.
+(round-robin, one run of each system per round in a rotating order, after a warm-up) for each
+sequence length S and thread count, and writes a Markdown report, a PNG plot and the raw JSON.
 
 Systems (--systems):
   sgt            ours, Precision::Auto (bf16 weights -> Bf16), bench/compare/sgt_time_transform
@@ -232,7 +232,10 @@ def register_custom_sdpa() -> None:
     before the module is built (transformers checks the name) and before a program using the op
     is loaded (importing custom_ops loads the library with the op's kernel)."""
     import torch
-    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401 (registers the op)
+    import importlib
+
+    # Importing it registers the op (and loads the library holding its kernel).
+    importlib.import_module("executorch.extension.llm.custom_ops.custom_ops")
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
 
@@ -776,7 +779,8 @@ def ratios(rep: dict, n: str, S: str) -> dict:
         if ours not in times or S not in times[ours].get(n, {}):
             continue
         peers = [(times[p][n][S]["median_ms"], p) for p in times
-                 if not p.startswith("sgt") and cls.get(p) == cls[ours] and S in times[p].get(n, {})]
+                 if not p.startswith("sgt") and cls.get(p) == cls[ours]
+                 and S in times[p].get(n, {})]
         if peers:
             best_ms, best = min(peers)
             out[ours] = (times[ours][n][S]["median_ms"] / best_ms, best)
@@ -854,7 +858,8 @@ def write_markdown(results: dict, path: Path, note: str) -> None:
         fl = rep.get("foreign_load", {})
         if fl:
             L += ["CPU used by other processes during each block (share of the machine; once "
-                  "they need the cores a block uses, its timings are not trustworthy): " + "; ".join(
+                  "they need the cores a block uses, its timings are not trustworthy): "
+                  + "; ".join(
                       f"S={S} {n}T {v.get('foreign', 0):.0%}"
                       + (f" (steal {v['steal']:.0%})" if v.get("steal", 0) >= 0.01 else "")
                       for n, per in fl.items() for S, v in per.items()), ""]
