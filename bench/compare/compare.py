@@ -878,6 +878,8 @@ def write_markdown(results: dict, path: Path, note: str) -> None:
         for name, why in rep["skipped"].items():
             L.append(f"- **{name} not timed**: {why}")
         L.append("")
+    for name, why in results.get("failed", {}).items():
+        L += [f"## {name}: FAILED", "", why, ""]
     path.write_text("\n".join(L))
 
 
@@ -977,22 +979,30 @@ def main() -> int:
                "machine": cpu_info(), "versions": versions(), "warmup": args.warmup,
                "repeat": args.repeat, "llama_layers": args.llama_layers, "models": []}
     results["fma_peak"] = fma_peaks(args.build / "bench" / "bench_fma_peak")
+    results["failed"] = {}
     user_systems = args.systems
+    args.out.mkdir(parents=True, exist_ok=True)
     for model_dir in args.models:
         args.systems = user_systems or [s for s in ALL_SYSTEMS
                                         if s != "sgt-f32" or weights_dtype(model_dir) == "bf16"]
-        results["models"].append(run_model(model_dir.resolve(), args, work))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    write_markdown(results, args.out / "RESULTS.md", args.note)
-    try:
-        write_plot(results, args.out / "results.png")
-    except ImportError as e:
-        log(f"no plot: {e}")
+        try:
+            results["models"].append(run_model(model_dir.resolve(), args, work))
+        except Exception as e:  # the other models' results still count
+            import traceback
+
+            traceback.print_exc()
+            results["failed"][model_dir.name] = f"{type(e).__name__}: {str(e)[:600]}"
+        # After every model, so a long run keeps what it measured if a later model fails.
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+        write_markdown(results, args.out / "RESULTS.md", args.note)
+        try:
+            write_plot(results, args.out / "results.png")
+        except ImportError as e:
+            log(f"no plot: {e}")
     log(f"wrote {args.out / 'RESULTS.md'}, results.png, results.json (work dir {work})")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return 1 if results["failed"] else 0
 
 
 if __name__ == "__main__":
