@@ -178,6 +178,8 @@ def fma_peaks(binary: Path) -> dict:
                         "iterations", "real_time", "cpu_time", "repetitions",
                         "repetition_index", "threads", "family_index",
                         "per_family_instance_index")}
+        if "label" in b:  # which instruction, e.g. "avx512bw, 16 chains, vdpbf16ps"
+            counters["label"] = b["label"]
         out[b["name"]] = counters
     return {"benchmarks": out, "context": raw.get("context", {})}
 
@@ -801,7 +803,8 @@ def write_markdown(results: dict, path: Path, note: str) -> None:
     if "benchmarks" in peaks:
         L += ["Measured peaks (bench_fma_peak, same run; counters in GFLOP/s):", ""]
         for name, c in peaks["benchmarks"].items():
-            cs = ", ".join(f"{k} {v:.1f}" for k, v in c.items())
+            cs = ", ".join(f"{k} {v:.1f}" for k, v in c.items() if k != "label")
+            cs += f" ({c['label']})" if "label" in c else ""
             L.append(f"- `{name}`: {cs}")
         L.append("")
     else:
