@@ -801,7 +801,10 @@ def write_markdown(results: dict, path: Path, note: str) -> None:
           f"{results['repeat']} interleaved rounds, medians.", ""]
     peaks = results["fma_peak"]
     if "benchmarks" in peaks:
-        L += ["Measured peaks (bench_fma_peak, same run; counters in GFLOP/s):", ""]
+        other = peaks.get("foreign_load", {}).get("foreign")
+        L += ["Measured peaks (bench_fma_peak, same run; counters in GFLOP/s"
+              + (f"; other processes used {other:.0%} of the machine meanwhile"
+                 if other is not None else "") + "):", ""]
         for name, c in peaks["benchmarks"].items():
             cs = ", ".join(f"{k} {v:.1f}" for k, v in c.items() if k != "label")
             cs += f" ({c['label']})" if "label" in c else ""
@@ -981,7 +984,9 @@ def main() -> int:
                    a if not a.startswith("/") else Path(a).name for a in sys.argv[1:]),
                "machine": cpu_info(), "versions": versions(), "warmup": args.warmup,
                "repeat": args.repeat, "llama_layers": args.llama_layers, "models": []}
+    load = ForeignLoad()
     results["fma_peak"] = fma_peaks(args.build / "bench" / "bench_fma_peak")
+    results["fma_peak"]["foreign_load"] = load.share()
     results["failed"] = {}
     user_systems = args.systems
     args.out.mkdir(parents=True, exist_ok=True)
