@@ -14,6 +14,7 @@ sequence length S and thread count, and writes a Markdown report, a PNG plot and
 Systems (--systems):
   sgt            ours, Precision::Auto (bf16 weights -> Bf16), bench/compare/sgt_time_transform
   sgt-f32        ours, Precision::F32 (only meaningful for bf16 weights: f32 activations)
+  sgt-bf16       ours, Precision::Bf16 (not in the default list: sgt is that on bf16 weights)
   torch-f32      PyTorch eager, attention "sdpa", the module in f32
   torch-bf16     the same module cast to bf16 (oneDNN bf16 kernels where the CPU has them)
   ort            ONNX Runtime CPU, torch.onnx.export(dynamo=True), opset 23, dynamic length, f32
@@ -962,8 +963,8 @@ def main() -> int:
     ap.add_argument("--seq", type=int, nargs="+", default=[16, 128, 512, 2048])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--systems", nargs="+", default=None,
-                    help=f"subset of {' '.join(ALL_SYSTEMS)} (default: all; sgt-f32 only for bf16"
-                         " weights)")
+                    help=f"subset of {' '.join(ALL_SYSTEMS)}, or sgt-bf16 (default: all;"
+                         " sgt-f32 only for bf16 weights)")
     ap.add_argument("--repeat", type=int, default=7, help="interleaved rounds (default 7)")
     ap.add_argument("--warmup", type=int, default=2,
                     help="untimed runs per system and S (at least 1: the first is checked)")
