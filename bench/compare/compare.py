@@ -111,10 +111,20 @@ def flops_sgt(config: dict, S: int) -> float:
 
 
 def flops_llama(d: dict, layers: int, S: int) -> float:
-    """The llama.cpp model: `layers` decoder layers shaped like the estimator (its tiny vocab's
-    output projection and the embedding lookup are left out: they are below 0.1%)."""
+    """The flops llama-bench's prompt test really makes on the llama.cpp model: `layers` decoder
+    layers shaped like the estimator, except that llama.cpp computes the last layer's MLP (and
+    everything after its attention output) only for the tokens whose logits are asked for --
+    llama-bench asks for the last one (llama_batch_get_one: no logits array, "only the last token
+    is an output"; src/models/llama.cpp drops the other rows after the last layer's attention).
+    Counting that MLP for all S tokens would credit llama.cpp with flops it never makes (x1.7 on
+    the 2-layer 1B-shaped model). Its tiny vocab's output projection and the embedding lookup are
+    left out: they are below 0.1%."""
+    H, D = d["hidden"], d["head_dim"]
+    attn_params = 2 * H * d["heads"] * D + 2 * H * d["kv_heads"] * D
+    mlp_params = 3 * H * d["inter"]
     dd = dict(d, layers=layers)
-    return 2.0 * layers * layer_params(d) * S + attention_flops(dd, S)
+    return (2.0 * S * ((layers - 1) * layer_params(d) + attn_params) + 2.0 * mlp_params
+            + attention_flops(dd, S))
 
 
 def input_ids(S: int, vocab: int) -> np.ndarray:
