@@ -45,32 +45,33 @@ constexpr int kChains = 12;
 #endif
 constexpr long kStepsPerCall = 1L << 20;  // FMAs per chain per call
 
-// Runs kChains chains of `steps` FMAs each and returns their sum (keeps every chain live).
-float fma_chains(long steps, float seed) {
-  const FloatBatch m(0.99999994f), c(1e-7f);
+// Runs kChains chains of `steps` applications of `step` (acc -> step(acc)) each and returns their
+// sum (keeps every chain live). `step` is inlined: the chains stay named register variables.
+template <class Step>
+float chains(long steps, float seed, Step step) {
   FloatBatch a0(seed), a1(seed + 1), a2(seed + 2), a3(seed + 3), a4(seed + 4), a5(seed + 5),
       a6(seed + 6), a7(seed + 7), a8(seed + 8), a9(seed + 9), a10(seed + 10), a11(seed + 11);
 #if defined(__AVX512F__)
   FloatBatch a12(seed + 12), a13(seed + 13), a14(seed + 14), a15(seed + 15);
 #endif
   for (long s = 0; s < steps; ++s) {
-    a0 = sgt::simd::multiply_add(a0, m, c);
-    a1 = sgt::simd::multiply_add(a1, m, c);
-    a2 = sgt::simd::multiply_add(a2, m, c);
-    a3 = sgt::simd::multiply_add(a3, m, c);
-    a4 = sgt::simd::multiply_add(a4, m, c);
-    a5 = sgt::simd::multiply_add(a5, m, c);
-    a6 = sgt::simd::multiply_add(a6, m, c);
-    a7 = sgt::simd::multiply_add(a7, m, c);
-    a8 = sgt::simd::multiply_add(a8, m, c);
-    a9 = sgt::simd::multiply_add(a9, m, c);
-    a10 = sgt::simd::multiply_add(a10, m, c);
-    a11 = sgt::simd::multiply_add(a11, m, c);
+    a0 = step(a0);
+    a1 = step(a1);
+    a2 = step(a2);
+    a3 = step(a3);
+    a4 = step(a4);
+    a5 = step(a5);
+    a6 = step(a6);
+    a7 = step(a7);
+    a8 = step(a8);
+    a9 = step(a9);
+    a10 = step(a10);
+    a11 = step(a11);
 #if defined(__AVX512F__)
-    a12 = sgt::simd::multiply_add(a12, m, c);
-    a13 = sgt::simd::multiply_add(a13, m, c);
-    a14 = sgt::simd::multiply_add(a14, m, c);
-    a15 = sgt::simd::multiply_add(a15, m, c);
+    a12 = step(a12);
+    a13 = step(a13);
+    a14 = step(a14);
+    a15 = step(a15);
 #endif
   }
   FloatBatch sum = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + ((a8 + a9) + (a10 + a11));
@@ -80,42 +81,18 @@ float fma_chains(long steps, float seed) {
   return sgt::simd::reduce_add(sum);
 }
 
-// kChains chains of `steps` bf16 pair dot products each (the pairs hold values near 1 and 1e-4,
-// so the sums grow slowly and stay normal).
+// FMAs with the multiplier just below 1, so the values stay normal.
+float fma_chains(long steps, float seed) {
+  const FloatBatch m(0.99999994f), c(1e-7f);
+  return chains(steps, seed, [&](const FloatBatch& a) { return sgt::simd::multiply_add(a, m, c); });
+}
+
+// bf16 pair dot products (the pairs hold values near 1 and 1e-4, so the sums grow slowly and
+// stay normal).
 float bf16_chains(long steps, float seed) {
-  using sgt::simd::PairBatch;
-  const PairBatch x(sgt::simd::bf16_round_pair(1e-4f, -1e-4f));
+  const sgt::simd::PairBatch x(sgt::simd::bf16_round_pair(1e-4f, -1e-4f));
   const std::uint32_t w = sgt::simd::bf16_round_pair(0.5f, 0.25f);
-  FloatBatch a0(seed), a1(seed + 1), a2(seed + 2), a3(seed + 3), a4(seed + 4), a5(seed + 5),
-      a6(seed + 6), a7(seed + 7), a8(seed + 8), a9(seed + 9), a10(seed + 10), a11(seed + 11);
-#if defined(__AVX512F__)
-  FloatBatch a12(seed + 12), a13(seed + 13), a14(seed + 14), a15(seed + 15);
-#endif
-  for (long s = 0; s < steps; ++s) {
-    a0 = sgt::simd::dot_bf16_pairs(a0, x, w);
-    a1 = sgt::simd::dot_bf16_pairs(a1, x, w);
-    a2 = sgt::simd::dot_bf16_pairs(a2, x, w);
-    a3 = sgt::simd::dot_bf16_pairs(a3, x, w);
-    a4 = sgt::simd::dot_bf16_pairs(a4, x, w);
-    a5 = sgt::simd::dot_bf16_pairs(a5, x, w);
-    a6 = sgt::simd::dot_bf16_pairs(a6, x, w);
-    a7 = sgt::simd::dot_bf16_pairs(a7, x, w);
-    a8 = sgt::simd::dot_bf16_pairs(a8, x, w);
-    a9 = sgt::simd::dot_bf16_pairs(a9, x, w);
-    a10 = sgt::simd::dot_bf16_pairs(a10, x, w);
-    a11 = sgt::simd::dot_bf16_pairs(a11, x, w);
-#if defined(__AVX512F__)
-    a12 = sgt::simd::dot_bf16_pairs(a12, x, w);
-    a13 = sgt::simd::dot_bf16_pairs(a13, x, w);
-    a14 = sgt::simd::dot_bf16_pairs(a14, x, w);
-    a15 = sgt::simd::dot_bf16_pairs(a15, x, w);
-#endif
-  }
-  FloatBatch sum = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + ((a8 + a9) + (a10 + a11));
-#if defined(__AVX512F__)
-  sum = sum + ((a12 + a13) + (a14 + a15));
-#endif
-  return sgt::simd::reduce_add(sum);
+  return chains(steps, seed, [&](const FloatBatch& a) { return sgt::simd::dot_bf16_pairs(a, x, w); });
 }
 
 constexpr double kFlopsPerCall = 2.0 * static_cast<double>(sgt::simd::kFloatLanes) * kChains *
