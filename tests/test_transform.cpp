@@ -163,12 +163,15 @@ TEST_CASE("every e2e case matches the PyTorch reference") {
 }
 
 TEST_CASE("results are bit-identical for 1, 2 and 3 threads and with a reused workspace") {
+  for (const sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
   for (const fs::path& dir : cases()) {
     if (!fs::exists(dir / "noise.safetensors")) continue;
     CAPTURE(dir.filename().string());
+    CAPTURE(sgt::precision_name(precision));
     const sgt::Transform model(dir.string());
     const auto in = sgt::load_transform_input((dir / "input.json").string());
     sgt::RunOptions options;
+    options.precision = precision;
     options.noise = sgt::NoiseSource::Torch;
     options.seed = 7;
     options.keep_intermediates = true;
