@@ -152,6 +152,23 @@ std::uint64_t parse_u64(const std::string& flag, const std::string& v) {
   return n;
 }
 
+// The flags `sgt transform` and `sgt audit` share: --threads N and --precision P. Returns whether
+// `a` was one of them (and consumed its value).
+template <class Value>
+bool parse_run_flag(const std::string& a, Value&& value, std::size_t& threads,
+                    sgt::Precision& precision) {
+  if (a == "--threads") {
+    threads = static_cast<std::size_t>(parse_u64(a, value()));
+    if (threads == 0 || threads > 1024) throw UsageError("--threads must be between 1 and 1024");
+    return true;
+  }
+  if (a == "--precision") {
+    precision = parse_precision(value());
+    return true;
+  }
+  return false;
+}
+
 // What `sgt transform` writes (docs/output_formats.md).
 enum class OutputFormat { Safetensors, Torch, VllmCompletions };
 
@@ -300,10 +317,7 @@ TransformArgs parse_transform_args(const std::vector<std::string>& args) {
       t.rng = value();
       if (t.rng != "secure" && t.rng != "torch")
         throw UsageError("--rng must be secure or torch, got '" + t.rng + "'");
-    } else if (a == "--threads") {
-      t.threads = static_cast<std::size_t>(parse_u64(a, value()));
-      if (t.threads == 0 || t.threads > 1024)
-        throw UsageError("--threads must be between 1 and 1024");
+    } else if (parse_run_flag(a, value, t.threads, t.precision)) {
     } else if (a == "--attention") {
       const std::string v = value();
       if (v == "sdpa")
@@ -312,8 +326,6 @@ TransformArgs parse_transform_args(const std::vector<std::string>& args) {
         t.attention = sgt::AttentionAlgorithm::Flash;
       else
         throw UsageError("--attention must be sdpa or flash, got '" + v + "'");
-    } else if (a == "--precision") {
-      t.precision = parse_precision(value());
     } else if (a == "--dump-intermediates") {
       t.dump_intermediates = true;
     } else if (a == "--format") {
@@ -572,12 +584,7 @@ AuditArgs parse_audit_args(const std::vector<std::string>& args) {
       if (t.draws == 0 || t.draws > 100000)
         throw UsageError("--draws must be between 1 and 100000");
       t.have_draws = true;
-    } else if (a == "--precision") {
-      t.precision = parse_precision(value());
-    } else if (a == "--threads") {
-      t.threads = static_cast<std::size_t>(parse_u64(a, value()));
-      if (t.threads == 0 || t.threads > 1024)
-        throw UsageError("--threads must be between 1 and 1024");
+    } else if (parse_run_flag(a, value, t.threads, t.precision)) {
     } else if (a == "--noise-draws") {
       t.noise_draws = value();
     } else if (a == "--json-only") {

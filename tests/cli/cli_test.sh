@@ -60,6 +60,12 @@ expect_ok transform-dump transform "$model" --input batch.json --output dump.saf
 expect_ok transform-flash transform "$model" --input batch.json --output flash.safetensors --rng torch --seed 42 \
   --attention flash --threads 3
 expect_ok transform-secure transform "$model" --input batch.json --output secure.safetensors --rng secure
+# The demo's weights are BF16: auto means bf16, and the summary and info say so.
+expect_ok info-precision info "$model" && grep -q '"precision": "bf16"' stdout.txt ||
+  fail "info-precision: info does not say that auto runs bf16 on BF16 weights"
+expect_ok transform-precision transform "$model" --input single.json --output out.safetensors \
+  --precision f32 && grep -q 'precision f32' stdout.txt ||
+  fail "transform-precision: the summary does not name the precision that ran"
 
 # --- command line
 expect_error no-args 'usage' 
@@ -71,6 +77,7 @@ expect_error unknown-option 'unknown option --bogus' transform "$model" --input 
 expect_error bad-threads 'threads' transform "$model" --input single.json --output out.safetensors --threads zero
 expect_error zero-threads 'threads' transform "$model" --input single.json --output out.safetensors --threads 0
 expect_error bad-attention 'attention' transform "$model" --input single.json --output out.safetensors --attention fast
+expect_error bad-precision 'precision must be auto, f32 or bf16' transform "$model" --input single.json --output out.safetensors --precision fp8
 expect_error bad-rng 'rng' transform "$model" --input single.json --output out.safetensors --rng mt
 expect_error torch-no-seed 'needs --seed' transform "$model" --input single.json --output out.safetensors --rng torch
 expect_error secure-seed 'secure' transform "$model" --input single.json --output out.safetensors --rng secure --seed 1
