@@ -2,6 +2,7 @@
 # The include graph of include/sgt must match its folders (docs/architecture.md):
 #
 #   core  <-  io, kernels, random  <-  model
+#   core  <-  kernels  <-  dispatch   (sgt::dispatch: the kernels chosen at run time)
 #   core  <-  io  <-  text            (the text front end: tokenizer, chat templates, noise mask)
 #
 # 1. A header includes sgt headers of its own layer and the layers below it only. A new folder
@@ -12,6 +13,9 @@
 #    SIMD shim), Eigen nowhere in the library, and nlohmann's JSON reachable, through any chain
 #    of includes, only from io/ headers that parse JSON and the model headers that load a config
 #    (so the compute path -- kernels, activations, layers, estimators -- never pulls a JSON parser).
+# 4. Code compiled per instruction set sits in its instruction-set namespace (core/isa.hpp): every
+#    header that includes core/simd.hpp, and every model/ header, opens SGT_ISA_BEGIN; and no
+#    namespace is declared inside it (the namespace goes innermost, or `detail` turns ambiguous).
 #
 # usage: check_layering.sh INCLUDE_DIR     (prints every violation; exit 1 if there is one)
 set -u
@@ -24,6 +28,7 @@ declare -A allowed=(
   [kernels]="core kernels"
   [random]="core random"
   [model]="core io kernels random model"
+  [dispatch]="core kernels dispatch"
   [text]="core io text"
 )
 # May reach <nlohmann/...>: readers of JSON files and what builds on them.
@@ -62,6 +67,20 @@ for f in $headers; do
   fi
   grep -nE '#[[:space:]]*include[[:space:]]*<Eigen/' "$f" >/dev/null &&
     violation "$f includes Eigen: the library does not depend on it (benchmarks only)"
+done
+
+# Rule 4: the instruction-set namespace.
+for f in $headers; do
+  if grep -qE '^[[:space:]]*#[[:space:]]*include[[:space:]]*"sgt/core/simd.hpp"' "$f" ||
+     [[ "$f" == sgt/model/* ]] || [ "$f" = sgt/core/simd.hpp ]; then
+    [ "$f" = sgt/sgt.hpp ] && continue
+    grep -q '^SGT_ISA_BEGIN$' "$f" ||
+      violation "$f compiles per instruction set but never opens SGT_ISA_BEGIN (core/isa.hpp)"
+  fi
+  awk -v f="$f" '/^SGT_ISA_BEGIN$/ {open = 1; next} /^SGT_ISA_END$/ {open = 0; next}
+    open && /^[[:space:]]*(inline[[:space:]]+)?namespace[[:space:]][^=]*\{/ {
+      print "LAYERING: " f ":" NR ": a namespace declared inside SGT_ISA_BEGIN (open it innermost)"; bad = 1 }
+    END {exit bad}' "$f" || fail=1
 done
 
 # Rule 3: nlohmann through any chain of sgt includes.

@@ -37,8 +37,10 @@
 #endif
 
 #include "sgt/core/dtype.hpp"
+#include "sgt/core/isa.hpp"
 
 namespace sgt::simd {
+SGT_ISA_BEGIN
 
 using Arch = xsimd::default_arch;
 template <class T, class A = Arch>
@@ -189,7 +191,9 @@ inline FloatBatch load_as_float(const float16* p) noexcept {
 #endif
 }
 
+SGT_ISA_END
 namespace detail {
+SGT_ISA_BEGIN
 
 // The portable partial load: a zeroed lane array, `count` scalar widenings, one aligned load.
 template <class T>
@@ -206,7 +210,9 @@ inline __mmask16 first_lanes(std::size_t count) noexcept {
 }
 #endif
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // The first `count` (< kFloatLanes) values at p, widened and zero-padded to one full register;
 // nothing at or after p + count is read. AVX-512 (BW + VL) has masked loads, which neither read
@@ -302,7 +308,9 @@ inline void bf16_round_pairs(const float* p, std::uint32_t* out) noexcept {
 #endif
 }
 
+SGT_ISA_END
 namespace detail {
+SGT_ISA_BEGIN
 inline float float_from_bits(std::uint32_t bits) noexcept {
   float f;
   std::memcpy(&f, &bits, sizeof f);
@@ -317,7 +325,9 @@ inline float pair_even(std::uint32_t pair) noexcept {
   const std::uint32_t bits = pair << 16;
   return float_from_bits((bits & 0x7f800000u) == 0 ? bits & 0x80000000u : bits);
 }
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // The emulation, on every build (the tests compare it with the instruction where there is one).
 inline FloatBatch dot_bf16_pairs_emulated(const FloatBatch& acc, const PairBatch& x_pairs,
@@ -368,7 +378,9 @@ inline std::uint32_t load_bf16_pair(const bfloat16* p) noexcept {
   return pair;
 }
 
+SGT_ISA_END
 namespace detail {
+SGT_ISA_BEGIN
 
 #if defined(__AVX512F__)
 inline __m512 reduce_pairs_lanes(__m512 a, __m512 b) noexcept {
@@ -393,7 +405,9 @@ inline __m512 reduce16(const __m512* a) noexcept {
 }
 #endif
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // Horizontal sums of `Count` accumulators: out[a] = sum of the lanes of acc[a]. On AVX-512 a
 // transposing tree reduces 16 registers with 15 (shuffle, shuffle, add) triples, ~3 instructions
@@ -425,4 +439,5 @@ inline void reduce_accumulators(const FloatBatch* acc, float* out) noexcept {
 #endif
 }
 
+SGT_ISA_END
 }  // namespace sgt::simd

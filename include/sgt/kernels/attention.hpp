@@ -39,6 +39,7 @@
 
 #include "sgt/core/checked_math.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 
@@ -78,6 +79,7 @@ inline bool key_visible(const AttentionOptions& options, const std::uint8_t* att
 }
 
 namespace detail {
+SGT_ISA_BEGIN
 
 // Keys [begin, end) that causality and the window leave to query i (padding not applied). Every
 // key outside that span is invisible to i; every key inside is visible unless padded.
@@ -184,5 +186,6 @@ inline void axpy(float alpha, const float* x, float* y, std::size_t n) noexcept 
   for (; d < n; ++d) y[d] += alpha * x[d];
 }
 
+SGT_ISA_END
 }  // namespace detail
 }  // namespace sgt::kernels

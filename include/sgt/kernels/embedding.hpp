@@ -20,13 +20,14 @@
 
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 
 namespace sgt::kernels {
-
 namespace detail {
+SGT_ISA_BEGIN
 
 // Shapes and ids, checked once for both implementations. Returns the hidden size.
 inline std::size_t check_embedding_args(const AnyTensorView& table, const std::int64_t* ids,
@@ -73,7 +74,9 @@ inline void widen_row(const T* src, float* dst, std::size_t n) noexcept {
   for (; j < n; ++j) dst[j] = to_float(src[j]);
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // table [V, H] (any stored dtype), ids[count] in [0, V), out [count, H] (any rank whose leading
 // dimensions flatten to count rows, e.g. [B, S, H] for count = B * S).
@@ -110,4 +113,5 @@ inline void embedding_lookup_reference(const AnyTensorView& table, const std::in
   });
 }
 
+SGT_ISA_END
 }  // namespace sgt::kernels

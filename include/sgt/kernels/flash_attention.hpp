@@ -67,6 +67,7 @@
 #include <vector>
 
 #include "sgt/core/invariant.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -75,6 +76,7 @@
 
 namespace sgt::kernels {
 namespace detail {
+SGT_ISA_BEGIN
 
 inline constexpr std::size_t kFlashLanes = simd::kFloatLanes;
 // Accumulator registers per micro-kernel: half the register file, leaving room for the G (or C)
@@ -501,7 +503,9 @@ inline void flash_attention_task(const AttentionShape& shape, const AttentionOpt
   flash_write_rows(tiles, out + (b * S + i0) * q_row + h * D, q_row);
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // Bytes of scratch flash_attention allocates for a call with this shape on num_threads threads
 // (a null pool is 1 thread): O(tile x threads), independent of seq_len.
@@ -564,4 +568,5 @@ inline void flash_attention(const AttentionShape& shape, const AttentionOptions&
   });
 }
 
+SGT_ISA_END
 }  // namespace sgt::kernels

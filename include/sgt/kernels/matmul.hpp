@@ -48,6 +48,7 @@
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/invariant.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/precision.hpp"
 #include "sgt/core/secure_memory.hpp"
 #include "sgt/core/simd.hpp"
@@ -57,11 +58,14 @@
 #include "sgt/kernels/packed_activations.hpp"
 
 namespace sgt::kernels {
+SGT_ISA_BEGIN
 
 // Output features per tile (see the register budget above).
 inline constexpr std::size_t kTileFeatures = simd::kFloatLanes >= 16 ? 12 : 6;
 
+SGT_ISA_END
 namespace detail {
+SGT_ISA_BEGIN
 
 inline constexpr std::size_t kChunkGroups = 8;  // feature groups (of kTileFeatures) per chunk
 
@@ -356,7 +360,9 @@ inline void matmul_packed_typed(const PackedActivations& xp, const WT* w,
   });
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // Y = X W^T (+ b) on activations packed by pack_activations (shared by several Linears of one
 // input: q, k and v). Throws sgt::Error on a shape mismatch or bf16 packing with non-BF16 weights.
@@ -426,4 +432,5 @@ inline void matmul_reference(TensorView<const float> x, const AnyTensorView& w,
   });
 }
 
+SGT_ISA_END
 }  // namespace sgt::kernels

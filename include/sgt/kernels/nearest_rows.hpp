@@ -28,10 +28,12 @@
 
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/secure_memory.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
-#include "sgt/kernels/matmul.hpp"
+#include "sgt/kernels/isa_kernel_table.hpp"
+#include "sgt/kernels/kernel_table.hpp"
 
 namespace sgt::kernels {
 
@@ -42,6 +44,7 @@ struct NearestRowMatch {
   std::uint64_t rank_l2 = 0;  // the target's L2 rank (0 = nearest)
 };
 
+SGT_ISA_BEGIN
 class NearestRows {
  public:
   // Default budget for the score block Y: 16 Mi floats (64 MiB).
@@ -49,9 +52,11 @@ class NearestRows {
 
   // `table`: [V, H] in F32, BF16 or F16 (it must outlive the search). The norms are computed on
   // `pool` when given.
+  // `kernels`: the matmul's instruction set (by default this build's, or the dispatcher's choice).
   explicit NearestRows(const AnyTensorView& table, ThreadPool* pool = nullptr,
-                       std::size_t score_floats = kDefaultScoreFloats)
-      : table_(table) {
+                       std::size_t score_floats = kDefaultScoreFloats,
+                       const KernelTable& kernels = default_kernel_table())
+      : table_(table), kernels_(&kernels) {
     if (table.rank() != 2 || table.dim(0) == 0 || table.dim(1) == 0)
       throw Error("embedding table has shape " + table.shape_string() + ", expected [V, H]");
     if (!table.data()) throw Error("embedding table has no data");
@@ -100,9 +105,12 @@ class NearestRows {
         throw Error("nearest-row target " + std::to_string(targets[r]) +
                     " is outside the table [0, " + std::to_string(V) + ")");
     // Y and, after it, the packed queries (kernels/packed_activations.hpp): one wiped buffer.
-    scores.resize(R * V + packed_activation_floats(R, H));
-    matmul(x, table_, AnyTensorView(), TensorView<float>(scores.data(), {R, V}), pool,
-           Precision::F32, scores.data() + R * V);
+    scores.resize(R * V + kernels_->packed_activation_floats(R, H));
+    KernelContext context;
+    context.pool = pool;
+    context.precision = Precision::F32;
+    kernels_->matmul(context, x, table_, AnyTensorView(), TensorView<float>(scores.data(), {R, V}),
+                     scores.data() + R * V);
     parallel_for(pool, R, 1, [&](std::size_t begin, std::size_t end) {
       for (std::size_t r = begin; r < end; ++r) out[r] = scan(scores.data() + r * V, targets[r]);
     });
@@ -135,8 +143,10 @@ class NearestRows {
   }
 
   AnyTensorView table_;
+  const KernelTable* kernels_;
   std::size_t block_rows_ = 1;
   std::vector<float> sq_norm_, inv_norm_;
 };
 
+SGT_ISA_END
 }  // namespace sgt::kernels

@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -28,6 +29,7 @@ struct ValueRange {
 };
 
 namespace detail {
+SGT_ISA_BEGIN
 inline void check_noise_shapes(TensorView<const float> x, TensorView<const float> mu,
                                TensorView<const float> sigma, TensorView<const float> eps,
                                TensorView<float> out) {
@@ -44,7 +46,9 @@ inline float clamp_value(float v, const ValueRange& r) noexcept {
   if (r.max && v > *r.max) v = *r.max;
   return v;
 }
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // x, mu, sigma, eps, out: [tokens, hidden]; protect: [tokens] (non-zero = protect).
 inline void apply_noise_reference(TensorView<const float> x, TensorView<const float> mu,
@@ -108,4 +112,5 @@ inline void apply_noise(TensorView<const float> x, TensorView<const float> mu,
   });
 }
 
+SGT_ISA_END
 }  // namespace sgt::kernels

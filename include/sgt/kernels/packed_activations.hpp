@@ -22,15 +22,13 @@
 
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/precision.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 
 namespace sgt::kernels {
-
-// Tokens per tile: two registers of kFloatLanes tokens (see the register budget in matmul.hpp).
-inline constexpr std::size_t kTileTokens = 2 * simd::kFloatLanes;
 
 enum class ActivationPacking { F32, Bf16Pairs };
 
@@ -40,6 +38,11 @@ inline ActivationPacking packing_for(Precision precision, DType weight_dtype) no
   return precision == Precision::Bf16 && weight_dtype == DType::BF16 ? ActivationPacking::Bf16Pairs
                                                                      : ActivationPacking::F32;
 }
+
+SGT_ISA_BEGIN
+// Tokens per tile: two registers of kFloatLanes tokens (see the register budget in matmul.hpp).
+inline constexpr std::size_t kTileTokens = 2 * simd::kFloatLanes;
+
 
 inline std::size_t packed_tiles(std::size_t tokens) noexcept {
   return (tokens + kTileTokens - 1) / kTileTokens;
@@ -69,7 +72,9 @@ struct PackedActivations {
   }
 };
 
+SGT_ISA_END
 namespace detail {
+SGT_ISA_BEGIN
 
 // One tile: k (or pair) blocks of 16 values outermost, so the tile's destination block (16 x
 // kTileTokens words, 2 KiB on AVX-512) stays in L1 while every token's row segment is copied in.
@@ -118,7 +123,9 @@ inline void pack_tile_pairs(TensorView<const float> x, std::size_t t0, std::uint
   }
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // Packs x [T, K] into `buffer` (packed_activation_floats(T, K) floats, not overlapping x), one
 // tile per parallel_for item.
@@ -145,4 +152,5 @@ inline PackedActivations pack_activations(TensorView<const float> x, ActivationP
   return packed;
 }
 
+SGT_ISA_END
 }  // namespace sgt::kernels

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstddef>
 
+#include "sgt/core/isa.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 
@@ -34,6 +35,7 @@ struct Parameterization {
 };
 
 namespace detail {
+SGT_ISA_BEGIN
 
 // The parameters as the f32 formula uses them, each rounded once.
 struct ParameterizationF32 {
@@ -73,7 +75,9 @@ inline void parameterize_range(ParameterizationType type, const Parameterization
   }
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // In place over `values` (any shape). One element per value of the reference's formula, computed
 // the same way: the result is bit-identical to the reference for every thread count.
@@ -116,4 +120,5 @@ inline void apply_parameterization_reference(const Parameterization& p, TensorVi
   }
 }
 
+SGT_ISA_END
 }  // namespace sgt::kernels

@@ -6,12 +6,13 @@
 #include <string>
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 
 namespace sgt::kernels {
-
 namespace detail {
+SGT_ISA_BEGIN
 
 inline void check_add_in_place(const char* op, const TensorView<float>& acc,
                                const TensorView<const float>& delta) {
@@ -21,7 +22,9 @@ inline void check_add_in_place(const char* op, const TensorView<float>& acc,
                 std::to_string(acc.size()) + ", got " + std::to_string(delta.size()) + ")");
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 inline void add_in_place_reference(TensorView<float> acc, TensorView<const float> delta,
                                    ThreadPool* pool = nullptr) {
@@ -40,4 +43,5 @@ inline void add_in_place(TensorView<float> acc, TensorView<const float> delta,
   });
 }
 
+SGT_ISA_END
 }  // namespace sgt::kernels

@@ -31,6 +31,7 @@
 
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -44,6 +45,7 @@ enum class RmsNormStyle {
 };
 
 namespace detail {
+SGT_ISA_BEGIN
 
 inline void check_rms_norm_args(const TensorView<const float>& x, const AnyTensorView& weight,
                                 float eps, const TensorView<float>& out) {
@@ -122,7 +124,9 @@ inline void rms_norm_row(const float* x, const W* w, float eps, float* out,
   }
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // x [rows, H] (any rank: leading axes are rows), weight [H] (F32/BF16/F16), out shaped like x.
 inline void rms_norm(TensorView<const float> x, const AnyTensorView& weight, float eps,
@@ -176,4 +180,5 @@ inline void rms_norm_reference(TensorView<const float> x, const AnyTensorView& w
   });
 }
 
+SGT_ISA_END
 }  // namespace sgt::kernels

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/secure_memory.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
@@ -217,6 +218,7 @@ class RopeTable {
 };
 
 namespace detail {
+SGT_ISA_BEGIN
 
 inline void check_apply_rope_args(const TensorView<float>& x, std::size_t num_heads,
                                   std::size_t head_dim, const RopeTable& table) {
@@ -264,7 +266,9 @@ inline void rope_rotate_head(float* v, const float* cos, const float* sin,
   }
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // x [B, S, num_heads * head_dim], rotated in place; token s of every batch row is at position s.
 inline void apply_rope(TensorView<float> x, std::size_t num_heads, std::size_t head_dim,
@@ -317,4 +321,5 @@ inline void apply_rope_reference(TensorView<float> x, std::size_t num_heads, std
   }
 }
 
+SGT_ISA_END
 }  // namespace sgt::kernels

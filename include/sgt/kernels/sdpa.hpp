@@ -21,11 +21,13 @@
 #include <limits>
 #include <vector>
 
+#include "sgt/core/isa.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 #include "sgt/kernels/attention.hpp"
 
 namespace sgt::kernels {
+SGT_ISA_BEGIN
 
 inline void sdpa(const AttentionShape& shape, const AttentionOptions& options,
                  TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
@@ -79,4 +81,5 @@ inline void sdpa(const AttentionShape& shape, const AttentionOptions& options,
   });
 }
 
+SGT_ISA_END
 }  // namespace sgt::kernels

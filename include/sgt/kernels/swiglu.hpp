@@ -36,6 +36,7 @@
 #include "sgt/core/checked_math.hpp"
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/precision.hpp"
 #include "sgt/core/secure_memory.hpp"
 #include "sgt/core/tensor_view.hpp"
@@ -56,6 +57,7 @@ struct SwiGluWeights {
 // Tokens per pass through the MLP (a multiple of kTileTokens on every instruction set).
 inline constexpr std::size_t kMlpTokenBlock = 256;
 
+SGT_ISA_BEGIN
 // Floats of scratch that swiglu_mlp needs for `tokens` tokens, a hidden size of `hidden` and an
 // intermediate size of `intermediate`: x and h of one token block, packed.
 inline std::size_t swiglu_scratch_floats(std::size_t tokens, std::size_t hidden,
@@ -72,7 +74,9 @@ inline std::size_t swiglu_scratch_floats(std::size_t tokens, std::size_t hidden,
                               packed_activation_floats(block, intermediate);
 }
 
+SGT_ISA_END
 namespace detail {
+SGT_ISA_BEGIN
 
 inline float silu(float g) noexcept {
   return g / (1.0f + std::exp(-g));
@@ -164,7 +168,9 @@ inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT
   });
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // out[T, H] = down(silu(gate(x)) * up(x)). `scratch` holds swiglu_scratch_floats(T, H, I) floats
 // and must not overlap x or out; out may be x itself (each token block of x is packed before the
@@ -229,4 +235,5 @@ inline void swiglu_mlp_reference(TensorView<const float> x, const SwiGluWeights&
                    nullptr, precision);
 }
 
+SGT_ISA_END
 }  // namespace sgt::kernels

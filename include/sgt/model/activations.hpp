@@ -14,14 +14,17 @@
 #include <optional>
 #include <vector>
 
+#include "sgt/core/isa.hpp"
 #include "sgt/core/secure_memory.hpp"
 #include "sgt/core/tensor_view.hpp"
-#include "sgt/kernels/packed_activations.hpp"
+#include "sgt/kernels/isa_kernel_table.hpp"
+#include "sgt/kernels/kernel_table.hpp"
 #include "sgt/kernels/rope.hpp"
 #include "sgt/kernels/swiglu.hpp"
 #include "sgt/model/config.hpp"
 
 namespace sgt {
+SGT_ISA_BEGIN
 
 // The batch being transformed: B rows of S tokens, with the padding mask (null = no padding).
 struct SequenceBatch {
@@ -51,7 +54,7 @@ struct LayerBuffers {
   TensorView<float> v;           // [B, S, kv_heads * head_dim]
   TensorView<float> attn;        // [B, S, heads * head_dim]
   TensorView<float> delta;       // [B, S, hidden]: the branch output added to the residual stream
-  float* mlp_scratch = nullptr;  // kernels::swiglu_scratch_floats(B * S, hidden, intermediate)
+  float* mlp_scratch = nullptr;  // KernelTable::swiglu_scratch_floats(B * S, hidden, intermediate)
   // Packed matmul inputs (kernels/packed_activations.hpp) live in buffers that are free at that
   // moment, so they cost no memory of their own: q, k and v pack `normed` into `delta` (written
   // only by o_proj, later), o_proj packs `attn` into `q` (consumed by the attention before), and
@@ -65,8 +68,10 @@ struct LayerBuffers {
 class Workspace {
  public:
   // Sizes every buffer for `batch` x `seq_len` tokens of `model` (growing only), and the RoPE
-  // tables of both estimators for seq_len positions (rebuilt only when they must grow).
-  void plan(const ModelConfig& model, std::size_t batch, std::size_t seq_len) {
+  // tables of both estimators for seq_len positions (rebuilt only when they must grow). The pack
+  // buffers hold whole tiles of tokens, whose size is that of the kernels that will run.
+  void plan(const ModelConfig& model, std::size_t batch, std::size_t seq_len,
+            const kernels::KernelTable& kernels = kernels::default_kernel_table()) {
     const std::size_t t = batch * seq_len;  // the caller checked the product (Transform::validate)
     const std::size_t hidden = model.hidden_size;
     std::size_t q = 0, kv = 0, mlp = 0;
@@ -74,14 +79,14 @@ class Workspace {
       const DecoderConfig& d = e->decoder;
       q = std::max(q, d.num_attention_heads * d.head_dim);
       kv = std::max(kv, d.num_key_value_heads * d.head_dim);
-      mlp = std::max(mlp, kernels::swiglu_scratch_floats(t, hidden, d.intermediate_size));
+      mlp = std::max(mlp, kernels.swiglu_scratch_floats(t, hidden, d.intermediate_size));
     }
     // normed, delta and q double as pack buffers (LayerBuffers): whole tiles of tokens.
-    const std::size_t packed_hidden = kernels::packed_activation_floats(t, hidden);
+    const std::size_t packed_hidden = kernels.packed_activation_floats(t, hidden);
     grow(h_, t * hidden);
     grow(normed_, packed_hidden);
     grow(delta_, packed_hidden);
-    grow(q_, kernels::packed_activation_floats(t, q));
+    grow(q_, kernels.packed_activation_floats(t, q));
     grow(attn_, t * q);
     grow(k_, t * kv);
     grow(v_, t * kv);
@@ -150,4 +155,5 @@ class Workspace {
   std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0;
 };
 
+SGT_ISA_END
 }  // namespace sgt

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/secure_memory.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -31,6 +32,7 @@
 #include "sgt/model/transform.hpp"
 
 namespace sgt {
+SGT_ISA_BEGIN
 
 struct AuditOptions {
   std::size_t draws = 16;  // ignored when injected_draws is given (its first dimension counts)
@@ -206,4 +208,5 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
   return report;
 }
 
+SGT_ISA_END
 }  // namespace sgt

@@ -15,12 +15,14 @@
 #include <vector>
 
 #include "sgt/core/enum_names.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/kernels/parameterization.hpp"
 #include "sgt/kernels/rms_norm.hpp"
 #include "sgt/kernels/rope.hpp"
 #include "sgt/model/families.hpp"
 
 namespace sgt {
+SGT_ISA_BEGIN
 
 // One enum per concept, shared with the kernels that compute it.
 using RopeType = kernels::RopeType;
@@ -92,4 +94,5 @@ struct ModelConfig {
   EstimatorConfig mean_estimator, std_estimator;
 };
 
+SGT_ISA_END
 }  // namespace sgt

@@ -20,19 +20,23 @@
 #include <nlohmann/json.hpp>
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/log.hpp"
 #include "sgt/io/json.hpp"
 #include "sgt/model/config.hpp"
 #include "sgt/model/families.hpp"
 
 namespace sgt {
+SGT_ISA_BEGIN
 
 inline constexpr std::size_t kMaxConfigFileBytes = 16u * 1024 * 1024;
 // Far deeper than any real config (4 levels); a limit keeps a hostile one from exhausting the
 // stack of the DOM parser.
 inline constexpr std::size_t kMaxConfigJsonDepth = 32;
 
+SGT_ISA_END
 namespace detail {
+SGT_ISA_BEGIN
 
 // Keys every transformers config may carry that do not change an estimator's computation:
 // bookkeeping, generation settings, token ids, the LM head's tying, training-only settings.
@@ -324,7 +328,9 @@ inline EstimatorConfig parse_estimator(const nlohmann::json& j, const std::strin
   return out;
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // Parses and validates a config.json document. Throws sgt::Error whose key() is the dotted path of
 // the offending key; unknown keys are logged (sgt::log_warning) and ignored.
@@ -393,4 +399,5 @@ inline ModelConfig load_model_config(const std::string& config_json_path) {
   }
 }
 
+SGT_ISA_END
 }  // namespace sgt

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 
+#include "sgt/core/isa.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/model/activations.hpp"
 #include "sgt/model/config.hpp"
@@ -17,6 +18,7 @@
 #include "sgt/model/weights.hpp"
 
 namespace sgt {
+SGT_ISA_BEGIN
 
 struct DecoderLayer {
   static void forward(const DecoderConfig& c, const DecoderLayerWeights& w,
@@ -63,4 +65,5 @@ struct DecoderLayer {
   }
 };
 
+SGT_ISA_END
 }  // namespace sgt

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "sgt/core/isa.hpp"
 #include "sgt/model/activations.hpp"
 #include "sgt/model/config.hpp"
 #include "sgt/model/decoder_layer.hpp"
@@ -12,6 +13,7 @@
 #include "sgt/model/weights.hpp"
 
 namespace sgt {
+SGT_ISA_BEGIN
 
 class Estimator {
  public:
@@ -58,4 +60,5 @@ class Estimator {
   EstimatorWeights weights_;
 };
 
+SGT_ISA_END
 }  // namespace sgt

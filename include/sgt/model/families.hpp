@@ -43,9 +43,11 @@
 #include <optional>
 #include <string>
 
+#include "sgt/core/isa.hpp"
 #include "sgt/kernels/rms_norm.hpp"
 
 namespace sgt {
+SGT_ISA_BEGIN
 
 enum class ModelType { Llama, Mistral, Qwen2, Qwen3 };
 
@@ -144,4 +146,5 @@ inline std::string model_family_names() {
   return s;
 }
 
+SGT_ISA_END
 }  // namespace sgt

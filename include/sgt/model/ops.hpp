@@ -1,74 +1,46 @@
-// The kernels as the model layer sees them: one object that carries the thread pool and the
-// choice between optimized and reference kernels (and between SDPA and flash attention), so the
-// model code calls ops by name and reads as the formula. Every kernel the model runs goes through
-// here: with `reference` set, every one of them runs its plain reference implementation (as
-// ggml's use_ref switch does), which is how the end-to-end tests isolate a kernel bug.
+// The kernels as the model layer sees them: one object that carries the thread pool, the choice
+// between optimized and reference kernels (and between SDPA and flash attention), and the kernel
+// table of an instruction set, so the model code calls ops by name and reads as the formula. Every
+// kernel the model runs goes through here: with `reference` set, every one of them runs its plain
+// reference implementation (as ggml's use_ref switch does), which is how the end-to-end tests
+// isolate a kernel bug; with sgt::dispatch, every one of them runs on the instruction set the
+// dispatcher chose.
 #pragma once
 
 #include <cstdint>
 #include <initializer_list>
 
+#include "sgt/core/isa.hpp"
 #include "sgt/core/precision.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
-#include "sgt/kernels/attention.hpp"
-#include "sgt/kernels/embedding.hpp"
-#include "sgt/kernels/flash_attention.hpp"
-#include "sgt/kernels/matmul.hpp"
-#include "sgt/kernels/noise_formula.hpp"
-#include "sgt/kernels/parameterization.hpp"
-#include "sgt/kernels/residual.hpp"
-#include "sgt/kernels/rms_norm.hpp"
-#include "sgt/kernels/rope.hpp"
-#include "sgt/kernels/sdpa.hpp"
-#include "sgt/kernels/swiglu.hpp"
+#include "sgt/kernels/isa_kernel_table.hpp"
+#include "sgt/kernels/kernel_table.hpp"
 
 namespace sgt {
+SGT_ISA_BEGIN
 
-enum class AttentionAlgorithm {
-  Auto,  // today always flash attention: O(tile) memory, and the faster at every size we measured
-  Sdpa,  // explicit scores
-  Flash,
-};
+// KernelContext: pool, reference, attention_algorithm, precision (kernels/kernel_table.hpp).
+struct Ops : kernels::KernelContext {
+  // The kernels: this build's instruction set, or the dispatcher's choice (isa_kernel_table.hpp).
+  const kernels::KernelTable* table = &kernels::default_kernel_table();
 
-namespace detail {
-// Activations travel as [B, S, width]; the projections see them as [B * S, width] matrices.
-template <class T>
-TensorView<T> as_matrix(TensorView<T> v) {
-  return TensorView<T>(v.data(), {v.rows(), v.cols()});
-}
-}  // namespace detail
-
-struct Ops {
-  ThreadPool* pool = nullptr;
-  bool reference = false;  // every kernel on its plain reference implementation
-  AttentionAlgorithm attention_algorithm = AttentionAlgorithm::Auto;
-  Precision precision = Precision::F32;  // resolved: F32 or Bf16, never Auto
+  const kernels::KernelTable& kernels() const noexcept { return *table; }
 
   // out[t] = table[ids[t]] for t < count.
-  void embedding(const AnyTensorView& table, const std::int64_t* ids, std::size_t count,
+  void embedding(const AnyTensorView& embedding_table, const std::int64_t* ids, std::size_t count,
                  TensorView<float> out) const {
-    if (reference)
-      kernels::embedding_lookup_reference(table, ids, count, out, pool);
-    else
-      kernels::embedding_lookup(table, ids, count, out, pool);
+    table->embedding(*this, embedding_table, ids, count, out);
   }
   void rms_norm(TensorView<const float> x, const AnyTensorView& w, float eps,
                 kernels::RmsNormStyle style, TensorView<float> out) const {
-    if (reference)
-      kernels::rms_norm_reference(x, w, eps, out, style, pool);
-    else
-      kernels::rms_norm(x, w, eps, out, style, pool);
+    table->rms_norm(*this, x, w, eps, style, out);
   }
-  // y = x W^T + b at `precision`. `pack` holds kernels::packed_activation_floats(tokens, K) floats
-  // and overlaps neither x nor y (the Workspace's pack buffer).
+  // y = x W^T + b at `precision`. `pack` holds kernels().packed_activation_floats(tokens, K)
+  // floats and overlaps neither x nor y (the Workspace's pack buffer).
   void matmul(TensorView<const float> x, const AnyTensorView& w, const AnyTensorView& bias,
               TensorView<float> y, float* pack) const {
-    if (reference)
-      kernels::matmul_reference(detail::as_matrix(x), w, bias, detail::as_matrix(y), pool,
-                                precision);
-    else
-      kernels::matmul(detail::as_matrix(x), w, bias, detail::as_matrix(y), pool, precision, pack);
+    table->matmul(*this, x, w, bias, y, pack);
   }
   struct Linear {
     const AnyTensorView& w;
@@ -79,71 +51,46 @@ struct Ops {
   // their weights' dtypes ask for different packings.
   void matmuls(TensorView<const float> x, float* pack,
                std::initializer_list<Linear> linears) const {
-    if (reference) {
-      for (const Linear& l : linears) matmul(x, l.w, l.bias, l.y, pack);
-      return;
-    }
-    const TensorView<const float> xm = detail::as_matrix(x);
-    kernels::PackedActivations packed;
-    bool have = false;
+    kernels::LinearTarget targets[4];
+    std::size_t n = 0;
     for (const Linear& l : linears) {
-      kernels::detail::check_linear("matmul", xm, l.w, l.bias, detail::as_matrix(l.y));
-      const kernels::ActivationPacking packing = kernels::packing_for(precision, l.w.dtype());
-      if (!have || packed.packing != packing) {
-        packed = kernels::pack_activations(xm, packing, pack, pool);
-        have = true;
+      if (n == 4) {  // flush: the table takes a bounded list (q, k, v is the longest)
+        table->matmuls(*this, x, pack, targets, n);
+        n = 0;
       }
-      kernels::matmul_packed(packed, l.w, l.bias, detail::as_matrix(l.y), pool);
+      targets[n++] = kernels::LinearTarget{&l.w, &l.bias, l.y};
     }
+    table->matmuls(*this, x, pack, targets, n);
   }
   void apply_rope(TensorView<float> x, std::size_t heads, std::size_t head_dim,
-                  const kernels::RopeTable& table) const {
-    if (reference)
-      kernels::apply_rope_reference(x, heads, head_dim, table, pool);
-    else
-      kernels::apply_rope(x, heads, head_dim, table, pool);
+                  const kernels::RopeTable& rope) const {
+    table->apply_rope(*this, x, heads, head_dim, rope);
   }
-  // The reference is sdpa, which materializes every score row; it is itself vectorized (dot
-  // products) but shares no code with flash attention.
+  // Flash attention, or SDPA (which materializes every score row) when attention_algorithm or
+  // reference asks for it.
   void attention(const kernels::AttentionShape& shape, const kernels::AttentionOptions& options,
                  TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
                  const std::uint8_t* attention_mask, TensorView<float> out) const {
-    if (reference || attention_algorithm == AttentionAlgorithm::Sdpa)
-      kernels::sdpa(shape, options, q, k, v, attention_mask, out, pool);
-    else
-      kernels::flash_attention(shape, options, q, k, v, attention_mask, out, pool);
+    table->attention(*this, shape, options, q, k, v, attention_mask, out);
   }
   void swiglu(TensorView<const float> x, const kernels::SwiGluWeights& w, TensorView<float> out,
               float* scratch) const {
-    if (reference)
-      kernels::swiglu_mlp_reference(detail::as_matrix(x), w, detail::as_matrix(out), scratch, pool,
-                                    precision);
-    else
-      kernels::swiglu_mlp(detail::as_matrix(x), w, detail::as_matrix(out), scratch, pool,
-                          precision);
+    table->swiglu(*this, x, w, out, scratch);
   }
   void add(TensorView<float> acc, TensorView<const float> delta) const {
-    if (reference)
-      kernels::add_in_place_reference(acc, delta, pool);
-    else
-      kernels::add_in_place(acc, delta, pool);
+    table->add(*this, acc, delta);
   }
   void parameterization(const kernels::Parameterization& p, TensorView<float> values) const {
-    if (reference)
-      kernels::apply_parameterization_reference(p, values, pool);
-    else
-      kernels::apply_parameterization(p, values, pool);
+    table->parameterization(*this, p, values);
   }
   // out = clamp(select(protect, x + mu + sigma * eps, x)), per [tokens, hidden] row.
   void apply_noise(TensorView<const float> x, TensorView<const float> mu,
                    TensorView<const float> sigma, TensorView<const float> eps,
                    const std::uint8_t* protect, const kernels::ValueRange& range,
                    TensorView<float> out) const {
-    if (reference)
-      kernels::apply_noise_reference(x, mu, sigma, eps, protect, range, out, pool);
-    else
-      kernels::apply_noise(x, mu, sigma, eps, protect, range, out, pool);
+    table->apply_noise(*this, x, mu, sigma, eps, protect, range, out);
   }
 };
 
+SGT_ISA_END
 }  // namespace sgt

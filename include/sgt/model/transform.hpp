@@ -21,6 +21,7 @@
 
 #include "sgt/core/checked_math.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/secure_memory.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -36,6 +37,7 @@
 #include "sgt/random/torch_normal.hpp"
 
 namespace sgt {
+SGT_ISA_BEGIN
 
 // Where eps comes from.
 enum class NoiseSource {
@@ -105,7 +107,12 @@ class Transform {
            TransformResult& result) const {
     validate(in, options);
     const std::size_t B = in.batch, S = in.seq_len, H = config_.hidden_size, T = B * S;
-    ws.plan(config_, B, S);
+    Ops ops;
+    ops.pool = options.pool;
+    ops.reference = options.reference_kernels;
+    ops.precision = resolve_precision(options.precision);
+    ops.attention_algorithm = options.attention;
+    ws.plan(config_, B, S, ops.kernels());
 
     std::uint8_t* mask = ws.attention_mask();
     std::uint8_t* protect = ws.protect();
@@ -114,11 +121,6 @@ class Transform {
       protect[t] = mask[t] && in.noise_mask[t] != 0;  // the one place "protected" is decided
     }
     const SequenceBatch seq{B, S, mask};
-    Ops ops;
-    ops.pool = options.pool;
-    ops.reference = options.reference_kernels;
-    ops.precision = resolve_precision(options.precision);
-    ops.attention_algorithm = options.attention;
 
     // x = E[input_ids]
     TensorView<float> x = ws.embeddings();
@@ -222,4 +224,5 @@ class Transform {
   Estimator mean_, std_;
 };
 
+SGT_ISA_END
 }  // namespace sgt

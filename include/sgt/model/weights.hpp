@@ -17,12 +17,14 @@
 #include <vector>
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/log.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/kernels/swiglu.hpp"
 #include "sgt/model/config.hpp"
 
 namespace sgt {
+SGT_ISA_BEGIN
 
 // hd = head_dim, nh = num_attention_heads, nkv = num_key_value_heads, H = hidden_size.
 struct AttentionWeights {
@@ -170,4 +172,5 @@ ModelWeights load_model_weights(const ModelConfig& config, const Store& store) {
   return w;
 }
 
+SGT_ISA_END
 }  // namespace sgt

@@ -32,9 +32,11 @@
 #include <type_traits>
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/core/simd.hpp"
 
 namespace sgt {
+SGT_ISA_BEGIN
 
 inline constexpr std::size_t kChaCha20KeyBytes = 32;
 inline constexpr std::size_t kChaCha20NonceBytes = 12;
@@ -44,7 +46,9 @@ using ChaCha20Key = std::array<std::uint8_t, kChaCha20KeyBytes>;
 using ChaCha20Nonce = std::array<std::uint8_t, kChaCha20NonceBytes>;  // RFC 8439's 96-bit nonce
 using ChaCha20Block = std::array<std::uint8_t, kChaCha20BlockBytes>;
 
+SGT_ISA_END
 namespace detail {
+SGT_ISA_BEGIN
 
 using ChaCha20Words = simd::Batch<std::uint32_t>;
 
@@ -139,7 +143,9 @@ inline void chacha20_block_words(const std::array<std::uint32_t, 16>& input,
   for (int i = 0; i < 16; ++i) store_le32(out + 4 * i, x[i] + input[i]);
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 // Blocks computed together by chacha20_keystream (its natural unit of work).
 inline constexpr std::size_t kChaCha20Lanes = detail::ChaCha20Words::size;
@@ -235,4 +241,5 @@ inline void chacha20_xor(const ChaCha20Key& key, std::uint32_t counter, const Ch
   }
 }
 
+SGT_ISA_END
 }  // namespace sgt

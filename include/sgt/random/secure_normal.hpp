@@ -36,12 +36,13 @@
 #include <utility>
 
 #include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
 #include "sgt/random/chacha20.hpp"
 #include "sgt/random/os_entropy.hpp"
 
 namespace sgt {
-
 namespace detail {
+SGT_ISA_BEGIN
 
 // Zeroes memory about to die in a way the compiler may not drop as a dead store: with GCC and
 // Clang, memset followed by an empty asm that claims to read the memory (fast); elsewhere, stores
@@ -80,7 +81,9 @@ inline bool polar_pair(std::uint64_t word_u, std::uint64_t word_v, float* x, flo
   return true;
 }
 
+SGT_ISA_END
 }  // namespace detail
+SGT_ISA_BEGIN
 
 class SecureNormalGenerator {
  public:
@@ -204,4 +207,5 @@ inline void secure_normal_fill_reference(const ChaCha20Key& key, float* out, std
   detail::secure_wipe(block, sizeof(block));
 }
 
+SGT_ISA_END
 }  // namespace sgt
