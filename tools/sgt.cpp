@@ -29,6 +29,9 @@
 #include <nlohmann/json.hpp>
 
 #include <sgt/sgt.hpp>
+#if defined(SGT_DISPATCH)
+#include <sgt/dispatch/dispatch.hpp>
+#endif
 #if SGT_HAVE_TEXT
 #include <sgt/text/prompt_encoder.hpp>
 #endif
@@ -127,10 +130,19 @@ int cmd_info(const std::string& dir) {
   j["dtypes"] = dtypes;
   j["params"] = params;
   j["bytes"] = bytes;
-  j["simd"] = sgt::simd::arch_name();
-  // What --precision auto runs for this model, and how bf16 products are made on this build.
+  // The instruction set of the kernels that run (with sgt::dispatch: the one chosen for this CPU,
+  // and the others this binary has).
+  const sgt::kernels::KernelTable& kernels = sgt::kernels::default_kernel_table();
+  j["kernels"] = kernels.isa;
+#if defined(SGT_DISPATCH)
+  j["dispatch"] = {{"compiled", sgt::dispatch::compiled_isas()},
+                   {"runnable", sgt::dispatch::runnable_isas()}};
+#else
+  j["dispatch"] = nullptr;
+#endif
+  // What --precision auto runs for this model, and how bf16 products are made by those kernels.
   j["precision"] = sgt::precision_name(model.resolve_precision(sgt::Precision::Auto));
-  j["bf16_dot_product"] = sgt::simd::kHasBf16DotProduct ? "avx512_bf16" : "emulated with f32 fma";
+  j["bf16_dot_product"] = kernels.bf16_dot_product ? "avx512_bf16" : "emulated with f32 fma";
   j["tokenizer"] = tokenizer_info(dir);
   std::printf("%s\n", j.dump(2).c_str());
   return 0;
@@ -477,7 +489,8 @@ void print_summary(const TransformArgs& args, const sgt::Transform& model,
     std::printf("mean L2 distance clean -> protected: %.4f (clean norm %.4f, ratio %.2f)\n",
                 dist / protected_tokens, norm / protected_tokens, norm > 0 ? dist / norm : 0.0);
   std::printf("time: load %.1f ms, transform %.1f ms (%zu threads, %s, precision %s)\n", load_ms,
-              run_ms, threads, sgt::simd::arch_name(), sgt::precision_name(precision));
+              run_ms, threads, sgt::kernels::default_kernel_table().isa,
+              sgt::precision_name(precision));
 }
 
 // The output's folder must exist before anything runs: a typo in --output should not cost a model

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# sgt::dispatch end to end (docs/reliability.md, "Runtime dispatch"):
+#  1. for every instruction set compiled into the dispatched program: forced with SGT_ISA, it runs
+#     exactly when this CPU can run it, and then gives the bits of the header-only build of that
+#     instruction set (f32 on the demo model, bf16 on a bf16 e2e fixture);
+#  2. without SGT_ISA it runs the best of those; a bad SGT_ISA is an error that names the choices;
+#  3. under qemu-x86_64 (when installed) with CPU models that lack AVX-512 (Haswell) or AVX
+#     (Nehalem) it picks avx2 or sse2 and runs without SIGILL: no AVX-512 instruction leaks into
+#     what those CPUs execute.
+#
+#   check_dispatch.sh DISPATCHED_PROGRAM HEADER_ONLY_PREFIX SOURCE_DIR WORK_DIR ISA...
+# HEADER_ONLY_PREFIX_<isa> is the header-only build for <isa>; ISA... the compiled ones, best first.
+set -uo pipefail
+prog=${1:?} prefix=${2:?} src=${3:?} work=${4:?}
+shift 4
+isas=("$@")
+rm -rf "$work" && mkdir -p "$work"
+fail=0
+failed() { echo "FAIL: $*"; fail=1; }
+
+cases=("$src/examples/models/demo 37 f32" "$src/tests/data/e2e/llama_gqa_llama3_bf16 45 bf16")
+best=""
+for isa in "${isas[@]}"; do
+  if ! SGT_ISA=$isa "$prog" ${cases[0]} "$work/probe.bin" > "$work/probe.out" 2>&1; then
+    grep -q "SGT_ISA=$isa: this CPU cannot run it" "$work/probe.out" ||
+      failed "SGT_ISA=$isa: neither ran nor said the CPU cannot run it: $(cat "$work/probe.out")"
+    echo "$isa: not runnable on this CPU (refused with a clear error)"
+    continue
+  fi
+  [ -n "$best" ] || best=$isa
+  grep -qx "kernels: $isa" "$work/probe.out" || failed "SGT_ISA=$isa ran $(cat "$work/probe.out")"
+  for c in "${cases[@]}"; do
+    tag=$(basename "$(echo "$c" | cut -d' ' -f1)")
+    SGT_ISA=$isa "$prog" $c "$work/$isa.$tag.dispatched.bin" > /dev/null || failed "$isa $tag dispatched"
+    "${prefix}_$isa" $c "$work/$isa.$tag.header_only.bin" > "$work/ho.out" || failed "$isa $tag header-only"
+    grep -qx "kernels: $isa" "$work/ho.out" || failed "header-only $isa build ran $(cat "$work/ho.out")"
+    if cmp -s "$work/$isa.$tag.dispatched.bin" "$work/$isa.$tag.header_only.bin"; then
+      echo "$isa $tag: dispatched == header-only ($(stat -c %s "$work/$isa.$tag.dispatched.bin") bytes)"
+    else
+      failed "$isa $tag: the dispatched run differs from the header-only $isa build"
+    fi
+  done
+done
+[ -n "$best" ] || failed "no instruction set ran"
+# For the record: how far apart two instruction sets are (docs/reliability.md says what differs).
+lowest=${isas[${#isas[@]}-1]}
+if [ -n "$best" ] && [ "$best" != "$lowest" ] && [ -f "$work/$lowest.demo.dispatched.bin" ]; then
+  echo "$best vs $lowest on the demo: $(cmp -l "$work/$best.demo.dispatched.bin" "$work/$lowest.demo.dispatched.bin" | wc -l) bytes differ"
+fi
+
+out=$(env -u SGT_ISA "$prog" ${cases[0]} "$work/auto.bin" 2>&1)
+[ "$out" = "kernels: $best" ] && echo "auto: $best" || failed "without SGT_ISA: '$out', expected kernels: $best"
+out=$(SGT_ISA=auto "$prog" ${cases[0]} "$work/auto.bin" 2>&1)
+[ "$out" = "kernels: $best" ] || failed "SGT_ISA=auto: '$out'"
+out=$(SGT_ISA=avx9000 "$prog" ${cases[0]} "$work/bad.bin" 2>&1)
+rc=$?
+if [ $rc -eq 1 ] && [[ "$out" == *"SGT_ISA=avx9000: not an instruction set of this build (compiled: "* ]]; then
+  echo "SGT_ISA=avx9000: refused"
+else
+  failed "SGT_ISA=avx9000: rc $rc, '$out'"
+fi
+[ ! -e "$work/bad.bin" ] || failed "SGT_ISA=avx9000 wrote an output"
+
+# Emulated CPUs without AVX-512 or without AVX: the choice, and no illegal instruction.
+if command -v qemu-x86_64 > /dev/null && [ "$(uname -m)" = x86_64 ]; then
+  for pair in Haswell:avx2 Nehalem:sse2; do
+    cpu=${pair%%:*} isa=${pair##*:}
+    [[ " ${isas[*]} " == *" $isa "* ]] || continue
+    # (qemu warns on stderr about host features its CPU model leaves out)
+    out=$(qemu-x86_64 -cpu "$cpu" "$prog" ${cases[0]} "$work/qemu.$cpu.bin" 2> "$work/qemu.$cpu.err")
+    rc=$?
+    if [ $rc -ne 0 ] || [ "$out" != "kernels: $isa" ]; then
+      failed "qemu -cpu $cpu: rc $rc, '$out' (expected kernels: $isa); $(grep -v "TCG doesn.t support" "$work/qemu.$cpu.err")"
+    elif [ -f "$work/$isa.demo.header_only.bin" ] && ! cmp -s "$work/qemu.$cpu.bin" "$work/$isa.demo.header_only.bin"; then
+      failed "qemu -cpu $cpu: output differs from the header-only $isa build"
+    else
+      echo "qemu -cpu $cpu: picked $isa, same bits as the header-only $isa build"
+    fi
+  done
+  # The sgt tool itself (SGT_TOOL: built with sgt::dispatch), text front end and writer included,
+  # on the CPU without AVX: the bits of its own sse2 kernels run natively.
+  if [ -n "${SGT_TOOL:-}" ] && [[ " ${isas[*]} " == *" sse2 "* ]]; then
+    args=(transform "$src/examples/models/demo" --chat "$src/examples/chat.json" --rng torch --seed 3
+          --threads 2)
+    SGT_ISA=sse2 "$SGT_TOOL" "${args[@]}" --output "$work/tool.native.safetensors" > /dev/null ||
+      failed "SGT_ISA=sse2 sgt transform"
+    if ! qemu-x86_64 -cpu Nehalem "$SGT_TOOL" "${args[@]}" --output "$work/tool.qemu.safetensors" \
+         > "$work/tool.qemu.out" 2> "$work/tool.qemu.err"; then
+      failed "qemu -cpu Nehalem sgt transform: $(grep -v "TCG doesn.t support" "$work/tool.qemu.err")"
+    elif ! grep -q "sse2, precision" "$work/tool.qemu.out"; then
+      failed "qemu -cpu Nehalem sgt transform did not run sse2: $(cat "$work/tool.qemu.out")"
+    elif ! cmp -s "$work/tool.native.safetensors" "$work/tool.qemu.safetensors"; then
+      failed "qemu -cpu Nehalem sgt transform: output differs from SGT_ISA=sse2 natively"
+    else
+      echo "qemu -cpu Nehalem: sgt transform --chat ran its sse2 kernels, same file as SGT_ISA=sse2"
+    fi
+  fi
+else
+  echo "qemu-x86_64 not installed: the emulated-CPU checks did not run"
+fi
+
+[ $fail -eq 0 ] && echo "dispatch: all checks passed"
+exit $fail
