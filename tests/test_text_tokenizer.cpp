@@ -11,7 +11,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <cstdint>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -19,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sgt/text/decode_stream.hpp>
 #include <sgt/text/tokenizer.hpp>
 
 using nlohmann::json;
@@ -258,4 +261,41 @@ TEST_CASE("tokenizer: empty input and a tokenizer without a pre-tokenizer or dec
   CHECK(tok.encode("", false).ids.empty());
   CHECK(tok.encode("", true).ids ==
         std::vector<std::int32_t>{*tok.token_to_id("<|begin_of_text|>")});
+}
+
+// sgt::text::DecodeStream against tokenizers' DecodeStream (tests/data/text/decode_stream,
+// tools/fixtures/decode_stream_fixtures.py): per id, the same piece or the same "nothing yet", for
+// byte-level (split multi-byte characters, stray bytes), Metaspace and ByteFallback decoders, with
+// and without special tokens.
+TEST_CASE("decode stream: the pieces tokenizers' DecodeStream emits, id by id") {
+  const json fixture =
+      json::parse(read_file(std::string(SGT_TEST_DATA_DIR) + "/text/decode_stream/expected.json"));
+  const std::string repo = std::string(SGT_TEST_DATA_DIR) + "/../..";
+  std::size_t checked = 0, held_back = 0;
+  for (const json& c : fixture.at("cases")) {
+    const Tokenizer tok = Tokenizer::load(repo + "/" + c.at("tokenizer").get<std::string>());
+    const bool skip = c.at("skip_special_tokens").get<bool>();
+    sgt::text::DecodeStream stream(tok, skip);
+    const auto ids = c.at("ids").get<std::vector<std::int32_t>>();
+    std::string joined;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const json& want = c.at("pieces")[i];
+      const std::optional<std::string> got = stream.step(ids[i]);
+      INFO(c.at("tokenizer").get<std::string>() << " skip=" << skip << " step " << i);
+      if (want.is_null()) {
+        CHECK_FALSE(got.has_value());
+        ++held_back;
+      } else {
+        REQUIRE(got.has_value());
+        CHECK(*got == want.get<std::string>());
+        joined += *got;
+      }
+      ++checked;
+    }
+    // What was emitted is the full decoding, up to a trailing incomplete character.
+    const std::string full = c.at("full").get<std::string>();
+    CHECK(full.compare(0, joined.size(), joined) == 0);
+  }
+  CHECK(checked > 500);
+  CHECK(held_back > 0);  // the fixtures do split characters across tokens
 }
