@@ -92,3 +92,46 @@ TEST_CASE("workspace and result buffers are wiped when released") {
   CHECK(plain.blocks == 1);
   CHECK(plain.not_wiped == 1);
 }
+
+// The causal LM's decode loop: after its first step planned the LmWorkspace, a step allocates
+// nothing (cached attention has no score row, the cache was allocated once); a second turn of a
+// size seen before neither. The KV cache and the workspace are wiped when released.
+TEST_CASE("CausalLM: a decode step with a planned workspace allocates nothing; buffers wiped") {
+  const auto root = std::filesystem::path(SGT_TEST_DATA_DIR) / "causal_lm";
+  for (const char* name : {"llama", "qwen3_tied"}) {
+    CAPTURE(name);
+    const sgt::CausalLM lm = sgt::CausalLM::load((root / name).string());
+    sgt::ThreadPool pool(2);
+    sgt::LmRunOptions o;
+    o.pool = &pool;
+    o.attention = sgt::AttentionAlgorithm::Flash;
+    std::optional<sgt::KvCache> cache(std::in_place, lm.make_cache(2, 32));
+    std::optional<sgt::LmWorkspace> ws(std::in_place);
+    sgt::LmLogits out;
+    sgt::LmInput in;
+    in.batch = 2;
+    in.seq_len = 6;
+    in.input_ids = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    in.cache_position = {0, 1, 2, 3, 4, 5};
+    lm.forward(in, *cache, *ws, o, out);  // prefill: plans for 6 tokens
+    sgt::LmInput step;
+    step.batch = 2;
+    step.seq_len = 1;
+    step.input_ids = {17, 18};
+    step.cache_position = {6};
+    step.logits = sgt::LogitsFor::Last;
+    lm.forward(step, *cache, *ws, o, out);  // the first step sizes the logits
+    step.cache_position = {7};
+    CHECK(allocations_during([&] { lm.forward(step, *cache, *ws, o, out); }).count == 0);
+    in.cache_position = {3, 4, 5, 6, 7, 8};  // a second turn from inside the cache
+    in.logits = sgt::LogitsFor::Last;
+    CHECK(allocations_during([&] { lm.forward(in, *cache, *ws, o, out); }).count == 0);
+
+    const auto released = releases_during(lm.hidden_size() * sizeof(float), [&] {
+      cache.reset();
+      ws.reset();
+    });
+    CHECK(released.blocks >= 2);
+    CHECK(released.not_wiped == 0);
+  }
+}

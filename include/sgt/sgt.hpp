@@ -9,7 +9,8 @@
 //   kernels/  one op per header, each with its plain reference
 //   random/   secure and torch-compatible normal generators
 //   model/    model families, config structs and loader, weights, activations, decoder layer,
-//             estimator, Transform
+//             estimator, Transform; CausalLM (a Hugging Face LM with a KV cache) and greedy
+//             generation
 #pragma once
 
 #include "sgt/core/checked_math.hpp"
@@ -42,6 +43,7 @@
 #include "sgt/io/vllm_request_writer.hpp"
 
 #include "sgt/kernels/attention.hpp"
+#include "sgt/kernels/cached_attention.hpp"
 #include "sgt/kernels/embedding.hpp"
 #include "sgt/kernels/flash_attention.hpp"
 #include "sgt/kernels/matmul.hpp"
@@ -52,6 +54,7 @@
 #include "sgt/kernels/residual.hpp"
 #include "sgt/kernels/rms_norm.hpp"
 #include "sgt/kernels/rope.hpp"
+#include "sgt/kernels/rope_positions.hpp"
 #include "sgt/kernels/sdpa.hpp"
 #include "sgt/kernels/swiglu.hpp"
 
@@ -62,11 +65,19 @@
 
 #include "sgt/model/activations.hpp"
 #include "sgt/model/audit.hpp"
+#include "sgt/model/cached_decoder_layer.hpp"
+#include "sgt/model/causal_lm.hpp"
+#include "sgt/model/causal_lm_config.hpp"
+#include "sgt/model/causal_lm_config_json.hpp"
+#include "sgt/model/causal_lm_weights.hpp"
 #include "sgt/model/config.hpp"
 #include "sgt/model/config_json.hpp"
 #include "sgt/model/decoder_layer.hpp"
 #include "sgt/model/estimator.hpp"
 #include "sgt/model/families.hpp"
+#include "sgt/model/generate.hpp"
+#include "sgt/model/kv_cache.hpp"
+#include "sgt/model/lm_workspace.hpp"
 #include "sgt/model/ops.hpp"
 #include "sgt/model/transform.hpp"
 #include "sgt/model/weights.hpp"

@@ -14,6 +14,7 @@
 #include "sgt/core/isa.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/kernels/attention.hpp"
+#include "sgt/kernels/cached_attention.hpp"
 #include "sgt/kernels/embedding.hpp"
 #include "sgt/kernels/flash_attention.hpp"
 #include "sgt/kernels/kernel_table.hpp"
@@ -24,6 +25,7 @@
 #include "sgt/kernels/residual.hpp"
 #include "sgt/kernels/rms_norm.hpp"
 #include "sgt/kernels/rope.hpp"
+#include "sgt/kernels/rope_positions.hpp"
 #include "sgt/kernels/sdpa.hpp"
 #include "sgt/kernels/swiglu.hpp"
 
@@ -60,9 +62,8 @@ inline void table_rms_norm(const KernelContext& c, TensorView<const float> x,
     rms_norm(x, w, eps, out, style, c.pool);
 }
 
-inline void table_matmul(const KernelContext& c, TensorView<const float> x,
-                         const AnyTensorView& w, const AnyTensorView& bias, TensorView<float> y,
-                         float* pack) {
+inline void table_matmul(const KernelContext& c, TensorView<const float> x, const AnyTensorView& w,
+                         const AnyTensorView& bias, TensorView<float> y, float* pack) {
   if (c.reference)
     matmul_reference(as_matrix(x), w, bias, as_matrix(y), c.pool, c.precision);
   else
@@ -101,6 +102,15 @@ inline void table_apply_rope(const KernelContext& c, TensorView<float> x, std::s
     apply_rope(x, heads, head_dim, table, c.pool);
 }
 
+inline void table_apply_rope_at(const KernelContext& c, TensorView<float> x, std::size_t heads,
+                                std::size_t head_dim, const RopeTable& table,
+                                const std::size_t* positions) {
+  if (c.reference)
+    apply_rope_at_reference(x, heads, head_dim, table, positions, c.pool);
+  else
+    apply_rope_at(x, heads, head_dim, table, positions, c.pool);
+}
+
 // The reference is sdpa, which materializes every score row; it is itself vectorized (dot
 // products) but shares no code with flash attention.
 inline void table_attention(const KernelContext& c, const AttentionShape& shape,
@@ -113,8 +123,18 @@ inline void table_attention(const KernelContext& c, const AttentionShape& shape,
     flash_attention(shape, options, q, k, v, attention_mask, out, c.pool);
 }
 
-inline void table_swiglu(const KernelContext& c, TensorView<const float> x,
-                         const SwiGluWeights& w, TensorView<float> out, float* scratch) {
+inline void table_cached_attention(const KernelContext& c, const CachedAttentionShape& shape,
+                                   const AttentionOptions& options, TensorView<const float> q,
+                                   TensorView<const float> k_cache, TensorView<const float> v_cache,
+                                   const std::size_t* positions, TensorView<float> out) {
+  if (c.reference)
+    cached_attention_reference(shape, options, q, k_cache, v_cache, positions, out, c.pool);
+  else
+    cached_attention(shape, options, q, k_cache, v_cache, positions, out, c.pool);
+}
+
+inline void table_swiglu(const KernelContext& c, TensorView<const float> x, const SwiGluWeights& w,
+                         TensorView<float> out, float* scratch) {
   if (c.reference)
     swiglu_mlp_reference(as_matrix(x), w, as_matrix(out), scratch, c.pool, c.precision);
   else
@@ -166,7 +186,9 @@ inline const KernelTable& kernel_table() noexcept {
       &detail::table_matmul,
       &detail::table_matmuls,
       &detail::table_apply_rope,
+      &detail::table_apply_rope_at,
       &detail::table_attention,
+      &detail::table_cached_attention,
       &detail::table_swiglu,
       &detail::table_add,
       &detail::table_parameterization,

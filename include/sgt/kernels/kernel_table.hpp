@@ -18,6 +18,7 @@
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 #include "sgt/kernels/attention.hpp"
+#include "sgt/kernels/cached_attention.hpp"
 #include "sgt/kernels/noise_formula.hpp"
 #include "sgt/kernels/parameterization.hpp"
 #include "sgt/kernels/rms_norm.hpp"
@@ -73,10 +74,18 @@ struct KernelTable {
                   const LinearTarget* linears, std::size_t count);
   void (*apply_rope)(const KernelContext&, TensorView<float> x, std::size_t heads,
                      std::size_t head_dim, const RopeTable& table);
+  // RoPE with token t of every batch row at positions[t] (kernels/rope_positions.hpp).
+  void (*apply_rope_at)(const KernelContext&, TensorView<float> x, std::size_t heads,
+                        std::size_t head_dim, const RopeTable& table, const std::size_t* positions);
   void (*attention)(const KernelContext&, const AttentionShape& shape,
                     const AttentionOptions& options, TensorView<const float> q,
                     TensorView<const float> k, TensorView<const float> v,
                     const std::uint8_t* attention_mask, TensorView<float> out);
+  // T new queries against a KV cache (kernels/cached_attention.hpp).
+  void (*cached_attention)(const KernelContext&, const CachedAttentionShape& shape,
+                           const AttentionOptions& options, TensorView<const float> q,
+                           TensorView<const float> k_cache, TensorView<const float> v_cache,
+                           const std::size_t* positions, TensorView<float> out);
   void (*swiglu)(const KernelContext&, TensorView<const float> x, const SwiGluWeights& w,
                  TensorView<float> out, float* scratch);
   void (*add)(const KernelContext&, TensorView<float> acc, TensorView<const float> delta);
@@ -84,8 +93,7 @@ struct KernelTable {
                            TensorView<float> values);
   void (*apply_noise)(const KernelContext&, TensorView<const float> x, TensorView<const float> mu,
                       TensorView<const float> sigma, TensorView<const float> eps,
-                      const std::uint8_t* protect, const ValueRange& range,
-                      TensorView<float> out);
+                      const std::uint8_t* protect, const ValueRange& range, TensorView<float> out);
 };
 
 }  // namespace kernels

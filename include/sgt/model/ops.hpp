@@ -66,12 +66,24 @@ struct Ops : kernels::KernelContext {
                   const kernels::RopeTable& rope) const {
     table->apply_rope(*this, x, heads, head_dim, rope);
   }
+  // RoPE with token t of every batch row at positions[t] (a KV cache's cache_position).
+  void apply_rope_at(TensorView<float> x, std::size_t heads, std::size_t head_dim,
+                     const kernels::RopeTable& rope, const std::size_t* positions) const {
+    table->apply_rope_at(*this, x, heads, head_dim, rope, positions);
+  }
   // Flash attention, or SDPA (which materializes every score row) when attention_algorithm or
   // reference asks for it.
   void attention(const kernels::AttentionShape& shape, const kernels::AttentionOptions& options,
                  TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
                  const std::uint8_t* attention_mask, TensorView<float> out) const {
     table->attention(*this, shape, options, q, k, v, attention_mask, out);
+  }
+  // T new queries against a KV cache holding positions [0, positions[t]] of each row.
+  void cached_attention(const kernels::CachedAttentionShape& shape,
+                        const kernels::AttentionOptions& options, TensorView<const float> q,
+                        TensorView<const float> k_cache, TensorView<const float> v_cache,
+                        const std::size_t* positions, TensorView<float> out) const {
+    table->cached_attention(*this, shape, options, q, k_cache, v_cache, positions, out);
   }
   void swiglu(TensorView<const float> x, const kernels::SwiGluWeights& w, TensorView<float> out,
               float* scratch) const {

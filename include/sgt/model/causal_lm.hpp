@@ -1,0 +1,254 @@
+// sgt::CausalLM: a Hugging Face decoder-only language model (Llama, Mistral, Qwen2, Qwen3) run with
+// a static KV cache -- the server side of the protected-prompt pipeline (docs/format.md,
+// "CausalLM"). As transformers' TorchExportableModuleWithStaticCache:
+//
+//   forward(input_ids or inputs_embeds [B, T], cache_position [T]) -> logits [B, T or 1, V]
+//
+//   h      = E[input_ids]  (or the caller's inputs_embeds, protected embeddings for instance)
+//   h      = CachedDecoderLayer_i(h)  for each layer, appending the new keys/values to the cache
+//   logits = lm_head(RMSNorm(h))      for every new position, or only the last one
+//
+// The loaded model is immutable and may serve any number of threads at once, each with its own
+// KvCache and LmWorkspace.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sgt/core/checked_math.hpp"
+#include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
+#include "sgt/core/precision.hpp"
+#include "sgt/core/tensor_view.hpp"
+#include "sgt/core/thread_pool.hpp"
+#include "sgt/io/tensor_store.hpp"
+#include "sgt/kernels/kernel_table.hpp"
+#include "sgt/model/cached_decoder_layer.hpp"
+#include "sgt/model/causal_lm_config.hpp"
+#include "sgt/model/causal_lm_config_json.hpp"
+#include "sgt/model/causal_lm_weights.hpp"
+#include "sgt/model/kv_cache.hpp"
+#include "sgt/model/lm_workspace.hpp"
+#include "sgt/model/ops.hpp"
+
+namespace sgt {
+SGT_ISA_BEGIN
+
+// Which positions get logits.
+enum class LogitsFor {
+  All,   // every new token: [B, T, V]
+  Last,  // the last new token of each row: [B, 1, V] (what generation needs)
+};
+
+// One forward call: B rows of T new tokens, given as ids or as embeddings (exactly one of them).
+struct LmInput {
+  std::size_t batch = 1;
+  std::size_t seq_len = 0;                   // T
+  std::vector<std::int64_t> input_ids;       // [B * T], or empty with inputs_embeds
+  TensorView<const float> inputs_embeds;     // [B, T, H] f32, or empty with input_ids
+  std::vector<std::int64_t> cache_position;  // [T]: start, start + 1, ..., start + T - 1
+  LogitsFor logits = LogitsFor::All;
+};
+
+struct LmRunOptions {
+  ThreadPool* pool = nullptr;             // null: the calling thread
+  Precision precision = Precision::Auto;  // Auto: Bf16 when every Linear (and lm_head) is BF16
+  AttentionAlgorithm attention = AttentionAlgorithm::Auto;  // the fresh prefill's kernel
+  bool reference_kernels = false;                           // every kernel on its reference
+};
+
+struct LmLogits {
+  std::size_t batch = 0, rows = 0, vocab = 0;  // rows = T, or 1 for LogitsFor::Last
+  std::vector<float> values;                   // [batch, rows, vocab]
+  const float* row(std::size_t b, std::size_t r) const {
+    return values.data() + (b * rows + r) * vocab;
+  }
+};
+
+class CausalLM {
+ public:
+  // Loads DIR as save_pretrained writes it: config.json, and model.safetensors or
+  // model.safetensors.index.json with its shards. Every tensor is checked against the config
+  // first; errors name the file and the key or tensor.
+  static CausalLM load(const std::string& dir) {
+    namespace fs = std::filesystem;
+    CausalLM lm;
+    lm.dir_ = dir;
+    lm.config_ = load_causal_lm_config((fs::path(dir) / "config.json").string());
+    lm.store_ = std::make_unique<TensorStore>(dir);
+    const fs::path single = fs::path(dir) / kSafetensorsSingleFile;
+    std::error_code ec;
+    const std::string where =
+        (fs::exists(single, ec) ? single : fs::path(dir) / kSafetensorsIndexFile).string();
+    lm.weights_ = load_causal_lm_weights(lm.config_, *lm.store_, where);
+    return lm;
+  }
+
+  const std::string& directory() const noexcept { return dir_; }
+  const CausalLmConfig& config() const noexcept { return config_; }
+  const CausalLmWeights& weights() const noexcept { return weights_; }
+  std::size_t vocab_size() const noexcept { return config_.vocab_size; }
+  std::size_t hidden_size() const noexcept { return config_.hidden_size(); }
+
+  // A cache for `batch` sequences of at most `max_len` positions, allocated once.
+  KvCache make_cache(std::size_t batch, std::size_t max_len) const {
+    return KvCache(config_, batch, max_len);
+  }
+
+  // Auto becomes Bf16 when every Linear weight, lm_head included, is stored as BF16.
+  Precision resolve_precision(Precision requested) const noexcept {
+    if (requested != Precision::Auto) return requested;
+    auto bf16 = [](const AnyTensorView& w) {
+      return w.data() == nullptr || w.dtype() == DType::BF16;
+    };
+    for (const DecoderLayerWeights& l : weights_.decoder.layers) {
+      const AttentionWeights& a = l.attention;
+      if (!bf16(a.q_proj) || !bf16(a.k_proj) || !bf16(a.v_proj) || !bf16(a.o_proj) ||
+          !bf16(l.mlp.gate) || !bf16(l.mlp.up) || !bf16(l.mlp.down))
+        return Precision::F32;
+    }
+    return bf16(weights_.lm_head) ? Precision::Bf16 : Precision::F32;
+  }
+
+  // Runs the new tokens, appends their keys and values to `cache` at cache_position, and writes
+  // the requested logits to `out`. Everything about the call that can be wrong (shapes, ids,
+  // cache_position, the cache's room) is checked before the cache is touched. If a kernel fails
+  // mid-way the cache keeps only the positions before cache_position.
+  void forward(const LmInput& in, KvCache& cache, LmWorkspace& ws, const LmRunOptions& options,
+               LmLogits& out) const {
+    validate(in, cache);
+    const std::size_t B = in.batch, T = in.seq_len, H = hidden_size(), V = vocab_size();
+    const auto start = static_cast<std::size_t>(in.cache_position[0]);
+    Ops ops;
+    ops.pool = options.pool;
+    ops.reference = options.reference_kernels;
+    ops.precision = resolve_precision(options.precision);
+    ops.attention_algorithm = options.attention;
+    ws.plan(config_, B, T, cache.max_len(), ops.kernels());
+    std::size_t* positions = ws.positions();
+    for (std::size_t t = 0; t < T; ++t) positions[t] = start + t;
+    const CacheStep step{B, T, start, positions};
+
+    try {
+      // h = E[input_ids], or the caller's embeddings
+      TensorView<float> h = ws.residual();
+      if (in.input_ids.empty())
+        std::copy(in.inputs_embeds.data(), in.inputs_embeds.data() + B * T * H, h.data());
+      else
+        ops.embedding(weights_.embed_tokens, in.input_ids.data(), B * T,
+                      TensorView<float>(h.data(), {B * T, H}));
+      const LayerBuffers buf = ws.layer_buffers();
+      const DecoderConfig& d = config_.decoder;
+      for (std::size_t i = 0; i < weights_.decoder.layers.size(); ++i)
+        CachedDecoderLayer::forward(d, weights_.decoder.layers[i], ws.rope(), step, cache, i, h,
+                                    buf, ops);
+      cache.commit(start, T);
+
+      // logits = lm_head(RMSNorm(h)) for the rows asked for
+      TensorView<float> rows = h;
+      if (in.logits == LogitsFor::Last) {
+        rows = ws.last_rows();
+        for (std::size_t b = 0; b < B; ++b)
+          std::copy(h.row(b * T + T - 1), h.row(b * T + T - 1) + H, rows.row(b));
+      }
+      const float eps = static_cast<float>(d.rms_norm_eps);
+      ops.rms_norm(rows, weights_.decoder.final_norm, eps, d.norm_style, rows);
+      out.batch = B;
+      out.rows = in.logits == LogitsFor::Last ? 1 : T;
+      out.vocab = V;
+      out.values.resize(B * out.rows * V);
+      ops.matmul(rows, weights_.lm_head, AnyTensorView(),
+                 TensorView<float>(out.values.data(), {B * out.rows, V}), ws.head_pack());
+    } catch (...) {
+      cache.truncate(start);
+      throw;
+    }
+  }
+
+  // The same with a workspace of its own (allocates on every call).
+  LmLogits forward(const LmInput& in, KvCache& cache, const LmRunOptions& options = {}) const {
+    LmWorkspace ws;
+    LmLogits out;
+    forward(in, cache, ws, options, out);
+    return out;
+  }
+
+ private:
+  CausalLM() = default;
+
+  void validate(const LmInput& in, const KvCache& cache) const {
+    const std::size_t B = in.batch, T = in.seq_len, H = hidden_size();
+    if (B == 0 || T == 0)
+      throw Error("empty input: batch " + std::to_string(B) + ", length " + std::to_string(T));
+    std::size_t tokens = 0, values = 0;
+    if (!checked_mul(B, T, tokens) || !checked_mul(tokens, H, values))
+      throw Error("batch " + std::to_string(B) + " x length " + std::to_string(T) +
+                  " overflows size_t");
+    if (cache.num_layers() != config_.num_layers() || cache.kv_width() != config_.kv_width())
+      throw Error("the KV cache was made for another model (" + std::to_string(cache.num_layers()) +
+                  " layers of width " + std::to_string(cache.kv_width()) + ", this one has " +
+                  std::to_string(config_.num_layers()) + " of " +
+                  std::to_string(config_.kv_width()) + ")");
+    if (cache.batch() != B)
+      throw Error("the KV cache holds " + std::to_string(cache.batch()) + " sequences, the input " +
+                  std::to_string(B));
+    const bool ids = !in.input_ids.empty(), embeds = in.inputs_embeds.data() != nullptr;
+    if (ids == embeds)
+      throw Error(ids ? "give input_ids or inputs_embeds, not both"
+                      : "give input_ids or inputs_embeds (both are empty)")
+          .at_key("input_ids");
+    if (ids) {
+      if (in.input_ids.size() != tokens)
+        throw Error("holds " + std::to_string(in.input_ids.size()) +
+                    " ids, expected batch x length = " + std::to_string(tokens))
+            .at_key("input_ids");
+      const auto vocab = static_cast<std::int64_t>(vocab_size());
+      for (std::size_t t = 0; t < tokens; ++t) {
+        const std::int64_t id = in.input_ids[t];
+        if (id < 0 || id >= vocab)
+          throw Error("row " + std::to_string(t / T) + ", token " + std::to_string(t % T) +
+                      ": id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                      std::to_string(vocab) + ")")
+              .at_key("input_ids")
+              .at_position(static_cast<std::int64_t>(t % T));
+      }
+    } else {
+      const TensorView<const float>& e = in.inputs_embeds;
+      if (e.size() != values || e.cols() != H)
+        throw Error("shape " + e.shape_string() + ", expected [B, T, H] = [" + std::to_string(B) +
+                    ", " + std::to_string(T) + ", " + std::to_string(H) + "]")
+            .at_key("inputs_embeds");
+    }
+    if (in.cache_position.size() != T)
+      throw Error("holds " + std::to_string(in.cache_position.size()) +
+                  " positions, expected one per new token (" + std::to_string(T) + ")")
+          .at_key("cache_position");
+    if (in.cache_position[0] < 0)
+      throw Error("position " + std::to_string(in.cache_position[0]) + " is negative")
+          .at_key("cache_position")
+          .at_position(in.cache_position[0]);
+    // Room in the cache first: it also bounds the start, so start + t below cannot overflow.
+    cache.check_append(static_cast<std::size_t>(in.cache_position[0]), T);
+    for (std::size_t t = 1; t < T; ++t)
+      if (in.cache_position[t] != in.cache_position[0] + static_cast<std::int64_t>(t))
+        throw Error("positions must be consecutive (start, start + 1, ...), but entry " +
+                    std::to_string(t) + " is " + std::to_string(in.cache_position[t]) + " after " +
+                    std::to_string(in.cache_position[t - 1]))
+            .at_key("cache_position")
+            .at_position(in.cache_position[t]);
+  }
+
+  std::string dir_;
+  CausalLmConfig config_;
+  std::unique_ptr<TensorStore> store_;
+  CausalLmWeights weights_;
+};
+
+SGT_ISA_END
+}  // namespace sgt

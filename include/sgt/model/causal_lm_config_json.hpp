@@ -1,0 +1,57 @@
+// Loading a Hugging Face causal LM's config.json into CausalLmConfig (model/causal_lm_config.hpp).
+//
+// The file is the one `save_pretrained` writes for LlamaForCausalLM, MistralForCausalLM,
+// Qwen2ForCausalLM or Qwen3ForCausalLM: model_type picks the family row (model/families.hpp), and
+// the decoder keys are read by the same parser as an estimator's `config` (model/config_json.hpp),
+// with the family's defaults for absent keys. Every error is an sgt::Error naming the file and the
+// key; unknown keys are logged and ignored, as transformers ignores them.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
+#include "sgt/io/json.hpp"
+#include "sgt/model/causal_lm_config.hpp"
+#include "sgt/model/config_json.hpp"
+#include "sgt/model/families.hpp"
+
+namespace sgt {
+SGT_ISA_BEGIN
+
+inline CausalLmConfig parse_causal_lm_config(const nlohmann::json& j) {
+  JsonObjectReader c(j, "");
+  const std::string type = c.string("model_type", std::nullopt);
+  const ModelFamily* family = find_model_family(type);
+  if (!family)
+    c.fail("model_type",
+           "unknown model_type '" + type + "' (" + model_family_names() + " are supported)");
+  CausalLmConfig out;
+  // save_pretrained always writes vocab_size; a config without it is not one we should guess.
+  out.vocab_size =
+      static_cast<std::size_t>(c.integer("vocab_size", std::nullopt, 1, kMaxConfigDimension));
+  // False in all four families' transformers config classes.
+  out.tie_word_embeddings = c.boolean("tie_word_embeddings", false);
+  out.decoder = detail::parse_decoder_config(*family, c);
+  return out;
+}
+
+// Reads and parses DIR/config.json (or any path); errors carry the file.
+inline CausalLmConfig load_causal_lm_config(const std::string& config_json_path) {
+  try {
+    JsonReadOptions options;
+    options.what = "config.json";
+    options.max_depth = kMaxConfigJsonDepth;
+    const std::string text = read_text_file(config_json_path, kMaxConfigFileBytes);
+    return parse_causal_lm_config(parse_json_checked(text, options));
+  } catch (Error& e) {
+    e.at_file(config_json_path);
+    throw;
+  }
+}
+
+SGT_ISA_END
+}  // namespace sgt

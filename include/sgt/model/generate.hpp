@@ -1,0 +1,92 @@
+// Greedy generation with a CausalLM (model/causal_lm.hpp): what transformers' generate does with
+// do_sample=False -- prefill the prompt, then feed back the argmax token one step at a time,
+// every step a T = 1 forward on the KV cache. Ties go to the lowest token id, as torch.argmax.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sgt/core/error.hpp"
+#include "sgt/core/isa.hpp"
+#include "sgt/model/causal_lm.hpp"
+
+namespace sgt {
+SGT_ISA_BEGIN
+
+struct GreedyOptions {
+  std::size_t max_new_tokens = 16;
+  // A row that produces one of these stops there (the token is kept); generation ends when every
+  // row has stopped. Empty: always max_new_tokens tokens.
+  std::vector<std::int64_t> stop_tokens;
+  LmRunOptions run;
+};
+
+// The index of the largest of n values, the first on ties.
+inline std::int64_t argmax(const float* v, std::size_t n) {
+  return static_cast<std::int64_t>(std::max_element(v, v + n) - v);
+}
+
+// prompt: B rows, each given as ids ([B * P] in prompt_ids) or as embeddings ([B, P, H] in
+// prompt_embeds), at positions [0, P) of `cache`, which must have room for P + max_new_tokens - 1
+// positions (the last token is produced, never fed). Returns the new tokens of each row.
+inline std::vector<std::vector<std::int64_t>> generate_greedy(const CausalLM& lm, LmInput prompt,
+                                                              const GreedyOptions& options,
+                                                              KvCache& cache, LmWorkspace& ws) {
+  const std::size_t B = prompt.batch, P = prompt.seq_len;
+  std::vector<std::vector<std::int64_t>> out(B);
+  if (options.max_new_tokens == 0) return out;
+  if (P + options.max_new_tokens - 1 > cache.max_len())
+    throw Error("prompt of " + std::to_string(P) + " tokens + " +
+                std::to_string(options.max_new_tokens) + " new ones need " +
+                std::to_string(P + options.max_new_tokens - 1) +
+                " cache positions, the cache has " + std::to_string(cache.max_len()));
+  auto stops = [&](std::int64_t id) {
+    return std::find(options.stop_tokens.begin(), options.stop_tokens.end(), id) !=
+           options.stop_tokens.end();
+  };
+
+  prompt.cache_position.resize(P);
+  for (std::size_t t = 0; t < P; ++t) prompt.cache_position[t] = static_cast<std::int64_t>(t);
+  prompt.logits = LogitsFor::Last;
+  LmLogits logits;
+  lm.forward(prompt, cache, ws, options.run, logits);
+
+  LmInput step;
+  step.batch = B;
+  step.seq_len = 1;
+  step.input_ids.resize(B);
+  step.cache_position.resize(1);
+  step.logits = LogitsFor::Last;
+  std::vector<bool> stopped(B, false);
+  for (std::size_t n = 0;; ++n) {
+    bool all_stopped = true;
+    for (std::size_t b = 0; b < B; ++b) {
+      const std::int64_t id = argmax(logits.row(b, 0), logits.vocab);
+      step.input_ids[b] = id;
+      if (stopped[b]) continue;
+      out[b].push_back(id);
+      stopped[b] = stops(id);
+      all_stopped = all_stopped && stopped[b];
+    }
+    if (all_stopped || n + 1 == options.max_new_tokens) break;
+    step.cache_position[0] = static_cast<std::int64_t>(P + n);
+    lm.forward(step, cache, ws, options.run, logits);
+  }
+  return out;
+}
+
+// The same with a cache and workspace of its own, sized for the prompt and the new tokens.
+inline std::vector<std::vector<std::int64_t>> generate_greedy(const CausalLM& lm,
+                                                              const LmInput& prompt,
+                                                              const GreedyOptions& options = {}) {
+  KvCache cache = lm.make_cache(prompt.batch,
+                                prompt.seq_len + std::max<std::size_t>(options.max_new_tokens, 1));
+  LmWorkspace ws;
+  return generate_greedy(lm, prompt, options, cache, ws);
+}
+
+SGT_ISA_END
+}  // namespace sgt

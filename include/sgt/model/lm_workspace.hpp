@@ -1,0 +1,93 @@
+// LmWorkspace: every activation buffer one CausalLM::forward call needs (model/causal_lm.hpp), as
+// the Workspace of model/activations.hpp is for the transform.
+//
+// Planned from the call's B and T (the new tokens, not the cache length): a workspace kept across
+// calls of the same or smaller size allocates nothing after the first, so a decode loop allocates
+// only on its first step. The RoPE table covers the cache's max_len positions and is built once.
+// One workspace per concurrent caller.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <vector>
+
+#include "sgt/core/isa.hpp"
+#include "sgt/core/secure_memory.hpp"
+#include "sgt/core/tensor_view.hpp"
+#include "sgt/kernels/isa_kernel_table.hpp"
+#include "sgt/kernels/kernel_table.hpp"
+#include "sgt/kernels/rope.hpp"
+#include "sgt/model/activations.hpp"
+#include "sgt/model/causal_lm_config.hpp"
+
+namespace sgt {
+SGT_ISA_BEGIN
+
+class LmWorkspace {
+ public:
+  // Sizes the buffers for `batch` x `tokens` new tokens (growing only) and the RoPE table for
+  // `positions` positions (rebuilt only when it must grow).
+  void plan(const CausalLmConfig& c, std::size_t batch, std::size_t tokens, std::size_t positions,
+            const kernels::KernelTable& kernels = kernels::default_kernel_table()) {
+    const DecoderConfig& d = c.decoder;
+    const std::size_t t = batch * tokens, hidden = d.hidden_size;
+    const std::size_t q = d.num_attention_heads * d.head_dim, kv = c.kv_width();
+    // normed, delta and q double as pack buffers (LayerBuffers): whole tiles of tokens. normed is
+    // also the LM head's pack buffer, for at most t rows of hidden.
+    grow(h_, t * hidden);
+    grow(normed_, kernels.packed_activation_floats(t, hidden));
+    grow(delta_, kernels.packed_activation_floats(t, hidden));
+    grow(q_, kernels.packed_activation_floats(t, q));
+    grow(attn_, t * q);
+    grow(k_, t * kv);
+    grow(v_, t * kv);
+    grow(mlp_, kernels.swiglu_scratch_floats(t, hidden, d.intermediate_size));
+    grow(last_, batch * hidden);
+    if (positions_.size() < tokens) positions_.resize(tokens);
+    if (!rope_ || rope_->num_positions() < positions || !(rope_->parameters() == d.rope))
+      rope_.emplace(d.rope, positions);
+    batch_ = batch;
+    tokens_ = tokens;
+    hidden_ = hidden;
+    q_width_ = q;
+    kv_width_ = kv;
+  }
+
+  LayerBuffers layer_buffers() {
+    const std::size_t b = batch_, s = tokens_;
+    LayerBuffers buf;
+    buf.normed = TensorView<float>(normed_.data(), {b, s, hidden_});
+    buf.q = TensorView<float>(q_.data(), {b, s, q_width_});
+    buf.k = TensorView<float>(k_.data(), {b, s, kv_width_});
+    buf.v = TensorView<float>(v_.data(), {b, s, kv_width_});
+    buf.attn = TensorView<float>(attn_.data(), {b, s, q_width_});
+    buf.delta = TensorView<float>(delta_.data(), {b, s, hidden_});
+    buf.mlp_scratch = mlp_.data();
+    return buf;
+  }
+
+  // The residual stream [B, T, H].
+  TensorView<float> residual() { return TensorView<float>(h_.data(), {batch_, tokens_, hidden_}); }
+  // The last token's row of each sequence [B, 1, H] (logits for the last position only).
+  TensorView<float> last_rows() { return TensorView<float>(last_.data(), {batch_, 1, hidden_}); }
+  // The LM head's packed input (normed is free once the layers are done).
+  float* head_pack() { return normed_.data(); }
+  // cache_position as the kernels take it: T positions.
+  std::size_t* positions() { return positions_.data(); }
+  const kernels::RopeTable& rope() const { return *rope_; }
+
+ private:
+  static void grow(WipedVector<float>& v, std::size_t n) {
+    if (v.size() < n) v.resize(n);
+  }
+
+  // Every buffer holds the prompt or values computed from it: wiped when released.
+  WipedVector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, last_;
+  std::vector<std::size_t> positions_;
+  std::optional<kernels::RopeTable> rope_;
+  std::size_t batch_ = 0, tokens_ = 0, hidden_ = 0, q_width_ = 0, kv_width_ = 0;
+};
+
+SGT_ISA_END
+}  // namespace sgt

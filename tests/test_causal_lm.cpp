@@ -1,0 +1,459 @@
+// sgt::CausalLM against transformers: tiny random models of each family, written with
+// save_pretrained by tools/fixtures/causal_lm_fixtures.py, and HF's logits and greedy tokens for
+// them (tests/data/causal_lm/*/expected.safetensors, described in that script).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <sgt/sgt.hpp>
+
+#include "support/kernel_harness.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kData = fs::path(SGT_TEST_DATA_DIR) / "causal_lm";
+// The f32 families; llama_bf16 is tested on its own below.
+const char* const kF32Models[] = {"llama", "mistral", "qwen2_sharded", "qwen3_tied"};
+
+struct Expected {
+  std::size_t batch = 0, prompt = 0, next = 0, turn2 = 0, turn2_len = 0, vocab = 0;
+  std::vector<std::int64_t> prompt_ids, next_ids, turn2_ids, greedy_ids;
+  std::vector<float> logits, turn2_logits, logits_bf16;  // [B, rows, V]
+};
+
+std::vector<float> floats(const sgt::SafetensorsFile& f, const std::string& name) {
+  const auto v = f.tensor(name).as<float>();
+  return {v.data(), v.data() + v.size()};
+}
+std::vector<std::int64_t> ids(const sgt::SafetensorsFile& f, const std::string& name) {
+  std::vector<std::int64_t> out;
+  for (float x : floats(f, name)) out.push_back(static_cast<std::int64_t>(x));
+  return out;
+}
+
+Expected expected(const std::string& model) {
+  const sgt::SafetensorsFile f((kData / model / "expected.safetensors").string());
+  Expected e;
+  e.batch = f.info("prompt_ids").shape[0];
+  e.prompt = f.info("prompt_ids").shape[1];
+  e.next = f.info("next_ids").shape[1];
+  e.turn2_len = f.info("turn2_ids").shape[1];
+  e.vocab = f.info("logits").shape[2];
+  e.prompt_ids = ids(f, "prompt_ids");
+  e.next_ids = ids(f, "next_ids");
+  e.turn2_ids = ids(f, "turn2_ids");
+  e.greedy_ids = ids(f, "greedy_ids");
+  e.turn2 = static_cast<std::size_t>(ids(f, "turn2_position")[0]);
+  e.logits = floats(f, "logits");
+  e.turn2_logits = floats(f, "turn2_logits");
+  if (f.contains("logits_bf16")) e.logits_bf16 = floats(f, "logits_bf16");
+  return e;
+}
+
+// Rows [first, first + count) of each batch row of a [B, rows, V] tensor.
+std::vector<float> rows_of(const std::vector<float>& x, std::size_t batch, std::size_t rows,
+                           std::size_t vocab, std::size_t first, std::size_t count) {
+  std::vector<float> out;
+  for (std::size_t b = 0; b < batch; ++b)
+    out.insert(out.end(), x.begin() + (b * rows + first) * vocab,
+               x.begin() + (b * rows + first + count) * vocab);
+  return out;
+}
+
+// Columns [first, first + count) of each row of a [B, rows] id matrix.
+std::vector<std::int64_t> id_rows(const std::vector<std::int64_t>& x, std::size_t batch,
+                                  std::size_t rows, std::size_t first, std::size_t count) {
+  std::vector<std::int64_t> out;
+  for (std::size_t b = 0; b < batch; ++b)
+    out.insert(out.end(), x.begin() + b * rows + first, x.begin() + b * rows + first + count);
+  return out;
+}
+
+sgt::LmInput ids_input(std::size_t batch, std::vector<std::int64_t> input_ids, std::size_t start,
+                       sgt::LogitsFor which = sgt::LogitsFor::All) {
+  sgt::LmInput in;
+  in.batch = batch;
+  in.seq_len = input_ids.size() / batch;
+  in.input_ids = std::move(input_ids);
+  for (std::size_t t = 0; t < in.seq_len; ++t)
+    in.cache_position.push_back(static_cast<std::int64_t>(start + t));
+  in.logits = which;
+  return in;
+}
+
+// The logits of the whole first turn, [B, P + N, V], computed as a server would: the prompt in one
+// prefill, then the N next tokens one decode step at a time; then the second turn's logits
+// [B, M, V], starting at turn2 inside the cache.
+struct Turns {
+  std::vector<float> first, second;
+};
+
+Turns run_turns(const sgt::CausalLM& lm, const Expected& e, const sgt::LmRunOptions& options) {
+  const std::size_t B = e.batch, V = e.vocab, S = e.prompt + e.next;
+  sgt::KvCache cache = lm.make_cache(B, S + 4);
+  sgt::LmWorkspace ws;
+  sgt::LmLogits out;
+  Turns turns;
+  turns.first.assign(B * S * V, 0.0f);
+  auto put = [&](std::size_t first_row) {
+    for (std::size_t b = 0; b < B; ++b)
+      for (std::size_t r = 0; r < out.rows; ++r)
+        std::copy(out.row(b, r), out.row(b, r) + V,
+                  turns.first.begin() + (b * S + first_row + r) * V);
+  };
+  lm.forward(ids_input(B, e.prompt_ids, 0), cache, ws, options, out);
+  put(0);
+  for (std::size_t i = 0; i < e.next; ++i) {
+    lm.forward(
+        ids_input(B, id_rows(e.next_ids, B, e.next, i, 1), e.prompt + i, sgt::LogitsFor::Last),
+        cache, ws, options, out);
+    put(e.prompt + i);
+  }
+  CHECK(cache.length() == S);
+  lm.forward(ids_input(B, e.turn2_ids, e.turn2), cache, ws, options, out);
+  turns.second = out.values;
+  CHECK(cache.length() == e.turn2 + e.turn2_len);
+  return turns;
+}
+
+// max |got - want| <= rel * max |want|: a tolerance scaled to the logits' magnitude.
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double rel,
+                  const std::string& what) {
+  sgt_test::expect_matches(got, want, rel * sgt_test::max_abs(want), what);
+}
+
+double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+  return sgt_test::max_error(got, want) / sgt_test::max_abs(want);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  return sgt_test::error_of(f);
+}
+
+// A copy of a fixture folder to break, removed when the test ends.
+struct ScratchCopy {
+  fs::path dir;
+  explicit ScratchCopy(const std::string& model) {
+    dir = fs::temp_directory_path() /
+          ("sgt_test_causal_lm_" + model + "_" + std::to_string(std::rand()));
+    fs::remove_all(dir);
+    fs::copy(kData / model, dir);
+  }
+  ~ScratchCopy() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  nlohmann::json config() const {
+    std::ifstream f(dir / "config.json");
+    return nlohmann::json::parse(f);
+  }
+  void write_config(const nlohmann::json& j) const {
+    std::ofstream f(dir / "config.json");
+    f << j.dump(2);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("prefill, 8 decode steps and a second turn equal HF's full-sequence logits (f32)") {
+  for (const char* model : kF32Models) {
+    const std::string name = model;
+    CAPTURE(name);
+    const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
+    const Expected e = expected(model);
+    REQUIRE(lm.vocab_size() == e.vocab);
+    CHECK(lm.resolve_precision(sgt::Precision::Auto) == sgt::Precision::F32);
+    for (bool reference : {false, true}) {
+      sgt::LmRunOptions options;
+      options.reference_kernels = reference;
+      const Turns turns = run_turns(lm, e, options);
+      const std::string tag = std::string(model) + (reference ? " (reference kernels)" : "");
+      // 1e-4 of the logits' magnitude: f32 reassociation over 2 layers and a 64-term lm_head.
+      MESSAGE(tag << ": prefill + decode " << relative_error(turns.first, e.logits)
+                  << ", second turn " << relative_error(turns.second, e.turn2_logits));
+      expect_close(turns.first, e.logits, 1e-4, tag + ": prefill + decode");
+      expect_close(turns.second, e.turn2_logits, 1e-4, tag + ": second turn mid-cache");
+    }
+  }
+}
+
+TEST_CASE("the prefill's logits for the last position alone equal the last row of all") {
+  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "llama").string());
+  const Expected e = expected("llama");
+  sgt::KvCache cache = lm.make_cache(e.batch, 16);
+  const sgt::LmLogits all = lm.forward(ids_input(e.batch, e.prompt_ids, 0), cache);
+  const sgt::LmLogits last =
+      lm.forward(ids_input(e.batch, e.prompt_ids, 0, sgt::LogitsFor::Last), cache);
+  REQUIRE(last.rows == 1);
+  sgt_test::expect_bit_identical(
+      last.values, rows_of(all.values, e.batch, e.prompt, e.vocab, e.prompt - 1, 1), "last row");
+}
+
+TEST_CASE("inputs_embeds give the logits of input_ids, bit for bit, in both turns") {
+  for (const char* model : kF32Models) {
+    const std::string name = model;
+    CAPTURE(name);
+    const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
+    const Expected e = expected(model);
+    const std::size_t B = e.batch, H = lm.hidden_size();
+    const auto table = lm.weights().embed_tokens.as<float>();
+    auto embeds = [&](const std::vector<std::int64_t>& x) {
+      std::vector<float> out;
+      for (std::int64_t id : x)
+        out.insert(out.end(), table.data() + id * H, table.data() + (id + 1) * H);
+      return out;
+    };
+    auto as_embeds = [&](sgt::LmInput in, const std::vector<float>& values) {
+      in.input_ids.clear();
+      in.inputs_embeds = sgt::TensorView<const float>(values.data(), {in.batch, in.seq_len, H});
+      return in;
+    };
+    sgt::KvCache by_id = lm.make_cache(B, 20), by_embedding = lm.make_cache(B, 20);
+    const sgt::LmInput prompt = ids_input(B, e.prompt_ids, 0);
+    const std::vector<float> prompt_embeds = embeds(e.prompt_ids);
+    sgt_test::expect_bit_identical(
+        lm.forward(as_embeds(prompt, prompt_embeds), by_embedding).values,
+        lm.forward(prompt, by_id).values, "prompt");
+    const sgt::LmInput step = ids_input(B, id_rows(e.next_ids, B, e.next, 0, 1), e.prompt);
+    const std::vector<float> step_embeds = embeds(step.input_ids);
+    sgt_test::expect_bit_identical(lm.forward(as_embeds(step, step_embeds), by_embedding).values,
+                                   lm.forward(step, by_id).values, "decode step");
+    // Second turn from position 3, inside the cache.
+    const sgt::LmInput turn2 = ids_input(B, e.turn2_ids, 3);
+    const std::vector<float> turn2_embeds = embeds(e.turn2_ids);
+    sgt_test::expect_bit_identical(lm.forward(as_embeds(turn2, turn2_embeds), by_embedding).values,
+                                   lm.forward(turn2, by_id).values, "second turn");
+  }
+}
+
+TEST_CASE("generate_greedy gives HF generate's tokens (do_sample=False)") {
+  for (const char* model : {"llama", "mistral", "qwen2_sharded", "qwen3_tied", "llama_bf16"}) {
+    const std::string name = model;
+    CAPTURE(name);
+    const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
+    const Expected e = expected(model);
+    sgt::GreedyOptions options;
+    options.max_new_tokens = e.greedy_ids.size() / e.batch;
+    // llama_bf16's reference is HF in f32 on the bf16 weights: our f32 precision.
+    options.run.precision = sgt::Precision::F32;
+    const auto tokens = sgt::generate_greedy(lm, ids_input(e.batch, e.prompt_ids, 0), options);
+    REQUIRE(tokens.size() == e.batch);
+    const std::size_t G = options.max_new_tokens;
+    for (std::size_t b = 0; b < e.batch; ++b)
+      CHECK(tokens[b] == std::vector<std::int64_t>(e.greedy_ids.begin() + b * G,
+                                                   e.greedy_ids.begin() + (b + 1) * G));
+  }
+}
+
+TEST_CASE("generate_greedy stops a row at a stop token and refuses a cache too short") {
+  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "llama").string());
+  const Expected e = expected("llama");
+  const std::size_t G = e.greedy_ids.size() / e.batch;
+  sgt::GreedyOptions options;
+  options.max_new_tokens = G;
+  options.stop_tokens = {e.greedy_ids[2]};  // row 0's third token
+  const auto tokens = sgt::generate_greedy(lm, ids_input(e.batch, e.prompt_ids, 0), options);
+  const std::vector<std::int64_t> row0(e.greedy_ids.begin(), e.greedy_ids.begin() + 3);
+  CHECK(tokens[0] == row0);
+  sgt::KvCache small = lm.make_cache(e.batch, e.prompt + G - 2);
+  sgt::LmWorkspace ws;
+  options.stop_tokens.clear();
+  CHECK_THROWS_AS(sgt::generate_greedy(lm, ids_input(e.batch, e.prompt_ids, 0), options, small, ws),
+                  sgt::Error);
+}
+
+TEST_CASE("tied embeddings: lm_head is the embedding table") {
+  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "qwen3_tied").string());
+  CHECK(lm.config().tie_word_embeddings);
+  CHECK(lm.weights().lm_head.data() == lm.weights().embed_tokens.data());
+  const sgt::CausalLM untied = sgt::CausalLM::load((kData / "llama").string());
+  CHECK_FALSE(untied.config().tie_word_embeddings);
+  CHECK(untied.weights().lm_head.data() != untied.weights().embed_tokens.data());
+}
+
+TEST_CASE("bf16 weights: f32 precision matches HF f32, bf16 precision within HF bf16's own error") {
+  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "llama_bf16").string());
+  const Expected e = expected("llama_bf16");
+  REQUIRE(lm.weights().lm_head.dtype() == sgt::DType::BF16);
+  CHECK(lm.resolve_precision(sgt::Precision::Auto) == sgt::Precision::Bf16);
+
+  // The reference is HF in f32 on the stored bf16 weights: exact weights, f32 arithmetic.
+  sgt::LmRunOptions f32;
+  f32.precision = sgt::Precision::F32;
+  const Turns exact = run_turns(lm, e, f32);
+  expect_close(exact.first, e.logits, 1e-4, "bf16 weights, f32 precision");
+  expect_close(exact.second, e.turn2_logits, 1e-4, "bf16 weights, f32 precision, second turn");
+
+  // Our bf16 precision rounds each matmul's input to bf16 (2^-9 relative), as HF's native bf16
+  // run does -- which also rounds every other activation, the residual stream included. The
+  // tolerance is therefore HF bf16's own distance from the f32 reference: serving the model in
+  // bf16 with transformers costs that much, and ours must cost no more.
+  const double hf_bf16_error = relative_error(e.logits_bf16, e.logits);
+  MESSAGE("HF native bf16 vs f32: " << hf_bf16_error << " of the logits' magnitude");
+  REQUIRE(hf_bf16_error > 0);
+  for (sgt::Precision p : {sgt::Precision::Bf16, sgt::Precision::Auto}) {
+    sgt::LmRunOptions options;
+    options.precision = p;
+    const Turns bf16 = run_turns(lm, e, options);
+    const double ours = relative_error(bf16.first, e.logits);
+    MESSAGE("sgt bf16 precision vs f32: " << ours);
+    CHECK(ours <= hf_bf16_error);
+    // And it really ran in bf16: not the f32 bits.
+    CHECK(sgt_test::max_error(bf16.first, exact.first) > 0);
+  }
+}
+
+TEST_CASE("logits are bit-identical for 1, 2 and 3 threads") {
+  for (const char* model : {"llama", "qwen3_tied"}) {
+    const std::string name = model;
+    CAPTURE(name);
+    const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
+    const Expected e = expected(model);
+    sgt_test::expect_thread_invariant([&](sgt::ThreadPool* pool) {
+      sgt::LmRunOptions options;
+      options.pool = pool;
+      Turns turns = run_turns(lm, e, options);
+      turns.first.insert(turns.first.end(), turns.second.begin(), turns.second.end());
+      return turns.first;
+    });
+  }
+}
+
+TEST_CASE("a cache that would overflow is refused with a clear error, nothing written") {
+  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "llama").string());
+  const Expected e = expected("llama");
+  const std::size_t B = e.batch, max_len = e.prompt + 2;
+  sgt::KvCache cache = lm.make_cache(B, max_len);
+  lm.forward(ids_input(B, e.prompt_ids, 0), cache);
+  REQUIRE(cache.length() == e.prompt);
+  auto snapshot = [&] {
+    std::vector<float> all;
+    for (std::size_t l = 0; l < cache.num_layers(); ++l) {
+      const sgt::KvCache& c = cache;
+      all.insert(all.end(), c.keys(l).data(), c.keys(l).data() + c.keys(l).size());
+      all.insert(all.end(), c.values(l).data(), c.values(l).data() + c.values(l).size());
+    }
+    return all;
+  };
+  const std::vector<float> before = snapshot();
+
+  // 4 tokens at prompt..prompt+3: position prompt+2 is past max_len.
+  const sgt::LmInput overflow = ids_input(B, id_rows(e.next_ids, B, e.next, 0, 4), e.prompt);
+  try {
+    lm.forward(overflow, cache);
+    FAIL("no error");
+  } catch (const sgt::Error& err) {
+    const std::string what = err.what();
+    CHECK(err.key() == "cache_position");
+    CHECK(what.find("position " + std::to_string(max_len)) != std::string::npos);
+    CHECK(what.find("maximum length " + std::to_string(max_len)) != std::string::npos);
+  }
+  CHECK(cache.length() == e.prompt);
+  sgt_test::expect_bit_identical(snapshot(), before, "cache after the refused call");
+
+  // A start past the cache's length (a hole) is refused too; so are non-consecutive positions.
+  sgt::LmInput hole = ids_input(B, id_rows(e.next_ids, B, e.next, 0, 1), e.prompt + 1);
+  CHECK(error_of([&] { lm.forward(hole, cache); }).find("never computed") != std::string::npos);
+  sgt::LmInput jump = ids_input(B, id_rows(e.next_ids, B, e.next, 0, 2), e.prompt);
+  jump.cache_position[1] += 1;
+  CHECK(error_of([&] { lm.forward(jump, cache); }).find("consecutive") != std::string::npos);
+  sgt::LmInput bad_id = ids_input(B, id_rows(e.next_ids, B, e.next, 0, 1), e.prompt);
+  bad_id.input_ids[1] = static_cast<std::int64_t>(e.vocab);
+  CHECK(error_of([&] { lm.forward(bad_id, cache); }).find("vocabulary") != std::string::npos);
+  CHECK(cache.length() == e.prompt);
+  sgt_test::expect_bit_identical(snapshot(), before, "cache after the refused calls");
+
+  // What fits still runs: the two last positions.
+  lm.forward(ids_input(B, id_rows(e.next_ids, B, e.next, 0, 2), e.prompt), cache);
+  CHECK(cache.length() == max_len);
+}
+
+TEST_CASE("bad config.json and missing tensors: the error names the file and the key") {
+  SUBCASE("a config value that contradicts another") {
+    ScratchCopy copy("llama");
+    nlohmann::json j = copy.config();
+    j["num_key_value_heads"] = 3;
+    copy.write_config(j);
+    try {
+      sgt::CausalLM::load(copy.dir.string());
+      FAIL("no error");
+    } catch (const sgt::Error& err) {
+      CHECK(err.key() == "num_key_value_heads");
+      CHECK(err.file() == (copy.dir / "config.json").string());
+    }
+  }
+  SUBCASE("no vocab_size") {
+    ScratchCopy copy("qwen3_tied");
+    nlohmann::json j = copy.config();
+    j.erase("vocab_size");
+    copy.write_config(j);
+    try {
+      sgt::CausalLM::load(copy.dir.string());
+      FAIL("no error");
+    } catch (const sgt::Error& err) {
+      CHECK(err.key() == "vocab_size");
+      CHECK(err.file() == (copy.dir / "config.json").string());
+    }
+  }
+  SUBCASE("an unknown model_type") {
+    ScratchCopy copy("llama");
+    nlohmann::json j = copy.config();
+    j["model_type"] = "gpt2";
+    copy.write_config(j);
+    const std::string what = error_of([&] { sgt::CausalLM::load(copy.dir.string()); });
+    CHECK(what.find("gpt2") != std::string::npos);
+    CHECK(what.find("llama") != std::string::npos);
+  }
+  SUBCASE("a layer more than the file holds: the missing tensor") {
+    ScratchCopy copy("llama");
+    nlohmann::json j = copy.config();
+    j["num_hidden_layers"] = 3;
+    copy.write_config(j);
+    try {
+      sgt::CausalLM::load(copy.dir.string());
+      FAIL("no error");
+    } catch (const sgt::Error& err) {
+      CHECK(err.tensor() == "model.layers.2.input_layernorm.weight");
+      CHECK(err.file() == (copy.dir / "model.safetensors").string());
+    }
+  }
+  SUBCASE("untied config over a tied checkpoint: lm_head.weight is missing from the index") {
+    ScratchCopy copy("qwen3_tied");
+    nlohmann::json j = copy.config();
+    j["tie_word_embeddings"] = false;
+    copy.write_config(j);
+    try {
+      sgt::CausalLM::load(copy.dir.string());
+      FAIL("no error");
+    } catch (const sgt::Error& err) {
+      CHECK(err.tensor() == "lm_head.weight");
+      CHECK(err.file() == (copy.dir / "model.safetensors").string());
+    }
+  }
+  SUBCASE("a sharded model names its index") {
+    ScratchCopy copy("qwen2_sharded");
+    nlohmann::json j = copy.config();
+    j["intermediate_size"] = 96;
+    copy.write_config(j);
+    try {
+      sgt::CausalLM::load(copy.dir.string());
+      FAIL("no error");
+    } catch (const sgt::Error& err) {
+      CHECK(err.tensor() == "model.layers.0.mlp.gate_proj.weight");
+      CHECK(err.file() == (copy.dir / "model.safetensors.index.json").string());
+      CHECK(std::string(err.what()).find("[96, 64]") != std::string::npos);
+    }
+  }
+}
