@@ -9,6 +9,9 @@
 //   sgt audit MODEL_DIR (--input IN.json | --text T | --chat CHAT.json) [--draws N]
 //       [--threads N] [--precision auto|f32|bf16] [--noise-draws DRAWS.safetensors] [--json-only]
 //       [--plot HEAT.png]
+//   sgt generate BASE_DIR (--text T | --chat CHAT.json) [--protect SGT_DIR [--noise-seed N]]
+//       [--max-new-tokens N] [--temperature T [--top-p P] [--seed N]] [--threads N]
+//       [--precision auto|f32|bf16] [--json]
 //
 // Exit status 0 on success. On any bad input: status 1 (2 for a bad command line), one line on
 // stderr that names the problem, and no output file (the writer renames a finished temp file).
@@ -33,6 +36,7 @@
 #include <sgt/dispatch/dispatch.hpp>
 #endif
 #if SGT_HAVE_TEXT
+#include <sgt/text/decode_stream.hpp>
 #include <sgt/text/prompt_encoder.hpp>
 #endif
 
@@ -59,6 +63,13 @@ const char* kUsage =
     "           [--plot HEAT.png]  (JSON report on stdout, a table on stderr unless --json-only;\n"
     "           --draws default 16; --noise-draws: F32 tensor 'noise' [N, S, H] of stored eps,\n"
     "           not secure draws)\n"
+    "       sgt generate BASE_DIR (--text TEXT | --chat CHAT.json) [PROMPT OPTIONS]\n"
+    "           [--protect SGT_DIR [--noise-seed N]] [--max-new-tokens N]  (default 32)\n"
+    "           [--temperature T [--top-p P] [--seed N]]  (default 0: greedy)\n"
+    "           [--threads N] [--precision auto|f32|bf16] [--json]\n"
+    "           (BASE_DIR: a Hugging Face causal LM with its tokenizer; the answer streams to\n"
+    "           stdout, or one JSON document with --json; --protect feeds the model the SGT\n"
+    "           model's protected embeddings of the prompt, noise from the OS or --noise-seed)\n"
     "prompt options: --no-special-tokens (--text: no BOS), --add-generation-prompt (--chat),\n"
     "    --protect-roles ROLE,ROLE (--chat; default every role), --no-protect-tool-schemas\n"
     "    (--chat; default: tool schemas are protected), --transform-all-tokens\n";
@@ -774,6 +785,225 @@ int cmd_audit(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// `sgt generate`'s command line.
+struct GenerateArgs {
+  PromptArgs prompt;
+  std::string dir, protect_dir;
+  std::size_t max_new_tokens = 32;
+  sgt::SamplingOptions sampling;
+  bool have_seed = false, have_top_p = false, have_noise_seed = false, json = false;
+  std::uint64_t noise_seed = 0;
+  std::size_t threads = 0;
+  sgt::Precision precision = sgt::Precision::Auto;
+};
+
+double parse_double(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  errno = 0;
+  const double d = std::strtod(v.c_str(), &end);
+  if (v.empty() || end != v.c_str() + v.size() || errno == ERANGE || !std::isfinite(d))
+    throw UsageError(flag + " needs a number, got '" + v + "'");
+  return d;
+}
+
+GenerateArgs parse_generate_args(const std::vector<std::string>& args) {
+  GenerateArgs g;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
+      return args[++i];
+    };
+    if (parse_prompt_flag(a, value, g.prompt)) {
+    } else if (parse_run_flag(a, value, g.threads, g.precision)) {
+    } else if (a == "--protect") {
+      g.protect_dir = value();
+    } else if (a == "--noise-seed") {
+      g.noise_seed = parse_u64(a, value());
+      g.have_noise_seed = true;
+    } else if (a == "--max-new-tokens") {
+      const std::uint64_t n = parse_u64(a, value());
+      if (n == 0 || n > (1u << 20)) throw UsageError("--max-new-tokens must be between 1 and 1048576");
+      g.max_new_tokens = static_cast<std::size_t>(n);
+    } else if (a == "--temperature") {
+      g.sampling.temperature = parse_double(a, value());
+      if (g.sampling.temperature < 0) throw UsageError("--temperature must be >= 0");
+    } else if (a == "--top-p") {
+      g.sampling.top_p = parse_double(a, value());
+      if (!(g.sampling.top_p > 0 && g.sampling.top_p <= 1))
+        throw UsageError("--top-p must be in (0, 1]");
+      g.have_top_p = true;
+    } else if (a == "--seed") {
+      g.sampling.seed = parse_u64(a, value());
+      g.have_seed = true;
+    } else if (a == "--json") {
+      g.json = true;
+    } else {
+      take_model_dir(a, g.dir);
+    }
+  }
+  if (g.dir.empty()) throw UsageError("generate needs BASE_DIR");
+  check_prompt_args(g.prompt, false, "generate");
+  if (g.sampling.temperature == 0 && (g.have_seed || g.have_top_p))
+    throw UsageError("--seed and --top-p shape sampling: they need --temperature > 0");
+  if (g.have_noise_seed && g.protect_dir.empty())
+    throw UsageError("--noise-seed seeds the protection's noise: it needs --protect SGT_DIR");
+  return g;
+}
+
+// The ids that end an answer: generation_config.json's eos_token_id (an id or a list), else
+// config.json's; none if neither names one.
+std::vector<std::int64_t> stop_tokens(const std::string& dir) {
+  for (const char* name : {"generation_config.json", "config.json"}) {
+    const std::string path = dir + "/" + name;
+    if (!std::filesystem::exists(path)) continue;
+    nlohmann::json j;
+    try {
+      sgt::JsonReadOptions read;
+      read.what = name;
+      j = sgt::parse_json_checked(sgt::read_text_file(path, std::size_t{16} << 20), read);
+    } catch (sgt::Error& e) {
+      e.at_file(path);
+      throw;
+    }
+    if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) continue;
+    const nlohmann::json& eos = j["eos_token_id"];
+    std::vector<std::int64_t> ids;
+    for (const nlohmann::json& v : eos.is_array() ? eos : nlohmann::json::array({eos})) {
+      if (!v.is_number_integer() || v.get<std::int64_t>() < 0)
+        throw sgt::Error("eos_token_id must be a token id or a list of them").at_file(path);
+      ids.push_back(v.get<std::int64_t>());
+    }
+    return ids;
+  }
+  return {};
+}
+
+// `sgt generate`: BASE_DIR's tokenizer makes the prompt's ids (and noise mask); with --protect
+// the SGT model turns them into protected embeddings; BASE_DIR's causal LM answers from the ids or
+// those embeddings. The answer streams to stdout as it is generated (or, with --json, one JSON
+// document at the end); a summary goes to stderr.
+int cmd_generate(const std::vector<std::string>& argv) {
+  const GenerateArgs args = parse_generate_args(argv);
+#if SGT_HAVE_TEXT
+  using clock = std::chrono::steady_clock;
+  using ms = std::chrono::duration<double, std::milli>;
+  const auto t0 = clock::now();
+  const sgt::CausalLM lm = sgt::CausalLM::load(args.dir);
+  const sgt::text::Tokenizer tokenizer = sgt::text::Tokenizer::load(args.dir + "/tokenizer.json");
+  PromptArgs prompt_args = args.prompt;
+  // A chat is answered: the template's assistant header goes last.
+  if (!prompt_args.chat.empty()) prompt_args.add_generation_prompt = true;
+  const sgt::text::EncodedPrompt prompt = encode_prompt(args.dir, prompt_args);
+  const std::size_t S = prompt.input.seq_len, H = lm.hidden_size();
+  if (S == 0) throw sgt::Error("the prompt has no tokens");
+  for (std::size_t s = 0; s < S; ++s)
+    if (prompt.input.input_ids[s] < 0 || static_cast<std::uint64_t>(prompt.input.input_ids[s]) >= lm.vocab_size())
+      throw sgt::Error("the tokenizer's id " + std::to_string(prompt.input.input_ids[s]) +
+                       " is outside the model's vocabulary (vocab_size " +
+                       std::to_string(lm.vocab_size()) + ")")
+          .at_file(args.dir + "/tokenizer.json")
+          .at_position(static_cast<std::int64_t>(s));
+  const double load_ms = ms(clock::now() - t0).count();
+
+  sgt::ThreadPool pool(args.threads);
+  sgt::GenerateOptions options;
+  options.max_new_tokens = args.max_new_tokens;
+  options.stop_tokens = stop_tokens(args.dir);
+  options.sampling = args.sampling;
+  if (!sgt::TokenSampler(args.sampling).greedy() && !args.have_seed)
+    sgt::fill_os_entropy(&options.sampling.seed, sizeof(options.sampling.seed));
+  options.run.pool = &pool;
+  options.run.precision = args.precision;
+
+  sgt::LmInput in;
+  in.batch = 1;
+  in.seq_len = S;
+  std::size_t protected_tokens = 0;
+  sgt::TransformResult protected_prompt;
+  double transform_ms = 0;
+  if (!args.protect_dir.empty()) {
+    const auto ts = clock::now();  // the SGT model's load included: it is the client's cost
+    const sgt::Transform transform(args.protect_dir);
+    if (transform.config().vocab_size != lm.vocab_size() || transform.hidden_size() != H)
+      throw sgt::Error("the SGT model (vocab_size " + std::to_string(transform.config().vocab_size) +
+                       ", hidden_size " + std::to_string(transform.hidden_size()) +
+                       ") was not made for this base model (vocab_size " +
+                       std::to_string(lm.vocab_size()) + ", hidden_size " + std::to_string(H) + ")")
+          .at_file(args.protect_dir + "/config.json");
+    sgt::RunOptions run;
+    run.pool = &pool;
+    run.precision = args.precision;
+    if (args.have_noise_seed) {
+      run.noise = sgt::NoiseSource::Torch;
+      run.seed = args.noise_seed;
+    }
+    protected_prompt = transform.run(prompt.input, run);
+    transform_ms = ms(clock::now() - ts).count();
+    for (std::uint8_t m : prompt.input.noise_mask) protected_tokens += m != 0;
+    in.inputs_embeds = sgt::TensorView<const float>(protected_prompt.transformed.data(), {1, S, H});
+  } else {
+    in.input_ids = prompt.input.input_ids;
+  }
+
+  sgt::KvCache cache = lm.make_cache(1, S + args.max_new_tokens);
+  sgt::LmWorkspace ws;
+  sgt::text::DecodeStream stream(tokenizer, /*skip_special_tokens=*/true);
+  std::vector<std::int32_t> new_ids;
+  const auto t1 = clock::now();
+  clock::time_point first_token;
+  sgt::generate(lm, in, options, cache, ws, [&](std::size_t, std::int64_t id) {
+    if (new_ids.empty()) first_token = clock::now();
+    new_ids.push_back(static_cast<std::int32_t>(id));
+    if (args.json) return;
+    if (const std::optional<std::string> piece = stream.step(static_cast<std::int32_t>(id))) {
+      std::fwrite(piece->data(), 1, piece->size(), stdout);
+      std::fflush(stdout);
+    }
+  });
+  const auto t2 = clock::now();
+  const double prefill_ms = ms(first_token - t1).count(), decode_ms = ms(t2 - first_token).count();
+  const bool stopped = !new_ids.empty() && std::find(options.stop_tokens.begin(),
+                                                     options.stop_tokens.end(),
+                                                     new_ids.back()) != options.stop_tokens.end();
+  const char* precision = sgt::precision_name(lm.resolve_precision(args.precision));
+  if (args.json) {
+    nlohmann::ordered_json j;
+    j["prompt_ids"] = prompt.input.input_ids;
+    j["protected_tokens"] = args.protect_dir.empty() ? nlohmann::ordered_json(nullptr)
+                                                     : nlohmann::ordered_json(protected_tokens);
+    j["new_ids"] = new_ids;
+    j["answer"] = tokenizer.decode(new_ids, true);
+    j["stop"] = stopped ? "eos" : "max_new_tokens";
+    j["sampling"] = sgt::TokenSampler(args.sampling).greedy()
+                        ? nlohmann::ordered_json("greedy")
+                        : nlohmann::ordered_json{{"temperature", options.sampling.temperature},
+                                                 {"top_p", options.sampling.top_p},
+                                                 {"seed", options.sampling.seed}};
+    j["precision"] = precision;
+    std::printf("%s\n",
+                j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+  } else {
+    std::printf("\n");
+  }
+  char protection[512] = "clean";
+  if (!args.protect_dir.empty())
+    std::snprintf(protection, sizeof protection, "%zu protected by %s, transform %.1f ms",
+                  protected_tokens, args.protect_dir.c_str(), transform_ms);
+  std::fprintf(stderr,
+               "%zu prompt tokens (%s), %zu new tokens (stop: %s); load %.1f ms, prefill %.1f ms, "
+               "decode %.1f ms (%.1f tokens/s); %zu threads, %s, precision %s\n",
+               S, protection, new_ids.size(), stopped ? "eos" : "max new tokens", load_ms,
+               prefill_ms, decode_ms,
+               new_ids.size() > 1 ? 1000.0 * double(new_ids.size() - 1) / decode_ms : 0.0,
+               pool.num_threads(), sgt::kernels::default_kernel_table().isa, precision);
+  return 0;
+#else
+  (void)args;
+  throw sgt::Error("this sgt was built without the text front end (SGT_TEXT=OFF)");
+#endif
+}
+
 // One line on stderr, whatever the message holds.
 std::string one_line(std::string s) {
   for (char& c : s)
@@ -786,7 +1016,7 @@ std::string one_line(std::string s) {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
-    if (args.empty()) throw UsageError("usage: sgt info|tokenize|transform|audit MODEL_DIR ...");
+    if (args.empty()) throw UsageError("usage: sgt info|tokenize|transform|audit|generate MODEL_DIR ...");
     if (args[0] == "-h" || args[0] == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
@@ -798,7 +1028,9 @@ int main(int argc, char** argv) {
     if (args[0] == "transform") return cmd_transform({args.begin() + 1, args.end()});
     if (args[0] == "tokenize") return cmd_tokenize({args.begin() + 1, args.end()});
     if (args[0] == "audit") return cmd_audit({args.begin() + 1, args.end()});
-    throw UsageError("unknown command '" + args[0] + "' (info, tokenize, transform, audit)");
+    if (args[0] == "generate") return cmd_generate({args.begin() + 1, args.end()});
+    throw UsageError("unknown command '" + args[0] +
+                     "' (info, tokenize, transform, audit, generate)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "sgt: %s (see sgt --help)\n", one_line(e.what()).c_str());
     return 2;

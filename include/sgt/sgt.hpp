@@ -76,6 +76,7 @@
 #include "sgt/model/estimator.hpp"
 #include "sgt/model/families.hpp"
 #include "sgt/model/generate.hpp"
+#include "sgt/model/token_sampler.hpp"
 #include "sgt/model/kv_cache.hpp"
 #include "sgt/model/lm_workspace.hpp"
 #include "sgt/model/ops.hpp"

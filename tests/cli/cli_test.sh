@@ -3,6 +3,7 @@
 # non-zero exit, exactly one line on stderr naming the problem, and no output file.
 # usage: cli_test.sh SGT_BINARY REPO_ROOT WORK_DIR
 set -u
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 sgt=$1
 root=$2
 work=$3
@@ -11,42 +12,8 @@ rm -rf "$work"
 mkdir -p "$work"
 cd "$work" || exit 1
 
-passed=0
-failed=0
-fail() {
-  echo "FAIL: $*"
-  failed=$((failed + 1))
-}
-ok() { passed=$((passed + 1)); }
-
-# expect_error NAME PATTERN ARGS... : non-zero exit, one stderr line matching PATTERN, no out.safetensors
-expect_error() {
-  local name=$1 pattern=$2
-  shift 2
-  rm -f out.safetensors
-  "$sgt" "$@" >stdout.txt 2>stderr.txt
-  local rc=$?
-  local lines
-  lines=$(wc -l <stderr.txt)
-  if [ $rc -eq 0 ]; then
-    fail "$name: exit 0"
-  elif [ "$lines" -ne 1 ]; then
-    fail "$name: $lines stderr lines: $(cat stderr.txt)"
-  elif ! grep -qiE -- "$pattern" stderr.txt; then
-    fail "$name: stderr '$(cat stderr.txt)' does not match '$pattern'"
-  elif [ -e out.safetensors ] || ls out.safetensors.tmp* >/dev/null 2>&1; then
-    fail "$name: an output file was left behind"
-  else
-    ok
-  fi
-}
-
-expect_ok() {
-  local name=$1
-  shift
-  "$sgt" "$@" >stdout.txt 2>stderr.txt || { fail "$name: exit $? $(cat stderr.txt)"; return 1; }
-  ok
-}
+# shellcheck source=cli_lib.sh
+source "$here/cli_lib.sh"
 
 printf '{"input_ids": [72, 101, 108, 108, 111], "noise_mask": [1, 1, 0, 1, true]}' >single.json
 printf '{"input_ids": [[1, 2, 3], [4, 5, 6]], "noise_mask": [[1, 1, 1], [0, 1, 1]], "attention_mask": [[0, 1, 1], [1, 1, 0]]}' >batch.json

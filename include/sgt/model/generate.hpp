@@ -1,41 +1,58 @@
-// Greedy generation with a CausalLM (model/causal_lm.hpp): what transformers' generate does with
-// do_sample=False -- prefill the prompt, then feed back the argmax token one step at a time,
-// every step a T = 1 forward on the KV cache. Ties go to the lowest token id, as torch.argmax.
+// Generation with a CausalLM (model/causal_lm.hpp): prefill the prompt, then feed back the
+// chosen token one step at a time, every step a T = 1 forward on the KV cache. The token is chosen
+// by a TokenSampler (model/token_sampler.hpp): greedy by default -- what transformers' generate
+// does with do_sample=False, ties to the lowest token id as torch.argmax -- or temperature / top-p
+// sampling with a seed.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sgt/core/error.hpp"
 #include "sgt/core/isa.hpp"
 #include "sgt/model/causal_lm.hpp"
+#include "sgt/model/token_sampler.hpp"
 
 namespace sgt {
 SGT_ISA_BEGIN
 
-struct GreedyOptions {
+struct GenerateOptions {
   std::size_t max_new_tokens = 16;
   // A row that produces one of these stops there (the token is kept); generation ends when every
   // row has stopped. Empty: always max_new_tokens tokens.
   std::vector<std::int64_t> stop_tokens;
+  // temperature 0 (the default): greedy. Row b samples with seed + b, so rows draw independently
+  // and a row's tokens do not depend on the batch around it.
+  SamplingOptions sampling;
   LmRunOptions run;
 };
 
-// The index of the largest of n values, the first on ties.
-inline std::int64_t argmax(const float* v, std::size_t n) {
-  return static_cast<std::int64_t>(std::max_element(v, v + n) - v);
-}
+// What generate_greedy takes (GenerateOptions without sampling).
+struct GreedyOptions {
+  std::size_t max_new_tokens = 16;
+  std::vector<std::int64_t> stop_tokens;
+  LmRunOptions run;
+};
 
-// prompt: B rows, each given as ids ([B * P] in prompt_ids) or as embeddings ([B, P, H] in
-// prompt_embeds), at positions [0, P) of `cache`, which must have room for P + max_new_tokens - 1
-// positions (the last token is produced, never fed). Returns the new tokens of each row.
-inline std::vector<std::vector<std::int64_t>> generate_greedy(const CausalLM& lm, LmInput prompt,
-                                                              const GreedyOptions& options,
-                                                              KvCache& cache, LmWorkspace& ws) {
+// prompt: B rows, each given as ids ([B * P] in input_ids) or as embeddings ([B, P, H] in
+// inputs_embeds), at positions [0, P) of `cache`, which must have room for P + max_new_tokens - 1
+// positions (the last token is produced, never fed). on_token(row, id) is called for every new
+// token as soon as it is chosen (to stream it). Returns the new tokens of each row.
+template <class OnToken>
+std::vector<std::vector<std::int64_t>> generate(const CausalLM& lm, LmInput prompt,
+                                                const GenerateOptions& options, KvCache& cache,
+                                                LmWorkspace& ws, OnToken&& on_token) {
   const std::size_t B = prompt.batch, P = prompt.seq_len;
+  std::vector<TokenSampler> samplers;
+  for (std::size_t b = 0; b < B; ++b) {
+    SamplingOptions row = options.sampling;
+    row.seed += b;
+    samplers.emplace_back(row);
+  }
   std::vector<std::vector<std::int64_t>> out(B);
   if (options.max_new_tokens == 0) return out;
   if (P + options.max_new_tokens - 1 > cache.max_len())
@@ -64,10 +81,11 @@ inline std::vector<std::vector<std::int64_t>> generate_greedy(const CausalLM& lm
   for (std::size_t n = 0;; ++n) {
     bool all_stopped = true;
     for (std::size_t b = 0; b < B; ++b) {
-      const std::int64_t id = argmax(logits.row(b, 0), logits.vocab);
+      if (stopped[b]) continue;  // (its row still runs, on its last token: rows share positions)
+      const std::int64_t id = samplers[b].next(logits.row(b, 0), logits.vocab);
       step.input_ids[b] = id;
-      if (stopped[b]) continue;
       out[b].push_back(id);
+      on_token(b, id);
       stopped[b] = stops(id);
       all_stopped = all_stopped && stopped[b];
     }
@@ -76,6 +94,17 @@ inline std::vector<std::vector<std::int64_t>> generate_greedy(const CausalLM& lm
     lm.forward(step, cache, ws, options.run, logits);
   }
   return out;
+}
+
+// Greedy, without a callback.
+inline std::vector<std::vector<std::int64_t>> generate_greedy(const CausalLM& lm, LmInput prompt,
+                                                              const GreedyOptions& options,
+                                                              KvCache& cache, LmWorkspace& ws) {
+  GenerateOptions g;
+  g.max_new_tokens = options.max_new_tokens;
+  g.stop_tokens = options.stop_tokens;
+  g.run = options.run;
+  return generate(lm, std::move(prompt), g, cache, ws, [](std::size_t, std::int64_t) {});
 }
 
 // The same with a cache and workspace of its own, sized for the prompt and the new tokens.
