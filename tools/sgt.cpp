@@ -67,6 +67,8 @@ const char* kUsage =
     "           [--protect SGT_DIR [--noise-seed N]] [--max-new-tokens N]  (default 32)\n"
     "           [--temperature T [--top-p P] [--seed N]]  (default 0: greedy)\n"
     "           [--threads N] [--precision auto|f32|bf16] [--json]\n"
+    "       sgt generate BASE_DIR --inputs-embeds OUT.safetensors [...]  (the prompt as sgt\n"
+    "           transform wrote it: tensor 'transformed', F32/BF16/F16)\n"
     "           (BASE_DIR: a Hugging Face causal LM with its tokenizer; the answer streams to\n"
     "           stdout, or one JSON document with --json; --protect feeds the model the SGT\n"
     "           model's protected embeddings of the prompt, noise from the OS or --noise-seed)\n"
@@ -788,7 +790,7 @@ int cmd_audit(const std::vector<std::string>& argv) {
 // `sgt generate`'s command line.
 struct GenerateArgs {
   PromptArgs prompt;
-  std::string dir, protect_dir;
+  std::string dir, protect_dir, inputs_embeds;
   std::size_t max_new_tokens = 32;
   sgt::SamplingOptions sampling;
   bool have_seed = false, have_top_p = false, have_noise_seed = false, json = false;
@@ -818,6 +820,8 @@ GenerateArgs parse_generate_args(const std::vector<std::string>& args) {
     } else if (parse_run_flag(a, value, g.threads, g.precision)) {
     } else if (a == "--protect") {
       g.protect_dir = value();
+    } else if (a == "--inputs-embeds") {
+      g.inputs_embeds = value();
     } else if (a == "--noise-seed") {
       g.noise_seed = parse_u64(a, value());
       g.have_noise_seed = true;
@@ -843,7 +847,13 @@ GenerateArgs parse_generate_args(const std::vector<std::string>& args) {
     }
   }
   if (g.dir.empty()) throw UsageError("generate needs BASE_DIR");
-  check_prompt_args(g.prompt, false, "generate");
+  if (!g.inputs_embeds.empty()) {
+    if (!g.prompt.input.empty() || g.prompt.have_text || !g.prompt.chat.empty() ||
+        !g.protect_dir.empty())
+      throw UsageError("--inputs-embeds is the whole prompt: it takes no --text, --chat or --protect");
+  } else {
+    check_prompt_args(g.prompt, false, "generate");
+  }
   if (g.sampling.temperature == 0 && (g.have_seed || g.have_top_p))
     throw UsageError("--seed and --top-p shape sampling: they need --temperature > 0");
   if (g.have_noise_seed && g.protect_dir.empty())
@@ -879,6 +889,45 @@ std::vector<std::int64_t> stop_tokens(const std::string& dir) {
   return {};
 }
 
+// --inputs-embeds FILE: the prompt as embeddings a server would receive, the safetensors file
+// `sgt transform` writes (tensor "transformed", [1, S, H] or [S, H], F32, BF16 or F16), widened to
+// f32 exactly.
+sgt::WipedVector<float> read_inputs_embeds(const std::string& path, std::size_t hidden,
+                                           std::size_t& seq_len) {
+  try {
+    const sgt::SafetensorsFile file(path);
+    if (!file.contains("transformed")) throw sgt::Error("has no tensor 'transformed'");
+    const sgt::AnyTensorView t = file.tensor("transformed");
+    const bool shape_ok = (t.rank() == 3 && t.dim(0) == 1) || t.rank() == 2;
+    if (!shape_ok || t.dim(t.rank() - 1) != hidden || t.size() == 0)
+      throw sgt::Error("must be [1, S, " + std::to_string(hidden) + "] or [S, " +
+                       std::to_string(hidden) + "] (the base model's hidden size), is " +
+                       t.shape_string())
+          .at_tensor("transformed");
+    seq_len = t.size() / hidden;
+    sgt::WipedVector<float> out(t.size());
+    auto widen = [&](auto typed) {
+      for (std::size_t i = 0; i < out.size(); ++i) out[i] = sgt::to_float(typed.data()[i]);
+    };
+    switch (t.dtype()) {
+      case sgt::DType::F32: widen(t.as<float>()); break;
+      case sgt::DType::BF16: widen(t.as<sgt::bfloat16>()); break;
+      case sgt::DType::F16: widen(t.as<sgt::float16>()); break;
+      default:
+        throw sgt::Error("must be F32, BF16 or F16, is " + std::string(sgt::dtype_name(t.dtype())))
+            .at_tensor("transformed");
+    }
+    for (std::size_t i = 0; i < out.size(); ++i)
+      if (!std::isfinite(out[i]))
+        throw sgt::Error("holds a non-finite value at element " + std::to_string(i))
+            .at_tensor("transformed");
+    return out;
+  } catch (sgt::Error& e) {
+    e.at_file(path);
+    throw;
+  }
+}
+
 // `sgt generate`: BASE_DIR's tokenizer makes the prompt's ids (and noise mask); with --protect
 // the SGT model turns them into protected embeddings; BASE_DIR's causal LM answers from the ids or
 // those embeddings. The answer streams to stdout as it is generated (or, with --json, one JSON
@@ -894,11 +943,20 @@ int cmd_generate(const std::vector<std::string>& argv) {
   PromptArgs prompt_args = args.prompt;
   // A chat is answered: the template's assistant header goes last.
   if (!prompt_args.chat.empty()) prompt_args.add_generation_prompt = true;
-  const sgt::text::EncodedPrompt prompt = encode_prompt(args.dir, prompt_args);
-  const std::size_t S = prompt.input.seq_len, H = lm.hidden_size();
+  sgt::text::EncodedPrompt prompt;
+  sgt::WipedVector<float> stored_embeds;
+  const std::size_t H = lm.hidden_size();
+  if (args.inputs_embeds.empty()) {
+    prompt = encode_prompt(args.dir, prompt_args);
+  } else {
+    stored_embeds = read_inputs_embeds(args.inputs_embeds, H, prompt.input.seq_len);
+    prompt.input.batch = 1;
+  }
+  const std::size_t S = prompt.input.seq_len;
   if (S == 0) throw sgt::Error("the prompt has no tokens");
-  for (std::size_t s = 0; s < S; ++s)
-    if (prompt.input.input_ids[s] < 0 || static_cast<std::uint64_t>(prompt.input.input_ids[s]) >= lm.vocab_size())
+  for (std::size_t s = 0; s < prompt.input.input_ids.size(); ++s)
+    if (prompt.input.input_ids[s] < 0 ||
+        static_cast<std::uint64_t>(prompt.input.input_ids[s]) >= lm.vocab_size())
       throw sgt::Error("the tokenizer's id " + std::to_string(prompt.input.input_ids[s]) +
                        " is outside the model's vocabulary (vocab_size " +
                        std::to_string(lm.vocab_size()) + ")")
@@ -942,6 +1000,8 @@ int cmd_generate(const std::vector<std::string>& argv) {
     transform_ms = ms(clock::now() - ts).count();
     for (std::uint8_t m : prompt.input.noise_mask) protected_tokens += m != 0;
     in.inputs_embeds = sgt::TensorView<const float>(protected_prompt.transformed.data(), {1, S, H});
+  } else if (!stored_embeds.empty()) {
+    in.inputs_embeds = sgt::TensorView<const float>(stored_embeds.data(), {1, S, H});
   } else {
     in.input_ids = prompt.input.input_ids;
   }
@@ -969,7 +1029,8 @@ int cmd_generate(const std::vector<std::string>& argv) {
   const char* precision = sgt::precision_name(lm.resolve_precision(args.precision));
   if (args.json) {
     nlohmann::ordered_json j;
-    j["prompt_ids"] = prompt.input.input_ids;
+    j["prompt_ids"] = args.inputs_embeds.empty() ? nlohmann::ordered_json(prompt.input.input_ids)
+                                                 : nlohmann::ordered_json(nullptr);
     j["protected_tokens"] = args.protect_dir.empty() ? nlohmann::ordered_json(nullptr)
                                                      : nlohmann::ordered_json(protected_tokens);
     j["new_ids"] = new_ids;
@@ -987,6 +1048,8 @@ int cmd_generate(const std::vector<std::string>& argv) {
     std::printf("\n");
   }
   char protection[512] = "clean";
+  if (!args.inputs_embeds.empty())
+    std::snprintf(protection, sizeof protection, "embeddings from %s", args.inputs_embeds.c_str());
   if (!args.protect_dir.empty())
     std::snprintf(protection, sizeof protection, "%zu protected by %s, transform %.1f ms",
                   protected_tokens, args.protect_dir.c_str(), transform_ms);
