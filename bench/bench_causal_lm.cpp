@@ -1,0 +1,257 @@
+// sgt::CausalLM: prefill and single-token decode on a model shaped like Llama 3.2 1B's layers
+// (hidden 2048, 32 heads, 8 kv heads, head_dim 64, intermediate 8192, llama3 RoPE), with fewer
+// layers (kLayers) and a 32000-token vocabulary so that it builds in seconds; BF16 weights, untied
+// LM head. The model is written once into a temporary directory as save_pretrained would and
+// loaded with CausalLM::load.
+//
+// Decode (T = 1) reads every weight once per token: it is memory-bound, so it is reported as
+// tokens/s and as GB/s of weights (plus the KV cache it attends to) against BM_ReadBandwidth, the
+// rate at which the same threads can stream a 1 GiB buffer from memory, measured in the same run.
+// Prefill is reported as tokens/s and GFLOP/s (2 flops per weight and token, plus the causal
+// attention), against bench_fma_peak's figure.
+//
+// Before timing, every configuration is compared with the reference-kernel path (logits of a
+// 9-token prefill and one decode step) and skipped with an error if they disagree.
+//
+// Run: bench_causal_lm --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <sgt/sgt.hpp>
+
+namespace {
+
+constexpr std::size_t kHidden = 2048, kHeads = 32, kKvHeads = 8, kHeadDim = 64, kInter = 8192,
+                      kVocab = 32000, kLayers = 2, kMaxLen = 2048;
+
+// Weights read per decoded token: every Linear of every layer and the LM head (bf16: 2 bytes).
+constexpr double kLinearParams =
+    kLayers * (2.0 * kHidden * kHeads * kHeadDim + 2.0 * kHidden * kKvHeads * kHeadDim +
+               3.0 * kHidden * kInter) +
+    double(kVocab) * kHidden;
+
+const std::string& model_dir() {
+  static const std::string dir = [] {
+    const auto path = std::filesystem::temp_directory_path() /
+                      ("sgt_bench_causal_lm_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(path);
+    const nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
+                                   {"model_type", "llama"},
+                                   {"vocab_size", kVocab},
+                                   {"hidden_size", kHidden},
+                                   {"intermediate_size", kInter},
+                                   {"num_hidden_layers", kLayers},
+                                   {"num_attention_heads", kHeads},
+                                   {"num_key_value_heads", kKvHeads},
+                                   {"head_dim", kHeadDim},
+                                   {"rms_norm_eps", 1e-5},
+                                   {"rope_theta", 500000.0},
+                                   {"rope_scaling",
+                                    {{"rope_type", "llama3"},
+                                     {"factor", 32.0},
+                                     {"low_freq_factor", 1.0},
+                                     {"high_freq_factor", 4.0},
+                                     {"original_max_position_embeddings", 8192}}},
+                                   {"max_position_embeddings", 131072},
+                                   {"tie_word_embeddings", false}};
+    std::ofstream(path / "config.json") << config.dump(2);
+    std::uint32_t s = 12345;
+    sgt::SafetensorsWriter w;
+    auto add = [&](const std::string& name, std::vector<std::uint64_t> shape, float scale,
+                   float offset = 0.0f) {
+      std::uint64_t n = 1;
+      for (auto d : shape) n *= d;
+      std::vector<float> v(n);
+      for (float& x : v) {
+        s = s * 1664525u + 1013904223u;
+        x = offset + scale * (static_cast<float>(s >> 8) * (2.0f / 16777216.0f) - 1.0f);
+      }
+      w.add_from_f32(name, sgt::DType::BF16, shape, v.data());
+    };
+    const float wscale = 1.0f / std::sqrt(static_cast<float>(kHidden));
+    add("model.embed_tokens.weight", {kVocab, kHidden}, 0.05f);
+    for (std::size_t i = 0; i < kLayers; ++i) {
+      const std::string l = "model.layers." + std::to_string(i) + ".";
+      add(l + "input_layernorm.weight", {kHidden}, 0.1f, 1.0f);
+      add(l + "post_attention_layernorm.weight", {kHidden}, 0.1f, 1.0f);
+      add(l + "self_attn.q_proj.weight", {kHeads * kHeadDim, kHidden}, wscale);
+      add(l + "self_attn.k_proj.weight", {kKvHeads * kHeadDim, kHidden}, wscale);
+      add(l + "self_attn.v_proj.weight", {kKvHeads * kHeadDim, kHidden}, wscale);
+      add(l + "self_attn.o_proj.weight", {kHidden, kHeads * kHeadDim}, wscale);
+      add(l + "mlp.gate_proj.weight", {kInter, kHidden}, wscale);
+      add(l + "mlp.up_proj.weight", {kInter, kHidden}, wscale);
+      add(l + "mlp.down_proj.weight", {kHidden, kInter},
+          1.0f / std::sqrt(static_cast<float>(kInter)));
+    }
+    add("model.norm.weight", {kHidden}, 0.1f, 1.0f);
+    add("lm_head.weight", {kVocab, kHidden}, wscale);
+    w.write((path / "model.safetensors").string());
+    std::atexit([] { std::filesystem::remove_all(model_dir()); });
+    return path.string();
+  }();
+  return dir;
+}
+
+const sgt::CausalLM& lm() {
+  static const sgt::CausalLM m = sgt::CausalLM::load(model_dir());
+  return m;
+}
+
+sgt::LmInput ids_at(std::size_t start, std::size_t count, sgt::LogitsFor logits) {
+  sgt::LmInput in;
+  in.seq_len = count;
+  for (std::size_t t = 0; t < count; ++t) {
+    in.input_ids.push_back(static_cast<std::int64_t>(((start + t) * 7919) % kVocab));
+    in.cache_position.push_back(static_cast<std::int64_t>(start + t));
+  }
+  in.logits = logits;
+  return in;
+}
+
+// Optimized vs reference kernels: a 9-token prefill and one decode step, all logits.
+bool agrees_with_reference(sgt::Precision precision, sgt::ThreadPool* pool) {
+  double err = 0, scale = 0;
+  std::vector<float> fast;
+  for (bool reference : {false, true}) {
+    sgt::LmRunOptions o;
+    o.pool = pool;
+    o.precision = precision;
+    o.reference_kernels = reference;
+    sgt::KvCache cache = lm().make_cache(1, 16);
+    auto a = lm().forward(ids_at(0, 9, sgt::LogitsFor::All), cache, o).values;
+    const auto b = lm().forward(ids_at(9, 1, sgt::LogitsFor::All), cache, o).values;
+    a.insert(a.end(), b.begin(), b.end());
+    if (!reference) {
+      fast = a;
+      continue;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      err = std::max(err, std::fabs(double(fast[i]) - a[i]));
+      scale = std::max(scale, std::fabs(double(a[i])));
+    }
+  }
+  // Bf16: a bf16 rounding of an activation may flip between the two paths (1 ulp = 2^-8).
+  return err <= (precision == sgt::Precision::Bf16 ? 2e-2 : 1e-4) * scale;
+}
+
+// One forward of `tokens` new tokens from position 0 (prefill), last logits.
+void BM_Prefill(benchmark::State& state) {
+  const auto tokens = static_cast<std::size_t>(state.range(0));
+  sgt::ThreadPool pool(static_cast<std::size_t>(state.range(1)));
+  const auto precision = state.range(2) ? sgt::Precision::Bf16 : sgt::Precision::F32;
+  if (!agrees_with_reference(precision, &pool)) {
+    state.SkipWithError("CausalLM disagrees with its reference-kernel path");
+    return;
+  }
+  sgt::LmRunOptions o;
+  o.pool = &pool;
+  o.precision = precision;
+  sgt::KvCache cache = lm().make_cache(1, kMaxLen);
+  sgt::LmWorkspace ws;
+  sgt::LmLogits logits;
+  const sgt::LmInput in = ids_at(0, tokens, sgt::LogitsFor::Last);
+  lm().forward(in, cache, ws, o, logits);  // plan once, as a server would
+  for (auto _ : state) {
+    lm().forward(in, cache, ws, o, logits);
+    benchmark::DoNotOptimize(logits.values.data());
+  }
+  // The LM head runs for the last token only.
+  const double flops = 2.0 * (kLinearParams - double(kVocab) * kHidden) * tokens +
+                       2.0 * kVocab * kHidden +
+                       kLayers * 4.0 * tokens * tokens * kHeadDim * kHeads / 2;
+  state.counters["tokens/s"] =
+      benchmark::Counter(double(tokens) * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(sgt::kernels::default_kernel_table().isa) + ", precision " +
+                 sgt::precision_name(precision));
+}
+
+// One T = 1 step at position `context` (a cache holding `context` positions), last logits.
+void BM_Decode(benchmark::State& state) {
+  const auto context = static_cast<std::size_t>(state.range(0));
+  sgt::ThreadPool pool(static_cast<std::size_t>(state.range(1)));
+  const auto precision = state.range(2) ? sgt::Precision::Bf16 : sgt::Precision::F32;
+  if (!agrees_with_reference(precision, &pool)) {
+    state.SkipWithError("CausalLM disagrees with its reference-kernel path");
+    return;
+  }
+  sgt::LmRunOptions o;
+  o.pool = &pool;
+  o.precision = precision;
+  sgt::KvCache cache = lm().make_cache(1, kMaxLen);
+  sgt::LmWorkspace ws;
+  sgt::LmLogits logits;
+  lm().forward(ids_at(0, context, sgt::LogitsFor::Last), cache, ws, o, logits);
+  const sgt::LmInput step = ids_at(context, 1, sgt::LogitsFor::Last);
+  lm().forward(step, cache, ws, o, logits);
+  for (auto _ : state) {
+    lm().forward(step, cache, ws, o, logits);  // rewrites position `context`: a fixed context
+    benchmark::DoNotOptimize(logits.values.data());
+  }
+  // Bytes one step reads: the bf16 weights, and the f32 keys and values of every layer.
+  const double bytes =
+      2.0 * kLinearParams + kLayers * 2.0 * (context + 1) * kKvHeads * kHeadDim * 4.0;
+  state.counters["tokens/s"] =
+      benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(sgt::kernels::default_kernel_table().isa) + ", precision " +
+                 sgt::precision_name(precision));
+}
+
+// The memory bandwidth decode is bounded by: the threads sum disjoint halves of a 1 GiB buffer
+// (far beyond any cache), 8 independent accumulators per thread so the adds are not the limit.
+void BM_ReadBandwidth(benchmark::State& state) {
+  const auto threads = static_cast<std::size_t>(state.range(0));
+  static std::vector<float> buffer(std::size_t{1} << 28, 1.0f);  // 1 GiB
+  sgt::ThreadPool pool(threads);
+  std::vector<double> sums(threads);
+  for (auto _ : state) {
+    pool.parallel_for(threads, 1, [&](std::size_t begin, std::size_t end) {
+      for (std::size_t t = begin; t < end; ++t) {
+        const std::size_t n = buffer.size() / threads, lo = t * n;
+        float acc[8] = {};
+        for (std::size_t i = lo; i + 8 <= lo + n; i += 8)
+          for (int k = 0; k < 8; ++k) acc[k] += buffer[i + k];
+        double s = 0;
+        for (float a : acc) s += a;
+        sums[t] = s;
+      }
+    });
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(
+      double(buffer.size()) * 4.0 * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+}  // namespace
+
+BENCHMARK(BM_ReadBandwidth)
+    ->ArgNames({"threads"})
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_Decode)
+    ->ArgNames({"context", "threads", "bf16"})
+    ->ArgsProduct({{128, 512}, {1, 2}, {1, 0}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_Prefill)
+    ->ArgNames({"tokens", "threads", "bf16"})
+    ->ArgsProduct({{128, 512}, {1, 2}, {1, 0}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+BENCHMARK_MAIN();
