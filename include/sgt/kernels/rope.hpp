@@ -266,14 +266,12 @@ inline void rope_rotate_head(float* v, const float* cos, const float* sin,
   }
 }
 
-SGT_ISA_END
-}  // namespace detail
-SGT_ISA_BEGIN
-
-// x [B, S, num_heads * head_dim], rotated in place; token s of every batch row is at position s.
-inline void apply_rope(TensorView<float> x, std::size_t num_heads, std::size_t head_dim,
-                       const RopeTable& table, ThreadPool* pool = nullptr) {
-  detail::check_apply_rope_args(x, num_heads, head_dim, table);
+// The rotation of every head of x [B, S, num_heads * head_dim], token s of every batch row at
+// position position_of(s): the body of apply_rope (positions 0..S-1) and apply_rope_at (a cache's
+// positions, kernels/rope_positions.hpp), so the two give the same bits at the same position.
+template <class PositionOf>
+inline void rotate_heads(TensorView<float> x, std::size_t num_heads, std::size_t head_dim,
+                         const RopeTable& table, ThreadPool* pool, PositionOf position_of) {
   const std::size_t seq = x.dim(1);
   const std::size_t tokens = x.dim(0) * seq;
   if (tokens == 0) return;
@@ -283,22 +281,20 @@ inline void apply_rope(TensorView<float> x, std::size_t num_heads, std::size_t h
   const std::size_t grain = std::max<std::size_t>(1, 16384 / width);
   parallel_for(pool, tokens, grain, [&](std::size_t begin, std::size_t end) {
     for (std::size_t t = begin; t < end; ++t) {
-      const std::size_t pos = t % seq;
+      const std::size_t pos = position_of(t % seq);
       const float* c = table.cos(pos);
       const float* s = table.sin(pos);
       float* row = x.data() + t * width;
-      for (std::size_t h = 0; h < num_heads; ++h)
-        detail::rope_rotate_head(row + h * head_dim, c, s, half);
+      for (std::size_t h = 0; h < num_heads; ++h) rope_rotate_head(row + h * head_dim, c, s, half);
     }
   });
 }
 
 // The plain version, written as HF writes it: out = x * cos + rotate_half(x) * sin over the full
 // rotary_dim-wide table rows, through a copy of the head.
-inline void apply_rope_reference(TensorView<float> x, std::size_t num_heads, std::size_t head_dim,
-                                 const RopeTable& table, ThreadPool* pool = nullptr) {
-  (void)pool;
-  detail::check_apply_rope_args(x, num_heads, head_dim, table);
+template <class PositionOf>
+inline void rotate_heads_reference(TensorView<float> x, std::size_t num_heads, std::size_t head_dim,
+                                   const RopeTable& table, PositionOf position_of) {
   const std::size_t batch = x.dim(0);
   const std::size_t seq = x.dim(1);
   const std::size_t rotary_dim = table.rotary_dim();
@@ -306,8 +302,8 @@ inline void apply_rope_reference(TensorView<float> x, std::size_t num_heads, std
   std::vector<float> head(head_dim);
   for (std::size_t b = 0; b < batch; ++b) {
     for (std::size_t s = 0; s < seq; ++s) {
-      const float* cos = table.cos(s);
-      const float* sin = table.sin(s);
+      const float* cos = table.cos(position_of(s));
+      const float* sin = table.sin(position_of(s));
       for (std::size_t h = 0; h < num_heads; ++h) {
         float* v = x.data() + ((b * seq + s) * num_heads + h) * head_dim;
         std::copy(v, v + head_dim, head.begin());
@@ -319,6 +315,24 @@ inline void apply_rope_reference(TensorView<float> x, std::size_t num_heads, std
       }
     }
   }
+}
+SGT_ISA_END
+}  // namespace detail
+SGT_ISA_BEGIN
+
+// x [B, S, num_heads * head_dim], rotated in place; token s of every batch row is at position s.
+inline void apply_rope(TensorView<float> x, std::size_t num_heads, std::size_t head_dim,
+                       const RopeTable& table, ThreadPool* pool = nullptr) {
+  detail::check_apply_rope_args(x, num_heads, head_dim, table);
+  detail::rotate_heads(x, num_heads, head_dim, table, pool, [](std::size_t s) { return s; });
+}
+
+// The plain version (detail::rotate_heads_reference).
+inline void apply_rope_reference(TensorView<float> x, std::size_t num_heads, std::size_t head_dim,
+                                 const RopeTable& table, ThreadPool* pool = nullptr) {
+  (void)pool;
+  detail::check_apply_rope_args(x, num_heads, head_dim, table);
+  detail::rotate_heads_reference(x, num_heads, head_dim, table, [](std::size_t s) { return s; });
 }
 
 SGT_ISA_END

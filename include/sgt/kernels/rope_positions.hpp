@@ -59,23 +59,8 @@ inline void apply_rope_at(TensorView<float> x, std::size_t num_heads, std::size_
                           const RopeTable& table, const std::size_t* positions,
                           ThreadPool* pool = nullptr) {
   detail::check_apply_rope_at_args(x, num_heads, head_dim, table, positions);
-  const std::size_t seq = x.dim(1);
-  const std::size_t tokens = x.dim(0) * seq;
-  if (tokens == 0) return;
-  const std::size_t width = num_heads * head_dim;
-  const std::size_t half = table.rotary_dim() / 2;
-  // Elementwise work: any split gives the same bits.
-  const std::size_t grain = std::max<std::size_t>(1, 16384 / width);
-  parallel_for(pool, tokens, grain, [&](std::size_t begin, std::size_t end) {
-    for (std::size_t t = begin; t < end; ++t) {
-      const std::size_t pos = positions[t % seq];
-      const float* c = table.cos(pos);
-      const float* s = table.sin(pos);
-      float* row = x.data() + t * width;
-      for (std::size_t h = 0; h < num_heads; ++h)
-        detail::rope_rotate_head(row + h * head_dim, c, s, half);
-    }
-  });
+  detail::rotate_heads(x, num_heads, head_dim, table, pool,
+                       [positions](std::size_t t) { return positions[t]; });
 }
 
 // The plain version, HF's `x * cos + rotate_half(x) * sin` over full table rows, scalar.
@@ -84,22 +69,8 @@ inline void apply_rope_at_reference(TensorView<float> x, std::size_t num_heads,
                                     const std::size_t* positions, ThreadPool* pool = nullptr) {
   (void)pool;
   detail::check_apply_rope_at_args(x, num_heads, head_dim, table, positions);
-  const std::size_t batch = x.dim(0), seq = x.dim(1);
-  const std::size_t rotary_dim = table.rotary_dim(), half = rotary_dim / 2;
-  std::vector<float> head(head_dim);
-  for (std::size_t b = 0; b < batch; ++b)
-    for (std::size_t s = 0; s < seq; ++s) {
-      const float* cos = table.cos(positions[s]);
-      const float* sin = table.sin(positions[s]);
-      for (std::size_t h = 0; h < num_heads; ++h) {
-        float* v = x.data() + ((b * seq + s) * num_heads + h) * head_dim;
-        std::copy(v, v + head_dim, head.begin());
-        for (std::size_t d = 0; d < rotary_dim; ++d) {
-          const float rotated = d < half ? -head[d + half] : head[d - half];
-          v[d] = std::fma(head[d], cos[d], rotated * sin[d]);
-        }
-      }
-    }
+  detail::rotate_heads_reference(x, num_heads, head_dim, table,
+                                 [positions](std::size_t t) { return positions[t]; });
 }
 
 SGT_ISA_END
