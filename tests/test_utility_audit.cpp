@@ -2,8 +2,8 @@
 // tests/data/audit/utility/expected.json, which tools/fixtures/utility_audit_fixtures.py computes
 // with transformers: the demo base model (examples/models/demo_base, f32) run on the clean prompt
 // (examples/prompt.json) and on the reference transform's output for each stored draw of
-// tests/data/audit/noise_draws.safetensors, KL / top-1 / rank per position, and HF generate's greedy
-// answers to the clean ids and to draw 0's inputs_embeds.
+// tests/data/audit/noise_draws.safetensors, KL / top-1 / rank per position, and HF generate's
+// greedy answers to the clean ids and to draw 0's inputs_embeds.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -122,22 +122,23 @@ TEST_CASE("utility audit of the demo prompt and stored draws matches transformer
 
   SUBCASE("serial") {
     sgt::AuditReport audit;
-    const sgt::UtilityReport r =
-        sgt::audit_with_utility(f.model, f.base, f.input, audit, audit_options(f), utility_options(e));
+    const sgt::UtilityReport r = sgt::audit_with_utility(f.model, f.base, f.input, audit,
+                                                         audit_options(f), utility_options(e));
     check_against_expected(r, e);
     CHECK(audit.draws == r.draws);  // the nearest-neighbour audit ran on the same draws
     CHECK(audit.protected_tokens == 30);
   }
   SUBCASE("three threads give the same numbers") {
     sgt::AuditReport audit;
-    const sgt::UtilityReport serial =
-        sgt::audit_with_utility(f.model, f.base, f.input, audit, audit_options(f), utility_options(e));
+    const sgt::UtilityReport serial = sgt::audit_with_utility(f.model, f.base, f.input, audit,
+                                                              audit_options(f), utility_options(e));
     sgt::ThreadPool pool(3);
     sgt::AuditOptions ao = audit_options(f);
     ao.pool = &pool;
     sgt::UtilityOptions uo = utility_options(e);
     uo.run.pool = &pool;
-    const sgt::UtilityReport threaded = sgt::audit_with_utility(f.model, f.base, f.input, audit, ao, uo);
+    const sgt::UtilityReport threaded =
+        sgt::audit_with_utility(f.model, f.base, f.input, audit, ao, uo);
     check_against_expected(threaded, e);
     for (std::size_t t = 0; t < serial.positions.size(); ++t) {
       CHECK(threaded.positions[t].kl == serial.positions[t].kl);
@@ -177,7 +178,8 @@ TEST_CASE("utility audit: no draws, no answers, bad inputs") {
   sgt::UtilityAudit utility(f.base, f.input, options);
   CHECK(utility.report().draws == 0);
   CHECK(utility.report().clean_answer.empty());
-  CHECK(utility.report().positions[3].clean_top1 == e["positions"][3]["clean_top1"].get<std::int64_t>());
+  CHECK(utility.report().positions[3].clean_top1 ==
+        e["positions"][3]["clean_top1"].get<std::int64_t>());
 
   // The clean ids as embeddings: the base model sees the same prompt, KL 0, every top-1 kept.
   const std::size_t S = f.input.seq_len, H = f.base.hidden_size();
@@ -191,8 +193,9 @@ TEST_CASE("utility audit: no draws, no answers, bad inputs") {
   CHECK(utility.report().mean_rank == 0.0);
   CHECK(utility.report().protected_answer.empty());
 
-  CHECK_THROWS_WITH_AS(utility.add_draw(sgt::TensorView<const float>(clean.embeddings.data(), {1, S - 1, H})),
-                       doctest::Contains("expected [1, 31, 256]"), sgt::Error);
+  CHECK_THROWS_WITH_AS(
+      utility.add_draw(sgt::TensorView<const float>(clean.embeddings.data(), {1, S - 1, H})),
+      doctest::Contains("expected [1, 31, 256]"), sgt::Error);
 
   sgt::TransformInput two = f.input;
   two.batch = 2;
@@ -205,8 +208,8 @@ TEST_CASE("utility audit: no draws, no answers, bad inputs") {
   sgt::TransformInput padded = f.input;
   padded.attention_mask.assign(S, 1);
   padded.attention_mask[0] = 0;
-  CHECK_THROWS_WITH_AS(sgt::UtilityAudit(f.base, padded, options),
-                       doctest::Contains("padding"), sgt::Error);
+  CHECK_THROWS_WITH_AS(sgt::UtilityAudit(f.base, padded, options), doctest::Contains("padding"),
+                       sgt::Error);
 
   // A base model of another vocabulary and width: both config.json named.
   const sgt::CausalLM other =

@@ -665,8 +665,9 @@ void write_heat_map(const std::string& path, const sgt::AuditReport& r) {
   sgt::write_png_rgb(path, width, height, rgb);
 }
 
-// --base: the ids an answer stops at, BASE_DIR's eos_token_id (an id or a list; generation_config.json
-// first, as transformers' generate reads it, then config.json). None: answers run to N tokens.
+// --base: the ids an answer stops at, BASE_DIR's eos_token_id (an id or a list;
+// generation_config.json first, as transformers' generate reads it, then config.json). None:
+// answers run to N tokens.
 std::vector<std::int64_t> base_stop_tokens(const std::string& base_dir) {
   for (const char* name : {"generation_config.json", "config.json"}) {
     const std::string path = base_dir + "/" + name;
@@ -685,8 +686,9 @@ std::vector<std::int64_t> base_stop_tokens(const std::string& base_dir) {
     std::vector<std::int64_t> ids;
     for (const nlohmann::json& id : eos.is_array() ? eos : nlohmann::json::array({eos})) {
       if (!id.is_number_integer())
-        throw sgt::Error("eos_token_id must be an id or a list of ids").at_file(path).at_key(
-            "eos_token_id");
+        throw sgt::Error("eos_token_id must be an id or a list of ids")
+            .at_file(path)
+            .at_key("eos_token_id");
       ids.push_back(id.get<std::int64_t>());
     }
     return ids;
@@ -811,7 +813,8 @@ int cmd_audit(const std::vector<std::string>& argv) {
                        bool skip_special) -> nlohmann::ordered_json {
 #if SGT_HAVE_TEXT
     if (base_tokenizer)
-      return base_tokenizer->decode(std::vector<std::int32_t>(ids.begin(), ids.end()), skip_special);
+      return base_tokenizer->decode(std::vector<std::int32_t>(ids.begin(), ids.end()),
+                                    skip_special);
 #endif
     (void)ids;
     (void)skip_special;
@@ -846,8 +849,9 @@ int cmd_audit(const std::vector<std::string>& argv) {
     uj["positions"] = positions;
     const nlohmann::ordered_json clean_text = base_text(u.clean_answer, true),
                                  protected_text = base_text(u.protected_answer, true);
-    uj["answers"] = {{"clean", {{"ids", u.clean_answer}, {"text", clean_text}}},
-                     {"protected", {{"draw", 0}, {"ids", u.protected_answer}, {"text", protected_text}}}};
+    uj["answers"] = {
+        {"clean", {{"ids", u.clean_answer}, {"text", clean_text}}},
+        {"protected", {{"draw", 0}, {"ids", u.protected_answer}, {"text", protected_text}}}};
     j["utility"] = uj;
     if (clean_text.is_string()) clean_answer = clean_text.get<std::string>();
     if (protected_text.is_string()) protected_answer = protected_text.get<std::string>();
