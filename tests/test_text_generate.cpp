@@ -6,7 +6,10 @@
 // noise (seed 3, f32), and the answers' text, also as the decode stream's pieces.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <optional>
@@ -146,4 +149,25 @@ TEST_CASE("generate: seeded sampling repeats per seed and stops at a stop token"
   CHECK(std::vector<std::int64_t>(
             a.begin(), a.begin() + static_cast<std::ptrdiff_t>(stopped.size())) == stopped);
   CHECK(stopped.back() == a[3]);
+}
+
+TEST_CASE("generate: eos ids from generation_config.json, else config.json") {
+  namespace fs = std::filesystem;
+  CHECK(sgt::load_eos_token_ids(kBase) == std::vector<std::int64_t>{1022});
+  const fs::path dir = fs::temp_directory_path() / ("sgt_eos_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  auto write = [&](const char* name, const char* text) { std::ofstream(dir / name) << text; };
+  CHECK(sgt::load_eos_token_ids(dir.string()).empty());  // neither file
+  write("config.json", R"({"eos_token_id": 7})");
+  CHECK(sgt::load_eos_token_ids(dir.string()) == std::vector<std::int64_t>{7});
+  write("generation_config.json", R"({"eos_token_id": [3, 9]})");
+  CHECK(sgt::load_eos_token_ids(dir.string()) == std::vector<std::int64_t>{3, 9});
+  write("generation_config.json", R"({"eos_token_id": null})");  // falls back to config.json
+  CHECK(sgt::load_eos_token_ids(dir.string()) == std::vector<std::int64_t>{7});
+  write("generation_config.json", R"({"eos_token_id": [3, -1]})");
+  CHECK_THROWS_WITH_AS(sgt::load_eos_token_ids(dir.string()),
+                       doctest::Contains("generation_config.json"), sgt::Error);
+  write("generation_config.json", R"({"eos_token_id": 1, "eos_token_id": 2})");
+  CHECK_THROWS_AS(sgt::load_eos_token_ids(dir.string()), sgt::Error);  // a repeated key
+  fs::remove_all(dir);
 }

@@ -8,7 +8,7 @@
 //       [--output-dtype f32|bf16|f16] [--model-name NAME] [--max-tokens N]
 //   sgt audit MODEL_DIR (--input IN.json | --text T | --chat CHAT.json) [--draws N]
 //       [--threads N] [--precision auto|f32|bf16] [--noise-draws DRAWS.safetensors] [--json-only]
-//       [--plot HEAT.png]
+//       [--plot HEAT.png] [--base BASE_DIR [--base-new-tokens N]]
 //   sgt generate BASE_DIR (--text T | --chat CHAT.json) [--protect SGT_DIR [--noise-seed N]]
 //       [--max-new-tokens N] [--temperature T [--top-p P] [--seed N]] [--threads N]
 //       [--precision auto|f32|bf16] [--json]
@@ -63,6 +63,9 @@ const char* kUsage =
     "           [--plot HEAT.png]  (JSON report on stdout, a table on stderr unless --json-only;\n"
     "           --draws default 16; --noise-draws: F32 tensor 'noise' [N, S, H] of stored eps,\n"
     "           not secure draws)\n"
+    "           [--base BASE_DIR [--base-new-tokens N]]  (what the noise costs the base model:\n"
+    "           KL, top-1 agreement and rank per position, N greedy tokens of both answers;\n"
+    "           default 16)\n"
     "       sgt generate BASE_DIR (--text TEXT | --chat CHAT.json) [PROMPT OPTIONS]\n"
     "           [--protect SGT_DIR [--noise-seed N]] [--max-new-tokens N]  (default 32)\n"
     "           [--temperature T [--top-p P] [--seed N]]  (default 0: greedy)\n"
@@ -589,9 +592,9 @@ int cmd_tokenize(const std::vector<std::string>& argv) {
 // `sgt audit`'s command line.
 struct AuditArgs {
   PromptArgs prompt;
-  std::string dir, noise_draws, plot;
-  std::uint64_t draws = 16;
-  bool have_draws = false, json_only = false;
+  std::string dir, noise_draws, plot, base;
+  std::uint64_t draws = 16, base_new_tokens = 16;
+  bool have_draws = false, json_only = false, have_base_new_tokens = false;
   std::size_t threads = 0;  // 0 = all cores
   sgt::Precision precision = sgt::Precision::Auto;
 };
@@ -618,6 +621,13 @@ AuditArgs parse_audit_args(const std::vector<std::string>& args) {
     } else if (a == "--plot") {
       t.plot = value();
       if (t.plot.empty()) throw UsageError("--plot needs a file name");
+    } else if (a == "--base") {
+      t.base = value();
+      if (t.base.empty()) throw UsageError("--base needs a directory");
+    } else if (a == "--base-new-tokens") {
+      t.base_new_tokens = parse_u64(a, value());
+      if (t.base_new_tokens > 4096) throw UsageError("--base-new-tokens must be at most 4096");
+      t.have_base_new_tokens = true;
     } else {
       take_model_dir(a, t.dir);
     }
@@ -626,6 +636,8 @@ AuditArgs parse_audit_args(const std::vector<std::string>& args) {
   check_prompt_args(t.prompt, true, "audit");
   if (t.have_draws && !t.noise_draws.empty())
     throw UsageError("--noise-draws gives the draws itself: it cannot be combined with --draws");
+  if (t.have_base_new_tokens && t.base.empty())
+    throw UsageError("--base-new-tokens needs --base BASE_DIR");
   return t;
 }
 
@@ -666,7 +678,8 @@ void write_heat_map(const std::string& path, const sgt::AuditReport& r) {
   sgt::write_png_rgb(path, width, height, rgb);
 }
 
-// `sgt audit`: nearest-neighbour recovery of the protected tokens over N draws (model/audit.hpp).
+// `sgt audit`: nearest-neighbour recovery of the protected tokens over N draws (model/audit.hpp),
+// and with --base what the noise costs the base model (model/utility_audit.hpp).
 // The JSON report goes to stdout; a table for people to stderr, so stdout stays one JSON document.
 int cmd_audit(const std::vector<std::string>& argv) {
   const AuditArgs args = parse_audit_args(argv);
@@ -684,6 +697,22 @@ int cmd_audit(const std::vector<std::string>& argv) {
   options.pool = &pool;
   options.draws = static_cast<std::size_t>(args.draws);
   options.precision = args.precision;
+  // --base: the base model runs each draw's protected prompt as the audit makes it.
+  std::optional<sgt::CausalLM> base;
+  std::optional<sgt::UtilityAudit> utility;
+  if (!args.base.empty()) {
+    base.emplace(sgt::CausalLM::load(args.base));
+    sgt::check_base_compatible(model, *base);
+    sgt::UtilityOptions u;
+    u.new_tokens = static_cast<std::size_t>(args.base_new_tokens);
+    u.stop_tokens = sgt::load_eos_token_ids(args.base);
+    u.run.pool = &pool;
+    u.run.precision = args.precision;
+    utility.emplace(*base, in, u);
+    options.on_draw = [&](std::size_t, sgt::TensorView<const float> protected_embeds) {
+      utility->add_draw(protected_embeds);
+    };
+  }
   std::unique_ptr<sgt::SafetensorsFile> noise_file;
   sgt::AuditReport report;
   try {
@@ -755,6 +784,60 @@ int cmd_audit(const std::vector<std::string>& argv) {
                          {"reconstructed", text_of(reconstructed)}});
   }
   j["sequences"] = sequences;  // reconstructed: draw 0's L2 nearest neighbours
+
+#if SGT_HAVE_TEXT
+  std::optional<sgt::text::Tokenizer> base_tokenizer;
+  if (base && std::filesystem::exists(args.base + "/tokenizer.json"))
+    base_tokenizer = sgt::text::Tokenizer::load(args.base + "/tokenizer.json");
+#endif
+  // Text through BASE_DIR's tokenizer (the answers are the base model's); null without one.
+  auto base_text = [&](const std::vector<std::int64_t>& ids,
+                       bool skip_special) -> nlohmann::ordered_json {
+#if SGT_HAVE_TEXT
+    if (base_tokenizer)
+      return base_tokenizer->decode(std::vector<std::int32_t>(ids.begin(), ids.end()),
+                                    skip_special);
+#endif
+    (void)ids;
+    (void)skip_special;
+    return nullptr;
+  };
+  std::string clean_answer, protected_answer;
+  if (utility) {
+    const sgt::UtilityReport& u = utility->report();
+    nlohmann::ordered_json uj;
+    uj["base"] = args.base;
+    uj["precision"] = sgt::precision_name(base->resolve_precision(args.precision));
+    uj["draws"] = u.draws;
+    uj["new_tokens"] = args.base_new_tokens;
+    uj["overall"] = {{"reached_positions", u.reached_positions},
+                     {"mean_kl", u.mean_kl},
+                     {"top1_agreement", u.top1_agreement},
+                     {"mean_rank", u.mean_rank}};
+    nlohmann::ordered_json positions = nlohmann::ordered_json::array();
+    for (std::size_t t = 0; t < u.positions.size(); ++t) {
+      const sgt::PositionUtility& p = u.positions[t];
+      positions.push_back({{"position", t},
+                           {"clean_top1", p.clean_top1},
+                           {"clean_top1_text", base_text({p.clean_top1}, false)},
+                           {"reached", p.reached},
+                           {"mean_kl", p.mean_kl},
+                           {"top1_agreement", p.top1_agreement},
+                           {"mean_rank", p.mean_rank},
+                           {"kl", p.kl},
+                           {"protected_top1", p.protected_top1},
+                           {"rank", p.rank}});
+    }
+    uj["positions"] = positions;
+    const nlohmann::ordered_json clean_text = base_text(u.clean_answer, true),
+                                 protected_text = base_text(u.protected_answer, true);
+    uj["answers"] = {
+        {"clean", {{"ids", u.clean_answer}, {"text", clean_text}}},
+        {"protected", {{"draw", 0}, {"ids", u.protected_answer}, {"text", protected_text}}}};
+    j["utility"] = uj;
+    if (clean_text.is_string()) clean_answer = clean_text.get<std::string>();
+    if (protected_text.is_string()) protected_answer = protected_text.get<std::string>();
+  }
   if (!args.plot.empty()) write_heat_map(args.plot, report);  // before stdout: all or nothing
   std::printf("%s\n",
               j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
@@ -784,6 +867,22 @@ int cmd_audit(const std::vector<std::string>& argv) {
                report.protected_tokens, report.draws, report.recovery_l2, report.recovery_cosine,
                report.mean_rank_l2, report.mean_cosine, report.sigma_min, report.sigma_mean,
                report.sigma_max);
+  if (utility) {
+    const sgt::UtilityReport& u = utility->report();
+    auto flat = [](std::string text) {  // one line each, whatever a random model answers
+      for (char& c : text)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+      return text;
+    };
+    std::fprintf(stderr,
+                 "utility for %s, %zu positions from the first protected token, %zu draws: "
+                 "KL(clean||protected) %.4f nats, top-1 agreement %.3f, mean rank of the clean "
+                 "top-1 %.1f\n",
+                 args.base.c_str(), u.reached_positions, u.draws, u.mean_kl, u.top1_agreement,
+                 u.mean_rank);
+    std::fprintf(stderr, "  clean answer:     %s\n", flat(clean_answer).c_str());
+    std::fprintf(stderr, "  protected answer: %s  (draw 0)\n", flat(protected_answer).c_str());
+  }
   return 0;
 }
 
@@ -859,34 +958,6 @@ GenerateArgs parse_generate_args(const std::vector<std::string>& args) {
   if (g.have_noise_seed && g.protect_dir.empty())
     throw UsageError("--noise-seed seeds the protection's noise: it needs --protect SGT_DIR");
   return g;
-}
-
-// The ids that end an answer: generation_config.json's eos_token_id (an id or a list), else
-// config.json's; none if neither names one.
-std::vector<std::int64_t> stop_tokens(const std::string& dir) {
-  for (const char* name : {"generation_config.json", "config.json"}) {
-    const std::string path = dir + "/" + name;
-    if (!std::filesystem::exists(path)) continue;
-    nlohmann::json j;
-    try {
-      sgt::JsonReadOptions read;
-      read.what = name;
-      j = sgt::parse_json_checked(sgt::read_text_file(path, std::size_t{16} << 20), read);
-    } catch (sgt::Error& e) {
-      e.at_file(path);
-      throw;
-    }
-    if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) continue;
-    const nlohmann::json& eos = j["eos_token_id"];
-    std::vector<std::int64_t> ids;
-    for (const nlohmann::json& v : eos.is_array() ? eos : nlohmann::json::array({eos})) {
-      if (!v.is_number_integer() || v.get<std::int64_t>() < 0)
-        throw sgt::Error("eos_token_id must be a token id or a list of them").at_file(path);
-      ids.push_back(v.get<std::int64_t>());
-    }
-    return ids;
-  }
-  return {};
 }
 
 // --inputs-embeds FILE: the prompt as embeddings a server would receive, the safetensors file
@@ -967,7 +1038,7 @@ int cmd_generate(const std::vector<std::string>& argv) {
   sgt::ThreadPool pool(args.threads);
   sgt::GenerateOptions options;
   options.max_new_tokens = args.max_new_tokens;
-  options.stop_tokens = stop_tokens(args.dir);
+  options.stop_tokens = sgt::load_eos_token_ids(args.dir);
   options.sampling = args.sampling;
   if (!sgt::TokenSampler(args.sampling).greedy() && !args.have_seed)
     sgt::fill_os_entropy(&options.sampling.seed, sizeof(options.sampling.seed));

@@ -81,4 +81,5 @@
 #include "sgt/model/lm_workspace.hpp"
 #include "sgt/model/ops.hpp"
 #include "sgt/model/transform.hpp"
+#include "sgt/model/utility_audit.hpp"
 #include "sgt/model/weights.hpp"

@@ -204,5 +204,32 @@ expect_error audit-draws-shape 'dump.safetensors.*noise draws have shape \[2, 3,
   --input "$root/examples/prompt.json" --noise-draws dump.safetensors
 expect_error audit-draws-missing 'nope.safetensors' audit "$model" --input single.json \
   --noise-draws nope.safetensors
+
+# --- sgt audit --base: the utility report for the demo base model; its greedy answers to the clean
+# prompt and to draw 0's protected prompt are transformers' (tests/data/audit/utility/expected.json,
+# tools/fixtures/utility_audit_fixtures.py).
+base=$root/examples/models/demo_base
+if expect_ok audit-base audit "$model" --input "$root/examples/prompt.json" --noise-draws \
+  "$audit_data/noise_draws.safetensors" --base "$base" --base-new-tokens 16 --precision f32 --threads 2; then
+  cp stdout.txt audit_base.json
+  tr -d ' \n' <audit_base.json | grep -o '"answers":{"clean":{"ids":\[[-0-9,]*\]' | sed 's/.*://' >ours.txt
+  tr -d ' \n' <audit_base.json | grep -o '"protected":{"draw":0,"ids":\[[-0-9,]*\]' | sed 's/.*://' >>ours.txt
+  { tr -d ' \n' <"$audit_data/utility/expected.json" | grep -o '"clean_answer":{"new_ids":\[[-0-9,]*\]'
+    tr -d ' \n' <"$audit_data/utility/expected.json" | grep -o '"protected_answer":{"draw":0,"new_ids":\[[-0-9,]*\]'
+  } | sed 's/.*://' >expected.txt
+  [ "$(wc -l <expected.txt)" -eq 2 ] && cmp -s ours.txt expected.txt ||
+    fail "audit-base: greedy answers $(cat ours.txt) differ from transformers' $(cat expected.txt)"
+  grep -q '"reached_positions": 30' audit_base.json || fail "audit-base: no utility.overall"
+  grep -q '"recovery_l2"' audit_base.json || fail "audit-base: the nearest-neighbour report is gone"
+  grep -q 'utility for .*4 draws: KL(clean||protected)' stderr.txt && grep -q 'protected answer:' stderr.txt ||
+    fail "audit-base: no utility lines in the table"
+fi
+expect_error audit-base-mismatch 'demo/config.json has vocab_size 1024, hidden_size 256; .*llama/config.json has vocab_size 256, hidden_size 64' \
+  audit "$model" --input single.json --draws 1 --base "$root/tests/data/causal_lm/llama"
+expect_error audit-base-batch 'one sequence, the request has 2' audit "$model" --input batch.json --draws 1 \
+  --base "$base"
+expect_error audit-base-tokens-alone '--base-new-tokens needs --base' audit "$model" --input single.json \
+  --base-new-tokens 4
+expect_error audit-base-missing 'nope' audit "$model" --input single.json --draws 1 --base nope
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -35,7 +35,8 @@ declare -A allowed=(
 json_allowed=" sgt/sgt.hpp sgt/io/json.hpp sgt/io/json_precheck.hpp sgt/io/safetensors.hpp
   sgt/io/safetensors_writer.hpp sgt/io/tensor_store.hpp sgt/io/transform_input.hpp
   sgt/model/config_json.hpp sgt/model/transform.hpp sgt/model/audit.hpp
-  sgt/model/causal_lm_config_json.hpp sgt/model/causal_lm.hpp sgt/model/generate.hpp "
+  sgt/model/causal_lm_config_json.hpp sgt/model/causal_lm.hpp sgt/model/generate.hpp
+  sgt/model/utility_audit.hpp "
 json_allowed=" $(echo $json_allowed) "  # one space between names
 
 headers=$(find sgt -name '*.hpp' | sort)

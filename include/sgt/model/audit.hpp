@@ -12,12 +12,15 @@
 // noise), and the L2-nearest ids of every draw (reconstructions of the prompt).
 // Unprotected tokens (noise_mask 0 or padding) are sent clean: they are listed, not searched.
 // Any batch size works; tokens are indexed flat, b * S + s.
+// AuditOptions::on_draw sees each draw's protected embeddings as soon as they are made (the utility
+// audit of model/utility_audit.hpp feeds them to the base model), so no caller has to keep N draws.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -42,6 +45,9 @@ struct AuditOptions {
   // Stored eps for reproducible audits: [N, B, S, H], or [N, S, H] when B = 1. Empty: secure.
   TensorView<const float> injected_draws;
   std::size_t score_floats = kernels::NearestRows::kDefaultScoreFloats;  // see NearestRows
+  // Called once per draw, in order, with that draw's protected embeddings [B, S, H]; the view is
+  // valid only during the call (the next draw reuses the buffer). Empty: not called.
+  std::function<void(std::size_t draw, TensorView<const float> transformed)> on_draw;
 };
 
 struct TokenAudit {
@@ -137,6 +143,8 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
     if (injected)
       run.injected_noise = TensorView<const float>(stored.data() + d * T * H, {B, S, H});
     model.run(in, run, ws, result);
+    if (options.on_draw)
+      options.on_draw(d, TensorView<const float>(result.transformed.data(), {B, S, H}));
     for (std::size_t t = 0; t < T; ++t) {
       const bool is_protected =
           (in.attention_mask.empty() || in.attention_mask[t] != 0) && in.noise_mask[t] != 0;

@@ -7,8 +7,12 @@
 // key; unknown keys are logged and ignored, as transformers ignores them.
 #pragma once
 
+#include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
+#include <system_error>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -51,6 +55,36 @@ inline CausalLmConfig load_causal_lm_config(const std::string& config_json_path)
     e.at_file(config_json_path);
     throw;
   }
+}
+
+// The ids that end an answer of the model in DIR: `eos_token_id` (an id or a list of ids) of
+// generation_config.json, as transformers' generate reads it, else of config.json; empty if neither
+// names one. Errors name the file and the key.
+inline std::vector<std::int64_t> load_eos_token_ids(const std::string& dir) {
+  for (const char* name : {"generation_config.json", "config.json"}) {
+    const std::string path = dir + "/" + name;
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) continue;
+    try {
+      JsonReadOptions options;
+      options.what = name;
+      options.max_depth = kMaxConfigJsonDepth;
+      const nlohmann::json j = parse_json_checked(read_text_file(path, kMaxConfigFileBytes), options);
+      if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) continue;
+      const nlohmann::json& eos = j["eos_token_id"];
+      std::vector<std::int64_t> ids;
+      for (const nlohmann::json& id : eos.is_array() ? eos : nlohmann::json::array({eos})) {
+        if (!id.is_number_integer() || id.get<std::int64_t>() < 0)
+          throw Error("must be a token id or a list of token ids").at_key("eos_token_id");
+        ids.push_back(id.get<std::int64_t>());
+      }
+      return ids;
+    } catch (Error& e) {
+      e.at_file(path);
+      throw;
+    }
+  }
+  return {};
 }
 
 SGT_ISA_END
