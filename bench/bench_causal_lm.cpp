@@ -29,6 +29,8 @@
 #include <nlohmann/json.hpp>
 #include <sgt/sgt.hpp>
 
+#include "bench_support.hpp"
+
 namespace {
 
 constexpr std::size_t kHidden = 2048, kHeads = 32, kKvHeads = 8, kHeadDim = 64, kInter = 8192,
@@ -45,39 +47,22 @@ const std::string& model_dir() {
     const auto path = std::filesystem::temp_directory_path() /
                       ("sgt_bench_causal_lm_" + std::to_string(::getpid()));
     std::filesystem::create_directories(path);
-    const nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
-                                   {"model_type", "llama"},
-                                   {"vocab_size", kVocab},
-                                   {"hidden_size", kHidden},
-                                   {"intermediate_size", kInter},
-                                   {"num_hidden_layers", kLayers},
-                                   {"num_attention_heads", kHeads},
-                                   {"num_key_value_heads", kKvHeads},
-                                   {"head_dim", kHeadDim},
-                                   {"rms_norm_eps", 1e-5},
-                                   {"rope_theta", 500000.0},
-                                   {"rope_scaling",
-                                    {{"rope_type", "llama3"},
-                                     {"factor", 32.0},
-                                     {"low_freq_factor", 1.0},
-                                     {"high_freq_factor", 4.0},
-                                     {"original_max_position_embeddings", 8192}}},
-                                   {"max_position_embeddings", 131072},
-                                   {"tie_word_embeddings", false}};
+    nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
+                             {"model_type", "llama"},
+                             {"vocab_size", kVocab},
+                             {"hidden_size", kHidden},
+                             {"intermediate_size", kInter},
+                             {"num_hidden_layers", kLayers},
+                             {"num_attention_heads", kHeads},
+                             {"num_key_value_heads", kKvHeads},
+                             {"head_dim", kHeadDim},
+                             {"rms_norm_eps", 1e-5},
+                             {"tie_word_embeddings", false}};
+    config.update(sgt_bench::llama3_rope_keys());
     std::ofstream(path / "config.json") << config.dump(2);
-    std::uint32_t s = 12345;
-    sgt::SafetensorsWriter w;
+    sgt_bench::RandomWeights w;
     auto add = [&](const std::string& name, std::vector<std::uint64_t> shape, float scale,
-                   float offset = 0.0f) {
-      std::uint64_t n = 1;
-      for (auto d : shape) n *= d;
-      std::vector<float> v(n);
-      for (float& x : v) {
-        s = s * 1664525u + 1013904223u;
-        x = offset + scale * (static_cast<float>(s >> 8) * (2.0f / 16777216.0f) - 1.0f);
-      }
-      w.add_from_f32(name, sgt::DType::BF16, shape, v.data());
-    };
+                   float offset = 0.0f) { w.add(name, std::move(shape), scale, offset); };
     const float wscale = 1.0f / std::sqrt(static_cast<float>(kHidden));
     add("model.embed_tokens.weight", {kVocab, kHidden}, 0.05f);
     for (std::size_t i = 0; i < kLayers; ++i) {
@@ -144,26 +129,40 @@ bool agrees_with_reference(sgt::Precision precision, sgt::ThreadPool* pool) {
   return err <= (precision == sgt::Precision::Bf16 ? 2e-2 : 1e-4) * scale;
 }
 
+// What both timed loops set up from (threads, bf16) = state.range(1), state.range(2): the pool, the
+// options, a cache of kMaxLen and a workspace; `checked` is false (and the benchmark skipped) when
+// the configuration disagrees with its reference-kernel path.
+struct Run {
+  explicit Run(benchmark::State& state)
+      : pool(static_cast<std::size_t>(state.range(1))),
+        precision(state.range(2) ? sgt::Precision::Bf16 : sgt::Precision::F32),
+        cache(lm().make_cache(1, kMaxLen)) {
+    o.pool = &pool;
+    o.precision = precision;
+    checked = agrees_with_reference(precision, &pool);
+    if (!checked) state.SkipWithError("CausalLM disagrees with its reference-kernel path");
+    state.SetLabel(std::string(sgt::kernels::default_kernel_table().isa) + ", precision " +
+                   sgt::precision_name(precision));
+  }
+  sgt::ThreadPool pool;
+  sgt::Precision precision;
+  sgt::LmRunOptions o;
+  sgt::KvCache cache;
+  sgt::LmWorkspace ws;
+  sgt::LmLogits logits;
+  bool checked = false;
+};
+
 // One forward of `tokens` new tokens from position 0 (prefill), last logits.
 void BM_Prefill(benchmark::State& state) {
   const auto tokens = static_cast<std::size_t>(state.range(0));
-  sgt::ThreadPool pool(static_cast<std::size_t>(state.range(1)));
-  const auto precision = state.range(2) ? sgt::Precision::Bf16 : sgt::Precision::F32;
-  if (!agrees_with_reference(precision, &pool)) {
-    state.SkipWithError("CausalLM disagrees with its reference-kernel path");
-    return;
-  }
-  sgt::LmRunOptions o;
-  o.pool = &pool;
-  o.precision = precision;
-  sgt::KvCache cache = lm().make_cache(1, kMaxLen);
-  sgt::LmWorkspace ws;
-  sgt::LmLogits logits;
+  Run r(state);
+  if (!r.checked) return;
   const sgt::LmInput in = ids_at(0, tokens, sgt::LogitsFor::Last);
-  lm().forward(in, cache, ws, o, logits);  // plan once, as a server would
+  lm().forward(in, r.cache, r.ws, r.o, r.logits);  // plan once, as a server would
   for (auto _ : state) {
-    lm().forward(in, cache, ws, o, logits);
-    benchmark::DoNotOptimize(logits.values.data());
+    lm().forward(in, r.cache, r.ws, r.o, r.logits);
+    benchmark::DoNotOptimize(r.logits.values.data());
   }
   // The LM head runs for the last token only.
   const double flops = 2.0 * (kLinearParams - double(kVocab) * kHidden) * tokens +
@@ -173,31 +172,20 @@ void BM_Prefill(benchmark::State& state) {
       benchmark::Counter(double(tokens) * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["GFLOP/s"] =
       benchmark::Counter(flops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(sgt::kernels::default_kernel_table().isa) + ", precision " +
-                 sgt::precision_name(precision));
 }
 
 // One T = 1 step at position `context` (a cache holding `context` positions), last logits.
 void BM_Decode(benchmark::State& state) {
   const auto context = static_cast<std::size_t>(state.range(0));
-  sgt::ThreadPool pool(static_cast<std::size_t>(state.range(1)));
-  const auto precision = state.range(2) ? sgt::Precision::Bf16 : sgt::Precision::F32;
-  if (!agrees_with_reference(precision, &pool)) {
-    state.SkipWithError("CausalLM disagrees with its reference-kernel path");
-    return;
-  }
-  sgt::LmRunOptions o;
-  o.pool = &pool;
-  o.precision = precision;
-  sgt::KvCache cache = lm().make_cache(1, kMaxLen);
-  sgt::LmWorkspace ws;
-  sgt::LmLogits logits;
-  lm().forward(ids_at(0, context, sgt::LogitsFor::Last), cache, ws, o, logits);
+  Run r(state);
+  if (!r.checked) return;
+  lm().forward(ids_at(0, context, sgt::LogitsFor::Last), r.cache, r.ws, r.o, r.logits);
   const sgt::LmInput step = ids_at(context, 1, sgt::LogitsFor::Last);
-  lm().forward(step, cache, ws, o, logits);
+  lm().forward(step, r.cache, r.ws, r.o, r.logits);
   for (auto _ : state) {
-    lm().forward(step, cache, ws, o, logits);  // rewrites position `context`: a fixed context
-    benchmark::DoNotOptimize(logits.values.data());
+    lm().forward(step, r.cache, r.ws, r.o,
+                 r.logits);  // rewrites position `context`: a fixed context
+    benchmark::DoNotOptimize(r.logits.values.data());
   }
   // Bytes one step reads: the bf16 weights, and the f32 keys and values of every layer.
   const double bytes =
@@ -206,8 +194,6 @@ void BM_Decode(benchmark::State& state) {
       benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["GB/s"] =
       benchmark::Counter(bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(sgt::kernels::default_kernel_table().isa) + ", precision " +
-                 sgt::precision_name(precision));
 }
 
 // The memory bandwidth decode is bounded by: the threads sum disjoint halves of a 1 GiB buffer

@@ -25,6 +25,8 @@
 #include <nlohmann/json.hpp>
 #include <sgt/sgt.hpp>
 
+#include "bench_support.hpp"
+
 namespace {
 
 constexpr std::size_t kHidden = 2048, kHeads = 32, kKvHeads = 8, kHeadDim = 64, kInter = 8192,
@@ -36,23 +38,13 @@ nlohmann::json estimator_config(const char* parameterization) {
     p["scale"] = {0.0001, 2.0};
     p["shallow"] = 1.0;
   }
+  nlohmann::json config = {
+      {"hidden_size", kHidden},        {"intermediate_size", kInter},     {"num_hidden_layers", 1},
+      {"num_attention_heads", kHeads}, {"num_key_value_heads", kKvHeads}, {"head_dim", kHeadDim},
+      {"rms_norm_eps", 1e-5}};
+  config.update(sgt_bench::llama3_rope_keys());
   return {{"model_type", "llama"},
-          {"config",
-           {{"hidden_size", kHidden},
-            {"intermediate_size", kInter},
-            {"num_hidden_layers", 1},
-            {"num_attention_heads", kHeads},
-            {"num_key_value_heads", kKvHeads},
-            {"head_dim", kHeadDim},
-            {"rms_norm_eps", 1e-5},
-            {"rope_theta", 500000.0},
-            {"rope_scaling",
-             {{"rope_type", "llama3"},
-              {"factor", 32.0},
-              {"low_freq_factor", 1.0},
-              {"high_freq_factor", 4.0},
-              {"original_max_position_embeddings", 8192}}},
-            {"max_position_embeddings", 131072}}},
+          {"config", config},
           {"final_norm", true},
           {"head", {{"bias", true}}},
           {"parameterization", p}};
@@ -72,22 +64,9 @@ const std::string& model_dir() {
                              {"std_estimator", estimator_config("cloak")}};
     config["mean_estimator"]["parameterization"]["bound"] = 1.0;
     std::ofstream(path / "config.json") << config.dump(2);
-    std::uint32_t s = 12345;
-    auto fill = [&](std::vector<float>& v, float scale, float offset) {
-      for (float& x : v) {
-        s = s * 1664525u + 1013904223u;
-        x = offset + scale * (static_cast<float>(s >> 8) * (2.0f / 16777216.0f) - 1.0f);
-      }
-    };
-    sgt::SafetensorsWriter w;
+    sgt_bench::RandomWeights w;
     auto add = [&](const std::string& name, std::vector<std::uint64_t> shape, float scale,
-                   float offset = 0.0f) {
-      std::uint64_t n = 1;
-      for (auto d : shape) n *= d;
-      std::vector<float> v(n);
-      fill(v, scale, offset);
-      w.add_from_f32(name, sgt::DType::BF16, shape, v.data());
-    };
+                   float offset = 0.0f) { w.add(name, std::move(shape), scale, offset); };
     add("embed_tokens.weight", {kVocab, kHidden}, 0.05f);
     const float wscale = 1.0f / std::sqrt(static_cast<float>(kHidden));
     for (const std::string p : {"mean_estimator", "std_estimator"}) {

@@ -45,16 +45,9 @@ inline CausalLmConfig parse_causal_lm_config(const nlohmann::json& j) {
 
 // Reads and parses DIR/config.json (or any path); errors carry the file.
 inline CausalLmConfig load_causal_lm_config(const std::string& config_json_path) {
-  try {
-    JsonReadOptions options;
-    options.what = "config.json";
-    options.max_depth = kMaxConfigJsonDepth;
-    const std::string text = read_text_file(config_json_path, kMaxConfigFileBytes);
-    return parse_causal_lm_config(parse_json_checked(text, options));
-  } catch (Error& e) {
-    e.at_file(config_json_path);
-    throw;
-  }
+  return detail::parse_config_file(config_json_path, "config.json", [](const nlohmann::json& j) {
+    return parse_causal_lm_config(j);
+  });
 }
 
 // The ids that end an answer of the model in DIR: `eos_token_id` (an id or a list of ids) of
@@ -65,24 +58,21 @@ inline std::vector<std::int64_t> load_eos_token_ids(const std::string& dir) {
     const std::string path = dir + "/" + name;
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) continue;
-    try {
-      JsonReadOptions options;
-      options.what = name;
-      options.max_depth = kMaxConfigJsonDepth;
-      const nlohmann::json j = parse_json_checked(read_text_file(path, kMaxConfigFileBytes), options);
-      if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) continue;
-      const nlohmann::json& eos = j["eos_token_id"];
-      std::vector<std::int64_t> ids;
-      for (const nlohmann::json& id : eos.is_array() ? eos : nlohmann::json::array({eos})) {
-        if (!id.is_number_integer() || id.get<std::int64_t>() < 0)
-          throw Error("must be a token id or a list of token ids").at_key("eos_token_id");
-        ids.push_back(id.get<std::int64_t>());
-      }
-      return ids;
-    } catch (Error& e) {
-      e.at_file(path);
-      throw;
-    }
+    std::optional<std::vector<std::int64_t>> ids =
+        detail::parse_config_file(path, name, [](const nlohmann::json& j) {
+          std::optional<std::vector<std::int64_t>> out;
+          if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null())
+            return out;
+          const nlohmann::json& eos = j["eos_token_id"];
+          out.emplace();
+          for (const nlohmann::json& id : eos.is_array() ? eos : nlohmann::json::array({eos})) {
+            if (!id.is_number_integer() || id.get<std::int64_t>() < 0)
+              throw Error("must be a token id or a list of token ids").at_key("eos_token_id");
+            out->push_back(id.get<std::int64_t>());
+          }
+          return out;
+        });
+    if (ids) return *ids;
   }
   return {};
 }

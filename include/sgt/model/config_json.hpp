@@ -328,6 +328,21 @@ inline EstimatorConfig parse_estimator(const nlohmann::json& j, const std::strin
   return out;
 }
 
+// A config-style JSON file (config.json, generation_config.json): read with the config limits,
+// handed to `parse`; every error gets the file.
+template <class Parse>
+auto parse_config_file(const std::string& path, const char* what, Parse&& parse) {
+  try {
+    JsonReadOptions options;
+    options.what = what;
+    options.max_depth = kMaxConfigJsonDepth;
+    return parse(parse_json_checked(read_text_file(path, kMaxConfigFileBytes), options));
+  } catch (Error& e) {
+    e.at_file(path);
+    throw;
+  }
+}
+
 SGT_ISA_END
 }  // namespace detail
 SGT_ISA_BEGIN
@@ -387,16 +402,8 @@ inline ModelConfig parse_model_config(const nlohmann::json& j) {
 
 // Reads and parses MODEL_DIR/config.json (or any path); errors carry the file.
 inline ModelConfig load_model_config(const std::string& config_json_path) {
-  try {
-    JsonReadOptions options;
-    options.what = "config.json";
-    options.max_depth = kMaxConfigJsonDepth;
-    const std::string text = read_text_file(config_json_path, kMaxConfigFileBytes);
-    return parse_model_config(parse_json_checked(text, options));
-  } catch (Error& e) {
-    e.at_file(config_json_path);
-    throw;
-  }
+  return detail::parse_config_file(config_json_path, "config.json",
+                                   [](const nlohmann::json& j) { return parse_model_config(j); });
 }
 
 SGT_ISA_END
