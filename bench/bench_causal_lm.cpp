@@ -13,6 +13,9 @@
 // Before timing, every configuration is compared with the reference-kernel path (logits of a
 // 9-token prefill and one decode step) and skipped with an error if they disagree.
 //
+// SGT_BENCH_LM_DIR=DIR times the Hugging Face causal LM in DIR instead (bench/compare/compare_lm.py
+// runs it on the model it also converts for llama.cpp); the counts below follow its config.
+//
 // Run: bench_causal_lm --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
@@ -36,14 +39,9 @@ namespace {
 constexpr std::size_t kHidden = 2048, kHeads = 32, kKvHeads = 8, kHeadDim = 64, kInter = 8192,
                       kVocab = 32000, kLayers = 2, kMaxLen = 2048;
 
-// Weights read per decoded token: every Linear of every layer and the LM head (bf16: 2 bytes).
-constexpr double kLinearParams =
-    kLayers * (2.0 * kHidden * kHeads * kHeadDim + 2.0 * kHidden * kKvHeads * kHeadDim +
-               3.0 * kHidden * kInter) +
-    double(kVocab) * kHidden;
-
 const std::string& model_dir() {
-  static const std::string dir = [] {
+  static const std::string dir = []() -> std::string {
+    if (const char* given = std::getenv("SGT_BENCH_LM_DIR")) return given;
     const auto path = std::filesystem::temp_directory_path() /
                       ("sgt_bench_causal_lm_" + std::to_string(::getpid()));
     std::filesystem::create_directories(path);
@@ -92,11 +90,26 @@ const sgt::CausalLM& lm() {
   return m;
 }
 
+// Parameters of the Linears of every layer and of the LM head: what a decoded token reads, two
+// flops per parameter and token.
+double layer_params() {
+  const sgt::DecoderConfig& d = lm().config().decoder;
+  const double h = double(d.hidden_size), q = double(d.num_attention_heads * d.head_dim),
+               kv = double(d.num_key_value_heads * d.head_dim);
+  return double(d.num_hidden_layers) * (2.0 * h * q + 2.0 * h * kv + 3.0 * h * d.intermediate_size);
+}
+double head_params() {
+  return double(lm().vocab_size()) * double(lm().hidden_size());
+}
+double bytes_per_param() {
+  return double(sgt::dtype_size(lm().weights().lm_head.dtype()));
+}
+
 sgt::LmInput ids_at(std::size_t start, std::size_t count, sgt::LogitsFor logits) {
   sgt::LmInput in;
   in.seq_len = count;
   for (std::size_t t = 0; t < count; ++t) {
-    in.input_ids.push_back(static_cast<std::int64_t>(((start + t) * 7919) % kVocab));
+    in.input_ids.push_back(static_cast<std::int64_t>(((start + t) * 7919) % lm().vocab_size()));
     in.cache_position.push_back(static_cast<std::int64_t>(start + t));
   }
   in.logits = logits;
@@ -165,9 +178,10 @@ void BM_Prefill(benchmark::State& state) {
     benchmark::DoNotOptimize(r.logits.values.data());
   }
   // The LM head runs for the last token only.
-  const double flops = 2.0 * (kLinearParams - double(kVocab) * kHidden) * tokens +
-                       2.0 * kVocab * kHidden +
-                       kLayers * 4.0 * tokens * tokens * kHeadDim * kHeads / 2;
+  const sgt::DecoderConfig& d = lm().config().decoder;
+  const double flops =
+      2.0 * layer_params() * tokens + 2.0 * head_params() +
+      double(d.num_hidden_layers) * 4.0 * tokens * tokens * d.head_dim * d.num_attention_heads / 2;
   state.counters["tokens/s"] =
       benchmark::Counter(double(tokens) * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["GFLOP/s"] =
@@ -183,13 +197,15 @@ void BM_Decode(benchmark::State& state) {
   const sgt::LmInput step = ids_at(context, 1, sgt::LogitsFor::Last);
   lm().forward(step, r.cache, r.ws, r.o, r.logits);
   for (auto _ : state) {
-    lm().forward(step, r.cache, r.ws, r.o,
-                 r.logits);  // rewrites position `context`: a fixed context
+    // (rewrites position `context`: the context stays fixed)
+    lm().forward(step, r.cache, r.ws, r.o, r.logits);
     benchmark::DoNotOptimize(r.logits.values.data());
   }
-  // Bytes one step reads: the bf16 weights, and the f32 keys and values of every layer.
+  // Bytes one step reads: the weights, and the f32 keys and values of every layer.
+  const sgt::DecoderConfig& d = lm().config().decoder;
   const double bytes =
-      2.0 * kLinearParams + kLayers * 2.0 * (context + 1) * kKvHeads * kHeadDim * 4.0;
+      bytes_per_param() * (layer_params() + head_params()) +
+      double(d.num_hidden_layers) * 2.0 * (context + 1) * d.num_key_value_heads * d.head_dim * 4.0;
   state.counters["tokens/s"] =
       benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["GB/s"] =
@@ -197,7 +213,9 @@ void BM_Decode(benchmark::State& state) {
 }
 
 // The memory bandwidth decode is bounded by: the threads sum disjoint halves of a 1 GiB buffer
-// (far beyond any cache), 8 independent accumulators per thread so the adds are not the limit.
+// (far beyond any cache). 64 accumulators per thread (4 AVX-512 or 8 AVX2 vectors, independent):
+// with 8 the loop is one vector add per 32 bytes waiting on the previous one's latency, a limit
+// of about 8 GB/s that is the adder's, not the memory's.
 void BM_ReadBandwidth(benchmark::State& state) {
   const auto threads = static_cast<std::size_t>(state.range(0));
   static std::vector<float> buffer(std::size_t{1} << 28, 1.0f);  // 1 GiB
@@ -207,9 +225,9 @@ void BM_ReadBandwidth(benchmark::State& state) {
     pool.parallel_for(threads, 1, [&](std::size_t begin, std::size_t end) {
       for (std::size_t t = begin; t < end; ++t) {
         const std::size_t n = buffer.size() / threads, lo = t * n;
-        float acc[8] = {};
-        for (std::size_t i = lo; i + 8 <= lo + n; i += 8)
-          for (int k = 0; k < 8; ++k) acc[k] += buffer[i + k];
+        float acc[64] = {};
+        for (std::size_t i = lo; i + 64 <= lo + n; i += 64)
+          for (int k = 0; k < 64; ++k) acc[k] += buffer[i + k];
         double s = 0;
         for (float a : acc) s += a;
         sums[t] = s;
