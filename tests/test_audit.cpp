@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 #include <sgt/sgt.hpp>
 
+#include "support/fixture_json.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -21,12 +23,7 @@ namespace {
 const fs::path kExamples = fs::path(SGT_TEST_DATA_DIR) / ".." / ".." / "examples";
 const fs::path kAuditData = fs::path(SGT_TEST_DATA_DIR) / "audit";
 
-nlohmann::json read_expected() {
-  sgt::JsonReadOptions options;
-  options.what = "expected.json";
-  return sgt::parse_json_checked(
-      sgt::read_text_file((kAuditData / "expected.json").string(), 1 << 22), options);
-}
+nlohmann::json read_expected() { return sgt_test::read_fixture_json("audit/expected.json"); }
 
 struct Fixture {
   sgt::Transform model{(kExamples / "models" / "demo").string()};

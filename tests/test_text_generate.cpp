@@ -19,6 +19,8 @@
 #include <nlohmann/json.hpp>
 
 #include <sgt/sgt.hpp>
+
+#include "support/fixture_json.hpp"
 #include <sgt/text/decode_stream.hpp>
 #include <sgt/text/prompt_encoder.hpp>
 
@@ -29,11 +31,7 @@ namespace {
 const std::string kRepo = std::string(SGT_TEST_DATA_DIR) + "/../..";
 const std::string kBase = kRepo + "/examples/models/demo_base";
 
-json expected() {
-  std::ifstream in(std::string(SGT_TEST_DATA_DIR) + "/generate/expected.json");
-  REQUIRE(in.good());
-  return json::parse(std::string(std::istreambuf_iterator<char>(in), {}));
-}
+json expected() { return sgt_test::read_fixture_json("generate/expected.json"); }
 
 struct Answer {
   std::vector<std::int64_t> ids;

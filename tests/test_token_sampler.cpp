@@ -9,8 +9,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <string>
 #include <vector>
@@ -19,16 +17,13 @@
 
 #include <sgt/model/token_sampler.hpp>
 
+#include "support/fixture_json.hpp"
+
 using nlohmann::json;
 
 namespace {
 
-json fixture() {
-  const std::string path = std::string(SGT_TEST_DATA_DIR) + "/sampling/expected.json";
-  std::ifstream in(path);
-  REQUIRE_MESSAGE(in.good(), "cannot open " << path);
-  return json::parse(std::string(std::istreambuf_iterator<char>(in), {}));
-}
+json fixture() { return sgt_test::read_fixture_json("sampling/expected.json"); }
 
 std::vector<float> row(const json& j) {
   std::vector<float> out;

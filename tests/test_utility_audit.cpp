@@ -15,6 +15,8 @@
 #include <nlohmann/json.hpp>
 #include <sgt/sgt.hpp>
 
+#include "support/fixture_json.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -23,10 +25,7 @@ const fs::path kExamples = fs::path(SGT_TEST_DATA_DIR) / ".." / ".." / "examples
 const fs::path kAuditData = fs::path(SGT_TEST_DATA_DIR) / "audit";
 
 nlohmann::json read_expected() {
-  sgt::JsonReadOptions options;
-  options.what = "expected.json";
-  return sgt::parse_json_checked(
-      sgt::read_text_file((kAuditData / "utility" / "expected.json").string(), 1 << 22), options);
+  return sgt_test::read_fixture_json("audit/utility/expected.json");
 }
 
 struct Fixture {

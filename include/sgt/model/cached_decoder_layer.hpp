@@ -17,6 +17,7 @@
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/model/activations.hpp"
 #include "sgt/model/config.hpp"
+#include "sgt/model/decoder_layer.hpp"
 #include "sgt/model/kv_cache.hpp"
 #include "sgt/model/ops.hpp"
 #include "sgt/model/weights.hpp"
@@ -38,17 +39,8 @@ struct CachedDecoderLayer {
                       const kernels::RopeTable& rope, const CacheStep& step, KvCache& cache,
                       std::size_t layer, TensorView<float> h, const LayerBuffers& buf,
                       const Ops& ops) {
-    const float eps = static_cast<float>(c.rms_norm_eps);
-
-    // h = h + Attention(RMSNorm_in(h))
-    ops.rms_norm(h, w.input_norm, eps, c.norm_style, buf.normed);
-    attention(c, w.attention, rope, step, cache, layer, buf, ops);
-    ops.add(h, buf.delta);
-
-    // h = h + MLP(RMSNorm_post(h))
-    ops.rms_norm(h, w.post_attention_norm, eps, c.norm_style, buf.normed);
-    ops.swiglu(buf.normed, w.mlp, buf.delta, buf.mlp_scratch);
-    ops.add(h, buf.delta);
+    DecoderLayer::residual_block(
+        c, w, h, buf, ops, [&] { attention(c, w.attention, rope, step, cache, layer, buf, ops); });
   }
 
  private:
@@ -56,25 +48,12 @@ struct CachedDecoderLayer {
                         const kernels::RopeTable& rope, const CacheStep& step, KvCache& cache,
                         std::size_t layer, const LayerBuffers& buf, const Ops& ops) {
     const std::size_t hd = c.head_dim, nh = c.num_attention_heads, nkv = c.num_key_value_heads;
-    ops.matmuls(
-        buf.normed, buf.qkv_pack(),
-        {{w.q_proj, w.q_bias, buf.q}, {w.k_proj, w.k_bias, buf.k}, {w.v_proj, w.v_bias, buf.v}});
-    if (c.qk_norm) {  // per head: q and k seen as [tokens * heads, head_dim]
-      const float eps = static_cast<float>(c.rms_norm_eps);
-      const std::size_t tokens = step.batch * step.tokens;
-      TensorView<float> q_heads(buf.q.data(), {tokens * nh, hd});
-      TensorView<float> k_heads(buf.k.data(), {tokens * nkv, hd});
-      ops.rms_norm(q_heads, w.q_norm, eps, c.norm_style, q_heads);
-      ops.rms_norm(k_heads, w.k_norm, eps, c.norm_style, k_heads);
-    }
+    DecoderLayer::project_qkv(c, w, step.batch * step.tokens, buf, ops);
     ops.apply_rope_at(buf.q, nh, hd, rope, step.positions);
     ops.apply_rope_at(buf.k, nkv, hd, rope, step.positions);
     cache.write(layer, step.start, buf.k, buf.v);
 
-    kernels::AttentionOptions options;
-    options.scale = static_cast<float>(c.attention_scale);
-    options.causal = true;
-    options.sliding_window = c.sliding_window;  // 0: none
+    const kernels::AttentionOptions options = DecoderLayer::attention_options(c);
     if (step.fresh()) {
       kernels::AttentionShape shape{step.batch, step.tokens, nh, nkv, hd};
       ops.attention(shape, options, buf.q, buf.k, buf.v, nullptr, buf.attn);

@@ -24,11 +24,20 @@ struct DecoderLayer {
   static void forward(const DecoderConfig& c, const DecoderLayerWeights& w,
                       const kernels::RopeTable& rope, const SequenceBatch& seq, TensorView<float> h,
                       const LayerBuffers& buf, const Ops& ops) {
+    residual_block(c, w, h, buf, ops, [&] { attention(c, w.attention, rope, seq, buf, ops); });
+  }
+
+  // The layer around its attention step, which reads buf.normed and writes buf.delta. The cached
+  // layer of a causal LM (model/cached_decoder_layer.hpp) shares it with its own attention.
+  template <class Attention>
+  static void residual_block(const DecoderConfig& c, const DecoderLayerWeights& w,
+                             TensorView<float> h, const LayerBuffers& buf, const Ops& ops,
+                             Attention&& attention) {
     const float eps = static_cast<float>(c.rms_norm_eps);
 
     // h = h + Attention(RMSNorm_in(h))
     ops.rms_norm(h, w.input_norm, eps, c.norm_style, buf.normed);
-    attention(c, w.attention, rope, seq, buf, ops);
+    attention();
     ops.add(h, buf.delta);
 
     // h = h + MLP(RMSNorm_post(h))
@@ -37,30 +46,44 @@ struct DecoderLayer {
     ops.add(h, buf.delta);
   }
 
+  // q, k, v = projections of buf.normed ([tokens, H]), then the per-head q/k norms if the family
+  // has them. RoPE is the caller's: at positions 0..S-1 here, at cache_position in a causal LM.
+  static void project_qkv(const DecoderConfig& c, const AttentionWeights& w, std::size_t tokens,
+                          const LayerBuffers& buf, const Ops& ops) {
+    const std::size_t hd = c.head_dim, nh = c.num_attention_heads, nkv = c.num_key_value_heads;
+    ops.matmuls(
+        buf.normed, buf.qkv_pack(),
+        {{w.q_proj, w.q_bias, buf.q}, {w.k_proj, w.k_bias, buf.k}, {w.v_proj, w.v_bias, buf.v}});
+    if (c.qk_norm) {  // per head: q and k seen as [tokens * heads, head_dim]
+      const float eps = static_cast<float>(c.rms_norm_eps);
+      TensorView<float> q_heads(buf.q.data(), {tokens * nh, hd});
+      TensorView<float> k_heads(buf.k.data(), {tokens * nkv, hd});
+      ops.rms_norm(q_heads, w.q_norm, eps, c.norm_style, q_heads);
+      ops.rms_norm(k_heads, w.k_norm, eps, c.norm_style, k_heads);
+    }
+  }
+
+  // Causal, the config's scale and sliding window.
+  static kernels::AttentionOptions attention_options(const DecoderConfig& c) {
+    kernels::AttentionOptions options;
+    options.scale = static_cast<float>(c.attention_scale);
+    options.causal = true;
+    options.sliding_window = c.sliding_window;  // 0: none
+    return options;
+  }
+
  private:
   // delta = o_proj(softmax(rope(q) rope(k)^T * scale + mask) v), q, k, v projections of `normed`.
   static void attention(const DecoderConfig& c, const AttentionWeights& w,
                         const kernels::RopeTable& rope, const SequenceBatch& seq,
                         const LayerBuffers& buf, const Ops& ops) {
     const std::size_t hd = c.head_dim, nh = c.num_attention_heads, nkv = c.num_key_value_heads;
-    ops.matmuls(buf.normed, buf.qkv_pack(),
-                {{w.q_proj, w.q_bias, buf.q}, {w.k_proj, w.k_bias, buf.k}, {w.v_proj, w.v_bias, buf.v}});
-    if (c.qk_norm) {  // per head: q and k seen as [tokens * heads, head_dim]
-      const float eps = static_cast<float>(c.rms_norm_eps);
-      TensorView<float> q_heads(buf.q.data(), {seq.tokens() * nh, hd});
-      TensorView<float> k_heads(buf.k.data(), {seq.tokens() * nkv, hd});
-      ops.rms_norm(q_heads, w.q_norm, eps, c.norm_style, q_heads);
-      ops.rms_norm(k_heads, w.k_norm, eps, c.norm_style, k_heads);
-    }
+    project_qkv(c, w, seq.tokens(), buf, ops);
     ops.apply_rope(buf.q, nh, hd, rope);
     ops.apply_rope(buf.k, nkv, hd, rope);
 
     kernels::AttentionShape shape{seq.batch, seq.seq_len, nh, nkv, hd};
-    kernels::AttentionOptions options;
-    options.scale = static_cast<float>(c.attention_scale);
-    options.causal = true;
-    options.sliding_window = c.sliding_window;  // 0: none
-    ops.attention(shape, options, buf.q, buf.k, buf.v, seq.attention_mask, buf.attn);
+    ops.attention(shape, attention_options(c), buf.q, buf.k, buf.v, seq.attention_mask, buf.attn);
     ops.matmul(buf.attn, w.o_proj, w.o_bias, buf.delta, buf.o_proj_pack());
   }
 };
