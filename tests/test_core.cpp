@@ -155,6 +155,73 @@ TEST_CASE("dot_bf16_pairs: odd then even product, each one fused multiply-add") 
   MESSAGE("dot_bf16_pairs runs " << (sgt::simd::kHasBf16DotProduct ? "vdpbf16ps" : "the emulation"));
 }
 
+TEST_CASE("dot_bf16_weight_pairs equals dot_bf16_pairs with the roles swapped, denormals too") {
+  // The narrow matmul path broadcasts the activation pair and holds one weight pair per lane; it
+  // must give the bits the tile (weight broadcast) gives, on the instruction and the emulation,
+  // including denormal weights, which both read as zero.
+  using sgt::simd::FloatBatch;
+  using sgt::simd::PairBatch;
+  constexpr std::size_t L = sgt::simd::kFloatLanes;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd;
+  std::size_t denormal_weights = 0;
+  for (int it = 0; it < 5000; ++it) {
+    alignas(64) std::uint32_t w_pairs[L];
+    alignas(64) float acc[L], swapped[L], swapped_emulated[L];
+    for (std::size_t i = 0; i < L; ++i) {
+      // Every 7th weight half a denormal (exponent bits zero, mantissa not), of either sign.
+      const auto half = [&](std::size_t j) -> std::uint32_t {
+        if ((it * L + i + j) % 7 == 0) {
+          ++denormal_weights;
+          return ((it + j) % 2 ? 0x8000u : 0u) | (1u + (rng() % 0x7fu));
+        }
+        return sgt::simd::bf16_round_bits(nd(rng));
+      };
+      w_pairs[i] = half(0) | (half(1) << 16);
+      acc[i] = it % 5 == 0 ? nd(rng) * 1e-6f : nd(rng);
+    }
+    const std::uint32_t x = sgt::simd::bf16_round_pair(nd(rng), nd(rng) * (it % 3 ? 1.0f : 1e-3f));
+    const FloatBatch a = FloatBatch::load_aligned(acc);
+    const PairBatch w = PairBatch::load_aligned(w_pairs);
+    sgt::simd::dot_bf16_weight_pairs(a, w, x).store_aligned(swapped);
+    sgt::simd::dot_bf16_weight_pairs_emulated(a, w, x).store_aligned(swapped_emulated);
+    for (std::size_t i = 0; i < L; ++i) {
+      alignas(64) float tile[L];
+      sgt::simd::dot_bf16_pairs(a, PairBatch(x), w_pairs[i]).store_aligned(tile);
+      alignas(64) float tile_emulated[L];
+      sgt::simd::dot_bf16_pairs_emulated(a, PairBatch(x), w_pairs[i]).store_aligned(tile_emulated);
+      REQUIRE(bits_of(swapped[i]) == bits_of(tile[i]));
+      REQUIRE(bits_of(swapped_emulated[i]) == bits_of(tile_emulated[i]));
+    }
+  }
+  CHECK(denormal_weights > 1000);
+}
+
+TEST_CASE("load_transposed_words reads kFloatLanes rows at any alignment and transposes them") {
+  using sgt::simd::PairBatch;
+  constexpr std::size_t L = sgt::simd::kFloatLanes;
+  std::vector<unsigned char> bytes(L * 1000 + 64);
+  std::mt19937 rng(23);
+  for (auto& b : bytes) b = static_cast<unsigned char>(rng());
+  for (std::size_t misalign : {0, 1, 2, 3, 6}) {
+    const void* rows[L];
+    for (std::size_t j = 0; j < L; ++j) rows[j] = bytes.data() + misalign + j * 997;
+    for (std::size_t offset : {std::size_t{0}, std::size_t{4}, std::size_t{64}, std::size_t{130}}) {
+      PairBatch out[L];
+      sgt::simd::load_transposed_words(rows, offset, out);
+      for (std::size_t i = 0; i < L; ++i) {
+        alignas(64) std::uint32_t lanes[L];
+        out[i].store_aligned(lanes);
+        for (std::size_t j = 0; j < L; ++j) {
+          std::uint32_t expected;
+          std::memcpy(&expected, static_cast<const unsigned char*>(rows[j]) + offset + 4 * i, 4);
+          REQUIRE(lanes[j] == expected);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("bf16_round_pairs equals bf16_round_pair on every class of value") {
   constexpr std::size_t L = sgt::simd::kFloatLanes;
   std::mt19937 rng(11);

@@ -218,13 +218,25 @@ TEST_CASE("matmul is bit-identical for 1, 2 and 3 threads, and for a row compute
     };
     expect_thread_invariant(run, {1, 2, 3}, describe);
     const std::vector<float> serial = run(nullptr);
-    // A row's result does not depend on the other rows or on where the tile edges fall.
+    // A row's result does not depend on the other rows or on where the tile edges fall, nor on
+    // the path: blocks of up to kNarrowMaxTokens rows run the narrow path (matmul_narrow.hpp),
+    // larger ones the tile; every block size must give the batch's bits.
     for (std::size_t row : {std::size_t{0}, std::size_t{5}, std::size_t{257}, t - 1}) {
       std::vector<float> alone(n);
       k::matmul(TensorView<const float>(x.data() + row * kk, {1, kk}), w.view(), b.view(),
                 TensorView<float>(alone.data(), {1, n}), nullptr, precision);
       require_bit_identical(alone, {serial.data() + row * n, n},
                             describe + ", row " + std::to_string(row) + " alone");
+    }
+    for (std::size_t rows = 2; rows <= k::kNarrowMaxTokens + 2; ++rows) {
+      const std::size_t first = 7 * rows;
+      std::vector<float> block(rows * n);
+      sgt::ThreadPool pool(2);
+      k::matmul(TensorView<const float>(x.data() + first * kk, {rows, kk}), w.view(), b.view(),
+                TensorView<float>(block.data(), {rows, n}), &pool, precision);
+      require_bit_identical(block, {serial.data() + first * n, rows * n},
+                            describe + ", " + std::to_string(rows) + " rows from " +
+                                std::to_string(first));
     }
     // The optimized result is also close to the reference here (not only self-consistent).
     std::vector<float> ref(t * n);
@@ -233,6 +245,44 @@ TEST_CASE("matmul is bit-identical for 1, 2 and 3 threads, and for a row compute
     expect_matches(serial, ref,
                    linear_tolerance(kk, max_abs(x), max_abs(w.values()), max_abs(b.values())),
                    describe);
+  }
+}
+
+TEST_CASE("the narrow path (a few tokens) equals the tile bit for bit at awkward shapes") {
+  // K shorter than one transposed block, odd K (a lone last bf16 weight), N off the 2 x kFloatLanes
+  // item and below one group, weights and activations off alignment, with and without bias.
+  std::mt19937 rng(29);
+  struct Shape2 {
+    std::size_t k, n;
+  };
+  const Shape2 shapes[] = {{1, 1}, {7, 5}, {33, 17}, {67, 45}, {96, 33}, {131, 64}, {2049, 19}};
+  const std::size_t tile_rows = 2 * k::kTileTokens + 3;  // the batch: several tiles, tile path
+  for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
+  for (DType dtype : {DType::F32, DType::BF16})
+  for (const Shape2& s : shapes)
+  for (bool with_bias : {false, true}) {
+    const std::string describe = std::string("dtype ") + sgt::dtype_name(dtype) + " precision " +
+                                 sgt::precision_name(precision) + " K " + std::to_string(s.k) +
+                                 " N " + std::to_string(s.n) + (with_bias ? " bias" : "");
+    const std::size_t w_offset = s.k % 3;  // elements: any alignment of the rows
+    const StoredTensor padded(dtype, uniform_values(s.n * s.k + 3, rng), {s.n * s.k + 3});
+    const char* base = static_cast<const char*>(padded.view().data());
+    const AnyTensorView w(base + w_offset * sgt::dtype_size(dtype), dtype,
+                          sgt::Shape{s.n, s.k, 0, 0}, 2);
+    const StoredTensor b(DType::BF16, uniform_values(s.n, rng), {s.n});
+    const AnyTensorView bias = with_bias ? b.view() : AnyTensorView();
+    const std::vector<float> x = uniform_values(tile_rows * s.k + 1, rng);
+    std::vector<float> batch(tile_rows * s.n);
+    k::matmul(TensorView<const float>(x.data() + 1, {tile_rows, s.k}), w, bias,
+              TensorView<float>(batch.data(), {tile_rows, s.n}), nullptr, precision);
+    for (std::size_t rows = 1; rows <= k::kNarrowMaxTokens; ++rows) {
+      const std::size_t first = tile_rows - rows;
+      std::vector<float> narrow(rows * s.n);
+      k::matmul(TensorView<const float>(x.data() + 1 + first * s.k, {rows, s.k}), w, bias,
+                TensorView<float>(narrow.data(), {rows, s.n}), nullptr, precision);
+      require_bit_identical(narrow, {batch.data() + first * s.n, rows * s.n},
+                            describe + ", " + std::to_string(rows) + " rows");
+    }
   }
 }
 

@@ -257,6 +257,44 @@ TEST_CASE("swiglu_mlp is bit-identical for 1, 2 and 3 threads, and works in plac
   }
 }
 
+TEST_CASE("swiglu_mlp on a few tokens (the narrow path) equals the batch's rows bit for bit") {
+  // Up to kNarrowMaxTokens tokens run gate/up and down on the narrow path when their weights allow
+  // (F16 keeps the tile): every mix of paths must give the rows of a large batch exactly.
+  std::mt19937 rng(31);
+  const std::size_t t = 2 * k::kTileTokens + 5, hidden = 67, inter = 45;
+  struct Mix {
+    DType gate, up, down;
+  };
+  const Mix mixes[] = {{DType::BF16, DType::BF16, DType::BF16}, {DType::F32, DType::F32, DType::F32},
+                       {DType::BF16, DType::BF16, DType::F16},  {DType::F16, DType::BF16, DType::BF16},
+                       {DType::F32, DType::BF16, DType::BF16}};
+  sgt::ThreadPool pool(2);
+  for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
+  for (const Mix& mix : mixes)
+  for (bool bias : {false, true}) {
+    const std::string describe = std::string("gate ") + sgt::dtype_name(mix.gate) + " up " +
+                                 sgt::dtype_name(mix.up) + " down " + sgt::dtype_name(mix.down) +
+                                 " precision " + sgt::precision_name(precision) +
+                                 (bias ? " bias" : "");
+    const RandomMlp m = random_mlp(hidden, inter, mix.gate, mix.up, mix.down, bias, rng);
+    const k::SwiGluWeights w = m.weights();
+    const std::vector<float> x = uniform_values(t * hidden, rng, 2.0f);
+    std::vector<float> scratch(k::swiglu_scratch_floats(t, hidden, inter));
+    std::vector<float> batch(t * hidden);
+    k::swiglu_mlp(TensorView<const float>(x.data(), {t, hidden}), w,
+                  TensorView<float>(batch.data(), {t, hidden}), scratch.data(), nullptr, precision);
+    for (std::size_t rows = 1; rows <= k::kNarrowMaxTokens + 1; ++rows) {
+      const std::size_t first = t - rows - 1;
+      std::vector<float> few(rows * hidden);
+      k::swiglu_mlp(TensorView<const float>(x.data() + first * hidden, {rows, hidden}), w,
+                    TensorView<float>(few.data(), {rows, hidden}), scratch.data(),
+                    rows % 2 ? &pool : nullptr, precision);
+      require_bit_identical(few, {batch.data() + first * hidden, rows * hidden},
+                            describe + ", " + std::to_string(rows) + " rows");
+    }
+  }
+}
+
 TEST_CASE("swiglu scratch size and errors") {
   // Packed x and h of one token block (whole tiles): the scratch stops growing at kMlpTokenBlock.
   const std::size_t tiles_130 = (130 + k::kTileTokens - 1) / k::kTileTokens;

@@ -378,6 +378,145 @@ inline std::uint32_t load_bf16_pair(const bfloat16* p) noexcept {
   return pair;
 }
 
+// acc + x_odd * w_odd + x_even * w_even per lane, with the roles of dot_bf16_pairs swapped: the
+// weight pairs are the vector (one output feature per lane) and the activation pair is broadcast.
+// The same bits as dot_bf16_pairs(acc, broadcast x_pair, w_pairs[lane]) lane by lane: both
+// products are exact in f32, so which operand is broadcast does not matter, and the emulation
+// reads denormal weights as zero here too. The matmul's narrow path (few tokens) uses it.
+inline FloatBatch dot_bf16_weight_pairs_emulated(const FloatBatch& acc, const PairBatch& w_pairs,
+                                                 std::uint32_t x_pair) noexcept {
+  // Denormal weights read as zero of their sign, as pair_odd / pair_even read the broadcast one:
+  // |w| < FLT_MIN (false for NaN) becomes w * 0. Float compares only: xsimd 8.1's integer
+  // unsigned 32-bit compares do not build for avx512bw (-march=x86-64-v4).
+  const FloatBatch smallest_normal(1.17549435e-38f), zero(0.0f);
+  FloatBatch odd = xsimd::bitwise_cast<FloatBatch>(w_pairs & PairBatch(0xffff0000u));
+  FloatBatch even = xsimd::bitwise_cast<FloatBatch>(w_pairs << 16);
+  odd = xsimd::select(xsimd::abs(odd) < smallest_normal, odd * zero, odd);
+  even = xsimd::select(xsimd::abs(even) < smallest_normal, even * zero, even);
+  const FloatBatch step = fma(odd, FloatBatch(detail::pair_odd(x_pair)), acc);
+  return fma(even, FloatBatch(detail::pair_even(x_pair)), step);
+}
+
+inline FloatBatch dot_bf16_weight_pairs(const FloatBatch& acc, const PairBatch& w_pairs,
+                                        std::uint32_t x_pair) noexcept {
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+  const __m512i w = w_pairs, x = _mm512_set1_epi32(static_cast<int>(x_pair));
+  return FloatBatch(_mm512_dpbf16_ps(acc, reinterpret_cast<const __m512bh&>(x),
+                                     reinterpret_cast<const __m512bh&>(w)));
+#else
+  return dot_bf16_weight_pairs_emulated(acc, w_pairs, x_pair);
+#endif
+}
+
+// The bits of a register of f32 lanes, and back.
+inline FloatBatch words_as_float(const PairBatch& words) noexcept {
+  return xsimd::bitwise_cast<FloatBatch>(words);
+}
+
+// A register of bf16 pairs widened to f32: `even` holds the low halves, `odd` the high ones
+// (exactly, as load_as_float widens bf16).
+inline void widen_bf16_pairs(const PairBatch& pairs, FloatBatch& even, FloatBatch& odd) noexcept {
+  even = xsimd::bitwise_cast<FloatBatch>(pairs << 16);
+  odd = xsimd::bitwise_cast<FloatBatch>(pairs & PairBatch(0xffff0000u));
+}
+
+// Hint that the cache line at p will be read soon, fetched into L2 (prefetcht1 on x86: a kernel
+// streaming many rows 4 KiB apart would evict its own prefetches from L1). No instruction where
+// the compiler has no prefetch builtin. Never faults, whatever p is.
+inline void prefetch_read(const void* p) noexcept {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 0, 2);
+#else
+  (void)p;
+#endif
+}
+
+SGT_ISA_END
+namespace detail {
+SGT_ISA_BEGIN
+
+#if defined(__AVX512F__)
+// 16 x 16 transpose of 32-bit words: four rounds of two-source shuffles (unpack 32, unpack 64,
+// two 128-bit lane shuffles), 64 instructions for 256 words.
+inline void transpose16(__m512i* r) noexcept {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4g + c], 128-bit lane l: rows 4g..4g+3 of column 4l + c.
+  for (int g = 0; g < 4; ++g) {
+    u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512i v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
+    const __m512i w0 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512i w1 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
+    r[c] = _mm512_shuffle_i32x4(v0, w0, _MM_SHUFFLE(2, 0, 2, 0));
+    r[8 + c] = _mm512_shuffle_i32x4(v0, w0, _MM_SHUFFLE(3, 1, 3, 1));
+    r[4 + c] = _mm512_shuffle_i32x4(v1, w1, _MM_SHUFFLE(2, 0, 2, 0));
+    r[12 + c] = _mm512_shuffle_i32x4(v1, w1, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+#elif defined(__AVX2__)
+// 8 x 8 transpose of 32-bit words: unpack, shuffle, then 128-bit halves; 24 instructions.
+inline void transpose8(__m256* r) noexcept {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 2; ++g) {
+    u[4 * g + 0] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+    r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
+}
+#endif
+
+SGT_ISA_END
+}  // namespace detail
+SGT_ISA_BEGIN
+
+// Reads kFloatLanes 32-bit words at byte offset `offset` of each of kFloatLanes rows (any
+// alignment) and transposes them: lane j of out[i] is word i of rows[j]. The matmul's narrow path
+// turns kFloatLanes weight rows (output features) into registers that hold one k for every
+// feature, so one broadcast activation multiplies them all.
+inline void load_transposed_words(const void* const* rows, std::size_t offset,
+                                  PairBatch* out) noexcept {
+#if defined(__AVX512F__)
+  __m512i r[16];
+  for (int j = 0; j < 16; ++j)
+    r[j] = _mm512_loadu_si512(static_cast<const unsigned char*>(rows[j]) + offset);
+  detail::transpose16(r);
+  for (int i = 0; i < 16; ++i) out[i] = PairBatch(r[i]);
+#elif defined(__AVX2__)
+  __m256 r[8];
+  for (int j = 0; j < 8; ++j)
+    r[j] = _mm256_loadu_ps(reinterpret_cast<const float*>(
+        static_cast<const unsigned char*>(rows[j]) + offset));
+  detail::transpose8(r);
+  for (int i = 0; i < 8; ++i) out[i] = PairBatch(_mm256_castps_si256(r[i]));
+#else
+  alignas(64) std::uint32_t cols[kFloatLanes][kFloatLanes];
+  for (std::size_t j = 0; j < kFloatLanes; ++j)
+    for (std::size_t i = 0; i < kFloatLanes; ++i)
+      std::memcpy(&cols[i][j],
+                  static_cast<const unsigned char*>(rows[j]) + offset + i * sizeof(std::uint32_t),
+                  sizeof(std::uint32_t));
+  for (std::size_t i = 0; i < kFloatLanes; ++i) out[i] = PairBatch::load_aligned(cols[i]);
+#endif
+}
+
 SGT_ISA_END
 namespace detail {
 SGT_ISA_BEGIN

@@ -82,12 +82,17 @@ inline void table_matmuls(const KernelContext& c, TensorView<const float> x, flo
   const TensorView<const float> xm = as_matrix(x);
   PackedActivations packed;
   bool have = false;
+  bool narrow = true;  // the narrow layout only if every Linear can take it
+  for (std::size_t i = 0; i < count; ++i)
+    narrow = narrow && narrow_path_applies(xm.dim(0), linears[i].w->dtype(),
+                                           packing_for(c.precision, linears[i].w->dtype()));
   for (std::size_t i = 0; i < count; ++i) {
     const LinearTarget& l = linears[i];
     check_linear("matmul", xm, *l.w, *l.bias, as_matrix(l.y));
     const ActivationPacking packing = packing_for(c.precision, l.w->dtype());
     if (!have || packed.packing != packing) {
-      packed = pack_activations(xm, packing, pack, c.pool);
+      packed = narrow ? pack_activations_narrow(xm, packing, pack)
+                      : pack_activations(xm, packing, pack, c.pool);
       have = true;
     }
     matmul_packed(packed, *l.w, *l.bias, as_matrix(l.y), c.pool);

@@ -54,6 +54,7 @@
 #include "sgt/core/simd.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
+#include "sgt/kernels/matmul_narrow.hpp"
 #include "sgt/kernels/overlap.hpp"
 #include "sgt/kernels/packed_activations.hpp"
 
@@ -319,7 +320,7 @@ inline void store_tile(const float* out, std::size_t nr, std::size_t tr, float* 
 }
 
 inline std::size_t packed_tile_bytes(const PackedActivations& xp) noexcept {
-  return packed_tile_words(xp.k_len, xp.packing) * 4;
+  return xp.tile_words() * 4;
 }
 
 // Checks a packed operand against the weight and the output of one Linear.
@@ -336,9 +337,43 @@ inline void check_packed_linear(const char* op, const PackedActivations& xp,
                 dtype_name(w.dtype()));
 }
 
+// The narrow path (kernels/matmul_narrow.hpp): one parallel_for item per kNarrowItem features.
+template <class WT>
+inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w,
+                                const AnyTensorView& bias, TensorView<float> y, ThreadPool* pool) {
+  const std::size_t t_len = xp.tokens, n_len = y.dim(1);
+  const bool has_bias = bias.data() != nullptr;
+  const std::size_t items = (n_len + kNarrowItem - 1) / kNarrowItem;
+  parallel_for(pool, items, 1, [&](std::size_t begin, std::size_t end) {
+    alignas(64) float out[kNarrowMaxTokens * kNarrowItem];
+    for (std::size_t item = begin; item < end; ++item) {
+      const std::size_t n0 = item * kNarrowItem;
+      const std::size_t nf = n_len - n0 < kNarrowItem ? n_len - n0 : kNarrowItem;
+      narrow_item<WT>(xp, w, n0, nf, out);
+      for (std::size_t t = 0; t < t_len; ++t) {
+        float* y_row = y.row(t) + n0;
+        const float* o = out + t * kNarrowItem;
+        if (has_bias) {
+          for (std::size_t f = 0; f < nf; ++f) y_row[f] = o[f] + bias_at(bias, n0 + f);
+        } else {
+          std::copy(o, o + nf, y_row);
+        }
+      }
+    }
+  });
+}
+
 template <class WT>
 inline void matmul_packed_typed(const PackedActivations& xp, const WT* w,
                                 const AnyTensorView& bias, TensorView<float> y, ThreadPool* pool) {
+  if (xp.narrow) {
+    if constexpr (std::is_same_v<WT, float16>) {
+      throw Error("matmul: narrow-packed activations need F32 or BF16 weights, got F16");
+    } else {
+      matmul_narrow_typed<WT>(xp, w, bias, y, pool);
+      return;
+    }
+  }
   const std::size_t t_len = xp.tokens, k_len = xp.k_len, n_len = y.dim(1);
   const bool has_bias = bias.data() != nullptr;
   const TileGrid grid(t_len, n_len, packed_tile_bytes(xp));
@@ -392,8 +427,10 @@ inline void matmul(TensorView<const float> x, const AnyTensorView& w, const AnyT
     own.resize(packed_activation_floats(x.dim(0), x.dim(1)));
     pack_buffer = own.data();
   }
-  const PackedActivations xp =
-      pack_activations(x, packing_for(precision, w.dtype()), pack_buffer, pool);
+  const ActivationPacking packing = packing_for(precision, w.dtype());
+  const PackedActivations xp = narrow_path_applies(x.dim(0), w.dtype(), packing)
+                                   ? pack_activations_narrow(x, packing, pack_buffer)
+                                   : pack_activations(x, packing, pack_buffer, pool);
   matmul_packed(xp, w, bias, y, pool);
 }
 

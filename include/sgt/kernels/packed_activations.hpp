@@ -58,17 +58,29 @@ inline std::size_t packed_activation_floats(std::size_t tokens, std::size_t k_le
   return packed_tiles(tokens) * packed_tile_words(k_len, ActivationPacking::F32);
 }
 
+// The narrow layout (pack_activations_narrow) is the same transposition with as many lanes as
+// there are tokens, one "tile" of `tokens` lanes and no padding:
+//   F32:       word k * T + t = x[t][k]
+//   Bf16Pairs: word p * T + t = bf16 pair of x[t][2p] and x[t][2p + 1]
+// It feeds the narrow matmul path (kernels/matmul_narrow.hpp, T <= kNarrowMaxTokens), which
+// broadcasts activations instead of loading them as registers, so padding lanes would only cost.
 struct PackedActivations {
   const void* data = nullptr;
   std::size_t tokens = 0, k_len = 0;
   ActivationPacking packing = ActivationPacking::F32;
+  bool narrow = false;  // the narrow layout: `tokens` lanes, read by the narrow path only
 
-  std::size_t tiles() const noexcept { return packed_tiles(tokens); }
+  std::size_t lanes() const noexcept { return narrow ? tokens : kTileTokens; }
+  std::size_t tiles() const noexcept { return narrow ? 1 : packed_tiles(tokens); }
+  std::size_t tile_words() const noexcept {
+    return narrow ? tokens * (packing == ActivationPacking::F32 ? k_len : (k_len + 1) / 2)
+                  : packed_tile_words(k_len, packing);
+  }
   const float* f32_tile(std::size_t i) const noexcept {
-    return static_cast<const float*>(data) + i * packed_tile_words(k_len, packing);
+    return static_cast<const float*>(data) + i * tile_words();
   }
   const std::uint32_t* pair_tile(std::size_t i) const noexcept {
-    return static_cast<const std::uint32_t*>(data) + i * packed_tile_words(k_len, packing);
+    return static_cast<const std::uint32_t*>(data) + i * tile_words();
   }
 };
 
@@ -149,6 +161,46 @@ inline PackedActivations pack_activations(TensorView<const float> x, ActivationP
                                 reinterpret_cast<std::uint32_t*>(buffer) + i * words);
     }
   });
+  return packed;
+}
+
+// Packs x [T, K] in the narrow layout (see PackedActivations) into `buffer`, which holds at least
+// T x K floats (packed_activation_floats(T, K) does). Serial: T x K copies, for a few tokens.
+inline PackedActivations pack_activations_narrow(TensorView<const float> x,
+                                                 ActivationPacking packing, float* buffer) {
+  if (x.rank() != 2)
+    throw Error("pack_activations_narrow: x must be [T, K], got " + x.shape_string());
+  PackedActivations packed;
+  packed.data = buffer;
+  packed.tokens = x.dim(0);
+  packed.k_len = x.dim(1);
+  packed.packing = packing;
+  packed.narrow = true;
+  if (x.size() == 0) return packed;
+  if (buffer == nullptr) throw Error("pack_activations_narrow: no buffer");
+  const std::size_t t_len = packed.tokens, k_len = packed.k_len;
+  if (packing == ActivationPacking::F32) {
+    for (std::size_t t = 0; t < t_len; ++t) {
+      const float* row = x.data() + t * k_len;
+      for (std::size_t k = 0; k < k_len; ++k) buffer[k * t_len + t] = row[k];
+    }
+    return packed;
+  }
+  auto* dst = reinterpret_cast<std::uint32_t*>(buffer);
+  const std::size_t pairs = (k_len + 1) / 2, full_blocks = k_len / (2 * simd::kFloatLanes);
+  for (std::size_t t = 0; t < t_len; ++t) {
+    const float* row = x.data() + t * k_len;
+    std::size_t p = 0;
+    for (std::size_t b = 0; b < full_blocks; ++b, p += simd::kFloatLanes) {
+      std::uint32_t block[simd::kFloatLanes];
+      simd::bf16_round_pairs(row + 2 * p, block);
+      for (std::size_t i = 0; i < simd::kFloatLanes; ++i) dst[(p + i) * t_len + t] = block[i];
+    }
+    for (; p < pairs; ++p) {
+      const float odd = 2 * p + 1 < k_len ? row[2 * p + 1] : 0.0f;
+      dst[p * t_len + t] = simd::bf16_round_pair(row[2 * p], odd);
+    }
+  }
   return packed;
 }
 

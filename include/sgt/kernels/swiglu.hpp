@@ -168,6 +168,52 @@ inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT
   });
 }
 
+// The narrow path's gate and up (T <= kNarrowMaxTokens, xp narrow-packed): the same h, written
+// into h_buffer in h's layout: narrow (h_narrow: `tokens` lanes) or one tile of kTileTokens lanes
+// whose padding lanes are zeros (when down keeps the tile path).
+template <class GT, class UT>
+inline void swiglu_gate_up_narrow(const PackedActivations& xp, const GT* gate, const UT* up,
+                                  const AnyTensorView& gate_bias, const AnyTensorView& up_bias,
+                                  std::size_t i_len, ActivationPacking h_packing, bool h_narrow,
+                                  float* h_buffer, ThreadPool* pool) {
+  const std::size_t tokens = xp.tokens, lanes = h_narrow ? tokens : kTileTokens;
+  const bool has_bg = gate_bias.data() != nullptr, has_bu = up_bias.data() != nullptr;
+  const std::size_t items = (i_len + kNarrowItem - 1) / kNarrowItem;
+  parallel_for(pool, items, 1, [&](std::size_t begin, std::size_t end) {
+    alignas(64) float g[kNarrowMaxTokens * kNarrowItem], u[kNarrowMaxTokens * kNarrowItem];
+    for (std::size_t item = begin; item < end; ++item) {
+      const std::size_t n0 = item * kNarrowItem;
+      const std::size_t nf = i_len - n0 < kNarrowItem ? i_len - n0 : kNarrowItem;
+      narrow_item<GT>(xp, gate, n0, nf, g);
+      narrow_item<UT>(xp, up, n0, nf, u);
+      for (std::size_t t = 0; t < tokens; ++t)
+        for (std::size_t f = 0; f < nf; ++f) {
+          float gv = g[t * kNarrowItem + f], uv = u[t * kNarrowItem + f];
+          if (has_bg) gv += bias_at(gate_bias, n0 + f);
+          if (has_bu) uv += bias_at(up_bias, n0 + f);
+          g[t * kNarrowItem + f] = silu(gv) * uv;
+        }
+      if (h_packing == ActivationPacking::F32) {
+        for (std::size_t f = 0; f < nf; ++f) {
+          float* dst = h_buffer + (n0 + f) * lanes;
+          for (std::size_t t = 0; t < tokens; ++t) dst[t] = g[t * kNarrowItem + f];
+          for (std::size_t t = tokens; t < lanes; ++t) dst[t] = 0.0f;
+        }
+      } else {
+        // n0 is even (kNarrowItem is), so pairs never straddle two items.
+        auto* words = reinterpret_cast<std::uint32_t*>(h_buffer);
+        for (std::size_t f = 0; f < nf; f += 2) {
+          std::uint32_t* dst = words + (n0 + f) / 2 * lanes;
+          for (std::size_t t = 0; t < tokens; ++t)
+            dst[t] = simd::bf16_round_pair(g[t * kNarrowItem + f],
+                                           f + 1 < nf ? g[t * kNarrowItem + f + 1] : 0.0f);
+          for (std::size_t t = tokens; t < lanes; ++t) dst[t] = 0;
+        }
+      }
+    }
+  });
+}
+
 SGT_ISA_END
 }  // namespace detail
 SGT_ISA_BEGIN
@@ -187,18 +233,34 @@ inline void swiglu_mlp(TensorView<const float> x, const SwiGluWeights& w, Tensor
   float* h_buffer = scratch + packed_activation_floats(std::min(t_len, kMlpTokenBlock), h_len);
   for (std::size_t t0 = 0; t0 < t_len; t0 += kMlpTokenBlock) {
     const std::size_t rows = std::min(kMlpTokenBlock, t_len - t0);
+    // The narrow path (kernels/matmul_narrow.hpp) for a few tokens: for gate and up when both can
+    // take it, and then for down when it can too.
+    const bool x_narrow = narrow_path_applies(rows, w.gate.dtype(), x_packing) &&
+                          narrow_path_applies(rows, w.up.dtype(), x_packing);
+    const bool h_narrow = x_narrow && narrow_path_applies(rows, w.down.dtype(), h_packing);
     PackedActivations hp;
     hp.data = h_buffer;
     hp.tokens = rows;
     hp.k_len = i_len;
     hp.packing = h_packing;
+    hp.narrow = h_narrow;
     if (i_len != 0) {
-      const PackedActivations xp = pack_activations(
-          TensorView<const float>(x.row(t0), {rows, h_len}), x_packing, scratch, pool);
+      const TensorView<const float> x_block(x.row(t0), {rows, h_len});
+      const PackedActivations xp = x_narrow
+                                       ? pack_activations_narrow(x_block, x_packing, scratch)
+                                       : pack_activations(x_block, x_packing, scratch, pool);
       visit_dtype(w.gate.dtype(), [&](auto gate_tag) {
         using GT = typename decltype(gate_tag)::type;
         visit_dtype(w.up.dtype(), [&](auto up_tag) {
           using UT = typename decltype(up_tag)::type;
+          if constexpr (!std::is_same_v<GT, float16> && !std::is_same_v<UT, float16>) {
+            if (x_narrow) {
+              detail::swiglu_gate_up_narrow<GT, UT>(
+                  xp, static_cast<const GT*>(w.gate.data()), static_cast<const UT*>(w.up.data()),
+                  w.gate_bias, w.up_bias, i_len, h_packing, h_narrow, h_buffer, pool);
+              return;
+            }
+          }
           detail::swiglu_gate_up<GT, UT>(xp, static_cast<const GT*>(w.gate.data()),
                                          static_cast<const UT*>(w.up.data()), w.gate_bias,
                                          w.up_bias, i_len, h_packing, h_buffer, pool);
