@@ -55,8 +55,8 @@ struct CachedDecoderLayer {
   // rows' o_proj and MLP would feed nothing: not the cache (written before), not the logits.
   // Every step after the attention is per row and gives a row the bits it gets in the whole
   // batch (the matmul's guarantee, tests/test_kernels_matmul.cpp), so last_h is bit for bit the
-  // rows of h that forward() would leave. `last` is free of `buf` except for what the tail
-  // overwrites anyway: its attn must not alias buf.attn.
+  // rows of h that forward() would leave. `last` may share normed, delta, q and the MLP scratch
+  // with `buf` (free once the heads ran), but not attn: the gather reads buf.attn.
   static void forward_last_tokens(const DecoderConfig& c, const DecoderLayerWeights& w,
                                   const kernels::RopeTable& rope, const CacheStep& step,
                                   KvCache& cache, std::size_t layer, TensorView<const float> h,
