@@ -95,9 +95,10 @@ sgt::LmInput ids_input(std::size_t batch, std::vector<std::int64_t> input_ids, s
 
 // The logits of the whole first turn, [B, P + N, V], computed as a server would: the prompt in one
 // prefill, then the N next tokens one decode step at a time; then the second turn's logits
-// [B, M, V], starting at turn2 inside the cache.
+// [B, M, V], starting at turn2 inside the cache. And the prompt's prefill with LogitsFor::Last on
+// a cache of its own: [B, 1, V], the last layer pruned to the last token.
 struct Turns {
-  std::vector<float> first, second;
+  std::vector<float> first, second, prompt_last;
 };
 
 Turns run_turns(const sgt::CausalLM& lm, const Expected& e, const sgt::LmRunOptions& options) {
@@ -125,6 +126,9 @@ Turns run_turns(const sgt::CausalLM& lm, const Expected& e, const sgt::LmRunOpti
   lm.forward(ids_input(B, e.turn2_ids, e.turn2), cache, ws, options, out);
   turns.second = out.values;
   CHECK(cache.length() == e.turn2 + e.turn2_len);
+  sgt::KvCache own = lm.make_cache(B, e.prompt);
+  lm.forward(ids_input(B, e.prompt_ids, 0, sgt::LogitsFor::Last), own, ws, options, out);
+  turns.prompt_last = out.values;
   return turns;
 }
 
@@ -185,20 +189,90 @@ TEST_CASE("prefill, 8 decode steps and a second turn equal HF's full-sequence lo
                   << ", second turn " << relative_error(turns.second, e.turn2_logits));
       expect_close(turns.first, e.logits, 1e-4, tag + ": prefill + decode");
       expect_close(turns.second, e.turn2_logits, 1e-4, tag + ": second turn mid-cache");
+      expect_close(turns.prompt_last,
+                   rows_of(e.logits, e.batch, e.prompt + e.next, e.vocab, e.prompt - 1, 1), 1e-4,
+                   tag + ": prefill, last position only");
     }
   }
 }
 
-TEST_CASE("the prefill's logits for the last position alone equal the last row of all") {
-  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "llama").string());
-  const Expected e = expected("llama");
-  sgt::KvCache cache = lm.make_cache(e.batch, 16);
-  const sgt::LmLogits all = lm.forward(ids_input(e.batch, e.prompt_ids, 0), cache);
-  const sgt::LmLogits last =
-      lm.forward(ids_input(e.batch, e.prompt_ids, 0, sgt::LogitsFor::Last), cache);
-  REQUIRE(last.rows == 1);
-  sgt_test::expect_bit_identical(
-      last.values, rows_of(all.values, e.batch, e.prompt, e.vocab, e.prompt - 1, 1), "last row");
+// LogitsFor::Last prunes the last layer to the last token of each sequence after its attention
+// (CachedDecoderLayer::forward_last_tokens). The pruned steps are per row and the matmul gives a
+// row the same bits alone as in a batch, so the logits must be exactly the matching rows of an
+// unpruned (All) run, and the cache exactly its cache. T = 40 spans several matmul token tiles
+// (kTileTokens is 16 or 32); T = 1 is the unpruned decode path, checked the same way.
+TEST_CASE("LogitsFor::Last gives the bits of All's last rows and the same cache, for every model") {
+  const std::size_t kMaxLen = 48, kHistory = 5, kTurnStart = 3;
+  for (const char* model : {"llama", "llama_bf16", "mistral", "qwen2_sharded", "qwen3_tied"}) {
+    const std::string name = model;
+    CAPTURE(name);
+    const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
+    const std::size_t V = lm.vocab_size();
+    std::vector<sgt::Precision> precisions = {sgt::Precision::F32};
+    if (lm.resolve_precision(sgt::Precision::Auto) == sgt::Precision::Bf16)
+      precisions.push_back(sgt::Precision::Bf16);
+    REQUIRE(precisions.size() == (name == "llama_bf16" ? 2u : 1u));
+    // Ids from a fixed linear congruential sequence: any ids do, the two runs get the same.
+    std::uint64_t state = 12345;
+    auto some_ids = [&](std::size_t n) {
+      std::vector<std::int64_t> out(n);
+      for (std::int64_t& id : out) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        id = static_cast<std::int64_t>((state >> 33) % V);
+      }
+      return out;
+    };
+    auto cache_of = [](const sgt::KvCache& c) {
+      std::vector<float> all;
+      for (std::size_t l = 0; l < c.num_layers(); ++l) {
+        all.insert(all.end(), c.keys(l).data(), c.keys(l).data() + c.keys(l).size());
+        all.insert(all.end(), c.values(l).data(), c.values(l).data() + c.values(l).size());
+      }
+      return all;
+    };
+    sgt::ThreadPool two(2);
+    sgt::LmWorkspace ws_all, ws_last;  // reused across runs, as a server would
+    sgt::LmLogits all, last;
+    for (sgt::Precision precision : precisions)
+      for (bool reference : {false, true})
+        for (sgt::ThreadPool* pool : {static_cast<sgt::ThreadPool*>(nullptr), &two})
+          for (std::size_t B : {1u, 2u})
+            for (std::size_t T : {1u, 2u, 7u, 40u})
+              for (bool second_turn : {false, true}) {
+                std::ostringstream what;
+                what << name << ": precision "
+                     << (precision == sgt::Precision::Bf16 ? "bf16" : "f32")
+                     << (reference ? ", reference kernels" : "") << ", "
+                     << (pool ? "2 threads" : "1 thread") << ", B " << B << ", T " << T
+                     << (second_turn ? ", second turn from position 3" : ", fresh prefill");
+                CAPTURE(what.str());
+                sgt::LmRunOptions options;
+                options.precision = precision;
+                options.reference_kernels = reference;
+                options.pool = pool;
+                const std::vector<std::int64_t> history = some_ids(B * kHistory),
+                                                turn = some_ids(B * T);
+                const std::size_t start = second_turn ? kTurnStart : 0;
+                sgt::KvCache cache_all = lm.make_cache(B, kMaxLen),
+                             cache_last = lm.make_cache(B, kMaxLen);
+                if (second_turn) {
+                  lm.forward(ids_input(B, history, 0), cache_all, ws_all, options, all);
+                  lm.forward(ids_input(B, history, 0), cache_last, ws_last, options, last);
+                }
+                lm.forward(ids_input(B, turn, start), cache_all, ws_all, options, all);
+                lm.forward(ids_input(B, turn, start, sgt::LogitsFor::Last), cache_last, ws_last,
+                           options, last);
+                REQUIRE(all.rows == T);
+                REQUIRE(last.rows == 1);
+                REQUIRE(last.batch == B);
+                sgt_test::expect_bit_identical(last.values, rows_of(all.values, B, T, V, T - 1, 1),
+                                               what.str() + ": logits");
+                CHECK(cache_last.length() == start + T);
+                CHECK(cache_all.length() == start + T);
+                sgt_test::expect_bit_identical(cache_of(cache_last), cache_of(cache_all),
+                                               what.str() + ": KV cache");
+              }
+  }
 }
 
 TEST_CASE("inputs_embeds give the logits of input_ids, bit for bit, in both turns") {
@@ -295,6 +369,9 @@ TEST_CASE("bf16 weights: f32 precision matches HF f32, bf16 precision within HF 
   const Turns exact = run_turns(lm, e, f32);
   expect_close(exact.first, e.logits, 1e-4, "bf16 weights, f32 precision");
   expect_close(exact.second, e.turn2_logits, 1e-4, "bf16 weights, f32 precision, second turn");
+  expect_close(exact.prompt_last,
+               rows_of(e.logits, e.batch, e.prompt + e.next, e.vocab, e.prompt - 1, 1), 1e-4,
+               "bf16 weights, f32 precision, prefill, last position only");
 
   // Our bf16 precision rounds each matmul's input to bf16 (2^-9 relative), as HF's native bf16
   // run does -- which also rounds every other activation, the residual stream included. The
@@ -326,6 +403,7 @@ TEST_CASE("logits are bit-identical for 1, 2 and 3 threads") {
       options.pool = pool;
       Turns turns = run_turns(lm, e, options);
       turns.first.insert(turns.first.end(), turns.second.begin(), turns.second.end());
+      turns.first.insert(turns.first.end(), turns.prompt_last.begin(), turns.prompt_last.end());
       return turns.first;
     });
   }

@@ -8,6 +8,11 @@
 //   h      = CachedDecoderLayer_i(h)  for each layer, appending the new keys/values to the cache
 //   logits = lm_head(RMSNorm(h))      for every new position, or only the last one
 //
+// When only the last position's logits are wanted, the last layer drops the other positions right
+// after its attention (CachedDecoderLayer::forward_last_tokens): their o_proj and MLP would feed
+// neither the cache nor the logits. The logits are bit-identical to the last rows of
+// LogitsFor::All.
+//
 // The loaded model is immutable and may serve any number of threads at once, each with its own
 // KvCache and LmWorkspace.
 #pragma once
@@ -41,6 +46,14 @@ namespace sgt {
 SGT_ISA_BEGIN
 
 // Which positions get logits.
+//
+// Last also saves work: in the last decoder layer, once the attention has run on every new token
+// (the cache needs all their keys and values), only the last token of each row goes through o_proj,
+// the post-attention norm and the MLP, as llama.cpp does -- about a layer's worth of matmuls less
+// for a prefill. The logits are bit-identical to the matching rows of All, and the cache to its
+// cache, because everything after the attention is per row (norms, SwiGLU, residual adds) and our
+// matmul gives a row the same bits alone as in any batch (tests/test_kernels_matmul.cpp); the
+// pruned steps come after the cache write.
 enum class LogitsFor {
   All,   // every new token: [B, T, V]
   Last,  // the last new token of each row: [B, 1, V] (what generation needs)
@@ -145,18 +158,23 @@ class CausalLM {
                       TensorView<float>(h.data(), {B * T, H}));
       const LayerBuffers buf = ws.layer_buffers();
       const DecoderConfig& d = config_.decoder;
-      for (std::size_t i = 0; i < weights_.decoder.layers.size(); ++i)
-        CachedDecoderLayer::forward(d, weights_.decoder.layers[i], ws.rope(), step, cache, i, h,
-                                    buf, ops);
+      // Under LogitsFor::Last the last layer keeps only the last token of each sequence after its
+      // attention (CachedDecoderLayer::forward_last_tokens); with T = 1 that is every row already.
+      const bool prune = in.logits == LogitsFor::Last && T > 1;
+      const std::size_t last = weights_.decoder.layers.size() - 1;  // the config has >= 1 layer
+      for (std::size_t i = 0; i <= last; ++i) {
+        const DecoderLayerWeights& layer = weights_.decoder.layers[i];
+        if (prune && i == last)
+          CachedDecoderLayer::forward_last_tokens(d, layer, ws.rope(), step, cache, i, h, buf,
+                                                  ws.last_rows(), ws.last_token_buffers(), ops);
+        else
+          CachedDecoderLayer::forward(d, layer, ws.rope(), step, cache, i, h, buf, ops);
+      }
       cache.commit(start, T);
 
-      // logits = lm_head(RMSNorm(h)) for the rows asked for
-      TensorView<float> rows = h;
-      if (in.logits == LogitsFor::Last) {
-        rows = ws.last_rows();
-        for (std::size_t b = 0; b < B; ++b)
-          std::copy(h.row(b * T + T - 1), h.row(b * T + T - 1) + H, rows.row(b));
-      }
+      // logits = lm_head(RMSNorm(h)) for the rows asked for: every row of h, or the last token
+      // of each sequence ([B, 1, H]: h itself when T = 1).
+      const TensorView<float> rows = prune ? ws.last_rows() : h;
       const float eps = static_cast<float>(d.rms_norm_eps);
       ops.rms_norm(rows, weights_.decoder.final_norm, eps, d.norm_style, rows);
       out.batch = B;

@@ -27,20 +27,38 @@ struct DecoderLayer {
     residual_block(c, w, h, buf, ops, [&] { attention(c, w.attention, rope, seq, buf, ops); });
   }
 
-  // The layer around its attention step, which reads buf.normed and writes buf.delta. The cached
-  // layer of a causal LM (model/cached_decoder_layer.hpp) shares it with its own attention.
-  template <class Attention>
+  // The layer around its attention heads, which read buf.normed and write buf.attn (before
+  // o_proj). The cached layer of a causal LM (model/cached_decoder_layer.hpp) shares it with heads
+  // of its own, and runs its two halves apart in its last layer.
+  template <class Heads>
   static void residual_block(const DecoderConfig& c, const DecoderLayerWeights& w,
                              TensorView<float> h, const LayerBuffers& buf, const Ops& ops,
-                             Attention&& attention) {
-    const float eps = static_cast<float>(c.rms_norm_eps);
+                             Heads&& heads) {
+    attention_heads(c, w, h, buf, ops, heads);
+    per_token_tail(c, w, h, buf, ops);
+  }
 
-    // h = h + Attention(RMSNorm_in(h))
+  // buf.normed = RMSNorm_in(h), then heads() writes buf.attn: the only step where tokens see each
+  // other, so it runs on every row of h.
+  template <class Heads>
+  static void attention_heads(const DecoderConfig& c, const DecoderLayerWeights& w,
+                              TensorView<const float> h, const LayerBuffers& buf, const Ops& ops,
+                              Heads&& heads) {
+    const float eps = static_cast<float>(c.rms_norm_eps);
     ops.rms_norm(h, w.input_norm, eps, c.norm_style, buf.normed);
-    attention();
+    heads();
+  }
+
+  //   h = h + o_proj(buf.attn)             (the end of h = h + Attention(RMSNorm_in(h)))
+  //   h = h + MLP(RMSNorm_post(h))         SwiGLU
+  // Each row on its own (matmuls, norms and adds are per row), so it may run on any subset of the
+  // rows: h and buf.attn hold just those, and the other buffers are sized for them.
+  static void per_token_tail(const DecoderConfig& c, const DecoderLayerWeights& w,
+                             TensorView<float> h, const LayerBuffers& buf, const Ops& ops) {
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    ops.matmul(buf.attn, w.attention.o_proj, w.attention.o_bias, buf.delta, buf.o_proj_pack());
     ops.add(h, buf.delta);
 
-    // h = h + MLP(RMSNorm_post(h))
     ops.rms_norm(h, w.post_attention_norm, eps, c.norm_style, buf.normed);
     ops.swiglu(buf.normed, w.mlp, buf.delta, buf.mlp_scratch);
     ops.add(h, buf.delta);
@@ -73,7 +91,7 @@ struct DecoderLayer {
   }
 
  private:
-  // delta = o_proj(softmax(rope(q) rope(k)^T * scale + mask) v), q, k, v projections of `normed`.
+  // attn = softmax(rope(q) rope(k)^T * scale + mask) v, q, k, v projections of `normed`.
   static void attention(const DecoderConfig& c, const AttentionWeights& w,
                         const kernels::RopeTable& rope, const SequenceBatch& seq,
                         const LayerBuffers& buf, const Ops& ops) {
@@ -84,7 +102,6 @@ struct DecoderLayer {
 
     kernels::AttentionShape shape{seq.batch, seq.seq_len, nh, nkv, hd};
     ops.attention(shape, attention_options(c), buf.q, buf.k, buf.v, seq.attention_mask, buf.attn);
-    ops.matmul(buf.attn, w.o_proj, w.o_bias, buf.delta, buf.o_proj_pack());
   }
 };
 

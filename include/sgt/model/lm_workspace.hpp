@@ -44,6 +44,7 @@ class LmWorkspace {
     grow(v_, t * kv);
     grow(mlp_, kernels.swiglu_scratch_floats(t, hidden, d.intermediate_size));
     grow(last_, batch * hidden);
+    grow(last_attn_, batch * q);
     if (positions_.size() < tokens) positions_.resize(tokens);
     if (!rope_ || rope_->num_positions() < positions || !(rope_->parameters() == d.rope))
       rope_.emplace(d.rope, positions);
@@ -67,9 +68,26 @@ class LmWorkspace {
     return buf;
   }
 
+  // The last layer's buffers for the last token of each sequence alone (LogitsFor::Last,
+  // CachedDecoderLayer::forward_last_tokens): [B, 1, ...] views for its per-token tail. attn has
+  // a buffer of its own (the gather reads layer_buffers().attn); normed, delta, the o_proj pack
+  // (q) and the MLP scratch are those of layer_buffers(), free by then and sized for B x T >= B
+  // rows. k and v stay empty: the tail does not read them.
+  LayerBuffers last_token_buffers() {
+    const std::size_t b = batch_;
+    LayerBuffers buf;
+    buf.normed = TensorView<float>(normed_.data(), {b, 1, hidden_});
+    buf.q = TensorView<float>(q_.data(), {b, 1, q_width_});
+    buf.attn = TensorView<float>(last_attn_.data(), {b, 1, q_width_});
+    buf.delta = TensorView<float>(delta_.data(), {b, 1, hidden_});
+    buf.mlp_scratch = mlp_.data();
+    return buf;
+  }
+
   // The residual stream [B, T, H].
   TensorView<float> residual() { return TensorView<float>(h_.data(), {batch_, tokens_, hidden_}); }
-  // The last token's row of each sequence [B, 1, H] (logits for the last position only).
+  // The residual row of the last token of each sequence [B, 1, H]: what the last layer leaves
+  // under LogitsFor::Last, and the input of the final norm and the LM head then.
   TensorView<float> last_rows() { return TensorView<float>(last_.data(), {batch_, 1, hidden_}); }
   // The LM head's packed input (normed is free once the layers are done).
   float* head_pack() { return normed_.data(); }
@@ -83,7 +101,7 @@ class LmWorkspace {
   }
 
   // Every buffer holds the prompt or values computed from it: wiped when released.
-  WipedVector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, last_;
+  WipedVector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, last_, last_attn_;
   std::vector<std::size_t> positions_;
   std::optional<kernels::RopeTable> rope_;
   std::size_t batch_ = 0, tokens_ = 0, hidden_ = 0, q_width_ = 0, kv_width_ = 0;
