@@ -27,6 +27,10 @@
 // tiles, and the packed tiles (32 x K floats each) by its groups. The accumulators of one (tile,
 // group) run over all of K in registers and are written once, transposed into Y's rows.
 //
+// A few tokens (a decode step, the pruned last rows of a causal LM) take the narrow path instead
+// (kernels/matmul_narrow.hpp): weight rows loaded as registers and transposed, activations
+// broadcast. It computes the same chains, so its results are the tile's bits.
+//
 // Determinism. Every output is one chain: acc = 0; acc = multiply_add(x[t][k], w[n][k], acc) for
 // k = 0, 1, ..., K-1 (at Bf16: pairs p = 0, 1, ..., odd then even element); then + b[n]. Nothing in
 // it depends on where (t, n) falls in a tile or chunk, on T, or on the thread count, so row t of a
