@@ -400,9 +400,7 @@ inline FloatBatch dot_bf16_weight_pairs_emulated(const FloatBatch& acc, const Pa
 inline FloatBatch dot_bf16_weight_pairs(const FloatBatch& acc, const PairBatch& w_pairs,
                                         std::uint32_t x_pair) noexcept {
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
-  const __m512i w = w_pairs, x = _mm512_set1_epi32(static_cast<int>(x_pair));
-  return FloatBatch(_mm512_dpbf16_ps(acc, reinterpret_cast<const __m512bh&>(x),
-                                     reinterpret_cast<const __m512bh&>(w)));
+  return dot_bf16_pairs(acc, w_pairs, x_pair);  // vdpbf16ps treats both operands alike
 #else
   return dot_bf16_weight_pairs_emulated(acc, w_pairs, x_pair);
 #endif
