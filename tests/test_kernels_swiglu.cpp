@@ -218,7 +218,8 @@ TEST_CASE("fused gate/up equals matmul + silu * up + matmul bit for bit") {
     std::vector<float> g(t * inter), u(t * inter), h(t * inter), expected(t * hidden);
     k::matmul(xv, w.gate, w.gate_bias, TensorView<float>(g.data(), {t, inter}));
     k::matmul(xv, w.up, w.up_bias, TensorView<float>(u.data(), {t, inter}));
-    for (std::size_t e = 0; e < h.size(); ++e) h[e] = g[e] / (1.0f + std::exp(-g[e])) * u[e];
+    h = g;
+    k::detail::silu_times(h.data(), u.data(), h.size());
     k::matmul(TensorView<const float>(h.data(), {t, inter}), w.down, w.down_bias,
               TensorView<float>(expected.data(), {t, hidden}));
     std::vector<float> out(t * hidden), scratch(k::swiglu_scratch_floats(t, hidden, inter));
@@ -359,5 +360,33 @@ TEST_CASE("swiglu scratch size and errors") {
     CHECK(error_of([&] {
             f(xv, good, ov, const_cast<float*>(x.data()), nullptr, sgt::Precision::F32);
           }).find("overlaps") != std::string::npos);
+  }
+}
+
+TEST_CASE("silu_times: within a few ulp of silu(g) * u in double, and position does not matter") {
+  // g from -100 to 100 (exp(-g) overflows below -88: the result must still be the -0 limit), u = 1
+  // and u = -3, every length from 1 to 3 registers so that the partial tail is exercised.
+  std::vector<float> g;
+  for (float x = -100.0f; x <= 100.0f; x += 0.0371f) g.push_back(x);
+  g.push_back(0.0f);
+  g.push_back(-0.0f);
+  g.push_back(1e-30f);
+  for (float uval : {1.0f, -3.0f}) {
+    std::vector<float> u(g.size(), uval), got = g;
+    k::detail::silu_times(got.data(), u.data(), got.size());
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      const double gd = g[i];
+      const double exact = gd / (1.0 + std::exp(-gd)) * uval;
+      CAPTURE(g[i]);
+      // Below g = -88.38 (xsimd's overflow threshold for exp) the result is the -0 limit, where
+      // the exact value is under 2e-36 in magnitude.
+      CHECK(std::fabs(got[i] - exact) <= 4 * 0x1p-24 * std::fabs(exact) + 2e-36);
+    }
+    for (std::size_t n = 1; n <= 3 * sgt::simd::kFloatLanes; ++n) {
+      std::vector<float> part(g.begin() + 1000, g.begin() + 1000 + n);
+      k::detail::silu_times(part.data(), u.data(), n);
+      CAPTURE(n);
+      CHECK(std::memcmp(part.data(), got.data() + 1000, n * sizeof(float)) == 0);
+    }
   }
 }
