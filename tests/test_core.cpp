@@ -480,6 +480,50 @@ TEST_CASE("SIMD shim: max, select, exp and keep_in_register") {
   for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == 1.0f);
 }
 
+TEST_CASE("SIMD shim: tanh within 2 ulp of tanh in double; map_in_place's tail is position-free") {
+  constexpr std::size_t n = sgt::simd::kFloatLanes;
+  using sgt::simd::FloatBatch;
+  alignas(64) float a[n], out[n];
+  std::int64_t worst = 0;
+  // Both sides of the |x| = 0.625 switch between xsimd's polynomial and its exp formula, tiny
+  // values (tanh x = x) and the saturated range.
+  for (float x0 = -20.0f; x0 < 20.0f; x0 += 0.0137f * float(n)) {
+    for (std::size_t i = 0; i < n; ++i) a[i] = x0 + 0.0137f * float(i);
+    sgt::simd::tanh(FloatBatch::load_aligned(a)).store_aligned(out);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::int64_t d = ulp_distance(out[i], static_cast<float>(std::tanh(double(a[i]))));
+      worst = std::max(worst, d);
+      INFO("tanh(", a[i], ")");
+      CHECK(d <= 2);
+    }
+  }
+  MESSAGE("simd::tanh: worst error ", worst, " ulp");
+  for (float x : {1e-30f, -3e-8f, 0.6249f, 0.6251f, -0.625f}) {
+    sgt::simd::tanh(FloatBatch(x)).store_aligned(out);
+    INFO("tanh(", x, ")");
+    CHECK(ulp_distance(out[0], static_cast<float>(std::tanh(double(x)))) <= 2);
+  }
+  sgt::simd::tanh(FloatBatch(INFINITY)).store_aligned(out);
+  CHECK(out[0] == 1.0f);
+  sgt::simd::tanh(FloatBatch(-INFINITY)).store_aligned(out);
+  CHECK(out[0] == -1.0f);
+  sgt::simd::tanh(FloatBatch(NAN)).store_aligned(out);
+  CHECK(std::isnan(out[0]));
+
+  // map_in_place over 3 registers and a bit: every prefix length gives the same bits per element.
+  std::vector<float> whole(3 * n + 3);
+  for (std::size_t i = 0; i < whole.size(); ++i) whole[i] = 0.3f * float(i) - 4.0f;
+  const auto f = [](FloatBatch x) { return sgt::simd::tanh(x) * FloatBatch(3.0f) + x; };
+  std::vector<float> all = whole;
+  sgt::simd::map_in_place(all.data(), all.size(), f);
+  for (std::size_t len = 0; len <= whole.size(); ++len) {
+    std::vector<float> part(whole.begin(), whole.begin() + static_cast<std::ptrdiff_t>(len));
+    sgt::simd::map_in_place(part.data(), len, f);
+    INFO("length ", len);
+    CHECK(std::memcmp(part.data(), all.data(), len * sizeof(float)) == 0);
+  }
+}
+
 TEST_CASE("parallel_for accepts named lambdas, const lambdas and function objects") {
   sgt::ThreadPool pool(2);
   std::atomic<int> n{0};

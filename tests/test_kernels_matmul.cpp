@@ -248,6 +248,43 @@ TEST_CASE("matmul is bit-identical for 1, 2 and 3 threads, and for a row compute
   }
 }
 
+TEST_CASE("matmul cuts a long K into blocks (TileGrid) and keeps every chain's bits") {
+  // K = 8195: a chunk of several token tiles over all of K would overflow the L2 budget on every
+  // instruction set, so the batch runs K in blocks of k_block and continues each tile's sums from
+  // memory; a row computed alone (one tile, or the narrow path) runs K in one pass. Same bits.
+  std::mt19937 rng(41);
+  const std::size_t t = 70, kk = 8195, n = 11;
+  const std::vector<float> x = uniform_values(t * kk, rng);
+  const TensorView<const float> xv(x.data(), {t, kk});
+  sgt::ThreadPool pool(2);
+  for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
+  for (DType dtype : kDtypes) {
+    const std::string describe = std::string("dtype ") + sgt::dtype_name(dtype) + " precision " +
+                                 sgt::precision_name(precision);
+    const k::ActivationPacking packing = k::packing_for(precision, dtype);
+    const k::detail::TileGrid grid(t, n, kk, k::packed_tile_words(kk, packing) * 4);
+    REQUIRE_MESSAGE(grid.blocked(), describe);
+    CHECK(grid.k_block % 2 == 0);
+    const StoredTensor w(dtype, uniform_values(n * kk, rng), {n, kk});
+    const StoredTensor b(DType::F32, uniform_values(n, rng), {n});
+    std::vector<float> y(t * n);
+    k::matmul(xv, w.view(), b.view(), TensorView<float>(y.data(), {t, n}), &pool, precision);
+    for (std::size_t row = 0; row < t; row += 9) {
+      std::vector<float> alone(n);
+      k::matmul(TensorView<const float>(x.data() + row * kk, {1, kk}), w.view(), b.view(),
+                TensorView<float>(alone.data(), {1, n}), nullptr, precision);
+      require_bit_identical(alone, {y.data() + row * n, n},
+                            describe + ", row " + std::to_string(row) + " alone");
+    }
+    std::vector<float> ref(t * n);
+    k::matmul_reference(xv, w.view(), b.view(), TensorView<float>(ref.data(), {t, n}), nullptr,
+                        precision);
+    expect_matches(y, ref,
+                   linear_tolerance(kk, max_abs(x), max_abs(w.values()), max_abs(b.values())),
+                   describe);
+  }
+}
+
 TEST_CASE("the narrow path (a few tokens) equals the tile bit for bit at awkward shapes") {
   // K shorter than one transposed block, odd K (a lone last bf16 weight), N off the 2 x kFloatLanes
   // item and below one group, weights and activations off alignment, with and without bias.

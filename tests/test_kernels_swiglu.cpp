@@ -208,8 +208,14 @@ TEST_CASE("fused gate/up equals matmul + silu * up + matmul bit for bit") {
   // The fusion only moves the epilogue; every sum is formed exactly as matmul forms it, and h is
   // handed to down already packed, with the values matmul would have packed.
   std::mt19937 rng(23);
-  const std::size_t t = 37, hidden = 70, inter = 131;
+  // The second shape has gate/up run K (the hidden size) in blocks (TileGrid::blocked) for f32
+  // packing on every instruction set.
+  struct Dims {
+    std::size_t t, hidden, inter;
+  };
+  for (const Dims dims : {Dims{37, 70, 131}, Dims{40, 8195, 24}})
   for (int variant = 0; variant < 4; ++variant) {
+    const std::size_t t = dims.t, hidden = dims.hidden, inter = dims.inter;
     const DType dg = kDtypes[variant % 3], du = variant == 3 ? DType::BF16 : dg;
     const RandomMlp m = random_mlp(hidden, inter, dg, du, DType::BF16, variant % 2 == 0, rng);
     const k::SwiGluWeights w = m.weights();
@@ -224,7 +230,8 @@ TEST_CASE("fused gate/up equals matmul + silu * up + matmul bit for bit") {
               TensorView<float>(expected.data(), {t, hidden}));
     std::vector<float> out(t * hidden), scratch(k::swiglu_scratch_floats(t, hidden, inter));
     k::swiglu_mlp(xv, w, TensorView<float>(out.data(), {t, hidden}), scratch.data());
-    const std::string describe = "variant " + std::to_string(variant);
+    const std::string describe =
+        "variant " + std::to_string(variant) + ", hidden " + std::to_string(hidden);
     require_bit_identical(out, expected, describe);
   }
 }

@@ -22,10 +22,12 @@
 //   - Precision::Bf16 on BF16 weights: the same tile over pairs of k (simd::dot_bf16_pairs, one
 //     vdpbf16ps per accumulator and pair on CPUs with AVX512-BF16: twice the multiply-adds of an
 //     f32 FMA), the pair of weights read as one 32-bit broadcast.
-// The work is cut into chunks of kChunkTiles token tiles x kChunkGroups feature groups, one
-// parallel_for item each: a group's weight rows (kTileFeatures x K) are reused from L2 by the chunk's token
-// tiles, and the packed tiles (32 x K floats each) by its groups. The accumulators of one (tile,
-// group) run over all of K in registers and are written once, transposed into Y's rows.
+// The work is cut into chunks of token tiles x kChunkGroups feature groups, one parallel_for item
+// each (TileGrid): a group's weight rows (kTileFeatures x K) are reused by the chunk's token tiles,
+// and the packed tiles (32 x K floats each) by its groups from L2. Where a few tiles over all of K
+// would not fit L2 (K >= 4096 in f32), K is cut into blocks and each (tile, group) continues its
+// sums from a stack slot at the next block, so W streams from memory once per 4 tiles, not per
+// tile. The accumulators are written once, transposed into Y's rows, after the last block.
 //
 // A few tokens (a decode step, the pruned last rows of a causal LM) take the narrow path instead
 // (kernels/matmul_narrow.hpp): weight rows loaded as registers and transposed, activations
@@ -135,15 +137,25 @@ inline float bias_at(const AnyTensorView& bias, std::size_t n) noexcept {
 // The f32 tile: out[j * kTileTokens + lane] = sum_k xp[k * kTileTokens + lane] * w[j][k] for
 // TV token registers (1 or 2) and NR weight rows given by pointer (so the SwiGLU MLP can run the
 // rows of gate and up through the same code).
+//
+// Over k in [k_begin, k_end) only (a K block, see TileGrid): the accumulators start from out when
+// `accumulate` (the previous block's sums, stored exactly as f32) and from 0 otherwise, so a chain
+// cut into blocks performs the same operations in the same order as one pass over all of K.
+// k_begin is even.
 template <class WT, std::size_t TV, std::size_t NR>
-inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_len, float* out) noexcept {
+inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_begin, std::size_t k_end,
+                     float* out, bool accumulate) noexcept {
   using simd::FloatBatch;
   constexpr std::size_t kLanes = simd::kFloatLanes;
   FloatBatch acc[TV * NR];
-  for (std::size_t a = 0; a < TV * NR; ++a) acc[a] = FloatBatch(0.0f);
+  for (std::size_t j = 0; j < NR; ++j)
+    for (std::size_t v = 0; v < TV; ++v)
+      acc[v * NR + j] = accumulate ? FloatBatch::load_unaligned(out + j * kTileTokens + v * kLanes)
+                                   : FloatBatch(0.0f);
   const WT* wr[NR];
   for (std::size_t j = 0; j < NR; ++j) wr[j] = w[j];
-  std::size_t k = 0;
+  const std::size_t k_len = k_end;
+  std::size_t k = k_begin;
   {
     // Two k at a time (BF16 weights: both widened from one 32-bit broadcast); the same chain
     // order as one at a time (measured on Zen 4: 89% of the FMA peak instead of 82% on F32
@@ -185,18 +197,23 @@ inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_len, flo
 }
 
 // The bf16 tile: the same over pairs of k (simd::dot_bf16_pairs); xp holds pairs.
+// Over k in [k_begin, k_end) as tile_f32 (k_begin even; an odd k_end is K itself).
 template <std::size_t TV, std::size_t NR>
-inline void tile_pairs(const std::uint32_t* xp, const bfloat16* const* w, std::size_t k_len,
-                       float* out) noexcept {
+inline void tile_pairs(const std::uint32_t* xp, const bfloat16* const* w, std::size_t k_begin,
+                       std::size_t k_end, float* out, bool accumulate) noexcept {
   using simd::FloatBatch;
   using simd::PairBatch;
   constexpr std::size_t kLanes = simd::kFloatLanes;
   FloatBatch acc[TV * NR];
-  for (std::size_t a = 0; a < TV * NR; ++a) acc[a] = FloatBatch(0.0f);
+  for (std::size_t j = 0; j < NR; ++j)
+    for (std::size_t v = 0; v < TV; ++v)
+      acc[v * NR + j] = accumulate ? FloatBatch::load_unaligned(out + j * kTileTokens + v * kLanes)
+                                   : FloatBatch(0.0f);
   const bfloat16* wr[NR];
   for (std::size_t j = 0; j < NR; ++j) wr[j] = w[j];
+  const std::size_t k_len = k_end;
   const std::size_t full_pairs = k_len / 2;
-  std::size_t p = 0;
+  std::size_t p = k_begin / 2;
   for (; p + 2 <= full_pairs; p += 2) {  // two pairs per iteration: less loop overhead
     PairBatch x0[TV], x1[TV];
     for (std::size_t v = 0; v < TV; ++v) {
@@ -240,8 +257,9 @@ inline void tile_pairs(const std::uint32_t* xp, const bfloat16* const* w, std::s
 // Tables of every (TV, NR) instantiation, so the last token tile (one register when it holds no
 // more than kFloatLanes tokens) and the last feature group run register-blocked kernels too.
 template <class WT>
-using TileF32Fn = void (*)(const float*, const WT* const*, std::size_t, float*);
-using TilePairsFn = void (*)(const std::uint32_t*, const bfloat16* const*, std::size_t, float*);
+using TileF32Fn = void (*)(const float*, const WT* const*, std::size_t, std::size_t, float*, bool);
+using TilePairsFn = void (*)(const std::uint32_t*, const bfloat16* const*, std::size_t,
+                             std::size_t, float*, bool);
 
 template <class WT, std::size_t TV, std::size_t... J>
 constexpr std::array<TileF32Fn<WT>, sizeof...(J)> tile_f32_row(std::index_sequence<J...>) {
@@ -271,49 +289,93 @@ inline std::size_t tile_vectors(std::size_t tokens_in_tile) noexcept {
   return tokens_in_tile > simd::kFloatLanes ? 2 : 1;
 }
 
-// Runs `rows` (nr <= kTileFeatures weight rows, by pointer) against packed tile `tile`:
-// out[j * kTileTokens + lane]. The weight type must match the packing (BF16 for pairs).
+// One K block of a tile: k in [begin, end), the first block starting the sums from 0 and the last
+// one leaving them complete.
+struct KSpan {
+  std::size_t begin, end;
+  bool first() const noexcept { return begin == 0; }
+};
+
+// Runs `rows` (nr <= kTileFeatures weight rows, by pointer) against packed tile `tile` over the K
+// block `k`: out[j * kTileTokens + lane], continuing the sums already in out unless k is the first
+// block. The weight type must match the packing (BF16 for pairs).
 template <class WT>
 inline void run_tile(const PackedActivations& xp, std::size_t tile, const WT* const* rows,
-                     std::size_t nr, float* out) noexcept {
+                     std::size_t nr, KSpan k, float* out) noexcept {
   const std::size_t t0 = tile * kTileTokens;
   const std::size_t tv = tile_vectors(xp.tokens - t0 < kTileTokens ? xp.tokens - t0 : kTileTokens);
   if constexpr (std::is_same_v<WT, bfloat16>) {
     if (xp.packing == ActivationPacking::Bf16Pairs) {
-      tile_pairs_for(tv, nr)(xp.pair_tile(tile), rows, xp.k_len, out);
+      tile_pairs_for(tv, nr)(xp.pair_tile(tile), rows, k.begin, k.end, out, !k.first());
       return;
     }
   }
-  tile_f32_for<WT>(tv, nr)(xp.f32_tile(tile), rows, xp.k_len, out);
+  tile_f32_for<WT>(tv, nr)(xp.f32_tile(tile), rows, k.begin, k.end, out, !k.first());
 }
 
 // The work split: chunks of `chunk_tiles` token tiles x kChunkGroups feature groups, numbered
-// feature-block fastest, one parallel_for item each. Calls fn(tile, group) for every tile and
-// group, groups outer within a chunk (a group's weight rows serve all the chunk's tiles while they
-// are in L2). chunk_tiles depends on the shapes alone, never on the thread count.
-struct TileGrid {
-  std::size_t tiles, groups, chunk_tiles, group_blocks, count;
+// feature-block fastest, one parallel_for item each. Within a chunk, groups are outer (a group's
+// weight rows serve all the chunk's tiles while they are in L1/L2) and the chunk's packed tiles
+// stay in L2 while its groups sweep them.
+//
+// When the chunk's tiles over all of K would not fit the 512 KiB L2 budget with at least
+// kBlockedTiles of them (K x 32 tokens is 512 KiB in f32 at K = 4096, and 1.8 MiB for an 8B
+// model's down_proj), K is cut into blocks of k_block: for every block, every (group, tile) of the
+// chunk continues its sums from a slot where the previous block left them. Without the blocks a
+// chunk held one tile, so the whole of W streamed from memory once per 32 tokens (an 8B-shaped
+// f32 transform on 2 threads ran at 67% of the FMA peak at S = 512); with them once per
+// kBlockedTiles x 32 tokens. The chains are unchanged: same operations in the same order.
+//
+// chunk_tiles and k_block depend on the shapes alone, never on the thread count.
+inline constexpr std::size_t kBlockedTiles = 4;  // tiles per chunk when K is blocked
 
-  TileGrid(std::size_t tokens, std::size_t features, std::size_t tile_bytes) {
+struct TileGrid {
+  std::size_t tiles, groups, chunk_tiles, group_blocks, count, k_len, k_block;
+
+  TileGrid(std::size_t tokens, std::size_t features, std::size_t k, std::size_t tile_bytes) {
+    constexpr std::size_t kBudget = std::size_t{512} << 10;
     tiles = packed_tiles(tokens);
     groups = (features + kTileFeatures - 1) / kTileFeatures;
-    // Packed tiles of one chunk: about 512 KiB, so they stay in L2 while every group sweeps them.
-    chunk_tiles = (std::size_t{512} << 10) / (tile_bytes == 0 ? 1 : tile_bytes);
+    k_len = k;
+    k_block = k;
+    chunk_tiles = kBudget / (tile_bytes == 0 ? 1 : tile_bytes);
     if (chunk_tiles < 1) chunk_tiles = 1;
     if (chunk_tiles > 8) chunk_tiles = 8;
+    if (chunk_tiles < kBlockedTiles && tiles > chunk_tiles && k > 0) {
+      chunk_tiles = tiles < kBlockedTiles ? tiles : kBlockedTiles;
+      const std::size_t bytes_per_k = (tile_bytes + k - 1) / k;
+      std::size_t kb = kBudget / (chunk_tiles * bytes_per_k) / 16 * 16;
+      if (kb < 16) kb = 16;
+      if (kb < k) k_block = kb;
+    }
     group_blocks = (groups + kChunkGroups - 1) / kChunkGroups;
     count = group_blocks * ((tiles + chunk_tiles - 1) / chunk_tiles);
   }
 
-  template <class F>
+  bool blocked() const noexcept { return k_block < k_len; }
+
+  // Calls fn(tile, group, KSpan, float* slot) for every tile, group and K block. `slot` holds
+  // kSlotFloats floats that belong to (tile, group) across its K blocks (fn accumulates there and
+  // finishes the tile when span.end == k_len); on the stack, kChunkGroups x kBlockedTiles of them.
+  template <std::size_t kSlotFloats, class F>
   void run(ThreadPool* pool, F&& fn) const {
     parallel_for(pool, count, 1, [&](std::size_t c_begin, std::size_t c_end) {
+      alignas(64) float slots[kChunkGroups * kBlockedTiles * kSlotFloats];
       for (std::size_t c = c_begin; c < c_end; ++c) {
         const std::size_t i0 = c / group_blocks * chunk_tiles, g0 = c % group_blocks * kChunkGroups;
         const std::size_t i1 = i0 + chunk_tiles < tiles ? i0 + chunk_tiles : tiles;
         const std::size_t g1 = g0 + kChunkGroups < groups ? g0 + kChunkGroups : groups;
-        for (std::size_t g = g0; g < g1; ++g)
-          for (std::size_t i = i0; i < i1; ++i) fn(i, g);
+        if (!blocked()) {
+          for (std::size_t g = g0; g < g1; ++g)
+            for (std::size_t i = i0; i < i1; ++i) fn(i, g, KSpan{0, k_len}, slots);
+          continue;
+        }
+        for (std::size_t kb = 0; kb < k_len; kb += k_block) {
+          const KSpan span{kb, k_len - kb > k_block ? kb + k_block : k_len};
+          for (std::size_t g = g0; g < g1; ++g)
+            for (std::size_t i = i0; i < i1; ++i)
+              fn(i, g, span, slots + ((g - g0) * kBlockedTiles + (i - i0)) * kSlotFloats);
+        }
       }
     });
   }
@@ -385,15 +447,16 @@ inline void matmul_packed_typed(const PackedActivations& xp, const WT* w,
   }
   const std::size_t t_len = xp.tokens, k_len = xp.k_len, n_len = y.dim(1);
   const bool has_bias = bias.data() != nullptr;
-  const TileGrid grid(t_len, n_len, packed_tile_bytes(xp));
-  grid.run(pool, [&](std::size_t tile, std::size_t group) {
-    alignas(64) float out[kTileFeatures * kTileTokens];
+  const TileGrid grid(t_len, n_len, k_len, packed_tile_bytes(xp));
+  constexpr std::size_t kSlot = kTileFeatures * kTileTokens;
+  grid.run<kSlot>(pool, [&](std::size_t tile, std::size_t group, KSpan span, float* out) {
     const WT* rows[kTileFeatures];
     const std::size_t n0 = group * kTileFeatures, t0 = tile * kTileTokens;
     const std::size_t nr = n_len - n0 < kTileFeatures ? n_len - n0 : kTileFeatures;
     const std::size_t tr = t_len - t0 < kTileTokens ? t_len - t0 : kTileTokens;
     for (std::size_t j = 0; j < nr; ++j) rows[j] = w + (n0 + j) * k_len;
-    run_tile<WT>(xp, tile, rows, nr, out);
+    run_tile<WT>(xp, tile, rows, nr, span, out);
+    if (span.end != k_len) return;  // more K blocks to come
     if (has_bias) {
       float b[kTileFeatures];
       for (std::size_t j = 0; j < nr; ++j) b[j] = bias_at(bias, n0 + j);

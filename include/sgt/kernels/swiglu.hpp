@@ -147,9 +147,11 @@ inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT
                            ThreadPool* pool) {
   const std::size_t k_len = xp.k_len;
   const std::size_t h_words = packed_tile_words(i_len, h_packing);
-  const TileGrid grid(xp.tokens, i_len, packed_tile_bytes(xp));
-  grid.run(pool, [&](std::size_t tile, std::size_t group) {
-    alignas(64) float g[kTileFeatures * kTileTokens], u[kTileFeatures * kTileTokens];
+  const TileGrid grid(xp.tokens, i_len, k_len, packed_tile_bytes(xp));
+  constexpr std::size_t kTile = kTileFeatures * kTileTokens;
+  grid.run<2 * kTile>(pool, [&](std::size_t tile, std::size_t group, KSpan span, float* slot) {
+    float* g = slot;
+    float* u = slot + kTile;
     const GT* gate_rows[kTileFeatures];
     const UT* up_rows[kTileFeatures];
     const std::size_t n0 = group * kTileFeatures;
@@ -158,8 +160,9 @@ inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT
       gate_rows[j] = gate + (n0 + j) * k_len;
       up_rows[j] = up + (n0 + j) * k_len;
     }
-    run_tile<GT>(xp, tile, gate_rows, nr, g);
-    run_tile<UT>(xp, tile, up_rows, nr, u);
+    run_tile<GT>(xp, tile, gate_rows, nr, span, g);
+    run_tile<UT>(xp, tile, up_rows, nr, span, u);
+    if (span.end != k_len) return;  // more K blocks to come
     // Every lane, padding tokens included: their h is finite (x = 0 there) and never stored.
     const bool has_bg = gate_bias.data() != nullptr, has_bu = up_bias.data() != nullptr;
     for (std::size_t j = 0; j < nr && (has_bg || has_bu); ++j) {
