@@ -24,10 +24,10 @@
 //     f32 FMA), the pair of weights read as one 32-bit broadcast.
 // The work is cut into chunks of token tiles x kChunkGroups feature groups, one parallel_for item
 // each (TileGrid): a group's weight rows (kTileFeatures x K) are reused by the chunk's token tiles,
-// and the packed tiles (32 x K floats each) by its groups from L2. Where a few tiles over all of K
-// would not fit L2 (K >= 4096 in f32), K is cut into blocks and each (tile, group) continues its
-// sums from a stack slot at the next block, so W streams from memory once per 4 tiles, not per
-// tile. The accumulators are written once, transposed into Y's rows, after the last block.
+// and the packed tiles (32 x K floats each) by its groups from L2. Where 4 tiles over all of K
+// would not fit L2 (K above 1024 in f32, above 2048 in bf16 pairs), K is cut into blocks and each
+// (tile, group) continues its sums from a stack slot at the next block, so W streams from memory
+// once per 4 tiles, not once per tile. The accumulators are written once, transposed into Y's rows, after the last block.
 //
 // A few tokens (a decode step, the pruned last rows of a causal LM) take the narrow path instead
 // (kernels/matmul_narrow.hpp): weight rows loaded as registers and transposed, activations
