@@ -80,9 +80,10 @@ namespace detail {
 SGT_ISA_BEGIN
 
 // g[i] = silu(g[i]) * u[i] for i < n, silu(g) = g / (1 + exp(-g)) with simd's vector exp (within
-// 2 ulp of the exact silu; libm's expf per element took 1% of a 512-token transform). An element's
-// bits depend on its g and u alone (simd::map_in_place), so the tile and the narrow path, whatever
-// the split of their features, give the same h.
+// 2 ulp of the exact silu; libm's expf per element took 1% of a 512-token transform). The last
+// partial register goes through zero-padded lane arrays, as in simd::map_in_place, so an element's
+// bits depend on its g and u alone: the tile and the narrow path, whatever the split of their
+// features, give the same h.
 inline void silu_times(float* g, const float* u, std::size_t n) noexcept {
   using simd::FloatBatch;
   const FloatBatch one(1.0f);
