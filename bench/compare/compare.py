@@ -325,6 +325,7 @@ class System:
     name = "?"
     klass = "f32"  # precision class: f32 activations or bf16
     checked = True  # output compared with ours before timing
+    major_faults = None  # page faults read from disk by the last run, where the system reports it
 
     def set_threads(self, n: int) -> None:
         pass
@@ -388,7 +389,9 @@ class Sgt(System):
     def run(self):
         self.proc.stdin.write("run\n")
         self.proc.stdin.flush()
-        return float(json.loads(self.proc.stdout.readline())["ms"])
+        reply = json.loads(self.proc.stdout.readline())
+        self.major_faults = int(reply.get("major_faults", 0))
+        return float(reply["ms"])
 
     def stop(self):
         if self.proc:
@@ -762,11 +765,15 @@ def run_model(model_dir: Path, args, work: Path) -> dict:
                     skipped[f"{s.name} S={S} {n}T"] = str(e)[:400]
                     s.stop()
             samples = {s.name: [] for s in live}
+            faults = {}  # major page faults in timed runs: weights read back from disk
             for r in range(args.repeat):
                 # Rotated each round, so no system always runs right after the same other one.
                 k = r % len(live) if live else 0
                 for s in live[k:] + live[:k]:
                     samples[s.name].append(s.run())
+                    if s.major_faults:
+                        faults.setdefault(s.name, 0)
+                        faults[s.name] += s.major_faults
                     time.sleep(args.pause)  # let the last system's spinning workers settle
             for s in live:
                 s.stop()
@@ -777,6 +784,10 @@ def run_model(model_dir: Path, args, work: Path) -> dict:
             report.setdefault("foreign_load", {}).setdefault(str(n), {})[str(S)] = share
             line = "  ".join(f"{k}={statistics.median(v):.2f}" for k, v in samples.items())
             log(f"S={S} T={n}: median ms: {line}")
+            if faults:
+                report.setdefault("major_faults", {}).setdefault(str(n), {})[str(S)] = faults
+                log(f"S={S} T={n}: WARNING: timed runs read weights back from disk (major page "
+                    f"faults: {faults}): memory is short for every system at once")
             # Others may use the cores we leave idle (though they still share caches and memory).
             spare = max((os.cpu_count() or 1) - n, 0) / (os.cpu_count() or 1)
             if share.get("foreign", 0) > spare + 0.05 or share.get("steal", 0) > 0.05:

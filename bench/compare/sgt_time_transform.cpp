@@ -13,7 +13,10 @@
 // The Workspace and TransformResult are reused across runs, as a long-lived caller would.
 // --serve (what compare.py uses to interleave the systems without reloading the model): after the
 // warm-up, every line read from stdin runs once and prints {"ms": ...}; end of input ends it, then
-// --output is written and the summary printed as without --serve.
+// --output is written and the summary printed as without --serve. Each reply also counts the page
+// faults the run took ({"ms": ..., "major_faults": ..., "minor_faults": ...}): a major fault means
+// the OS had dropped part of the mapped weights from its page cache (other processes needed the
+// memory) and the run read it back from disk, so its time is not the transform's.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,7 +24,10 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <sys/resource.h>
 
 #include <nlohmann/json.hpp>
 #include <sgt/sgt.hpp>
@@ -135,10 +141,23 @@ int main(int argc, char** argv) try {
     ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     return ms.back();
   };
+  auto faults = [] {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    return std::pair<long, long>(u.ru_majflt, u.ru_minflt);
+  };
   if (args.serve) {
     std::cout << nlohmann::json{{"ready", true}}.dump() << std::endl;
-    for (std::string line; std::getline(std::cin, line);)
-      std::cout << nlohmann::json{{"ms", timed_run()}}.dump() << std::endl;
+    for (std::string line; std::getline(std::cin, line);) {
+      const auto before = faults();
+      const double run_ms = timed_run();
+      const auto after = faults();
+      std::cout << nlohmann::json{{"ms", run_ms},
+                                  {"major_faults", after.first - before.first},
+                                  {"minor_faults", after.second - before.second}}
+                       .dump()
+                << std::endl;
+    }
   } else {
     for (std::size_t i = 0; i < args.repeat; ++i) timed_run();
   }
