@@ -523,6 +523,23 @@ TEST_CASE("SIMD shim: tanh within 2 ulp of tanh in double; map_in_place's tail i
     INFO("length ", len);
     CHECK(std::memcmp(part.data(), all.data(), len * sizeof(float)) == 0);
   }
+  // The two-operand form: the same per element, and p[i] depends on p[i] and q[i] only.
+  std::vector<float> other(whole.size());
+  for (std::size_t i = 0; i < other.size(); ++i) other[i] = 1.5f - 0.2f * float(i);
+  const auto g = [](FloatBatch x, FloatBatch y) { return sgt::simd::tanh(x) * y + x; };
+  std::vector<float> both = whole;
+  sgt::simd::map_in_place(both.data(), other.data(), both.size(), g);
+  for (std::size_t i = 0; i < whole.size(); ++i) {
+    INFO("element ", i);
+    const double x = whole[i], y = other[i], expected = std::tanh(x) * y + x;
+    CHECK(std::fabs(both[i] - expected) <= 4e-7 * (std::fabs(x) + std::fabs(y) + 1.0));
+  }
+  for (std::size_t len = 1; len <= whole.size(); ++len) {
+    std::vector<float> part(whole.begin(), whole.begin() + static_cast<std::ptrdiff_t>(len));
+    sgt::simd::map_in_place(part.data(), other.data(), len, g);
+    INFO("length ", len);
+    CHECK(std::memcmp(part.data(), both.data(), len * sizeof(float)) == 0);
+  }
 }
 
 TEST_CASE("parallel_for accepts named lambdas, const lambdas and function objects") {

@@ -4,7 +4,8 @@
 // SSE2, NEON, or xsimd's scalar fallback):
 //  - the batch types (FloatBatch, Batch<T>) and their lane count kFloatLanes;
 //  - elementwise fma (single rounding on every build), multiply_add (fused where the hardware
-//    can), max, select, exp, tanh, and map_in_place to run such a function over an array;
+//    can), max, select, exp, tanh, and map_in_place to run such a function over one array (or
+//    two, the second read-only);
 //  - loads that widen any stored dtype (f32, bf16, f16) to f32: a full register (load_as_float)
 //    or its first `count` lanes, zero-padded (load_partial_as_float);
 //  - horizontal sums: of one register (reduce_add), or of several accumulators at once
@@ -156,6 +157,23 @@ inline void map_in_place(float* p, std::size_t n, F f) {
     alignas(64) float lanes[kFloatLanes] = {};
     std::memcpy(lanes, p + i, (n - i) * sizeof(float));
     f(FloatBatch::load_aligned(lanes)).store_aligned(lanes);
+    std::memcpy(p + i, lanes, (n - i) * sizeof(float));
+  }
+}
+
+// The same with a second, read-only operand: p[i] = f(p[i], q[i]) (SwiGLU's silu(g) * u). Both
+// tails go through zero-padded lane arrays, so again an element's bits depend on p[i] and q[i]
+// alone.
+template <class F>
+inline void map_in_place(float* p, const float* q, std::size_t n, F f) {
+  std::size_t i = 0;
+  for (; i + kFloatLanes <= n; i += kFloatLanes)
+    f(FloatBatch::load_unaligned(p + i), FloatBatch::load_unaligned(q + i)).store_unaligned(p + i);
+  if (i < n) {
+    alignas(64) float lanes[kFloatLanes] = {}, q_lanes[kFloatLanes] = {};
+    std::memcpy(lanes, p + i, (n - i) * sizeof(float));
+    std::memcpy(q_lanes, q + i, (n - i) * sizeof(float));
+    f(FloatBatch::load_aligned(lanes), FloatBatch::load_aligned(q_lanes)).store_aligned(lanes);
     std::memcpy(p + i, lanes, (n - i) * sizeof(float));
   }
 }

@@ -80,26 +80,15 @@ namespace detail {
 SGT_ISA_BEGIN
 
 // g[i] = silu(g[i]) * u[i] for i < n, silu(g) = g / (1 + exp(-g)) with simd's vector exp (within
-// 2 ulp of the exact silu; libm's expf per element took 1% of a 512-token transform). The last
-// partial register goes through zero-padded lane arrays, as in simd::map_in_place, so an element's
-// bits depend on its g and u alone: the tile and the narrow path, whatever the split of their
-// features, give the same h.
+// 2 ulp of the exact silu; libm's expf per element took 1% of a 512-token transform). An element's
+// bits depend on its g and u alone (simd::map_in_place's tail is position-free), so the tile and
+// the narrow path, whatever the split of their features, give the same h.
 inline void silu_times(float* g, const float* u, std::size_t n) noexcept {
   using simd::FloatBatch;
   const FloatBatch one(1.0f);
-  std::size_t i = 0;
-  for (; i + simd::kFloatLanes <= n; i += simd::kFloatLanes) {
-    const FloatBatch gv = FloatBatch::load_unaligned(g + i);
-    (gv / (one + simd::exp(-gv)) * FloatBatch::load_unaligned(u + i)).store_unaligned(g + i);
-  }
-  if (i < n) {
-    alignas(64) float gl[simd::kFloatLanes] = {}, ul[simd::kFloatLanes] = {};
-    std::memcpy(gl, g + i, (n - i) * sizeof(float));
-    std::memcpy(ul, u + i, (n - i) * sizeof(float));
-    const FloatBatch gv = FloatBatch::load_aligned(gl);
-    (gv / (one + simd::exp(-gv)) * FloatBatch::load_aligned(ul)).store_aligned(gl);
-    std::memcpy(g + i, gl, (n - i) * sizeof(float));
-  }
+  simd::map_in_place(g, u, n, [&](const FloatBatch& gv, const FloatBatch& uv) {
+    return gv / (one + simd::exp(-gv)) * uv;
+  });
 }
 
 // The packing of x for gate and up: bf16 pairs only when both are BF16 (one packed x serves both).
