@@ -901,6 +901,13 @@ def write_markdown(results: dict, path: Path, note: str) -> None:
                       f"S={S} {n}T {v.get('foreign', 0):.0%}"
                       + (f" (steal {v['steal']:.0%})" if v.get("steal", 0) >= 0.01 else "")
                       for n, per in fl.items() for S, v in per.items()), ""]
+        if "major_faults" in rep:
+            L += ["Major page faults in timed runs (weights the OS had dropped from its page "
+                  "cache, read back from disk; counted by sgt_time_transform): " + "; ".join(
+                      f"S={S} {n}T " + ", ".join(f"{k} {v}" for k, v in f.items())
+                      for n, per in rep["major_faults"].items() for S, f in per.items()), ""]
+        elif "times" in rep and any(k.startswith("sgt") for k in rep["times"]):
+            L += ["Major page faults in sgt's timed runs: none.", ""]
         L += ["Checks (max |peer - sgt f32| / max |sgt f32|):", ""]
         for name, c in rep["check"].items():
             if isinstance(c, dict):
