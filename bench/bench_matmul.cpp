@@ -22,7 +22,7 @@
 // an error if they disagree. Wall-clock time (UseRealTime), as threads are involved. The largest
 // shapes run one iteration per repetition.
 //
-// Run: bench_matmul --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+// Run: bench_matmul --benchmark_repetitions=7 --benchmark_report_aggregates_only=true
 //      (about 10 minutes on 2 cores; --benchmark_filter narrows it)
 #include <benchmark/benchmark.h>
 
