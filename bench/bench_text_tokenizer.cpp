@@ -10,7 +10,7 @@
 #include <sstream>
 #include <string>
 
-#include <sgt/text/tokenizer.hpp>
+#include <sgt/text/tokenizer/tokenizer.hpp>
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include <sgt/sgt.hpp>
-#include <sgt/text/prompt_encoder.hpp>
+#include <sgt/text/chat/prompt_encoder.hpp>
 
 int main(int argc, char** argv) {
   if (argc != 3) {

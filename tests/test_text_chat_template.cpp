@@ -1,4 +1,4 @@
-// Chat templates: include/sgt/text/chat_template.hpp and the Jinja2 interpreter under it
+// Chat templates: include/sgt/text/chat/chat_template.hpp and the Jinja2 interpreter under it
 // (jinja_lexer/parser/interpreter/value.hpp), tokenizer_config.hpp and chat_input.hpp.
 //
 // 1. Real templates (tests/data/text/chat/templates, see the README there) render every chat of
@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "sgt/io/json.hpp"
-#include "sgt/text/chat_input.hpp"
-#include "sgt/text/chat_template.hpp"
-#include "sgt/text/tokenizer_config.hpp"
+#include "sgt/text/chat/chat_input.hpp"
+#include "sgt/text/chat/chat_template.hpp"
+#include "sgt/text/chat/tokenizer_config.hpp"
 
 namespace {
 

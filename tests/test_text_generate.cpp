@@ -21,8 +21,8 @@
 #include <sgt/sgt.hpp>
 
 #include "support/fixture_json.hpp"
-#include <sgt/text/decode_stream.hpp>
-#include <sgt/text/prompt_encoder.hpp>
+#include <sgt/text/tokenizer/decode_stream.hpp>
+#include <sgt/text/chat/prompt_encoder.hpp>
 
 using nlohmann::json;
 

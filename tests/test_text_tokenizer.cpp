@@ -1,4 +1,4 @@
-// sgt::text::Tokenizer (sgt/text/tokenizer.hpp) against Hugging Face `tokenizers`.
+// sgt::text::Tokenizer (sgt/text/tokenizer/tokenizer.hpp) against Hugging Face `tokenizers`.
 //
 // Every expected value comes from the reference: tests/data/text/tokenizers/<name>/ holds a
 // tokenizer.json trained and assembled by tokenizers 0.23 in one model family's configuration
@@ -21,8 +21,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include <sgt/text/decode_stream.hpp>
-#include <sgt/text/tokenizer.hpp>
+#include <sgt/text/tokenizer/decode_stream.hpp>
+#include <sgt/text/tokenizer/tokenizer.hpp>
 
 using nlohmann::json;
 using sgt::text::Tokenizer;

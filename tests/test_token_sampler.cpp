@@ -1,4 +1,4 @@
-// sgt::TokenSampler (sgt/model/token_sampler.hpp) against transformers' sampling.
+// sgt::TokenSampler (sgt/lm/token_sampler.hpp) against transformers' sampling.
 //
 // tests/data/sampling/expected.json (tools/fixtures/sampling_fixtures.py) holds logits rows and,
 // per temperature and top_p, the softmax transformers draws from after its TemperatureLogitsWarper
@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include <sgt/model/token_sampler.hpp>
+#include <sgt/lm/token_sampler.hpp>
 
 #include "support/fixture_json.hpp"
 

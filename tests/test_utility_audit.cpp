@@ -1,4 +1,4 @@
-// sgt::UtilityAudit / audit_with_utility (model/utility_audit.hpp) against
+// sgt::UtilityAudit / audit_with_utility (audit/utility_audit.hpp) against
 // tests/data/audit/utility/expected.json, which tools/fixtures/utility_audit_fixtures.py computes
 // with transformers: the demo base model (examples/models/demo_base, f32) run on the clean prompt
 // (examples/prompt.json) and on the reference transform's output for each stored draw of

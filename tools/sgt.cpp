@@ -36,8 +36,8 @@
 #include <sgt/dispatch/dispatch.hpp>
 #endif
 #if SGT_HAVE_TEXT
-#include <sgt/text/decode_stream.hpp>
-#include <sgt/text/prompt_encoder.hpp>
+#include <sgt/text/tokenizer/decode_stream.hpp>
+#include <sgt/text/chat/prompt_encoder.hpp>
 #endif
 
 namespace {
@@ -678,8 +678,8 @@ void write_heat_map(const std::string& path, const sgt::AuditReport& r) {
   sgt::write_png_rgb(path, width, height, rgb);
 }
 
-// `sgt audit`: nearest-neighbour recovery of the protected tokens over N draws (model/audit.hpp),
-// and with --base what the noise costs the base model (model/utility_audit.hpp).
+// `sgt audit`: nearest-neighbour recovery of the protected tokens over N draws (audit/recovery_audit.hpp),
+// and with --base what the noise costs the base model (audit/utility_audit.hpp).
 // The JSON report goes to stdout; a table for people to stderr, so stdout stays one JSON document.
 int cmd_audit(const std::vector<std::string>& argv) {
   const AuditArgs args = parse_audit_args(argv);

@@ -1,7 +1,9 @@
 // sgt-cpp: the umbrella header. Include this and link sgt::sgt.
 //
 // Layers, each a folder; a header includes only its own layer and those below it (a ctest checks
-// it, tests/layering): core <- io, kernels, random <- model. See docs/architecture.md.
+// it, tests/layering): core <- io, kernels, random <- model <- lm <- audit. See
+// docs/architecture.md. The text front end (sgt/text/, target sgt::text) and the pipelines built
+// on it (sgt/pipeline/) are not included here: they need Oniguruma and utf8proc.
 //   core/     errors, dtypes, tensor views, the SIMD shim, the thread pool, the log hook, wiped
 //             buffers
 //   io/       the JSON front door, safetensors (mmap, sharded), the writers (safetensors, torch
@@ -9,8 +11,9 @@
 //   kernels/  one op per header, each with its plain reference
 //   random/   secure and torch-compatible normal generators
 //   model/    model families, config structs and loader, weights, activations, decoder layer,
-//             estimator, Transform; CausalLM (a Hugging Face LM with a KV cache) and greedy
-//             generation
+//             estimator, Transform
+//   lm/       CausalLM (a Hugging Face LM with a static KV cache), the sampler, generation
+//   audit/    what a transform protects (nearest-neighbour recovery) and what it costs a base LM
 #pragma once
 
 #include "sgt/core/checked_math.hpp"
@@ -64,22 +67,24 @@
 #include "sgt/random/torch_normal.hpp"
 
 #include "sgt/model/activations.hpp"
-#include "sgt/model/audit.hpp"
-#include "sgt/model/cached_decoder_layer.hpp"
-#include "sgt/model/causal_lm.hpp"
-#include "sgt/model/causal_lm_config.hpp"
-#include "sgt/model/causal_lm_config_json.hpp"
-#include "sgt/model/causal_lm_weights.hpp"
 #include "sgt/model/config.hpp"
 #include "sgt/model/config_json.hpp"
 #include "sgt/model/decoder_layer.hpp"
 #include "sgt/model/estimator.hpp"
 #include "sgt/model/families.hpp"
-#include "sgt/model/generate.hpp"
-#include "sgt/model/token_sampler.hpp"
-#include "sgt/model/kv_cache.hpp"
-#include "sgt/model/lm_workspace.hpp"
 #include "sgt/model/ops.hpp"
 #include "sgt/model/transform.hpp"
-#include "sgt/model/utility_audit.hpp"
 #include "sgt/model/weights.hpp"
+
+#include "sgt/lm/cached_decoder_layer.hpp"
+#include "sgt/lm/causal_lm.hpp"
+#include "sgt/lm/config.hpp"
+#include "sgt/lm/config_json.hpp"
+#include "sgt/lm/generate.hpp"
+#include "sgt/lm/kv_cache.hpp"
+#include "sgt/lm/token_sampler.hpp"
+#include "sgt/lm/weights.hpp"
+#include "sgt/lm/workspace.hpp"
+
+#include "sgt/audit/recovery_audit.hpp"
+#include "sgt/audit/utility_audit.hpp"

@@ -7,7 +7,7 @@
 #include "fuzz_support.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/log.hpp"
-#include "sgt/model/causal_lm_config_json.hpp"
+#include "sgt/lm/config_json.hpp"
 
 // Unknown keys are warnings (transformers ignores them too); fuzzed configs are full of them, and
 // printing each one would make stderr the bottleneck. The messages are still built.

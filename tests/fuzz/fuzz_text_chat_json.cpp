@@ -6,8 +6,8 @@
 #include <string>
 
 #include "sgt/core/error.hpp"
-#include "sgt/text/chat_input.hpp"
-#include "sgt/text/chat_template.hpp"
+#include "sgt/text/chat/chat_input.hpp"
+#include "sgt/text/chat/chat_template.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static const sgt::text::ChatTemplate kTemplate(

@@ -10,8 +10,8 @@
 #include <string>
 
 #include "sgt/core/error.hpp"
-#include "sgt/text/chat_input.hpp"
-#include "sgt/text/chat_template.hpp"
+#include "sgt/text/chat/chat_input.hpp"
+#include "sgt/text/chat/chat_template.hpp"
 
 namespace {
 const char kDefaultChat[] =

@@ -1,4 +1,4 @@
-// libFuzzer harness for sgt::text::Tokenizer (sgt/text/tokenizer.hpp).
+// libFuzzer harness for sgt::text::Tokenizer (sgt/text/tokenizer/tokenizer.hpp).
 //
 // The first byte picks the mode:
 //   even: the rest is a tokenizer.json text -> from_json_text; if it loads, encode a fixed text
@@ -19,7 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include <sgt/text/tokenizer.hpp>
+#include <sgt/text/tokenizer/tokenizer.hpp>
 
 namespace {
 

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The include graph of include/sgt must match its folders (docs/architecture.md):
 #
-#   core  <-  io, kernels, random  <-  model
+#   core  <-  io, kernels, random  <-  model  <-  lm  <-  audit
 #   core  <-  kernels  <-  dispatch   (sgt::dispatch: the kernels chosen at run time)
-#   core  <-  io  <-  text            (the text front end: tokenizer, chat templates, noise mask)
+#   core  <-  io  <-  text/tokenizer, text/jinja  <-  text/chat   (the text front end)
+#   everything  <-  pipeline          (the pipelines front ends call: text + transform + LM)
+#
+# model/ is the shared decoder, the estimator and the transform; lm/ the causal LM (KV cache,
+# generation); audit/ the evaluations of a transform (recovery, and its cost to a base LM). The
+# text rooms are layers of their own: the tokenizer and the template engine never see each other.
 #
 # 1. A header includes sgt headers of its own layer and the layers below it only. A new folder
 #    has no rule yet and fails until it gets one here.
@@ -28,15 +33,23 @@ declare -A allowed=(
   [kernels]="core kernels"
   [random]="core random"
   [model]="core io kernels random model"
+  [lm]="core io kernels random model lm"
+  [audit]="core io kernels random model lm audit"
   [dispatch]="core kernels dispatch"
-  [text]="core io text"
+  [text/tokenizer]="core io text/tokenizer"
+  [text/jinja]="core text/jinja"
+  [text/chat]="core io text/tokenizer text/jinja text/chat"
+  [pipeline]="core io kernels random model lm audit text/tokenizer text/jinja text/chat pipeline"
 )
+# A header's layer: its folder under sgt/, with text/'s rooms told apart (sgt/text/jinja/x.hpp ->
+# text/jinja).
+layer_of() { case "$1" in sgt/text/*/*) echo "$1" | cut -d/ -f2-3 ;; *) echo "$1" | cut -d/ -f2 ;; esac; }
 # May reach <nlohmann/...>: readers of JSON files and what builds on them.
 json_allowed=" sgt/sgt.hpp sgt/io/json.hpp sgt/io/json_precheck.hpp sgt/io/safetensors.hpp
   sgt/io/safetensors_writer.hpp sgt/io/tensor_store.hpp sgt/io/transform_input.hpp
-  sgt/model/config_json.hpp sgt/model/transform.hpp sgt/model/audit.hpp
-  sgt/model/causal_lm_config_json.hpp sgt/model/causal_lm.hpp sgt/model/generate.hpp
-  sgt/model/utility_audit.hpp "
+  sgt/model/config_json.hpp sgt/model/transform.hpp sgt/audit/recovery_audit.hpp
+  sgt/lm/config_json.hpp sgt/lm/causal_lm.hpp sgt/lm/generate.hpp
+  sgt/audit/utility_audit.hpp "
 json_allowed=" $(echo $json_allowed) "  # one space between names
 
 headers=$(find sgt -name '*.hpp' | sort)
@@ -50,10 +63,10 @@ direct_json() { grep -qE '^[[:space:]]*#[[:space:]]*include[[:space:]]*<nlohmann
 # Rule 1, and the direct third-party rules.
 for f in $headers; do
   [ "$f" = sgt/sgt.hpp ] && continue
-  layer=$(echo "$f" | cut -d/ -f2)
+  layer=$(layer_of "$f")
   for inc in $(sgt_includes "$f"); do
     [ -f "$inc" ] || violation "$f includes $inc, which does not exist"
-    to=$(echo "$inc" | cut -d/ -f2)
+    to=$(layer_of "$inc")
     case " ${allowed[$layer]:-} " in
       *" $to "*) ;;
       *) violation "$f includes $inc: $layer/ may include only ${allowed[$layer]:-(no rule for $layer/ yet)}" ;;
@@ -63,7 +76,7 @@ for f in $headers; do
      grep -nE '#[[:space:]]*include[[:space:]]*<(xsimd/|immintrin\.h|x86intrin\.h|arm_neon\.h)' "$f" >/dev/null; then
     violation "$f includes xsimd or intrinsics directly: SIMD goes through sgt/core/simd.hpp"
   fi
-  if [ "$layer" = kernels ] || [ "$layer" = model ]; then
+  if [ "$layer" = kernels ] || [ "$layer" = model ] || [ "$layer" = lm ] || [ "$layer" = audit ]; then
     grep -nE 'xsimd::|\b_mm[0-9]*_|\b__m(128|256|512)|\b__mmask' "$f" | head -3 |
       while IFS= read -r hit; do echo "LAYERING: $f:$hit -- use sgt::simd::*"; done | grep . && fail=1
   fi
@@ -74,7 +87,8 @@ done
 # Rule 4: the instruction-set namespace.
 for f in $headers; do
   if grep -qE '^[[:space:]]*#[[:space:]]*include[[:space:]]*"sgt/core/simd.hpp"' "$f" ||
-     [[ "$f" == sgt/model/* ]] || [ "$f" = sgt/core/simd.hpp ]; then
+     [[ "$f" == sgt/model/* ]] || [[ "$f" == sgt/lm/* ]] || [[ "$f" == sgt/audit/* ]] ||
+     [ "$f" = sgt/core/simd.hpp ]; then
     [ "$f" = sgt/sgt.hpp ] && continue
     grep -q '^SGT_ISA_BEGIN$' "$f" ||
       violation "$f compiles per instruction set but never opens SGT_ISA_BEGIN (core/isa.hpp)"
@@ -101,8 +115,10 @@ reach() {  # sets reaches_json[$1] to yes/no
 }
 for f in $headers; do
   reach "$f"
-  # text/ reads tokenizer.json, tokenizer_config.json and chats: every header there may.
-  if [ "${reaches_json[$f]}" = yes ] && [[ "$json_allowed" != *" $f "* ]] && [[ "$f" != sgt/text/* ]]; then
+  # text/ reads tokenizer.json, tokenizer_config.json and chats, and the pipelines run what they
+  # read: every header there may.
+  if [ "${reaches_json[$f]}" = yes ] && [[ "$json_allowed" != *" $f "* ]] && [[ "$f" != sgt/text/* ]] &&
+     [[ "$f" != sgt/pipeline/* ]]; then
     violation "$f pulls <nlohmann/json.hpp> (directly or through its includes); only JSON readers may"
   fi
 done

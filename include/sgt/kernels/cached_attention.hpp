@@ -1,4 +1,4 @@
-// Cached attention: T new queries against a KV cache (model/kv_cache.hpp) that already holds their
+// Cached attention: T new queries against a KV cache (lm/kv_cache.hpp) that already holds their
 // own keys and values and those of every earlier position. A causal LM's decode step (T = 1) and
 // any prefill that does not start at position 0 (a second turn) run here.
 //

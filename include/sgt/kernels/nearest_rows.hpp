@@ -1,6 +1,6 @@
 // NearestRows: for query vectors x, the nearest row of an embedding table E [V, H] by L2 distance
 // and by cosine similarity, and the L2 rank of a given row -- the search behind `sgt audit`
-// (model/audit.hpp), which asks whether a protected embedding still points at its token.
+// (audit/recovery_audit.hpp), which asks whether a protected embedding still points at its token.
 //
 // The search over the whole vocabulary is one matmul, Y = X E^T (kernels/matmul.hpp, threaded,
 // E read in place in its stored dtype), followed by a scan of each row of Y:

@@ -1,6 +1,6 @@
 // RoPE at explicit positions: the rotation of kernels/rope.hpp, but token t of every batch row is
 // rotated by the table row of positions[t] instead of t. A causal LM with a KV cache needs it: the
-// new tokens of a decode step sit at cache_position, not at 0 (model/causal_lm.hpp).
+// new tokens of a decode step sit at cache_position, not at 0 (lm/causal_lm.hpp).
 //
 // Same table, same rotation (detail::rope_rotate_head, one fma per output), so a token at position
 // p gets exactly the bits apply_rope gives the p-th token of a full sequence: prefill-then-decode

@@ -28,7 +28,7 @@ struct DecoderLayer {
   }
 
   // The layer around its attention heads, which read buf.normed and write buf.attn (before
-  // o_proj). The cached layer of a causal LM (model/cached_decoder_layer.hpp) shares it with heads
+  // o_proj). The cached layer of a causal LM (lm/cached_decoder_layer.hpp) shares it with heads
   // of its own, and runs its two halves apart in its last layer.
   template <class Heads>
   static void residual_block(const DecoderConfig& c, const DecoderLayerWeights& w,

@@ -26,7 +26,9 @@ class Estimator {
 
   // Whether every Linear weight of the estimator (projections, MLP, head) is stored as BF16.
   bool linears_are_bf16() const noexcept {
-    auto bf16 = [](const AnyTensorView& w) { return w.data() == nullptr || w.dtype() == DType::BF16; };
+    auto bf16 = [](const AnyTensorView& w) {
+      return w.data() == nullptr || w.dtype() == DType::BF16;
+    };
     for (const DecoderLayerWeights& l : weights_.layers) {
       const AttentionWeights& a = l.attention;
       if (!bf16(a.q_proj) || !bf16(a.k_proj) || !bf16(a.v_proj) || !bf16(a.o_proj) ||

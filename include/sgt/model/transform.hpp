@@ -53,8 +53,8 @@ struct RunOptions {
   ThreadPool* pool = nullptr;  // null: run on the calling thread
   AttentionAlgorithm attention = AttentionAlgorithm::Auto;
   Precision precision = Precision::Auto;  // see model/ops.hpp; resolved by resolve_precision()
-  bool reference_kernels = false;   // every kernel on its plain reference (see model/ops.hpp)
-  bool keep_intermediates = false;  // fill TransformResult's embeddings, mean, std, noise
+  bool reference_kernels = false;         // every kernel on its plain reference (see model/ops.hpp)
+  bool keep_intermediates = false;        // fill TransformResult's embeddings, mean, std, noise
   NoiseSource noise = NoiseSource::Secure;
   std::uint64_t seed = 0;                  // NoiseSource::Torch
   TensorView<const float> injected_noise;  // NoiseSource::Injected: [B, S, H]
@@ -86,7 +86,8 @@ class Transform {
   const ModelConfig& config() const noexcept { return config_; }
   const TensorStore& tensors() const noexcept { return *store_; }
   std::size_t hidden_size() const noexcept { return config_.hidden_size; }
-  // E [vocab_size, hidden_size] as stored (F32, BF16 or F16): what model/audit.hpp searches.
+  // E [vocab_size, hidden_size] as stored (F32, BF16 or F16): what audit/recovery_audit.hpp
+  // searches.
   const AnyTensorView& embedding_table() const noexcept { return embed_; }
 
   // The precision a run with `requested` uses: Auto becomes Bf16 when both estimators' Linear

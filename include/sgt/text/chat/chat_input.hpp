@@ -15,7 +15,7 @@
 
 #include "sgt/core/error.hpp"
 #include "sgt/io/json.hpp"
-#include "sgt/text/chat_template.hpp"
+#include "sgt/text/chat/chat_template.hpp"
 
 namespace sgt::text {
 

@@ -1,4 +1,4 @@
-// LmWorkspace: every activation buffer one CausalLM::forward call needs (model/causal_lm.hpp), as
+// LmWorkspace: every activation buffer one CausalLM::forward call needs (lm/causal_lm.hpp), as
 // the Workspace of model/activations.hpp is for the transform.
 //
 // Planned from the call's B and T (the new tokens, not the cache length): a workspace kept across
@@ -18,8 +18,8 @@
 #include "sgt/kernels/isa_kernel_table.hpp"
 #include "sgt/kernels/kernel_table.hpp"
 #include "sgt/kernels/rope.hpp"
+#include "sgt/lm/config.hpp"
 #include "sgt/model/activations.hpp"
-#include "sgt/model/causal_lm_config.hpp"
 
 namespace sgt {
 SGT_ISA_BEGIN

@@ -25,15 +25,15 @@
 
 #include "sgt/core/error.hpp"
 #include "sgt/io/json.hpp"
-#include "sgt/text/added_tokens.hpp"
-#include "sgt/text/bpe.hpp"
-#include "sgt/text/decoder.hpp"
-#include "sgt/text/normalizer.hpp"
-#include "sgt/text/pre_tokenizer.hpp"
-#include "sgt/text/tokenizer_json.hpp"
-#include "sgt/text/tokenizer_normalized.hpp"
-#include "sgt/text/tokenizer_post_processor.hpp"
-#include "sgt/text/unicode.hpp"
+#include "sgt/text/tokenizer/added_tokens.hpp"
+#include "sgt/text/tokenizer/bpe.hpp"
+#include "sgt/text/tokenizer/decoder.hpp"
+#include "sgt/text/tokenizer/normalizer.hpp"
+#include "sgt/text/tokenizer/pre_tokenizer.hpp"
+#include "sgt/text/tokenizer/component_json.hpp"
+#include "sgt/text/tokenizer/normalized_text.hpp"
+#include "sgt/text/tokenizer/post_processor.hpp"
+#include "sgt/text/tokenizer/unicode.hpp"
 
 namespace sgt::text {
 

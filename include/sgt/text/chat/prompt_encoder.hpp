@@ -18,10 +18,10 @@
 
 #include "sgt/core/error.hpp"
 #include "sgt/io/request.hpp"
-#include "sgt/text/chat_input.hpp"
-#include "sgt/text/chat_template.hpp"
-#include "sgt/text/tokenizer.hpp"
-#include "sgt/text/tokenizer_config.hpp"
+#include "sgt/text/chat/chat_input.hpp"
+#include "sgt/text/chat/chat_template.hpp"
+#include "sgt/text/tokenizer/tokenizer.hpp"
+#include "sgt/text/chat/tokenizer_config.hpp"
 
 namespace sgt::text {
 

@@ -1,5 +1,5 @@
 // What a Hugging Face causal LM's config.json says (docs/format.md, "CausalLM"), as a typed struct
-// with no JSON in sight; the loader is model/causal_lm_config_json.hpp.
+// with no JSON in sight; the loader is lm/config_json.hpp.
 //
 // The decoder stack is the same DecoderConfig the estimators use, resolved by the same family rows
 // (model/families.hpp): a causal LM of a family is its decoder plus the embedding table and the LM

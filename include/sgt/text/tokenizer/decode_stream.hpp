@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "sgt/core/error.hpp"
-#include "sgt/text/tokenizer.hpp"
+#include "sgt/text/tokenizer/tokenizer.hpp"
 
 namespace sgt::text {
 

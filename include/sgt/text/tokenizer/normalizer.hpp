@@ -10,10 +10,10 @@
 
 #include <utf8proc.h>
 
-#include "sgt/text/tokenizer_json.hpp"
-#include "sgt/text/tokenizer_normalized.hpp"
-#include "sgt/text/tokenizer_pattern.hpp"
-#include "sgt/text/unicode.hpp"
+#include "sgt/text/tokenizer/component_json.hpp"
+#include "sgt/text/tokenizer/normalized_text.hpp"
+#include "sgt/text/tokenizer/pattern.hpp"
+#include "sgt/text/tokenizer/unicode.hpp"
 
 namespace sgt::text::detail {
 

@@ -19,10 +19,10 @@
 
 #include "sgt/core/isa.hpp"
 #include "sgt/core/tensor_view.hpp"
+#include "sgt/lm/kv_cache.hpp"
 #include "sgt/model/activations.hpp"
 #include "sgt/model/config.hpp"
 #include "sgt/model/decoder_layer.hpp"
-#include "sgt/model/kv_cache.hpp"
 #include "sgt/model/ops.hpp"
 #include "sgt/model/weights.hpp"
 

@@ -1,6 +1,6 @@
-// Generation with a CausalLM (model/causal_lm.hpp): prefill the prompt, then feed back the
+// Generation with a CausalLM (lm/causal_lm.hpp): prefill the prompt, then feed back the
 // chosen token one step at a time, every step a T = 1 forward on the KV cache. The token is chosen
-// by a TokenSampler (model/token_sampler.hpp): greedy by default -- what transformers' generate
+// by a TokenSampler (lm/token_sampler.hpp): greedy by default -- what transformers' generate
 // does with do_sample=False, ties to the lowest token id as torch.argmax -- or temperature / top-p
 // sampling with a seed.
 #pragma once
@@ -14,8 +14,8 @@
 
 #include "sgt/core/error.hpp"
 #include "sgt/core/isa.hpp"
-#include "sgt/model/causal_lm.hpp"
-#include "sgt/model/token_sampler.hpp"
+#include "sgt/lm/causal_lm.hpp"
+#include "sgt/lm/token_sampler.hpp"
 
 namespace sgt {
 SGT_ISA_BEGIN

@@ -1,4 +1,4 @@
-// KvCache: the static key/value cache of a causal LM (model/causal_lm.hpp), as ExecuTorch's and
+// KvCache: the static key/value cache of a causal LM (lm/causal_lm.hpp), as ExecuTorch's and
 // transformers' StaticCache: for every layer, keys and values of B sequences x max_len positions,
 // allocated once, f32, never resized.
 //
@@ -24,7 +24,7 @@
 #include "sgt/core/isa.hpp"
 #include "sgt/core/secure_memory.hpp"
 #include "sgt/core/tensor_view.hpp"
-#include "sgt/model/causal_lm_config.hpp"
+#include "sgt/lm/config.hpp"
 
 namespace sgt {
 SGT_ISA_BEGIN

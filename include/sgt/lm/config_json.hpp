@@ -1,4 +1,4 @@
-// Loading a Hugging Face causal LM's config.json into CausalLmConfig (model/causal_lm_config.hpp).
+// Loading a Hugging Face causal LM's config.json into CausalLmConfig (lm/config.hpp).
 //
 // The file is the one `save_pretrained` writes for LlamaForCausalLM, MistralForCausalLM,
 // Qwen2ForCausalLM or Qwen3ForCausalLM: model_type picks the family row (model/families.hpp), and
@@ -19,7 +19,7 @@
 #include "sgt/core/error.hpp"
 #include "sgt/core/isa.hpp"
 #include "sgt/io/json.hpp"
-#include "sgt/model/causal_lm_config.hpp"
+#include "sgt/lm/config.hpp"
 #include "sgt/model/config_json.hpp"
 #include "sgt/model/families.hpp"
 

@@ -13,7 +13,7 @@
 // Unprotected tokens (noise_mask 0 or padding) are sent clean: they are listed, not searched.
 // Any batch size works; tokens are indexed flat, b * S + s.
 // AuditOptions::on_draw sees each draw's protected embeddings as soon as they are made (the utility
-// audit of model/utility_audit.hpp feeds them to the base model), so no caller has to keep N draws.
+// audit of audit/utility_audit.hpp feeds them to the base model), so no caller has to keep N draws.
 #pragma once
 
 #include <algorithm>
@@ -56,7 +56,7 @@ struct TokenAudit {
   // Protected tokens only (0 / empty otherwise):
   double recovery_l2 = 0, recovery_cosine = 0, mean_rank_l2 = 0, mean_cosine = 0;
   std::vector<std::int32_t> nearest_l2, nearest_cosine;  // per draw
-  std::vector<std::uint64_t> rank_l2;                     // per draw: the original id's L2 rank
+  std::vector<std::uint64_t> rank_l2;                    // per draw: the original id's L2 rank
 };
 
 struct AuditReport {

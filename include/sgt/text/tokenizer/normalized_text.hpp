@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "sgt/text/unicode.hpp"
+#include "sgt/text/tokenizer/unicode.hpp"
 
 namespace sgt::text::detail {
 

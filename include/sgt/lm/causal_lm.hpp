@@ -34,12 +34,12 @@
 #include "sgt/core/thread_pool.hpp"
 #include "sgt/io/tensor_store.hpp"
 #include "sgt/kernels/kernel_table.hpp"
-#include "sgt/model/cached_decoder_layer.hpp"
-#include "sgt/model/causal_lm_config.hpp"
-#include "sgt/model/causal_lm_config_json.hpp"
-#include "sgt/model/causal_lm_weights.hpp"
-#include "sgt/model/kv_cache.hpp"
-#include "sgt/model/lm_workspace.hpp"
+#include "sgt/lm/cached_decoder_layer.hpp"
+#include "sgt/lm/config.hpp"
+#include "sgt/lm/config_json.hpp"
+#include "sgt/lm/kv_cache.hpp"
+#include "sgt/lm/weights.hpp"
+#include "sgt/lm/workspace.hpp"
 #include "sgt/model/ops.hpp"
 
 namespace sgt {

@@ -25,8 +25,8 @@
 #include <utility>
 #include <vector>
 
-#include "sgt/text/jinja_lexer.hpp"
-#include "sgt/text/jinja_value.hpp"
+#include "sgt/text/jinja/lexer.hpp"
+#include "sgt/text/jinja/value.hpp"
 
 namespace sgt::text::jinja {
 

@@ -8,11 +8,11 @@
 #include <unordered_map>
 #include <vector>
 
-#include "sgt/text/pre_tokenizer.hpp"
-#include "sgt/text/tokenizer_json.hpp"
-#include "sgt/text/tokenizer_normalized.hpp"
-#include "sgt/text/tokenizer_pattern.hpp"
-#include "sgt/text/unicode.hpp"
+#include "sgt/text/tokenizer/pre_tokenizer.hpp"
+#include "sgt/text/tokenizer/component_json.hpp"
+#include "sgt/text/tokenizer/normalized_text.hpp"
+#include "sgt/text/tokenizer/pattern.hpp"
+#include "sgt/text/tokenizer/unicode.hpp"
 
 namespace sgt::text::detail {
 

@@ -18,7 +18,7 @@
 #include "sgt/core/isa.hpp"
 #include "sgt/core/log.hpp"
 #include "sgt/core/tensor_view.hpp"
-#include "sgt/model/causal_lm_config.hpp"
+#include "sgt/lm/config.hpp"
 #include "sgt/model/config.hpp"
 #include "sgt/model/weights.hpp"
 

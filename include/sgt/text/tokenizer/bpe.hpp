@@ -19,8 +19,8 @@
 #include <utility>
 #include <vector>
 
-#include "sgt/text/tokenizer_json.hpp"
-#include "sgt/text/unicode.hpp"
+#include "sgt/text/tokenizer/component_json.hpp"
+#include "sgt/text/tokenizer/unicode.hpp"
 
 namespace sgt::text::detail {
 

@@ -23,8 +23,8 @@
 #include <utility>
 #include <vector>
 
-#include "sgt/text/jinja_parser.hpp"
-#include "sgt/text/jinja_value.hpp"
+#include "sgt/text/jinja/parser.hpp"
+#include "sgt/text/jinja/value.hpp"
 
 namespace sgt::text::jinja {
 

@@ -22,12 +22,12 @@
 #include <unordered_map>
 #include <vector>
 
-#include "sgt/text/bpe.hpp"
-#include "sgt/text/normalizer.hpp"
-#include "sgt/text/pre_tokenizer.hpp"
-#include "sgt/text/tokenizer_json.hpp"
-#include "sgt/text/tokenizer_normalized.hpp"
-#include "sgt/text/unicode.hpp"
+#include "sgt/text/tokenizer/bpe.hpp"
+#include "sgt/text/tokenizer/normalizer.hpp"
+#include "sgt/text/tokenizer/pre_tokenizer.hpp"
+#include "sgt/text/tokenizer/component_json.hpp"
+#include "sgt/text/tokenizer/normalized_text.hpp"
+#include "sgt/text/tokenizer/unicode.hpp"
 
 namespace sgt::text::detail {
 

@@ -28,10 +28,10 @@
 #include <nlohmann/json.hpp>
 
 #include "sgt/core/error.hpp"
-#include "sgt/text/jinja_interpreter.hpp"
-#include "sgt/text/jinja_parser.hpp"
-#include "sgt/text/jinja_value.hpp"
-#include "sgt/text/tokenizer_config.hpp"
+#include "sgt/text/jinja/interpreter.hpp"
+#include "sgt/text/jinja/parser.hpp"
+#include "sgt/text/jinja/value.hpp"
+#include "sgt/text/chat/tokenizer_config.hpp"
 
 namespace sgt::text {
 

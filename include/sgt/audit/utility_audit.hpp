@@ -1,8 +1,8 @@
-// UtilityAudit: what the noise costs the base model. model/audit.hpp asks whether a protected
-// prompt still reveals its tokens; this asks whether the base model (the CausalLM the transform
-// protects prompts for) still understands it. For one sequence and every prompt position t, the
-// base model's next-token distribution from the clean ids, P_t, is compared with the one from each
-// draw's protected embeddings, Q_dt:
+// UtilityAudit: what the noise costs the base model. audit/recovery_audit.hpp asks whether a
+// protected prompt still reveals its tokens; this asks whether the base model (the CausalLM the
+// transform protects prompts for) still understands it. For one sequence and every prompt position
+// t, the base model's next-token distribution from the clean ids, P_t, is compared with the one
+// from each draw's protected embeddings, Q_dt:
 //
 //   kl     KL(P_t || Q_dt) = sum_v P_t(v) (log P_t(v) - log Q_dt(v)), in nats; both log-softmaxes
 //          in double from the f32 logits (max subtracted first), so no probability underflows
@@ -13,7 +13,7 @@
 // averaged over the draws per position, and over the positions the noise can reach (t at or after
 // the first protected token: earlier positions see only clean tokens through the causal mask, so
 // their numbers are 0 by construction and would only dilute the mean). Plus the first N greedy
-// tokens of the answer to the clean prompt and to draw 0's protected prompt (model/generate.hpp).
+// tokens of the answer to the clean prompt and to draw 0's protected prompt (lm/generate.hpp).
 //
 // Draws arrive one at a time (add_draw), so memory stays bounded by one draw whatever N is:
 // audit_with_utility feeds it from audit_transform's per-draw callback. What it keeps: the clean
@@ -28,14 +28,14 @@
 #include <string>
 #include <vector>
 
+#include "sgt/audit/recovery_audit.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/isa.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/io/request.hpp"
-#include "sgt/model/audit.hpp"
-#include "sgt/model/causal_lm.hpp"
-#include "sgt/model/generate.hpp"
-#include "sgt/model/token_sampler.hpp"
+#include "sgt/lm/causal_lm.hpp"
+#include "sgt/lm/generate.hpp"
+#include "sgt/lm/token_sampler.hpp"
 #include "sgt/model/transform.hpp"
 
 namespace sgt {
@@ -60,7 +60,7 @@ struct PositionUtility {
 
 struct UtilityReport {
   std::size_t draws = 0, seq_len = 0, vocab_size = 0;
-  std::size_t reached_positions = 0;  // positions at or after the first protected token
+  std::size_t reached_positions = 0;       // positions at or after the first protected token
   std::vector<PositionUtility> positions;  // [S]
   // Over the reached positions and the draws (0 when no token is protected):
   double mean_kl = 0, top1_agreement = 0, mean_rank = 0;

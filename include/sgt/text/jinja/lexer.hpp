@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "sgt/text/jinja_value.hpp"
+#include "sgt/text/jinja/value.hpp"
 
 namespace sgt::text::jinja {
 
