@@ -30,12 +30,13 @@ std::optional<Enum> enum_from_name(const EnumName<Enum> (&table)[N], const std::
   return std::nullopt;
 }
 
-// "a, b and c".
+// "a, b and c" (or with another last word: "a, b or c" for a choice).
 template <class Enum, std::size_t N>
-std::string enum_names_list(const EnumName<Enum> (&table)[N]) {
+std::string enum_names_list(const EnumName<Enum> (&table)[N], const char* last_word = "and") {
   std::string s;
   for (std::size_t i = 0; i < N; ++i)
-    s += (i == 0 ? "" : i + 1 == N ? " and " : ", ") + std::string(table[i].name);
+    s += (i == 0 ? "" : i + 1 == N ? " " + std::string(last_word) + " " : ", ") +
+         std::string(table[i].name);
   return s;
 }
 

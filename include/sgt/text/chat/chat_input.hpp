@@ -1,7 +1,8 @@
 // CHAT.json: the chat a user asks to render (docs/format.md, "Chat templates and CHAT.json").
 //
 // Either a bare array of messages, or an object
-//   {"messages": [...], "tools": [...] | null, "add_generation_prompt": bool, "extra_context": {...}}
+//   {"messages": [...], "tools": [...] | null, "add_generation_prompt": bool, "extra_context":
+//   {...}}
 // Each message is an object with "role" (a string) and "content" (a string, null, or a list of
 // parts, a text part being {"type": "text", "text": "..."}); "tool_calls" (a list of objects),
 // "name" and "tool_call_id" (strings) are checked when present; any other key is kept and
@@ -29,7 +30,8 @@ struct ChatInput {
 // parse_json_checked (io/json.hpp) with the keys kept in document order: every check of the
 // library's JSON front door runs first (NUL, BOM, repeated keys, depth, syntax), then the
 // already-validated text is read again into an ordered document.
-inline ChatJson parse_ordered_json_checked(const std::string& text, const JsonReadOptions& options) {
+inline ChatJson parse_ordered_json_checked(const std::string& text,
+                                           const JsonReadOptions& options) {
   (void)parse_json_checked(text, options);
   try {
     return ChatJson::parse(text);
@@ -51,7 +53,8 @@ inline void check_message(const ChatJson& m, std::size_t index) {
   if (!m.is_object()) throw Error("a message must be a JSON object, got " + excerpt(m)).at_key(at);
   auto role = m.find("role");
   if (role == m.end()) throw Error("required key is missing").at_key(at + ".role");
-  if (!role->is_string()) throw Error("must be a string, got " + excerpt(*role)).at_key(at + ".role");
+  if (!role->is_string())
+    throw Error("must be a string, got " + excerpt(*role)).at_key(at + ".role");
   auto content = m.find("content");
   if (content != m.end() && !content->is_null() && !content->is_string()) {
     if (!content->is_array())
@@ -62,7 +65,8 @@ inline void check_message(const ChatJson& m, std::size_t index) {
       const std::string pat = at + ".content[" + std::to_string(k) + "]";
       if (!part.is_object()) throw Error("a content part must be a JSON object").at_key(pat);
       auto type = part.find("type");
-      if (type == part.end() || !type->is_string()) throw Error("a content part needs a string \"type\"").at_key(pat);
+      if (type == part.end() || !type->is_string())
+        throw Error("a content part needs a string \"type\"").at_key(pat);
       if (*type == "text") {
         auto text = part.find("text");
         if (text == part.end() || !text->is_string())
@@ -75,7 +79,8 @@ inline void check_message(const ChatJson& m, std::size_t index) {
     if (!calls->is_array()) throw Error("must be a list of tool calls").at_key(at + ".tool_calls");
     for (std::size_t k = 0; k < calls->size(); ++k)
       if (!(*calls)[k].is_object())
-        throw Error("a tool call must be a JSON object").at_key(at + ".tool_calls[" + std::to_string(k) + "]");
+        throw Error("a tool call must be a JSON object")
+            .at_key(at + ".tool_calls[" + std::to_string(k) + "]");
   }
   for (const char* key : {"name", "tool_call_id"}) {
     auto v = m.find(key);
@@ -97,7 +102,8 @@ inline ChatInput parse_chat_input(const std::string& text, const std::string& wh
   // one nesting level, so the depth limit is raised by one to keep the user's limit at 32.
   std::string body = text;
   std::size_t first = 0;
-  while (first < body.size() && (body[first] == ' ' || body[first] == '\t' || body[first] == '\n' || body[first] == '\r'))
+  while (first < body.size() &&
+         (body[first] == ' ' || body[first] == '\t' || body[first] == '\n' || body[first] == '\r'))
     ++first;
   const bool bare_array = first < body.size() && body[first] == '[';
   if (bare_array) body = "{\"messages\":" + text + "\n}";
@@ -110,7 +116,8 @@ inline ChatInput parse_chat_input(const std::string& text, const std::string& wh
     for (auto it = j.begin(); it != j.end(); ++it)
       if (it.key() != "messages" && it.key() != "tools" && it.key() != "add_generation_prompt" &&
           it.key() != "extra_context")
-        throw Error("unknown key (expected messages, tools, add_generation_prompt, extra_context)").at_key(it.key());
+        throw Error("unknown key (expected messages, tools, add_generation_prompt, extra_context)")
+            .at_key(it.key());
     auto messages = j.find("messages");
     if (messages == j.end()) throw Error("required key is missing").at_key("messages");
     detail::check_messages(*messages);
@@ -120,7 +127,8 @@ inline ChatInput parse_chat_input(const std::string& text, const std::string& wh
       if (!tools->is_array()) throw Error("must be a list of tool schemas or null").at_key("tools");
       for (std::size_t k = 0; k < tools->size(); ++k)
         if (!(*tools)[k].is_object())
-          throw Error("a tool schema must be a JSON object").at_key("tools[" + std::to_string(k) + "]");
+          throw Error("a tool schema must be a JSON object")
+              .at_key("tools[" + std::to_string(k) + "]");
       in.tools = *tools;
     }
     auto agp = j.find("add_generation_prompt");

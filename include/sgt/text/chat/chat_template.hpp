@@ -28,10 +28,10 @@
 #include <nlohmann/json.hpp>
 
 #include "sgt/core/error.hpp"
+#include "sgt/text/chat/tokenizer_config.hpp"
 #include "sgt/text/jinja/interpreter.hpp"
 #include "sgt/text/jinja/parser.hpp"
 #include "sgt/text/jinja/value.hpp"
-#include "sgt/text/chat/tokenizer_config.hpp"
 
 namespace sgt::text {
 
@@ -72,17 +72,22 @@ namespace detail {
 inline jinja::Value to_value(const ChatJson& j, bool protect) {
   using jinja::Value;
   switch (j.type()) {
-    case ChatJson::value_t::null: return Value::none();
-    case ChatJson::value_t::boolean: return Value::boolean(j.get<bool>());
-    case ChatJson::value_t::number_integer: return Value::integer(j.get<std::int64_t>());
+    case ChatJson::value_t::null:
+      return Value::none();
+    case ChatJson::value_t::boolean:
+      return Value::boolean(j.get<bool>());
+    case ChatJson::value_t::number_integer:
+      return Value::integer(j.get<std::int64_t>());
     case ChatJson::value_t::number_unsigned: {
       const std::uint64_t u = j.get<std::uint64_t>();
       if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
         throw Error("integer " + std::to_string(u) + " is too large (more than 2^63 - 1)");
       return Value::integer(static_cast<std::int64_t>(u));
     }
-    case ChatJson::value_t::number_float: return Value::floating(j.get<double>());
-    case ChatJson::value_t::string: return Value::string(jinja::PString(j.get<std::string>(), protect));
+    case ChatJson::value_t::number_float:
+      return Value::floating(j.get<double>());
+    case ChatJson::value_t::string:
+      return Value::string(jinja::PString(j.get<std::string>(), protect));
     case ChatJson::value_t::array: {
       jinja::List items;
       for (const auto& e : j) items.push_back(to_value(e, protect));
@@ -90,10 +95,12 @@ inline jinja::Value to_value(const ChatJson& j, bool protect) {
     }
     case ChatJson::value_t::object: {
       jinja::Dict d;
-      for (auto it = j.begin(); it != j.end(); ++it) d.emplace_back(it.key(), to_value(it.value(), protect));
+      for (auto it = j.begin(); it != j.end(); ++it)
+        d.emplace_back(it.key(), to_value(it.value(), protect));
       return Value::make_dict(std::move(d));
     }
-    default: throw Error("unsupported JSON value (binary)");
+    default:
+      throw Error("unsupported JSON value (binary)");
   }
 }
 
@@ -102,9 +109,11 @@ inline bool is_reasoning_key(const std::string& k) {
 }
 
 // One message as transformers hands it to the template (null keys dropped, reasoning aliased).
-inline jinja::Value message_value(const ChatJson& m, const ProvenancePolicy& policy, std::size_t index) {
+inline jinja::Value message_value(const ChatJson& m, const ProvenancePolicy& policy,
+                                  std::size_t index) {
   using jinja::Value;
-  if (!m.is_object()) throw Error("must be a JSON object").at_key("messages[" + std::to_string(index) + "]");
+  if (!m.is_object())
+    throw Error("must be a JSON object").at_key("messages[" + std::to_string(index) + "]");
   jinja::Dict d;
   bool role_protected = policy.protected_roles.empty();
   if (!role_protected && m.contains("role") && m["role"].is_string())
@@ -126,7 +135,8 @@ inline jinja::Value message_value(const ChatJson& m, const ProvenancePolicy& pol
           }
           jinja::Dict pd;
           for (auto p = part.begin(); p != part.end(); ++p)
-            pd.emplace_back(p.key(), to_value(p.value(), p.key() == "text" && p.value().is_string()));
+            pd.emplace_back(p.key(),
+                            to_value(p.value(), p.key() == "text" && p.value().is_string()));
           parts.push_back(Value::make_dict(std::move(pd)));
         }
         d.emplace_back(k, Value::make_list(std::move(parts)));
@@ -214,7 +224,8 @@ inline std::tm parse_date(const std::string& s) {
     const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return era * 146097 + static_cast<long>(doe) - 719468;
   };
-  const long days = days_from_civil(year, static_cast<unsigned>(month + 1), static_cast<unsigned>(day));
+  const long days =
+      days_from_civil(year, static_cast<unsigned>(month + 1), static_cast<unsigned>(day));
   t.tm_wday = static_cast<int>(((days % 7) + 11) % 7);  // 1970-01-01 was a Thursday (4)
   t.tm_yday = static_cast<int>(days - days_from_civil(year, 1, 1));
   return t;
@@ -238,7 +249,8 @@ inline std::vector<ByteSpan> spans_of(const std::string& flags) {
 
 class ChatTemplate {
  public:
-  // Parses `source` once. `what` names the template in every error ("<what> line L, column C: ...").
+  // Parses `source` once. `what` names the template in every error ("<what> line L, column C:
+  // ...").
   ChatTemplate(std::string source, std::string what) : what_(std::move(what)) {
     if (source.size() > kMaxChatTemplateBytes)
       throw Error(what_ + " is larger than " + std::to_string(kMaxChatTemplateBytes) + " bytes");
@@ -255,7 +267,8 @@ class ChatTemplate {
   const std::string& what() const noexcept { return what_; }
 
   RenderedChat render(const ChatJson& messages, const ChatJson& tools,
-                      const TokenizerSpecialStrings& specials, const ChatTemplateOptions& options) const {
+                      const TokenizerSpecialStrings& specials,
+                      const ChatTemplateOptions& options) const {
     using jinja::Value;
     if (!messages.is_array()) throw Error("messages must be a JSON array").at_key("messages");
     std::vector<std::pair<std::string, Value>> globals;
@@ -271,7 +284,8 @@ class ChatTemplate {
       }
       globals.emplace_back("messages", Value::make_list(std::move(ms)));
     }
-    if (!tools.is_null() && !tools.is_array()) throw Error("must be null or a JSON array").at_key("tools");
+    if (!tools.is_null() && !tools.is_array())
+      throw Error("must be null or a JSON array").at_key("tools");
     try {
       globals.emplace_back("tools", detail::to_value(tools, options.policy.protect_tool_schemas));
     } catch (Error& e) {
@@ -288,11 +302,13 @@ class ChatTemplate {
     for (const auto& s : special_list)
       if (*s.second) globals.emplace_back(s.first, Value::plain(**s.second));
     if (!options.extra_context.is_null()) {
-      if (!options.extra_context.is_object()) throw Error("must be a JSON object").at_key("extra_context");
+      if (!options.extra_context.is_object())
+        throw Error("must be a JSON object").at_key("extra_context");
       for (auto it = options.extra_context.begin(); it != options.extra_context.end(); ++it) {
         const std::string& k = it.key();
         if (k == "messages" || k == "tools" || k == "documents" || k == "add_generation_prompt")
-          throw Error("'" + k + "' is set by the renderer, not by extra_context").at_key("extra_context." + k);
+          throw Error("'" + k + "' is set by the renderer, not by extra_context")
+              .at_key("extra_context." + k);
         bool replaced = false;
         Value v;
         try {
@@ -322,8 +338,8 @@ class ChatTemplate {
 
  private:
   Error located(const jinja::LocatedError& e) const {
-    return Error(what_ + " line " + std::to_string(e.pos.line) + ", column " + std::to_string(e.pos.column) +
-                 ": " + e.message());
+    return Error(what_ + " line " + std::to_string(e.pos.line) + ", column " +
+                 std::to_string(e.pos.column) + ": " + e.message());
   }
 
   std::string what_;

@@ -20,8 +20,8 @@
 #include "sgt/io/request.hpp"
 #include "sgt/text/chat/chat_input.hpp"
 #include "sgt/text/chat/chat_template.hpp"
-#include "sgt/text/tokenizer/tokenizer.hpp"
 #include "sgt/text/chat/tokenizer_config.hpp"
+#include "sgt/text/tokenizer/tokenizer.hpp"
 
 namespace sgt::text {
 
@@ -126,7 +126,8 @@ inline EncodedPrompt encode_chat_file(const std::string& model_dir, const Tokeni
     throw;
   }
   const ChatInput chat = parse_chat_input(text, chat_json_path);
-  return encode_chat(tokenizer, chat_template, config.specials, chat, add_generation_prompt, policy);
+  return encode_chat(tokenizer, chat_template, config.specials, chat, add_generation_prompt,
+                     policy);
 }
 
 }  // namespace sgt::text

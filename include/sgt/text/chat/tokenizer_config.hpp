@@ -26,10 +26,11 @@ struct TokenizerSpecialStrings {
 
 struct TokenizerConfig {
   std::optional<std::string> chat_template;  // absent: no template in the config nor beside it
-  std::string chat_template_source;          // where it came from: "tokenizer_config.json" or the .jinja path
+  std::string
+      chat_template_source;  // where it came from: "tokenizer_config.json" or the .jinja path
   TokenizerSpecialStrings specials;
   std::optional<bool> add_bos_token, add_eos_token;
-  std::optional<double> model_max_length;    // often 1e30 in the wild: kept as a number
+  std::optional<double> model_max_length;  // often 1e30 in the wild: kept as a number
 };
 
 namespace detail {
@@ -44,13 +45,15 @@ inline std::optional<std::string> special_token(JsonObjectReader& r, const char*
       r.fail(key, "an AddedToken object needs a string \"content\"");
     return it->get<std::string>();
   }
-  r.fail(key, "must be a string, an AddedToken object or null, got " + sgt::detail::json_excerpt(*v));
+  r.fail(key,
+         "must be a string, an AddedToken object or null, got " + sgt::detail::json_excerpt(*v));
 }
 
 inline std::optional<bool> optional_bool(JsonObjectReader& r, const char* key) {
   const nlohmann::json* v = r.find_value(key);
   if (!v) return std::nullopt;
-  if (!v->is_boolean()) r.fail(key, "must be true, false or null, got " + sgt::detail::json_excerpt(*v));
+  if (!v->is_boolean())
+    r.fail(key, "must be true, false or null, got " + sgt::detail::json_excerpt(*v));
   return v->get<bool>();
 }
 
@@ -71,12 +74,13 @@ inline TokenizerConfig parse_tokenizer_config(const std::string& text, const std
         for (std::size_t k = 0; k < t->size(); ++k) {
           const nlohmann::json& e = (*t)[k];
           const std::string at = "chat_template[" + std::to_string(k) + "]";
-          if (!e.is_object() || !e.contains("name") || !e.contains("template") || !e["name"].is_string() ||
-              !e["template"].is_string())
+          if (!e.is_object() || !e.contains("name") || !e.contains("template") ||
+              !e["name"].is_string() || !e["template"].is_string())
             throw Error("must be an object with string \"name\" and \"template\"").at_key(at);
           if (e["name"] == "default") c.chat_template = e["template"].get<std::string>();
         }
-        if (!c.chat_template) r.fail("chat_template", "the list of templates has none named \"default\"");
+        if (!c.chat_template)
+          r.fail("chat_template", "the list of templates has none named \"default\"");
       } else {
         r.fail("chat_template", "must be a string or a list of {name, template}, got " +
                                     sgt::detail::json_excerpt(*t));
@@ -89,7 +93,8 @@ inline TokenizerConfig parse_tokenizer_config(const std::string& text, const std
     c.specials.pad_token = detail::special_token(r, "pad_token");
     c.add_bos_token = detail::optional_bool(r, "add_bos_token");
     c.add_eos_token = detail::optional_bool(r, "add_eos_token");
-    if (const nlohmann::json* m = r.find_value("model_max_length")) c.model_max_length = r.check_number("model_max_length", *m);
+    if (const nlohmann::json* m = r.find_value("model_max_length"))
+      c.model_max_length = r.check_number("model_max_length", *m);
   } catch (Error& e) {
     e.at_file(what);
     throw;

@@ -34,7 +34,8 @@ inline constexpr std::size_t kMaxLoopIterations = 1000000;
 inline constexpr std::size_t kMaxWorkUnits = std::size_t{64} << 20;
 inline constexpr std::size_t kMaxRecursion = 512;
 
-// ---- string operations that keep provenance ------------------------------------------------------
+// ---- string operations that keep provenance
+// ------------------------------------------------------
 
 namespace strops {
 
@@ -110,7 +111,8 @@ inline std::vector<PString> split(const PString& s, const PString* sep, std::int
   return parts;
 }
 
-inline PString replace(const PString& s, const PString& old, const PString& repl, std::int64_t count) {
+inline PString replace(const PString& s, const PString& old, const PString& repl,
+                       std::int64_t count) {
   PString out;
   if (old.empty()) {
     // Python inserts repl between every code point (and at both ends).
@@ -144,7 +146,9 @@ inline PString map_case(const PString& s, int mode /*0 lower 1 upper*/) {
                                : std::tolower(static_cast<unsigned char>(c)));
   return r;
 }
-inline bool is_alpha(char c) { return std::isalpha(static_cast<unsigned char>(c)) != 0; }
+inline bool is_alpha(char c) {
+  return std::isalpha(static_cast<unsigned char>(c)) != 0;
+}
 
 // Python's str.title(): a letter after a letter is lowered, any other letter raised.
 inline PString python_title(const PString& s) {
@@ -182,7 +186,8 @@ inline PString jinja_title(const PString& s) {
 
 inline PString capitalize(const PString& s) {
   PString r = map_case(s, 0);
-  if (!r.text.empty()) r.text[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(r.text[0])));
+  if (!r.text.empty())
+    r.text[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(r.text[0])));
   return r;
 }
 
@@ -210,7 +215,8 @@ inline std::vector<PString> splitlines(const PString& s) {
 
 }  // namespace strops
 
-// ---- the evaluator ---------------------------------------------------------------------------------
+// ---- the evaluator
+// ---------------------------------------------------------------------------------
 
 struct RenderLimits {
   std::size_t max_output_bytes = kMaxOutputBytes;
@@ -302,13 +308,18 @@ class Interpreter {
     RecursionGuard depth(*this);
     pos_ = n.pos;
     switch (n.kind) {
-      case Node::Kind::kText: emit_plain(n.text); return Flow::kNormal;
-      case Node::Kind::kOutput: emit(to_pstring(eval(*n.expr))); return Flow::kNormal;
+      case Node::Kind::kText:
+        emit_plain(n.text);
+        return Flow::kNormal;
+      case Node::Kind::kOutput:
+        emit(to_pstring(eval(*n.expr)));
+        return Flow::kNormal;
       case Node::Kind::kIf:
         for (const auto& br : n.branches)
           if (truthy(eval(*br.first))) return exec_body(br.second);
         return exec_body(n.else_body);
-      case Node::Kind::kFor: return exec_for(n);
+      case Node::Kind::kFor:
+        return exec_for(n);
       case Node::Kind::kSet: {
         Value v = eval(*n.expr);
         pos_ = n.pos;
@@ -317,8 +328,8 @@ class Interpreter {
         } else {
           Value* ns = find_var(n.targets[0]);
           if (!ns || ns->kind != Value::Kind::kNamespace)
-            throw TemplateError("cannot assign attribute '" + n.targets[1] + "' of '" + n.targets[0] +
-                                "': it is not a namespace");
+            throw TemplateError("cannot assign attribute '" + n.targets[1] + "' of '" +
+                                n.targets[0] + "': it is not a namespace");
           if (!n.targets[1].empty() && n.targets[1][0] == '_')
             throw TemplateError("namespace attributes may not start with '_'");
           for (auto& kv : *ns->dict)
@@ -338,10 +349,15 @@ class Interpreter {
         set_var(n.name, Value::string(std::move(captured)));
         return Flow::kNormal;
       }
-      case Node::Kind::kMacro: set_var(n.name, make_macro(n)); return Flow::kNormal;
-      case Node::Kind::kBreak: return Flow::kBreak;
-      case Node::Kind::kContinue: return Flow::kContinue;
-      case Node::Kind::kGeneration: return exec_body(n.body);
+      case Node::Kind::kMacro:
+        set_var(n.name, make_macro(n));
+        return Flow::kNormal;
+      case Node::Kind::kBreak:
+        return Flow::kBreak;
+      case Node::Kind::kContinue:
+        return Flow::kContinue;
+      case Node::Kind::kGeneration:
+        return exec_body(n.body);
     }
     return Flow::kNormal;
   }
@@ -351,7 +367,8 @@ class Interpreter {
     if (v.is_dict()) charge(v.dict->size());
     if (v.is_string()) charge(v.s->size());
     switch (v.kind) {
-      case Value::Kind::kUndefined: return {};
+      case Value::Kind::kUndefined:
+        return {};
       case Value::Kind::kList:
         if (v.generator_consumed) {
           if (*v.generator_consumed) return {};
@@ -366,7 +383,8 @@ class Interpreter {
       case Value::Kind::kString: {
         std::vector<Value> chars;
         const auto b = utf8::boundaries(v.str());
-        for (std::size_t k = 0; k + 1 < b.size(); ++k) chars.push_back(Value::string(v.s->substr(b[k], b[k + 1] - b[k])));
+        for (std::size_t k = 0; k + 1 < b.size(); ++k)
+          chars.push_back(Value::string(v.s->substr(b[k], b[k + 1] - b[k])));
         return chars;
       }
       default:
@@ -385,7 +403,12 @@ class Interpreter {
     PString out;
     for (std::size_t k = 0; k < s.size(); ++k) {
       const char c = s.text[k];
-      const char* rep = c == '&' ? "&amp;" : c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '"' ? "&#34;" : c == '\'' ? "&#39;" : nullptr;
+      const char* rep = c == '&'    ? "&amp;"
+                        : c == '<'  ? "&lt;"
+                        : c == '>'  ? "&gt;"
+                        : c == '"'  ? "&#34;"
+                        : c == '\'' ? "&#39;"
+                                    : nullptr;
       if (!rep) {
         out.append_byte(c, s.flags[k]);
         continue;
@@ -444,10 +467,12 @@ class Interpreter {
         {"depth0", Value::integer(0)},
         {"previtem", Value::undefined("loop.previtem")},
         {"nextitem", Value::undefined("loop.nextitem")},
-        {"cycle", Value::function("loop.cycle", [index](CallArgs& a) {
-           if (a.positional.empty()) throw TemplateError("loop.cycle: no items");
-           return a.positional[*index % a.positional.size()];
-         })},
+        {"cycle", Value::function("loop.cycle",
+                                  [index](CallArgs& a) {
+                                    if (a.positional.empty())
+                                      throw TemplateError("loop.cycle: no items");
+                                    return a.positional[*index % a.positional.size()];
+                                  })},
     });
     for (std::size_t k = 0; k < len; ++k) {
       count_iteration();
@@ -483,8 +508,9 @@ class Interpreter {
         ~Down() { --d; }
       } down{call_depth_};
       if (a.positional.size() > node->params.size())
-        throw TemplateError("macro '" + node->name + "' takes " + std::to_string(node->params.size()) +
-                            " arguments, got " + std::to_string(a.positional.size()));
+        throw TemplateError("macro '" + node->name + "' takes " +
+                            std::to_string(node->params.size()) + " arguments, got " +
+                            std::to_string(a.positional.size()));
       Scope frame;
       for (std::size_t k = 0; k < node->params.size(); ++k) {
         const auto& p = node->params[k];
@@ -505,7 +531,8 @@ class Interpreter {
       for (const auto& kv : a.keyword) {
         bool known = false;
         for (const auto& p : node->params) known = known || p.first == kv.first;
-        if (!known) throw TemplateError("macro '" + node->name + "' has no parameter '" + kv.first + "'");
+        if (!known)
+          throw TemplateError("macro '" + node->name + "' has no parameter '" + kv.first + "'");
       }
       // A macro sees the template's top-level variables and its own parameters.
       std::vector<Scope> saved(scopes_.begin() + 1, scopes_.end());
@@ -552,7 +579,8 @@ class Interpreter {
     explicit RecursionGuard(Interpreter& in) : in_(in) {
       if (++in_.recursion_ > kMaxRecursion) {
         --in_.recursion_;
-        throw TemplateError("template evaluation nested deeper than " + std::to_string(kMaxRecursion) + " levels");
+        throw TemplateError("template evaluation nested deeper than " +
+                            std::to_string(kMaxRecursion) + " levels");
       }
     }
     ~RecursionGuard() { --in_.recursion_; }
@@ -563,7 +591,8 @@ class Interpreter {
     RecursionGuard depth(*this);
     PosGuard guard(*this, e.pos);
     switch (e.kind) {
-      case Expr::Kind::kLiteral: return e.literal;
+      case Expr::Kind::kLiteral:
+        return e.literal;
       case Expr::Kind::kName: {
         if (Value* v = find_var(e.name)) return *v;
         auto it = builtins_.find(e.name);
@@ -609,7 +638,9 @@ class Interpreter {
         Value obj = eval(*e.args[0]);
         Value parts[3];
         for (int k = 0; k < 3; ++k)
-          parts[k] = e.args[static_cast<std::size_t>(k) + 1] ? eval(*e.args[static_cast<std::size_t>(k) + 1]) : Value::none();
+          parts[k] = e.args[static_cast<std::size_t>(k) + 1]
+                         ? eval(*e.args[static_cast<std::size_t>(k) + 1])
+                         : Value::none();
         pos_ = e.pos;
         return slice(obj, parts[0], parts[1], parts[2]);
       }
@@ -644,16 +675,19 @@ class Interpreter {
         Value v = eval(*e.args[0]);
         pos_ = e.pos;
         if (v.is_undefined()) undefined_error(v);
-        if (e.kind == Expr::Kind::kPos && v.is_number()) return v.kind == Value::Kind::kBool ? Value::integer(v.b) : v;
+        if (e.kind == Expr::Kind::kPos && v.is_number())
+          return v.kind == Value::Kind::kBool ? Value::integer(v.b) : v;
         if (v.kind == Value::Kind::kFloat) return Value::floating(-v.f);
         if (v.kind == Value::Kind::kInt || v.kind == Value::Kind::kBool) {
           const std::int64_t x = v.kind == Value::Kind::kBool ? v.b : v.i;
-          if (x == std::numeric_limits<std::int64_t>::min()) throw TemplateError("integer overflow");
+          if (x == std::numeric_limits<std::int64_t>::min())
+            throw TemplateError("integer overflow");
           return Value::integer(-x);
         }
         throw TemplateError(std::string("bad operand type for unary -: '") + type_name(v) + "'");
       }
-      case Expr::Kind::kNot: return Value::boolean(!truthy(eval(*e.args[0])));
+      case Expr::Kind::kNot:
+        return Value::boolean(!truthy(eval(*e.args[0])));
       case Expr::Kind::kAnd: {
         Value l = eval(*e.args[0]);
         return truthy(l) ? eval(*e.args[1]) : l;
@@ -716,18 +750,21 @@ class Interpreter {
                           " bytes built or items visited)");
   }
   static void check_items(std::size_t n) {
-    if (n > kMaxListItems) throw TemplateError("list longer than " + std::to_string(kMaxListItems) + " items");
+    if (n > kMaxListItems)
+      throw TemplateError("list longer than " + std::to_string(kMaxListItems) + " items");
   }
 
   // ---- attribute, item, slice ----
   Value getattr(const Value& obj, const std::string& name) {
     switch (obj.kind) {
       case Value::Kind::kUndefined:
-        throw TemplateError((obj.name.empty() ? std::string("undefined value") : "'" + obj.name + "'") +
-                            " is undefined (reading attribute '" + name + "')");
+        throw TemplateError(
+            (obj.name.empty() ? std::string("undefined value") : "'" + obj.name + "'") +
+            " is undefined (reading attribute '" + name + "')");
       case Value::Kind::kDict: {
-        static const char* const methods[] = {"items", "keys", "values", "get", "pop", "update",
-                                              "copy", "clear", "setdefault", "popitem", "fromkeys"};
+        static const char* const methods[] = {"items",      "keys",    "values",  "get",
+                                              "pop",        "update",  "copy",    "clear",
+                                              "setdefault", "popitem", "fromkeys"};
         for (const char* m : methods)
           if (name == m) return bound_method(obj, name);
         if (const Value* v = obj.find(name)) return *v;
@@ -738,22 +775,25 @@ class Interpreter {
         return Value::undefined(name);
       case Value::Kind::kString: {
         static const char* const methods[] = {
-            "strip", "lstrip", "rstrip", "split", "rsplit", "startswith", "endswith", "upper",
-            "lower", "replace", "title", "capitalize", "find", "rfind", "count", "join",
-            "splitlines", "isdigit", "isalpha", "isalnum", "isspace", "islower", "isupper",
-            "format", "index", "removeprefix", "removesuffix"};
+            "strip",    "lstrip",       "rstrip",      "split",   "rsplit",     "startswith",
+            "endswith", "upper",        "lower",       "replace", "title",      "capitalize",
+            "find",     "rfind",        "count",       "join",    "splitlines", "isdigit",
+            "isalpha",  "isalnum",      "isspace",     "islower", "isupper",    "format",
+            "index",    "removeprefix", "removesuffix"};
         for (const char* m : methods)
           if (name == m) return bound_method(obj, name);
         return Value::undefined(name);
       }
       case Value::Kind::kList: {
-        static const char* const methods[] = {"append", "pop", "extend", "insert", "remove",
-                                              "clear", "sort", "reverse", "index", "count", "copy"};
+        static const char* const methods[] = {"append", "pop",   "extend", "insert",
+                                              "remove", "clear", "sort",   "reverse",
+                                              "index",  "count", "copy"};
         for (const char* m : methods)
           if (name == m) return bound_method(obj, name);
         return Value::undefined(name);
       }
-      default: return Value::undefined(name);
+      default:
+        return Value::undefined(name);
     }
   }
 
@@ -764,8 +804,9 @@ class Interpreter {
   Value getitem(const Value& obj, const Value& key) {
     switch (obj.kind) {
       case Value::Kind::kUndefined:
-        throw TemplateError((obj.name.empty() ? std::string("undefined value") : "'" + obj.name + "'") +
-                            " is undefined (subscripted)");
+        throw TemplateError(
+            (obj.name.empty() ? std::string("undefined value") : "'" + obj.name + "'") +
+            " is undefined (subscripted)");
       case Value::Kind::kDict:
       case Value::Kind::kNamespace:
         if (key.is_string()) {
@@ -776,8 +817,10 @@ class Interpreter {
       case Value::Kind::kList:
         if (obj.generator_consumed) return Value::undefined("generator item");
         if (key.kind == Value::Kind::kInt || key.kind == Value::Kind::kBool) {
-          const std::int64_t i = py_index(key.kind == Value::Kind::kBool ? key.b : key.i, obj.list->size());
-          if (i < 0 || i >= static_cast<std::int64_t>(obj.list->size())) return Value::undefined("list index");
+          const std::int64_t i =
+              py_index(key.kind == Value::Kind::kBool ? key.b : key.i, obj.list->size());
+          if (i < 0 || i >= static_cast<std::int64_t>(obj.list->size()))
+            return Value::undefined("list index");
           return (*obj.list)[static_cast<std::size_t>(i)];
         }
         if (key.is_string()) return getattr(obj, key.str());
@@ -785,26 +828,30 @@ class Interpreter {
       case Value::Kind::kString:
         if (key.kind == Value::Kind::kInt || key.kind == Value::Kind::kBool) {
           const auto b = utf8::boundaries(obj.str());
-          const std::int64_t i = py_index(key.kind == Value::Kind::kBool ? key.b : key.i, b.size() - 1);
-          if (i < 0 || i >= static_cast<std::int64_t>(b.size() - 1)) return Value::undefined("string index");
+          const std::int64_t i =
+              py_index(key.kind == Value::Kind::kBool ? key.b : key.i, b.size() - 1);
+          if (i < 0 || i >= static_cast<std::int64_t>(b.size() - 1))
+            return Value::undefined("string index");
           const auto u = static_cast<std::size_t>(i);
           return Value::string(obj.s->substr(b[u], b[u + 1] - b[u]));
         }
         if (key.is_string()) return getattr(obj, key.str());
         return Value::undefined();
-      default: return Value::undefined();
+      default:
+        return Value::undefined();
     }
   }
 
   static std::int64_t slice_int(const Value& v, const char* what) {
     if (v.kind == Value::Kind::kInt) return v.i;
     if (v.kind == Value::Kind::kBool) return v.b;
-    throw TemplateError(std::string("slice ") + what + " must be an integer or none, got " + type_name(v));
+    throw TemplateError(std::string("slice ") + what + " must be an integer or none, got " +
+                        type_name(v));
   }
 
   // Python's slice.indices() then the selected positions.
-  static std::vector<std::size_t> slice_positions(std::size_t size, const Value& start_v, const Value& stop_v,
-                                                  const Value& step_v) {
+  static std::vector<std::size_t> slice_positions(std::size_t size, const Value& start_v,
+                                                  const Value& stop_v, const Value& step_v) {
     const std::int64_t n = static_cast<std::int64_t>(size);
     const std::int64_t step = step_v.is_none() ? 1 : slice_int(step_v, "step");
     if (step == 0) throw TemplateError("slice step cannot be zero");
@@ -834,7 +881,8 @@ class Interpreter {
     if (obj.generator_consumed) throw TemplateError("'generator' object is not subscriptable");
     if (obj.is_list()) {
       List out;
-      for (std::size_t k : slice_positions(obj.list->size(), a, b, c)) out.push_back((*obj.list)[k]);
+      for (std::size_t k : slice_positions(obj.list->size(), a, b, c))
+        out.push_back((*obj.list)[k]);
       Value v = Value::make_list(std::move(out));
       v.is_tuple = obj.is_tuple;
       return v;
@@ -851,7 +899,9 @@ class Interpreter {
   }
 
   // ---- operators ----
-  static bool is_intlike(const Value& v) { return v.kind == Value::Kind::kInt || v.kind == Value::Kind::kBool; }
+  static bool is_intlike(const Value& v) {
+    return v.kind == Value::Kind::kInt || v.kind == Value::Kind::kBool;
+  }
   static std::int64_t as_int(const Value& v) { return v.kind == Value::Kind::kBool ? v.b : v.i; }
 
   [[noreturn]] static void bad_operands(const std::string& op, const Value& l, const Value& r) {
@@ -873,7 +923,8 @@ class Interpreter {
     if (seq.list->size() && static_cast<std::uint64_t>(times) > kMaxListItems / seq.list->size())
       check_items(kMaxListItems + 1);
     List out;
-    for (std::int64_t k = 0; k < times; ++k) out.insert(out.end(), seq.list->begin(), seq.list->end());
+    for (std::int64_t k = 0; k < times; ++k)
+      out.insert(out.end(), seq.list->begin(), seq.list->end());
     return Value::make_list(std::move(out));
   }
 
@@ -883,7 +934,8 @@ class Interpreter {
     std::int64_t out = 0;
     if (op == "+") {
       if (ints) {
-        if (__builtin_add_overflow(as_int(l), as_int(r), &out)) throw TemplateError("integer overflow");
+        if (__builtin_add_overflow(as_int(l), as_int(r), &out))
+          throw TemplateError("integer overflow");
         return Value::integer(out);
       }
       if (nums) return Value::floating(as_double(l) + as_double(r));
@@ -906,7 +958,8 @@ class Interpreter {
     }
     if (op == "-") {
       if (ints) {
-        if (__builtin_sub_overflow(as_int(l), as_int(r), &out)) throw TemplateError("integer overflow");
+        if (__builtin_sub_overflow(as_int(l), as_int(r), &out))
+          throw TemplateError("integer overflow");
         return Value::integer(out);
       }
       if (nums) return Value::floating(as_double(l) - as_double(r));
@@ -914,7 +967,8 @@ class Interpreter {
     }
     if (op == "*") {
       if (ints) {
-        if (__builtin_mul_overflow(as_int(l), as_int(r), &out)) throw TemplateError("integer overflow");
+        if (__builtin_mul_overflow(as_int(l), as_int(r), &out))
+          throw TemplateError("integer overflow");
         return Value::integer(out);
       }
       if (nums) return Value::floating(as_double(l) * as_double(r));
@@ -928,12 +982,14 @@ class Interpreter {
       return Value::floating(as_double(l) / as_double(r));
     }
     if (op == "//" || op == "%") {
-      if (l.is_string() && op == "%") throw TemplateError("string formatting with '%' is not supported");
+      if (l.is_string() && op == "%")
+        throw TemplateError("string formatting with '%' is not supported");
       if (!nums) bad_operands(op, l, r);
       if (ints) {
         const std::int64_t a = as_int(l), b = as_int(r);
         if (b == 0) throw TemplateError("integer division or modulo by zero");
-        if (a == std::numeric_limits<std::int64_t>::min() && b == -1) throw TemplateError("integer overflow");
+        if (a == std::numeric_limits<std::int64_t>::min() && b == -1)
+          throw TemplateError("integer overflow");
         std::int64_t q = a / b, m = a % b;
         if (m != 0 && ((m < 0) != (b < 0))) {
           --q;
@@ -946,7 +1002,8 @@ class Interpreter {
       double m = std::fmod(a, b);
       if (m != 0 && ((m < 0) != (b < 0))) m += b;
       if (op == "%") return Value::floating(m);
-      return Value::floating(std::floor((a - m) / b + 0.5) == (a - m) / b ? (a - m) / b : std::floor(a / b));
+      return Value::floating(std::floor((a - m) / b + 0.5) == (a - m) / b ? (a - m) / b
+                                                                          : std::floor(a / b));
     }
     if (op == "**") {
       if (ints && as_int(r) >= 0) {
@@ -968,7 +1025,8 @@ class Interpreter {
       const double a = as_double(l), b = as_double(r);
       return a < b ? -1 : a > b;
     }
-    if (l.is_string() && r.is_string()) return l.str().compare(r.str()) < 0 ? -1 : l.str() != r.str();
+    if (l.is_string() && r.is_string())
+      return l.str().compare(r.str()) < 0 ? -1 : l.str() != r.str();
     if (l.is_list() && r.is_list()) {
       for (std::size_t k = 0; k < l.list->size() && k < r.list->size(); ++k)
         if (!equals((*l.list)[k], (*r.list)[k])) return order((*l.list)[k], (*r.list)[k], op);
@@ -982,10 +1040,12 @@ class Interpreter {
     if (container.is_dict()) charge(container.dict->size());
     if (container.is_string()) charge(container.s->size());
     switch (container.kind) {
-      case Value::Kind::kUndefined: return false;
+      case Value::Kind::kUndefined:
+        return false;
       case Value::Kind::kString:
         if (!item.is_string())
-          throw TemplateError(std::string("'in <string>' requires string as left operand, not ") + type_name(item));
+          throw TemplateError(std::string("'in <string>' requires string as left operand, not ") +
+                              type_name(item));
         return container.str().find(item.str()) != std::string::npos;
       case Value::Kind::kList:
         if (container.generator_consumed) {
@@ -995,9 +1055,11 @@ class Interpreter {
         for (const auto& v : *container.list)
           if (equals(v, item)) return true;
         return false;
-      case Value::Kind::kDict: return item.is_string() && container.find(item.str()) != nullptr;
+      case Value::Kind::kDict:
+        return item.is_string() && container.find(item.str()) != nullptr;
       default:
-        throw TemplateError(std::string("argument of type '") + type_name(container) + "' is not iterable");
+        throw TemplateError(std::string("argument of type '") + type_name(container) +
+                            "' is not iterable");
     }
   }
 
@@ -1021,10 +1083,14 @@ class Interpreter {
         if (!is_intlike(a.positional[k])) throw TemplateError("range: arguments must be integers");
         return as_int(a.positional[k]);
       };
-      if (a.positional.size() == 1) stop = num(0);
-      else if (a.positional.size() == 2) start = num(0), stop = num(1);
-      else if (a.positional.size() == 3) start = num(0), stop = num(1), step = num(2);
-      else throw TemplateError("range expects 1 to 3 arguments");
+      if (a.positional.size() == 1)
+        stop = num(0);
+      else if (a.positional.size() == 2)
+        start = num(0), stop = num(1);
+      else if (a.positional.size() == 3)
+        start = num(0), stop = num(1), step = num(2);
+      else
+        throw TemplateError("range expects 1 to 3 arguments");
       if (step == 0) throw TemplateError("range: step must not be zero");
       List out;
       for (std::int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
@@ -1072,38 +1138,45 @@ class Interpreter {
       return Value::make_dict(std::move(d));
     });
     builtins_["raise_exception"] = Value::function("raise_exception", [](CallArgs& a) -> Value {
-      throw TemplateError("raise_exception: " + (a.positional.empty() ? std::string() : to_pstring(a.positional[0]).text));
+      throw TemplateError("raise_exception: " + (a.positional.empty()
+                                                     ? std::string()
+                                                     : to_pstring(a.positional[0]).text));
     });
     builtins_["strftime_now"] = Value::function("strftime_now", [this](CallArgs& a) {
       if (a.positional.size() != 1 || !a.positional[0].is_string())
         throw TemplateError("strftime_now expects one format string");
       char buf[256];
       const std::size_t n = std::strftime(buf, sizeof buf, a.positional[0].str().c_str(), &date_);
-      if (n == 0 && !a.positional[0].str().empty()) throw TemplateError("strftime_now: format too long or empty result");
+      if (n == 0 && !a.positional[0].str().empty())
+        throw TemplateError("strftime_now: format too long or empty result");
       return Value::plain(std::string(buf, n));
     });
   }
 
   // ---- methods ----
   Value bound_method(const Value& obj, const std::string& name) {
-    return Value::function(name, [this, obj, name](CallArgs& a) { return call_method(obj, name, a); });
+    return Value::function(name,
+                           [this, obj, name](CallArgs& a) { return call_method(obj, name, a); });
   }
 
   static const PString& arg_string(const CallArgs& a, std::size_t k, const char* kw) {
     static const PString empty;
     for (const auto& kv : a.keyword)
       if (kv.first == kw) {
-        if (!kv.second.is_string()) throw TemplateError(a.what + ": argument '" + kw + "' must be a string");
+        if (!kv.second.is_string())
+          throw TemplateError(a.what + ": argument '" + kw + "' must be a string");
         return *kv.second.s;
       }
     if (k < a.positional.size()) {
-      if (!a.positional[k].is_string()) throw TemplateError(a.what + ": argument " + std::to_string(k + 1) + " must be a string");
+      if (!a.positional[k].is_string())
+        throw TemplateError(a.what + ": argument " + std::to_string(k + 1) + " must be a string");
       return *a.positional[k].s;
     }
     (void)empty;
     throw TemplateError(a.what + ": missing argument '" + kw + "'");
   }
-  static std::int64_t arg_int(const CallArgs& a, std::size_t k, const char* kw, std::int64_t fallback) {
+  static std::int64_t arg_int(const CallArgs& a, std::size_t k, const char* kw,
+                              std::int64_t fallback) {
     const Value v = a.get(k, kw, Value::none());
     if (v.is_none()) return fallback;
     if (!is_intlike(v)) throw TemplateError(a.what + ": argument '" + kw + "' must be an integer");
@@ -1128,26 +1201,32 @@ class Interpreter {
           if (!chars.is_string()) throw TemplateError(a.what + ": chars must be a string");
           set = strops::code_points(chars.str());
         }
-        return Value::string(strops::strip(s, name != "rstrip", name != "lstrip", chars.is_none() ? nullptr : &set));
+        return Value::string(
+            strops::strip(s, name != "rstrip", name != "lstrip", chars.is_none() ? nullptr : &set));
       }
       if (name == "split" || name == "rsplit") {
         const Value sep = a.get(0, "sep", Value::none());
         const std::int64_t maxsplit = arg_int(a, 1, "maxsplit", -1);
-        if (name == "rsplit" && maxsplit >= 0) throw TemplateError("rsplit with maxsplit is not supported");
-        if (!sep.is_none() && !sep.is_string()) throw TemplateError(a.what + ": sep must be a string");
+        if (name == "rsplit" && maxsplit >= 0)
+          throw TemplateError("rsplit with maxsplit is not supported");
+        if (!sep.is_none() && !sep.is_string())
+          throw TemplateError(a.what + ": sep must be a string");
         return string_list(strops::split(s, sep.is_none() ? nullptr : sep.s.get(), maxsplit));
       }
       if (name == "startswith" || name == "endswith") {
         const Value p = a.get(0, "prefix", Value::none());
         std::vector<std::string> options;
-        if (p.is_string()) options.push_back(p.str());
+        if (p.is_string())
+          options.push_back(p.str());
         else if (p.is_list())
           for (const auto& x : *p.list) {
             if (!x.is_string()) throw TemplateError(a.what + ": tuple items must be strings");
             options.push_back(x.str());
           }
-        else throw TemplateError(a.what + ": argument must be a string or a tuple of strings");
-        if (a.positional.size() > 1) throw TemplateError(a.what + ": start/end arguments are not supported");
+        else
+          throw TemplateError(a.what + ": argument must be a string or a tuple of strings");
+        if (a.positional.size() > 1)
+          throw TemplateError(a.what + ": start/end arguments are not supported");
         for (const auto& o : options) {
           if (o.size() > s.size()) continue;
           if (name == "startswith" ? s.text.compare(0, o.size(), o) == 0
@@ -1156,18 +1235,24 @@ class Interpreter {
         }
         return Value::boolean(false);
       }
-      if (name == "upper" || name == "lower") return Value::string(strops::map_case(s, name == "upper"));
+      if (name == "upper" || name == "lower")
+        return Value::string(strops::map_case(s, name == "upper"));
       if (name == "title") return Value::string(strops::python_title(s));
       if (name == "capitalize") return Value::string(strops::capitalize(s));
       if (name == "replace")
-        return Value::string(strops::replace(s, arg_string(a, 0, "old"), arg_string(a, 1, "new"), arg_int(a, 2, "count", -1)));
+        return Value::string(strops::replace(s, arg_string(a, 0, "old"), arg_string(a, 1, "new"),
+                                             arg_int(a, 2, "count", -1)));
       if (name == "find" || name == "rfind" || name == "index" || name == "count") {
         const std::string& sub = arg_string(a, 0, "sub").text;
-        if (a.positional.size() > 1) throw TemplateError(a.what + ": start/end arguments are not supported");
+        if (a.positional.size() > 1)
+          throw TemplateError(a.what + ": start/end arguments are not supported");
         if (name == "count") {
-          if (sub.empty()) return Value::integer(static_cast<std::int64_t>(utf8::length(s.text) + 1));
+          if (sub.empty())
+            return Value::integer(static_cast<std::int64_t>(utf8::length(s.text) + 1));
           std::int64_t n = 0;
-          for (std::size_t p = s.text.find(sub); p != std::string::npos; p = s.text.find(sub, p + sub.size())) ++n;
+          for (std::size_t p = s.text.find(sub); p != std::string::npos;
+               p = s.text.find(sub, p + sub.size()))
+            ++n;
           return Value::integer(n);
         }
         const std::size_t p = name == "rfind" ? s.text.rfind(sub) : s.text.find(sub);
@@ -1179,7 +1264,8 @@ class Interpreter {
       }
       if (name == "removeprefix" || name == "removesuffix") {
         const PString& x = arg_string(a, 0, "prefix");
-        if (name == "removeprefix" && s.text.compare(0, x.size(), x.text) == 0) return Value::string(s.substr(x.size()));
+        if (name == "removeprefix" && s.text.compare(0, x.size(), x.text) == 0)
+          return Value::string(s.substr(x.size()));
         if (name == "removesuffix" && !x.empty() && x.size() <= s.size() &&
             s.text.compare(s.size() - x.size(), x.size(), x.text) == 0)
           return Value::string(s.substr(0, s.size() - x.size()));
@@ -1190,7 +1276,8 @@ class Interpreter {
         std::vector<Value> items = iterate(a.get(0, "iterable"), "join");
         for (std::size_t k = 0; k < items.size(); ++k) {
           if (k) out.append(s);
-          if (!items[k].is_string()) throw TemplateError("join: sequence item " + std::to_string(k) + " is not a string");
+          if (!items[k].is_string())
+            throw TemplateError("join: sequence item " + std::to_string(k) + " is not a string");
           out.append(*items[k].s);
           check_size(out);
         }
@@ -1218,11 +1305,14 @@ class Interpreter {
     }
     if (obj.is_dict()) {
       if (name == "items" || name == "keys" || name == "values") {
-        if (!a.positional.empty() || !a.keyword.empty()) throw TemplateError(a.what + " takes no arguments");
+        if (!a.positional.empty() || !a.keyword.empty())
+          throw TemplateError(a.what + " takes no arguments");
         List out;
         for (const auto& kv : *obj.dict) {
-          if (name == "keys") out.push_back(Value::plain(kv.first));
-          else if (name == "values") out.push_back(kv.second);
+          if (name == "keys")
+            out.push_back(Value::plain(kv.first));
+          else if (name == "values")
+            out.push_back(kv.second);
           else {
             Value pair = Value::make_list({Value::plain(kv.first), kv.second});
             pair.is_tuple = true;
@@ -1263,17 +1353,32 @@ class Interpreter {
     std::size_t auto_index = 0;
     for (std::size_t k = 0; k < fmt.size(); ++k) {
       const char c = fmt.text[k];
-      if (c == '{' && k + 1 < fmt.size() && fmt.text[k + 1] == '{') { out.append(fmt.substr(k, 1)); ++k; continue; }
-      if (c == '}' && k + 1 < fmt.size() && fmt.text[k + 1] == '}') { out.append(fmt.substr(k, 1)); ++k; continue; }
-      if (c != '{') { out.append(fmt.substr(k, 1)); continue; }
+      if (c == '{' && k + 1 < fmt.size() && fmt.text[k + 1] == '{') {
+        out.append(fmt.substr(k, 1));
+        ++k;
+        continue;
+      }
+      if (c == '}' && k + 1 < fmt.size() && fmt.text[k + 1] == '}') {
+        out.append(fmt.substr(k, 1));
+        ++k;
+        continue;
+      }
+      if (c != '{') {
+        out.append(fmt.substr(k, 1));
+        continue;
+      }
       const std::size_t close = fmt.text.find('}', k);
       if (close == std::string::npos) throw TemplateError("format: single '{' in format string");
       const std::string field = fmt.text.substr(k + 1, close - k - 1);
-      if (field.find_first_of(":!.[") != std::string::npos) throw TemplateError("format: format specs are not supported");
+      if (field.find_first_of(":!.[") != std::string::npos)
+        throw TemplateError("format: format specs are not supported");
       Value v;
-      if (field.empty()) v = a.get(auto_index++, "\x01");
-      else if (std::isdigit(static_cast<unsigned char>(field[0]))) v = a.get(static_cast<std::size_t>(std::atoi(field.c_str())), "\x01");
-      else v = a.get(static_cast<std::size_t>(-1), field.c_str());
+      if (field.empty())
+        v = a.get(auto_index++, "\x01");
+      else if (std::isdigit(static_cast<unsigned char>(field[0])))
+        v = a.get(static_cast<std::size_t>(std::atoi(field.c_str())), "\x01");
+      else
+        v = a.get(static_cast<std::size_t>(-1), field.c_str());
       if (v.is_undefined()) throw TemplateError("format: no argument for field '{" + field + "}'");
       out.append(to_pstring(v));
       check_size(out);
@@ -1284,7 +1389,8 @@ class Interpreter {
 
   // ---- filters ----
   Value attribute_of(const Value& v, const Value& attr) {
-    if (!attr.is_string() && !is_intlike(attr)) throw TemplateError("attribute must be a string or an integer");
+    if (!attr.is_string() && !is_intlike(attr))
+      throw TemplateError("attribute must be a string or an integer");
     if (is_intlike(attr)) return getitem(v, attr);
     // jinja2's make_attrgetter: dotted paths, integers as indices
     Value cur = v;
@@ -1292,8 +1398,11 @@ class Interpreter {
     const std::string& path = attr.str();
     while (true) {
       const std::size_t dot = path.find('.', start);
-      const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-      if (!part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+      const std::string part =
+          path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+      if (!part.empty() && std::all_of(part.begin(), part.end(), [](char c) {
+            return std::isdigit(static_cast<unsigned char>(c));
+          }))
         cur = getitem(cur, Value::integer(std::atoll(part.c_str())));
       else
         cur = getitem(cur, Value::plain(part));
@@ -1312,17 +1421,25 @@ class Interpreter {
     }
     if (name == "tojson") return tojson(v, a);
     if (name == "length" || name == "count") {
-      if (v.generator_consumed) throw TemplateError(name + ": object of type 'generator' has no len()");
+      if (v.generator_consumed)
+        throw TemplateError(name + ": object of type 'generator' has no len()");
       switch (v.kind) {
-        case Value::Kind::kUndefined: return Value::integer(0);
-        case Value::Kind::kString: return Value::integer(static_cast<std::int64_t>(utf8::length(v.str())));
-        case Value::Kind::kList: return Value::integer(static_cast<std::int64_t>(v.list->size()));
-        case Value::Kind::kDict: return Value::integer(static_cast<std::int64_t>(v.dict->size()));
-        default: throw TemplateError(std::string("length: object of type '") + type_name(v) + "' has no len()");
+        case Value::Kind::kUndefined:
+          return Value::integer(0);
+        case Value::Kind::kString:
+          return Value::integer(static_cast<std::int64_t>(utf8::length(v.str())));
+        case Value::Kind::kList:
+          return Value::integer(static_cast<std::int64_t>(v.list->size()));
+        case Value::Kind::kDict:
+          return Value::integer(static_cast<std::int64_t>(v.dict->size()));
+        default:
+          throw TemplateError(std::string("length: object of type '") + type_name(v) +
+                              "' has no len()");
       }
     }
     if (name == "first" || name == "last") {
-      if (name == "last" && v.generator_consumed) throw TemplateError("last: 'generator' object is not reversible");
+      if (name == "last" && v.generator_consumed)
+        throw TemplateError("last: 'generator' object is not reversible");
       std::vector<Value> items = iterate(v, name.c_str());
       if (items.empty()) return Value::undefined(name + " of an empty sequence");
       return name == "first" ? items.front() : items.back();
@@ -1342,15 +1459,18 @@ class Interpreter {
     }
     if (name == "default" || name == "d") {
       const bool boolean = truthy(a.get(1, "boolean", Value::boolean(false)));
-      if (v.is_undefined() || (boolean && !truthy(v))) return a.get(0, "default_value", Value::plain(""));
+      if (v.is_undefined() || (boolean && !truthy(v)))
+        return a.get(0, "default_value", Value::plain(""));
       return v;
     }
-    if (name == "upper" || name == "lower") return Value::string(strops::map_case(to_pstring(v), name == "upper"));
+    if (name == "upper" || name == "lower")
+      return Value::string(strops::map_case(to_pstring(v), name == "upper"));
     if (name == "capitalize") return Value::string(strops::capitalize(to_pstring(v)));
     if (name == "title") return Value::string(strops::jinja_title(to_pstring(v)));
     if (name == "replace") {
       if (!v.is_string() && v.is_undefined()) return Value::plain("");
-      return Value::string(strops::replace(to_pstring(v), to_pstring(a.get(0, "old")), to_pstring(a.get(1, "new")),
+      return Value::string(strops::replace(to_pstring(v), to_pstring(a.get(0, "old")),
+                                           to_pstring(a.get(1, "new")),
                                            arg_int(a, 2, "count", -1)));
     }
     if (name == "list") {
@@ -1396,7 +1516,8 @@ class Interpreter {
     if (name == "abs") {
       if (v.kind == Value::Kind::kFloat) return Value::floating(std::fabs(v.f));
       if (is_intlike(v)) {
-        if (as_int(v) == std::numeric_limits<std::int64_t>::min()) throw TemplateError("integer overflow");
+        if (as_int(v) == std::numeric_limits<std::int64_t>::min())
+          throw TemplateError("integer overflow");
         return Value::integer(std::llabs(as_int(v)));
       }
       throw TemplateError(std::string("abs: bad operand type '") + type_name(v) + "'");
@@ -1445,11 +1566,15 @@ class Interpreter {
         pair.is_tuple = true;
         pairs.push_back(std::move(pair));
       }
-      sort_values(pairs, [&](const Value& p) {
-        Value key = (*p.list)[by_value ? 1 : 0];
-        if (!case_sensitive && key.is_string()) key = Value::string(strops::map_case(*key.s, 0));
-        return key;
-      }, reverse);
+      sort_values(
+          pairs,
+          [&](const Value& p) {
+            Value key = (*p.list)[by_value ? 1 : 0];
+            if (!case_sensitive && key.is_string())
+              key = Value::string(strops::map_case(*key.s, 0));
+            return key;
+          },
+          reverse);
       return Value::make_list(std::move(pairs));
     }
     if (name == "sort") {
@@ -1457,11 +1582,15 @@ class Interpreter {
       const bool case_sensitive = truthy(a.get(1, "case_sensitive", Value::boolean(false)));
       const Value attr = a.get(2, "attribute", Value::none());
       List items = iterate(v, "sort");
-      sort_values(items, [&](const Value& x) {
-        Value key = attr.is_none() ? x : attribute_of(x, attr);
-        if (!case_sensitive && key.is_string()) key = Value::string(strops::map_case(*key.s, 0));
-        return key;
-      }, reverse);
+      sort_values(
+          items,
+          [&](const Value& x) {
+            Value key = attr.is_none() ? x : attribute_of(x, attr);
+            if (!case_sensitive && key.is_string())
+              key = Value::string(strops::map_case(*key.s, 0));
+            return key;
+          },
+          reverse);
       return Value::make_list(std::move(items));
     }
     if (name == "unique") {
@@ -1485,7 +1614,8 @@ class Interpreter {
         CallArgs none;
         return slice(v, Value::none(), Value::none(), Value::integer(-1));
       }
-      if (v.generator_consumed) throw TemplateError("reverse: 'generator' object is not reversible");
+      if (v.generator_consumed)
+        throw TemplateError("reverse: 'generator' object is not reversible");
       List items = iterate(v, "reverse");
       std::reverse(items.begin(), items.end());
       return generator(std::move(items));
@@ -1493,7 +1623,8 @@ class Interpreter {
     if (name == "sum") {
       const Value attr = a.get(0, "attribute", Value::none());
       Value total = a.get(1, "start", Value::integer(0));
-      for (auto& x : iterate(v, "sum")) total = binary("+", total, attr.is_none() ? x : attribute_of(x, attr));
+      for (auto& x : iterate(v, "sum"))
+        total = binary("+", total, attr.is_none() ? x : attribute_of(x, attr));
       return total;
     }
     if (name == "min" || name == "max") {
@@ -1518,7 +1649,8 @@ class Interpreter {
           }
         return generator(std::move(out));
       }
-      if (a.positional.empty() || !a.positional[0].is_string()) throw TemplateError("map: expects a filter name or attribute=");
+      if (a.positional.empty() || !a.positional[0].is_string())
+        throw TemplateError("map: expects a filter name or attribute=");
       const std::string filter = a.positional[0].str();
       CallArgs rest;
       rest.positional.assign(a.positional.begin() + 1, a.positional.end());
@@ -1539,11 +1671,14 @@ class Interpreter {
       }
       std::string test;
       if (k < a.positional.size()) {
-        if (!a.positional[k].is_string()) throw TemplateError(name + ": test name must be a string");
+        if (!a.positional[k].is_string())
+          throw TemplateError(name + ": test name must be a string");
         test = a.positional[k++].str();
       }
       CallArgs rest;
-      rest.positional.assign(a.positional.begin() + static_cast<std::ptrdiff_t>(std::min(k, a.positional.size())), a.positional.end());
+      rest.positional.assign(
+          a.positional.begin() + static_cast<std::ptrdiff_t>(std::min(k, a.positional.size())),
+          a.positional.end());
       rest.keyword = a.keyword;
       rest.what = "test '" + test + "'";
       List out;
@@ -1555,10 +1690,11 @@ class Interpreter {
         }
       return generator(std::move(out));
     }
-    if (name == "center" || name == "truncate" || name == "wordwrap" || name == "urlencode" || name == "escape" ||
-        name == "e" || name == "format" || name == "batch" || name == "slice" || name == "groupby" ||
-        name == "xmlattr" || name == "pprint" || name == "filesizeformat" || name == "striptags" ||
-        name == "forceescape" || name == "random" || name == "attr" || name == "urlize" || name == "wordcount")
+    if (name == "center" || name == "truncate" || name == "wordwrap" || name == "urlencode" ||
+        name == "escape" || name == "e" || name == "format" || name == "batch" || name == "slice" ||
+        name == "groupby" || name == "xmlattr" || name == "pprint" || name == "filesizeformat" ||
+        name == "striptags" || name == "forceescape" || name == "random" || name == "attr" ||
+        name == "urlize" || name == "wordcount")
       throw TemplateError("filter '" + name + "' is not supported");
     throw TemplateError("unknown filter '" + name + "'");
   }
@@ -1579,14 +1715,20 @@ class Interpreter {
     const Value indent = a.get(1, "indent", Value::none());
     if (!indent.is_none()) {
       o.has_indent = true;
-      if (is_intlike(indent)) o.indent = std::string(static_cast<std::size_t>(std::max<std::int64_t>(0, std::min<std::int64_t>(as_int(indent), 64))), ' ');
-      else if (indent.is_string()) o.indent = indent.str();
-      else throw TemplateError("tojson: indent must be an integer or a string");
+      if (is_intlike(indent))
+        o.indent = std::string(static_cast<std::size_t>(std::max<std::int64_t>(
+                                   0, std::min<std::int64_t>(as_int(indent), 64))),
+                               ' ');
+      else if (indent.is_string())
+        o.indent = indent.str();
+      else
+        throw TemplateError("tojson: indent must be an integer or a string");
       o.item_separator = ",";
     }
     const Value seps = a.get(2, "separators", Value::none());
     if (!seps.is_none()) {
-      if (!seps.is_list() || seps.list->size() != 2 || !(*seps.list)[0].is_string() || !(*seps.list)[1].is_string())
+      if (!seps.is_list() || seps.list->size() != 2 || !(*seps.list)[0].is_string() ||
+          !(*seps.list)[1].is_string())
         throw TemplateError("tojson: separators must be a pair of strings");
       o.item_separator = (*seps.list)[0].str();
       o.key_separator = (*seps.list)[1].str();
@@ -1615,9 +1757,14 @@ class Interpreter {
     const bool first = truthy(a.get(1, "first", Value::boolean(false)));
     const bool blank = truthy(a.get(2, "blank", Value::boolean(false)));
     std::string ind;
-    if (is_intlike(width)) ind.assign(static_cast<std::size_t>(std::max<std::int64_t>(0, std::min<std::int64_t>(as_int(width), 256))), ' ');
-    else if (width.is_string()) ind = width.str();
-    else throw TemplateError("indent: width must be an integer or a string");
+    if (is_intlike(width))
+      ind.assign(static_cast<std::size_t>(
+                     std::max<std::int64_t>(0, std::min<std::int64_t>(as_int(width), 256))),
+                 ' ');
+    else if (width.is_string())
+      ind = width.str();
+    else
+      throw TemplateError("indent: width must be an integer or a string");
     PString s = to_pstring(v);
     s.append_plain("\n");
     std::vector<PString> lines = strops::splitlines(s);
@@ -1659,7 +1806,9 @@ class Interpreter {
     if (name == "string") return v.is_string();
     if (name == "mapping") return v.is_dict();
     if (name == "iterable") return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined();
-    if (name == "sequence") return v.is_string() || (v.is_list() && !v.generator_consumed) || v.is_dict() || v.is_undefined();
+    if (name == "sequence")
+      return v.is_string() || (v.is_list() && !v.generator_consumed) || v.is_dict() ||
+             v.is_undefined();
     if (name == "number") return v.is_number();
     if (name == "integer") return v.kind == Value::Kind::kInt;
     if (name == "float") return v.kind == Value::Kind::kFloat;

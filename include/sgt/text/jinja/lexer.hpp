@@ -33,8 +33,19 @@ struct LocatedError : TemplateError {
 };
 
 struct Token {
-  enum class Kind { kText, kVarBegin, kVarEnd, kBlockBegin, kBlockEnd, kName, kString, kInt,
-                    kFloat, kOp, kEof };
+  enum class Kind {
+    kText,
+    kVarBegin,
+    kVarEnd,
+    kBlockBegin,
+    kBlockEnd,
+    kName,
+    kString,
+    kInt,
+    kFloat,
+    kOp,
+    kEof
+  };
   Kind kind;
   std::string value;  // text, name, decoded string literal, number text, operator
   SourcePos pos;
@@ -83,27 +94,54 @@ inline std::string decode_string_literal(const std::string& body, SourcePos pos)
         if (k + d >= body.size()) throw LocatedError("truncated escape in a string literal", pos);
         const char h = body[k + d];
         v <<= 4;
-        if (h >= '0' && h <= '9') v |= static_cast<std::uint32_t>(h - '0');
-        else if (h >= 'a' && h <= 'f') v |= static_cast<std::uint32_t>(h - 'a' + 10);
-        else if (h >= 'A' && h <= 'F') v |= static_cast<std::uint32_t>(h - 'A' + 10);
-        else throw LocatedError("bad hex digit in a string literal escape", pos);
+        if (h >= '0' && h <= '9')
+          v |= static_cast<std::uint32_t>(h - '0');
+        else if (h >= 'a' && h <= 'f')
+          v |= static_cast<std::uint32_t>(h - 'a' + 10);
+        else if (h >= 'A' && h <= 'F')
+          v |= static_cast<std::uint32_t>(h - 'A' + 10);
+        else
+          throw LocatedError("bad hex digit in a string literal escape", pos);
       }
       k += digits;
       return v;
     };
     switch (e) {
-      case '\n': break;
-      case '\\': out.push_back('\\'); break;
-      case '\'': out.push_back('\''); break;
-      case '"': out.push_back('"'); break;
-      case 'a': out.push_back('\a'); break;
-      case 'b': out.push_back('\b'); break;
-      case 'f': out.push_back('\f'); break;
-      case 'n': out.push_back('\n'); break;
-      case 'r': out.push_back('\r'); break;
-      case 't': out.push_back('\t'); break;
-      case 'v': out.push_back('\v'); break;
-      case 'x': utf8::encode(hex(2), out); break;
+      case '\n':
+        break;
+      case '\\':
+        out.push_back('\\');
+        break;
+      case '\'':
+        out.push_back('\'');
+        break;
+      case '"':
+        out.push_back('"');
+        break;
+      case 'a':
+        out.push_back('\a');
+        break;
+      case 'b':
+        out.push_back('\b');
+        break;
+      case 'f':
+        out.push_back('\f');
+        break;
+      case 'n':
+        out.push_back('\n');
+        break;
+      case 'r':
+        out.push_back('\r');
+        break;
+      case 't':
+        out.push_back('\t');
+        break;
+      case 'v':
+        out.push_back('\v');
+        break;
+      case 'x':
+        utf8::encode(hex(2), out);
+        break;
       case 'u':
       case 'U': {
         const std::uint32_t cp = hex(e == 'u' ? 4 : 8);
@@ -115,7 +153,8 @@ inline std::string decode_string_literal(const std::string& body, SourcePos pos)
       default:
         if (e >= '0' && e <= '7') {
           std::uint32_t v = static_cast<std::uint32_t>(e - '0');
-          for (int d = 0; d < 2 && k + 1 < body.size() && body[k + 1] >= '0' && body[k + 1] <= '7'; ++d)
+          for (int d = 0; d < 2 && k + 1 < body.size() && body[k + 1] >= '0' && body[k + 1] <= '7';
+               ++d)
             v = v * 8 + static_cast<std::uint32_t>(body[++k] - '0');
           utf8::encode(v, out);
         } else if (e == 'N') {
@@ -162,7 +201,7 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
       }
     pos = p;
   };
-  bool line_starting = true;     // the previous tag ended with a newline (or we are at the start)
+  bool line_starting = true;  // the previous tag ended with a newline (or we are at the start)
 
   while (pos < src.size()) {
     // Find the next tag opening.
@@ -195,7 +234,8 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
       const std::size_t nl = text.rfind('\n');
       const std::size_t l_pos = nl == std::string::npos ? 0 : nl + 1;
       if (l_pos > 0 || line_starting) {
-        if (l_pos < text.size() && detail::skip_space(text, l_pos) == text.size()) text.erase(l_pos);
+        if (l_pos < text.size() && detail::skip_space(text, l_pos) == text.size())
+          text.erase(l_pos);
       }
     }
     if (!text.empty()) tokens.push_back({Token::Kind::kText, text, text_pos});
@@ -205,7 +245,8 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
 
     if (kind == '#') {
       const std::size_t close = src.find("#}", p);
-      if (close == std::string::npos) throw LocatedError("missing end of comment tag '#}'", tag_pos);
+      if (close == std::string::npos)
+        throw LocatedError("missing end of comment tag '#}'", tag_pos);
       std::size_t end = close + 2;
       if (close > p && src[close - 1] == '-') {
         end = detail::skip_space(src, end);
@@ -225,7 +266,8 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
       p = detail::skip_space(src, p);
       advance_to(p);
       if (p >= src.size())
-        throw LocatedError(is_block ? "missing end of block tag '%}'" : "missing end of '}}'", tag_pos);
+        throw LocatedError(is_block ? "missing end of block tag '%}'" : "missing end of '}}'",
+                           tag_pos);
       const SourcePos tp = where(p);
       // The closing tag, possibly with '-' / '+'.
       if (depth == 0) {
@@ -253,17 +295,22 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
       const char c = src[p];
       if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
         std::size_t q = p;
-        while (q < src.size() && (std::isalnum(static_cast<unsigned char>(src[q])) || src[q] == '_')) ++q;
+        while (q < src.size() &&
+               (std::isalnum(static_cast<unsigned char>(src[q])) || src[q] == '_'))
+          ++q;
         tokens.push_back({Token::Kind::kName, src.substr(p, q - p), tp});
         p = q;
       } else if (std::isdigit(static_cast<unsigned char>(c))) {
         std::size_t q = p;
         auto digits = [&] {
-          while (q < src.size() && (std::isdigit(static_cast<unsigned char>(src[q])) || src[q] == '_')) ++q;
+          while (q < src.size() &&
+                 (std::isdigit(static_cast<unsigned char>(src[q])) || src[q] == '_'))
+            ++q;
         };
         digits();
         bool is_float = false;
-        if (q + 1 < src.size() && src[q] == '.' && std::isdigit(static_cast<unsigned char>(src[q + 1]))) {
+        if (q + 1 < src.size() && src[q] == '.' &&
+            std::isdigit(static_cast<unsigned char>(src[q + 1]))) {
           is_float = true;
           ++q;
           digits();
@@ -286,20 +333,20 @@ inline std::vector<Token> tokenize(const std::string& raw_source) {
         std::size_t q = p + 1;
         while (q < src.size() && src[q] != c) q += src[q] == '\\' ? 2 : 1;
         if (q >= src.size()) throw LocatedError("unterminated string literal", tp);
-        tokens.push_back({Token::Kind::kString, detail::decode_string_literal(src.substr(p + 1, q - p - 1), tp), tp});
+        tokens.push_back({Token::Kind::kString,
+                          detail::decode_string_literal(src.substr(p + 1, q - p - 1), tp), tp});
         p = q + 1;
       } else {
-        static const char* const ops[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*", "/",
-                                          "%",  "~",  "<",  ">",  "=",  ".",  ",", ":", "|", "(",
-                                          ")",  "[",  "]",  "{",  "}"};
+        static const char* const ops[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*",
+                                          "/",  "%",  "~",  "<",  ">",  "=",  ".", ",", ":",
+                                          "|",  "(",  ")",  "[",  "]",  "{",  "}"};
         std::string op;
         for (const char* o : ops)
           if (src.compare(p, std::char_traits<char>::length(o), o) == 0) {
             op = o;
             break;
           }
-        if (op.empty())
-          throw LocatedError(std::string("unexpected character '") + c + "'", tp);
+        if (op.empty()) throw LocatedError(std::string("unexpected character '") + c + "'", tp);
         if (op == "(" || op == "[" || op == "{") ++depth;
         if ((op == ")" || op == "]" || op == "}") && depth > 0) --depth;
         tokens.push_back({Token::Kind::kOp, op, tp});

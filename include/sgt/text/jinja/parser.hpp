@@ -18,8 +18,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <utility>
@@ -39,18 +39,37 @@ struct Expr;
 using ExprPtr = std::unique_ptr<Expr>;
 
 struct Expr {
-  enum class Kind { kLiteral, kName, kList, kTuple, kDict, kAttr, kSubscript, kSlice, kCall,
-                    kFilter, kTest, kNeg, kPos, kNot, kBinary, kCompare, kAnd, kOr, kCond,
-                    kConcat };
+  enum class Kind {
+    kLiteral,
+    kName,
+    kList,
+    kTuple,
+    kDict,
+    kAttr,
+    kSubscript,
+    kSlice,
+    kCall,
+    kFilter,
+    kTest,
+    kNeg,
+    kPos,
+    kNot,
+    kBinary,
+    kCompare,
+    kAnd,
+    kOr,
+    kCond,
+    kConcat
+  };
   Kind kind;
   SourcePos pos;
-  Value literal;                  // kLiteral
-  std::string name;               // kName, kAttr, kFilter, kTest; kBinary: the operator
-  std::vector<ExprPtr> args;      // operands / items / positional args (slot 0 = object)
+  Value literal;              // kLiteral
+  std::string name;           // kName, kAttr, kFilter, kTest; kBinary: the operator
+  std::vector<ExprPtr> args;  // operands / items / positional args (slot 0 = object)
   std::vector<std::pair<std::string, ExprPtr>> kwargs;  // keyword args of a call/filter/test
-  std::vector<std::string> ops;   // kCompare: one operator per comparison
-  bool negated = false;           // kTest: 'is not'
-  std::size_t height = 1;         // 1 + the tallest child
+  std::vector<std::string> ops;                         // kCompare: one operator per comparison
+  bool negated = false;                                 // kTest: 'is not'
+  std::size_t height = 1;                               // 1 + the tallest child
 };
 
 struct Node;
@@ -58,18 +77,28 @@ using NodePtr = std::unique_ptr<Node>;
 using Body = std::vector<NodePtr>;
 
 struct Node {
-  enum class Kind { kText, kOutput, kIf, kFor, kSet, kSetBlock, kMacro, kBreak, kContinue,
-                    kGeneration };
+  enum class Kind {
+    kText,
+    kOutput,
+    kIf,
+    kFor,
+    kSet,
+    kSetBlock,
+    kMacro,
+    kBreak,
+    kContinue,
+    kGeneration
+  };
   Kind kind;
   SourcePos pos;
-  std::string text;                         // kText
-  ExprPtr expr;                             // kOutput, kSet value, kFor iterable
+  std::string text;                                // kText
+  ExprPtr expr;                                    // kOutput, kSet value, kFor iterable
   std::vector<std::pair<ExprPtr, Body>> branches;  // kIf: condition + body
-  Body body;                                // kFor, kSetBlock, kMacro, kGeneration
-  Body else_body;                           // kIf, kFor
-  std::vector<std::string> targets;         // kFor loop variables; kSet: name (+ attribute)
-  ExprPtr filter;                           // kFor: 'if' condition
-  std::string name;                         // kSetBlock, kMacro
+  Body body;                                       // kFor, kSetBlock, kMacro, kGeneration
+  Body else_body;                                  // kIf, kFor
+  std::vector<std::string> targets;                // kFor loop variables; kSet: name (+ attribute)
+  ExprPtr filter;                                  // kFor: 'if' condition
+  std::string name;                                // kSetBlock, kMacro
   std::vector<std::pair<std::string, ExprPtr>> params;  // kMacro (default may be null)
 };
 
@@ -90,7 +119,9 @@ class Parser {
   void next() {
     if (i_ + 1 < t_.size()) ++i_;
   }
-  [[noreturn]] void fail(const std::string& message) const { throw LocatedError(message, cur().pos); }
+  [[noreturn]] void fail(const std::string& message) const {
+    throw LocatedError(message, cur().pos);
+  }
   bool is_op(const char* op) const { return cur().kind == Token::Kind::kOp && cur().value == op; }
   bool is_name(const char* n) const { return cur().kind == Token::Kind::kName && cur().value == n; }
   void expect_op(const char* op) {
@@ -105,15 +136,21 @@ class Parser {
   }
   static std::string describe(const Token& t) {
     switch (t.kind) {
-      case Token::Kind::kEof: return "end of template";
-      case Token::Kind::kBlockEnd: return "end of tag '%}'";
-      case Token::Kind::kVarEnd: return "end of '}}'";
-      case Token::Kind::kText: return "template text";
-      default: return "'" + abbreviate(t.value, 40) + "'";
+      case Token::Kind::kEof:
+        return "end of template";
+      case Token::Kind::kBlockEnd:
+        return "end of tag '%}'";
+      case Token::Kind::kVarEnd:
+        return "end of '}}'";
+      case Token::Kind::kText:
+        return "template text";
+      default:
+        return "'" + abbreviate(t.value, 40) + "'";
     }
   }
   void expect_block_end() {
-    if (cur().kind != Token::Kind::kBlockEnd) fail("expected end of tag '%}', got " + describe(cur()));
+    if (cur().kind != Token::Kind::kBlockEnd)
+      fail("expected end of tag '%}', got " + describe(cur()));
     next();
   }
 
@@ -148,13 +185,15 @@ class Parser {
         n->pos = tok.pos;
         next();
         n->expr = parse_expression();
-        if (cur().kind != Token::Kind::kVarEnd) fail("expected end of '}}', got " + describe(cur()));
+        if (cur().kind != Token::Kind::kVarEnd)
+          fail("expected end of '}}', got " + describe(cur()));
         next();
         body.push_back(std::move(n));
       } else if (tok.kind == Token::Kind::kBlockBegin) {
         const SourcePos pos = tok.pos;
         next();
-        if (cur().kind != Token::Kind::kName) fail("expected a statement keyword, got " + describe(cur()));
+        if (cur().kind != Token::Kind::kName)
+          fail("expected a statement keyword, got " + describe(cur()));
         const std::string kw = cur().value;
         for (const auto& e : enders)
           if (kw == e) return body;
@@ -292,7 +331,9 @@ class Parser {
     for (const auto& kv : e->kwargs) h = std::max(h, kv.second->height);
     e->height = h + 1;
     if (e->height > kMaxExpressionHeight)
-      throw LocatedError("expression nested deeper than " + std::to_string(kMaxExpressionHeight) + " levels", e->pos);
+      throw LocatedError(
+          "expression nested deeper than " + std::to_string(kMaxExpressionHeight) + " levels",
+          e->pos);
     return e;
   }
 
@@ -538,7 +579,8 @@ class Parser {
         }
         break;
       }
-      default: break;
+      default:
+        break;
     }
     fail("unexpected " + describe(tok) + " in an expression");
   }
@@ -601,7 +643,8 @@ class Parser {
     expect_op("(");
     while (!is_op(")")) {
       if (is_op("*") || is_op("**")) fail("*args and **kwargs in calls are not supported");
-      if (cur().kind == Token::Kind::kName && peek().kind == Token::Kind::kOp && peek().value == "=") {
+      if (cur().kind == Token::Kind::kName && peek().kind == Token::Kind::kOp &&
+          peek().value == "=") {
         std::string key = cur().value;
         next();
         next();
@@ -665,12 +708,15 @@ class Parser {
     switch (t.kind) {
       case Token::Kind::kString:
       case Token::Kind::kInt:
-      case Token::Kind::kFloat: return true;
+      case Token::Kind::kFloat:
+        return true;
       case Token::Kind::kName:
         if (t.value == "is") throw LocatedError("tests cannot be chained with 'is'", t.pos);
         return t.value != "else" && t.value != "or" && t.value != "and";
-      case Token::Kind::kOp: return t.value == "[" || t.value == "{";
-      default: return false;
+      case Token::Kind::kOp:
+        return t.value == "[" || t.value == "{";
+      default:
+        return false;
     }
   }
 
@@ -679,6 +725,8 @@ class Parser {
   std::size_t depth_ = 0;
 };
 
-inline Body parse_template(const std::string& source) { return Parser(tokenize(source)).parse_template(); }
+inline Body parse_template(const std::string& source) {
+  return Parser(tokenize(source)).parse_template();
+}
 
 }  // namespace sgt::text::jinja

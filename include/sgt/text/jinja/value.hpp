@@ -71,34 +71,63 @@ struct CallArgs;
 using NativeFunction = std::function<Value(CallArgs&)>;
 
 struct Value {
-  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kNamespace,
-                    kFunction };
+  enum class Kind {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kNamespace,
+    kFunction
+  };
   Kind kind = Kind::kUndefined;
   bool b = false;
   std::int64_t i = 0;
   double f = 0;
-  bool is_tuple = false;                   // a list written as a tuple: repr uses ( )
+  bool is_tuple = false;  // a list written as a tuple: repr uses ( )
   // A list that Python would hold as a one-shot generator (what map, select, reject,
   // selectattr, rejectattr, unique, items and reverse return): always truthy, iterable once,
   // no len(), not JSON-serializable, not printable. The flag is shared by copies.
   std::shared_ptr<bool> generator_consumed;
-  bool markup = false;                     // a string marked |safe: `+` HTML-escapes a plain operand
-  std::shared_ptr<const PString> s;        // kString
-  std::shared_ptr<List> list;              // kList
-  std::shared_ptr<Dict> dict;              // kDict, kNamespace
-  std::shared_ptr<NativeFunction> fn;      // kFunction
-  std::string name;                        // kUndefined: what was looked up; kFunction: its name
-  std::uint32_t depth = 0;                 // container nesting: 1 + the deepest item
+  bool markup = false;                 // a string marked |safe: `+` HTML-escapes a plain operand
+  std::shared_ptr<const PString> s;    // kString
+  std::shared_ptr<List> list;          // kList
+  std::shared_ptr<Dict> dict;          // kDict, kNamespace
+  std::shared_ptr<NativeFunction> fn;  // kFunction
+  std::string name;                    // kUndefined: what was looked up; kFunction: its name
+  std::uint32_t depth = 0;             // container nesting: 1 + the deepest item
 
   static Value undefined(std::string what = {}) {
     Value v;
     v.name = std::move(what);
     return v;
   }
-  static Value none() { Value v; v.kind = Kind::kNone; return v; }
-  static Value boolean(bool x) { Value v; v.kind = Kind::kBool; v.b = x; return v; }
-  static Value integer(std::int64_t x) { Value v; v.kind = Kind::kInt; v.i = x; return v; }
-  static Value floating(double x) { Value v; v.kind = Kind::kFloat; v.f = x; return v; }
+  static Value none() {
+    Value v;
+    v.kind = Kind::kNone;
+    return v;
+  }
+  static Value boolean(bool x) {
+    Value v;
+    v.kind = Kind::kBool;
+    v.b = x;
+    return v;
+  }
+  static Value integer(std::int64_t x) {
+    Value v;
+    v.kind = Kind::kInt;
+    v.i = x;
+    return v;
+  }
+  static Value floating(double x) {
+    Value v;
+    v.kind = Kind::kFloat;
+    v.f = x;
+    return v;
+  }
   static Value string(PString x) {
     Value v;
     v.kind = Kind::kString;
@@ -180,16 +209,26 @@ struct CallArgs {
 
 inline const char* type_name(const Value& v) {
   switch (v.kind) {
-    case Value::Kind::kUndefined: return "undefined";
-    case Value::Kind::kNone: return "none";
-    case Value::Kind::kBool: return "bool";
-    case Value::Kind::kInt: return "int";
-    case Value::Kind::kFloat: return "float";
-    case Value::Kind::kString: return "string";
-    case Value::Kind::kList: return v.generator_consumed ? "generator" : v.is_tuple ? "tuple" : "list";
-    case Value::Kind::kDict: return "dict";
-    case Value::Kind::kNamespace: return "namespace";
-    case Value::Kind::kFunction: return "function";
+    case Value::Kind::kUndefined:
+      return "undefined";
+    case Value::Kind::kNone:
+      return "none";
+    case Value::Kind::kBool:
+      return "bool";
+    case Value::Kind::kInt:
+      return "int";
+    case Value::Kind::kFloat:
+      return "float";
+    case Value::Kind::kString:
+      return "string";
+    case Value::Kind::kList:
+      return v.generator_consumed ? "generator" : v.is_tuple ? "tuple" : "list";
+    case Value::Kind::kDict:
+      return "dict";
+    case Value::Kind::kNamespace:
+      return "namespace";
+    case Value::Kind::kFunction:
+      return "function";
   }
   return "value";
 }
@@ -220,7 +259,8 @@ inline std::uint32_t decode(const std::string& s, std::size_t pos, std::size_t* 
   *len = n;
   if (n == 1) return c;
   std::uint32_t cp = c & (0x7F >> n);
-  for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[pos + k]) & 0x3F);
+  for (std::size_t k = 1; k < n; ++k)
+    cp = (cp << 6) | (static_cast<unsigned char>(s[pos + k]) & 0x3F);
   return cp;
 }
 
@@ -248,13 +288,16 @@ inline std::vector<std::size_t> boundaries(const std::string& s) {
   b.reserve(s.size() + 1);
   for (std::size_t p = 0; p < s.size();) {
     b.push_back(p);
-    p += std::max<std::size_t>(1, std::min(sequence_length(static_cast<unsigned char>(s[p])), s.size() - p));
+    p += std::max<std::size_t>(
+        1, std::min(sequence_length(static_cast<unsigned char>(s[p])), s.size() - p));
   }
   b.push_back(s.size());
   return b;
 }
 
-inline std::size_t length(const std::string& s) { return boundaries(s).size() - 1; }
+inline std::size_t length(const std::string& s) {
+  return boundaries(s).size() - 1;
+}
 
 // Python's str.isspace() set (what str.strip() and str.split() with no argument remove).
 inline bool is_python_space(std::uint32_t cp) {
@@ -268,11 +311,21 @@ inline bool is_valid(const std::string& s) {
     const auto c = static_cast<unsigned char>(s[p]);
     std::size_t n = 0;
     std::uint32_t min = 0;
-    if (c < 0x80) { ++p; continue; }
-    if ((c >> 5) == 0x6) { n = 2; min = 0x80; }
-    else if ((c >> 4) == 0xE) { n = 3; min = 0x800; }
-    else if ((c >> 3) == 0x1E) { n = 4; min = 0x10000; }
-    else return false;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    if ((c >> 5) == 0x6) {
+      n = 2;
+      min = 0x80;
+    } else if ((c >> 4) == 0xE) {
+      n = 3;
+      min = 0x800;
+    } else if ((c >> 3) == 0x1E) {
+      n = 4;
+      min = 0x10000;
+    } else
+      return false;
     if (p + n > s.size()) return false;
     std::uint32_t cp = c & (0x7F >> n);
     for (std::size_t k = 1; k < n; ++k) {
@@ -288,7 +341,8 @@ inline bool is_valid(const std::string& s) {
 
 }  // namespace utf8
 
-// ---- Python's str(), repr() and json.dumps() -----------------------------------------------------
+// ---- Python's str(), repr() and json.dumps()
+// -----------------------------------------------------
 
 // float.__repr__: the shortest decimal that reads back to the same double, in Python's layout
 // (fixed notation for exponents in [-4, 16), else d.ddde+XX; always a '.0' on whole numbers).
@@ -317,7 +371,8 @@ inline std::string python_float_repr(double x) {
     if (exponent < 0) {
       out = "0." + std::string(static_cast<std::size_t>(-exponent - 1), '0') + digits;
     } else if (static_cast<std::size_t>(exponent) + 1 >= digits.size()) {
-      out = digits + std::string(static_cast<std::size_t>(exponent) + 1 - digits.size(), '0') + ".0";
+      out =
+          digits + std::string(static_cast<std::size_t>(exponent) + 1 - digits.size(), '0') + ".0";
     } else {
       out = digits.substr(0, static_cast<std::size_t>(exponent) + 1) + "." +
             digits.substr(static_cast<std::size_t>(exponent) + 1);
@@ -347,10 +402,14 @@ inline void repr_string_into(const PString& s, PString& out) {
       out.text += t;
       out.flags.append(t.size(), flag);
     };
-    if (c == quote || c == '\\') put(std::string("\\") + c);
-    else if (c == '\n') put("\\n");
-    else if (c == '\r') put("\\r");
-    else if (c == '\t') put("\\t");
+    if (c == quote || c == '\\')
+      put(std::string("\\") + c);
+    else if (c == '\n')
+      put("\\n");
+    else if (c == '\r')
+      put("\\r");
+    else if (c == '\t')
+      put("\\t");
     else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
       char b[8];
       std::snprintf(b, sizeof b, "\\x%02x", static_cast<unsigned char>(c));
@@ -364,9 +423,12 @@ inline void repr_string_into(const PString& s, PString& out) {
 
 inline void repr_into(const Value& v, PString& out) {
   if (v.generator_consumed)
-    throw TemplateError("printing a generator (the result of map/select/... without |list) is not supported");
+    throw TemplateError(
+        "printing a generator (the result of map/select/... without |list) is not supported");
   switch (v.kind) {
-    case Value::Kind::kString: repr_string_into(*v.s, out); return;
+    case Value::Kind::kString:
+      repr_string_into(*v.s, out);
+      return;
     case Value::Kind::kList: {
       out.append_plain(v.is_tuple ? "(" : "[");
       for (std::size_t k = 0; k < v.list->size(); ++k) {
@@ -390,17 +452,32 @@ inline void repr_into(const Value& v, PString& out) {
       out.append_plain("}");
       return;
     }
-    default: break;
+    default:
+      break;
   }
   switch (v.kind) {
-    case Value::Kind::kUndefined: return;  // str(Undefined) is empty
-    case Value::Kind::kNone: out.append_plain("None"); return;
-    case Value::Kind::kBool: out.append_plain(v.b ? "True" : "False"); return;
-    case Value::Kind::kInt: out.append_plain(std::to_string(v.i)); return;
-    case Value::Kind::kFloat: out.append_plain(python_float_repr(v.f)); return;
-    case Value::Kind::kNamespace: out.append_plain("<Namespace>"); return;
-    case Value::Kind::kFunction: out.append_plain("<function " + v.name + ">"); return;
-    default: return;
+    case Value::Kind::kUndefined:
+      return;  // str(Undefined) is empty
+    case Value::Kind::kNone:
+      out.append_plain("None");
+      return;
+    case Value::Kind::kBool:
+      out.append_plain(v.b ? "True" : "False");
+      return;
+    case Value::Kind::kInt:
+      out.append_plain(std::to_string(v.i));
+      return;
+    case Value::Kind::kFloat:
+      out.append_plain(python_float_repr(v.f));
+      return;
+    case Value::Kind::kNamespace:
+      out.append_plain("<Namespace>");
+      return;
+    case Value::Kind::kFunction:
+      out.append_plain("<function " + v.name + ">");
+      return;
+    default:
+      return;
   }
 }
 
@@ -416,21 +493,29 @@ inline PString to_pstring(const Value& v) {
 inline bool truthy(const Value& v) {
   switch (v.kind) {
     case Value::Kind::kUndefined:
-    case Value::Kind::kNone: return false;
-    case Value::Kind::kBool: return v.b;
-    case Value::Kind::kInt: return v.i != 0;
-    case Value::Kind::kFloat: return v.f != 0;
-    case Value::Kind::kString: return !v.s->empty();
-    case Value::Kind::kList: return v.generator_consumed ? true : !v.list->empty();
-    case Value::Kind::kDict: return !v.dict->empty();
+    case Value::Kind::kNone:
+      return false;
+    case Value::Kind::kBool:
+      return v.b;
+    case Value::Kind::kInt:
+      return v.i != 0;
+    case Value::Kind::kFloat:
+      return v.f != 0;
+    case Value::Kind::kString:
+      return !v.s->empty();
+    case Value::Kind::kList:
+      return v.generator_consumed ? true : !v.list->empty();
+    case Value::Kind::kDict:
+      return !v.dict->empty();
     case Value::Kind::kNamespace:
-    case Value::Kind::kFunction: return true;
+    case Value::Kind::kFunction:
+      return true;
   }
   return false;
 }
 
 inline double as_double(const Value& v) {
-  return v.kind == Value::Kind::kFloat ? v.f
+  return v.kind == Value::Kind::kFloat  ? v.f
          : v.kind == Value::Kind::kBool ? (v.b ? 1.0 : 0.0)
                                         : static_cast<double>(v.i);
 }
@@ -449,8 +534,10 @@ inline bool equals(const Value& a, const Value& b) {
   if (a.generator_consumed || b.generator_consumed) return a.list == b.list;  // identity
   switch (a.kind) {
     case Value::Kind::kUndefined:
-    case Value::Kind::kNone: return true;
-    case Value::Kind::kString: return a.str() == b.str();
+    case Value::Kind::kNone:
+      return true;
+    case Value::Kind::kString:
+      return a.str() == b.str();
     case Value::Kind::kList: {
       if (a.list->size() != b.list->size()) return false;
       for (std::size_t k = 0; k < a.list->size(); ++k)
@@ -465,12 +552,13 @@ inline bool equals(const Value& a, const Value& b) {
       }
       return true;
     }
-    default: return a.dict == b.dict && a.fn == b.fn;  // identity
+    default:
+      return a.dict == b.dict && a.fn == b.fn;  // identity
   }
 }
 
 struct JsonDumpOptions {
-  std::string indent;          // used when has_indent
+  std::string indent;  // used when has_indent
   bool has_indent = false;
   std::string item_separator = ", ";
   std::string key_separator = ": ";
@@ -488,13 +576,20 @@ inline void json_string_into(const PString& s, PString& out, bool ensure_ascii) 
       out.flags.append(t.size(), flag);
     };
     const auto u = static_cast<unsigned char>(c);
-    if (c == '"') put("\\\"");
-    else if (c == '\\') put("\\\\");
-    else if (c == '\n') put("\\n");
-    else if (c == '\r') put("\\r");
-    else if (c == '\t') put("\\t");
-    else if (c == '\b') put("\\b");
-    else if (c == '\f') put("\\f");
+    if (c == '"')
+      put("\\\"");
+    else if (c == '\\')
+      put("\\\\");
+    else if (c == '\n')
+      put("\\n");
+    else if (c == '\r')
+      put("\\r");
+    else if (c == '\t')
+      put("\\t");
+    else if (c == '\b')
+      put("\\b");
+    else if (c == '\f')
+      put("\\f");
     else if (u < 0x20 || (ensure_ascii && u == 0x7F)) {
       char b[8];
       std::snprintf(b, sizeof b, "\\u%04x", u);
@@ -522,23 +617,35 @@ inline void json_string_into(const PString& s, PString& out, bool ensure_ascii) 
 
 // Python's json.dumps(v, ensure_ascii=..., indent=..., separators=..., sort_keys=...).
 inline void json_dump_into(const Value& v, PString& out, const JsonDumpOptions& o, int depth) {
-  if (v.generator_consumed) throw TemplateError("tojson: object of type generator is not JSON serializable");
+  if (v.generator_consumed)
+    throw TemplateError("tojson: object of type generator is not JSON serializable");
   auto newline = [&](int d) {
     out.append_plain("\n");
     for (int k = 0; k < d; ++k) out.append_plain(o.indent);
   };
   switch (v.kind) {
-    case Value::Kind::kNone: out.append_plain("null"); return;
-    case Value::Kind::kBool: out.append_plain(v.b ? "true" : "false"); return;
-    case Value::Kind::kInt: out.append_plain(std::to_string(v.i)); return;
+    case Value::Kind::kNone:
+      out.append_plain("null");
+      return;
+    case Value::Kind::kBool:
+      out.append_plain(v.b ? "true" : "false");
+      return;
+    case Value::Kind::kInt:
+      out.append_plain(std::to_string(v.i));
+      return;
     case Value::Kind::kFloat:
       out.append_plain(std::isnan(v.f)   ? "NaN"
                        : std::isinf(v.f) ? (v.f > 0 ? "Infinity" : "-Infinity")
                                          : python_float_repr(v.f));
       return;
-    case Value::Kind::kString: json_string_into(*v.s, out, o.ensure_ascii); return;
+    case Value::Kind::kString:
+      json_string_into(*v.s, out, o.ensure_ascii);
+      return;
     case Value::Kind::kList: {
-      if (v.list->empty()) { out.append_plain("[]"); return; }
+      if (v.list->empty()) {
+        out.append_plain("[]");
+        return;
+      }
       out.append_plain("[");
       for (std::size_t k = 0; k < v.list->size(); ++k) {
         if (k) out.append_plain(o.item_separator);
@@ -550,7 +657,10 @@ inline void json_dump_into(const Value& v, PString& out, const JsonDumpOptions& 
       return;
     }
     case Value::Kind::kDict: {
-      if (v.dict->empty()) { out.append_plain("{}"); return; }
+      if (v.dict->empty()) {
+        out.append_plain("{}");
+        return;
+      }
       std::vector<const std::pair<std::string, Value>*> items;
       for (const auto& kv : *v.dict) items.push_back(&kv);
       if (o.sort_keys)

@@ -23,10 +23,10 @@
 #include <vector>
 
 #include "sgt/text/tokenizer/bpe.hpp"
-#include "sgt/text/tokenizer/normalizer.hpp"
-#include "sgt/text/tokenizer/pre_tokenizer.hpp"
 #include "sgt/text/tokenizer/component_json.hpp"
 #include "sgt/text/tokenizer/normalized_text.hpp"
+#include "sgt/text/tokenizer/normalizer.hpp"
+#include "sgt/text/tokenizer/pre_tokenizer.hpp"
 #include "sgt/text/tokenizer/unicode.hpp"
 
 namespace sgt::text::detail {

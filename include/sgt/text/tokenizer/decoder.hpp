@@ -8,10 +8,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "sgt/text/tokenizer/pre_tokenizer.hpp"
 #include "sgt/text/tokenizer/component_json.hpp"
 #include "sgt/text/tokenizer/normalized_text.hpp"
 #include "sgt/text/tokenizer/pattern.hpp"
+#include "sgt/text/tokenizer/pre_tokenizer.hpp"
 #include "sgt/text/tokenizer/unicode.hpp"
 
 namespace sgt::text::detail {

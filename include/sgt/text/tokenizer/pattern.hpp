@@ -7,9 +7,9 @@
 #include <string_view>
 #include <vector>
 
-#include "sgt/text/tokenizer/regex.hpp"
 #include "sgt/text/tokenizer/component_json.hpp"
 #include "sgt/text/tokenizer/normalized_text.hpp"
+#include "sgt/text/tokenizer/regex.hpp"
 
 namespace sgt::text::detail {
 

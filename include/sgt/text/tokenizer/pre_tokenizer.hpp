@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "sgt/text/tokenizer/regex.hpp"
 #include "sgt/text/tokenizer/component_json.hpp"
 #include "sgt/text/tokenizer/normalized_text.hpp"
 #include "sgt/text/tokenizer/pattern.hpp"
+#include "sgt/text/tokenizer/regex.hpp"
 #include "sgt/text/tokenizer/unicode.hpp"
 
 namespace sgt::text::detail {

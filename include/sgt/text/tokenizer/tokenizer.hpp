@@ -27,12 +27,12 @@
 #include "sgt/io/json.hpp"
 #include "sgt/text/tokenizer/added_tokens.hpp"
 #include "sgt/text/tokenizer/bpe.hpp"
-#include "sgt/text/tokenizer/decoder.hpp"
-#include "sgt/text/tokenizer/normalizer.hpp"
-#include "sgt/text/tokenizer/pre_tokenizer.hpp"
 #include "sgt/text/tokenizer/component_json.hpp"
+#include "sgt/text/tokenizer/decoder.hpp"
 #include "sgt/text/tokenizer/normalized_text.hpp"
+#include "sgt/text/tokenizer/normalizer.hpp"
 #include "sgt/text/tokenizer/post_processor.hpp"
+#include "sgt/text/tokenizer/pre_tokenizer.hpp"
 #include "sgt/text/tokenizer/unicode.hpp"
 
 namespace sgt::text {
