@@ -84,10 +84,20 @@ inline std::string encode_png_rgb(std::size_t width, std::size_t height,
   return png;
 }
 
+// An 8-bit RGB image, row-major, 3 bytes a pixel: what a plot is drawn into before it is written.
+struct RgbImage {
+  std::size_t width = 0, height = 0;
+  std::vector<std::uint8_t> pixels;  // [height, width, 3]
+};
+
 // Writes the PNG to `path` atomically (io/atomic_file.hpp: never a partial file).
 inline void write_png_rgb(const std::string& path, std::size_t width, std::size_t height,
                           const std::vector<std::uint8_t>& rgb) {
   write_file_atomically(path, encode_png_rgb(width, height, rgb));
+}
+
+inline void write_png(const std::string& path, const RgbImage& image) {
+  write_png_rgb(path, image.width, image.height, image.pixels);
 }
 
 }  // namespace sgt

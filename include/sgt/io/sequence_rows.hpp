@@ -15,13 +15,12 @@
 
 namespace sgt {
 
-// (Any allocator: TransformResult's buffers are WipedVectors.)
-template <class Allocator>
-std::vector<std::vector<float>> real_token_rows(const std::vector<float, Allocator>& batch,
-                                                std::size_t B, std::size_t S, std::size_t H,
-                                                const std::vector<std::uint8_t>& mask) {
-  if (batch.size() / (H ? H : 1) / (S ? S : 1) != B || B * S * H != batch.size())
-    throw Error("batch of " + std::to_string(batch.size()) + " values is not [" +
+// `batch` holds `size` floats.
+inline std::vector<std::vector<float>> real_token_rows(const float* batch, std::size_t size,
+                                                       std::size_t B, std::size_t S, std::size_t H,
+                                                       const std::vector<std::uint8_t>& mask) {
+  if (size / (H ? H : 1) / (S ? S : 1) != B || B * S * H != size)
+    throw Error("batch of " + std::to_string(size) + " values is not [" +
                 std::to_string(B) + ", " + std::to_string(S) + ", " + std::to_string(H) + "]");
   if (!mask.empty() && mask.size() != B * S)
     throw Error("attention mask has " + std::to_string(mask.size()) + " entries, the batch " +
@@ -30,11 +29,19 @@ std::vector<std::vector<float>> real_token_rows(const std::vector<float, Allocat
   for (std::size_t b = 0; b < B; ++b) {
     for (std::size_t s = 0; s < S; ++s) {
       if (!mask.empty() && !mask[b * S + s]) continue;
-      const float* row = batch.data() + (b * S + s) * H;
+      const float* row = batch + (b * S + s) * H;
       rows[b].insert(rows[b].end(), row, row + H);
     }
   }
   return rows;
+}
+
+// (Any allocator: TransformResult's buffers are WipedVectors.)
+template <class Allocator>
+std::vector<std::vector<float>> real_token_rows(const std::vector<float, Allocator>& batch,
+                                                std::size_t B, std::size_t S, std::size_t H,
+                                                const std::vector<std::uint8_t>& mask) {
+  return real_token_rows(batch.data(), batch.size(), B, S, H, mask);
 }
 
 }  // namespace sgt

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "sgt/core/enum_names.hpp"
 #include "sgt/core/precision.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -31,6 +32,12 @@ enum class AttentionAlgorithm {
   Auto,  // today always flash attention: O(tile) memory, and the faster at every size we measured
   Sdpa,  // explicit scores
   Flash,
+};
+
+inline constexpr EnumName<AttentionAlgorithm> kAttentionAlgorithmNames[] = {
+    {AttentionAlgorithm::Auto, "auto"},
+    {AttentionAlgorithm::Sdpa, "sdpa"},
+    {AttentionAlgorithm::Flash, "flash"},
 };
 
 namespace kernels {

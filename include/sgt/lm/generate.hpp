@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "sgt/core/enum_names.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/isa.hpp"
 #include "sgt/lm/causal_lm.hpp"
@@ -115,6 +116,25 @@ inline std::vector<std::vector<std::int64_t>> generate_greedy(const CausalLM& lm
                                 prompt.seq_len + std::max<std::size_t>(options.max_new_tokens, 1));
   LmWorkspace ws;
   return generate_greedy(lm, prompt, options, cache, ws);
+}
+
+// Why a row's generation ended: it produced a stop token (kept as its last token), or it reached
+// max_new_tokens.
+enum class StopReason { StopToken, MaxNewTokens };
+
+inline constexpr EnumName<StopReason> kStopReasonNames[] = {
+    {StopReason::StopToken, "eos"},
+    {StopReason::MaxNewTokens, "max_new_tokens"},
+};
+
+// The stop reason of a row `generate` returned: generate stops a row at its first stop token, so
+// the row ends with one exactly when it stopped there.
+inline StopReason stop_reason(const std::vector<std::int64_t>& row_tokens,
+                              const GenerateOptions& options) {
+  const bool stopped = !row_tokens.empty() &&
+                       std::find(options.stop_tokens.begin(), options.stop_tokens.end(),
+                                 row_tokens.back()) != options.stop_tokens.end();
+  return stopped ? StopReason::StopToken : StopReason::MaxNewTokens;
 }
 
 SGT_ISA_END

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "sgt/core/checked_math.hpp"
+#include "sgt/core/enum_names.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/isa.hpp"
 #include "sgt/core/secure_memory.hpp"
@@ -47,6 +48,12 @@ enum class NoiseSource {
   Torch,
   // The caller's eps: an f32 view of shape [B, S, H].
   Injected,
+};
+
+inline constexpr EnumName<NoiseSource> kNoiseSourceNames[] = {
+    {NoiseSource::Secure, "secure"},
+    {NoiseSource::Torch, "torch"},
+    {NoiseSource::Injected, "injected"},
 };
 
 struct RunOptions {
