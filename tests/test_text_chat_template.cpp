@@ -93,10 +93,10 @@ TEST_CASE("real templates render as transformers does, with the reference's prot
     o.add_generation_prompt = chat.value("add_generation_prompt", false);
     o.date_string = fixtures.at("date_string").get<std::string>();
     if (chat.contains("extra_context")) o.extra_context = chat["extra_context"];
-    if (chat.contains("policy")) {
-      o.policy.protect_tool_schemas = chat["policy"].value("protect_tool_schemas", false);
-      o.policy.protect_tool_calls = chat["policy"].value("protect_tool_calls", false);
-    }
+    // The fixtures' reference protects tool schemas and calls only where a case's policy says so.
+    const json policy = chat.contains("policy") ? chat["policy"] : json::object();
+    o.policy.protect_tool_schemas = policy.value("protect_tool_schemas", false);
+    o.policy.protect_tool_calls = policy.value("protect_tool_calls", false);
     const json tools = chat.contains("tools") ? chat["tools"] : json();
     ChatTemplate t(source, c.at("template").get<std::string>());
     if (c.contains("error")) {
@@ -288,7 +288,9 @@ TEST_CASE("provenance: content survives the string operations templates use") {
   ChatTemplate t("{{ tools|tojson }}|{{ messages[0].tool_calls[0].function.arguments|tojson }}", "t");
   const json doc = parse(R"({"m": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": {"q": "x"}}}]}],
                              "t": [{"name": "tool", "description": "d"}]})");
-  ChatTemplateOptions o;
+  ChatTemplateOptions o;  // the default policy protects tool schemas, not tool calls
+  CHECK(protected_parts(t.render(doc["m"], doc["t"], {}, o)) == V{"tool", "d"});
+  o.policy.protect_tool_schemas = false;
   CHECK(protected_parts(t.render(doc["m"], doc["t"], {}, o)).empty());
   o.policy.protect_tool_schemas = true;
   o.policy.protect_tool_calls = true;

@@ -14,9 +14,10 @@
 // never the clock, so a render is a pure function of its inputs.
 //
 // Protected text: a message's `content` string, the `text` strings of a content list, and its
-// reasoning (reasoning_content / thinking / reasoning). With ProvenancePolicy, also every string
-// value inside `tools` (protect_tool_schemas) and inside each tool call's `arguments`
-// (protect_tool_calls). Dict keys are never protected.
+// reasoning (reasoning_content / thinking / reasoning), for the roles ChatMaskPolicy names (every
+// role by default); by default also every string value inside `tools` (protect_tool_schemas), and
+// on request inside each tool call's `arguments` (protect_tool_calls). Dict keys are never
+// protected.
 #pragma once
 
 #include <cstddef>
@@ -39,11 +40,16 @@ namespace sgt::text {
 // the user wrote them (transformers keeps Python's insertion order), so chats are ordered_json.
 using ChatJson = nlohmann::ordered_json;
 
-struct ProvenancePolicy {
-  bool protect_tool_schemas = false;
-  bool protect_tool_calls = false;
+// Which text of a chat is protected: the one policy of every entry point (ChatTemplate::render,
+// text::encode_chat, encode_chat_file, the CLI and the server), protective by default, so that a
+// caller of a lower-level API never gets less privacy without asking for it. Tool schemas are
+// protected by default: they describe the user's systems. Tool-call arguments are not: they are
+// usually the model's own output, sent back.
+struct ChatMaskPolicy {
   // Roles whose contents (and reasoning) are protected; empty: every role.
   std::vector<std::string> protected_roles;
+  bool protect_tool_schemas = true;
+  bool protect_tool_calls = false;
 };
 
 struct ByteSpan {
@@ -58,7 +64,7 @@ struct RenderedChat {
 
 struct ChatTemplateOptions {
   bool add_generation_prompt = false;
-  ProvenancePolicy policy{};
+  ChatMaskPolicy policy{};
   std::string date_string = "26 Jul 2024";  // what strftime_now formats: "%d %b %Y"
   ChatJson extra_context = ChatJson::object();
 };
@@ -109,7 +115,7 @@ inline bool is_reasoning_key(const std::string& k) {
 }
 
 // One message as transformers hands it to the template (null keys dropped, reasoning aliased).
-inline jinja::Value message_value(const ChatJson& m, const ProvenancePolicy& policy,
+inline jinja::Value message_value(const ChatJson& m, const ChatMaskPolicy& policy,
                                   std::size_t index) {
   using jinja::Value;
   if (!m.is_object())

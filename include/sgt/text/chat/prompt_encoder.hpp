@@ -50,7 +50,8 @@ std::vector<std::uint8_t> noise_mask_for_spans(const std::vector<TokenSpan>& tok
   return mask;
 }
 
-// Whether every token is protected instead (the vendor's `transform_all_tokens`).
+// Protects every token, the template's scaffolding included (Stained Glass's
+// `transform_all_tokens`).
 inline void protect_all_tokens(EncodedPrompt& p) {
   std::fill(p.input.noise_mask.begin(), p.input.noise_mask.end(), std::uint8_t{1});
 }
@@ -74,15 +75,6 @@ inline EncodedPrompt encode_text(const Tokenizer& tokenizer, std::string_view te
   return p;
 }
 
-// How a chat's noise mask is made (issue defaults: every role's contents and the tool schemas are
-// protected; tool-call arguments are not, they are usually the model's own output).
-struct ChatMaskPolicy {
-  std::vector<std::string> protected_roles;  // empty: every role
-  bool protect_tool_schemas = true;
-  bool protect_tool_calls = false;
-  bool transform_all_tokens = false;  // protect every token, scaffolding included
-};
-
 // A chat rendered with the model's template and tokenized once, exactly as transformers does for
 // apply_chat_template(tokenize=True): the rendering already holds the BOS the template writes, so
 // no post-processor tokens are added. noise_mask = 1 on every token overlapping protected text.
@@ -91,9 +83,7 @@ inline EncodedPrompt encode_chat(const Tokenizer& tokenizer, const ChatTemplate&
                                  bool add_generation_prompt, const ChatMaskPolicy& policy = {}) {
   ChatTemplateOptions options;
   options.add_generation_prompt = add_generation_prompt || chat.add_generation_prompt;
-  options.policy.protected_roles = policy.protected_roles;
-  options.policy.protect_tool_schemas = policy.protect_tool_schemas;
-  options.policy.protect_tool_calls = policy.protect_tool_calls;
+  options.policy = policy;
   options.extra_context = chat.extra_context;
   RenderedChat rendered = chat_template.render(chat.messages, chat.tools, specials, options);
   Encoding e = tokenizer.encode(rendered.text, false);
@@ -104,7 +94,6 @@ inline EncodedPrompt encode_chat(const Tokenizer& tokenizer, const ChatTemplate&
                                    noise_mask_for_spans(e.offsets, rendered.protected_spans));
   p.offsets = std::move(e.offsets);
   p.text = std::move(rendered.text);
-  if (policy.transform_all_tokens) protect_all_tokens(p);
   return p;
 }
 

@@ -1,0 +1,184 @@
+// The pipelines front ends call (include/sgt/pipeline/): a protected-generation session on the
+// demo pair against transformers' greedy generate (tests/data/generate/expected.json, made by
+// tools/fixtures/generate_fixtures.py), prompts from every source, and the chat mask policy's
+// protective default at every public entry point.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <sgt/io/stored_tensors.hpp>
+#include <sgt/io/transform_output.hpp>
+#include <sgt/pipeline/prompt_source.hpp>
+#include <sgt/pipeline/protected_generation.hpp>
+#include <sgt/text/chat/chat_template.hpp>
+#include <sgt/text/chat/prompt_encoder.hpp>
+
+#include "support/fixture_json.hpp"
+
+using nlohmann::json;
+
+namespace {
+
+const std::string kRepo = std::string(SGT_TEST_DATA_DIR) + "/../..";
+const std::string kBase = kRepo + "/examples/models/demo_base";
+const std::string kDemo = kRepo + "/examples/models/demo";
+const json kCases = sgt_test::read_fixture_json("generate/expected.json").at("cases");
+
+std::vector<std::int32_t> expected_new_ids(const char* name) {
+  return kCases.at(name).at("new_ids").get<std::vector<std::int32_t>>();
+}
+
+sgt::ProtectedGenerationOptions greedy_f32(sgt::ThreadPool& pool) {
+  sgt::ProtectedGenerationOptions o;
+  o.pool = &pool;
+  o.precision = sgt::Precision::F32;
+  o.max_new_tokens = 16;
+  return o;
+}
+
+std::string temp_path(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() / "sgt_test_text_pipeline";
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+
+}  // namespace
+
+TEST_CASE("ProtectedGeneration: clean and protected answers equal transformers' greedy tokens") {
+  sgt::ThreadPool pool(2);
+  SUBCASE("text, clean") {
+    const sgt::ProtectedGeneration session(kBase);
+    CHECK(session.transform() == nullptr);
+    sgt::PromptSource source;
+    source.text = kCases.at("text").at("text").get<std::string>();
+    const auto prompt = session.encode(source);
+    CHECK(prompt.input.input_ids ==
+          kCases.at("text").at("prompt_ids").get<std::vector<std::int64_t>>());
+    std::string streamed;
+    const auto r = session.generate(prompt, greedy_f32(pool),
+                                    [&](std::string_view piece) { streamed += piece; });
+    CHECK(r.ids == expected_new_ids("text"));
+    CHECK(r.text == kCases.at("text").at("answer").get<std::string>());
+    // The stream holds back a trailing incomplete UTF-8 sequence, as tokenizers' DecodeStream.
+    CHECK(r.text.compare(0, streamed.size(), streamed) == 0);
+    CHECK(streamed.size() + 3 >= r.text.size());
+    CHECK(r.prompt_tokens == 31);
+    CHECK_FALSE(r.protected_tokens.has_value());
+    CHECK(r.stop_reason == sgt::StopReason::MaxNewTokens);
+    CHECK(r.precision == sgt::Precision::F32);
+  }
+  SUBCASE("a chat protected by the demo transform (torch noise, seed 3), then its stored embeddings") {
+    const sgt::ProtectedGeneration session(kBase, kDemo);
+    REQUIRE(session.transform() != nullptr);
+    sgt::PromptSource source;
+    source.chat_path = kRepo + "/examples/chat.json";  // answered: the generation prompt is added
+    const auto prompt = session.encode(source);
+    CHECK(prompt.input.input_ids ==
+          kCases.at("protected").at("prompt_ids").get<std::vector<std::int64_t>>());
+    auto options = greedy_f32(pool);
+    options.noise_seed = kCases.at("protected").at("seed").get<std::uint64_t>();
+    const auto r = session.generate(prompt, options);
+    CHECK(r.ids == expected_new_ids("protected"));
+    CHECK(r.protected_tokens == std::size_t{52});
+
+    // The same protected prompt written by a front end and read back: the same answer.
+    sgt::RunOptions run;
+    run.precision = sgt::Precision::F32;
+    run.noise = sgt::NoiseSource::Torch;
+    run.seed = *options.noise_seed;
+    const sgt::TransformResult t = session.transform()->run(prompt.input, run);
+    sgt::TransformOutputArrays a;
+    a.batch = t.batch;
+    a.seq_len = t.seq_len;
+    a.hidden = t.hidden;
+    a.transformed = t.transformed.data();
+    const std::string path = temp_path("protected.safetensors");
+    sgt::write_transform_output(path, {}, a);
+    const auto stored = sgt::read_stored_embeddings(path, "transformed", session.lm().hidden_size());
+    options.noise_seed.reset();
+    CHECK(session.generate(stored, options).ids == expected_new_ids("protected"));
+  }
+  SUBCASE("sampling: a seed gives one answer; without one the seed drawn is reported") {
+    const sgt::ProtectedGeneration session(kBase);
+    sgt::PromptSource source;
+    source.text = "hello";
+    const auto prompt = session.encode(source);
+    auto o = greedy_f32(pool);
+    o.sampling.temperature = 1.5;
+    o.sampling_seed = 11;
+    const auto a = session.generate(prompt, o), b = session.generate(prompt, o);
+    CHECK(a.ids == b.ids);
+    CHECK(a.sampling.seed == 11);
+    o.sampling_seed.reset();
+    const auto c = session.generate(prompt, o);
+    CHECK(c.sampling.temperature == 1.5);
+  }
+}
+
+TEST_CASE("ProtectedGeneration refuses a transform made for another base model, and empty prompts") {
+  CHECK_THROWS_WITH(sgt::ProtectedGeneration(kBase, kRepo + "/tests/data/e2e/llama_mha"),
+                    doctest::Contains("was not made for this base model"));
+  const sgt::ProtectedGeneration session(kBase);
+  sgt::text::EncodedPrompt empty;
+  CHECK_THROWS_WITH(session.generate(empty, {}), doctest::Contains("the prompt has no tokens"));
+}
+
+// A chat with a tool whose schema names the user's systems: with default options, every public
+// entry point protects the schema's text.
+TEST_CASE("the chat mask policy protects tool schemas by default at every entry point") {
+  const std::string secret = "Look up a patient record by name";
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "lookup",
+      "description": ")" + secret + R"(", "parameters": {"type": "object"}}}])");
+  const json messages = json::parse(R"([{"role": "user", "content": "hi"}])");
+  const auto config = sgt::text::read_tokenizer_config(kDemo);
+  const sgt::text::ChatTemplate chat_template(*config.chat_template, "demo");
+  const auto tokenizer = sgt::text::Tokenizer::load(kDemo + "/tokenizer.json");
+
+  // ChatTemplate::render: the description's bytes lie in a protected span.
+  const sgt::text::RenderedChat rendered =
+      chat_template.render(messages, tools, config.specials, sgt::text::ChatTemplateOptions{});
+  const std::size_t at = rendered.text.find(secret);
+  REQUIRE(at != std::string::npos);
+  auto covered = [&](const std::vector<sgt::text::ByteSpan>& spans) {
+    return std::any_of(spans.begin(), spans.end(),
+                       [&](auto s) { return s.begin <= at && at + secret.size() <= s.end; });
+  };
+  CHECK(covered(rendered.protected_spans));
+  sgt::text::ChatTemplateOptions clean_tools;
+  clean_tools.policy.protect_tool_schemas = false;
+  CHECK_FALSE(covered(chat_template.render(messages, tools, config.specials, clean_tools).protected_spans));
+
+  // The token-level entry points: every token inside the description is protected.
+  auto description_protected = [&](const sgt::text::EncodedPrompt& p) {
+    const std::size_t begin = p.text.find(secret);
+    REQUIRE(begin != std::string::npos);
+    std::size_t inside = 0;
+    for (std::size_t t = 0; t < p.offsets.size(); ++t) {
+      if (p.offsets[t].begin < begin || p.offsets[t].end > begin + secret.size()) continue;
+      ++inside;
+      if (!p.input.noise_mask[t]) return false;
+    }
+    return inside > 0;
+  };
+  sgt::text::ChatInput chat;
+  chat.messages = messages;
+  chat.tools = tools;
+  CHECK(description_protected(
+      sgt::text::encode_chat(tokenizer, chat_template, config.specials, chat, true)));
+  const std::string chat_path = temp_path("chat_with_tools.json");
+  std::ofstream(chat_path) << json{{"messages", messages}, {"tools", tools}}.dump();
+  CHECK(description_protected(sgt::text::encode_chat_file(kDemo, tokenizer, chat_path, true)));
+  sgt::PromptSource source;
+  source.chat_path = chat_path;
+  CHECK(description_protected(sgt::encode_prompt(kDemo, source)));
+  source.policy.protect_tool_schemas = false;
+  CHECK_FALSE(description_protected(sgt::encode_prompt(kDemo, source)));
+}
