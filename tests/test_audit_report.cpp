@@ -47,8 +47,8 @@ std::string temp_path(const std::string& name) {
 struct DemoAudit {
   sgt::Transform model{kDemo};
   sgt::TransformInput in = sgt::load_transform_input(kRepo + "/examples/prompt.json");
-  sgt::StoredF32Tensor draws =
-      sgt::open_f32_tensor(std::string(SGT_TEST_DATA_DIR) + "/audit/noise_draws.safetensors", "noise");
+  sgt::StoredF32Tensor draws = sgt::open_f32_tensor(
+      std::string(SGT_TEST_DATA_DIR) + "/audit/noise_draws.safetensors", "noise");
   sgt::AuditReport report;
   DemoAudit() {
     sgt::AuditOptions o;
@@ -80,7 +80,8 @@ TEST_CASE("the audit report's JSON holds the reference's numbers, in the CLI's s
   CHECK(j["noise"] == "injected");
   const auto& overall = expected["overall"];
   for (const char* k : {"protected_tokens", "recovery_l2", "recovery_cosine", "mean_rank_l2"})
-    CHECK(j["overall"][k].get<double>() == doctest::Approx(overall[k].get<double>()).epsilon(1e-12));
+    CHECK(j["overall"][k].get<double>() ==
+          doctest::Approx(overall[k].get<double>()).epsilon(1e-12));
   REQUIRE(j["tokens"].size() == expected["tokens"].size());
   for (std::size_t t = 0; t < j["tokens"].size(); ++t) {
     const auto& ours = j["tokens"][t];
@@ -97,8 +98,8 @@ TEST_CASE("the audit report's JSON holds the reference's numbers, in the CLI's s
   const auto& seq = j["sequences"][0];
   REQUIRE(seq["reconstructed_ids"].size() == a.in.input_ids.size());
   for (std::size_t t = 0; t < a.in.input_ids.size(); ++t)
-    CHECK(seq["reconstructed_ids"][t] == (a.in.noise_mask[t] ? expected["tokens"][t]["nearest_l2"][0]
-                                                              : json(a.in.input_ids[t])));
+    CHECK(seq["reconstructed_ids"][t] ==
+          (a.in.noise_mask[t] ? expected["tokens"][t]["nearest_l2"][0] : json(a.in.input_ids[t])));
   // Without a tokenizer every text is null.
   const nlohmann::ordered_json bare = sgt::to_json(a.report, a.in, sgt::AuditDescription{});
   CHECK(bare["tokens"][0]["text"].is_null());
@@ -164,7 +165,8 @@ TEST_CASE("the protection summary matches the transform's own intermediates") {
   CHECK(none.mean_distance == 0);
 }
 
-TEST_CASE("write_transform_output: every format from plain arrays, padding rows dropped for servers") {
+TEST_CASE(
+    "write_transform_output: every format from plain arrays, padding rows dropped for servers") {
   // B = 2, S = 3, H = 2; row 0 is left-padded, row 1 right-padded.
   const std::vector<float> x{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
   sgt::TransformOutputArrays a;
@@ -232,7 +234,8 @@ TEST_CASE("stored tensors: noise and prompt embeddings, errors naming the file a
   sgt::write_transform_output(path, o, a);
   const sgt::StoredEmbeddings e = sgt::read_stored_embeddings(path, "transformed", 2);
   CHECK(e.seq_len == 3);
-  CHECK(std::vector<float>(e.values.begin(), e.values.end()) == x);  // small integers: exact in bf16
+  CHECK(std::vector<float>(e.values.begin(), e.values.end()) ==
+        x);  // small integers: exact in bf16
   auto message = [](auto&& f) -> std::string {
     try {
       f();

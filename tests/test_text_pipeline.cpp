@@ -75,7 +75,8 @@ TEST_CASE("ProtectedGeneration: clean and protected answers equal transformers' 
     CHECK(r.stop_reason == sgt::StopReason::MaxNewTokens);
     CHECK(r.precision == sgt::Precision::F32);
   }
-  SUBCASE("a chat protected by the demo transform (torch noise, seed 3), then its stored embeddings") {
+  SUBCASE(
+      "a chat protected by the demo transform (torch noise, seed 3), then its stored embeddings") {
     const sgt::ProtectedGeneration session(kBase, kDemo);
     REQUIRE(session.transform() != nullptr);
     sgt::PromptSource source;
@@ -102,7 +103,8 @@ TEST_CASE("ProtectedGeneration: clean and protected answers equal transformers' 
     a.transformed = t.transformed.data();
     const std::string path = temp_path("protected.safetensors");
     sgt::write_transform_output(path, {}, a);
-    const auto stored = sgt::read_stored_embeddings(path, "transformed", session.lm().hidden_size());
+    const auto stored =
+        sgt::read_stored_embeddings(path, "transformed", session.lm().hidden_size());
     options.noise_seed.reset();
     CHECK(session.generate(stored, options).ids == expected_new_ids("protected"));
   }
@@ -123,7 +125,8 @@ TEST_CASE("ProtectedGeneration: clean and protected answers equal transformers' 
   }
 }
 
-TEST_CASE("ProtectedGeneration refuses a transform made for another base model, and empty prompts") {
+TEST_CASE(
+    "ProtectedGeneration refuses a transform made for another base model, and empty prompts") {
   CHECK_THROWS_WITH(sgt::ProtectedGeneration(kBase, kRepo + "/tests/data/e2e/llama_mha"),
                     doctest::Contains("was not made for this base model"));
   const sgt::ProtectedGeneration session(kBase);
@@ -136,7 +139,8 @@ TEST_CASE("ProtectedGeneration refuses a transform made for another base model, 
 TEST_CASE("the chat mask policy protects tool schemas by default at every entry point") {
   const std::string secret = "Look up a patient record by name";
   const json tools = json::parse(R"([{"type": "function", "function": {"name": "lookup",
-      "description": ")" + secret + R"(", "parameters": {"type": "object"}}}])");
+      "description": ")" + secret +
+                                 R"(", "parameters": {"type": "object"}}}])");
   const json messages = json::parse(R"([{"role": "user", "content": "hi"}])");
   const auto config = sgt::text::read_tokenizer_config(kDemo);
   const sgt::text::ChatTemplate chat_template(*config.chat_template, "demo");
@@ -154,7 +158,8 @@ TEST_CASE("the chat mask policy protects tool schemas by default at every entry 
   CHECK(covered(rendered.protected_spans));
   sgt::text::ChatTemplateOptions clean_tools;
   clean_tools.policy.protect_tool_schemas = false;
-  CHECK_FALSE(covered(chat_template.render(messages, tools, config.specials, clean_tools).protected_spans));
+  CHECK_FALSE(
+      covered(chat_template.render(messages, tools, config.specials, clean_tools).protected_spans));
 
   // The token-level entry points: every token inside the description is protected.
   auto description_protected = [&](const sgt::text::EncodedPrompt& p) {

@@ -41,7 +41,8 @@ void declare(CLI::App& app, AuditArgs& t) {
   add_run_flags(app, t.run);
   add_value_flag(app, "--draws", "N", "transforms of the prompt (default 16)", [&t](auto& v) {
     t.draws = parse_u64("--draws", v);
-    if (*t.draws == 0 || *t.draws > 100000) throw UsageError("--draws must be between 1 and 100000");
+    if (*t.draws == 0 || *t.draws > 100000)
+      throw UsageError("--draws must be between 1 and 100000");
   });
   add_value_flag(app, "--noise-draws", "DRAWS.safetensors",
                  "stored eps: F32 tensor 'noise' [N, S, H] (reproducible, not secure draws)",
@@ -93,25 +94,19 @@ int run(const AuditArgs& t) {
   std::optional<sgt::StoredF32Tensor> stored;
   sgt::AuditReport report;
   std::optional<sgt::UtilityReport> utility;
-  try {
-    if (!t.noise_draws.empty()) {
-      stored = sgt::open_f32_tensor(t.noise_draws, "noise");
-      options.injected_draws = stored->view;
-    }
-    if (base) {
-      sgt::UtilityOptions u;
-      u.new_tokens = static_cast<std::size_t>(t.base_new_tokens.value_or(16));
-      u.stop_tokens = sgt::load_eos_token_ids(t.base);
-      u.run.pool = &pool;
-      u.run.precision = t.run.precision;
-      utility = sgt::audit_with_utility(model, *base, in, report, options, u);
-    } else {
-      report = sgt::audit_transform(model, in, options);
-    }
-  } catch (sgt::Error& e) {
-    if (stored && e.tensor() == "noise") e.at_file(t.noise_draws);
-    throw;
+  if (!t.noise_draws.empty()) {
+    stored = sgt::open_f32_tensor(t.noise_draws, "noise");
+    options.injected_draws = stored->view;
   }
+  sgt::naming_stored_tensor(stored, [&] {
+    if (!base) return void(report = sgt::audit_transform(model, in, options));
+    sgt::UtilityOptions u;
+    u.new_tokens = static_cast<std::size_t>(t.base_new_tokens.value_or(16));
+    u.stop_tokens = sgt::load_eos_token_ids(t.base);
+    u.run.pool = &pool;
+    u.run.precision = t.run.precision;
+    utility = sgt::audit_with_utility(model, *base, in, report, options, u);
+  });
 
   nlohmann::ordered_json j = sgt::to_json(report, in, description);
   sgt::UtilityDescription utility_description;
@@ -121,23 +116,14 @@ int run(const AuditArgs& t) {
                            token_text(t.base)};
     j["utility"] = sgt::to_json(*utility, utility_description);
   }
-  if (!t.plot.empty()) {  // before stdout: all or nothing
-    sgt::RgbImage image;
-    try {
-      image = sgt::audit_heat_map(report);
-    } catch (sgt::Error& e) {
-      e.at_file(t.plot);
-      throw;
-    }
-    sgt::write_png(t.plot, image);
-  }
+  if (!t.plot.empty()) sgt::write_heat_map(t.plot, report);  // before stdout: all or nothing
   std::printf("%s\n",
               j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
   if (!t.json_only)
-    std::fputs(sgt::audit_table(report, description, utility ? &*utility : nullptr,
-                                utility_description)
-                   .c_str(),
-               stderr);
+    std::fputs(
+        sgt::audit_table(report, description, utility ? &*utility : nullptr, utility_description)
+            .c_str(),
+        stderr);
   return 0;
 }
 

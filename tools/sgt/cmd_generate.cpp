@@ -1,7 +1,7 @@
-// `sgt generate BASE_DIR (--text T | --chat CHAT.json) [--protect SGT_DIR]`: the base model's
-// answer, from the prompt's ids or, with --protect, from the SGT model's protected embeddings of
-// them (pipeline/protected_generation.hpp). The answer streams to stdout (or, with --json, one
-// JSON document at the end); a summary goes to stderr. Text builds only.
+// `sgt generate BASE_DIR (--text T | --chat CHAT.json) [--protect SGT_DIR]`: the base model's answer
+// (pipeline/protected_generation.hpp), streamed to stdout or, with --json, one JSON document at the
+// end; a summary on stderr. Text builds only.
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -71,7 +71,8 @@ void check(const GenerateArgs& g) {
   if (g.dir.empty()) throw UsageError("generate needs BASE_DIR");
   if (!g.inputs_embeds.empty()) {
     if (g.prompt.given() || !g.protect_dir.empty())
-      throw UsageError("--inputs-embeds is the whole prompt: it takes no --text, --chat or --protect");
+      throw UsageError(
+          "--inputs-embeds is the whole prompt: it takes no --text, --chat or --protect");
   } else {
     check_prompt_flags(g.prompt, false, "generate");
   }
@@ -90,7 +91,8 @@ int run(const GenerateArgs& g) {
   if (g.inputs_embeds.empty())
     prompt = session.encode(prompt_source(g.prompt));
   else
-    embeds = sgt::read_stored_embeddings(g.inputs_embeds, "transformed", session.lm().hidden_size());
+    embeds =
+        sgt::read_stored_embeddings(g.inputs_embeds, "transformed", session.lm().hidden_size());
   const double load_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
 
   sgt::ThreadPool pool(g.run.threads);
@@ -109,33 +111,18 @@ int run(const GenerateArgs& g) {
     };
   const sgt::ProtectedGenerationResult r = prompt ? session.generate(*prompt, options, stream)
                                                   : session.generate(*embeds, options, stream);
-  const char* precision = sgt::precision_name(r.precision);
-  const char* stop = sgt::enum_name(sgt::kStopReasonNames, r.stop_reason);
   if (g.json) {
-    using json = nlohmann::ordered_json;
-    json j;
-    j["prompt_ids"] = prompt ? json(prompt->input.input_ids) : json(nullptr);
-    j["protected_tokens"] = r.protected_tokens ? json(*r.protected_tokens) : json(nullptr);
-    j["new_ids"] = r.ids;
-    j["answer"] = r.text;
-    j["stop"] = stop;
-    j["sampling"] = sgt::TokenSampler(r.sampling).greedy()
-                        ? json("greedy")
-                        : json{{"temperature", r.sampling.temperature},
-                               {"top_p", r.sampling.top_p},
-                               {"seed", r.sampling.seed}};
-    j["precision"] = precision;
-    std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+    const auto j = sgt::to_json(r, prompt ? &prompt->input.input_ids : nullptr);
+    std::printf("%s\n",
+                j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
   } else {
     std::printf("\n");
   }
   std::string protection = "clean";
   if (embeds) protection = "embeddings from " + g.inputs_embeds;
-  if (r.protected_tokens) {
-    char line[64];
-    std::snprintf(line, sizeof line, ", transform %.1f ms", r.timings.transform_ms);
-    protection = std::to_string(*r.protected_tokens) + " protected by " + g.protect_dir + line;
-  }
+  if (r.protected_tokens)
+    protection = std::to_string(*r.protected_tokens) + " protected by " + g.protect_dir +
+                 ", transform " + std::to_string(std::lround(r.timings.transform_ms)) + " ms";
   std::fprintf(stderr,
                "%zu prompt tokens (%s), %zu new tokens (stop: %s); load %.1f ms, prefill %.1f ms, "
                "decode %.1f ms (%.1f tokens/s); %zu threads, %s, precision %s\n",
@@ -143,7 +130,7 @@ int run(const GenerateArgs& g) {
                r.stop_reason == sgt::StopReason::StopToken ? "eos" : "max new tokens", load_ms,
                r.timings.prefill_ms, r.timings.decode_ms,
                r.timings.decode_tokens_per_second(r.ids.size()), pool.num_threads(),
-               sgt::kernels::default_kernel_table().isa, precision);
+               sgt::kernels::default_kernel_table().isa, sgt::precision_name(r.precision));
   return 0;
 }
 

@@ -1,5 +1,5 @@
-// `sgt transform MODEL_DIR (--input IN.json | --text T | --chat CHAT.json) --output OUT`: the
-// protected embeddings of a request, written as safetensors, torch .pt or a vLLM request body.
+// `sgt transform MODEL_DIR (--input IN.json | --text T | --chat CHAT.json) --output OUT`: a
+// request's protected embeddings as safetensors, torch .pt or a vLLM request body.
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -32,7 +32,7 @@ struct TransformArgs {
   sgt::TransformOutputOptions out;
   std::optional<sgt::DType> dtype;
   std::optional<std::uint64_t> max_tokens;
-  std::string model_name;
+  std::string model_name;  // vllm-completions: default MODEL_DIR's base name
 };
 
 void declare(CLI::App& app, TransformArgs& t) {
@@ -55,20 +55,20 @@ void declare(CLI::App& app, TransformArgs& t) {
   });
   app.add_flag("--dump-intermediates", t.dump_intermediates,
                "also write embeddings, mean, std and noise (safetensors)");
-  add_value_flag(app, "--format", "safetensors|torch|vllm-completions",
-                 "what to write (default safetensors)",
-                 [&t](auto& v) { t.out.format = parse_enum("--format", v, sgt::kOutputFormatNames); });
-  add_value_flag(app, "--output-dtype", "f32|bf16|f16",
-                 "default f32 for safetensors, bf16 otherwise",
-                 [&t](auto& v) { t.dtype = parse_enum("--output-dtype", v, sgt::kOutputDTypeNames); });
+  add_value_flag(
+      app, "--format", "safetensors|torch|vllm-completions", "what to write (default safetensors)",
+      [&t](auto& v) { t.out.format = parse_enum("--format", v, sgt::kOutputFormatNames); });
+  add_value_flag(
+      app, "--output-dtype", "f32|bf16|f16", "default f32 for safetensors, bf16 otherwise",
+      [&t](auto& v) { t.dtype = parse_enum("--output-dtype", v, sgt::kOutputDTypeNames); });
   add_value_flag(app, "--model-name", "NAME",
                  "vllm-completions: the request's model (default MODEL_DIR's base name)",
                  [&t](auto& v) {
                    if (v.empty()) throw UsageError("--model-name must not be empty");
                    t.model_name = v;
                  });
-  add_value_flag(app, "--max-tokens", "N", "vllm-completions: the request's max_tokens (default 16)",
-                 [&t](auto& v) {
+  add_value_flag(app, "--max-tokens", "N",
+                 "vllm-completions: the request's max_tokens (default 16)", [&t](auto& v) {
                    t.max_tokens = parse_u64("--max-tokens", v);
                    if (*t.max_tokens == 0) throw UsageError("--max-tokens must be at least 1");
                  });
@@ -89,7 +89,8 @@ void check(TransformArgs& t) {
   if (!t.noise_path.empty() && (t.seed || t.rng))
     throw UsageError("--noise gives eps itself: it cannot be combined with --seed or --rng");
   if (t.rng == "torch" && !t.seed) throw UsageError("--rng torch needs --seed N");
-  if (t.rng == "secure" && t.seed) throw UsageError("--rng secure takes no seed: it is keyed from the OS");
+  if (t.rng == "secure" && t.seed)
+    throw UsageError("--rng secure takes no seed: it is keyed from the OS");
 }
 
 int run(const TransformArgs& t) {
@@ -115,42 +116,17 @@ int run(const TransformArgs& t) {
   }
   sgt::ThreadPool pool(t.run.threads);
   options.pool = &pool;
-
   const auto t1 = clock::now();
-  sgt::TransformResult r;
-  try {
-    r = model.run(in, options);
-  } catch (sgt::Error& e) {
-    if (noise && e.tensor() == "noise") e.at_file(t.noise_path);
-    throw;
-  }
+  const sgt::TransformResult r =
+      sgt::naming_stored_tensor(noise, [&] { return model.run(in, options); });
   const auto t2 = clock::now();
-
-  sgt::TransformOutputArrays a;
-  a.batch = r.batch;
-  a.seq_len = r.seq_len;
-  a.hidden = r.hidden;
-  a.transformed = r.transformed.data();
-  if (t.dump_intermediates) {
-    a.embeddings = r.embeddings.data();
-    a.mean = r.mean.data();
-    a.sigma = r.sigma.data();
-    a.noise = r.noise.data();
-  }
-  a.attention_mask = in.attention_mask;
-  sgt::write_transform_output(t.output, t.out, a);
-
+  sgt::write_transform_output(t.output, t.out,
+                              sgt::output_arrays(r, in.attention_mask, t.dump_intermediates));
   const sgt::ProtectionSummary s = sgt::summarize_protection(model, in, r);
   using ms = std::chrono::duration<double, std::milli>;
-  std::printf("transformed [%zu, %zu, %zu] -> %s\n", r.batch, r.seq_len, r.hidden, t.output.c_str());
-  std::printf("protected tokens: %zu of %zu real (%.0f%%), noise: %s\n", s.protected_tokens,
-              s.real_tokens, s.protected_percent(),
-              options.noise == sgt::NoiseSource::Torch ? "torch-seeded"
-                                                        : sgt::enum_name(sgt::kNoiseSourceNames,
-                                                                         options.noise));
-  if (s.protected_tokens)
-    std::printf("mean L2 distance clean -> protected: %.4f (clean norm %.4f, ratio %.2f)\n",
-                s.mean_distance, s.mean_clean_norm, s.distance_ratio);
+  std::printf("transformed [%zu, %zu, %zu] -> %s\n", r.batch, r.seq_len, r.hidden,
+              t.output.c_str());
+  std::fputs(sgt::to_text(s, options.noise).c_str(), stdout);
   std::printf("time: load %.1f ms, transform %.1f ms (%zu threads, %s, precision %s)\n",
               ms(t1 - t0).count(), ms(t2 - t1).count(), pool.num_threads(),
               sgt::kernels::default_kernel_table().isa,

@@ -71,10 +71,13 @@ void check_prompt_flags(const PromptFlags& p, bool allow_input, const char* comm
   const std::string choices = allow_input ? "--input IN.json, --text TEXT or --chat CHAT.json"
                                           : "--text TEXT or --chat CHAT.json";
   if (sources != 1) throw UsageError(std::string(command) + " needs exactly one of " + choices);
-  if (!p.input.empty() && !allow_input) throw UsageError(std::string(command) + " takes no --input");
-  if (!p.input.empty() && (p.no_special_tokens || p.add_generation_prompt || p.transform_all_tokens))
-    throw UsageError("--no-special-tokens, --add-generation-prompt and --transform-all-tokens need "
-                     "--text or --chat");
+  if (!p.input.empty() && !allow_input)
+    throw UsageError(std::string(command) + " takes no --input");
+  if (!p.input.empty() &&
+      (p.no_special_tokens || p.add_generation_prompt || p.transform_all_tokens))
+    throw UsageError(
+        "--no-special-tokens, --add-generation-prompt and --transform-all-tokens need "
+        "--text or --chat");
   if (p.text && p.add_generation_prompt) throw UsageError("--add-generation-prompt needs --chat");
   if (!p.chat.empty() && p.no_special_tokens)
     throw UsageError("--no-special-tokens needs --text (a chat template writes its own)");
@@ -83,11 +86,12 @@ void check_prompt_flags(const PromptFlags& p, bool allow_input, const char* comm
 }
 
 void add_run_flags(CLI::App& app, RunFlags& r) {
-  add_value_flag(app, "--threads", "N", "threads (default: every core)", [&r](const std::string& v) {
-    r.threads = static_cast<std::size_t>(parse_u64("--threads", v));
-    if (r.threads == 0 || r.threads > 1024)
-      throw UsageError("--threads must be between 1 and 1024");
-  });
+  add_value_flag(app, "--threads", "N", "threads (default: every core)",
+                 [&r](const std::string& v) {
+                   r.threads = static_cast<std::size_t>(parse_u64("--threads", v));
+                   if (r.threads == 0 || r.threads > 1024)
+                     throw UsageError("--threads must be between 1 and 1024");
+                 });
   add_value_flag(app, "--precision", "auto|f32|bf16",
                  "the Linears' arithmetic (default auto: bf16 for BF16 weights)",
                  [&r](const std::string& v) {

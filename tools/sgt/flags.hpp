@@ -34,7 +34,8 @@ Enum parse_enum(const std::string& flag, const std::string& value,
 
 // A flag with a value, handled by `handler` (which throws UsageError on a bad value).
 CLI::Option* add_value_flag(CLI::App& app, const std::string& name, const std::string& value_name,
-                            const std::string& help, std::function<void(const std::string&)> handler);
+                            const std::string& help,
+                            std::function<void(const std::string&)> handler);
 
 // Where a command's prompt comes from (--input / --text / --chat) and how it is encoded.
 struct PromptFlags {

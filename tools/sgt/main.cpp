@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
   std::string names;
   for (const auto& c : commands) names += (names.empty() ? "" : ", ") + c.app->get_name();
   try {
-    if (argc < 2) throw sgt_cli::UsageError("usage: sgt info|tokenize|transform|audit|generate MODEL_DIR ...");
+    if (argc < 2)
+      throw sgt_cli::UsageError("usage: sgt info|tokenize|transform|audit|generate MODEL_DIR ...");
     const std::string first = argv[1];
     bool known = first.empty() || first[0] == '-';
     for (const auto& c : commands) known = known || c.app->get_name() == first;

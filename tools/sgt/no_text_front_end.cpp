@@ -18,7 +18,9 @@ sgt::TransformInput load_request(const std::string&, const PromptFlags& p) {
   throw sgt::Error(std::string(kNoText) + ": use --input");
 }
 
-sgt::TokenText token_text(const std::string&) { return {}; }
+sgt::TokenText token_text(const std::string&) {
+  return {};
+}
 
 nlohmann::ordered_json tokenizer_info(const std::string& model_dir) {
   if (!std::filesystem::exists(model_dir + "/tokenizer.json")) return nullptr;

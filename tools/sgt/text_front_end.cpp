@@ -30,8 +30,8 @@ sgt::TransformInput load_request(const std::string& model_dir, const PromptFlags
 
 sgt::TokenText token_text(const std::string& model_dir) {
   if (!std::filesystem::exists(model_dir + "/tokenizer.json")) return {};
-  auto tokenizer =
-      std::make_shared<sgt::text::Tokenizer>(sgt::text::Tokenizer::load(model_dir + "/tokenizer.json"));
+  auto tokenizer = std::make_shared<sgt::text::Tokenizer>(
+      sgt::text::Tokenizer::load(model_dir + "/tokenizer.json"));
   return [tokenizer](const std::vector<std::int32_t>& ids, bool skip_special) {
     return nlohmann::ordered_json(tokenizer->decode(ids, skip_special));
   };

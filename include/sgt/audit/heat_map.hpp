@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "sgt/audit/recovery_audit.hpp"
@@ -48,6 +49,18 @@ inline RgbImage audit_heat_map(const AuditReport& r) {
     }
   }
   return image;
+}
+
+// The heat map as a PNG at `path` (never a partial file); errors name the file.
+inline void write_heat_map(const std::string& path, const AuditReport& r) {
+  RgbImage image;
+  try {
+    image = audit_heat_map(r);
+  } catch (Error& e) {
+    e.at_file(path);
+    throw;
+  }
+  write_png(path, image);
 }
 
 SGT_ISA_END

@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
+#include <string>
 
 #include "sgt/core/isa.hpp"
 #include "sgt/core/secure_memory.hpp"
@@ -57,6 +59,24 @@ inline ProtectionSummary summarize_protection(const Transform& model, const Tran
   }
   s.distance_ratio = norm > 0 ? dist / norm : 0.0;
   return s;
+}
+
+// The summary for people: the protected share and the noise's source, and how far the protected
+// embeddings moved (when any token is protected).
+inline std::string to_text(const ProtectionSummary& s, NoiseSource noise) {
+  const char* source =
+      noise == NoiseSource::Torch ? "torch-seeded" : enum_name(kNoiseSourceNames, noise);
+  char line[256];
+  std::snprintf(line, sizeof line, "protected tokens: %zu of %zu real (%.0f%%), noise: %s\n",
+                s.protected_tokens, s.real_tokens, s.protected_percent(), source);
+  std::string out = line;
+  if (s.protected_tokens) {
+    std::snprintf(line, sizeof line,
+                  "mean L2 distance clean -> protected: %.4f (clean norm %.4f, ratio %.2f)\n",
+                  s.mean_distance, s.mean_clean_norm, s.distance_ratio);
+    out += line;
+  }
+  return out;
 }
 
 SGT_ISA_END

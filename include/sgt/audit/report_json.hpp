@@ -42,7 +42,6 @@ using TokenText =
 namespace detail {
 SGT_ISA_BEGIN
 
-
 inline nlohmann::ordered_json text_or_null(const TokenText& text,
                                            const std::vector<std::int32_t>& ids, bool skip) {
   return text ? text(ids, skip) : nlohmann::ordered_json(nullptr);
@@ -56,8 +55,6 @@ inline std::vector<std::int32_t> narrow_ids(const std::vector<std::int64_t>& ids
 inline nlohmann::ordered_json protected_value(bool is_protected, double v) {
   return is_protected ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr);
 }
-
-
 
 // printf into a std::string.
 template <class... Args>
@@ -77,7 +74,6 @@ inline std::string flat_text(const nlohmann::ordered_json& text) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
   return s;
 }
-
 
 SGT_ISA_END
 }  // namespace detail
@@ -230,9 +226,10 @@ inline std::string audit_table(const AuditReport& report, const AuditDescription
                           "rank of the clean top-1 %.1f\n",
                           ud.base.c_str(), u.reached_positions, u.draws, u.mean_kl,
                           u.top1_agreement, u.mean_rank);
-    out += "  clean answer:     " +
-           detail::flat_text(detail::text_or_null(ud.text, detail::narrow_ids(u.clean_answer), true)) +
-           "\n";
+    out +=
+        "  clean answer:     " +
+        detail::flat_text(detail::text_or_null(ud.text, detail::narrow_ids(u.clean_answer), true)) +
+        "\n";
     out += "  protected answer: " +
            detail::flat_text(
                detail::text_or_null(ud.text, detail::narrow_ids(u.protected_answer), true)) +

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "sgt/core/dtype.hpp"
@@ -39,6 +40,18 @@ inline StoredF32Tensor open_f32_tensor(const std::string& path, const std::strin
     throw;
   }
   return t;
+}
+
+// Runs f(); an error f raises about the stored tensor (a shape the model refuses, say) gains the
+// name of the file it came from.
+template <class F>
+decltype(auto) naming_stored_tensor(const std::optional<StoredF32Tensor>& stored, F&& f) {
+  try {
+    return f();
+  } catch (Error& e) {
+    if (stored && e.tensor() == stored->name) e.at_file(stored->path);
+    throw;
+  }
 }
 
 // Prompt embeddings [S, H] read from tensor `name` of `path`, stored as [1, S, H] or [S, H] in F32,

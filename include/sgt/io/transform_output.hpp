@@ -70,6 +70,27 @@ struct TransformOutputArrays {
   std::vector<std::uint8_t> attention_mask;
 };
 
+// The arrays of a transform's result (model/transform.hpp's TransformResult, or any type with its
+// fields), with the intermediates when asked for; the mask is the request's attention mask.
+template <class Result>
+TransformOutputArrays output_arrays(const Result& r,
+                                    const std::vector<std::uint8_t>& attention_mask,
+                                    bool with_intermediates) {
+  TransformOutputArrays a;
+  a.batch = r.batch;
+  a.seq_len = r.seq_len;
+  a.hidden = r.hidden;
+  a.transformed = r.transformed.data();
+  if (with_intermediates) {
+    a.embeddings = r.embeddings.data();
+    a.mean = r.mean.data();
+    a.sigma = r.sigma.data();
+    a.noise = r.noise.data();
+  }
+  a.attention_mask = attention_mask;
+  return a;
+}
+
 // The output's folder must exist before anything runs: a typo in the path should not cost a model
 // load and a transform. (The writers check again: the folder could vanish meanwhile.)
 inline void check_output_folder(const std::string& path) {

@@ -18,10 +18,10 @@
 namespace sgt {
 
 struct PromptSource {
-  std::string input_path;           // IN.json
-  std::optional<std::string> text;  // plain text
-  std::string chat_path;            // CHAT.json
-  bool add_special_tokens = true;   // text: the post-processor's tokens (BOS)
+  std::string input_path;              // IN.json
+  std::optional<std::string> text;     // plain text
+  std::string chat_path;               // CHAT.json
+  bool add_special_tokens = true;      // text: the post-processor's tokens (BOS)
   bool add_generation_prompt = false;  // chat: the template's assistant header last
   text::ChatMaskPolicy policy;         // chat: which contents are protected
   bool transform_all_tokens = false;   // protect every token, scaffolding included

@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "sgt/core/error.hpp"
 #include "sgt/core/isa.hpp"
 #include "sgt/core/precision.hpp"
@@ -70,6 +72,26 @@ struct ProtectedGenerationResult {
   Precision precision = Precision::F32;
   GenerationTimings timings;
 };
+
+// The answer as one JSON document (`sgt generate --json`): {prompt_ids (null for a prompt given
+// as embeddings), protected_tokens (null without a transform), new_ids, answer, stop, sampling
+// ("greedy" or {temperature, top_p, seed}), precision}.
+inline nlohmann::ordered_json to_json(const ProtectedGenerationResult& r,
+                                      const std::vector<std::int64_t>* prompt_ids) {
+  using json = nlohmann::ordered_json;
+  json j;
+  j["prompt_ids"] = prompt_ids ? json(*prompt_ids) : json(nullptr);
+  j["protected_tokens"] = r.protected_tokens ? json(*r.protected_tokens) : json(nullptr);
+  j["new_ids"] = r.ids;
+  j["answer"] = r.text;
+  j["stop"] = enum_name(kStopReasonNames, r.stop_reason);
+  j["sampling"] = TokenSampler(r.sampling).greedy() ? json("greedy")
+                                                    : json{{"temperature", r.sampling.temperature},
+                                                           {"top_p", r.sampling.top_p},
+                                                           {"seed", r.sampling.seed}};
+  j["precision"] = precision_name(r.precision);
+  return j;
+}
 
 // Called with each piece of the answer's text as soon as it is complete UTF-8.
 using OnText = std::function<void(std::string_view piece)>;
