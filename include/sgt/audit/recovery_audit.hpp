@@ -37,11 +37,10 @@
 namespace sgt {
 SGT_ISA_BEGIN
 
-struct AuditOptions {
+// The pool, precision, attention and reference switch (ExecOptions, model/ops.hpp) are those of
+// the transform runs; the pool also runs the nearest-row search.
+struct AuditOptions : ExecOptions {
   std::size_t draws = 16;  // ignored when injected_draws is given (its first dimension counts)
-  ThreadPool* pool = nullptr;
-  AttentionAlgorithm attention = AttentionAlgorithm::Auto;
-  Precision precision = Precision::Auto;  // of the transform runs (model/ops.hpp)
   // Stored eps for reproducible audits: [N, B, S, H], or [N, S, H] when B = 1. Empty: secure.
   TensorView<const float> injected_draws;
   std::size_t score_floats = kernels::NearestRows::kDefaultScoreFloats;  // see NearestRows
@@ -109,10 +108,8 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
   report.tokens.resize(T);
 
   RunOptions run;
-  run.pool = options.pool;
-  run.attention = options.attention;
-  run.precision = options.precision;
-  run.keep_intermediates = true;  // the clean embeddings and sigma
+  static_cast<ExecOptions&>(run) = options;  // the transform runs as the audit was asked to
+  run.keep_intermediates = true;             // the clean embeddings and sigma
   run.noise = injected ? NoiseSource::Injected : NoiseSource::Secure;
 
   const kernels::NearestRows search(model.embedding_table(), options.pool, options.score_floats);
