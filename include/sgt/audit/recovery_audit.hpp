@@ -73,7 +73,7 @@ struct AuditReport {
     std::vector<std::int32_t> ids;
     for (std::size_t s = 0; s < seq_len; ++s) {
       const std::size_t t = b * seq_len + s;
-      if (!in.attention_mask.empty() && !in.attention_mask[t]) continue;
+      if (!in.is_real(t)) continue;
       const TokenAudit& a = tokens[t];
       ids.push_back(a.is_protected ? a.nearest_l2.at(d) : static_cast<std::int32_t>(a.id));
     }
@@ -143,8 +143,7 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
     if (options.on_draw)
       options.on_draw(d, TensorView<const float>(result.transformed.data(), {B, S, H}));
     for (std::size_t t = 0; t < T; ++t) {
-      const bool is_protected =
-          (in.attention_mask.empty() || in.attention_mask[t] != 0) && in.noise_mask[t] != 0;
+      const bool is_protected = in.is_protected(t);
       TokenAudit& a = report.tokens[t];
       a.id = in.input_ids[t];
       a.is_protected = is_protected;

@@ -92,7 +92,7 @@ class UtilityAudit {
     const std::size_t S = in.seq_len, V = base.vocab_size();
     if (S == 0) throw Error("the utility audit needs a non-empty prompt").at_key("input_ids");
     for (std::size_t s = 0; s < in.attention_mask.size(); ++s)
-      if (!in.attention_mask[s])
+      if (!in.is_real(s))
         throw Error("the utility audit runs the prompt without a padding mask: drop the padding")
             .at_key("attention_mask")
             .at_position(static_cast<std::int64_t>(s));
@@ -101,7 +101,7 @@ class UtilityAudit {
     report_.positions.resize(S);
     bool reached = false;
     for (std::size_t s = 0; s < S; ++s) {
-      reached = reached || in.noise_mask.empty() || in.noise_mask[s] != 0;
+      reached = reached || in.is_protected(s);
       report_.positions[s].reached = reached;
       report_.reached_positions += reached;
     }

@@ -112,8 +112,8 @@ class Transform {
     std::uint8_t* mask = ws.attention_mask();
     std::uint8_t* protect = ws.protect();
     for (std::size_t t = 0; t < T; ++t) {
-      mask[t] = in.attention_mask.empty() ? 1 : (in.attention_mask[t] != 0);
-      protect[t] = mask[t] && in.noise_mask[t] != 0;  // the one place "protected" is decided
+      mask[t] = in.is_real(t);
+      protect[t] = in.is_protected(t);
     }
     const SequenceBatch seq{B, S, mask};
 
