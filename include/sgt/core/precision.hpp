@@ -2,6 +2,8 @@
 // (kernels/matmul.hpp) take it as a parameter and the model (model/ops.hpp) chooses it.
 #pragma once
 
+#include "sgt/core/enum_names.hpp"
+
 namespace sgt {
 
 // The arithmetic of the Linear layers (docs/format.md, "Precision").
@@ -18,16 +20,12 @@ enum class Precision {
   Bf16,
 };
 
+// Its spellings, for options read from text (flags, requests) and for reports.
+inline constexpr EnumName<Precision> kPrecisionNames[] = {
+    {Precision::Auto, "auto"}, {Precision::F32, "f32"}, {Precision::Bf16, "bf16"}};
+
 inline const char* precision_name(Precision p) noexcept {
-  switch (p) {
-    case Precision::Auto:
-      return "auto";
-    case Precision::F32:
-      return "f32";
-    case Precision::Bf16:
-      return "bf16";
-  }
-  return "?";
+  return enum_name(kPrecisionNames, p);
 }
 
 }  // namespace sgt

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "sgt/core/enum_names.hpp"
 #include "sgt/core/precision.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
@@ -32,6 +33,12 @@ enum class AttentionAlgorithm {
   Sdpa,  // explicit scores
   Flash,
 };
+
+// Its spellings, for options read from text (flags, requests) and for reports.
+inline constexpr EnumName<AttentionAlgorithm> kAttentionAlgorithmNames[] = {
+    {AttentionAlgorithm::Auto, "auto"},
+    {AttentionAlgorithm::Sdpa, "sdpa"},
+    {AttentionAlgorithm::Flash, "flash"}};
 
 namespace kernels {
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "sgt/core/checked_math.hpp"
+#include "sgt/core/enum_names.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/isa.hpp"
 #include "sgt/core/secure_memory.hpp"
@@ -48,6 +49,11 @@ enum class NoiseSource {
   // The caller's eps: an f32 view of shape [B, S, H].
   Injected,
 };
+
+// Its spellings, for options read from text (flags, requests) and for reports.
+inline constexpr EnumName<NoiseSource> kNoiseSourceNames[] = {{NoiseSource::Secure, "secure"},
+                                                              {NoiseSource::Torch, "torch"},
+                                                              {NoiseSource::Injected, "injected"}};
 
 // The pool, precision (resolved by resolve_precision()), attention and reference switch are
 // ExecOptions' (model/ops.hpp).
