@@ -17,8 +17,8 @@
 //
 // Draws arrive one at a time (add_draw), so memory stays bounded by one draw whatever N is:
 // audit_with_utility feeds it from audit_transform's per-draw callback. What it keeps: the clean
-// logits [S, V] (f32) and their per-position log-sum-exp, the KV cache for S + N positions, and the
-// per-draw numbers. B = 1 only: the base model's forward has no padding mask.
+// logits [S, V] (f32) and their per-position log-sum-exp, the KV cache for S + N - 1 positions, and
+// the per-draw numbers. B = 1 only: the base model's forward has no padding mask.
 #pragma once
 
 #include <algorithm>
@@ -105,7 +105,7 @@ class UtilityAudit {
       report_.positions[s].reached = reached;
       report_.reached_positions += reached;
     }
-    cache_ = base.make_cache(1, S + std::max<std::size_t>(options_.new_tokens, 1));
+    cache_ = base.make_cache(1, cache_positions_needed(S, options_.new_tokens));
 
     LmInput clean = prompt_input(S);
     clean.input_ids = in.input_ids;
@@ -175,11 +175,11 @@ class UtilityAudit {
 
   std::vector<std::int64_t> answer(const LmInput& prompt) {
     if (options_.new_tokens == 0) return {};
-    GreedyOptions g;
+    GenerateOptions g;  // greedy
     g.max_new_tokens = options_.new_tokens;
     g.stop_tokens = options_.stop_tokens;
     g.run = options_.run;
-    return generate_greedy(base_, prompt, g, cache_, ws_).at(0);
+    return generate(base_, prompt, g, cache_, ws_).at(0);
   }
 
   void summarize() {
