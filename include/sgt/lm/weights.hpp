@@ -23,9 +23,9 @@ namespace sgt {
 SGT_ISA_BEGIN
 
 struct CausalLmWeights {
-  AnyTensorView embed_tokens;  // [V, H]
-  EstimatorWeights decoder;    // layers and final_norm (no head)
-  AnyTensorView lm_head;       // [V, H]: embed_tokens when tied
+  AnyTensorView embed_tokens;   // [V, H]
+  DecoderStackWeights decoder;  // layers and final_norm (no head)
+  AnyTensorView lm_head;        // [V, H]: embed_tokens when tied
 };
 
 // The decoder stack as the estimator tensor list sees it: final norm, no head.

@@ -43,7 +43,9 @@ struct DecoderLayerWeights {
   kernels::SwiGluWeights mlp;         // gate, up [I, H]; down [H, I]; biases with mlp_bias
 };
 
-struct EstimatorWeights {
+// A stack of decoder layers with its optional final norm and head: an estimator of the transform,
+// or the decoder of a causal LM (lm/weights.hpp: final norm, no head).
+struct DecoderStackWeights {
   std::vector<DecoderLayerWeights> layers;
   AnyTensorView final_norm;  // [H] with final_norm
   AnyTensorView head;        // [H, H] with a head
@@ -52,7 +54,7 @@ struct EstimatorWeights {
 
 struct ModelWeights {
   AnyTensorView embed_tokens;  // [vocab_size, H]
-  EstimatorWeights mean_estimator, std_estimator;
+  DecoderStackWeights mean_estimator, std_estimator;
 };
 
 // The names the model format owns: a stored tensor under one of these prefixes must be one the
@@ -66,7 +68,7 @@ using TensorShape = std::vector<std::uint64_t>;
 // docs/format.md section 4; `slot` is where the loaded view goes. Resizes w.layers.
 template <class Visit>
 void for_each_estimator_tensor(const EstimatorConfig& e, const std::string& prefix,
-                               EstimatorWeights& w, Visit&& visit) {
+                               DecoderStackWeights& w, Visit&& visit) {
   const DecoderConfig& d = e.decoder;
   const std::uint64_t hidden = d.hidden_size, inter = d.intermediate_size, hd = d.head_dim;
   const std::uint64_t q_dim = d.num_attention_heads * hd, kv_dim = d.num_key_value_heads * hd;
