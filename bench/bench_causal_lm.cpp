@@ -59,25 +59,10 @@ const std::string& model_dir() {
     config.update(sgt_bench::llama3_rope_keys());
     std::ofstream(path / "config.json") << config.dump(2);
     sgt_bench::RandomWeights w;
-    auto add = [&](const std::string& name, std::vector<std::uint64_t> shape, float scale,
-                   float offset = 0.0f) { w.add(name, std::move(shape), scale, offset); };
-    const float wscale = 1.0f / std::sqrt(static_cast<float>(kHidden));
-    add("model.embed_tokens.weight", {kVocab, kHidden}, 0.05f);
-    for (std::size_t i = 0; i < kLayers; ++i) {
-      const std::string l = "model.layers." + std::to_string(i) + ".";
-      add(l + "input_layernorm.weight", {kHidden}, 0.1f, 1.0f);
-      add(l + "post_attention_layernorm.weight", {kHidden}, 0.1f, 1.0f);
-      add(l + "self_attn.q_proj.weight", {kHeads * kHeadDim, kHidden}, wscale);
-      add(l + "self_attn.k_proj.weight", {kKvHeads * kHeadDim, kHidden}, wscale);
-      add(l + "self_attn.v_proj.weight", {kKvHeads * kHeadDim, kHidden}, wscale);
-      add(l + "self_attn.o_proj.weight", {kHidden, kHeads * kHeadDim}, wscale);
-      add(l + "mlp.gate_proj.weight", {kInter, kHidden}, wscale);
-      add(l + "mlp.up_proj.weight", {kInter, kHidden}, wscale);
-      add(l + "mlp.down_proj.weight", {kHidden, kInter},
-          1.0f / std::sqrt(static_cast<float>(kInter)));
-    }
-    add("model.norm.weight", {kHidden}, 0.1f, 1.0f);
-    add("lm_head.weight", {kVocab, kHidden}, wscale);
+    sgt::CausalLmWeights slots;
+    sgt::for_each_causal_lm_tensor(sgt::parse_causal_lm_config(config), slots,
+                                   [&](const std::string& name, const sgt::TensorShape& shape,
+                                       sgt::AnyTensorView&) { w.add_listed(name, shape); });
     w.write((path / "model.safetensors").string());
     std::atexit([] { std::filesystem::remove_all(model_dir()); });
     return path.string();

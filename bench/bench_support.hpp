@@ -2,6 +2,7 @@
 // writes the same model) and the Llama 3.2 RoPE scaling of the shapes they mimic.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,6 +25,26 @@ class RandomWeights {
       x = offset + scale * (static_cast<float>(state_ >> 8) * (2.0f / 16777216.0f) - 1.0f);
     }
     writer_.add_from_f32(name, sgt::DType::BF16, shape, v.data());
+  }
+  // A tensor of one of the library's lists (for_each_model_tensor, for_each_causal_lm_tensor), so
+  // the benchmarks name no tensor themselves, with values of the size its role has in a trained
+  // model: norm weights about 1, embeddings 0.05, biases 0.01, a Linear [out, in] 1/sqrt(in), and
+  // a tenth of that for an estimator's head, which feeds the parameterization.
+  void add_listed(const std::string& name, const std::vector<std::uint64_t>& shape) {
+    auto ends_with = [&](const std::string& suffix) {
+      return name.size() >= suffix.size() &&
+             name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    if (ends_with("norm.weight"))
+      add(name, shape, 0.1f, 1.0f);
+    else if (ends_with("embed_tokens.weight"))
+      add(name, shape, 0.05f);
+    else if (ends_with(".bias"))
+      add(name, shape, 0.01f);
+    else
+      add(name, shape,
+          (ends_with("estimator.head.weight") ? 0.1f : 1.0f) /
+              std::sqrt(static_cast<float>(shape.at(1))));
   }
   void write(const std::string& path) { writer_.write(path); }
 

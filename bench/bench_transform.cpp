@@ -65,26 +65,8 @@ const std::string& model_dir() {
     config["mean_estimator"]["parameterization"]["bound"] = 1.0;
     std::ofstream(path / "config.json") << config.dump(2);
     sgt_bench::RandomWeights w;
-    auto add = [&](const std::string& name, std::vector<std::uint64_t> shape, float scale,
-                   float offset = 0.0f) { w.add(name, std::move(shape), scale, offset); };
-    add("embed_tokens.weight", {kVocab, kHidden}, 0.05f);
-    const float wscale = 1.0f / std::sqrt(static_cast<float>(kHidden));
-    for (const std::string p : {"mean_estimator", "std_estimator"}) {
-      const std::string l = p + ".layers.0.";
-      add(l + "input_layernorm.weight", {kHidden}, 0.1f, 1.0f);
-      add(l + "post_attention_layernorm.weight", {kHidden}, 0.1f, 1.0f);
-      add(l + "self_attn.q_proj.weight", {kHeads * kHeadDim, kHidden}, wscale);
-      add(l + "self_attn.k_proj.weight", {kKvHeads * kHeadDim, kHidden}, wscale);
-      add(l + "self_attn.v_proj.weight", {kKvHeads * kHeadDim, kHidden}, wscale);
-      add(l + "self_attn.o_proj.weight", {kHidden, kHeads * kHeadDim}, wscale);
-      add(l + "mlp.gate_proj.weight", {kInter, kHidden}, wscale);
-      add(l + "mlp.up_proj.weight", {kInter, kHidden}, wscale);
-      add(l + "mlp.down_proj.weight", {kHidden, kInter},
-          1.0f / std::sqrt(static_cast<float>(kInter)));
-      add(p + ".norm.weight", {kHidden}, 0.1f, 1.0f);
-      add(p + ".head.weight", {kHidden, kHidden}, 0.1f * wscale);
-      add(p + ".head.bias", {kHidden}, 0.01f);
-    }
+    for (const sgt::ExpectedTensor& t : sgt::expected_tensors(sgt::parse_model_config(config)))
+      w.add_listed(t.name, t.shape);
     w.write((path / "model.safetensors").string());
     std::atexit([] { std::filesystem::remove_all(model_dir()); });
     return path.string();

@@ -312,17 +312,17 @@ TEST_CASE("inputs_embeds give the logits of input_ids, bit for bit, in both turn
   }
 }
 
-TEST_CASE("generate_greedy gives HF generate's tokens (do_sample=False)") {
+TEST_CASE("generate, greedy by default, gives HF generate's tokens (do_sample=False)") {
   for (const char* model : {"llama", "mistral", "qwen2_sharded", "qwen3_tied", "llama_bf16"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
     const Expected e = expected(model);
-    sgt::GreedyOptions options;
+    sgt::GenerateOptions options;
     options.max_new_tokens = e.greedy_ids.size() / e.batch;
     // llama_bf16's reference is HF in f32 on the bf16 weights: our f32 precision.
     options.run.precision = sgt::Precision::F32;
-    const auto tokens = sgt::generate_greedy(lm, ids_input(e.batch, e.prompt_ids, 0), options);
+    const auto tokens = sgt::generate(lm, ids_input(e.batch, e.prompt_ids, 0), options);
     REQUIRE(tokens.size() == e.batch);
     const std::size_t G = options.max_new_tokens;
     for (std::size_t b = 0; b < e.batch; ++b)
@@ -331,21 +331,27 @@ TEST_CASE("generate_greedy gives HF generate's tokens (do_sample=False)") {
   }
 }
 
-TEST_CASE("generate_greedy stops a row at a stop token and refuses a cache too short") {
+TEST_CASE("generate stops a row at a stop token and refuses a cache too short") {
   const sgt::CausalLM lm = sgt::CausalLM::load((kData / "llama").string());
   const Expected e = expected("llama");
   const std::size_t G = e.greedy_ids.size() / e.batch;
-  sgt::GreedyOptions options;
+  sgt::GenerateOptions options;
   options.max_new_tokens = G;
   options.stop_tokens = {e.greedy_ids[2]};  // row 0's third token
-  const auto tokens = sgt::generate_greedy(lm, ids_input(e.batch, e.prompt_ids, 0), options);
+  const auto tokens = sgt::generate(lm, ids_input(e.batch, e.prompt_ids, 0), options);
   const std::vector<std::int64_t> row0(e.greedy_ids.begin(), e.greedy_ids.begin() + 3);
   CHECK(tokens[0] == row0);
   sgt::KvCache small = lm.make_cache(e.batch, e.prompt + G - 2);
   sgt::LmWorkspace ws;
   options.stop_tokens.clear();
-  CHECK_THROWS_AS(sgt::generate_greedy(lm, ids_input(e.batch, e.prompt_ids, 0), options, small, ws),
+  CHECK_THROWS_AS(sgt::generate(lm, ids_input(e.batch, e.prompt_ids, 0), options, small, ws),
                   sgt::Error);
+  // The prompt and every new token but the last: a cache of exactly that many positions does.
+  CHECK(sgt::cache_positions_needed(e.prompt, G) == e.prompt + G - 1);
+  CHECK(sgt::cache_positions_needed(e.prompt, 0) == e.prompt);
+  sgt::KvCache exact = lm.make_cache(e.batch, sgt::cache_positions_needed(e.prompt, G));
+  CHECK(sgt::generate(lm, ids_input(e.batch, e.prompt_ids, 0), options, exact, ws) ==
+        sgt::generate(lm, ids_input(e.batch, e.prompt_ids, 0), options));
 }
 
 TEST_CASE("tied embeddings: lm_head is the embedding table") {

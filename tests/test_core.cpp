@@ -9,6 +9,8 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <set>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -240,6 +242,39 @@ TEST_CASE("bf16_round_pairs equals bf16_round_pair on every class of value") {
     for (std::size_t i = 0; i < L; ++i)
       REQUIRE(out[i] == sgt::simd::bf16_round_pair(in[2 * i], in[2 * i + 1]));
   }
+}
+
+TEST_CASE("the name tables of Precision, DType, AttentionAlgorithm and NoiseSource") {
+  // Complete (every value from 0 to count - 1 has a name), unique, and read back to the value.
+  auto check_table = [](const auto& table, int count) {
+    std::set<std::string> seen;
+    for (int i = 0; i < count; ++i) {
+      using Enum = decltype(table[0].value);
+      const auto value = static_cast<Enum>(i);
+      const std::string name = sgt::enum_name(table, value);
+      CAPTURE(name);
+      CHECK(name != "?");
+      CHECK(seen.insert(name).second);
+      REQUIRE(sgt::enum_from_name(table, name).has_value());
+      CHECK(*sgt::enum_from_name(table, name) == value);
+    }
+    CHECK(std::size(table) == static_cast<std::size_t>(count));
+  };
+  check_table(sgt::kPrecisionNames, 3);
+  check_table(sgt::kDTypeNames, 3);
+  check_table(sgt::kAttentionAlgorithmNames, 3);
+  check_table(sgt::kNoiseSourceNames, 3);
+  // The spellings flags, safetensors headers and reports use.
+  CHECK(sgt::enum_names_list(sgt::kPrecisionNames, "or") == "auto, f32 or bf16");
+  CHECK(sgt::enum_names_list(sgt::kDTypeNames) == "F32, BF16 and F16");
+  CHECK(sgt::enum_names_list(sgt::kAttentionAlgorithmNames, "or") == "auto, sdpa or flash");
+  CHECK(sgt::enum_names_list(sgt::kNoiseSourceNames) == "secure, torch and injected");
+  CHECK(std::string(sgt::precision_name(sgt::Precision::Bf16)) == "bf16");
+  CHECK(std::string(sgt::dtype_name(sgt::DType::BF16)) == "BF16");
+  static_assert(sgt::dtype_name(sgt::DType::F16)[1] == '1', "dtype_name stays constexpr");
+  CHECK(sgt::parse_dtype("F16") == sgt::DType::F16);
+  CHECK_FALSE(sgt::parse_dtype("f16").has_value());  // safetensors spells dtypes in capitals
+  CHECK_FALSE(sgt::enum_from_name(sgt::kPrecisionNames, "BF16").has_value());
 }
 
 TEST_CASE("TensorView shape helpers and AnyTensorView dtype checks") {

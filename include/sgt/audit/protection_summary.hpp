@@ -38,9 +38,8 @@ inline ProtectionSummary summarize_protection(const Transform& model, const Tran
   double dist = 0, norm = 0;
   WipedVector<float> clean(H);
   for (std::size_t t = 0; t < r.batch * r.seq_len; ++t) {
-    const bool is_real = in.attention_mask.empty() || in.attention_mask[t];
-    s.real_tokens += is_real;
-    if (!is_real || !in.noise_mask[t]) continue;
+    s.real_tokens += in.is_real(t);
+    if (!in.is_protected(t)) continue;
     ++s.protected_tokens;
     kernels::embedding_lookup(model.embedding_table(), &in.input_ids[t], 1,
                               TensorView<float>(clean.data(), {1, H}));

@@ -37,11 +37,10 @@
 namespace sgt {
 SGT_ISA_BEGIN
 
-struct AuditOptions {
+// The pool, precision, attention and reference switch (ExecOptions, model/ops.hpp) are those of
+// the transform runs; the pool also runs the nearest-row search.
+struct AuditOptions : ExecOptions {
   std::size_t draws = 16;  // ignored when injected_draws is given (its first dimension counts)
-  ThreadPool* pool = nullptr;
-  AttentionAlgorithm attention = AttentionAlgorithm::Auto;
-  Precision precision = Precision::Auto;  // of the transform runs (model/ops.hpp)
   // Stored eps for reproducible audits: [N, B, S, H], or [N, S, H] when B = 1. Empty: secure.
   TensorView<const float> injected_draws;
   std::size_t score_floats = kernels::NearestRows::kDefaultScoreFloats;  // see NearestRows
@@ -74,7 +73,7 @@ struct AuditReport {
     std::vector<std::int32_t> ids;
     for (std::size_t s = 0; s < seq_len; ++s) {
       const std::size_t t = b * seq_len + s;
-      if (!in.attention_mask.empty() && !in.attention_mask[t]) continue;
+      if (!in.is_real(t)) continue;
       const TokenAudit& a = tokens[t];
       ids.push_back(a.is_protected ? a.nearest_l2.at(d) : static_cast<std::int32_t>(a.id));
     }
@@ -109,10 +108,8 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
   report.tokens.resize(T);
 
   RunOptions run;
-  run.pool = options.pool;
-  run.attention = options.attention;
-  run.precision = options.precision;
-  run.keep_intermediates = true;  // the clean embeddings and sigma
+  static_cast<ExecOptions&>(run) = options;  // the transform runs as the audit was asked to
+  run.keep_intermediates = true;             // the clean embeddings and sigma
   run.noise = injected ? NoiseSource::Injected : NoiseSource::Secure;
 
   const kernels::NearestRows search(model.embedding_table(), options.pool, options.score_floats);
@@ -146,8 +143,7 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
     if (options.on_draw)
       options.on_draw(d, TensorView<const float>(result.transformed.data(), {B, S, H}));
     for (std::size_t t = 0; t < T; ++t) {
-      const bool is_protected =
-          (in.attention_mask.empty() || in.attention_mask[t] != 0) && in.noise_mask[t] != 0;
+      const bool is_protected = in.is_protected(t);
       TokenAudit& a = report.tokens[t];
       a.id = in.input_ids[t];
       a.is_protected = is_protected;

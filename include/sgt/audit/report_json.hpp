@@ -134,7 +134,7 @@ inline nlohmann::ordered_json to_json(const AuditReport& report, const Transform
     std::vector<std::int32_t> original;
     for (std::size_t s = 0; s < report.seq_len; ++s) {
       const std::size_t t = b * report.seq_len + s;
-      if (in.attention_mask.empty() || in.attention_mask[t])
+      if (in.is_real(t))
         original.push_back(static_cast<std::int32_t>(in.input_ids[t]));
     }
     const auto reconstructed = report.reconstructed_ids(0, b, in);

@@ -17,8 +17,8 @@
 //
 // Draws arrive one at a time (add_draw), so memory stays bounded by one draw whatever N is:
 // audit_with_utility feeds it from audit_transform's per-draw callback. What it keeps: the clean
-// logits [S, V] (f32) and their per-position log-sum-exp, the KV cache for S + N positions, and the
-// per-draw numbers. B = 1 only: the base model's forward has no padding mask.
+// logits [S, V] (f32) and their per-position log-sum-exp, the KV cache for S + N - 1 positions, and
+// the per-draw numbers. B = 1 only: the base model's forward has no padding mask.
 #pragma once
 
 #include <algorithm>
@@ -92,7 +92,7 @@ class UtilityAudit {
     const std::size_t S = in.seq_len, V = base.vocab_size();
     if (S == 0) throw Error("the utility audit needs a non-empty prompt").at_key("input_ids");
     for (std::size_t s = 0; s < in.attention_mask.size(); ++s)
-      if (!in.attention_mask[s])
+      if (!in.is_real(s))
         throw Error("the utility audit runs the prompt without a padding mask: drop the padding")
             .at_key("attention_mask")
             .at_position(static_cast<std::int64_t>(s));
@@ -101,11 +101,11 @@ class UtilityAudit {
     report_.positions.resize(S);
     bool reached = false;
     for (std::size_t s = 0; s < S; ++s) {
-      reached = reached || in.noise_mask.empty() || in.noise_mask[s] != 0;
+      reached = reached || in.is_protected(s);
       report_.positions[s].reached = reached;
       report_.reached_positions += reached;
     }
-    cache_ = base.make_cache(1, S + std::max<std::size_t>(options_.new_tokens, 1));
+    cache_ = base.make_cache(1, cache_positions_needed(S, options_.new_tokens));
 
     LmInput clean = prompt_input(S);
     clean.input_ids = in.input_ids;
@@ -175,11 +175,11 @@ class UtilityAudit {
 
   std::vector<std::int64_t> answer(const LmInput& prompt) {
     if (options_.new_tokens == 0) return {};
-    GreedyOptions g;
+    GenerateOptions g;  // greedy
     g.max_new_tokens = options_.new_tokens;
     g.stop_tokens = options_.stop_tokens;
     g.run = options_.run;
-    return generate_greedy(base_, prompt, g, cache_, ws_).at(0);
+    return generate(base_, prompt, g, cache_, ws_).at(0);
   }
 
   void summarize() {

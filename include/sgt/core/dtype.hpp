@@ -13,6 +13,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "sgt/core/enum_names.hpp"
 #include "sgt/core/error.hpp"
 
 namespace sgt {
@@ -118,23 +119,15 @@ constexpr std::size_t dtype_size(DType d) noexcept {
 }
 
 // Names as they appear in safetensors headers.
+inline constexpr EnumName<DType> kDTypeNames[] = {
+    {DType::F32, "F32"}, {DType::BF16, "BF16"}, {DType::F16, "F16"}};
+
 constexpr const char* dtype_name(DType d) noexcept {
-  switch (d) {
-    case DType::F32:
-      return "F32";
-    case DType::BF16:
-      return "BF16";
-    case DType::F16:
-      return "F16";
-  }
-  return "?";
+  return enum_name(kDTypeNames, d);
 }
 
 inline std::optional<DType> parse_dtype(std::string_view name) noexcept {
-  if (name == "F32") return DType::F32;
-  if (name == "BF16") return DType::BF16;
-  if (name == "F16") return DType::F16;
-  return std::nullopt;
+  return enum_from_name(kDTypeNames, name);
 }
 
 template <class T>

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace sgt {
 
@@ -17,14 +18,15 @@ struct EnumName {
 // The spelling of `value` in `table` ("?" when the table lacks it; tests check every table is
 // complete).
 template <class Enum, std::size_t N>
-const char* enum_name(const EnumName<Enum> (&table)[N], Enum value) noexcept {
+constexpr const char* enum_name(const EnumName<Enum> (&table)[N], Enum value) noexcept {
   for (const EnumName<Enum>& e : table)
     if (e.value == value) return e.name;
   return "?";
 }
 
 template <class Enum, std::size_t N>
-std::optional<Enum> enum_from_name(const EnumName<Enum> (&table)[N], const std::string& name) {
+constexpr std::optional<Enum> enum_from_name(const EnumName<Enum> (&table)[N],
+                                             std::string_view name) noexcept {
   for (const EnumName<Enum>& e : table)
     if (name == e.name) return e.value;
   return std::nullopt;

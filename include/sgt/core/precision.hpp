@@ -20,12 +20,12 @@ enum class Precision {
   Bf16,
 };
 
+// Its spellings, for options read from text (flags, requests) and for reports.
 inline constexpr EnumName<Precision> kPrecisionNames[] = {
-    {Precision::Auto, "auto"},
-    {Precision::F32, "f32"},
-    {Precision::Bf16, "bf16"},
-};
+    {Precision::Auto, "auto"}, {Precision::F32, "f32"}, {Precision::Bf16, "bf16"}};
 
-inline const char* precision_name(Precision p) noexcept { return enum_name(kPrecisionNames, p); }
+inline const char* precision_name(Precision p) noexcept {
+  return enum_name(kPrecisionNames, p);
+}
 
 }  // namespace sgt

@@ -18,6 +18,16 @@ struct TransformInput {
   std::vector<std::uint8_t> noise_mask;      // [B * S]: 1 = protect this token
   std::vector<std::uint8_t> attention_mask;  // [B * S]: 1 = real token; empty = all real
 
+  // Token t (flat, b * S + t) is a real token, not padding.
+  bool is_real(std::size_t t) const noexcept {
+    return attention_mask.empty() || attention_mask[t] != 0;
+  }
+  // Token t gets noise: a real token the noise mask selects (an empty noise mask, as single()
+  // takes it, selects every token). The library decides it here only: the transform and the audits.
+  bool is_protected(std::size_t t) const noexcept {
+    return is_real(t) && (noise_mask.empty() || noise_mask[t] != 0);
+  }
+
   // A single sequence (B = 1). An empty noise_mask protects every token.
   static TransformInput single(std::vector<std::int64_t> ids,
                                std::vector<std::uint8_t> noise_mask = {}) {

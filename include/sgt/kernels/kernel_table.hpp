@@ -34,11 +34,11 @@ enum class AttentionAlgorithm {
   Flash,
 };
 
+// Its spellings, for options read from text (flags, requests) and for reports.
 inline constexpr EnumName<AttentionAlgorithm> kAttentionAlgorithmNames[] = {
     {AttentionAlgorithm::Auto, "auto"},
     {AttentionAlgorithm::Sdpa, "sdpa"},
-    {AttentionAlgorithm::Flash, "flash"},
-};
+    {AttentionAlgorithm::Flash, "flash"}};
 
 namespace kernels {
 

@@ -43,8 +43,9 @@ struct CachedDecoderLayer {
                       const kernels::RopeTable& rope, const CacheStep& step, KvCache& cache,
                       std::size_t layer, TensorView<float> h, const LayerBuffers& buf,
                       const Ops& ops) {
-    DecoderLayer::residual_block(
-        c, w, h, buf, ops, [&] { attention(c, w.attention, rope, step, cache, layer, buf, ops); });
+    DecoderLayer::input_norm(c, w, h, buf, ops);
+    attention(c, w.attention, rope, step, cache, layer, buf, ops);
+    DecoderLayer::per_token_tail(c, w, h, buf, ops);
   }
 
   // The same layer when only the last token of each sequence goes on (the last layer under
@@ -62,8 +63,8 @@ struct CachedDecoderLayer {
                                   KvCache& cache, std::size_t layer, TensorView<const float> h,
                                   const LayerBuffers& buf, TensorView<float> last_h,
                                   const LayerBuffers& last, const Ops& ops) {
-    DecoderLayer::attention_heads(
-        c, w, h, buf, ops, [&] { attention(c, w.attention, rope, step, cache, layer, buf, ops); });
+    DecoderLayer::input_norm(c, w, h, buf, ops);
+    attention(c, w.attention, rope, step, cache, layer, buf, ops);
     const std::size_t T = step.tokens, H = h.cols(), Q = buf.attn.cols();
     for (std::size_t b = 0; b < step.batch; ++b) {
       const std::size_t t = b * T + T - 1;

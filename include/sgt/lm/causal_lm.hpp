@@ -69,12 +69,9 @@ struct LmInput {
   LogitsFor logits = LogitsFor::All;
 };
 
-struct LmRunOptions {
-  ThreadPool* pool = nullptr;             // null: the calling thread
-  Precision precision = Precision::Auto;  // Auto: Bf16 when every Linear (and lm_head) is BF16
-  AttentionAlgorithm attention = AttentionAlgorithm::Auto;  // the fresh prefill's kernel
-  bool reference_kernels = false;                           // every kernel on its reference
-};
+// ExecOptions (model/ops.hpp): precision Auto is Bf16 when every Linear (and lm_head) is BF16
+// (resolve_precision); `attention` picks the kernel of a prefill from position 0.
+struct LmRunOptions : ExecOptions {};
 
 struct LmLogits {
   std::size_t batch = 0, rows = 0, vocab = 0;  // rows = T, or 1 for LogitsFor::Last
@@ -138,11 +135,7 @@ class CausalLM {
     validate(in, cache);
     const std::size_t B = in.batch, T = in.seq_len, H = hidden_size(), V = vocab_size();
     const auto start = static_cast<std::size_t>(in.cache_position[0]);
-    Ops ops;
-    ops.pool = options.pool;
-    ops.reference = options.reference_kernels;
-    ops.precision = resolve_precision(options.precision);
-    ops.attention_algorithm = options.attention;
+    const Ops ops = Ops::from_options(options, resolve_precision(options.precision));
     ws.plan(config_, B, T, cache.max_len(), ops.kernels());
     std::size_t* positions = ws.positions();
     for (std::size_t t = 0; t < T; ++t) positions[t] = start + t;

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "sgt/core/checked_math.hpp"
 #include "sgt/core/enum_names.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/isa.hpp"
@@ -32,16 +33,21 @@ struct GenerateOptions {
   LmRunOptions run;
 };
 
-// What generate_greedy takes (GenerateOptions without sampling).
-struct GreedyOptions {
-  std::size_t max_new_tokens = 16;
-  std::vector<std::int64_t> stop_tokens;
-  LmRunOptions run;
-};
+// The KV cache positions a generation writes: the prompt's P, then every new token but the last,
+// which is produced and never fed back -- P + N - 1. With N = 0 the prompt's P: generate() then
+// runs nothing, but a caller that also runs the prompt on the cache (the utility audit, for all of
+// its positions' logits) needs them. Every cache a generation is given or makes is sized here.
+inline std::size_t cache_positions_needed(std::size_t prompt_len, std::size_t max_new_tokens) {
+  std::size_t n = 0;
+  if (!checked_add(prompt_len, std::max<std::size_t>(max_new_tokens, 1) - 1, n))
+    throw Error("a prompt of " + std::to_string(prompt_len) + " tokens + " +
+                std::to_string(max_new_tokens) + " new ones overflow size_t");
+  return n;
+}
 
 // prompt: B rows, each given as ids ([B * P] in input_ids) or as embeddings ([B, P, H] in
-// inputs_embeds), at positions [0, P) of `cache`, which must have room for P + max_new_tokens - 1
-// positions (the last token is produced, never fed). on_token(row, id) is called for every new
+// inputs_embeds), at positions [0, P) of `cache`, which must have room for
+// cache_positions_needed(P, max_new_tokens) positions. on_token(row, id) is called for every new
 // token as soon as it is chosen (to stream it). Returns the new tokens of each row.
 template <class OnToken>
 std::vector<std::vector<std::int64_t>> generate(const CausalLM& lm, LmInput prompt,
@@ -56,11 +62,12 @@ std::vector<std::vector<std::int64_t>> generate(const CausalLM& lm, LmInput prom
   }
   std::vector<std::vector<std::int64_t>> out(B);
   if (options.max_new_tokens == 0) return out;
-  if (P + options.max_new_tokens - 1 > cache.max_len())
+  const std::size_t needed = cache_positions_needed(P, options.max_new_tokens);
+  if (needed > cache.max_len())
     throw Error("prompt of " + std::to_string(P) + " tokens + " +
                 std::to_string(options.max_new_tokens) + " new ones need " +
-                std::to_string(P + options.max_new_tokens - 1) +
-                " cache positions, the cache has " + std::to_string(cache.max_len()));
+                std::to_string(needed) + " cache positions, the cache has " +
+                std::to_string(cache.max_len()));
   auto stops = [&](std::int64_t id) {
     return std::find(options.stop_tokens.begin(), options.stop_tokens.end(), id) !=
            options.stop_tokens.end();
@@ -97,25 +104,21 @@ std::vector<std::vector<std::int64_t>> generate(const CausalLM& lm, LmInput prom
   return out;
 }
 
-// Greedy, without a callback.
-inline std::vector<std::vector<std::int64_t>> generate_greedy(const CausalLM& lm, LmInput prompt,
-                                                              const GreedyOptions& options,
-                                                              KvCache& cache, LmWorkspace& ws) {
-  GenerateOptions g;
-  g.max_new_tokens = options.max_new_tokens;
-  g.stop_tokens = options.stop_tokens;
-  g.run = options.run;
-  return generate(lm, std::move(prompt), g, cache, ws, [](std::size_t, std::int64_t) {});
+// The same without a callback.
+inline std::vector<std::vector<std::int64_t>> generate(const CausalLM& lm, LmInput prompt,
+                                                       const GenerateOptions& options,
+                                                       KvCache& cache, LmWorkspace& ws) {
+  return generate(lm, std::move(prompt), options, cache, ws, [](std::size_t, std::int64_t) {});
 }
 
-// The same with a cache and workspace of its own, sized for the prompt and the new tokens.
-inline std::vector<std::vector<std::int64_t>> generate_greedy(const CausalLM& lm,
-                                                              const LmInput& prompt,
-                                                              const GreedyOptions& options = {}) {
-  KvCache cache = lm.make_cache(prompt.batch,
-                                prompt.seq_len + std::max<std::size_t>(options.max_new_tokens, 1));
+// The same with a cache and workspace of its own, sized for the prompt and the new tokens
+// (greedy with the default options).
+inline std::vector<std::vector<std::int64_t>> generate(const CausalLM& lm, const LmInput& prompt,
+                                                       const GenerateOptions& options = {}) {
+  KvCache cache =
+      lm.make_cache(prompt.batch, cache_positions_needed(prompt.seq_len, options.max_new_tokens));
   LmWorkspace ws;
-  return generate_greedy(lm, prompt, options, cache, ws);
+  return generate(lm, prompt, options, cache, ws);
 }
 
 // Why a row's generation ended: it produced a stop token (kept as its last token), or it reached

@@ -10,13 +10,10 @@
 // with the prefix "model"). Weights are views into the memory-mapped safetensors files.
 #pragma once
 
-#include <set>
 #include <string>
-#include <vector>
 
 #include "sgt/core/error.hpp"
 #include "sgt/core/isa.hpp"
-#include "sgt/core/log.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/lm/config.hpp"
 #include "sgt/model/config.hpp"
@@ -26,9 +23,9 @@ namespace sgt {
 SGT_ISA_BEGIN
 
 struct CausalLmWeights {
-  AnyTensorView embed_tokens;  // [V, H]
-  EstimatorWeights decoder;    // layers and final_norm (no head)
-  AnyTensorView lm_head;       // [V, H]: embed_tokens when tied
+  AnyTensorView embed_tokens;   // [V, H]
+  DecoderStackWeights decoder;  // layers and final_norm (no head)
+  AnyTensorView lm_head;        // [V, H]: embed_tokens when tied
 };
 
 // The decoder stack as the estimator tensor list sees it: final norm, no head.
@@ -50,43 +47,27 @@ void for_each_causal_lm_tensor(const CausalLmConfig& c, CausalLmWeights& w, Visi
     visit(std::string("lm_head.weight"), TensorShape{vocab, hidden}, w.lm_head);
 }
 
-// Checks `store` (sgt::TensorStore or SafetensorsFile) against the config and takes a view of
-// every tensor. A missing tensor or a wrong shape is an sgt::Error naming the tensor and
-// `where` (the safetensors file or index); tensors the config does not use are ignored with one
-// warning, as transformers ignores unexpected keys (a stored lm_head.weight of a tied model, the
-// rotary_emb.inv_freq buffers of old checkpoints).
+// Checks `store` (sgt::TensorStore or SafetensorsFile) against the config with
+// check_tensor_store (model/weights.hpp) and takes a view of every tensor. A missing tensor or a
+// wrong shape is an sgt::Error naming the tensor and `where` (the safetensors file or index);
+// tensors the config does not use are ignored with one warning (a stored lm_head.weight of a tied
+// model, the rotary_emb.inv_freq buffers of old checkpoints): no name is the format's alone.
 template <class Store>
 CausalLmWeights load_causal_lm_weights(const CausalLmConfig& config, const Store& store,
                                        const std::string& where) {
+  check_tensor_store(
+      store,
+      [&](auto&& visit) {
+        CausalLmWeights unused;
+        for_each_causal_lm_tensor(config, unused, visit);
+      },
+      {}, where);
   CausalLmWeights w;
-  std::set<std::string> used;
-  for_each_causal_lm_tensor(
-      config, w, [&](const std::string& name, const TensorShape& shape, AnyTensorView& slot) {
-        used.insert(name);
-        if (!store.contains(name))
-          throw Error("missing; config.json implies shape " + shape_to_string(shape))
-              .at_tensor(name)
-              .at_file(where);
-        const auto& stored = store.info(name).shape;
-        const TensorShape actual(stored.begin(), stored.end());
-        if (actual != shape)
-          throw Error("shape " + shape_to_string(actual) +
-                      " in the file, but config.json implies " + shape_to_string(shape))
-              .at_tensor(name)
-              .at_file(where);
-        slot = store.tensor(name);
-      });
+  for_each_causal_lm_tensor(config, w,
+                            [&](const std::string& name, const TensorShape&, AnyTensorView& slot) {
+                              slot = store.tensor(name);
+                            });
   if (config.tie_word_embeddings) w.lm_head = w.embed_tokens;
-  std::vector<std::string> unused;
-  for (const std::string& name : store.names())
-    if (!used.count(name)) unused.push_back(name);
-  if (!unused.empty()) {
-    std::string list;
-    for (std::size_t i = 0; i < unused.size() && i < 5; ++i) list += (i ? ", " : "") + unused[i];
-    if (unused.size() > 5) list += ", ...";
-    log_warning(where + ": " + std::to_string(unused.size()) +
-                " tensor(s) the config does not use, ignored: " + list);
-  }
   return w;
 }
 

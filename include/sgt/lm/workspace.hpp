@@ -33,40 +33,22 @@ class LmWorkspace {
     const DecoderConfig& d = c.decoder;
     const std::size_t t = batch * tokens, hidden = d.hidden_size;
     const std::size_t q = d.num_attention_heads * d.head_dim, kv = c.kv_width();
-    // normed, delta and q double as pack buffers (LayerBuffers): whole tiles of tokens. normed is
-    // also the LM head's pack buffer, for at most t rows of hidden.
-    grow(h_, t * hidden);
-    grow(normed_, kernels.packed_activation_floats(t, hidden));
-    grow(delta_, kernels.packed_activation_floats(t, hidden));
-    grow(q_, kernels.packed_activation_floats(t, q));
-    grow(attn_, t * q);
-    grow(k_, t * kv);
-    grow(v_, t * kv);
-    grow(mlp_, kernels.swiglu_scratch_floats(t, hidden, d.intermediate_size));
-    grow(last_, batch * hidden);
-    grow(last_attn_, batch * q);
+    // normed, delta and q double as pack buffers (DecoderBuffers). normed is also the LM head's
+    // pack buffer, for at most t rows of hidden.
+    layers_.plan(batch, tokens, hidden, q, kv,
+                 kernels.swiglu_scratch_floats(t, hidden, d.intermediate_size), kernels);
+    DecoderBuffers::grow(last_, batch * hidden);
+    DecoderBuffers::grow(last_attn_, batch * q);
     if (positions_.size() < tokens) positions_.resize(tokens);
     if (!rope_ || rope_->num_positions() < positions || !(rope_->parameters() == d.rope))
       rope_.emplace(d.rope, positions);
     batch_ = batch;
-    tokens_ = tokens;
     hidden_ = hidden;
     q_width_ = q;
     kv_width_ = kv;
   }
 
-  LayerBuffers layer_buffers() {
-    const std::size_t b = batch_, s = tokens_;
-    LayerBuffers buf;
-    buf.normed = TensorView<float>(normed_.data(), {b, s, hidden_});
-    buf.q = TensorView<float>(q_.data(), {b, s, q_width_});
-    buf.k = TensorView<float>(k_.data(), {b, s, kv_width_});
-    buf.v = TensorView<float>(v_.data(), {b, s, kv_width_});
-    buf.attn = TensorView<float>(attn_.data(), {b, s, q_width_});
-    buf.delta = TensorView<float>(delta_.data(), {b, s, hidden_});
-    buf.mlp_scratch = mlp_.data();
-    return buf;
-  }
+  LayerBuffers layer_buffers() { return layers_.layer_buffers(q_width_, kv_width_); }
 
   // The last layer's buffers for the last token of each sequence alone (LogitsFor::Last,
   // CachedDecoderLayer::forward_last_tokens): [B, 1, ...] views for its per-token tail. attn has
@@ -74,37 +56,31 @@ class LmWorkspace {
   // (q) and the MLP scratch are those of layer_buffers(), free by then and sized for B x T >= B
   // rows. k and v stay empty: the tail does not read them.
   LayerBuffers last_token_buffers() {
-    const std::size_t b = batch_;
-    LayerBuffers buf;
-    buf.normed = TensorView<float>(normed_.data(), {b, 1, hidden_});
-    buf.q = TensorView<float>(q_.data(), {b, 1, q_width_});
-    buf.attn = TensorView<float>(last_attn_.data(), {b, 1, q_width_});
-    buf.delta = TensorView<float>(delta_.data(), {b, 1, hidden_});
-    buf.mlp_scratch = mlp_.data();
+    LayerBuffers buf = layers_.layer_buffers(batch_, 1, q_width_, kv_width_);
+    buf.attn = TensorView<float>(last_attn_.data(), {batch_, 1, q_width_});
+    buf.k = TensorView<float>();
+    buf.v = TensorView<float>();
     return buf;
   }
 
   // The residual stream [B, T, H].
-  TensorView<float> residual() { return TensorView<float>(h_.data(), {batch_, tokens_, hidden_}); }
+  TensorView<float> residual() { return layers_.residual(); }
   // The residual row of the last token of each sequence [B, 1, H]: what the last layer leaves
   // under LogitsFor::Last, and the input of the final norm and the LM head then.
   TensorView<float> last_rows() { return TensorView<float>(last_.data(), {batch_, 1, hidden_}); }
   // The LM head's packed input (normed is free once the layers are done).
-  float* head_pack() { return normed_.data(); }
+  float* head_pack() { return layers_.head_pack(); }
   // cache_position as the kernels take it: T positions.
   std::size_t* positions() { return positions_.data(); }
   const kernels::RopeTable& rope() const { return *rope_; }
 
  private:
-  static void grow(WipedVector<float>& v, std::size_t n) {
-    if (v.size() < n) v.resize(n);
-  }
-
+  DecoderBuffers layers_;
   // Every buffer holds the prompt or values computed from it: wiped when released.
-  WipedVector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, last_, last_attn_;
+  WipedVector<float> last_, last_attn_;
   std::vector<std::size_t> positions_;
   std::optional<kernels::RopeTable> rope_;
-  std::size_t batch_ = 0, tokens_ = 0, hidden_ = 0, q_width_ = 0, kv_width_ = 0;
+  std::size_t batch_ = 0, hidden_ = 0, q_width_ = 0, kv_width_ = 0;
 };
 
 SGT_ISA_END

@@ -1,6 +1,7 @@
 // Every activation buffer a transform call needs, in one place (as gemma.cpp's activations.h):
 // the batch being transformed (SequenceBatch), the views one decoder layer writes (LayerBuffers),
-// and the Workspace that owns them.
+// the buffers behind them (DecoderBuffers, shared with the causal LM's workspace), and the
+// Workspace that owns them.
 //
 // Buffers are planned from the call's actual B and S (never from max_position_embeddings) and
 // reused: a Workspace kept across calls of the same or smaller size allocates nothing after the
@@ -58,18 +59,85 @@ struct LayerBuffers {
   // Packed matmul inputs (kernels/packed_activations.hpp) live in buffers that are free at that
   // moment, so they cost no memory of their own: q, k and v pack `normed` into `delta` (written
   // only by o_proj, later), o_proj packs `attn` into `q` (consumed by the attention before), and
-  // the estimator's head packs its input into `normed`. Those three buffers are planned with the
-  // packed size: the token count rounded up to whole tiles.
+  // a head after the last layer (the estimator's, the LM's) packs its input into `normed`. Those
+  // three buffers are planned with the packed size: the token count rounded up to whole tiles.
   float* qkv_pack() const { return delta.data(); }
   float* o_proj_pack() const { return q.data(); }
   float* head_pack() const { return normed.data(); }
 };
 
+// The buffers a decoder stack's layers write (LayerBuffers) and its residual stream, planned for
+// B x S tokens and the widest layer: owned by the transform's Workspace (both estimators share
+// them) and by the causal LM's LmWorkspace (lm/workspace.hpp), so the rule that lets packed matmul
+// inputs live in them is applied in one place.
+class DecoderBuffers {
+ public:
+  // Grows (never shrinks) every buffer for `batch` x `seq_len` tokens of `hidden` features, q and
+  // attn of q_width, k and v of kv_width, and mlp_scratch_floats of SwiGLU scratch. normed, delta
+  // and q double as pack buffers (LayerBuffers): they hold whole tiles of tokens, of the size the
+  // kernels that will run use.
+  void plan(std::size_t batch, std::size_t seq_len, std::size_t hidden, std::size_t q_width,
+            std::size_t kv_width, std::size_t mlp_scratch_floats,
+            const kernels::KernelTable& kernels) {
+    const std::size_t t = batch * seq_len;  // the caller checked the product
+    grow(h_, t * hidden);
+    grow(normed_, kernels.packed_activation_floats(t, hidden));
+    grow(delta_, kernels.packed_activation_floats(t, hidden));
+    grow(q_, kernels.packed_activation_floats(t, q_width));
+    grow(attn_, t * q_width);
+    grow(k_, t * kv_width);
+    grow(v_, t * kv_width);
+    grow(mlp_, mlp_scratch_floats);
+    batch_ = batch;
+    seq_len_ = seq_len;
+    hidden_ = hidden;
+  }
+
+  // Views for the planned B x S tokens, of a layer with these widths (at most the planned ones).
+  LayerBuffers layer_buffers(std::size_t q_width, std::size_t kv_width) {
+    return layer_buffers(batch_, seq_len_, q_width, kv_width);
+  }
+  // The same for `batch` x `seq_len` tokens, at most the planned count: a subset of the rows (the
+  // last token of each sequence) on the same buffers.
+  LayerBuffers layer_buffers(std::size_t batch, std::size_t seq_len, std::size_t q_width,
+                             std::size_t kv_width) {
+    const std::size_t b = batch, s = seq_len;
+    LayerBuffers buf;
+    buf.normed = TensorView<float>(normed_.data(), {b, s, hidden_});
+    buf.q = TensorView<float>(q_.data(), {b, s, q_width});
+    buf.k = TensorView<float>(k_.data(), {b, s, kv_width});
+    buf.v = TensorView<float>(v_.data(), {b, s, kv_width});
+    buf.attn = TensorView<float>(attn_.data(), {b, s, q_width});
+    buf.delta = TensorView<float>(delta_.data(), {b, s, hidden_});
+    buf.mlp_scratch = mlp_.data();
+    return buf;
+  }
+
+  // The residual stream [B, S, hidden].
+  TensorView<float> residual() { return TensorView<float>(h_.data(), {batch_, seq_len_, hidden_}); }
+  // `normed` as [B, S, hidden], for a value needed once the layers are done.
+  TensorView<float> normed() {
+    return TensorView<float>(normed_.data(), {batch_, seq_len_, hidden_});
+  }
+  // The packed input of a head after the last layer (normed is free then): at most B x S rows.
+  float* head_pack() { return normed_.data(); }
+
+  // Grows v to n floats, never shrinks it: how every workspace buffer is planned.
+  static void grow(WipedVector<float>& v, std::size_t n) {
+    if (v.size() < n) v.resize(n);
+  }
+
+ private:
+  // Every buffer holds the clean prompt or values computed from it: wiped when released.
+  WipedVector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_;
+  std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0;
+};
+
 class Workspace {
  public:
   // Sizes every buffer for `batch` x `seq_len` tokens of `model` (growing only), and the RoPE
-  // tables of both estimators for seq_len positions (rebuilt only when they must grow). The pack
-  // buffers hold whole tiles of tokens, whose size is that of the kernels that will run.
+  // tables of both estimators for seq_len positions (rebuilt only when they must grow). The layers'
+  // buffers are planned for the wider estimator (DecoderBuffers).
   void plan(const ModelConfig& model, std::size_t batch, std::size_t seq_len,
             const kernels::KernelTable& kernels = kernels::default_kernel_table()) {
     const std::size_t t = batch * seq_len;  // the caller checked the product (Transform::validate)
@@ -81,19 +149,10 @@ class Workspace {
       kv = std::max(kv, d.num_key_value_heads * d.head_dim);
       mlp = std::max(mlp, kernels.swiglu_scratch_floats(t, hidden, d.intermediate_size));
     }
-    // normed, delta and q double as pack buffers (LayerBuffers): whole tiles of tokens.
-    const std::size_t packed_hidden = kernels.packed_activation_floats(t, hidden);
-    grow(h_, t * hidden);
-    grow(normed_, packed_hidden);
-    grow(delta_, packed_hidden);
-    grow(q_, kernels.packed_activation_floats(t, q));
-    grow(attn_, t * q);
-    grow(k_, t * kv);
-    grow(v_, t * kv);
-    grow(mlp_, mlp);
-    grow(embeddings_, t * hidden);
-    grow(mean_, t * hidden);
-    grow(sigma_, t * hidden);
+    layers_.plan(batch, seq_len, hidden, q, kv, mlp, kernels);
+    DecoderBuffers::grow(embeddings_, t * hidden);
+    DecoderBuffers::grow(mean_, t * hidden);
+    DecoderBuffers::grow(sigma_, t * hidden);
     // noise_ grows on demand (noise()): without intermediates eps lives in normed (eps_scratch).
     protect_.resize(std::max(protect_.size(), t));
     mask_.resize(std::max(mask_.size(), t));
@@ -106,38 +165,27 @@ class Workspace {
 
   // Views for one estimator's layers (its own q/kv widths; buffers are sized for the widest).
   LayerBuffers layer_buffers(const DecoderConfig& d) {
-    const std::size_t b = batch_, s = seq_len_;
-    LayerBuffers buf;
-    buf.normed = TensorView<float>(normed_.data(), {b, s, hidden_});
-    buf.q = TensorView<float>(q_.data(), {b, s, d.num_attention_heads * d.head_dim});
-    buf.k = TensorView<float>(k_.data(), {b, s, d.num_key_value_heads * d.head_dim});
-    buf.v = TensorView<float>(v_.data(), {b, s, d.num_key_value_heads * d.head_dim});
-    buf.attn = TensorView<float>(attn_.data(), {b, s, d.num_attention_heads * d.head_dim});
-    buf.delta = TensorView<float>(delta_.data(), {b, s, hidden_});
-    buf.mlp_scratch = mlp_.data();
-    return buf;
+    return layers_.layer_buffers(d.num_attention_heads * d.head_dim,
+                                 d.num_key_value_heads * d.head_dim);
   }
 
-  TensorView<float> residual() { return view(h_); }
+  TensorView<float> residual() { return layers_.residual(); }
   TensorView<float> embeddings() { return view(embeddings_); }
   TensorView<float> mean() { return view(mean_); }
   TensorView<float> sigma() { return view(sigma_); }
   // eps kept for the caller (keep_intermediates): its own buffer, grown on first use.
   TensorView<float> noise() {
-    grow(noise_, batch_ * seq_len_ * hidden_);
+    DecoderBuffers::grow(noise_, batch_ * seq_len_ * hidden_);
     return view(noise_);
   }
   // eps needed only until the noise formula ran: `normed`, free once both estimators are done.
-  TensorView<float> eps_scratch() { return view(normed_); }
+  TensorView<float> eps_scratch() { return layers_.normed(); }
   std::uint8_t* protect() { return protect_.data(); }
   std::uint8_t* attention_mask() { return mask_.data(); }
   const kernels::RopeTable& mean_rope() const { return *mean_rope_; }
   const kernels::RopeTable& std_rope() const { return *std_rope_; }
 
  private:
-  static void grow(WipedVector<float>& v, std::size_t n) {
-    if (v.size() < n) v.resize(n);
-  }
   static void plan_rope(std::optional<kernels::RopeTable>& table, const kernels::RopeParameters& p,
                         std::size_t positions) {
     if (!table || table->num_positions() < positions || !(table->parameters() == p))
@@ -147,9 +195,9 @@ class Workspace {
     return TensorView<float>(v.data(), {batch_, seq_len_, hidden_});
   }
 
+  DecoderBuffers layers_;
   // Every buffer holds the clean prompt or values computed from it: wiped when released.
-  WipedVector<float> h_, normed_, delta_, q_, attn_, k_, v_, mlp_, embeddings_, mean_, sigma_,
-      noise_;
+  WipedVector<float> embeddings_, mean_, sigma_, noise_;
   WipedVector<std::uint8_t> protect_, mask_;
   std::optional<kernels::RopeTable> mean_rope_, std_rope_;
   std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0;

@@ -24,29 +24,20 @@ struct DecoderLayer {
   static void forward(const DecoderConfig& c, const DecoderLayerWeights& w,
                       const kernels::RopeTable& rope, const SequenceBatch& seq, TensorView<float> h,
                       const LayerBuffers& buf, const Ops& ops) {
-    residual_block(c, w, h, buf, ops, [&] { attention(c, w.attention, rope, seq, buf, ops); });
-  }
-
-  // The layer around its attention heads, which read buf.normed and write buf.attn (before
-  // o_proj). The cached layer of a causal LM (lm/cached_decoder_layer.hpp) shares it with heads
-  // of its own, and runs its two halves apart in its last layer.
-  template <class Heads>
-  static void residual_block(const DecoderConfig& c, const DecoderLayerWeights& w,
-                             TensorView<float> h, const LayerBuffers& buf, const Ops& ops,
-                             Heads&& heads) {
-    attention_heads(c, w, h, buf, ops, heads);
+    input_norm(c, w, h, buf, ops);
+    attention(c, w.attention, rope, seq, buf, ops);
     per_token_tail(c, w, h, buf, ops);
   }
 
-  // buf.normed = RMSNorm_in(h), then heads() writes buf.attn: the only step where tokens see each
-  // other, so it runs on every row of h.
-  template <class Heads>
-  static void attention_heads(const DecoderConfig& c, const DecoderLayerWeights& w,
-                              TensorView<const float> h, const LayerBuffers& buf, const Ops& ops,
-                              Heads&& heads) {
-    const float eps = static_cast<float>(c.rms_norm_eps);
-    ops.rms_norm(h, w.input_norm, eps, c.norm_style, buf.normed);
-    heads();
+  // The layer in three steps, which the cached layer of a causal LM
+  // (lm/cached_decoder_layer.hpp) runs with an attention of its own, and in its last layer on
+  // fewer rows after the attention than before:
+  //   input_norm       buf.normed = RMSNorm_in(h)
+  //   (attention)      buf.attn from buf.normed: the only step where tokens see each other
+  //   per_token_tail   o_proj, the residual adds, RMSNorm_post and the MLP, each row on its own
+  static void input_norm(const DecoderConfig& c, const DecoderLayerWeights& w,
+                         TensorView<const float> h, const LayerBuffers& buf, const Ops& ops) {
+    ops.rms_norm(h, w.input_norm, static_cast<float>(c.rms_norm_eps), c.norm_style, buf.normed);
   }
 
   //   h = h + o_proj(buf.attn)             (the end of h = h + Attention(RMSNorm_in(h)))

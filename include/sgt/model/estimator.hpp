@@ -18,11 +18,11 @@ SGT_ISA_BEGIN
 class Estimator {
  public:
   Estimator() = default;
-  Estimator(EstimatorConfig config, EstimatorWeights weights)
+  Estimator(EstimatorConfig config, DecoderStackWeights weights)
       : config_(std::move(config)), weights_(std::move(weights)) {}
 
   const EstimatorConfig& config() const noexcept { return config_; }
-  const EstimatorWeights& weights() const noexcept { return weights_; }
+  const DecoderStackWeights& weights() const noexcept { return weights_; }
 
   // Whether every Linear weight of the estimator (projections, MLP, head) is stored as BF16.
   bool linears_are_bf16() const noexcept {
@@ -59,7 +59,7 @@ class Estimator {
 
  private:
   EstimatorConfig config_;
-  EstimatorWeights weights_;
+  DecoderStackWeights weights_;
 };
 
 SGT_ISA_END

@@ -20,12 +20,32 @@
 namespace sgt {
 SGT_ISA_BEGIN
 
+// How a call runs, whatever it computes: the transform's RunOptions, the causal LM's LmRunOptions
+// and the audit's AuditOptions all derive from it, so a caller sets the pool or the precision the
+// same way everywhere and Ops::from_options turns it into kernel calls in one place.
+struct ExecOptions {
+  ThreadPool* pool = nullptr;             // null: run on the calling thread
+  Precision precision = Precision::Auto;  // Auto: the model's resolve_precision decides
+  AttentionAlgorithm attention = AttentionAlgorithm::Auto;
+  bool reference_kernels = false;  // every kernel on its plain reference implementation
+};
+
 // KernelContext: pool, reference, attention_algorithm, precision (kernels/kernel_table.hpp).
 struct Ops : kernels::KernelContext {
   // The kernels: this build's instruction set, or the dispatcher's choice (isa_kernel_table.hpp).
   const kernels::KernelTable* table = &kernels::default_kernel_table();
 
   const kernels::KernelTable& kernels() const noexcept { return *table; }
+
+  // The ops of one call: `options` with its precision resolved by the model (F32 or Bf16).
+  static Ops from_options(const ExecOptions& options, Precision resolved_precision) noexcept {
+    Ops ops;
+    ops.pool = options.pool;
+    ops.reference = options.reference_kernels;
+    ops.precision = resolved_precision;
+    ops.attention_algorithm = options.attention;
+    return ops;
+  }
 
   // out[t] = table[ids[t]] for t < count.
   void embedding(const AnyTensorView& embedding_table, const std::int64_t* ids, std::size_t count,

@@ -50,18 +50,15 @@ enum class NoiseSource {
   Injected,
 };
 
-inline constexpr EnumName<NoiseSource> kNoiseSourceNames[] = {
-    {NoiseSource::Secure, "secure"},
-    {NoiseSource::Torch, "torch"},
-    {NoiseSource::Injected, "injected"},
-};
+// Its spellings, for options read from text (flags, requests) and for reports.
+inline constexpr EnumName<NoiseSource> kNoiseSourceNames[] = {{NoiseSource::Secure, "secure"},
+                                                              {NoiseSource::Torch, "torch"},
+                                                              {NoiseSource::Injected, "injected"}};
 
-struct RunOptions {
-  ThreadPool* pool = nullptr;  // null: run on the calling thread
-  AttentionAlgorithm attention = AttentionAlgorithm::Auto;
-  Precision precision = Precision::Auto;  // see model/ops.hpp; resolved by resolve_precision()
-  bool reference_kernels = false;         // every kernel on its plain reference (see model/ops.hpp)
-  bool keep_intermediates = false;        // fill TransformResult's embeddings, mean, std, noise
+// The pool, precision (resolved by resolve_precision()), attention and reference switch are
+// ExecOptions' (model/ops.hpp).
+struct RunOptions : ExecOptions {
+  bool keep_intermediates = false;  // fill TransformResult's embeddings, mean, std, noise
   NoiseSource noise = NoiseSource::Secure;
   std::uint64_t seed = 0;                  // NoiseSource::Torch
   TensorView<const float> injected_noise;  // NoiseSource::Injected: [B, S, H]
@@ -115,18 +112,14 @@ class Transform {
            TransformResult& result) const {
     validate(in, options);
     const std::size_t B = in.batch, S = in.seq_len, H = config_.hidden_size, T = B * S;
-    Ops ops;
-    ops.pool = options.pool;
-    ops.reference = options.reference_kernels;
-    ops.precision = resolve_precision(options.precision);
-    ops.attention_algorithm = options.attention;
+    const Ops ops = Ops::from_options(options, resolve_precision(options.precision));
     ws.plan(config_, B, S, ops.kernels());
 
     std::uint8_t* mask = ws.attention_mask();
     std::uint8_t* protect = ws.protect();
     for (std::size_t t = 0; t < T; ++t) {
-      mask[t] = in.attention_mask.empty() ? 1 : (in.attention_mask[t] != 0);
-      protect[t] = mask[t] && in.noise_mask[t] != 0;  // the one place "protected" is decided
+      mask[t] = in.is_real(t);
+      protect[t] = in.is_protected(t);
     }
     const SequenceBatch seq{B, S, mask};
 

@@ -1,6 +1,7 @@
 // The model's tensors (docs/format.md section 4): one list, for_each_model_tensor(), states every
 // name and shape a config implies, and is used both to check a tensor store against the config
-// (check_model_tensors) and to load the views the model computes with (load_model_weights). A new
+// (check_model_tensors, on check_tensor_store, which the causal LM's loader shares) and to load the
+// views the model computes with (load_model_weights). A new
 // tensor is one line here; the check and the loader cannot disagree.
 //
 // Weights are views only: the data stays in the memory-mapped safetensors files. A tensor the
@@ -10,7 +11,7 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
+#include <iterator>
 #include <set>
 #include <string>
 #include <utility>
@@ -42,7 +43,9 @@ struct DecoderLayerWeights {
   kernels::SwiGluWeights mlp;         // gate, up [I, H]; down [H, I]; biases with mlp_bias
 };
 
-struct EstimatorWeights {
+// A stack of decoder layers with its optional final norm and head: an estimator of the transform,
+// or the decoder of a causal LM (lm/weights.hpp: final norm, no head).
+struct DecoderStackWeights {
   std::vector<DecoderLayerWeights> layers;
   AnyTensorView final_norm;  // [H] with final_norm
   AnyTensorView head;        // [H, H] with a head
@@ -51,7 +54,7 @@ struct EstimatorWeights {
 
 struct ModelWeights {
   AnyTensorView embed_tokens;  // [vocab_size, H]
-  EstimatorWeights mean_estimator, std_estimator;
+  DecoderStackWeights mean_estimator, std_estimator;
 };
 
 // The names the model format owns: a stored tensor under one of these prefixes must be one the
@@ -65,7 +68,7 @@ using TensorShape = std::vector<std::uint64_t>;
 // docs/format.md section 4; `slot` is where the loaded view goes. Resizes w.layers.
 template <class Visit>
 void for_each_estimator_tensor(const EstimatorConfig& e, const std::string& prefix,
-                               EstimatorWeights& w, Visit&& visit) {
+                               DecoderStackWeights& w, Visit&& visit) {
   const DecoderConfig& d = e.decoder;
   const std::uint64_t hidden = d.hidden_size, inter = d.intermediate_size, hd = d.head_dim;
   const std::uint64_t q_dim = d.num_attention_heads * hd, kv_dim = d.num_key_value_heads * hd;
@@ -122,42 +125,63 @@ inline std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config) {
   return out;
 }
 
-// Checks that `store` holds every expected tensor with its expected shape, and nothing else under
-// kModelTensorPrefixes. Tensors outside those prefixes are ignored with one warning. `Store` needs
-// contains(name), names() and info(name).shape (a sequence of integers): sgt::SafetensorsFile and
-// sgt::TensorStore have them.
+// The one check of a tensor store against the tensors a config implies, for both formats
+// (check_model_tensors below, load_causal_lm_weights in lm/weights.hpp). for_each_tensor(visit)
+// calls visit(name, shape, slot) for every tensor of the list (a for_each_*_tensor). Every listed
+// tensor must be stored with its listed shape; a stored tensor the list does not name is an error
+// under one of `owned_prefixes` (names the format owns) and otherwise ignored, with one warning for
+// all of them, as transformers ignores unexpected keys. Errors name the tensor, and the file when
+// `where` is not empty. `Store` needs contains(name), names() and info(name).shape (a sequence of
+// integers): sgt::SafetensorsFile and sgt::TensorStore have them.
+template <class Store, class ForEachTensor>
+void check_tensor_store(const Store& store, ForEachTensor&& for_each_tensor,
+                        const std::vector<std::string>& owned_prefixes, const std::string& where) {
+  auto fail = [&](const std::string& message, const std::string& name) {
+    Error e(message);
+    e.at_tensor(name);
+    if (!where.empty()) e.at_file(where);
+    throw e;
+  };
+  std::set<std::string> listed;
+  for_each_tensor([&](const std::string& name, const TensorShape& shape, AnyTensorView&) {
+    listed.insert(name);
+    if (!store.contains(name))
+      fail("missing; config.json implies shape " + shape_to_string(shape), name);
+    const auto& stored = store.info(name).shape;
+    const TensorShape actual(stored.begin(), stored.end());
+    if (actual != shape)
+      fail("shape " + shape_to_string(actual) + " in the file, but config.json implies " +
+               shape_to_string(shape),
+           name);
+  });
+  std::vector<std::string> ignored;
+  for (const std::string& name : store.names()) {
+    if (listed.count(name)) continue;
+    for (const std::string& prefix : owned_prefixes)
+      if (name.compare(0, prefix.size(), prefix) == 0)
+        fail("unexpected tensor: the config implies no tensor of this name", name);
+    ignored.push_back(name);
+  }
+  if (!ignored.empty()) {
+    std::string list;
+    for (std::size_t i = 0; i < ignored.size() && i < 5; ++i) list += (i ? ", " : "") + ignored[i];
+    if (ignored.size() > 5) list += ", ...";
+    log_warning((where.empty() ? "" : where + ": ") + std::to_string(ignored.size()) +
+                " tensor(s) the config does not use, ignored: " + list);
+  }
+}
+
+// check_tensor_store for the model format: nothing else under kModelTensorPrefixes.
 template <class Store>
 void check_model_tensors(const ModelConfig& config, const Store& store) {
-  std::set<std::string> expected_names;
-  ModelWeights unused;
-  for_each_model_tensor(
-      config, unused, [&](const std::string& name, const TensorShape& shape, AnyTensorView&) {
-        expected_names.insert(name);
-        if (!store.contains(name))
-          throw Error("missing; the config expects shape " + shape_to_string(shape))
-              .at_tensor(name);
-        const auto& stored = store.info(name).shape;
-        const TensorShape actual(stored.begin(), stored.end());
-        if (actual != shape)
-          throw Error("shape " + shape_to_string(actual) + " in the file, but the config expects " +
-                      shape_to_string(shape))
-              .at_tensor(name);
-      });
-  std::vector<std::string> foreign;
-  for (const std::string& name : store.names()) {
-    if (expected_names.count(name)) continue;
-    for (const char* prefix : kModelTensorPrefixes)
-      if (name.compare(0, std::strlen(prefix), prefix) == 0)
-        throw Error("unexpected tensor: the config implies no tensor of this name").at_tensor(name);
-    foreign.push_back(name);
-  }
-  if (!foreign.empty()) {
-    std::string list;
-    for (std::size_t i = 0; i < foreign.size() && i < 5; ++i) list += (i ? ", " : "") + foreign[i];
-    if (foreign.size() > 5) list += ", ...";
-    log_warning(std::to_string(foreign.size()) +
-                " tensor(s) outside the model format ignored: " + list);
-  }
+  check_tensor_store(
+      store,
+      [&](auto&& visit) {
+        ModelWeights unused;
+        for_each_model_tensor(config, unused, visit);
+      },
+      std::vector<std::string>(std::begin(kModelTensorPrefixes), std::end(kModelTensorPrefixes)),
+      std::string());
 }
 
 // Checks the store against the config (check_model_tensors), then takes a view of every tensor.

@@ -161,7 +161,7 @@ class ProtectedGeneration {
     const double transform_ms =
         std::chrono::duration<double, std::milli>(clock::now() - t0).count();
     std::size_t protected_tokens = 0;
-    for (const std::uint8_t m : in.noise_mask) protected_tokens += m != 0;
+    for (std::size_t t = 0; t < in.batch * in.seq_len; ++t) protected_tokens += in.is_protected(t);
     lm_in.inputs_embeds =
         TensorView<const float>(protected_prompt.transformed.data(), {1, S, lm_.hidden_size()});
     return run(lm_in, options, on_text, transform_ms, protected_tokens);
@@ -206,7 +206,7 @@ class ProtectedGeneration {
     g.run.pool = options.pool;
     g.run.precision = options.precision;
 
-    KvCache cache = lm_.make_cache(1, in.seq_len + options.max_new_tokens);
+    KvCache cache = lm_.make_cache(1, cache_positions_needed(in.seq_len, options.max_new_tokens));
     LmWorkspace ws;
     std::optional<text::DecodeStream> stream;
     if (on_text) stream.emplace(tokenizer_, /*skip_special_tokens=*/true);
