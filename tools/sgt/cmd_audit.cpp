@@ -130,14 +130,8 @@ int run(const AuditArgs& t) {
 }  // namespace
 
 Command add_audit_command(CLI::App& sgt) {
-  CLI::App* app = sgt.add_subcommand("audit", "how well a transform hides a prompt, and its cost");
-  app->allow_extras();
-  auto args = std::make_shared<AuditArgs>();
-  declare(*app, *args);
-  return {app, [args] {
-            check(*args);
-            return run(*args);
-          }};
+  return make_command<AuditArgs>(sgt, "audit", "how well a transform hides a prompt, and its cost",
+                                 declare, check, run);
 }
 
 }  // namespace sgt_cli

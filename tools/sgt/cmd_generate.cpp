@@ -1,6 +1,6 @@
-// `sgt generate BASE_DIR (--text T | --chat CHAT.json) [--protect SGT_DIR]`: the base model's answer
-// (pipeline/protected_generation.hpp), streamed to stdout or, with --json, one JSON document at the
-// end; a summary on stderr. Text builds only.
+// `sgt generate BASE_DIR (--text T | --chat CHAT.json) [--protect SGT_DIR]`: the base model's
+// answer (pipeline/protected_generation.hpp), streamed to stdout or, with --json, one JSON document
+// at the end; a summary on stderr. Text builds only.
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -137,14 +137,8 @@ int run(const GenerateArgs& g) {
 }  // namespace
 
 Command add_generate_command(CLI::App& sgt) {
-  CLI::App* app = sgt.add_subcommand("generate", "a base model's answer, clean or protected");
-  app->allow_extras();
-  auto args = std::make_shared<GenerateArgs>();
-  declare(*app, *args);
-  return {app, [args] {
-            check(*args);
-            return run(*args);
-          }};
+  return make_command<GenerateArgs>(sgt, "generate", "a base model's answer, clean or protected",
+                                    declare, check, run);
 }
 
 }  // namespace sgt_cli

@@ -137,14 +137,8 @@ int run(const TransformArgs& t) {
 }  // namespace
 
 Command add_transform_command(CLI::App& sgt) {
-  CLI::App* app = sgt.add_subcommand("transform", "the protected embeddings of a request");
-  app->allow_extras();
-  auto args = std::make_shared<TransformArgs>();
-  declare(*app, *args);
-  return {app, [args] {
-            check(*args);
-            return run(*args);
-          }};
+  return make_command<TransformArgs>(sgt, "transform", "the protected embeddings of a request",
+                                     declare, check, run);
 }
 
 }  // namespace sgt_cli

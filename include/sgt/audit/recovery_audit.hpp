@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <vector>
@@ -80,6 +81,12 @@ struct AuditReport {
     return ids;
   }
 };
+
+// Sums over `count` items become their means (they stay 0 when there are none).
+inline void divide_sums(std::size_t count, std::initializer_list<double*> sums) {
+  if (count == 0) return;
+  for (double* s : sums) *s /= double(count);
+}
 
 inline AuditReport audit_transform(const Transform& model, const TransformInput& in,
                                    const AuditOptions& options = {}) {
@@ -202,13 +209,8 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
     report.mean_rank_l2 += a.mean_rank_l2;
     report.mean_cosine += a.mean_cosine;
   }
-  if (report.protected_tokens) {
-    const double p = double(report.protected_tokens);
-    report.recovery_l2 /= p;
-    report.recovery_cosine /= p;
-    report.mean_rank_l2 /= p;
-    report.mean_cosine /= p;
-  }
+  divide_sums(report.protected_tokens, {&report.recovery_l2, &report.recovery_cosine,
+                                        &report.mean_rank_l2, &report.mean_cosine});
   return report;
 }
 

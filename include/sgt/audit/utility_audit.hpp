@@ -200,12 +200,8 @@ class UtilityAudit {
       report_.top1_agreement += p.top1_agreement;
       report_.mean_rank += p.mean_rank;
     }
-    if (report_.reached_positions) {
-      const double r = double(report_.reached_positions);
-      report_.mean_kl /= r;
-      report_.top1_agreement /= r;
-      report_.mean_rank /= r;
-    }
+    divide_sums(report_.reached_positions,
+                {&report_.mean_kl, &report_.top1_agreement, &report_.mean_rank});
   }
 
   const CausalLM& base_;

@@ -37,8 +37,10 @@ struct Ops : kernels::KernelContext {
 
   const kernels::KernelTable& kernels() const noexcept { return *table; }
 
-  // The ops of one call: `options` with its precision resolved by the model (F32 or Bf16).
-  static Ops from_options(const ExecOptions& options, Precision resolved_precision) noexcept {
+  // The ops of one call: `options` with its precision resolved by the model (F32 or Bf16). Not
+  // noexcept: the kernel table is chosen on first use, and an SGT_ISA naming no instruction set
+  // of the build is refused there with an sgt::Error.
+  static Ops from_options(const ExecOptions& options, Precision resolved_precision) {
     Ops ops;
     ops.pool = options.pool;
     ops.reference = options.reference_kernels;
