@@ -415,6 +415,17 @@ TEST_CASE("logits are bit-identical for 1, 2 and 3 threads") {
   }
 }
 
+TEST_CASE("a cache longer than max_position_embeddings is refused before it is allocated") {
+  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "llama").string());
+  REQUIRE(lm.config().decoder.max_position_embeddings == 64);
+  CHECK_NOTHROW(lm.make_cache(1, 64));
+  CHECK_THROWS_WITH(lm.make_cache(1, 65),
+                    doctest::Contains("65 positions are more than the model's "
+                                      "max_position_embeddings 64"));
+  // A token count typed wrong (2^20 new tokens) fails here, not after allocating for it.
+  CHECK_THROWS_AS(lm.make_cache(1, std::size_t{1} << 20), sgt::Error);
+}
+
 TEST_CASE("a cache that would overflow is refused with a clear error, nothing written") {
   const sgt::CausalLM lm = sgt::CausalLM::load((kData / "llama").string());
   const Expected e = expected("llama");

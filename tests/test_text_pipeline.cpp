@@ -130,6 +130,14 @@ TEST_CASE(
   CHECK_THROWS_WITH(sgt::ProtectedGeneration(kBase, kRepo + "/tests/data/e2e/llama_mha"),
                     doctest::Contains("was not made for this base model"));
   const sgt::ProtectedGeneration session(kBase);
+  // Prompt + new tokens past max_position_embeddings (131072 for the demo base): refused before a
+  // cache is made for them.
+  sgt::PromptSource source;
+  source.text = "hello";
+  sgt::ProtectedGenerationOptions too_long;
+  too_long.max_new_tokens = 131072;
+  CHECK_THROWS_WITH(session.generate(session.encode(source), too_long),
+                    doctest::Contains("more than max_position_embeddings 131072"));
   sgt::text::EncodedPrompt empty;
   CHECK_THROWS_WITH(session.generate(empty, {}), doctest::Contains("the prompt has no tokens"));
 }

@@ -327,6 +327,21 @@ TEST_CASE("the bundled demo model transforms the sample prompt like the referenc
   }
 }
 
+TEST_CASE("a request longer than RunOptions::max_tokens is refused before anything is planned") {
+  const sgt::Transform model((kExamples / "models" / "demo").string());
+  sgt::RunOptions options;
+  options.max_tokens = 4;
+  CHECK_NOTHROW(model.run(sgt::TransformInput::single({1, 2, 3, 4}), options));
+  // 2 MiB of ids (a 2 MiB message through a byte-level tokenizer) under the default limit: refused
+  // at once, not a bad_alloc after gigabytes.
+  const std::vector<std::int64_t> ids(std::size_t{2} << 20, 7);
+  CHECK_THROWS_WITH(model.run(sgt::TransformInput::single(ids)),
+                    doctest::Contains("2097152 tokens (batch 1 x length 2097152), more than the "
+                                      "limit of 32768"));
+  CHECK_THROWS_WITH(model.run(sgt::TransformInput::single({1, 2, 3, 4, 5}), options),
+                    doctest::Contains("RunOptions::max_tokens"));
+}
+
 TEST_CASE("run() refuses malformed input with errors that name the problem") {
   const auto dir = cases().front();
   const sgt::Transform model(dir.string());

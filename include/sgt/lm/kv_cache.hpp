@@ -37,6 +37,13 @@ class KvCache {
     if (batch == 0 || max_len == 0)
       throw Error("KV cache: batch (" + std::to_string(batch) + ") and max_len (" +
                   std::to_string(max_len) + ") must be positive");
+    // Positions past the model's max_position_embeddings are outside what it was trained on
+    // (and a caller's typo in a token count would allocate a cache for them up front).
+    const std::size_t positions = config.decoder.max_position_embeddings;
+    if (positions && max_len > positions)
+      throw Error("KV cache: " + std::to_string(max_len) +
+                  " positions are more than the model's max_position_embeddings " +
+                  std::to_string(positions));
     std::size_t n = 0;
     if (!checked_mul(batch, max_len, per_layer_) || !checked_mul(per_layer_, width_, per_layer_) ||
         !checked_mul(per_layer_, 2 * layers_, n))

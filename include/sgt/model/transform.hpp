@@ -55,9 +55,16 @@ inline constexpr EnumName<NoiseSource> kNoiseSourceNames[] = {{NoiseSource::Secu
                                                               {NoiseSource::Torch, "torch"},
                                                               {NoiseSource::Injected, "injected"}};
 
+inline constexpr std::size_t kDefaultMaxTransformTokens = 32768;
+
 // The pool, precision (resolved by resolve_precision()), attention and reference switch are
 // ExecOptions' (model/ops.hpp).
 struct RunOptions : ExecOptions {
+  // The most tokens (batch x length) one call takes, checked before anything is planned: a call
+  // holds about 10 x tokens x hidden floats (docs/architecture.md, "Memory"), so this bounds what
+  // a request from outside can make the process allocate (32768 tokens of a 2048-wide model:
+  // about 2.7 GB). Longer prompts than the estimators' max_position_embeddings are refused too.
+  std::size_t max_tokens = kDefaultMaxTransformTokens;
   bool keep_intermediates = false;  // fill TransformResult's embeddings, mean, std, noise
   NoiseSource noise = NoiseSource::Secure;
   std::uint64_t seed = 0;                  // NoiseSource::Torch
@@ -165,6 +172,19 @@ class Transform {
     if (!checked_mul(in.batch, in.seq_len, T) || !checked_mul(T, config_.hidden_size, values))
       throw Error("batch " + std::to_string(in.batch) + " x length " + std::to_string(in.seq_len) +
                   " x hidden " + std::to_string(config_.hidden_size) + " overflows size_t");
+    if (T > options.max_tokens)
+      throw Error("the request has " + std::to_string(T) + " tokens (batch " +
+                  std::to_string(in.batch) + " x length " + std::to_string(in.seq_len) +
+                  "), more than the limit of " + std::to_string(options.max_tokens) +
+                  " (RunOptions::max_tokens)");
+    for (const EstimatorConfig* e : {&config_.mean_estimator, &config_.std_estimator}) {
+      const std::size_t positions = e->decoder.max_position_embeddings;
+      if (positions && in.seq_len > positions)
+        throw Error("the request's length " + std::to_string(in.seq_len) +
+                    " is more than the estimators' max_position_embeddings " +
+                    std::to_string(positions))
+            .at_file(dir_ + "/config.json");
+    }
     if (in.input_ids.size() != T)
       throw Error("holds " + std::to_string(in.input_ids.size()) +
                   " ids, expected batch x length = " + std::to_string(T))

@@ -206,7 +206,15 @@ class ProtectedGeneration {
     g.run.pool = options.pool;
     g.run.precision = options.precision;
 
-    KvCache cache = lm_.make_cache(1, cache_positions_needed(in.seq_len, options.max_new_tokens));
+    const std::size_t positions = cache_positions_needed(in.seq_len, options.max_new_tokens);
+    const std::size_t trained = lm_.config().decoder.max_position_embeddings;
+    if (trained && positions > trained)
+      throw Error("a prompt of " + std::to_string(in.seq_len) + " tokens and " +
+                  std::to_string(options.max_new_tokens) + " new ones need " +
+                  std::to_string(positions) + " positions, more than max_position_embeddings " +
+                  std::to_string(trained))
+          .at_file(base_dir_ + "/config.json");
+    KvCache cache = lm_.make_cache(1, positions);
     LmWorkspace ws;
     std::optional<text::DecodeStream> stream;
     if (on_text) stream.emplace(tokenizer_, /*skip_special_tokens=*/true);

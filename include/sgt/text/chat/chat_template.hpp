@@ -72,6 +72,11 @@ struct ChatTemplateOptions {
 // Templates larger than this are refused before parsing.
 inline constexpr std::size_t kMaxChatTemplateBytes = std::size_t{4} << 20;
 
+// extra_context's keys become the template's variables, which it looks up by name one scope at a
+// time: a handful in practice (enable_thinking, tools_in_user_message, ...), so a few hundred are
+// plenty, and a bound keeps every variable lookup of the render cheap.
+inline constexpr std::size_t kMaxExtraContextKeys = 256;
+
 namespace detail {
 
 // JSON -> template value; every string is marked protected when `protect` is set.
@@ -186,18 +191,23 @@ inline jinja::Value message_value(const ChatJson& m, const ChatMaskPolicy& polic
   }
   if (reasoning) {
     const Value r = *reasoning;
+    // The message's keys are unique (a JSON object), so only "thinking" can meet a key twice:
+    // one pass, linear in the message's keys.
     jinja::Dict aliased;
     aliased.emplace_back("thinking", r);
+    std::size_t reasoning_content = 0;  // its index in aliased; 0: not among the message's keys
     for (auto& kv : d) {
-      bool found = false;
-      for (auto& a : aliased)
-        if (a.first == kv.first) a.second = kv.second, found = true;
-      if (!found) aliased.push_back(kv);
+      if (kv.first == "thinking") {
+        aliased[0].second = kv.second;
+        continue;
+      }
+      if (kv.first == "reasoning_content") reasoning_content = aliased.size();
+      aliased.push_back(kv);
     }
-    bool found = false;
-    for (auto& a : aliased)
-      if (a.first == "reasoning_content") a.second = r, found = true;
-    if (!found) aliased.emplace_back("reasoning_content", r);
+    if (reasoning_content)
+      aliased[reasoning_content].second = r;
+    else
+      aliased.emplace_back("reasoning_content", r);
     d = std::move(aliased);
   }
   return Value::make_dict(std::move(d));
@@ -307,9 +317,16 @@ class ChatTemplate {
         {"pad_token", &specials.pad_token}};
     for (const auto& s : special_list)
       if (*s.second) globals.emplace_back(s.first, Value::plain(**s.second));
+    // extra_context's keys are unique: one can only override a global set above, never another
+    // extra key, so only those few are searched.
+    const std::size_t renderer_globals = globals.size();
     if (!options.extra_context.is_null()) {
       if (!options.extra_context.is_object())
         throw Error("must be a JSON object").at_key("extra_context");
+      if (options.extra_context.size() > kMaxExtraContextKeys)
+        throw Error("has " + std::to_string(options.extra_context.size()) +
+                    " keys, more than the limit of " + std::to_string(kMaxExtraContextKeys))
+            .at_key("extra_context");
       for (auto it = options.extra_context.begin(); it != options.extra_context.end(); ++it) {
         const std::string& k = it.key();
         if (k == "messages" || k == "tools" || k == "documents" || k == "add_generation_prompt")
@@ -323,8 +340,8 @@ class ChatTemplate {
           e.at_key("extra_context." + k);
           throw;
         }
-        for (auto& g : globals)
-          if (g.first == k) g.second = v, replaced = true;  // extra kwargs override special tokens
+        for (std::size_t i = 0; i < renderer_globals; ++i)  // extra kwargs override special tokens
+          if (globals[i].first == k) globals[i].second = v, replaced = true;
         if (!replaced) globals.emplace_back(k, std::move(v));
       }
     }
