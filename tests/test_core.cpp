@@ -586,3 +586,11 @@ TEST_CASE("parallel_for accepts named lambdas, const lambdas and function object
   pool.parallel_for(10, 3, const_body);
   CHECK(n == 20);
 }
+
+TEST_CASE("an error's message never carries invalid UTF-8: such bytes are written \\xNN") {
+  const sgt::Error e = sgt::Error("bad \xff byte, cut \xe2\x82 and good \xe2\x82\xac")
+                           .at_key("k\xc0\xaf");  // an overlong '/'
+  CHECK(std::string(e.what()) == "key 'k\\xc0\\xaf': bad \\xff byte, cut \\xe2\\x82 and good \xe2\x82\xac");
+  CHECK(e.message() == "bad \xff byte, cut \xe2\x82 and good \xe2\x82\xac");  // the field is kept as given
+  CHECK(std::string(sgt::Error("surrogate \xed\xa0\x80").what()) == "surrogate \\xed\\xa0\\x80");
+}

@@ -98,7 +98,7 @@ TEST_CASE("the request goes through the one JSON front door: repeated keys, NUL,
   CHECK(what.find("byte order mark") != std::string::npos);
   std::tie(key, what) = error_of(R"({"input_ids": [[[[[1]]]]], "noise_mask": [1]})");
   CHECK(what.find("request nests deeper than 4 levels") != std::string::npos);
-  CHECK(key == "input_ids");
+  CHECK(key == "input_ids[0][0][0]");  // the path to the value that nests too deep
   // One level less reaches the per-value check and its clearer message.
   std::tie(key, what) = error_of(R"({"input_ids": [[[1]]], "noise_mask": [1]})");
   CHECK(what.find("is not an integer token id") != std::string::npos);

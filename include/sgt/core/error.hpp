@@ -16,6 +16,45 @@
 
 namespace sgt {
 
+namespace detail {
+
+// `s` with every byte that is not part of valid UTF-8 written as \xNN: a message quotes input
+// (a key, a token, a line of a template), and raw invalid bytes would garble a terminal or a log
+// and break JSON that carries the message.
+inline std::string escape_invalid_utf8(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c < 0x80                        ? 1
+                    : (c >> 5) == 0x6 && c >= 0xc2  ? 2
+                    : (c >> 4) == 0xe               ? 3
+                    : (c >> 3) == 0x1e && c <= 0xf4 ? 4
+                                                    : 0;
+    for (std::size_t k = 1; k < n; ++k)
+      if (i + k >= s.size() || (static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) n = 0;
+    if (n >= 3) {  // no overlong forms, surrogates or code points past U+10FFFF
+      const auto c1 = static_cast<unsigned char>(s[i + 1]);
+      if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90) ||
+          (c == 0xf4 && c1 >= 0x90))
+        n = 0;
+    }
+    if (n == 0) {
+      const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+      ++i;
+      continue;
+    }
+    out.append(s, i, n);
+    i += n;
+  }
+  return out;
+}
+
+}  // namespace detail
+
 class Error : public std::runtime_error {
  public:
   explicit Error(std::string message) : std::runtime_error(message), message_(std::move(message)) {
@@ -61,7 +100,7 @@ class Error : public std::runtime_error {
     if (!key_.empty()) s += "key '" + key_ + "': ";
     if (position_) s += "position " + std::to_string(*position_) + ": ";
     s += message_;
-    what_ = std::move(s);
+    what_ = detail::escape_invalid_utf8(s);
   }
 
   std::string message_;

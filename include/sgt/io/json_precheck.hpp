@@ -25,10 +25,19 @@ class JsonPrecheck final : public nlohmann::json_sax<nlohmann::json> {
   const std::string& syntax_message() const noexcept { return syntax_message_; }
   // Keys from the root down to the fault (for kDuplicateKey, the repeated key is the last one;
   // for kTooDeep, the key whose value nests too deep).
+  // An array's element is its index on the key before it ("messages[0]").
   std::vector<std::string> path() const {
     std::vector<std::string> out;
-    for (const Frame& f : frames_)
+    for (const Frame& f : frames_) {
       if (f.is_object && f.has_key) out.push_back(f.key);
+      if (!f.is_object && f.elements > 0) {
+        const std::string index = "[" + std::to_string(f.elements - 1) + "]";
+        if (out.empty())
+          out.push_back(index);
+        else
+          out.back() += index;
+      }
+    }
     return out;
   }
 
@@ -58,7 +67,8 @@ class JsonPrecheck final : public nlohmann::json_sax<nlohmann::json> {
   struct Frame {
     bool is_object = false;
     bool has_key = false;
-    std::string key;  // the key whose value is being read
+    std::string key;           // the key whose value is being read
+    std::size_t elements = 0;  // an array's values so far
     std::unordered_set<std::string> keys;
   };
 
@@ -66,9 +76,16 @@ class JsonPrecheck final : public nlohmann::json_sax<nlohmann::json> {
     fault_ = f;
     return false;
   }
-  bool scalar() { return frames_.empty() ? fail(Fault::kRootNotObject) : true; }
+  void count_element() {
+    if (!frames_.empty() && !frames_.back().is_object) ++frames_.back().elements;
+  }
+  bool scalar() {
+    count_element();
+    return frames_.empty() ? fail(Fault::kRootNotObject) : true;
+  }
   bool open(bool is_object) {
     if (frames_.empty() && !is_object) return fail(Fault::kRootNotObject);
+    count_element();
     if (frames_.size() >= max_depth_) return fail(Fault::kTooDeep);
     frames_.emplace_back();
     frames_.back().is_object = is_object;

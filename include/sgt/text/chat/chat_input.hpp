@@ -173,7 +173,14 @@ inline ChatInput parse_chat_input(const std::string& text, const std::string& wh
   JsonReadOptions options;
   options.what = what.c_str();
   options.max_depth = bare_array ? 33 : 32;
-  const ChatJson j = parse_ordered_json_checked(body, options);
+  ChatJson j;
+  try {
+    j = parse_ordered_json_checked(body, options);
+  } catch (Error& e) {
+    // The syntax and depth messages start with `what`; a repeated key's names the file here.
+    if (e.message().compare(0, what.size(), what) != 0) e.at_file(what);
+    throw;
+  }
   ChatInput in;
   try {
     for (auto it = j.begin(); it != j.end(); ++it)

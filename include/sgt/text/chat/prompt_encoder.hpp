@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -115,8 +116,18 @@ inline EncodedPrompt encode_chat_file(const std::string& model_dir, const Tokeni
     throw;
   }
   const ChatInput chat = parse_chat_input(text, chat_json_path);
-  return encode_chat(tokenizer, chat_template, config.specials, chat, add_generation_prompt,
-                     policy);
+  try {
+    return encode_chat(tokenizer, chat_template, config.specials, chat, add_generation_prompt,
+                       policy);
+  } catch (Error& e) {
+    // What the renderer refuses in the chat's own values (a number too large for the template,
+    // an extra_context key the renderer sets) is the chat file's fault; the template's errors
+    // name the template.
+    const std::string& key = e.key();
+    for (const char* part : {"messages", "tools", "extra_context"})
+      if (key.compare(0, std::strlen(part), part) == 0) e.at_file(chat_json_path);
+    throw;
+  }
 }
 
 }  // namespace sgt::text
