@@ -877,6 +877,21 @@ struct Builtins {
     if (!method.is_string() ||
         (method.str() != "common" && method.str() != "ceil" && method.str() != "floor"))
       throw TemplateError("round: method must be common, ceil or floor");
+    if (method.str() == "common" && In::is_intlike(v)) {
+      // Python's round(int, n): the int itself for n >= 0, else the nearest multiple of 10^-n,
+      // half to even.
+      const std::int64_t i = In::as_int(v);
+      if (precision >= 0) return Value::integer(i);
+      if (precision < -18) return Value::integer(0);
+      std::int64_t unit = 1;
+      for (std::int64_t k = 0; k < -precision; ++k) unit *= 10;
+      std::int64_t q = i / unit, r = i % unit;
+      if (r < 0) r += unit, --q;  // floor division
+      if (2 * r > unit || (2 * r == unit && q % 2 != 0)) ++q;
+      std::int64_t out = 0;
+      if (__builtin_mul_overflow(q, unit, &out)) throw TemplateError("integer overflow");
+      return Value::integer(out);
+    }
     if (method.str() == "common") {
       if (!std::isfinite(x)) return Value::floating(x);
       // CPython's float.__round__: past 323 digits every double is already exact, and below

@@ -383,6 +383,9 @@ class Interpreter {
   Value make_macro(const Node& n) {
     const Node* node = &n;
     return Value::function(n.name, [this, node](CallArgs& a) {
+      // A call builds a frame, a scope and an output buffer: it is charged as that many items,
+      // so that a tree of calls that prints nothing still runs out of budget in about a second.
+      charge(kMacroCallWorkUnits);
       const std::size_t max_depth = budget_.limits().max_macro_depth;
       if (++call_depth_ > max_depth) {
         --call_depth_;

@@ -18,6 +18,9 @@ namespace sgt::text::jinja {
 // Work units charged for one value placed in a list or dict the render builds.
 inline constexpr std::size_t kItemWorkUnits = 16;
 
+// Work units charged for one macro call, on top of the expressions it evaluates.
+inline constexpr std::size_t kMacroCallWorkUnits = 64;
+
 struct Limits {
   // The rendered output, and any one string the template builds (a set block, a macro's output,
   // a concatenation, a filter's result), in bytes.
@@ -27,10 +30,10 @@ struct Limits {
   // Iterations of all for loops of one render together.
   std::size_t max_loop_iterations = 1000000;
   // Work units of one render: one per expression or statement evaluated, per item visited and per
-  // byte built, kItemWorkUnits per item built.
+  // byte built, kItemWorkUnits per item built, kMacroCallWorkUnits per macro call.
   std::size_t max_work_units = std::size_t{64} << 20;
   // How deep evaluation may nest (expressions, statements and macro calls together). It bounds
-  // the interpreter's stack: about 1 KiB per level, so raise it only on a thread with the stack.
+  // the interpreter's stack use, so raise it only on a thread with stack to spare.
   std::size_t max_recursion = 512;
   // How deep macro calls may nest.
   std::size_t max_macro_depth = 64;
