@@ -3,8 +3,12 @@
 // Input: template source, then a NUL byte, then a CHAT.json (docs/format.md); without a NUL the
 // whole input is the template and a small fixed chat is used. The renderer must answer every
 // input with a result or an sgt::Error -- no crash, no other exception, no hang, no unbounded
-// memory: the interpreter's limits (nesting 64, output 16 MiB, 100000-item lists, 1000000 loop
-// iterations per render) are what keeps a hostile template bounded.
+// memory: the interpreter's limits (jinja/limits.hpp: one work budget charged by every
+// expression, builtin and operator, output and strings of 16 MiB checked before they are built,
+// 100000-item lists, 1000000 loop iterations, nesting) are what keeps a hostile template bounded.
+// The dictionary and tests/fuzz/seeds/chat_template reach the builtins that could spend without
+// being charged: namespaces, slices, **, repetition, macros, count/index, unique, indent,
+// replace, tojson, round.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -27,7 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string input(reinterpret_cast<const char*>(data), size);
   const std::size_t nul = input.find('\0');
   const std::string source = input.substr(0, nul);
-  const std::string chat_text = nul == std::string::npos ? std::string(kDefaultChat) : input.substr(nul + 1);
+  const std::string chat_text =
+      nul == std::string::npos ? std::string(kDefaultChat) : input.substr(nul + 1);
   try {
     const sgt::text::ChatTemplate t(source, "chat_template");
     const sgt::text::ChatInput chat = sgt::text::parse_chat_input(chat_text, "CHAT.json");
@@ -43,7 +48,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // The spans are sorted, merged, non-empty and inside the text.
     std::size_t last_end = 0;
     for (const auto& s : r.protected_spans) {
-      if (s.begin >= s.end || s.end > r.text.size() || (last_end && s.begin <= last_end)) __builtin_trap();
+      if (s.begin >= s.end || s.end > r.text.size() || (last_end && s.begin <= last_end))
+        __builtin_trap();
       last_end = s.end;
     }
   } catch (const sgt::Error&) {

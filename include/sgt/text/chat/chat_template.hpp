@@ -31,6 +31,7 @@
 #include "sgt/core/error.hpp"
 #include "sgt/text/chat/tokenizer_config.hpp"
 #include "sgt/text/jinja/interpreter.hpp"
+#include "sgt/text/jinja/limits.hpp"
 #include "sgt/text/jinja/parser.hpp"
 #include "sgt/text/jinja/value.hpp"
 
@@ -67,6 +68,9 @@ struct ChatTemplateOptions {
   ChatMaskPolicy policy{};
   std::string date_string = "26 Jul 2024";  // what strftime_now formats: "%d %b %Y"
   ChatJson extra_context = ChatJson::object();
+  // What one render may spend: work, output size, list sizes, loop iterations, nesting
+  // (jinja/limits.hpp; the defaults are in docs/reliability.md, "Chat-template limits").
+  jinja::Limits limits{};
 };
 
 // Templates larger than this are refused before parsing.
@@ -348,7 +352,7 @@ class ChatTemplate {
     const std::tm date = detail::parse_date(options.date_string);
     jinja::PString out;
     try {
-      jinja::Interpreter interpreter(program_, std::move(globals), date);
+      jinja::Interpreter interpreter(program_, std::move(globals), date, options.limits);
       out = interpreter.render();
     } catch (const jinja::LocatedError& e) {
       throw located(e);

@@ -21,6 +21,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -65,28 +66,41 @@ inline PString strip(const PString& s, bool left, bool right,
   return s.substr(b[first], b[last] - b[first]);
 }
 
-inline std::vector<PString> split(const PString& s, const PString* sep, std::int64_t maxsplit) {
+// Each part is counted against the list limit and charged before it is made: splitting 16 MiB of
+// separators would otherwise make 16 million strings first.
+inline void add_part(std::vector<PString>& parts, PString part, Budget& b) {
+  b.check_items(parts.size() + 1);
+  b.charge_items(1);
+  b.charge(part.size());
+  parts.push_back(std::move(part));
+}
+
+inline std::vector<PString> split(const PString& s, const PString* sep, std::int64_t maxsplit,
+                                  Budget& b) {
   std::vector<PString> parts;
+  b.charge(s.size());
   if (sep) {
     if (sep->empty()) throw TemplateError("split: empty separator");
+    const TextSearcher searcher(sep->text);
     std::size_t start = 0;
     while (maxsplit != 0) {
-      const std::size_t hit = s.text.find(sep->text, start);
+      const std::size_t hit = searcher.find(s.text, start);
       if (hit == std::string::npos) break;
-      parts.push_back(s.substr(start, hit - start));
+      add_part(parts, s.substr(start, hit - start), b);
       start = hit + sep->size();
       if (maxsplit > 0) --maxsplit;
     }
-    parts.push_back(s.substr(start));
+    add_part(parts, s.substr(start), b);
     return parts;
   }
   // Runs of whitespace separate; leading/trailing whitespace gives no empty part.
-  const auto b = utf8::boundaries(s.text);
+  b.charge_items(s.size() / 2);  // the offsets: 8 bytes per code point
+  const auto bounds = utf8::boundaries(s.text);
   std::size_t k = 0;
-  const std::size_t n = b.size() - 1;
+  const std::size_t n = bounds.size() - 1;
   auto space = [&](std::size_t i) {
     std::size_t len = 1;
-    return utf8::is_python_space(utf8::decode(s.text, b[i], &len));
+    return utf8::is_python_space(utf8::decode(s.text, bounds[i], &len));
   };
   while (k < n) {
     while (k < n && space(k)) ++k;
@@ -95,40 +109,53 @@ inline std::vector<PString> split(const PString& s, const PString* sep, std::int
       // the rest, with trailing whitespace removed
       std::size_t end = n;
       while (end > k && space(end - 1)) --end;
-      parts.push_back(s.substr(b[k], b[end] - b[k]));
+      add_part(parts, s.substr(bounds[k], bounds[end] - bounds[k]), b);
       break;
     }
     const std::size_t start = k;
     while (k < n && !space(k)) ++k;
-    parts.push_back(s.substr(b[start], b[k] - b[start]));
+    add_part(parts, s.substr(bounds[start], bounds[k] - bounds[start]), b);
     if (maxsplit > 0) --maxsplit;
   }
   return parts;
 }
 
+// str.replace: the result's size is known (or bounded) before it is built, and checked first.
 inline PString replace(const PString& s, const PString& old, const PString& repl,
-                       std::int64_t count) {
+                       std::int64_t count, Budget& b) {
+  const std::size_t max = b.limits().max_output_bytes;
+  b.charge(s.size() + old.size());
   PString out;
   if (old.empty()) {
     // Python inserts repl between every code point (and at both ends).
-    const auto b = utf8::boundaries(s.text);
-    for (std::size_t k = 0; k + 1 < b.size(); ++k) {
-      if (count < 0 || static_cast<std::int64_t>(k) < count) out.append(repl);
-      out.append(s.substr(b[k], b[k + 1] - b[k]));
+    const std::size_t cps = utf8::length(s.text);
+    const std::size_t inserts =
+        count < 0 ? cps + 1 : std::min(cps + 1, static_cast<std::size_t>(count));
+    if (repl.size() && inserts > (max - std::min(max, s.size())) / repl.size())
+      b.check_bytes(max + 1);
+    b.grow(out.text, s.size() + inserts * repl.size());
+    std::size_t done = 0;
+    for (std::size_t p = 0; p < s.size();) {
+      if (done < inserts) out.append(repl), ++done;
+      const std::size_t len = utf8::offset_of(s.text.substr(p, 4), 1);
+      out.append(s.substr(p, len));
+      p += len;
     }
-    if (count < 0 || static_cast<std::int64_t>(b.size() - 1) < count) out.append(repl);
+    if (done < inserts) out.append(repl);
     return out;
   }
+  const TextSearcher searcher(old.text);
   std::size_t start = 0;
   while (count != 0) {
-    const std::size_t hit = s.text.find(old.text, start);
+    const std::size_t hit = searcher.find(s.text, start);
     if (hit == std::string::npos) break;
+    b.grow(out.text, hit - start + repl.size());
     out.append(s.substr(start, hit - start));
     out.append(repl);
-    if (out.size() > kMaxOutputBytes) throw TemplateError("replace: result larger than 16 MiB");
     start = hit + old.size();
     if (count > 0) --count;
   }
+  b.grow(out.text, s.size() - start);
   out.append(s.substr(start));
   return out;
 }
@@ -187,7 +214,8 @@ inline PString capitalize(const PString& s) {
 }
 
 // str.splitlines() (without keepends).
-inline std::vector<PString> splitlines(const PString& s) {
+inline std::vector<PString> splitlines(const PString& s, Budget& b) {
+  b.charge(s.size());
   std::vector<PString> lines;
   std::size_t start = 0, k = 0;
   while (k < s.text.size()) {
@@ -196,7 +224,7 @@ inline std::vector<PString> splitlines(const PString& s) {
     const bool br = cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || cp == 0x1C ||
                     cp == 0x1D || cp == 0x1E || cp == 0x85 || cp == 0x2028 || cp == 0x2029;
     if (br) {
-      lines.push_back(s.substr(start, k - start));
+      add_part(lines, s.substr(start, k - start), b);
       k += len;
       if (cp == '\r' && k < s.text.size() && s.text[k] == '\n') ++k;
       start = k;
@@ -204,7 +232,7 @@ inline std::vector<PString> splitlines(const PString& s) {
       k += len;
     }
   }
-  if (start < s.text.size()) lines.push_back(s.substr(start));
+  if (start < s.text.size()) add_part(lines, s.substr(start), b);
   return lines;
 }
 
@@ -253,9 +281,10 @@ struct Builtins {
     return In::as_int(v);
   }
 
+  // The parts were counted and charged as they were made (strops::add_part).
   static Value string_list(std::vector<PString> parts) {
-    In::check_items(parts.size());
     List items;
+    items.reserve(parts.size());
     for (auto& p : parts) items.push_back(Value::string(std::move(p)));
     return Value::make_list(std::move(items));
   }
@@ -283,13 +312,16 @@ struct Builtins {
     }
   }
 
+  // Every comparison is charged (In::order).
   template <typename KeyFn>
-  static void sort_values(List& items, KeyFn key, bool reverse) {
+  static void sort_values(In& in, List& items, KeyFn key, bool reverse) {
+    in.budget_.charge_items(2 * items.size());
     std::vector<std::pair<Value, Value>> keyed;
+    keyed.reserve(items.size());
     for (auto& x : items) keyed.emplace_back(key(x), x);
     std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& p, const auto& q) {
-      return reverse ? In::order(q.first, p.first, "sort") < 0
-                     : In::order(p.first, q.first, "sort") < 0;
+      return reverse ? in.order(q.first, p.first, "sort") < 0
+                     : in.order(p.first, q.first, "sort") < 0;
     });
     for (std::size_t k = 0; k < items.size(); ++k) items[k] = keyed[k].second;
   }
@@ -311,57 +343,67 @@ struct Builtins {
     else
       throw TemplateError("range expects 1 to 3 arguments");
     if (step == 0) throw TemplateError("range: step must not be zero");
+    // The length is computed (in unsigned arithmetic, where stop - start cannot overflow) and
+    // checked before anything is built.
+    std::uint64_t count = 0;
+    const auto ustart = static_cast<std::uint64_t>(start), ustop = static_cast<std::uint64_t>(stop);
+    if (step > 0 && start < stop)
+      count = (ustop - ustart - 1) / static_cast<std::uint64_t>(step) + 1;
+    else if (step < 0 && start > stop)
+      count = (ustart - ustop - 1) / (static_cast<std::uint64_t>(-(step + 1)) + 1) + 1;
+    in.budget_.build_items(static_cast<std::size_t>(
+        std::min<std::uint64_t>(count, std::numeric_limits<std::size_t>::max())));
     List out;
-    for (std::int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
-      In::check_items(out.size() + 1);
-      in.charge(1);
-      out.push_back(Value::integer(k));
-      if ((step > 0 && k > std::numeric_limits<std::int64_t>::max() - step) ||
-          (step < 0 && k < std::numeric_limits<std::int64_t>::min() - step))
-        break;
-    }
+    out.reserve(static_cast<std::size_t>(count));
+    for (std::uint64_t k = 0; k < count; ++k)
+      out.push_back(Value::integer(static_cast<std::int64_t>(
+          ustart + k * static_cast<std::uint64_t>(step))));  // in [start, stop): no wrap
     return Value::make_list(std::move(out));
   }
 
-  static Value global_namespace(In& in, CallArgs& a) {
-    Value ns;
-    ns.kind = Value::Kind::kNamespace;
-    ns.dict = std::make_shared<Dict>();
-    ns.depth = 1;
-    in.namespaces_.push_back(ns.dict);
-    for (const auto& p : a.positional) {
-      if (!p.is_dict()) throw TemplateError("namespace: positional argument must be a dict");
-      for (const auto& kv : *p.dict) ns.dict->push_back(kv);
-    }
-    for (const auto& kv : a.keyword) {
-      if (!kv.first.empty() && kv.first[0] == '_')
-        throw TemplateError("namespace attributes may not start with '_'");
-      bool found = false;
-      for (auto& e : *ns.dict)
-        if (e.first == kv.first) e.second = kv.second, found = true;
-      if (!found) ns.dict->push_back(kv);
-    }
-    return ns;
-  }
-
-  static Value global_dict(In&, CallArgs& a) {
+  // A dict copied, then keyword arguments set into it: each set searches the dict (charged).
+  static Dict dict_with_keywords(In& in, const CallArgs& a, const char* what) {
     Dict d;
     for (const auto& p : a.positional) {
-      if (!p.is_dict()) throw TemplateError("dict: positional argument must be a dict");
+      if (!p.is_dict())
+        throw TemplateError(std::string(what) + ": positional argument must be a dict");
+      in.budget_.build_items(p.dict->size());
       d = *p.dict;
     }
+    in.budget_.build_items(d.size() + a.keyword.size());
     for (const auto& kv : a.keyword) {
+      in.charge(d.size());
       bool found = false;
       for (auto& e : d)
         if (e.first == kv.first) e.second = kv.second, found = true;
       if (!found) d.push_back(kv);
     }
-    return Value::make_dict(std::move(d));
+    return d;
   }
 
-  static Value global_raise_exception(In&, CallArgs& a) {
-    throw TemplateError("raise_exception: " +
-                        (a.positional.empty() ? std::string() : to_pstring(a.positional[0]).text));
+  // A namespace's depth counts what it holds, as a dict's does (value.hpp).
+  static Value global_namespace(In& in, CallArgs& a) {
+    for (const auto& kv : a.keyword)
+      if (!kv.first.empty() && kv.first[0] == '_')
+        throw TemplateError("namespace attributes may not start with '_'");
+    Dict d = dict_with_keywords(in, a, "namespace");
+    Value ns;
+    ns.kind = Value::Kind::kNamespace;
+    ns.depth = Value::depth_of(d);
+    ns.dict = std::make_shared<Dict>(std::move(d));
+    in.budget_.charge_items(1);
+    in.remember_namespace(ns.dict);
+    return ns;
+  }
+
+  static Value global_dict(In& in, CallArgs& a) {
+    return Value::make_dict(dict_with_keywords(in, a, "dict"));
+  }
+
+  static Value global_raise_exception(In& in, CallArgs& a) {
+    throw TemplateError("raise_exception: " + (a.positional.empty()
+                                                   ? std::string()
+                                                   : to_pstring(a.positional[0], in.budget_).text));
   }
 
   static Value global_strftime_now(In& in, CallArgs& a) {
@@ -376,8 +418,10 @@ struct Builtins {
 
   // ---- methods of str ----
   // strip, lstrip, rstrip
-  static Value str_strip(In&, const std::string& name, const Value& obj, CallArgs& a) {
+  static Value str_strip(In& in, const std::string& name, const Value& obj, CallArgs& a) {
     const PString& s = *obj.s;
+    in.budget_.charge_items(s.size() / 8);  // strip's offsets: 8 bytes per code point
+    in.build_bytes(s.size());
     const Value chars = a.get(0, "chars", Value::none());
     std::vector<std::uint32_t> set;
     if (!chars.is_none()) {
@@ -389,34 +433,38 @@ struct Builtins {
   }
 
   // split, rsplit
-  static Value str_split(In&, const std::string& name, const Value& obj, CallArgs& a) {
+  static Value str_split(In& in, const std::string& name, const Value& obj, CallArgs& a) {
     const PString& s = *obj.s;
     const Value sep = a.get(0, "sep", Value::none());
     const std::int64_t maxsplit = arg_int(a, 1, "maxsplit", -1);
     if (name == "rsplit" && maxsplit >= 0)
       throw TemplateError("rsplit with maxsplit is not supported");
     if (!sep.is_none() && !sep.is_string()) throw TemplateError(a.what + ": sep must be a string");
-    return string_list(strops::split(s, sep.is_none() ? nullptr : sep.s.get(), maxsplit));
+    return string_list(
+        strops::split(s, sep.is_none() ? nullptr : sep.s.get(), maxsplit, in.budget_));
   }
 
   // startswith, endswith
-  static Value str_startswith(In&, const std::string& name, const Value& obj, CallArgs& a) {
+  static Value str_startswith(In& in, const std::string& name, const Value& obj, CallArgs& a) {
     const PString& s = *obj.s;
     const Value p = a.get(0, "prefix", Value::none());
-    std::vector<std::string> options;
+    std::vector<const std::string*> options;
     if (p.is_string())
-      options.push_back(p.str());
+      options.push_back(&p.str());
     else if (p.is_list())
       for (const auto& x : *p.list) {
         if (!x.is_string()) throw TemplateError(a.what + ": tuple items must be strings");
-        options.push_back(x.str());
+        options.push_back(&x.str());
       }
     else
       throw TemplateError(a.what + ": argument must be a string or a tuple of strings");
     if (a.positional.size() > 1)
       throw TemplateError(a.what + ": start/end arguments are not supported");
-    for (const auto& o : options) {
+    in.charge(options.size());
+    for (const std::string* option : options) {
+      const std::string& o = *option;
       if (o.size() > s.size()) continue;
+      in.charge(o.size());
       if (name == "startswith" ? s.text.compare(0, o.size(), o) == 0
                                : s.text.compare(s.size() - o.size(), o.size(), o) == 0)
         return Value::boolean(true);
@@ -425,39 +473,44 @@ struct Builtins {
   }
 
   // upper, lower
-  static Value str_upper(In&, const std::string& name, const Value& obj, CallArgs&) {
+  static Value str_upper(In& in, const std::string& name, const Value& obj, CallArgs&) {
+    in.build_bytes(obj.s->size());
     return Value::string(strops::map_case(*obj.s, name == "upper"));
   }
 
-  static Value str_title(In&, const std::string&, const Value& obj, CallArgs&) {
+  static Value str_title(In& in, const std::string&, const Value& obj, CallArgs&) {
+    in.build_bytes(obj.s->size());
     return Value::string(strops::python_title(*obj.s));
   }
 
-  static Value str_capitalize(In&, const std::string&, const Value& obj, CallArgs&) {
+  static Value str_capitalize(In& in, const std::string&, const Value& obj, CallArgs&) {
+    in.build_bytes(obj.s->size());
     return Value::string(strops::capitalize(*obj.s));
   }
 
-  static Value str_replace(In&, const std::string&, const Value& obj, CallArgs& a) {
+  static Value str_replace(In& in, const std::string&, const Value& obj, CallArgs& a) {
     const PString& s = *obj.s;
     return Value::string(strops::replace(s, arg_string(a, 0, "old"), arg_string(a, 1, "new"),
-                                         arg_int(a, 2, "count", -1)));
+                                         arg_int(a, 2, "count", -1), in.budget_));
   }
 
-  // find, rfind, index, count
-  static Value str_find(In&, const std::string& name, const Value& obj, CallArgs& a) {
+  // find, rfind, index, count: linear-time searches (TextSearcher), charged by what they scan.
+  static Value str_find(In& in, const std::string& name, const Value& obj, CallArgs& a) {
     const PString& s = *obj.s;
     const std::string& sub = arg_string(a, 0, "sub").text;
     if (a.positional.size() > 1)
       throw TemplateError(a.what + ": start/end arguments are not supported");
+    in.charge(2 * s.size() + sub.size());
+    const TextSearcher searcher(sub);
     if (name == "count") {
       if (sub.empty()) return Value::integer(static_cast<std::int64_t>(utf8::length(s.text) + 1));
       std::int64_t n = 0;
-      for (std::size_t p = s.text.find(sub); p != std::string::npos;
-           p = s.text.find(sub, p + sub.size()))
+      for (std::size_t p = searcher.find(s.text); p != std::string::npos;
+           p = searcher.find(s.text, p + sub.size()))
         ++n;
       return Value::integer(n);
     }
-    const std::size_t p = name == "rfind" ? s.text.rfind(sub) : s.text.find(sub);
+    const std::size_t p = name == "rfind" ? searcher.rfind(s.text) : searcher.find(s.text);
     if (p == std::string::npos) {
       if (name == "index") throw TemplateError("substring not found");
       return Value::integer(-1);
@@ -466,9 +519,10 @@ struct Builtins {
   }
 
   // removeprefix, removesuffix
-  static Value str_removeprefix(In&, const std::string& name, const Value& obj, CallArgs& a) {
+  static Value str_removeprefix(In& in, const std::string& name, const Value& obj, CallArgs& a) {
     const PString& s = *obj.s;
     const PString& x = arg_string(a, 0, "prefix");
+    in.build_bytes(s.size());
     if (name == "removeprefix" && s.text.compare(0, x.size(), x.text) == 0)
       return Value::string(s.substr(x.size()));
     if (name == "removesuffix" && !x.empty() && x.size() <= s.size() &&
@@ -480,24 +534,26 @@ struct Builtins {
   static Value str_join(In& in, const std::string&, const Value& obj, CallArgs& a) {
     const PString& s = *obj.s;
     PString out;
-    std::vector<Value> items = in.iterate(a.get(0, "iterable"), "join");
-    for (std::size_t k = 0; k < items.size(); ++k) {
-      if (k) out.append(s);
-      if (!items[k].is_string())
+    const Items items = in.iterate(a.get(0, "iterable"), "join");
+    for (std::size_t k = 0; k < items->size(); ++k) {
+      const Value& item = (*items)[k];
+      if (!item.is_string())
         throw TemplateError("join: sequence item " + std::to_string(k) + " is not a string");
-      out.append(*items[k].s);
-      in.check_size(out);
+      in.budget_.grow(out.text, (k ? s.size() : 0) + item.s->size());
+      if (k) out.append(s);
+      out.append(*item.s);
     }
     return Value::string(std::move(out));
   }
 
-  static Value str_splitlines(In&, const std::string&, const Value& obj, CallArgs&) {
-    return string_list(strops::splitlines(*obj.s));
+  static Value str_splitlines(In& in, const std::string&, const Value& obj, CallArgs&) {
+    return string_list(strops::splitlines(*obj.s, in.budget_));
   }
 
   // isdigit, isalpha, isalnum, isspace, islower, isupper
-  static Value str_isdigit(In&, const std::string& name, const Value& obj, CallArgs& a) {
+  static Value str_isdigit(In& in, const std::string& name, const Value& obj, CallArgs& a) {
     const PString& s = *obj.s;
+    in.charge(s.size());
     if (s.empty()) return Value::boolean(false);
     bool any_cased = false;
     for (char c : s.text) {
@@ -517,20 +573,24 @@ struct Builtins {
   // str.format with {} / {0} / {name} fields (no format specs).
   static PString format(In& in, const PString& fmt, const CallArgs& a) {
     PString out;
+    in.charge(fmt.size());
     std::size_t auto_index = 0;
     for (std::size_t k = 0; k < fmt.size(); ++k) {
       const char c = fmt.text[k];
       if (c == '{' && k + 1 < fmt.size() && fmt.text[k + 1] == '{') {
+        in.budget_.grow(out.text, 1);
         out.append(fmt.substr(k, 1));
         ++k;
         continue;
       }
       if (c == '}' && k + 1 < fmt.size() && fmt.text[k + 1] == '}') {
+        in.budget_.grow(out.text, 1);
         out.append(fmt.substr(k, 1));
         ++k;
         continue;
       }
       if (c != '{') {
+        in.budget_.grow(out.text, 1);
         out.append(fmt.substr(k, 1));
         continue;
       }
@@ -547,8 +607,12 @@ struct Builtins {
       else
         v = a.get(static_cast<std::size_t>(-1), field.c_str());
       if (v.is_undefined()) throw TemplateError("format: no argument for field '{" + field + "}'");
-      out.append(to_pstring(v));
-      in.check_size(out);
+      if (v.is_string()) {
+        in.budget_.grow(out.text, v.s->size());
+        out.append(*v.s);
+      } else {
+        repr_into(v, out, in.budget_);
+      }
       k = close;
     }
     return out;
@@ -560,10 +624,13 @@ struct Builtins {
 
   // ---- methods of dict and list ----
   // items, keys, values
-  static Value dict_items(In&, const std::string& name, const Value& obj, CallArgs& a) {
+  static Value dict_items(In& in, const std::string& name, const Value& obj, CallArgs& a) {
     if (!a.positional.empty() || !a.keyword.empty())
       throw TemplateError(a.what + " takes no arguments");
+    in.budget_.build_items(obj.dict->size());
+    if (name == "items") in.budget_.charge_items(2 * obj.dict->size());  // the pairs' items
     List out;
+    out.reserve(obj.dict->size());
     for (const auto& kv : *obj.dict) {
       if (name == "keys")
         out.push_back(Value::plain(kv.first));
@@ -578,21 +645,23 @@ struct Builtins {
     return Value::make_list(std::move(out));
   }
 
-  static Value dict_get(In&, const std::string&, const Value& obj, CallArgs& a) {
+  static Value dict_get(In& in, const std::string&, const Value& obj, CallArgs& a) {
     if (a.positional.empty() || !a.positional[0].is_string()) {
       if (!a.positional.empty()) return a.get(1, "default", Value::none());
       throw TemplateError("get: missing key");
     }
-    if (const Value* v = obj.find(a.positional[0].str())) return *v;
+    if (const Value* v = in.find_key(obj, a.positional[0].str())) return *v;
     return a.get(1, "default", Value::none());
   }
 
   // index, count
-  static Value list_index(In&, const std::string& name, const Value& obj, CallArgs& a) {
+  // Every comparison is charged (equals), deep ones by their size.
+  static Value list_index(In& in, const std::string& name, const Value& obj, CallArgs& a) {
     const Value x = a.get(0, "value");
     std::int64_t n = 0;
+    in.charge(obj.list->size());
     for (std::size_t k = 0; k < obj.list->size(); ++k)
-      if (equals((*obj.list)[k], x)) {
+      if (equals((*obj.list)[k], x, in.budget_)) {
         if (name == "index") return Value::integer(static_cast<std::int64_t>(k));
         ++n;
       }
@@ -611,12 +680,16 @@ struct Builtins {
   }
 
   // ---- filters ----
-  static Value filter_trim(In&, const std::string&, const Value& v, CallArgs& a) {
+  static Value filter_trim(In& in, const std::string&, const Value& v, CallArgs& a) {
     const Value chars = a.get(0, "chars", Value::none());
-    if (chars.is_none()) return Value::string(strops::strip(to_pstring(v), true, true));
+    const PString s = to_pstring(v, in.budget_);
+    in.budget_.charge_items(s.size() / 8);  // strip's offsets: 8 bytes per code point
+    in.build_bytes(s.size());
+    if (chars.is_none()) return Value::string(strops::strip(s, true, true));
     if (!chars.is_string()) throw TemplateError("trim: chars must be a string");
+    in.charge(chars.s->size());
     const auto set = strops::code_points(chars.str());
-    return Value::string(strops::strip(to_pstring(v), true, true, &set));
+    return Value::string(strops::strip(s, true, true, &set));
   }
 
   static Value filter_tojson(In& in, const std::string&, const Value& v, CallArgs& a) {
@@ -645,32 +718,19 @@ struct Builtins {
     }
     o.sort_keys = truthy(a.get(3, "sort_keys", Value::boolean(false)));
     PString out;
-    json_dump_checked(in, v, out, o, 0);
+    json_dump_into(v, out, o, 0, in.budget_);  // every piece checked before it is appended
     return Value::string(std::move(out));
   }
 
-  static void json_dump_checked(In& in, const Value& v, PString& out, const JsonDumpOptions& o,
-                                int depth) {
-    if (depth > static_cast<int>(kMaxNesting)) throw TemplateError("tojson: nesting too deep");
-    if (v.is_list() || v.is_dict()) {
-      // Serialize children through this function so that depth and size are checked.
-      PString inner;
-      json_dump_into(v, inner, o, depth);
-      out.append(inner);
-    } else {
-      json_dump_into(v, out, o, depth);
-    }
-    in.check_size(out);
-  }
-
   // length, count
-  static Value filter_length(In&, const std::string& name, const Value& v, CallArgs&) {
+  static Value filter_length(In& in, const std::string& name, const Value& v, CallArgs&) {
     if (v.generator_consumed)
       throw TemplateError(name + ": object of type 'generator' has no len()");
     switch (v.kind) {
       case Value::Kind::kUndefined:
         return Value::integer(0);
       case Value::Kind::kString:
+        in.charge(v.s->size());
         return Value::integer(static_cast<std::int64_t>(utf8::length(v.str())));
       case Value::Kind::kList:
         return Value::integer(static_cast<std::int64_t>(v.list->size()));
@@ -686,21 +746,29 @@ struct Builtins {
   static Value filter_first(In& in, const std::string& name, const Value& v, CallArgs&) {
     if (name == "last" && v.generator_consumed)
       throw TemplateError("last: 'generator' object is not reversible");
-    std::vector<Value> items = in.iterate(v, name.c_str());
-    if (items.empty()) return Value::undefined(name + " of an empty sequence");
-    return name == "first" ? items.front() : items.back();
+    const Items items = in.iterate(v, name.c_str());
+    if (items->empty()) return Value::undefined(name + " of an empty sequence");
+    return name == "first" ? items->front() : items->back();
   }
 
   static Value filter_join(In& in, const std::string&, const Value& v, CallArgs& a) {
     const Value sep = a.get(0, "d", Value::plain(""));
     const Value attr = a.get(1, "attribute", Value::none());
     PString out;
-    const PString sep_s = to_pstring(sep);
-    std::vector<Value> items = in.iterate(v, "join");
-    for (std::size_t k = 0; k < items.size(); ++k) {
-      if (k) out.append(sep_s);
-      out.append(to_pstring(attr.is_none() ? items[k] : attribute_of(in, items[k], attr)));
-      in.check_size(out);
+    const PString sep_s = to_pstring(sep, in.budget_);
+    const Items items = in.iterate(v, "join");
+    for (std::size_t k = 0; k < items->size(); ++k) {
+      if (k) {
+        in.budget_.grow(out.text, sep_s.size());
+        out.append(sep_s);
+      }
+      const Value item = attr.is_none() ? (*items)[k] : attribute_of(in, (*items)[k], attr);
+      if (item.is_string()) {
+        in.budget_.grow(out.text, item.s->size());
+        out.append(*item.s);
+      } else {
+        repr_into(item, out, in.budget_);
+      }
     }
     return Value::string(std::move(out));
   }
@@ -714,40 +782,48 @@ struct Builtins {
   }
 
   // upper, lower
-  static Value filter_upper(In&, const std::string& name, const Value& v, CallArgs&) {
-    return Value::string(strops::map_case(to_pstring(v), name == "upper"));
+  // A string result the size of `s`, refused or charged before it is built.
+  static PString sized(In& in, PString s) {
+    in.build_bytes(s.size());
+    return s;
   }
 
-  static Value filter_capitalize(In&, const std::string&, const Value& v, CallArgs&) {
-    return Value::string(strops::capitalize(to_pstring(v)));
+  static Value filter_upper(In& in, const std::string& name, const Value& v, CallArgs&) {
+    return Value::string(strops::map_case(sized(in, to_pstring(v, in.budget_)), name == "upper"));
   }
 
-  static Value filter_title(In&, const std::string&, const Value& v, CallArgs&) {
-    return Value::string(strops::jinja_title(to_pstring(v)));
+  static Value filter_capitalize(In& in, const std::string&, const Value& v, CallArgs&) {
+    return Value::string(strops::capitalize(sized(in, to_pstring(v, in.budget_))));
   }
 
-  static Value filter_replace(In&, const std::string&, const Value& v, CallArgs& a) {
+  static Value filter_title(In& in, const std::string&, const Value& v, CallArgs&) {
+    return Value::string(strops::jinja_title(sized(in, to_pstring(v, in.budget_))));
+  }
+
+  static Value filter_replace(In& in, const std::string&, const Value& v, CallArgs& a) {
     if (!v.is_string() && v.is_undefined()) return Value::plain("");
-    return Value::string(strops::replace(to_pstring(v), to_pstring(a.get(0, "old")),
-                                         to_pstring(a.get(1, "new")), arg_int(a, 2, "count", -1)));
+    return Value::string(strops::replace(
+        to_pstring(v, in.budget_), to_pstring(a.get(0, "old"), in.budget_),
+        to_pstring(a.get(1, "new"), in.budget_), arg_int(a, 2, "count", -1), in.budget_));
   }
 
   static Value filter_list(In& in, const std::string&, const Value& v, CallArgs&) {
-    if (v.is_list() && !v.generator_consumed) return Value::make_list(*v.list);
-    return Value::make_list(in.iterate(v, "list"));
+    const Items items = in.iterate(v, "list");
+    if (items == v.list) in.budget_.build_items(items->size());  // a copy of the list's items
+    return Value::make_list(*items);
   }
 
-  static Value filter_string(In&, const std::string&, const Value& v, CallArgs&) {
-    return Value::string(to_pstring(v));
+  static Value filter_string(In& in, const std::string&, const Value& v, CallArgs&) {
+    return Value::string(to_pstring(v, in.budget_));
   }
 
-  static Value filter_safe(In&, const std::string&, const Value& v, CallArgs&) {
-    Value r = v.is_string() ? v : Value::string(to_pstring(v));
+  static Value filter_safe(In& in, const std::string&, const Value& v, CallArgs&) {
+    Value r = v.is_string() ? v : Value::string(to_pstring(v, in.budget_));
     r.markup = true;
     return r;
   }
 
-  static Value filter_int(In&, const std::string&, const Value& v, CallArgs& a) {
+  static Value filter_int(In& in, const std::string&, const Value& v, CallArgs& a) {
     const Value dflt = a.get(0, "default", Value::integer(0));
     if (In::is_intlike(v)) return Value::integer(In::as_int(v));
     if (v.kind == Value::Kind::kFloat) {
@@ -755,6 +831,7 @@ struct Builtins {
       return Value::integer(static_cast<std::int64_t>(v.f));
     }
     if (v.is_string()) {
+      in.charge(v.s->size());
       const std::string t = strops::strip(*v.s, true, true).text;
       char* end = nullptr;
       errno = 0;
@@ -767,10 +844,11 @@ struct Builtins {
     return dflt;
   }
 
-  static Value filter_float(In&, const std::string&, const Value& v, CallArgs& a) {
+  static Value filter_float(In& in, const std::string&, const Value& v, CallArgs& a) {
     const Value dflt = a.get(0, "default", Value::floating(0.0));
     if (v.is_number()) return Value::floating(as_double(v));
     if (v.is_string()) {
+      in.charge(v.s->size());
       const std::string t = strops::strip(*v.s, true, true).text;
       char* end = nullptr;
       const double d = std::strtod(t.c_str(), &end);
@@ -789,29 +867,55 @@ struct Builtins {
     throw TemplateError(std::string("abs: bad operand type '") + type_name(v) + "'");
   }
 
+  // jinja2's round: Python's round(x, precision) for "common" (the exact binary value rounded
+  // half to even), math.ceil / math.floor of x * 10**precision over 10**precision otherwise.
   static Value filter_round(In&, const std::string&, const Value& v, CallArgs& a) {
     if (!v.is_number()) throw TemplateError("round: argument must be a number");
     const std::int64_t precision = arg_int(a, 0, "precision", 0);
     const Value method = a.get(1, "method", Value::plain("common"));
-    const double scale = std::pow(10.0, static_cast<double>(precision));
-    const double x = as_double(v) * scale;
-    double r;
-    if (method.is_string() && method.str() == "common") {
-      if (precision >= 0 && precision <= 17 && std::isfinite(as_double(v))) {
-        // Python's round(x, n) rounds the exact binary value (2.675 is 2.67499..., so 2.67);
-        // printf does the same exact decimal rounding.
-        char buf[400];
-        std::snprintf(buf, sizeof buf, "%.*f", static_cast<int>(precision), as_double(v));
+    const double x = as_double(v);
+    if (!method.is_string() ||
+        (method.str() != "common" && method.str() != "ceil" && method.str() != "floor"))
+      throw TemplateError("round: method must be common, ceil or floor");
+    if (method.str() == "common" && In::is_intlike(v)) {
+      // Python's round(int, n): the int itself for n >= 0, else the nearest multiple of 10^-n,
+      // half to even.
+      const std::int64_t i = In::as_int(v);
+      if (precision >= 0) return Value::integer(i);
+      if (precision < -18) return Value::integer(0);
+      std::int64_t unit = 1;
+      for (std::int64_t k = 0; k < -precision; ++k) unit *= 10;
+      std::int64_t q = i / unit, r = i % unit;
+      if (r < 0) r += unit, --q;  // floor division
+      if (2 * r > unit || (2 * r == unit && q % 2 != 0)) ++q;
+      std::int64_t out = 0;
+      if (__builtin_mul_overflow(q, unit, &out)) throw TemplateError("integer overflow");
+      return Value::integer(out);
+    }
+    if (method.str() == "common") {
+      if (!std::isfinite(x)) return Value::floating(x);
+      // CPython's float.__round__: past 323 digits every double is already exact, and below
+      // -308 every double rounds to (signed) zero.
+      if (precision > 323) return Value::floating(x);
+      if (precision < -308) return Value::floating(std::copysign(0.0, x));
+      if (precision >= 0) {
+        // printf rounds the exact binary value, half to even, as Python does (2.675 is
+        // 2.67499..., so 2.67); 309 integer digits and 323 decimals fit the buffer.
+        char buf[700];
+        std::snprintf(buf, sizeof buf, "%.*f", static_cast<int>(precision), x);
         return Value::floating(std::strtod(buf, nullptr));
       }
-      r = std::nearbyint(x);  // half to even
-    } else if (method.is_string() && method.str() == "ceil") {
-      r = std::ceil(x);
-    } else if (method.is_string() && method.str() == "floor") {
-      r = std::floor(x);
-    } else {
-      throw TemplateError("round: method must be common, ceil or floor");
+      const double scale = std::pow(10.0, static_cast<double>(-precision));
+      return Value::floating(std::copysign(std::nearbyint(x / scale) * scale, x));
     }
+    // Python raises OverflowError where 10**precision or the scaled value has no float.
+    const double scale = std::pow(10.0, static_cast<double>(std::max<std::int64_t>(
+                                            -400, std::min<std::int64_t>(precision, 400))));
+    const double scaled = x * scale;
+    if (!std::isfinite(scale) || !std::isfinite(scaled) || scale == 0)
+      throw TemplateError("round: precision " + std::to_string(precision) +
+                          " is out of range for " + python_float_repr(x));
+    const double r = method.str() == "ceil" ? std::ceil(scaled) : std::floor(scaled);
     return Value::floating(r / scale);
   }
 
@@ -822,6 +926,8 @@ struct Builtins {
     return generator(*in.call_method(v, "items", none).list);
   }
 
+  // The result's size is computed from the lines and checked before it is built: a 16 MiB indent
+  // string before each of a million lines would otherwise be built first.
   static Value filter_indent(In& in, const std::string&, const Value& v, CallArgs& a) {
     const Value width = a.get(0, "width", Value::integer(4));
     const bool first = truthy(a.get(1, "first", Value::boolean(false)));
@@ -835,9 +941,15 @@ struct Builtins {
       ind = width.str();
     else
       throw TemplateError("indent: width must be an integer or a string");
-    PString s = to_pstring(v);
+    PString s = to_pstring(v, in.budget_);
+    in.budget_.grow(s.text, 1);
     s.append_plain("\n");
-    std::vector<PString> lines = strops::splitlines(s);
+    std::vector<PString> lines = strops::splitlines(s, in.budget_);
+    std::size_t indented = first ? 1 : 0;
+    for (std::size_t k = 1; k < lines.size(); ++k) indented += blank || !lines[k].empty();
+    const std::size_t max = in.budget_.limits().max_output_bytes;
+    if (ind.size() && indented > max / ind.size()) in.budget_.check_bytes(max + 1);
+    in.budget_.grow(s.text, indented * ind.size());
     PString out;
     if (blank) {
       for (std::size_t k = 0; k < lines.size(); ++k) {
@@ -860,16 +972,16 @@ struct Builtins {
       r.append(out);
       out = std::move(r);
     }
-    in.check_size(out);
     return Value::string(std::move(out));
   }
 
-  static Value filter_dictsort(In&, const std::string&, const Value& v, CallArgs& a) {
+  static Value filter_dictsort(In& in, const std::string&, const Value& v, CallArgs& a) {
     if (!v.is_dict()) throw TemplateError("dictsort: argument must be a mapping");
     const bool case_sensitive = truthy(a.get(0, "case_sensitive", Value::boolean(false)));
     const Value by = a.get(1, "by", Value::plain("key"));
     const bool reverse = truthy(a.get(2, "reverse", Value::boolean(false)));
     const bool by_value = by.is_string() && by.str() == "value";
+    in.budget_.build_items(3 * v.dict->size());
     List pairs;
     for (const auto& kv : *v.dict) {
       Value pair = Value::make_list({Value::plain(kv.first), kv.second});
@@ -877,10 +989,11 @@ struct Builtins {
       pairs.push_back(std::move(pair));
     }
     sort_values(
-        pairs,
+        in, pairs,
         [&](const Value& p) {
           Value key = (*p.list)[by_value ? 1 : 0];
-          if (!case_sensitive && key.is_string()) key = Value::string(strops::map_case(*key.s, 0));
+          if (!case_sensitive && key.is_string())
+            key = Value::string(strops::map_case(sized(in, *key.s), 0));
           return key;
         },
         reverse);
@@ -891,29 +1004,47 @@ struct Builtins {
     const bool reverse = truthy(a.get(0, "reverse", Value::boolean(false)));
     const bool case_sensitive = truthy(a.get(1, "case_sensitive", Value::boolean(false)));
     const Value attr = a.get(2, "attribute", Value::none());
-    List items = in.iterate(v, "sort");
+    const Items all = in.iterate(v, "sort");
+    in.budget_.build_items(all->size());
+    List items = *all;
     sort_values(
-        items,
+        in, items,
         [&](const Value& x) {
           Value key = attr.is_none() ? x : attribute_of(in, x, attr);
-          if (!case_sensitive && key.is_string()) key = Value::string(strops::map_case(*key.s, 0));
+          if (!case_sensitive && key.is_string())
+            key = Value::string(strops::map_case(sized(in, *key.s), 0));
           return key;
         },
         reverse);
     return Value::make_list(std::move(items));
   }
 
+  // String keys (what templates pass) are found in a hash set; other keys are compared with each
+  // kept key of theirs, every comparison charged.
   static Value filter_unique(In& in, const std::string&, const Value& v, CallArgs& a) {
     const bool case_sensitive = truthy(a.get(0, "case_sensitive", Value::boolean(false)));
     const Value attr = a.get(1, "attribute", Value::none());
     List out, seen;
-    for (auto& x : in.iterate(v, "unique")) {
+    std::unordered_set<std::string> seen_strings;
+    const Items items = in.iterate(v, "unique");
+    for (const auto& x : *items) {
       Value key = attr.is_none() ? x : attribute_of(in, x, attr);
-      if (!case_sensitive && key.is_string()) key = Value::string(strops::map_case(*key.s, 0));
       bool dup = false;
-      for (const auto& s : seen) dup = dup || equals(s, key);
+      if (key.is_string()) {
+        in.charge(2 * key.s->size());
+        dup = !seen_strings.insert(case_sensitive ? key.str() : strops::map_case(*key.s, 0).text)
+                   .second;
+      } else {
+        in.charge(seen.size());
+        for (const auto& s : seen)
+          if (equals(s, key, in.budget_)) {
+            dup = true;
+            break;
+          }
+        if (!dup) seen.push_back(key);
+      }
       if (!dup) {
-        seen.push_back(key);
+        in.budget_.charge_items(2);
         out.push_back(x);
       }
     }
@@ -923,26 +1054,29 @@ struct Builtins {
   static Value filter_reverse(In& in, const std::string&, const Value& v, CallArgs&) {
     if (v.is_string()) return in.slice(v, Value::none(), Value::none(), Value::integer(-1));
     if (v.generator_consumed) throw TemplateError("reverse: 'generator' object is not reversible");
-    List items = in.iterate(v, "reverse");
-    std::reverse(items.begin(), items.end());
+    const Items all = in.iterate(v, "reverse");
+    in.budget_.build_items(all->size());
+    List items(all->rbegin(), all->rend());
     return generator(std::move(items));
   }
 
   static Value filter_sum(In& in, const std::string&, const Value& v, CallArgs& a) {
     const Value attr = a.get(0, "attribute", Value::none());
     Value total = a.get(1, "start", Value::integer(0));
-    for (auto& x : in.iterate(v, "sum"))
+    const Items items = in.iterate(v, "sum");
+    for (const auto& x : *items)
       total = in.binary("+", total, attr.is_none() ? x : attribute_of(in, x, attr));
     return total;
   }
 
   // min, max
   static Value filter_min(In& in, const std::string& name, const Value& v, CallArgs&) {
-    List items = in.iterate(v, name.c_str());
+    const Items all = in.iterate(v, name.c_str());
+    const List& items = *all;
     if (items.empty()) return Value::undefined(name + " of an empty sequence");
     Value best = items[0];
     for (const auto& x : items) {
-      const int c = In::order(x, best, name);
+      const int c = in.order(x, best, name);
       if (name == "min" ? c < 0 : c > 0) best = x;
     }
     return best;
@@ -953,11 +1087,14 @@ struct Builtins {
     const Value attr = a.get(static_cast<std::size_t>(-1), "attribute", Value::none());
     if (!attr.is_none()) {
       const Value dflt = a.get(static_cast<std::size_t>(-1), "default");
-      if (truthy(v))  // jinja2: `if seq:` -- none maps to nothing
-        for (auto& x : in.iterate(v, "map")) {
+      if (truthy(v)) {  // jinja2: `if seq:` -- none maps to nothing
+        const Items items = in.iterate(v, "map");
+        for (const auto& x : *items) {
+          in.budget_.charge_items(1);
           Value r = attribute_of(in, x, attr);
           out.push_back(r.is_undefined() && !dflt.is_undefined() ? dflt : r);
         }
+      }
       return generator(std::move(out));
     }
     if (a.positional.empty() || !a.positional[0].is_string())
@@ -967,8 +1104,13 @@ struct Builtins {
     rest.positional.assign(a.positional.begin() + 1, a.positional.end());
     rest.keyword = a.keyword;
     rest.what = "filter '" + filter + "'";
-    if (truthy(v))
-      for (auto& x : in.iterate(v, "map")) out.push_back(in.apply_filter(filter, x, rest));
+    if (truthy(v)) {
+      const Items items = in.iterate(v, "map");
+      for (const auto& x : *items) {
+        in.budget_.charge_items(1);
+        out.push_back(in.apply_filter(filter, x, rest));
+      }
+    }
     return generator(std::move(out));
   }
 
@@ -994,12 +1136,17 @@ struct Builtins {
     rest.keyword = a.keyword;
     rest.what = "test '" + test + "'";
     List out;
-    if (truthy(v))  // jinja2: `if seq:` -- none selects nothing
-      for (auto& x : in.iterate(v, name.c_str())) {
+    if (truthy(v)) {  // jinja2: `if seq:` -- none selects nothing
+      const Items items = in.iterate(v, name.c_str());
+      for (const auto& x : *items) {
         const Value subject = by_attr ? attribute_of(in, x, attr) : x;
         const bool r = test.empty() ? truthy(subject) : in.apply_test(test, subject, rest);
-        if (r == keep_if) out.push_back(x);
+        if (r == keep_if) {
+          in.budget_.charge_items(1);
+          out.push_back(x);
+        }
       }
+    }
     return generator(std::move(out));
   }
 
@@ -1071,45 +1218,46 @@ struct Builtins {
     return in.binary("%", v, d).i == 0;
   }
   // equalto, eq, ==
-  static bool test_eq(In&, const std::string& name, const Value& v, const CallArgs& a) {
-    return equals(v, test_arg(name, a));
+  static bool test_eq(In& in, const std::string& name, const Value& v, const CallArgs& a) {
+    return equals(v, test_arg(name, a), in.budget_);
   }
   // ne, !=
-  static bool test_ne(In&, const std::string& name, const Value& v, const CallArgs& a) {
-    return !equals(v, test_arg(name, a));
+  static bool test_ne(In& in, const std::string& name, const Value& v, const CallArgs& a) {
+    return !equals(v, test_arg(name, a), in.budget_);
   }
   // lt, lessthan, <
-  static bool test_lt(In&, const std::string& name, const Value& v, const CallArgs& a) {
-    return In::order(v, test_arg(name, a), "<") < 0;
+  static bool test_lt(In& in, const std::string& name, const Value& v, const CallArgs& a) {
+    return in.order(v, test_arg(name, a), "<") < 0;
   }
   // le, <=
-  static bool test_le(In&, const std::string& name, const Value& v, const CallArgs& a) {
-    return In::order(v, test_arg(name, a), "<=") <= 0;
+  static bool test_le(In& in, const std::string& name, const Value& v, const CallArgs& a) {
+    return in.order(v, test_arg(name, a), "<=") <= 0;
   }
   // gt, greaterthan, >
-  static bool test_gt(In&, const std::string& name, const Value& v, const CallArgs& a) {
-    return In::order(v, test_arg(name, a), ">") > 0;
+  static bool test_gt(In& in, const std::string& name, const Value& v, const CallArgs& a) {
+    return in.order(v, test_arg(name, a), ">") > 0;
   }
   // ge, >=
-  static bool test_ge(In&, const std::string& name, const Value& v, const CallArgs& a) {
-    return In::order(v, test_arg(name, a), ">=") >= 0;
+  static bool test_ge(In& in, const std::string& name, const Value& v, const CallArgs& a) {
+    return in.order(v, test_arg(name, a), ">=") >= 0;
   }
   static bool test_in(In& in, const std::string& name, const Value& v, const CallArgs& a) {
     return in.contains(test_arg(name, a), v);
   }
-  static bool test_sameas(In&, const std::string& name, const Value& v, const CallArgs& a) {
+  static bool test_sameas(In& in, const std::string& name, const Value& v, const CallArgs& a) {
     const Value o = test_arg(name, a);
     if (v.kind != o.kind) return false;
     if (v.is_none() || v.is_undefined()) return true;
     if (v.kind == Value::Kind::kBool) return v.b == o.b;
     if (v.is_list()) return v.list == o.list;
     if (v.is_dict() || v.kind == Value::Kind::kNamespace) return v.dict == o.dict;
-    return equals(v, o);
+    return equals(v, o, in.budget_);
   }
   // lower, upper
-  static bool test_lower(In&, const std::string& name, const Value& v, const CallArgs&) {
+  static bool test_lower(In& in, const std::string& name, const Value& v, const CallArgs&) {
     if (!v.is_string()) return false;
     const PString& s = *v.s;
+    in.build_bytes(s.size());
     return s.text == strops::map_case(s, name == "upper").text;
   }
 };

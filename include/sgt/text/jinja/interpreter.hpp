@@ -6,37 +6,34 @@
 // an attribute of it, doing arithmetic with it or serializing it is an error.
 //
 // Limits (part of the contract, so that no template or chat can exhaust the stack, memory or
-// time): nesting of blocks/expressions and macro calls <= kMaxNesting (64), rendered output and
-// any single string <= kMaxOutputBytes (16 MiB), lists built by the template (range, +, *)
-// <= kMaxListItems (100000) items, loop iterations per render <= kMaxLoopIterations (1000000),
-// and bytes built plus items visited per render <= kMaxWorkUnits (64 Mi).
+// time) are a jinja::Limits (limits.hpp) given to the interpreter: one work budget charged by
+// every expression, statement, builtin and operator for what it visits and builds, the size of
+// every string, list and the output checked before they are built, nesting bounded. Integer
+// arithmetic is checked (no overflow, in `**`, slices, range and repetition alike).
 //
 // The builtins -- globals, filters, tests, and the methods of str, dict and list -- are tables of
 // functions by name in builtins.hpp; the evaluator looks a name up there and reports one that no
 // table holds.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <ctime>
 #include <limits>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "sgt/text/jinja/limits.hpp"
 #include "sgt/text/jinja/parser.hpp"
 #include "sgt/text/jinja/value.hpp"
 
 namespace sgt::text::jinja {
-
-inline constexpr std::size_t kMaxOutputBytes = std::size_t{16} << 20;
-inline constexpr std::size_t kMaxListItems = 100000;
-inline constexpr std::size_t kMaxLoopIterations = 1000000;
-inline constexpr std::size_t kMaxWorkUnits = std::size_t{64} << 20;
-inline constexpr std::size_t kMaxRecursion = 512;
 
 // ---- the builtins' tables (builtins.hpp, included at the end of this file)
 // ---------------------------------------------------------------------------
@@ -60,19 +57,20 @@ inline const BuiltinTable<MethodFn>* builtin_methods(const Value& receiver);
 // ---- the evaluator
 // ---------------------------------------------------------------------------------
 
-struct RenderLimits {
-  std::size_t max_output_bytes = kMaxOutputBytes;
-  std::size_t max_loop_iterations = kMaxLoopIterations;
-};
+// The items a loop or builtin iterates over: a list's own items (shared, not copied), or a
+// list built from a dict's keys or a string's characters.
+using Items = std::shared_ptr<const List>;
 
 class Interpreter {
  public:
   // `globals` are the context variables (messages, tools, bos_token, ...). `date` is what
   // strftime_now formats (the render is deterministic: no clock is read).
-  Interpreter(const Body& program, std::vector<std::pair<std::string, Value>> globals, std::tm date)
-      : program_(program), date_(date) {
-    scopes_.push_back({});
-    for (auto& kv : globals) set_var(kv.first, std::move(kv.second));
+  // `limits` bound what the render may spend (limits.hpp).
+  Interpreter(const Body& program, std::vector<std::pair<std::string, Value>> globals, std::tm date,
+              const Limits& limits = Limits{})
+      : program_(program), date_(date), budget_(limits) {
+    globals_.reserve(globals.size());
+    for (auto& kv : globals) globals_[kv.first] = std::move(kv.second);
     install_builtins();
   }
 
@@ -99,19 +97,30 @@ class Interpreter {
     return std::move(outputs_.back());
   }
 
+  // Work units spent so far (limits.hpp).
+  std::size_t work_used() const noexcept { return budget_.used(); }
+
  private:
   friend struct Builtins;  // builtins.hpp: the builtins call the helpers below
   enum class Flow { kNormal, kBreak, kContinue };
   using Scope = std::vector<std::pair<std::string, Value>>;
 
   // ---- scopes ----
+  // The template's top level (the context's variables, which a chat's extra_context can make
+  // many, and the top-level `set`s) is a hash map; the scopes of loops and macro calls above it
+  // hold the few names their bodies set.
   Value* find_var(const std::string& name) {
     for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it)
       for (auto& kv : *it)
         if (kv.first == name) return &kv.second;
-    return nullptr;
+    const auto g = globals_.find(name);
+    return g == globals_.end() ? nullptr : &g->second;
   }
   void set_var(const std::string& name, Value v) {
+    if (scopes_.empty()) {
+      globals_[name] = std::move(v);
+      return;
+    }
     for (auto& kv : scopes_.back())
       if (kv.first == name) {
         kv.second = std::move(v);
@@ -126,16 +135,19 @@ class Interpreter {
   };
 
   // ---- output ----
+  void check_output(std::size_t added) {
+    const std::size_t max = budget_.limits().max_output_bytes;
+    if (added > max || outputs_.back().size() > max - added)
+      throw TemplateError("output larger than " + size_text(max));
+    charge(added);
+  }
   void emit(const PString& s) {
-    charge(s.size());
-    PString& out = outputs_.back();
-    out.append(s);
-    if (out.size() > limits_.max_output_bytes) throw TemplateError("output larger than 16 MiB");
+    check_output(s.size());
+    outputs_.back().append(s);
   }
   void emit_plain(const std::string& s) {
-    PString& out = outputs_.back();
-    out.append_plain(s);
-    if (out.size() > limits_.max_output_bytes) throw TemplateError("output larger than 16 MiB");
+    check_output(s.size());
+    outputs_.back().append_plain(s);
   }
 
   // ---- statements ----
@@ -154,9 +166,17 @@ class Interpreter {
       case Node::Kind::kText:
         emit_plain(n.text);
         return Flow::kNormal;
-      case Node::Kind::kOutput:
-        emit(to_pstring(eval(*n.expr)));
+      case Node::Kind::kOutput: {
+        const Value v = eval(*n.expr);
+        if (v.is_string()) {
+          emit(*v.s);
+        } else {
+          // Printed straight into the output, whose size is checked as it grows: a list of
+          // 100000 references to one 100000-item list would print 10^10 items.
+          repr_into(v, outputs_.back(), budget_);
+        }
         return Flow::kNormal;
+      }
       case Node::Kind::kIf:
         for (const auto& br : n.branches)
           if (truthy(eval(*br.first))) return exec_body(br.second);
@@ -175,11 +195,16 @@ class Interpreter {
                                 n.targets[0] + "': it is not a namespace");
           if (!n.targets[1].empty() && n.targets[1][0] == '_')
             throw TemplateError("namespace attributes may not start with '_'");
+          charge(ns->dict->size());
+          if (v.depth + 1 > Value::kMaxValueDepth)
+            throw TemplateError("containers nested deeper than 128 levels");
+          ns->depth = std::max(ns->depth, v.depth + 1);
           for (auto& kv : *ns->dict)
             if (kv.first == n.targets[1]) {
               kv.second = std::move(v);
               return Flow::kNormal;
             }
+          budget_.charge_items(1);
           ns->dict->emplace_back(n.targets[1], std::move(v));
         }
         return Flow::kNormal;
@@ -205,29 +230,41 @@ class Interpreter {
     return Flow::kNormal;
   }
 
-  std::vector<Value> iterate(const Value& v, const char* what) {
-    if (v.is_list()) charge(v.list->size());
-    if (v.is_dict()) charge(v.dict->size());
-    if (v.is_string()) charge(v.s->size());
+  // The items of `v`, charged as visited (a list's own items) or as built (a dict's keys, a
+  // string's characters).
+  Items iterate(const Value& v, const char* what) {
+    static const Items empty = std::make_shared<const List>();
     switch (v.kind) {
       case Value::Kind::kUndefined:
-        return {};
+        return empty;
       case Value::Kind::kList:
         if (v.generator_consumed) {
-          if (*v.generator_consumed) return {};
+          if (*v.generator_consumed) return empty;
           *v.generator_consumed = true;
         }
-        return *v.list;
+        charge(v.list->size());
+        return v.list;
       case Value::Kind::kDict: {
-        std::vector<Value> keys;
-        for (const auto& kv : *v.dict) keys.push_back(Value::plain(kv.first));
+        budget_.build_items(v.dict->size());
+        auto keys = std::make_shared<List>();
+        keys->reserve(v.dict->size());
+        for (const auto& kv : *v.dict) keys->push_back(Value::plain(kv.first));
         return keys;
       }
       case Value::Kind::kString: {
-        std::vector<Value> chars;
-        const auto b = utf8::boundaries(v.str());
-        for (std::size_t k = 0; k + 1 < b.size(); ++k)
-          chars.push_back(Value::string(v.s->substr(b[k], b[k + 1] - b[k])));
+        charge(v.s->size());
+        const std::size_t n = utf8::length(v.str());
+        budget_.build_items(n);
+        charge(v.s->size());
+        auto chars = std::make_shared<List>();
+        chars->reserve(n);
+        for (std::size_t p = 0; p < v.s->size();) {
+          const std::size_t len = std::max<std::size_t>(
+              1, std::min(utf8::sequence_length(static_cast<unsigned char>(v.str()[p])),
+                          v.s->size() - p));
+          chars->push_back(Value::string(v.s->substr(p, len)));
+          p += len;
+        }
         return chars;
       }
       default:
@@ -236,8 +273,10 @@ class Interpreter {
   }
 
   // Python's str + str when one side is Markup (|safe): the other side is HTML-escaped.
-  static PString html_escape(const PString& s) {
+  PString html_escape(const PString& s) {
     PString out;
+    budget_.grow(out.text, s.size());
+    std::size_t extra = 0;  // bytes the escapes add, checked before they are built
     for (std::size_t k = 0; k < s.size(); ++k) {
       const char c = s.text[k];
       const char* rep = c == '&'    ? "&amp;"
@@ -250,6 +289,10 @@ class Interpreter {
         out.append_byte(c, s.flags[k]);
         continue;
       }
+      const std::size_t rep_size = std::char_traits<char>::length(rep);
+      extra += rep_size - 1;
+      budget_.check_bytes(s.size() + extra);
+      charge(rep_size - 1);
       out.text += rep;
       out.flags.append(std::char_traits<char>::length(rep), s.flags[k]);
     }
@@ -257,9 +300,9 @@ class Interpreter {
   }
 
   void count_iteration() {
-    if (++iterations_ > limits_.max_loop_iterations)
-      throw TemplateError("more than " + std::to_string(limits_.max_loop_iterations) +
-                          " loop iterations in one render");
+    const std::size_t max = budget_.limits().max_loop_iterations;
+    if (++iterations_ > max)
+      throw TemplateError("more than " + std::to_string(max) + " loop iterations in one render");
   }
 
   void bind_targets(const std::vector<std::string>& targets, const Value& item) {
@@ -267,25 +310,29 @@ class Interpreter {
       set_var(targets[0], item);
       return;
     }
-    std::vector<Value> parts = iterate(item, "for");
-    if (parts.size() != targets.size())
-      throw TemplateError("cannot unpack " + std::to_string(parts.size()) + " values into " +
+    const Items parts = iterate(item, "for");
+    if (parts->size() != targets.size())
+      throw TemplateError("cannot unpack " + std::to_string(parts->size()) + " values into " +
                           std::to_string(targets.size()) + " loop variables");
-    for (std::size_t k = 0; k < targets.size(); ++k) set_var(targets[k], parts[k]);
+    for (std::size_t k = 0; k < targets.size(); ++k) set_var(targets[k], (*parts)[k]);
   }
 
   Flow exec_for(const Node& n) {
-    std::vector<Value> items = iterate(eval(*n.expr), "for");
+    Items all = iterate(eval(*n.expr), "for");
     if (n.filter) {
-      std::vector<Value> kept;
-      for (auto& it : items) {
+      auto kept = std::make_shared<List>();
+      for (const auto& it : *all) {
         count_iteration();
         ScopeGuard g(*this);
         bind_targets(n.targets, it);
-        if (truthy(eval(*n.filter))) kept.push_back(std::move(it));
+        if (truthy(eval(*n.filter))) {
+          budget_.charge_items(1);
+          kept->push_back(it);
+        }
       }
-      items = std::move(kept);
+      all = std::move(kept);
     }
+    const List& items = *all;
     if (items.empty()) {
       exec_body(n.else_body);
       return Flow::kNormal;
@@ -336,9 +383,13 @@ class Interpreter {
   Value make_macro(const Node& n) {
     const Node* node = &n;
     return Value::function(n.name, [this, node](CallArgs& a) {
-      if (++call_depth_ > kMaxNesting) {
+      // A call builds a frame, a scope and an output buffer: it is charged as that many items,
+      // so that a tree of calls that prints nothing still runs out of budget in about a second.
+      charge(kMacroCallWorkUnits);
+      const std::size_t max_depth = budget_.limits().max_macro_depth;
+      if (++call_depth_ > max_depth) {
         --call_depth_;
-        throw TemplateError("macro calls nested deeper than " + std::to_string(kMaxNesting));
+        throw TemplateError("macro calls nested deeper than " + std::to_string(max_depth));
       }
       struct Down {
         std::size_t& d;
@@ -372,17 +423,14 @@ class Interpreter {
           throw TemplateError("macro '" + node->name + "' has no parameter '" + kv.first + "'");
       }
       // A macro sees the template's top-level variables and its own parameters.
-      std::vector<Scope> saved(scopes_.begin() + 1, scopes_.end());
-      scopes_.resize(1);
+      std::vector<Scope> saved = std::move(scopes_);
+      scopes_.clear();
       scopes_.push_back(std::move(frame));
       outputs_.push_back({});
       struct Restore {
         Interpreter& in;
         std::vector<Scope>& saved;
-        ~Restore() {
-          in.scopes_.resize(1);
-          for (auto& s : saved) in.scopes_.push_back(std::move(s));
-        }
+        ~Restore() { in.scopes_ = std::move(saved); }
       } restore{*this, saved};
       try {
         exec_body(node->body);
@@ -412,13 +460,17 @@ class Interpreter {
 
   // Evaluation and execution recurse; their combined depth (macros included) is bounded so
   // that the stack is too.
+  // Each expression and statement evaluated is also one work unit: a macro that prints nothing,
+  // called 2^40 times through a tree of calls, is charged for every call.
   struct RecursionGuard {
     explicit RecursionGuard(Interpreter& in) : in_(in) {
-      if (++in_.recursion_ > kMaxRecursion) {
+      const std::size_t max = in_.budget_.limits().max_recursion;
+      if (++in_.recursion_ > max) {
         --in_.recursion_;
-        throw TemplateError("template evaluation nested deeper than " +
-                            std::to_string(kMaxRecursion) + " levels");
+        throw TemplateError("template evaluation nested deeper than " + std::to_string(max) +
+                            " levels");
       }
+      in_.charge(1);
     }
     ~RecursionGuard() { --in_.recursion_; }
     Interpreter& in_;
@@ -438,25 +490,30 @@ class Interpreter {
       }
       case Expr::Kind::kList:
       case Expr::Kind::kTuple: {
+        budget_.build_items(e.args.size());
         List items;
+        items.reserve(e.args.size());
         for (const auto& a : e.args) items.push_back(eval(*a));
         Value v = Value::make_list(std::move(items));
         v.is_tuple = e.kind == Expr::Kind::kTuple;
         return v;
       }
       case Expr::Kind::kDict: {
+        budget_.build_items(e.args.size() / 2);
         Dict d;
+        // A later duplicate key replaces the value in place, as Python's dict display does; the
+        // index makes that linear in the literal's size.
+        std::unordered_map<std::string, std::size_t> index;
         for (std::size_t k = 0; k + 1 < e.args.size(); k += 2) {
           Value key = eval(*e.args[k]);
           if (!key.is_string()) throw TemplateError("dict literal keys must be strings");
           Value val = eval(*e.args[k + 1]);
-          bool replaced = false;
-          for (auto& kv : d)
-            if (kv.first == key.str()) {
-              kv.second = val;
-              replaced = true;
-            }
-          if (!replaced) d.emplace_back(key.str(), std::move(val));
+          charge(key.s->size());
+          const auto found = index.emplace(key.str(), d.size());
+          if (found.second)
+            d.emplace_back(key.str(), std::move(val));
+          else
+            d[found.first->second].second = std::move(val);
         }
         return Value::make_dict(std::move(d));
       }
@@ -490,6 +547,7 @@ class Interpreter {
           throw TemplateError(std::string("'") + type_name(callee) + "' object is not callable");
         }
         args.what = callee.name;
+        if (callee.is_bound_method()) return call_method(callee.receiver(), callee.name, args);
         return (*callee.fn)(args);
       }
       case Expr::Kind::kFilter: {
@@ -541,8 +599,13 @@ class Interpreter {
       case Expr::Kind::kConcat: {
         PString s;
         for (const auto& a : e.args) {
-          s.append(to_pstring(eval(*a)));
-          check_size(s);
+          const Value v = eval(*a);
+          if (v.is_string()) {
+            budget_.grow(s.text, v.s->size());
+            s.append(*v.s);
+          } else {
+            repr_into(v, s, budget_);
+          }
         }
         return Value::string(std::move(s));
       }
@@ -573,25 +636,22 @@ class Interpreter {
     return a;
   }
 
-  void check_size(const PString& s) {
-    charge(s.size());
-    if (s.size() > kMaxOutputBytes) throw TemplateError("string larger than 16 MiB");
-  }
-  // Work done by one render, in bytes built and items visited: a template that loops 1000000
-  // times over a 100000-item list, or grows a string quadratically, stops here instead of
-  // running for hours.
-  void charge(std::size_t units) {
-    work_ += units;
-    if (work_ > kMaxWorkUnits)
-      throw TemplateError("render too expensive (more than " + std::to_string(kMaxWorkUnits) +
-                          " bytes built or items visited)");
-  }
-  static void check_items(std::size_t n) {
-    if (n > kMaxListItems)
-      throw TemplateError("list longer than " + std::to_string(kMaxListItems) + " items");
+  // Work done by one render (limits.hpp): a template that loops 1000000 times over a
+  // 100000-item list, or grows a string quadratically, stops here instead of running for hours.
+  void charge(std::size_t units) { budget_.charge(units); }
+  // A string result of `bytes` bytes may be built: refused or charged first.
+  void build_bytes(std::size_t bytes) {
+    budget_.check_bytes(bytes);
+    charge(bytes);
   }
 
   // ---- attribute, item, slice ----
+  // A dict or namespace lookup is a linear search: charged by the size searched.
+  const Value* find_key(const Value& obj, const std::string& key) {
+    if (obj.dict) charge(obj.dict->size());
+    return obj.find(key);
+  }
+
   Value getattr(const Value& obj, const std::string& name) {
     switch (obj.kind) {
       case Value::Kind::kUndefined:
@@ -600,10 +660,10 @@ class Interpreter {
             " is undefined (reading attribute '" + name + "')");
       case Value::Kind::kDict:
         if (has_method(obj, name)) return bound_method(obj, name);
-        if (const Value* v = obj.find(name)) return *v;
+        if (const Value* v = find_key(obj, name)) return *v;
         return Value::undefined(name);
       case Value::Kind::kNamespace:
-        if (const Value* v = obj.find(name)) return *v;
+        if (const Value* v = find_key(obj, name)) return *v;
         return Value::undefined(name);
       case Value::Kind::kString:
       case Value::Kind::kList:
@@ -627,7 +687,7 @@ class Interpreter {
       case Value::Kind::kDict:
       case Value::Kind::kNamespace:
         if (key.is_string()) {
-          if (const Value* v = obj.find(key.str())) return *v;
+          if (const Value* v = find_key(obj, key.str())) return *v;
           if (obj.kind == Value::Kind::kDict) return getattr(obj, key.str());
         }
         return Value::undefined(key.is_string() ? key.str() : std::string());
@@ -644,13 +704,23 @@ class Interpreter {
         return Value::undefined();
       case Value::Kind::kString:
         if (key.kind == Value::Kind::kInt || key.kind == Value::Kind::kBool) {
-          const auto b = utf8::boundaries(obj.str());
-          const std::int64_t i =
-              py_index(key.kind == Value::Kind::kBool ? key.b : key.i, b.size() - 1);
-          if (i < 0 || i >= static_cast<std::int64_t>(b.size() - 1))
+          const std::string& t = obj.str();
+          const std::int64_t raw = key.kind == Value::Kind::kBool ? key.b : key.i;
+          // s[i] walks to code point i; s[-i] counts the code points first.
+          std::size_t length = static_cast<std::size_t>(-1);
+          if (raw < 0) {
+            charge(t.size());
+            length = utf8::length(t);
+          }
+          const std::int64_t i = raw < 0 ? py_index(raw, length) : raw;
+          if (i < 0 || (raw < 0 && i >= static_cast<std::int64_t>(length)))
             return Value::undefined("string index");
           const auto u = static_cast<std::size_t>(i);
-          return Value::string(obj.s->substr(b[u], b[u + 1] - b[u]));
+          charge(std::min(t.size(), u));
+          const std::size_t begin = utf8::offset_of(t, u);
+          if (begin >= t.size()) return Value::undefined("string index");
+          const std::size_t end = utf8::offset_of(t.substr(begin, 4), 1) + begin;
+          return Value::string(obj.s->substr(begin, end - begin));
         }
         if (key.is_string()) return getattr(obj, key.str());
         return Value::undefined();
@@ -666,49 +736,82 @@ class Interpreter {
                         type_name(v));
   }
 
-  // Python's slice.indices() then the selected positions.
-  static std::vector<std::size_t> slice_positions(std::size_t size, const Value& start_v,
-                                                  const Value& stop_v, const Value& step_v) {
+  // Python's slice.indices(): the selected positions are start + k * step for k < count. The
+  // count is computed, not stepped to, so that no step (2^63 - 1 included) overflows.
+  struct SliceRange {
+    std::int64_t start = 0, step = 1;
+    std::size_t count = 0;
+    std::size_t at(std::size_t k) const {
+      return static_cast<std::size_t>(start + static_cast<std::int64_t>(k) * step);
+    }
+  };
+  static SliceRange slice_range(std::size_t size, const Value& start_v, const Value& stop_v,
+                                const Value& step_v) {
     const std::int64_t n = static_cast<std::int64_t>(size);
-    const std::int64_t step = step_v.is_none() ? 1 : slice_int(step_v, "step");
-    if (step == 0) throw TemplateError("slice step cannot be zero");
-    std::int64_t start, stop;
+    SliceRange r;
+    r.step = step_v.is_none() ? 1 : slice_int(step_v, "step");
+    if (r.step == 0) throw TemplateError("slice step cannot be zero");
+    const std::int64_t step = r.step;
     auto clamp = [&](const Value& v, std::int64_t dflt, const char* what) {
       if (v.is_none()) return dflt;
       std::int64_t x = slice_int(v, what);
       if (x < 0) {
-        x += n;
+        x = x < -n ? -1 : x + n;
         if (x < 0) x = step < 0 ? -1 : 0;
       } else if (x >= n) {
         x = step < 0 ? n - 1 : n;
       }
       return x;
     };
-    start = clamp(start_v, step < 0 ? n - 1 : 0, "start");
-    stop = clamp(stop_v, step < 0 ? -1 : n, "stop");
-    std::vector<std::size_t> pos;
-    if (step > 0)
-      for (std::int64_t k = start; k < stop; k += step) pos.push_back(static_cast<std::size_t>(k));
-    else
-      for (std::int64_t k = start; k > stop; k += step) pos.push_back(static_cast<std::size_t>(k));
-    return pos;
+    r.start = clamp(start_v, step < 0 ? n - 1 : 0, "start");
+    const std::int64_t stop = clamp(stop_v, step < 0 ? -1 : n, "stop");
+    // start and stop lie in [-1, n], so their difference fits; |step| as unsigned fits too.
+    if (step > 0 && r.start < stop)
+      r.count = static_cast<std::size_t>(
+          (static_cast<std::uint64_t>(stop - r.start) - 1) / static_cast<std::uint64_t>(step) + 1);
+    else if (step < 0 && r.start > stop)
+      r.count = static_cast<std::size_t>((static_cast<std::uint64_t>(r.start - stop) - 1) /
+                                             (static_cast<std::uint64_t>(-(step + 1)) + 1) +
+                                         1);
+    return r;
   }
 
   Value slice(const Value& obj, const Value& a, const Value& b, const Value& c) {
     if (obj.generator_consumed) throw TemplateError("'generator' object is not subscriptable");
     if (obj.is_list()) {
+      const SliceRange r = slice_range(obj.list->size(), a, b, c);
+      budget_.build_items(r.count);
       List out;
-      for (std::size_t k : slice_positions(obj.list->size(), a, b, c))
-        out.push_back((*obj.list)[k]);
+      out.reserve(r.count);
+      for (std::size_t k = 0; k < r.count; ++k) out.push_back((*obj.list)[r.at(k)]);
       Value v = Value::make_list(std::move(out));
       v.is_tuple = obj.is_tuple;
       return v;
     }
     if (obj.is_string()) {
-      const auto bounds = utf8::boundaries(obj.str());
+      const PString& s = *obj.s;
+      charge(s.size());
+      const std::size_t length = utf8::length(s.text);
+      const SliceRange r = slice_range(length, a, b, c);
       PString out;
-      for (std::size_t k : slice_positions(bounds.size() - 1, a, b, c))
-        out.append(obj.s->substr(bounds[k], bounds[k + 1] - bounds[k]));
+      if (length == s.size()) {  // ASCII: code points are bytes
+        build_bytes(r.count);
+        if (r.step == 1) return Value::string(s.substr(r.at(0), r.count));
+        out.text.reserve(r.count);
+        out.flags.reserve(r.count);
+        for (std::size_t k = 0; k < r.count; ++k)
+          out.append_byte(s.text[r.at(k)], s.flags[r.at(k)]);
+        return Value::string(std::move(out));
+      }
+      budget_.charge_items(length / 2);  // the offsets below: 8 bytes per code point
+      const auto bounds = utf8::boundaries(s.text);
+      std::size_t bytes = 0;
+      for (std::size_t k = 0; k < r.count; ++k) bytes += bounds[r.at(k) + 1] - bounds[r.at(k)];
+      build_bytes(bytes);
+      for (std::size_t k = 0; k < r.count; ++k) {
+        const std::size_t p = r.at(k);
+        out.append(s.substr(bounds[p], bounds[p + 1] - bounds[p]));
+      }
       return Value::string(std::move(out));
     }
     if (obj.is_undefined()) undefined_error(obj);
@@ -728,21 +831,44 @@ class Interpreter {
                         type_name(r) + "'");
   }
 
+  // seq * times: the result's size is checked (without overflow) and charged before it is built.
   Value repeat(const Value& seq, std::int64_t times) {
-    if (times < 0) times = 0;
+    const std::size_t n = seq.is_string() ? seq.s->size() : seq.list->size();
+    const std::size_t t = times > 0 ? static_cast<std::size_t>(times) : 0;
     if (seq.is_string()) {
-      if (seq.s->size() && static_cast<std::uint64_t>(times) > kMaxOutputBytes / seq.s->size())
-        throw TemplateError("string larger than 16 MiB");
+      if (n && t > budget_.limits().max_output_bytes / n)
+        budget_.check_bytes(budget_.limits().max_output_bytes + 1);
+      build_bytes(n * t);
       PString out;
-      for (std::int64_t k = 0; k < times; ++k) out.append(*seq.s);
+      out.text.reserve(n * t);
+      out.flags.reserve(n * t);
+      for (std::size_t k = 0; k < t && n; ++k) out.append(*seq.s);
       return Value::string(std::move(out));
     }
-    if (seq.list->size() && static_cast<std::uint64_t>(times) > kMaxListItems / seq.list->size())
-      check_items(kMaxListItems + 1);
+    if (n && t > budget_.limits().max_list_items / n)
+      budget_.check_items(budget_.limits().max_list_items + 1);
+    budget_.build_items(n * t);
     List out;
-    for (std::int64_t k = 0; k < times; ++k)
+    out.reserve(n * t);
+    for (std::size_t k = 0; k < t && n; ++k)
       out.insert(out.end(), seq.list->begin(), seq.list->end());
     return Value::make_list(std::move(out));
+  }
+
+  // Python's int ** int (exponent >= 0) by squaring: at most 64 multiplications, each checked.
+  static std::int64_t int_power(std::int64_t base, std::int64_t e) {
+    if (base == 0) return e == 0 ? 1 : 0;
+    if (base == 1) return 1;
+    if (base == -1) return e % 2 ? -1 : 1;
+    std::int64_t acc = 1;
+    while (true) {
+      if ((e & 1) && __builtin_mul_overflow(acc, base, &acc))
+        throw TemplateError("integer overflow");
+      e >>= 1;
+      if (!e) return acc;
+      // |base| >= 2 and a factor base^2 is still to come: its overflow is the result's.
+      if (__builtin_mul_overflow(base, base, &base)) throw TemplateError("integer overflow");
+    }
   }
 
   Value binary(const std::string& op, const Value& l, const Value& r) {
@@ -758,16 +884,30 @@ class Interpreter {
       if (nums) return Value::floating(as_double(l) + as_double(r));
       if (l.is_string() && r.is_string()) {
         const bool markup = l.markup || r.markup;
-        PString s = markup && !l.markup ? html_escape(*l.s) : *l.s;
-        s.append(markup && !r.markup ? html_escape(*r.s) : *r.s);
-        check_size(s);
+        PString s;
+        if (markup && !l.markup) {
+          s = html_escape(*l.s);
+        } else {
+          build_bytes(l.s->size());
+          s = *l.s;
+        }
+        if (markup && !r.markup) {
+          const PString e = html_escape(*r.s);
+          budget_.grow(s.text, e.size());
+          s.append(e);
+        } else {
+          budget_.grow(s.text, r.s->size());
+          s.append(*r.s);
+        }
         Value v = Value::string(std::move(s));
         v.markup = markup;
         return v;
       }
       if (l.is_list() && r.is_list() && !l.generator_consumed && !r.generator_consumed) {
-        check_items(l.list->size() + r.list->size());
-        List items = *l.list;
+        budget_.build_items(l.list->size() + r.list->size());
+        List items;
+        items.reserve(l.list->size() + r.list->size());
+        items = *l.list;
         items.insert(items.end(), r.list->begin(), r.list->end());
         return Value::make_list(std::move(items));
       }
@@ -789,8 +929,10 @@ class Interpreter {
         return Value::integer(out);
       }
       if (nums) return Value::floating(as_double(l) * as_double(r));
-      if ((l.is_string() || l.is_list()) && is_intlike(r)) return repeat(l, as_int(r));
-      if ((r.is_string() || r.is_list()) && is_intlike(l)) return repeat(r, as_int(l));
+      if ((l.is_string() || (l.is_list() && !l.generator_consumed)) && is_intlike(r))
+        return repeat(l, as_int(r));
+      if ((r.is_string() || (r.is_list() && !r.generator_consumed)) && is_intlike(l))
+        return repeat(r, as_int(l));
       bad_operands(op, l, r);
     }
     if (op == "/") {
@@ -823,30 +965,29 @@ class Interpreter {
                                                                           : std::floor(a / b));
     }
     if (op == "**") {
-      if (ints && as_int(r) >= 0) {
-        std::int64_t base = as_int(l), e = as_int(r), acc = 1;
-        while (e-- > 0)
-          if (__builtin_mul_overflow(acc, base, &acc)) throw TemplateError("integer overflow");
-        return Value::integer(acc);
-      }
+      if (ints && as_int(r) >= 0) return Value::integer(int_power(as_int(l), as_int(r)));
       if (nums) return Value::floating(std::pow(as_double(l), as_double(r)));
       bad_operands(op, l, r);
     }
     throw TemplateError("unknown operator " + op);
   }
 
-  // Python's <, for the types templates compare.
-  static int order(const Value& l, const Value& r, const std::string& op) {
+  // Python's <, for the types templates compare; charged like equals().
+  int order(const Value& l, const Value& r, const std::string& op) {
+    charge(1);
     if (l.is_number() && r.is_number()) {
       if (is_intlike(l) && is_intlike(r)) return as_int(l) < as_int(r) ? -1 : as_int(l) > as_int(r);
       const double a = as_double(l), b = as_double(r);
       return a < b ? -1 : a > b;
     }
-    if (l.is_string() && r.is_string())
+    if (l.is_string() && r.is_string()) {
+      charge(std::min(l.s->size(), r.s->size()));
       return l.str().compare(r.str()) < 0 ? -1 : l.str() != r.str();
+    }
     if (l.is_list() && r.is_list()) {
       for (std::size_t k = 0; k < l.list->size() && k < r.list->size(); ++k)
-        if (!equals((*l.list)[k], (*r.list)[k])) return order((*l.list)[k], (*r.list)[k], op);
+        if (!equals((*l.list)[k], (*r.list)[k], budget_))
+          return order((*l.list)[k], (*r.list)[k], op);
       return l.list->size() < r.list->size() ? -1 : l.list->size() > r.list->size();
     }
     bad_operands(op, l, r);
@@ -855,7 +996,6 @@ class Interpreter {
   bool contains(const Value& container, const Value& item) {
     if (container.is_list()) charge(container.list->size());
     if (container.is_dict()) charge(container.dict->size());
-    if (container.is_string()) charge(container.s->size());
     switch (container.kind) {
       case Value::Kind::kUndefined:
         return false;
@@ -863,14 +1003,15 @@ class Interpreter {
         if (!item.is_string())
           throw TemplateError(std::string("'in <string>' requires string as left operand, not ") +
                               type_name(item));
-        return container.str().find(item.str()) != std::string::npos;
+        charge(container.s->size() + item.s->size());
+        return TextSearcher(item.str()).find(container.str()) != std::string::npos;
       case Value::Kind::kList:
         if (container.generator_consumed) {
           if (*container.generator_consumed) return false;
           *container.generator_consumed = true;
         }
         for (const auto& v : *container.list)
-          if (equals(v, item)) return true;
+          if (equals(v, item, budget_)) return true;
         return false;
       case Value::Kind::kDict:
         return item.is_string() && container.find(item.str()) != nullptr;
@@ -881,8 +1022,8 @@ class Interpreter {
   }
 
   bool compare(const std::string& op, const Value& l, const Value& r) {
-    if (op == "==") return equals(l, r);
-    if (op == "!=") return !equals(l, r);
+    if (op == "==") return equals(l, r, budget_);
+    if (op == "!=") return !equals(l, r, budget_);
     if (op == "in") return contains(r, l);
     if (op == "not in") return !contains(r, l);
     const int c = order(l, r, op);
@@ -890,6 +1031,19 @@ class Interpreter {
     if (op == "<=") return c <= 0;
     if (op == ">") return c > 0;
     return c >= 0;  // ">="
+  }
+
+  // A namespace may hold itself, so the destructor empties every namespace still alive. Dead
+  // ones are dropped from the list as it grows: a weak reference keeps the memory of a
+  // namespace made with make_shared, and a loop can make millions.
+  void remember_namespace(const std::shared_ptr<Dict>& ns) {
+    if (namespaces_.size() >= 2 * namespaces_alive_ + 64) {
+      namespaces_.erase(std::remove_if(namespaces_.begin(), namespaces_.end(),
+                                       [](const std::weak_ptr<Dict>& w) { return w.expired(); }),
+                        namespaces_.end());
+      namespaces_alive_ = namespaces_.size();
+    }
+    namespaces_.push_back(ns);
   }
 
   // ---- builtins (builtins.hpp) ----
@@ -907,9 +1061,10 @@ class Interpreter {
     const auto* methods = builtin_methods(obj);
     return methods && methods->count(name) != 0;
   }
+  // The receiver is held as the method's one item (not captured by a closure), so that its
+  // depth counts and it is freed without recursion.
   Value bound_method(const Value& obj, const std::string& name) {
-    return Value::function(name,
-                           [this, obj, name](CallArgs& a) { return call_method(obj, name, a); });
+    return Value::bound_method(name, obj);
   }
 
   Value call_method(const Value& obj, const std::string& name, CallArgs& a) {
@@ -938,13 +1093,14 @@ class Interpreter {
   // Every namespace made by this render: a namespace may hold itself (`set ns.x = ns`), so the
   // destructor empties them all to break such cycles.
   std::vector<std::weak_ptr<Dict>> namespaces_;
-  RenderLimits limits_;
-  std::vector<Scope> scopes_;
+  std::size_t namespaces_alive_ = 0;  // how many were alive when the list was last pruned
+  Budget budget_;
+  std::unordered_map<std::string, Value> globals_;  // the top-level scope
+  std::vector<Scope> scopes_;                       // loops' and macro calls' scopes above it
   std::map<std::string, Value> builtins_;
   std::vector<PString> outputs_;
   SourcePos pos_;
   std::size_t iterations_ = 0;
-  std::size_t work_ = 0;
   std::size_t recursion_ = 0;
   std::size_t call_depth_ = 0;
 };

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "sgt/core/error.hpp"
+#include "sgt/text/jinja/limits.hpp"
 
 namespace sgt::text::jinja {
 
@@ -61,6 +62,62 @@ struct TemplateError : Error {
   using Error::Error;
 };
 
+// A size in an error message: whole MiB as "16 MiB", anything else in bytes.
+inline std::string size_text(std::size_t bytes) {
+  constexpr std::size_t kMiB = std::size_t{1} << 20;
+  if (bytes >= kMiB && bytes % kMiB == 0) return std::to_string(bytes / kMiB) + " MiB";
+  return std::to_string(bytes) + " bytes";
+}
+
+// What one render has spent of its Limits (limits.hpp). Every operation that visits or builds
+// something charges it first, so that a render stops before the work is done, not after.
+class Budget {
+ public:
+  explicit Budget(const Limits& limits = Limits{}) : limits_(limits) {}
+  const Limits& limits() const noexcept { return limits_; }
+  std::size_t used() const noexcept { return work_; }
+
+  void charge(std::size_t units) {
+    if (units > limits_.max_work_units - work_) too_expensive();
+    work_ += units;
+  }
+  // `n` items placed in a list or dict the render builds.
+  void charge_items(std::size_t n) {
+    charge(n > static_cast<std::size_t>(-1) / kItemWorkUnits ? static_cast<std::size_t>(-1)
+                                                             : n * kItemWorkUnits);
+  }
+  void check_items(std::size_t n) const {
+    if (n > limits_.max_list_items)
+      throw TemplateError("list longer than " + std::to_string(limits_.max_list_items) + " items");
+  }
+  // A new list of `n` items: refused or charged before it is built.
+  void build_items(std::size_t n) {
+    check_items(n);
+    charge_items(n);
+  }
+  void check_bytes(std::size_t n) const {
+    if (n > limits_.max_output_bytes)
+      throw TemplateError("string larger than " + size_text(limits_.max_output_bytes));
+  }
+  // `out` is about to grow by `added` bytes: refused or charged before the bytes are built.
+  void grow(const std::string& out, std::size_t added) {
+    if (added > limits_.max_output_bytes || out.size() > limits_.max_output_bytes - added)
+      check_bytes(static_cast<std::size_t>(-1));
+    charge(added);
+  }
+
+ private:
+  [[noreturn]] void too_expensive() {
+    work_ = limits_.max_work_units;
+    throw TemplateError("render too expensive (more than " +
+                        std::to_string(limits_.max_work_units) +
+                        " work units: expressions evaluated, items visited, bytes built)");
+  }
+
+  Limits limits_;
+  std::size_t work_ = 0;
+};
+
 struct Value;
 using List = std::vector<Value>;
 // Python dicts keep insertion order; templates' dicts are small, so a vector with linear lookup.
@@ -92,13 +149,33 @@ struct Value {
   // selectattr, rejectattr, unique, items and reverse return): always truthy, iterable once,
   // no len(), not JSON-serializable, not printable. The flag is shared by copies.
   std::shared_ptr<bool> generator_consumed;
-  bool markup = false;                 // a string marked |safe: `+` HTML-escapes a plain operand
-  std::shared_ptr<const PString> s;    // kString
-  std::shared_ptr<List> list;          // kList
+  bool markup = false;               // a string marked |safe: `+` HTML-escapes a plain operand
+  std::shared_ptr<const PString> s;  // kString
+  // kList; for a kFunction that is a bound method (`x.count`), its receiver as the one item, so
+  // that the receiver is counted in `depth` and freed like any container's item.
+  std::shared_ptr<List> list;
   std::shared_ptr<Dict> dict;          // kDict, kNamespace
-  std::shared_ptr<NativeFunction> fn;  // kFunction
+  std::shared_ptr<NativeFunction> fn;  // kFunction (null for a bound method)
   std::string name;                    // kUndefined: what was looked up; kFunction: its name
-  std::uint32_t depth = 0;             // container nesting: 1 + the deepest item
+  // Container nesting: 1 + the deepest item, for lists, dicts, namespaces and bound methods. A
+  // namespace counts what it holds when it is made and when an attribute is set; nothing that
+  // recurses over values enters a namespace (it prints as <Namespace>, == is identity, tojson
+  // refuses it), so only freeing does, and freeing does not recurse (below).
+  std::uint32_t depth = 0;
+
+  Value() = default;
+  Value(const Value&) = default;
+  Value(Value&&) noexcept = default;
+  Value& operator=(const Value&) = default;
+  Value& operator=(Value&&) noexcept = default;
+  // Namespaces may nest without bound (a chain of a million is 160 bytes of template), so the
+  // last owner of a namespace frees what it holds with a work list instead of recursing, which
+  // would overflow the stack. Lists, dicts and bound methods free their items recursively: their
+  // depth is exact (they cannot change) and at most kMaxValueDepth, and a namespace among their
+  // items switches to the work list.
+  ~Value() {
+    if (kind == Kind::kNamespace && dict && dict.use_count() == 1) free_items();
+  }
 
   static Value undefined(std::string what = {}) {
     Value v;
@@ -168,6 +245,19 @@ struct Value {
     return v;
   }
 
+  // A bound method: calling it calls method `name` of `receiver`.
+  static Value bound_method(std::string name, const Value& receiver) {
+    Value v;
+    v.kind = Kind::kFunction;
+    v.name = std::move(name);
+    List items{receiver};
+    v.depth = depth_of(items);
+    v.list = std::make_shared<List>(std::move(items));
+    return v;
+  }
+  bool is_bound_method() const noexcept { return kind == Kind::kFunction && list != nullptr; }
+  const Value& receiver() const { return (*list)[0]; }
+
   bool is_undefined() const noexcept { return kind == Kind::kUndefined; }
   bool is_none() const noexcept { return kind == Kind::kNone; }
   bool is_string() const noexcept { return kind == Kind::kString; }
@@ -184,6 +274,32 @@ struct Value {
     for (const auto& kv : *dict)
       if (kv.first == key) return &kv.second;
     return nullptr;
+  }
+
+ private:
+  bool holds_container() const noexcept { return list || dict; }
+  // Moves every item that holds a container out of the containers this value solely owns, then
+  // releases them; items still shared elsewhere are only released (their last owner frees them).
+  void free_items() noexcept {
+    List pending;
+    auto take = [&pending](Value& v) {
+      if (v.list && v.list.use_count() == 1) {
+        for (Value& item : *v.list)
+          if (item.holds_container()) pending.push_back(std::move(item));
+        v.list.reset();
+      }
+      if (v.dict && v.dict.use_count() == 1) {
+        for (auto& kv : *v.dict)
+          if (kv.second.holds_container()) pending.push_back(std::move(kv.second));
+        v.dict.reset();
+      }
+    };
+    take(*this);
+    while (!pending.empty()) {
+      Value v = std::move(pending.back());
+      pending.pop_back();
+      take(v);
+    }
   }
 };
 
@@ -295,8 +411,22 @@ inline std::vector<std::size_t> boundaries(const std::string& s) {
   return b;
 }
 
+// The number of code points (what boundaries() would find), without building the offsets.
 inline std::size_t length(const std::string& s) {
-  return boundaries(s).size() - 1;
+  std::size_t n = 0;
+  for (std::size_t p = 0; p < s.size(); ++n)
+    p += std::max<std::size_t>(
+        1, std::min(sequence_length(static_cast<unsigned char>(s[p])), s.size() - p));
+  return n;
+}
+
+// Byte offset of code point `index` (0 <= index <= length), walking only as far as it.
+inline std::size_t offset_of(const std::string& s, std::size_t index) {
+  std::size_t p = 0;
+  for (std::size_t k = 0; k < index && p < s.size(); ++k)
+    p += std::max<std::size_t>(
+        1, std::min(sequence_length(static_cast<unsigned char>(s[p])), s.size() - p));
+  return p;
 }
 
 // Python's str.isspace() set (what str.strip() and str.split() with no argument remove).
@@ -340,6 +470,50 @@ inline bool is_valid(const std::string& s) {
 }
 
 }  // namespace utf8
+
+// Substring search in time linear in the text and the needle (Knuth-Morris-Pratt), whatever the
+// input: std::string::find tries the needle at every position, n * m steps in the worst case
+// ("aaa...ab" in "aaa...a").
+class TextSearcher {
+ public:
+  explicit TextSearcher(const std::string& needle) : needle_(needle) {
+    if (needle_.size() < 2) return;
+    fail_.assign(needle_.size(), 0);
+    std::size_t k = 0;
+    for (std::size_t i = 1; i < needle_.size(); ++i) {
+      while (k > 0 && needle_[i] != needle_[k]) k = fail_[k - 1];
+      if (needle_[i] == needle_[k]) ++k;
+      fail_[i] = k;
+    }
+  }
+  // The first occurrence at or after `from`, or npos.
+  std::size_t find(const std::string& text, std::size_t from = 0) const {
+    if (needle_.size() < 2) return text.find(needle_, from);  // memchr: linear already
+    std::size_t k = 0;
+    for (std::size_t i = from; i < text.size(); ++i) {
+      while (k > 0 && text[i] != needle_[k]) k = fail_[k - 1];
+      if (text[i] == needle_[k] && ++k == needle_.size()) return i + 1 - needle_.size();
+    }
+    return std::string::npos;
+  }
+  // The last occurrence, or npos.
+  std::size_t rfind(const std::string& text) const {
+    if (needle_.size() < 2) return text.rfind(needle_);
+    std::size_t last = std::string::npos, k = 0;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      while (k > 0 && text[i] != needle_[k]) k = fail_[k - 1];
+      if (text[i] == needle_[k] && ++k == needle_.size()) {
+        last = i + 1 - needle_.size();
+        k = fail_[k - 1];
+      }
+    }
+    return last;
+  }
+
+ private:
+  std::string needle_;
+  std::vector<std::size_t> fail_;
+};
 
 // ---- Python's str(), repr() and json.dumps()
 // -----------------------------------------------------
@@ -387,18 +561,30 @@ inline std::string python_float_repr(double x) {
   return negative ? "-" + out : out;
 }
 
-inline void repr_into(const Value& v, PString& out);
+// Appends `t` with every byte flagged `flag`, refused or charged first.
+inline void put_checked(PString& out, const std::string& t, char flag, Budget& b) {
+  b.grow(out.text, t.size());
+  out.text += t;
+  out.flags.append(t.size(), flag);
+}
+inline void put_plain(PString& out, const std::string& t, Budget& b) {
+  put_checked(out, t, '\0', b);
+}
+
+inline void repr_into(const Value& v, PString& out, Budget& b);
 
 // Python's repr() of a str: quotes chosen as Python does, escapes inherit the byte's flag.
-inline void repr_string_into(const PString& s, PString& out) {
+inline void repr_string_into(const PString& s, PString& out, Budget& b) {
   const bool has_single = s.text.find('\'') != std::string::npos;
   const bool has_double = s.text.find('"') != std::string::npos;
   const char quote = has_single && !has_double ? '"' : '\'';
+  b.grow(out.text, s.size() + 2);  // the bytes and quotes; an escape's extra bytes are added below
   out.append_plain(std::string(1, quote));
   for (std::size_t k = 0; k < s.text.size(); ++k) {
     const char c = s.text[k];
     const char flag = s.flags[k];
     auto put = [&](const std::string& t) {
+      b.grow(out.text, t.size() - 1);
       out.text += t;
       out.flags.append(t.size(), flag);
     };
@@ -411,9 +597,9 @@ inline void repr_string_into(const PString& s, PString& out) {
     else if (c == '\t')
       put("\\t");
     else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\x%02x", static_cast<unsigned char>(c));
-      put(b);
+      char e[8];
+      std::snprintf(e, sizeof e, "\\x%02x", static_cast<unsigned char>(c));
+      put(e);
     } else {
       out.append_byte(c, flag);
     }
@@ -421,35 +607,36 @@ inline void repr_string_into(const PString& s, PString& out) {
   out.append_plain(std::string(1, quote));
 }
 
-inline void repr_into(const Value& v, PString& out) {
+inline void repr_into(const Value& v, PString& out, Budget& b) {
   if (v.generator_consumed)
     throw TemplateError(
         "printing a generator (the result of map/select/... without |list) is not supported");
+  b.charge(1);
   switch (v.kind) {
     case Value::Kind::kString:
-      repr_string_into(*v.s, out);
+      repr_string_into(*v.s, out, b);
       return;
     case Value::Kind::kList: {
-      out.append_plain(v.is_tuple ? "(" : "[");
+      put_plain(out, v.is_tuple ? "(" : "[", b);
       for (std::size_t k = 0; k < v.list->size(); ++k) {
-        if (k) out.append_plain(", ");
-        repr_into((*v.list)[k], out);
+        if (k) put_plain(out, ", ", b);
+        repr_into((*v.list)[k], out, b);
       }
-      if (v.is_tuple && v.list->size() == 1) out.append_plain(",");
-      out.append_plain(v.is_tuple ? ")" : "]");
+      if (v.is_tuple && v.list->size() == 1) put_plain(out, ",", b);
+      put_plain(out, v.is_tuple ? ")" : "]", b);
       return;
     }
     case Value::Kind::kDict: {
-      out.append_plain("{");
+      put_plain(out, "{", b);
       bool first = true;
       for (const auto& kv : *v.dict) {
-        if (!first) out.append_plain(", ");
+        if (!first) put_plain(out, ", ", b);
         first = false;
-        repr_string_into(PString(kv.first), out);
-        out.append_plain(": ");
-        repr_into(kv.second, out);
+        repr_string_into(PString(kv.first), out, b);
+        put_plain(out, ": ", b);
+        repr_into(kv.second, out, b);
       }
-      out.append_plain("}");
+      put_plain(out, "}", b);
       return;
     }
     default:
@@ -459,22 +646,22 @@ inline void repr_into(const Value& v, PString& out) {
     case Value::Kind::kUndefined:
       return;  // str(Undefined) is empty
     case Value::Kind::kNone:
-      out.append_plain("None");
+      put_plain(out, "None", b);
       return;
     case Value::Kind::kBool:
-      out.append_plain(v.b ? "True" : "False");
+      put_plain(out, v.b ? "True" : "False", b);
       return;
     case Value::Kind::kInt:
-      out.append_plain(std::to_string(v.i));
+      put_plain(out, std::to_string(v.i), b);
       return;
     case Value::Kind::kFloat:
-      out.append_plain(python_float_repr(v.f));
+      put_plain(out, python_float_repr(v.f), b);
       return;
     case Value::Kind::kNamespace:
-      out.append_plain("<Namespace>");
+      put_plain(out, "<Namespace>", b);
       return;
     case Value::Kind::kFunction:
-      out.append_plain("<function " + v.name + ">");
+      put_plain(out, "<function " + v.name + ">", b);
       return;
     default:
       return;
@@ -482,10 +669,10 @@ inline void repr_into(const Value& v, PString& out) {
 }
 
 // Python's str(): strings as they are, everything else as repr().
-inline PString to_pstring(const Value& v) {
+inline PString to_pstring(const Value& v, Budget& b) {
   if (v.kind == Value::Kind::kString) return *v.s;
   PString out;
-  repr_into(v, out);
+  repr_into(v, out, b);
   return out;
 }
 
@@ -520,8 +707,10 @@ inline double as_double(const Value& v) {
                                         : static_cast<double>(v.i);
 }
 
-// Python ==: deep, with True == 1 == 1.0; Undefined equals only Undefined.
-inline bool equals(const Value& a, const Value& b) {
+// Python ==: deep, with True == 1 == 1.0; Undefined equals only Undefined. Charged per value
+// and per byte compared: two lists of 100000 references to one 100000-item list are 10^10 items.
+inline bool equals(const Value& a, const Value& b, Budget& budget) {
+  budget.charge(1);
   if (a.is_number() && b.is_number()) {
     if (a.kind != Value::Kind::kFloat && b.kind != Value::Kind::kFloat) {
       const std::int64_t x = a.kind == Value::Kind::kBool ? a.b : a.i;
@@ -537,23 +726,26 @@ inline bool equals(const Value& a, const Value& b) {
     case Value::Kind::kNone:
       return true;
     case Value::Kind::kString:
+      if (a.s->size() != b.s->size()) return false;
+      budget.charge(a.s->size());
       return a.str() == b.str();
     case Value::Kind::kList: {
       if (a.list->size() != b.list->size()) return false;
       for (std::size_t k = 0; k < a.list->size(); ++k)
-        if (!equals((*a.list)[k], (*b.list)[k])) return false;
+        if (!equals((*a.list)[k], (*b.list)[k], budget)) return false;
       return true;
     }
     case Value::Kind::kDict: {
       if (a.dict->size() != b.dict->size()) return false;
       for (const auto& kv : *a.dict) {
+        budget.charge(b.dict->size());  // the key's linear search
         const Value* o = b.find(kv.first);
-        if (!o || !equals(kv.second, *o)) return false;
+        if (!o || !equals(kv.second, *o, budget)) return false;
       }
       return true;
     }
     default:
-      return a.dict == b.dict && a.fn == b.fn;  // identity
+      return a.dict == b.dict && a.fn == b.fn && a.list == b.list;  // identity
   }
 }
 
@@ -566,45 +758,47 @@ struct JsonDumpOptions {
   bool ensure_ascii = false;
 };
 
-inline void json_string_into(const PString& s, PString& out, bool ensure_ascii) {
+inline void json_string_into(const PString& s, PString& out, bool ensure_ascii, Budget& b) {
+  b.grow(out.text, s.size() + 2);  // the bytes and quotes; an escape's extra bytes are added below
   out.append_plain("\"");
   for (std::size_t k = 0; k < s.text.size();) {
     const char c = s.text[k];
     const char flag = s.flags[k];
-    auto put = [&](const std::string& t) {
+    auto put = [&](const std::string& t, std::size_t replaced) {
+      if (t.size() > replaced) b.grow(out.text, t.size() - replaced);
       out.text += t;
       out.flags.append(t.size(), flag);
     };
     const auto u = static_cast<unsigned char>(c);
     if (c == '"')
-      put("\\\"");
+      put("\\\"", 1);
     else if (c == '\\')
-      put("\\\\");
+      put("\\\\", 1);
     else if (c == '\n')
-      put("\\n");
+      put("\\n", 1);
     else if (c == '\r')
-      put("\\r");
+      put("\\r", 1);
     else if (c == '\t')
-      put("\\t");
+      put("\\t", 1);
     else if (c == '\b')
-      put("\\b");
+      put("\\b", 1);
     else if (c == '\f')
-      put("\\f");
+      put("\\f", 1);
     else if (u < 0x20 || (ensure_ascii && u == 0x7F)) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", u);
-      put(b);
+      char e[8];
+      std::snprintf(e, sizeof e, "\\u%04x", u);
+      put(e, 1);
     } else if (ensure_ascii && u >= 0x80) {
       std::size_t len = 1;
       std::uint32_t cp = utf8::decode(s.text, k, &len);
-      char b[16];
+      char e[16];
       if (cp >= 0x10000) {
         cp -= 0x10000;
-        std::snprintf(b, sizeof b, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+        std::snprintf(e, sizeof e, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
       } else {
-        std::snprintf(b, sizeof b, "\\u%04x", cp);
+        std::snprintf(e, sizeof e, "\\u%04x", cp);
       }
-      put(b);
+      put(e, len);
       k += len;
       continue;
     } else {
@@ -615,69 +809,78 @@ inline void json_string_into(const PString& s, PString& out, bool ensure_ascii) 
   out.append_plain("\"");
 }
 
-// Python's json.dumps(v, ensure_ascii=..., indent=..., separators=..., sort_keys=...).
-inline void json_dump_into(const Value& v, PString& out, const JsonDumpOptions& o, int depth) {
+// Python's json.dumps(v, ensure_ascii=..., indent=..., separators=..., sort_keys=...). Every
+// piece is refused or charged before it is appended: an indent string repeated at each level can
+// be far larger than the value.
+inline void json_dump_into(const Value& v, PString& out, const JsonDumpOptions& o, int depth,
+                           Budget& b) {
   if (v.generator_consumed)
     throw TemplateError("tojson: object of type generator is not JSON serializable");
+  b.charge(1);
   auto newline = [&](int d) {
-    out.append_plain("\n");
-    for (int k = 0; k < d; ++k) out.append_plain(o.indent);
+    put_plain(out, "\n", b);
+    for (int k = 0; k < d; ++k) put_plain(out, o.indent, b);
   };
   switch (v.kind) {
     case Value::Kind::kNone:
-      out.append_plain("null");
+      put_plain(out, "null", b);
       return;
     case Value::Kind::kBool:
-      out.append_plain(v.b ? "true" : "false");
+      put_plain(out, v.b ? "true" : "false", b);
       return;
     case Value::Kind::kInt:
-      out.append_plain(std::to_string(v.i));
+      put_plain(out, std::to_string(v.i), b);
       return;
     case Value::Kind::kFloat:
-      out.append_plain(std::isnan(v.f)   ? "NaN"
-                       : std::isinf(v.f) ? (v.f > 0 ? "Infinity" : "-Infinity")
-                                         : python_float_repr(v.f));
+      put_plain(out,
+                std::isnan(v.f)   ? "NaN"
+                : std::isinf(v.f) ? (v.f > 0 ? "Infinity" : "-Infinity")
+                                  : python_float_repr(v.f),
+                b);
       return;
     case Value::Kind::kString:
-      json_string_into(*v.s, out, o.ensure_ascii);
+      json_string_into(*v.s, out, o.ensure_ascii, b);
       return;
     case Value::Kind::kList: {
       if (v.list->empty()) {
-        out.append_plain("[]");
+        put_plain(out, "[]", b);
         return;
       }
-      out.append_plain("[");
+      put_plain(out, "[", b);
       for (std::size_t k = 0; k < v.list->size(); ++k) {
-        if (k) out.append_plain(o.item_separator);
+        if (k) put_plain(out, o.item_separator, b);
         if (o.has_indent) newline(depth + 1);
-        json_dump_into((*v.list)[k], out, o, depth + 1);
+        json_dump_into((*v.list)[k], out, o, depth + 1, b);
       }
       if (o.has_indent) newline(depth);
-      out.append_plain("]");
+      put_plain(out, "]", b);
       return;
     }
     case Value::Kind::kDict: {
       if (v.dict->empty()) {
-        out.append_plain("{}");
+        put_plain(out, "{}", b);
         return;
       }
       std::vector<const std::pair<std::string, Value>*> items;
+      b.charge(v.dict->size());
       for (const auto& kv : *v.dict) items.push_back(&kv);
-      if (o.sort_keys)
+      if (o.sort_keys) {
+        b.charge(v.dict->size() * 32);  // n log n comparisons, for the dicts a template can hold
         std::stable_sort(items.begin(), items.end(),
-                         [](const auto* a, const auto* b) { return a->first < b->first; });
-      out.append_plain("{");
+                         [](const auto* x, const auto* y) { return x->first < y->first; });
+      }
+      put_plain(out, "{", b);
       bool first = true;
       for (const auto* kv : items) {
-        if (!first) out.append_plain(o.item_separator);
+        if (!first) put_plain(out, o.item_separator, b);
         first = false;
         if (o.has_indent) newline(depth + 1);
-        json_string_into(PString(kv->first), out, o.ensure_ascii);
-        out.append_plain(o.key_separator);
-        json_dump_into(kv->second, out, o, depth + 1);
+        json_string_into(PString(kv->first), out, o.ensure_ascii, b);
+        put_plain(out, o.key_separator, b);
+        json_dump_into(kv->second, out, o, depth + 1, b);
       }
       if (o.has_indent) newline(depth);
-      out.append_plain("}");
+      put_plain(out, "}", b);
       return;
     }
     default:
