@@ -4,16 +4,23 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <set>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <sgt/sgt.hpp>
 
@@ -146,7 +153,8 @@ TEST_CASE("dot_bf16_pairs: odd then even product, each one fused multiply-add") 
     sgt::simd::dot_bf16_pairs_emulated(a, x, w).store_aligned(emulated);
     sgt::simd::dot_bf16_pairs(a, x, w).store_aligned(hardware);
     for (std::size_t i = 0; i < L; ++i) {
-      const float step = std::fma(float_of(pairs[i] & 0xffff0000u), float_of(w & 0xffff0000u), acc[i]);
+      const float step =
+          std::fma(float_of(pairs[i] & 0xffff0000u), float_of(w & 0xffff0000u), acc[i]);
       expected[i] = std::fma(float_of(pairs[i] << 16), float_of(w << 16), step);
       REQUIRE(bits_of(emulated[i]) == bits_of(expected[i]));
       REQUIRE(bits_of(hardware[i]) == bits_of(expected[i]));
@@ -154,7 +162,8 @@ TEST_CASE("dot_bf16_pairs: odd then even product, each one fused multiply-add") 
     }
   }
   CHECK(compared == 20000 * L);
-  MESSAGE("dot_bf16_pairs runs " << (sgt::simd::kHasBf16DotProduct ? "vdpbf16ps" : "the emulation"));
+  MESSAGE(
+      "dot_bf16_pairs runs " << (sgt::simd::kHasBf16DotProduct ? "vdpbf16ps" : "the emulation"));
 }
 
 TEST_CASE("dot_bf16_weight_pairs equals dot_bf16_pairs with the roles swapped, denormals too") {
@@ -232,9 +241,9 @@ TEST_CASE("bf16_round_pairs equals bf16_round_pair on every class of value") {
     float in[2 * L];
     for (std::size_t i = 0; i < 2 * L; ++i) {
       std::uint32_t u = any(rng);
-      if (i % 4 == 1) u &= 0x807fffffu;                         // denormal or zero
-      if (i % 8 == 3) u |= 0x7f800000u;                         // infinity or NaN
-      if (i % 8 == 5) u = (u & 0xffff0000u) | 0x8000u;          // a tie
+      if (i % 4 == 1) u &= 0x807fffffu;                 // denormal or zero
+      if (i % 8 == 3) u |= 0x7f800000u;                 // infinity or NaN
+      if (i % 8 == 5) u = (u & 0xffff0000u) | 0x8000u;  // a tie
       in[i] = float_of(u);
     }
     std::uint32_t out[L];
@@ -332,6 +341,84 @@ TEST_CASE("parallel_for rethrows a chunk's exception and the pool stays usable")
   int serial = 0;
   sgt::parallel_for(nullptr, 10, 3, [&](std::size_t b, std::size_t e) { serial += int(e - b); });
   CHECK(serial == 10);
+}
+
+// Runs `body` in a child process under a 20 s alarm and returns its wait status: a regression
+// that aborts (std::terminate) or hangs then fails one test instead of the whole program.
+template <class Body>
+int in_child_process(Body&& body) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::signal(SIGABRT, SIG_DFL);  // the test runner's crash report belongs to the parent
+    ::alarm(20);
+    int code = 99;
+    try {
+      code = body();
+    } catch (...) {
+    }
+    std::_Exit(code);
+  }
+  int status = -1;
+  if (child > 0) ::waitpid(child, &status, 0);
+  return status;
+}
+
+void check_exit_code(int status, int code) {
+  REQUIRE_MESSAGE(WIFEXITED(status),
+                  "killed by signal " << WTERMSIG(status) << " (6: terminate, 14: a hang)");
+  CHECK(WEXITSTATUS(status) == code);
+}
+
+TEST_CASE("a pool that cannot start a worker joins those it started and throws sgt::Error") {
+  // The third start fails as pthread_create does when the system is out of threads. The exit
+  // code says what went wrong: 1 no error, 2 the message, 3 a worker not joined, 4 another type.
+  check_exit_code(in_child_process([] {
+                    std::atomic<int> started{0}, finished{0};
+                    try {
+                      sgt::ThreadPool pool(5, [&](std::function<void()> body) {
+                        if (started == 2)
+                          throw std::system_error(EAGAIN, std::generic_category(), "no thread");
+                        ++started;
+                        return std::thread([&finished, body = std::move(body)] {
+                          body();
+                          ++finished;
+                        });
+                      });
+                      return 1;
+                    } catch (const sgt::Error& e) {
+                      const std::string m = e.what();
+                      if (m.find("worker thread 3 of 4") == std::string::npos ||
+                          m.find("no thread") == std::string::npos)
+                        return 2;
+                      return finished == 2 ? 0 : 3;
+                    } catch (...) {
+                      return 4;
+                    }
+                  }),
+                  0);
+  // A starter that hands back no thread is a failure too, not a pool short of a worker.
+  check_exit_code(in_child_process([] {
+                    int calls = 0;
+                    try {
+                      sgt::ThreadPool pool(3, [&](std::function<void()> body) {
+                        return ++calls == 1 ? std::thread(std::move(body)) : std::thread();
+                      });
+                      return 1;
+                    } catch (const sgt::Error&) {
+                      return 0;
+                    }
+                  }),
+                  0);
+  // The starter is used for every worker, and a pool built with it works.
+  std::atomic<int> started{0};
+  sgt::ThreadPool pool(4, [&](std::function<void()> body) {
+    ++started;
+    return std::thread(std::move(body));
+  });
+  CHECK(started == 3);
+  std::atomic<int> count{0};
+  pool.parallel_for(100, 1, [&](std::size_t, std::size_t) { count++; });
+  CHECK(count == 100);
 }
 
 TEST_CASE("SIMD shim: reduce_add, fma and widening loads") {

@@ -14,12 +14,16 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <system_error>
 #include <unordered_set>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <sgt/io/transform_output.hpp>
 #include <sgt/sgt.hpp>
 
 namespace fs = std::filesystem;
@@ -256,6 +260,177 @@ TEST_CASE("writers leave no partial file: a missing folder, a bad tensor") {
   for (const auto& e : fs::directory_iterator(dir)) files += e.is_regular_file();
   CHECK(files == 1);
   fs::remove_all(dir);
+}
+
+// A fresh folder under the system's temporary folder, removed with everything in it.
+struct TempFolder {
+  fs::path path;
+  explicit TempFolder(const std::string& name)
+      : path(fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()))) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempFolder() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+std::size_t count_entries(const fs::path& dir) {
+  std::size_t n = 0;
+  for (const auto& e : fs::directory_iterator(dir)) n += (void(e), 1);
+  return n;
+}
+
+// The message of the sgt::Error that `write` throws, checked to name `file`; "" if none.
+template <class Write>
+std::string error_of(const std::string& file, Write&& write) {
+  try {
+    write();
+  } catch (const sgt::Error& e) {
+    CHECK(e.file() == file);
+    return e.what();
+  }
+  return "";
+}
+
+TEST_CASE("an output that is not a regular file is refused, never replaced") {
+  const TempFolder dir("sgt_output_targets");
+  const Values v = fixture_values("values.safetensors", "normal");
+  const auto t = sgt::encode_tensor(sgt::DType::F16, v.shape, v.data.data());
+  const std::string fifo = dir / "fifo", folder = dir / "folder";
+  REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+  fs::create_directories(folder);
+  // A file outside the output folder, reached through a link (as a planted link would).
+  const TempFolder outside("sgt_output_outside");
+  const std::string secret = outside / "secret";
+  sgt::write_file_atomically(secret, "secret");
+  const std::string link = dir / "link.pt", dangling = dir / "dangling.pt";
+  fs::create_symlink(secret, link);
+  fs::create_symlink(outside / "nothing", dangling);
+
+  for (const std::string& target : {fifo, folder, link, dangling}) {
+    CAPTURE(target);
+    CHECK(error_of(target, [&] { sgt::write_file_atomically(target, "bytes"); }).find("refusing") !=
+          std::string::npos);
+    CHECK(error_of(target, [&] { sgt::write_torch_file(target, t); }) != "");
+    CHECK(error_of(target, [&] { sgt::check_output_folder(target); }) != "");
+  }
+  CHECK(error_of(fifo, [&] { sgt::write_file_atomically(fifo, "x"); }).find("a FIFO") !=
+        std::string::npos);
+  CHECK(error_of(link, [&] {
+          sgt::write_file_atomically(link, "x");
+        }).find("a symbolic link to a regular file") != std::string::npos);
+  // Each is still what it was, and nothing else was created.
+  CHECK(fs::is_fifo(fs::symlink_status(fifo)));
+  CHECK(fs::is_directory(fs::symlink_status(folder)));
+  CHECK(fs::is_empty(folder));
+  CHECK(fs::is_symlink(fs::symlink_status(link)));
+  CHECK(fs::is_symlink(fs::symlink_status(dangling)));
+  CHECK(read_text(secret) == "secret");
+  CHECK(count_entries(dir.path) == 4);
+  CHECK(count_entries(outside.path) == 1);
+}
+
+TEST_CASE("the stream option writes into a FIFO or through a link, in place") {
+  const TempFolder dir("sgt_output_stream");
+  const std::string fifo = dir / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+  // A reader that does not block: it is open before the write, and the bytes fit the pipe's buffer.
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  REQUIRE(reader >= 0);
+  std::string payload(3000, '\0');
+  for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = char(i * 7);
+  sgt::FileWriteOptions stream;
+  stream.stream = true;
+  CHECK_FALSE(sgt::check_output_target(dir / "absent", stream));
+  CHECK(sgt::check_output_target(fifo, stream));
+  sgt::write_file_atomically(fifo, payload, stream);
+  std::string got(payload.size() + 1, '\0');
+  const ssize_t n = ::read(reader, &got[0], got.size());
+  ::close(reader);
+  REQUIRE(n == ssize_t(payload.size()));
+  got.resize(std::size_t(n));
+  CHECK(got == payload);
+  CHECK(fs::is_fifo(fs::symlink_status(fifo)));
+  // Through the transform writer too (the option rides on TransformOutputOptions).
+  const std::string file = dir / "file", link = dir / "link";
+  sgt::write_file_atomically(file, "old contents, longer than the new");
+  fs::create_symlink(file, link);
+  const float x[4] = {1, 2, 3, 4};
+  sgt::TransformOutputOptions out;
+  out.file.stream = true;
+  sgt::TransformOutputArrays a;
+  a.batch = 1, a.seq_len = 2, a.hidden = 2, a.transformed = x;
+  sgt::check_output_folder(link, out.file);
+  sgt::write_transform_output(link, out, a);
+  CHECK(fs::is_symlink(fs::symlink_status(link)));
+  CHECK(sgt::SafetensorsFile(file).tensor("transformed").as<float>().data()[3] == 4.0f);
+  // A directory and a link to nothing stay refused; a regular file is still replaced atomically.
+  CHECK(error_of(dir.path.string(),
+                 [&] { sgt::write_file_atomically(dir.path.string(), "x", stream); }) != "");
+  fs::create_symlink(dir / "nothing", dir / "dangling");
+  CHECK(error_of(dir / "dangling", [&] {
+          sgt::write_file_atomically(dir / "dangling", "x", stream);
+        }).find("points to no file") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "nothing"));
+  CHECK_FALSE(sgt::check_output_target(file, stream));
+}
+
+TEST_CASE("a link planted at a temporary name is not followed; long names fit NAME_MAX") {
+  const TempFolder dir("sgt_output_names");
+  const TempFolder outside("sgt_output_victim");
+  const std::string victim = outside / "victim";
+  sgt::write_file_atomically(victim, "victim");
+  // Links at every name a writer using the target's name, the pid and a counter would pick.
+  const std::string out = dir / "out.bin";
+  for (int i = 0; i < 200; ++i)
+    fs::create_symlink(victim,
+                       out + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(i));
+  for (int i = 0; i < 3; ++i) sgt::write_file_atomically(out, "new");
+  CHECK(read_text(victim) == "victim");
+  CHECK(fs::is_regular_file(fs::symlink_status(out)));
+  CHECK(read_text(out) == "new");
+  CHECK(count_entries(dir.path) == 201);
+
+  // Names of 250 and 255 bytes (NAME_MAX), and a long UTF-8 one: a temporary name built by
+  // appending to them would be too long.
+  std::string utf8;
+  while (utf8.size() + 2 <= 254) utf8 += "\xc3\xa9";
+  for (const std::string& name : {std::string(250, 'a'), std::string(255, 'b'), "c" + utf8}) {
+    CAPTURE(name.size());
+    const TempFolder long_names("sgt_output_long");
+    sgt::write_file_atomically(long_names / name, "long");
+    CHECK(read_text(long_names / name) == "long");
+    CHECK(count_entries(long_names.path) == 1);
+  }
+  // The temporary name: at most 64 bytes of the target's, cut between characters, and 16 hex
+  // digits that differ from one call to the next.
+  const std::string a = sgt::detail::temp_name("c" + utf8, sgt::detail::temp_name_bits());
+  const std::string b = sgt::detail::temp_name("c" + utf8, sgt::detail::temp_name_bits());
+  CHECK(a.size() <= 64 + 5 + 16);
+  CHECK(a.substr(0, 63) == ("c" + utf8).substr(0, 63));
+  CHECK(a.substr(63, 5) == ".tmp-");
+  CHECK(a != b);
+}
+
+TEST_CASE("an output file gets mode 0666 less the umask, as fopen gives it") {
+  const TempFolder dir("sgt_output_mode");
+  const mode_t saved = ::umask(022);
+  sgt::write_file_atomically(dir / "a", "a");
+  ::umask(077);
+  sgt::FileWriteOptions no_sync;
+  no_sync.sync = false;
+  sgt::write_file_atomically(dir / "b", "b", no_sync);
+  ::umask(saved);
+  struct stat sa {
+  }, sb{};
+  REQUIRE(::stat((dir / "a").c_str(), &sa) == 0);
+  REQUIRE(::stat((dir / "b").c_str(), &sb) == 0);
+  CHECK((sa.st_mode & 0777) == 0644);
+  CHECK((sb.st_mode & 0777) == 0600);
+  CHECK(read_text(dir / "b") == "b");
 }
 
 TEST_CASE("encode_tensor rounds with core/dtype.hpp and refuses impossible shapes") {

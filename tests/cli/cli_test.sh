@@ -101,6 +101,24 @@ expect_error noise-garbage 'garbage.safetensors' transform "$model" --input sing
 # --- output path that cannot be written
 expect_error unwritable-output 'cannot' transform "$model" --input single.json --output "$work/no/such/dir/out.safetensors"
 
+# --- output targets: only a regular file or an absent one is replaced (docs/reliability.md)
+mkfifo out.fifo
+expect_error output-fifo 'out.fifo: refusing to replace a FIFO' transform "$model" --input single.json \
+  --output out.fifo
+[ -p out.fifo ] || fail "output-fifo: the FIFO was replaced"
+mkdir -p outside out_dir && printf secret >outside/secret && ln -s "$work/outside/secret" link.safetensors
+expect_error output-link 'link.safetensors: refusing to replace a symbolic link to a regular file' \
+  transform "$model" --input single.json --output link.safetensors
+[ -L link.safetensors ] && [ "$(cat outside/secret)" = secret ] || fail "output-link: the link or its file changed"
+expect_error output-folder 'out_dir: refusing to replace a directory' transform "$model" --input single.json \
+  --output out_dir
+expect_error audit-plot-fifo 'out.fifo: refusing to replace a FIFO' audit "$model" --input single.json --plot out.fifo
+[ -p out.fifo ] && [ "$(ls outside)" = secret ] && [ -z "$(ls out_dir)" ] || fail "output targets: something was written"
+long_name=$(printf "%0240d" 0).safetensors  # 252 bytes: a suffix for a temporary name would pass NAME_MAX
+expect_ok output-long-name transform "$model" --input single.json --output "$long_name" --threads 1
+[ -s "$long_name" ] && [ "$(ls | grep -c "^$long_name")" -eq 1 ] || fail "output-long-name: not written alone"
+rm -f "$long_name"
+
 # --- output formats and dtypes (docs/output_formats.md)
 expect_error bad-format 'format must be safetensors, torch or vllm-completions' transform "$model" --input single.json --output out.safetensors --format onnx
 expect_error bad-dtype 'output-dtype must be f32, bf16 or f16' transform "$model" --input single.json --output out.safetensors --output-dtype fp8

@@ -20,7 +20,9 @@
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
+#include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -32,25 +34,42 @@ namespace sgt {
 
 class ThreadPool {
  public:
-  // num_threads = 0 means one per hardware thread.
-  explicit ThreadPool(std::size_t num_threads = 0) {
+  // Starts one worker thread running `body`. The default is std::thread's constructor; a caller
+  // may wrap `body` (to name the thread or pin it before the loop starts) -- or a test make a
+  // start fail. It is called only while the pool is constructed, never on the parallel_for path.
+  using ThreadStarter = std::function<std::thread(std::function<void()> body)>;
+
+  // num_threads = 0 means one per hardware thread. If a worker cannot be started (the system is
+  // out of threads or memory, or `start` throws or returns no thread), the workers already running
+  // are stopped and joined and the constructor throws sgt::Error: a half-built pool never escapes
+  // and never leaves a thread behind.
+  explicit ThreadPool(std::size_t num_threads = 0, const ThreadStarter& start = {}) {
     if (num_threads == 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
     num_threads_ = num_threads;
-    workers_.reserve(num_threads - 1);
-    for (std::size_t i = 0; i + 1 < num_threads; ++i)
-      workers_.emplace_back([this] { worker_loop(); });
+    std::size_t i = 0;
+    try {
+      workers_.reserve(num_threads - 1);
+      for (; i + 1 < num_threads; ++i) {
+        std::function<void()> body = [this] { worker_loop(); };
+        workers_.push_back(start ? start(std::move(body)) : std::thread(std::move(body)));
+        if (!workers_.back().joinable()) {
+          workers_.pop_back();
+          throw Error("the thread starter returned no thread");
+        }
+      }
+    } catch (const std::exception& e) {
+      stop_and_join();
+      throw Error("cannot start worker thread " + std::to_string(i + 1) + " of " +
+                  std::to_string(num_threads - 1) + ": " + e.what());
+    } catch (...) {
+      stop_and_join();
+      throw Error("cannot start worker thread " + std::to_string(i + 1) + " of " +
+                  std::to_string(num_threads - 1));
+    }
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
-  ~ThreadPool() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
-      stopping_published_.store(true, std::memory_order_release);
-    }
-    wake_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
+  ~ThreadPool() { stop_and_join(); }
 
   std::size_t num_threads() const noexcept { return num_threads_; }
 
@@ -98,9 +117,20 @@ class ThreadPool {
     void (*run)(void*, std::size_t, std::size_t) = nullptr;
     std::atomic<std::size_t> next{0};
     std::atomic<std::size_t> active_workers{0};  // changed under mutex_, polled without it
-    std::exception_ptr error;        // guarded by error_mutex
+    std::exception_ptr error;                    // guarded by error_mutex
     std::mutex error_mutex;
   };
+
+  void stop_and_join() noexcept {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+      stopping_published_.store(true, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
 
   static bool& in_job() {
     thread_local bool flag = false;

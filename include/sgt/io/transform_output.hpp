@@ -9,7 +9,8 @@
 // The server formats drop padding rows (attention_mask 0): a server is sent only real tokens.
 // The arrays come as plain pointers, not as a TransformResult, so that any front end (the CLI, a
 // server, a C++ caller with buffers of its own) writes through the same code and io/ stays below
-// model/. Every writer leaves no partial file (io/atomic_file.hpp).
+// model/. Every format is written through io/atomic_file.hpp: no partial file, and only a regular
+// file or an absent one is replaced unless options.file.stream says to write into a FIFO or device.
 #pragma once
 
 #include <cstddef>
@@ -22,6 +23,7 @@
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/enum_names.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/io/atomic_file.hpp"
 #include "sgt/io/encoded_tensor.hpp"
 #include "sgt/io/safetensors_writer.hpp"
 #include "sgt/io/sequence_rows.hpp"
@@ -55,6 +57,7 @@ struct TransformOutputOptions {
   OutputFormat format = OutputFormat::Safetensors;
   DType dtype = DType::F32;
   VllmCompletionsRequest request;  // vllm-completions: the request's model and max_tokens
+  FileWriteOptions file;           // stream into a FIFO or device; fsync (io/atomic_file.hpp)
 };
 
 // What is written, [B, S, H] each, row-major f32.
@@ -91,14 +94,30 @@ TransformOutputArrays output_arrays(const Result& r,
   return a;
 }
 
-// The output's folder must exist before anything runs: a typo in the path should not cost a model
-// load and a transform. (The writers check again: the folder could vanish meanwhile.)
-inline void check_output_folder(const std::string& path) {
+// The output's folder must exist, and the output be a file the writers will replace (absent or
+// regular; with options.stream also a FIFO, device or link: check_output_target), before anything
+// runs: a typo in the path should not cost a model load and a transform. (The writers check again:
+// the folder could vanish meanwhile.)
+inline void check_output_folder(const std::string& path, const FileWriteOptions& options = {}) {
   const std::filesystem::path folder = std::filesystem::path(path).parent_path();
   std::error_code ec;
   if (!folder.empty() && !std::filesystem::is_directory(folder, ec))
     throw Error("cannot create: the folder " + folder.string() + " does not exist").at_file(path);
+  check_output_target(path, options);
 }
+
+namespace detail {
+// make(), with `path` added to the error it throws: the bytes are built for that file.
+template <class Make>
+auto naming_file(const std::string& path, Make&& make) {
+  try {
+    return make();
+  } catch (Error& e) {
+    e.at_file(path);
+    throw;
+  }
+}
+}  // namespace detail
 
 inline void write_transform_output(const std::string& path, const TransformOutputOptions& options,
                                    const TransformOutputArrays& a) {
@@ -117,7 +136,8 @@ inline void write_transform_output(const std::string& path, const TransformOutpu
       writer.add_from_f32("std", dtype, shape, a.sigma);
       writer.add_from_f32("noise", dtype, shape, a.noise);
     }
-    writer.write(path);
+    const auto bytes = detail::naming_file(path, [&] { return writer.serialize(); });
+    write_file_atomically(path, bytes.data(), bytes.size(), options.file);
     return;
   }
   const auto rows =
@@ -126,12 +146,15 @@ inline void write_transform_output(const std::string& path, const TransformOutpu
   for (const auto& row : rows)
     sequences.push_back(encode_tensor(dtype, {H ? row.size() / H : 0, H}, row.data()));
   if (options.format == OutputFormat::Torch) {
-    if (sequences.size() == 1)
-      write_torch_file(path, sequences[0]);
-    else
-      write_torch_file(path, sequences);
+    const auto bytes = detail::naming_file(path, [&] {
+      return sequences.size() == 1 ? torch_save_bytes(sequences[0], torch_archive_name(path))
+                                   : torch_save_bytes(sequences, torch_archive_name(path));
+    });
+    write_file_atomically(path, bytes.data(), bytes.size(), options.file);
   } else {
-    write_vllm_completions_body(path, options.request, sequences);
+    const std::string body = detail::naming_file(
+        path, [&] { return vllm_completions_body(options.request, sequences); });
+    write_file_atomically(path, body, options.file);
   }
 }
 
