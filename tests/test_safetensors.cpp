@@ -948,11 +948,11 @@ TEST_CASE("writer: refuses what the reader would refuse, and leaves no partial f
   REQUIRE(e.has_value());
   CHECK(contains(e->message(), "cannot write the header"));
   CHECK(e->file() == dir.file("bad.safetensors"));
-  // A target that cannot be replaced (a directory): the temporary file is removed.
+  // A target that must not be replaced (a directory): refused, nothing left behind.
   fs::create_directories(dir.file("occupied"));
   e = error_of([&] { w.write(dir.file("occupied")); });
   REQUIRE(e.has_value());
-  CHECK(contains(e->message(), "cannot write"));
+  CHECK(contains(e->message(), "refusing to replace a directory"));
   CHECK(e->file() == dir.file("occupied"));
   // A directory that does not exist.
   e = error_of([&] { w.write(dir.file("no/such/dir.safetensors")); });
