@@ -157,7 +157,7 @@ TEST_CASE("limits: a catastrophic Split regex is stopped by the retry budget, na
 TEST_CASE("limits: the retry budget is per input, not per search") {
   // Every position costs 2^14 retries before the second alternative matches one 'a': no single
   // search comes near Oniguruma's own per-search limits, but the input as a whole exceeds its
-  // budget (about 16k retries per byte against 500).
+  // budget (about 16k retries per byte against 250).
   json j = fixture_json("llama3");
   j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", "(?:a|a){0,14}[^a]|a"}};
   const Tokenizer tok = from(j);
@@ -171,7 +171,7 @@ TEST_CASE("limits: the retry budget is per input, not per search") {
 }
 
 TEST_CASE("limits: real tokenizers encode well inside the regex budget") {
-  // Text that makes a match of every byte costs the most per byte: 5x under the default.
+  // Text that makes a match of every byte costs the most per byte: 2.5x under the default.
   std::string mixed;
   while (mixed.size() < 100000) mixed += "a\n \t1.\xC3\xA9?";
   TokenizerLimits tight;

@@ -23,8 +23,8 @@ struct TokenizerLimits {
   // together: regex_retries_per_byte for each input byte plus regex_retries_base. Each search is
   // charged at least 64 (regex.hpp), so real tokenizers' patterns are charged 10-20 per byte of
   // prose and up to about 100 on text that makes a match of every byte (docs/reliability.md);
-  // one step costs about 8 ns, so the defaults allow about 4 s per MiB of input at worst.
-  std::uint64_t regex_retries_per_byte = 500;
+  // one step costs 8-17 ns, so the defaults allow 2-4.5 s per MiB of input at worst.
+  std::uint64_t regex_retries_per_byte = 250;
   std::uint64_t regex_retries_base = 1000000;
   // The text the normalizers and pre-tokenizers build from one input stays below
   // text_growth_factor * input bytes + text_growth_bytes: every rewrite that lengthens the text
