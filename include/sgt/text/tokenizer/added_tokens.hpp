@@ -107,7 +107,8 @@ class TokenMatcher {
     edges_.reserve(build.size());
     for (const BuildEdge& e : build) {
       Node& n = nodes_[e.from];
-      if (n.edges_end == n.edges_begin) n.edges_begin = n.edges_end = edges_.size();
+      if (n.edges_end == n.edges_begin)
+        n.edges_begin = n.edges_end = static_cast<std::uint32_t>(edges_.size());
       edges_.push_back({e.byte, e.to});
       ++n.edges_end;
       if (e.from == 0) root_[e.byte] = e.to;
@@ -161,8 +162,8 @@ class TokenMatcher {
     std::string text;
     std::int32_t id;
   };
-  struct Node {
-    std::size_t edges_begin = 0, edges_end = 0;  // children: edges_[edges_begin, edges_end)
+  struct Node {  // 20 bytes: the automaton has a node per byte of the tokens (limits.hpp)
+    std::uint32_t edges_begin = 0, edges_end = 0;  // children: edges_[edges_begin, edges_end)
     std::uint32_t fail = 0;
     std::int32_t pattern = -1;  // the pattern ending here (index in patterns_), or -1
     std::int32_t longest = -1;  // the longest pattern that is a suffix of this node's string
@@ -207,6 +208,11 @@ class AddedVocabulary {
     for (const Json& j : list)
       if (const Json* c = j.is_object() ? optional_member(j, "content") : nullptr)
         if (c->is_string()) content_bytes += c->get_ref<const std::string&>().size();
+    // The matchers take about 30 bytes per byte of the tokens: checked before anything is built.
+    if (content_bytes > limits.max_added_tokens_bytes)
+      fail_at(path, "the added tokens' contents total " + std::to_string(content_bytes) +
+                        " bytes, more than TokenizerLimits::max_added_tokens_bytes (" +
+                        std::to_string(limits.max_added_tokens_bytes) + ")");
     WorkBudget budget(limits, content_bytes);
     const auto model_size = static_cast<std::int64_t>(model.vocab_size());
     std::int64_t max_added_id = -1;  // the largest id in by_content_ so far

@@ -33,6 +33,10 @@ struct TokenizerLimits {
   // expansion (3x) followed by ByteLevel's mapping (2x) is the worst legitimate case.
   std::uint64_t text_growth_factor = 8;
   std::uint64_t text_growth_bytes = 4096;
+  // The added tokens' contents together (tokenizer.json's "added_tokens"): their matching
+  // automaton takes about 30 bytes per byte of them. Real files hold a few kB (Llama 3: 256
+  // special tokens, 6 kB); load refuses more than this before building anything.
+  std::uint64_t max_added_tokens_bytes = std::uint64_t{4} << 20;
   // encode refuses a longer input before any work (the offsets are 32-bit internally).
   std::uint64_t max_input_bytes = std::uint64_t{1} << 30;
 };
