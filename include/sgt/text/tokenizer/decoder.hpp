@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "sgt/text/tokenizer/component_json.hpp"
+#include "sgt/text/tokenizer/limits.hpp"
 #include "sgt/text/tokenizer/normalized_text.hpp"
 #include "sgt/text/tokenizer/pattern.hpp"
 #include "sgt/text/tokenizer/pre_tokenizer.hpp"
@@ -23,6 +24,7 @@ class Decoder {
   static Decoder from_json(const Json& j, const std::string& path) {
     const std::string type = component_type(j, path);
     Decoder d;
+    d.path_ = path;
     if (type == "ByteLevel") {
       d.kind_ = Kind::kByteLevel;
     } else if (type == "Metaspace") {
@@ -57,7 +59,9 @@ class Decoder {
     return d;
   }
 
-  std::vector<std::string> decode_chain(std::vector<std::string> tokens) const {
+  // Replace's regex runs on the budget's retries and its growth is charged before it is built
+  // (positions in messages are token indexes).
+  std::vector<std::string> decode_chain(std::vector<std::string> tokens, WorkBudget& budget) const {
     switch (kind_) {
       case Kind::kByteLevel:
         return {byte_level(tokens)};
@@ -84,14 +88,21 @@ class Decoder {
         for (auto& t : tokens) t = strip(t);
         return tokens;
       case Kind::kReplace:
-        for (auto& t : tokens) {
+        for (std::size_t i = 0; i < tokens.size(); ++i) {
+          std::string& t = tokens[i];
+          const std::vector<PatternPiece> pieces =
+              pattern_.pieces(t, budget, [i](std::size_t) { return i; });
+          std::size_t size = t.size();
+          for (const PatternPiece& p : pieces)
+            if (p.is_match) size = size - (p.end - p.begin) + content_.size();
+          budget.charge_growth(t.size(), size, path_, i);
           NormalizedText n(t, 0);
-          n.replace(pattern_.pieces(t), content_);
+          n.replace(pieces, content_);
           t = n.text();
         }
         return tokens;
       case Kind::kSequence:
-        for (const Decoder& step : steps_) tokens = step.decode_chain(std::move(tokens));
+        for (const Decoder& step : steps_) tokens = step.decode_chain(std::move(tokens), budget);
         return tokens;
     }
     return tokens;
@@ -198,6 +209,7 @@ class Decoder {
   }
 
   Kind kind_ = Kind::kSequence;
+  std::string path_;  // in tokenizer.json, for messages
   MetaspaceOptions metaspace_;
   char32_t strip_char_ = U' ';
   std::uint64_t strip_start_ = 0, strip_stop_ = 0;

@@ -62,6 +62,13 @@ class NormalizedText {
     return {align_[begin].begin, align_[end - 1].end};
   }
 
+  // The byte of the original input that normalized byte i comes from (i == size: the piece's end),
+  // for error messages.
+  std::size_t input_position(std::size_t i) const {
+    if (i < align_.size()) return align_[i].begin;
+    return align_.empty() ? original_begin_ : align_.back().end;
+  }
+
   // The sub-piece of normalized bytes [begin, end) (character boundaries).
   NormalizedText slice(std::size_t begin, std::size_t end) const {
     NormalizedText out;
@@ -249,11 +256,14 @@ std::vector<PatternPiece> char_pieces(std::string_view text, Predicate is_match)
 
 enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
-// tokenizers' NormalizedString::split: applies `behavior` to the pattern pieces and slices.
-// Empty slices are kept here; the caller drops them (as PreTokenizedString::split does).
-inline std::vector<NormalizedText> split_text(const NormalizedText& text,
-                                              std::vector<PatternPiece> pieces,
-                                              SplitBehavior behavior) {
+// A slice that tokenizers' NormalizedString::split keeps: bytes [begin, end).
+struct SplitCut {
+  std::size_t begin, end;
+};
+
+// tokenizers' NormalizedString::split: applies `behavior` to the pattern pieces. Empty slices are
+// kept here; the caller drops them (as PreTokenizedString::split does).
+inline std::vector<SplitCut> split_cuts(std::vector<PatternPiece> pieces, SplitBehavior behavior) {
   struct Cut {
     std::size_t begin, end;
     bool remove;
@@ -301,10 +311,10 @@ inline std::vector<NormalizedText> split_text(const NormalizedText& text,
       break;
     }
   }
-  std::vector<NormalizedText> out;
+  std::vector<SplitCut> out;
   out.reserve(cuts.size());
   for (const Cut& c : cuts)
-    if (!c.remove) out.push_back(text.slice(c.begin, c.end));
+    if (!c.remove) out.push_back({c.begin, c.end});
   return out;
 }
 

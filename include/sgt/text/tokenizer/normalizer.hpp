@@ -11,6 +11,7 @@
 #include <utf8proc.h>
 
 #include "sgt/text/tokenizer/component_json.hpp"
+#include "sgt/text/tokenizer/limits.hpp"
 #include "sgt/text/tokenizer/normalized_text.hpp"
 #include "sgt/text/tokenizer/pattern.hpp"
 #include "sgt/text/tokenizer/unicode.hpp"
@@ -69,8 +70,13 @@ inline std::size_t count_chars(std::string_view s) {
   return n;
 }
 
-inline void apply_nfc(NormalizedText& t) {
-  if (utf8proc_nfc(t.text()) == t.text()) return;  // the usual case: nothing to move
+// The growth is charged to `budget` (for `component`) before the rewrite is built.
+inline void apply_nfc(NormalizedText& t, WorkBudget& budget, const std::string& component) {
+  {
+    const std::string whole = utf8proc_nfc(t.text());
+    if (whole == t.text()) return;  // the usual case: nothing to move
+    budget.charge_growth(t.text().size(), whole.size(), component, t.input_position(0));
+  }
   // Run boundaries, then one pass that copies unchanged runs and rewrites the others.
   std::vector<std::size_t> starts;
   const std::string& s = t.text();
@@ -120,6 +126,7 @@ class Normalizer {
   static Normalizer from_json(const Json& j, const std::string& path) {
     const std::string type = component_type(j, path);
     Normalizer n;
+    n.path_ = path;
     if (type == "NFC") {
       n.kind_ = Kind::kNfc;
     } else if (type == "Prepend") {
@@ -142,25 +149,37 @@ class Normalizer {
     return n;
   }
 
-  void normalize(NormalizedText& t) const {
+  // Rewrites `t`; every rewrite that lengthens it is charged to `budget` before it is built, and
+  // Replace's regex runs on the budget's retries.
+  void normalize(NormalizedText& t, WorkBudget& budget) const {
     switch (kind_) {
       case Kind::kNfc:
-        apply_nfc(t);
+        apply_nfc(t, budget, path_);
         break;
       case Kind::kPrepend:
-        if (!t.empty()) t.prepend(content_);
+        if (t.empty()) break;
+        budget.charge_growth(t.text().size(), t.text().size() + content_.size(), path_,
+                             t.input_position(0));
+        t.prepend(content_);
         break;
-      case Kind::kReplace:
-        t.replace(pattern_.pieces(t.text()), content_);
+      case Kind::kReplace: {
+        const std::vector<PatternPiece> pieces = pattern_.pieces(t, budget);
+        std::size_t size = t.text().size();
+        for (const PatternPiece& p : pieces)
+          if (p.is_match) size = size - (p.end - p.begin) + content_.size();
+        budget.charge_growth(t.text().size(), size, path_, t.input_position(0));
+        t.replace(pieces, content_);
         break;
+      }
       case Kind::kSequence:
-        for (const Normalizer& step : steps_) step.normalize(t);
+        for (const Normalizer& step : steps_) step.normalize(t, budget);
         break;
     }
   }
 
  private:
   Kind kind_ = Kind::kSequence;
+  std::string path_;  // in tokenizer.json, for messages
   std::string content_;
   Pattern pattern_;
   std::vector<Normalizer> steps_;

@@ -17,10 +17,11 @@
 
 namespace sgt::text::detail {
 
-// An encoding being built: ids, the token strings (the trimming rules read them), byte spans.
+// An encoding being built: ids, the token strings (the trimming rules read them; views of the
+// vocabulary, the template or the matched text, which outlive the list), byte spans.
 struct TokenList {
   std::vector<std::int32_t> ids;
-  std::vector<std::string> tokens;
+  std::vector<std::string_view> tokens;
   std::vector<Span> offsets;
   std::string_view original;  // the input the offsets point into
 };
@@ -150,20 +151,38 @@ class PostProcessor {
       return static_cast<std::size_t>(std::lower_bound(char_begin.begin(), char_begin.end(), byte) -
                                       char_begin.begin());
     };
+    // Overlapping added-token pieces (rstrip) are suffixes of one run of white space: each is
+    // counted from the one before it, so that the run costs its length and not its square.
+    const char* run = nullptr;  // the last all-space token: where it starts, ends, its length
+    const char* run_end = nullptr;
+    std::size_t run_chars = 0;
     for (std::size_t i = 0; i < e.ids.size(); ++i) {
-      std::size_t leading = 0, trailing = 0, count = 0;
-      const std::string& t = e.tokens[i];
-      bool in_leading = true;
-      for (std::size_t k = 0; k < t.size();) {
-        std::size_t n = 0;
-        const bool sp = is_space(unicode::decode(t, k, &n));
-        k += n;
-        ++count;
-        if (in_leading && sp)
-          ++leading;
-        else
-          in_leading = false;
-        trailing = sp ? trailing + 1 : 0;
+      std::size_t leading = 0, trailing = 0;
+      const std::string_view t = e.tokens[i];
+      if (run && !t.empty() && t.data() >= run && t.data() + t.size() == run_end) {
+        for (const char* c = run; c < t.data(); ++c)
+          run_chars -= !unicode::is_continuation(static_cast<unsigned char>(*c));
+        run = t.data();
+        leading = trailing = run_chars;
+      } else {
+        std::size_t count = 0;
+        bool in_leading = true;
+        for (std::size_t k = 0; k < t.size();) {
+          std::size_t n = 0;
+          const bool sp = is_space(unicode::decode(t, k, &n));
+          k += n;
+          ++count;
+          if (in_leading && sp)
+            ++leading;
+          else
+            in_leading = false;
+          trailing = sp ? trailing + 1 : 0;
+        }
+        if (count > 0 && leading == count) {
+          run = t.data();
+          run_end = t.data() + t.size();
+          run_chars = count;
+        }
       }
       if (leading == 0 && trailing == 0) continue;
       std::size_t begin = to_char(e.offsets[i].begin), end = to_char(e.offsets[i].end);

@@ -6,11 +6,14 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sgt/text/tokenizer/component_json.hpp"
+#include "sgt/text/tokenizer/limits.hpp"
 #include "sgt/text/tokenizer/normalized_text.hpp"
 #include "sgt/text/tokenizer/pattern.hpp"
 #include "sgt/text/tokenizer/regex.hpp"
@@ -19,10 +22,14 @@
 namespace sgt::text::detail {
 
 // A piece of the input on its way through the pipeline: either text still to tokenize, or an
-// added token already recognized (its id and the text it matched).
+// added token already recognized: its id, its span of the input, and the text it matched (a view
+// of the input or of a normalized piece the encoding keeps: overlapping pieces, which rstrip
+// makes, cost no copies).
 struct Piece {
   NormalizedText text;
   std::optional<std::int32_t> added_id;
+  Span added_span;
+  std::string_view added_text;
 };
 
 // GPT-2's bytes_to_unicode: printable bytes stand for themselves, the others get code points
@@ -41,9 +48,11 @@ inline const std::array<char32_t, 256>& byte_to_char() {
 }
 
 // The ByteLevel pre-tokenizer's own split (GPT-2's regex).
-inline const Regex& byte_level_regex() {
-  static const Regex re(
-      R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)");
+inline const Pattern& byte_level_regex() {
+  static const Pattern re = Pattern::from_json(
+      Json{{"Regex",
+            R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)"}},
+      "ByteLevel's regex");
   return re;
 }
 
@@ -101,6 +110,7 @@ class PreTokenizer {
   static PreTokenizer from_json(const Json& j, const std::string& path) {
     const std::string type = component_type(j, path);
     PreTokenizer p;
+    p.path_ = path;
     if (type == "Split") {
       p.kind_ = Kind::kSplit;
       p.pattern_ =
@@ -131,75 +141,107 @@ class PreTokenizer {
     return p;
   }
 
-  void pre_tokenize(std::vector<Piece>& pieces) const {
+  // Cuts (and rewrites) a piece, calling emit(NormalizedText&&) for every non-empty piece that
+  // comes out, in order (tokenizers' PreTokenizedString::split, which drops empty pieces). Depth
+  // first: each step's pieces go through the next steps (and to the model, in emit) one at a
+  // time, so that only the cuts of each step -- not every piece of every step -- are held at
+  // once; every step works on each piece alone, so the order does not change the result. Regexes
+  // run on the budget's retries, and rewrites that lengthen a piece are charged to it before they
+  // are built.
+  using Emit = std::function<void(NormalizedText&&)>;  // (one type: the steps recurse)
+  void for_each_piece(NormalizedText&& t, WorkBudget& budget, const Emit& emit) const {
+    if (t.empty()) return;
     switch (kind_) {
-      case Kind::kSplit:
-        split_each(pieces, [&](NormalizedText& t) {
-          std::vector<PatternPiece> found = pattern_.pieces(t.text());
-          if (flag_)
-            for (auto& f : found) f.is_match = !f.is_match;
-          return split_text(t, std::move(found), behavior_);
-        });
+      case Kind::kSplit: {
+        std::vector<PatternPiece> found = pattern_.pieces(t, budget);
+        if (flag_)
+          for (auto& f : found) f.is_match = !f.is_match;
+        emit_cuts(t, split_cuts(std::move(found), behavior_), emit);
         break;
-      case Kind::kByteLevel:
-        split_each(pieces, [&](NormalizedText& t) {
-          if (flag_ && t.text().front() != ' ') t.prepend(" ");
-          if (!use_regex_) return std::vector<NormalizedText>{t};
-          return split_text(t, pieces_from_matches(t.text(), byte_level_regex().find_all(t.text())),
-                            SplitBehavior::kIsolated);
-        });
-        for (Piece& p : pieces)
-          if (!p.added_id) map_bytes(p.text);
+      }
+      case Kind::kByteLevel: {
+        if (flag_ && t.text().front() != ' ') {
+          budget.charge_growth(t.text().size(), t.text().size() + 1, path_, t.input_position(0));
+          t.prepend(" ");
+        }
+        const Emit mapped = [&](NormalizedText&& u) {
+          map_bytes(u, budget, path_);
+          emit(std::move(u));
+        };
+        if (!use_regex_) {
+          mapped(std::move(t));
+          break;
+        }
+        emit_cuts(t, split_cuts(byte_level_regex().pieces(t, budget), SplitBehavior::kIsolated),
+                  mapped);
         break;
-      case Kind::kMetaspace:
-        split_each(pieces, [&](NormalizedText& t) {
-          t.replace(char_pieces(t.text(), [](char32_t c) { return c == U' '; }),
-                    metaspace_.replacement_utf8);
-          const bool starts = t.text().compare(0, metaspace_.replacement_utf8.size(),
-                                               metaspace_.replacement_utf8) == 0;
-          if (!starts && (metaspace_.scheme == PrependScheme::kAlways ||
-                          (metaspace_.scheme == PrependScheme::kFirst && t.original_begin() == 0)))
-            t.prepend(metaspace_.replacement_utf8);
-          if (!metaspace_.split) return std::vector<NormalizedText>{t};
-          const char32_t r = metaspace_.replacement;
-          return split_text(t, char_pieces(t.text(), [r](char32_t c) { return c == r; }),
-                            SplitBehavior::kMergedWithNext);
-        });
+      }
+      case Kind::kMetaspace: {
+        const std::vector<PatternPiece> spaces =
+            char_pieces(t.text(), [](char32_t c) { return c == U' '; });
+        std::size_t size = t.text().size();
+        for (const PatternPiece& p : spaces)
+          if (p.is_match) size += metaspace_.replacement_utf8.size() - 1;
+        budget.charge_growth(t.text().size(), size, path_, t.input_position(0));
+        t.replace(spaces, metaspace_.replacement_utf8);
+        const bool starts = t.text().compare(0, metaspace_.replacement_utf8.size(),
+                                             metaspace_.replacement_utf8) == 0;
+        if (!starts && (metaspace_.scheme == PrependScheme::kAlways ||
+                        (metaspace_.scheme == PrependScheme::kFirst && t.original_begin() == 0))) {
+          budget.charge_growth(t.text().size(),
+                               t.text().size() + metaspace_.replacement_utf8.size(), path_,
+                               t.input_position(0));
+          t.prepend(metaspace_.replacement_utf8);
+        }
+        if (!metaspace_.split) {
+          emit(std::move(t));
+          break;
+        }
+        const char32_t r = metaspace_.replacement;
+        emit_cuts(t,
+                  split_cuts(char_pieces(t.text(), [r](char32_t c) { return c == r; }),
+                             SplitBehavior::kMergedWithNext),
+                  emit);
         break;
+      }
       case Kind::kDigits:
-        split_each(pieces, [&](NormalizedText& t) {
-          return split_text(t, char_pieces(t.text(), unicode::is_numeric),
-                            flag_ ? SplitBehavior::kIsolated : SplitBehavior::kContiguous);
-        });
+        emit_cuts(t,
+                  split_cuts(char_pieces(t.text(), unicode::is_numeric),
+                             flag_ ? SplitBehavior::kIsolated : SplitBehavior::kContiguous),
+                  emit);
         break;
       case Kind::kSequence:
-        for (const PreTokenizer& step : steps_) step.pre_tokenize(pieces);
+        run_steps(0, std::move(t), budget, emit);
         break;
     }
   }
 
  private:
-  // Replaces every piece that is not an added token by the non-empty pieces `cut` makes of it.
-  template <class Cut>
-  static void split_each(std::vector<Piece>& pieces, Cut cut) {
-    std::vector<Piece> out;
-    out.reserve(pieces.size());
-    for (Piece& p : pieces) {
-      if (p.added_id) {
-        out.push_back(std::move(p));
-        continue;
-      }
-      for (NormalizedText& t : cut(p.text))
-        if (!t.empty()) out.push_back(Piece{std::move(t), std::nullopt});
+  void run_steps(std::size_t step, NormalizedText&& t, WorkBudget& budget, const Emit& emit) const {
+    if (step == steps_.size()) {
+      emit(std::move(t));
+      return;
     }
-    pieces = std::move(out);
+    steps_[step].for_each_piece(std::move(t), budget, [&](NormalizedText&& u) {
+      run_steps(step + 1, std::move(u), budget, emit);
+    });
   }
 
-  static void map_bytes(NormalizedText& t) {
+  // Emits the non-empty slices `cuts` makes of `t`, one at a time.
+  static void emit_cuts(const NormalizedText& t, const std::vector<SplitCut>& cuts,
+                        const Emit& emit) {
+    for (const SplitCut& c : cuts)
+      if (c.begin < c.end) emit(t.slice(c.begin, c.end));
+  }
+
+  static void map_bytes(NormalizedText& t, WorkBudget& budget, const std::string& path) {
     const auto& table = byte_to_char();
-    std::vector<CharChange> changes;
-    changes.reserve(t.text().size());
     const std::string& s = t.text();
+    std::size_t size = 0;
+    for (unsigned char b : s) size += table[b] < 0x80 ? 1 : 2;  // every mapped character < U+0800
+    budget.charge_growth(s.size(), size, path, t.input_position(0));
+    std::vector<CharChange> changes;
+    changes.reserve(s.size());
     for (std::size_t i = 0; i < s.size();) {
       const std::size_t n = unicode::char_length(static_cast<unsigned char>(s[i]));
       for (std::size_t k = 0; k < n; ++k)
@@ -210,6 +252,7 @@ class PreTokenizer {
   }
 
   Kind kind_ = Kind::kSequence;
+  std::string path_;  // in tokenizer.json, for messages
   Pattern pattern_;
   SplitBehavior behavior_ = SplitBehavior::kIsolated;
   bool flag_ = false;  // Split: invert; ByteLevel: add_prefix_space; Digits: individual_digits

@@ -14,9 +14,13 @@
 // Anything in the file this reader does not implement (a component type, an option value, BPE
 // dropout, truncation or padding) is refused at load with an sgt::Error naming the file and the
 // component's path. A loaded Tokenizer is immutable: encode and decode may run concurrently.
+//
+// The work and memory of one input are bounded by TokenizerLimits (limits.hpp), given at load
+// (they also bound the normalization of the added tokens there) or to one encode.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +33,7 @@
 #include "sgt/text/tokenizer/bpe.hpp"
 #include "sgt/text/tokenizer/component_json.hpp"
 #include "sgt/text/tokenizer/decoder.hpp"
+#include "sgt/text/tokenizer/limits.hpp"
 #include "sgt/text/tokenizer/normalized_text.hpp"
 #include "sgt/text/tokenizer/normalizer.hpp"
 #include "sgt/text/tokenizer/post_processor.hpp"
@@ -53,43 +58,57 @@ class Tokenizer {
   // tokenizer.json files of real models are a few MB (Llama 3: 9 MB); 256 MiB is far beyond.
   static constexpr std::size_t kMaxFileBytes = std::size_t{256} << 20;
 
-  static Tokenizer load(const std::string& tokenizer_json_path) {
+  static Tokenizer load(const std::string& tokenizer_json_path,
+                        const TokenizerLimits& limits = TokenizerLimits()) {
     try {
-      return from_json_text(read_text_file(tokenizer_json_path, kMaxFileBytes),
-                            tokenizer_json_path);
+      return from_json_text(read_text_file(tokenizer_json_path, kMaxFileBytes), tokenizer_json_path,
+                            limits);
     } catch (Error& e) {
       e.at_file(tokenizer_json_path);
       throw;
     }
   }
 
-  static Tokenizer from_json_text(std::string_view json, const std::string& what) {
+  // `what` names the text in errors (the file's path, or "tokenizer.json").
+  static Tokenizer from_json_text(std::string_view json, const std::string& what,
+                                  const TokenizerLimits& limits = TokenizerLimits()) {
     try {
       JsonReadOptions options;
       options.what = what.c_str();
       options.max_depth = 64;  // Sequence inside Sequence inside ... : real files need about 6
       const detail::Json doc = parse_json_checked(json.data(), json.data() + json.size(), options);
       Tokenizer t;
-      t.impl_ = std::make_shared<Impl>(doc);
+      t.impl_ = std::make_shared<Impl>(doc, what, limits);
       return t;
-    } catch (Error& e) {
-      e.at_file(what);
-      throw;
+    } catch (const Error& e) {
+      throw printable_error(e, what);
     } catch (const nlohmann::json::exception& e) {  // a type mismatch the readers did not foresee
-      throw Error(std::string("malformed tokenizer.json: ") + e.what()).at_file(what);
+      throw printable_error(Error(std::string("malformed tokenizer.json: ") + e.what()), what);
     }
   }
 
+  // Encodes on the limits given at load, or on `limits`. An input that exceeds one throws an
+  // sgt::Error naming tokenizer.json, the component and the input's byte position.
   Encoding encode(std::string_view utf8, bool add_special_tokens) const {
+    return encode(utf8, add_special_tokens, impl_->limits);
+  }
+  Encoding encode(std::string_view utf8, bool add_special_tokens,
+                  const TokenizerLimits& limits) const {
+    if (utf8.size() > limits.max_input_bytes)
+      throw Error("text to encode is " + std::to_string(utf8.size()) +
+                  " bytes, more than TokenizerLimits::max_input_bytes (" +
+                  std::to_string(limits.max_input_bytes) + ")");
     const std::size_t bad = unicode::first_invalid_byte(utf8);
     if (bad != std::string_view::npos)
       throw Error("text to encode is not valid UTF-8").at_position(static_cast<std::int64_t>(bad));
-    return impl_->encode(utf8, add_special_tokens);
+    return impl_->encode(utf8, add_special_tokens, limits);
   }
 
   std::string decode(const std::vector<std::int32_t>& ids, bool skip_special_tokens) const {
     return impl_->decode(ids, skip_special_tokens);
   }
+
+  const TokenizerLimits& limits() const noexcept { return impl_->limits; }
 
   // Distinct tokens of the model's vocabulary and the added tokens together (tokenizers'
   // get_vocab_size(with_added_tokens=True)).
@@ -113,6 +132,18 @@ class Tokenizer {
   }
 
  private:
+  // `e` at `file`, with every field printable: a message may quote the file's bytes (the JSON
+  // reader quotes the byte it stopped at), and raw invalid UTF-8 must not reach a terminal or a
+  // log. Bytes that are not valid UTF-8, and controls, become \xNN.
+  static Error printable_error(const Error& e, const std::string& file) {
+    Error out(detail::printable(e.message(), 1000));
+    out.at_file(detail::printable(e.file().empty() ? file : e.file(), 1000));
+    if (!e.key().empty()) out.at_key(detail::printable(e.key(), 1000));
+    if (e.position()) out.at_position(*e.position());
+    if (!e.tensor().empty()) out.at_tensor(detail::printable(e.tensor(), 1000));
+    return out;
+  }
+
   struct Impl {
     detail::BpeModel model;
     detail::AddedVocabulary added;
@@ -122,8 +153,11 @@ class Tokenizer {
     std::optional<detail::Decoder> decoder;
     std::size_t vocab_size = 0;
     std::string model_type = "BPE";
+    std::string file;  // for errors at encode
+    TokenizerLimits limits;
 
-    explicit Impl(const detail::Json& doc) {
+    Impl(const detail::Json& doc, const std::string& what, const TokenizerLimits& l)
+        : file(what), limits(l) {
       using detail::optional_member;
       for (const char* key : {"truncation", "padding"})
         if (optional_member(doc, key))
@@ -138,7 +172,7 @@ class Tokenizer {
       if (const auto* d = optional_member(doc, "decoder"))
         decoder = detail::Decoder::from_json(*d, "decoder");
       if (const auto* a = optional_member(doc, "added_tokens"))
-        added.load(*a, "added_tokens", model, normalizer);
+        added.load(*a, "added_tokens", model, normalizer, limits);
       vocab_size = model.vocab_size();
       for (const auto& kv : added.by_id())
         if (!model.token_to_id(kv.second.content)) ++vocab_size;
@@ -149,27 +183,41 @@ class Tokenizer {
       return model.id_to_token(id);
     }
 
-    Encoding encode(std::string_view text, bool add_special_tokens) const {
-      std::vector<detail::Piece> pieces = added.extract_and_normalize(text, normalizer);
-      if (pre_tokenizer) pre_tokenizer->pre_tokenize(pieces);
+    Encoding encode(std::string_view text, bool add_special_tokens,
+                    const TokenizerLimits& encode_limits) const {
+      detail::WorkBudget budget(encode_limits, text.size());
+      std::deque<std::string> keep;  // normalized text that added tokens' pieces refer to
+      std::vector<detail::Piece> pieces;
       detail::TokenList list;
       list.original = text;
       std::vector<detail::PieceToken> piece_tokens;
-      for (const detail::Piece& p : pieces) {
-        if (p.added_id) {
-          list.ids.push_back(*p.added_id);
-          list.tokens.push_back(p.text.text());
-          list.offsets.push_back(p.text.original_span(0, p.text.text().size()));
-          continue;
-        }
+      // The model's tokens of one pre-tokenized piece, appended as the piece comes out.
+      const auto tokenize = [&](detail::NormalizedText&& t) {
         piece_tokens.clear();
-        model.tokenize(p.text.text(), piece_tokens);
-        for (const detail::PieceToken& t : piece_tokens) {
-          list.ids.push_back(t.id);
-          const std::string* s = model.id_to_token(t.id);
-          list.tokens.push_back(s ? *s : std::string());
-          list.offsets.push_back(p.text.original_span(t.begin, t.end));
+        model.tokenize(t.text(), piece_tokens);
+        for (const detail::PieceToken& pt : piece_tokens) {
+          list.ids.push_back(pt.id);
+          const std::string* s = model.id_to_token(pt.id);
+          list.tokens.push_back(s ? std::string_view(*s) : std::string_view());
+          list.offsets.push_back(t.original_span(pt.begin, pt.end));
         }
+      };
+      try {
+        pieces = added.extract_and_normalize(text, normalizer, budget, keep);
+        for (detail::Piece& p : pieces) {
+          if (p.added_id) {
+            list.ids.push_back(*p.added_id);
+            list.tokens.push_back(p.added_text);
+            list.offsets.push_back(p.added_span);
+          } else if (pre_tokenizer) {
+            pre_tokenizer->for_each_piece(std::move(p.text), budget, tokenize);
+          } else {
+            tokenize(std::move(p.text));
+          }
+          p.text = detail::NormalizedText();  // its memory back before the next piece
+        }
+      } catch (const Error& e) {  // a limit of a component of this file (the input's position)
+        throw printable_error(e, file);
       }
       if (post_processor) post_processor->process(list, add_special_tokens);
       Encoding out;
@@ -182,6 +230,7 @@ class Tokenizer {
     std::string decode(const std::vector<std::int32_t>& ids, bool skip_special_tokens) const {
       std::vector<std::string> tokens;
       tokens.reserve(ids.size());
+      std::size_t bytes = 0;
       for (std::size_t i = 0; i < ids.size(); ++i) {
         const std::string* t = token_string(ids[i]);
         if (!t)
@@ -189,14 +238,20 @@ class Tokenizer {
               .at_position(static_cast<std::int64_t>(i));
         if (skip_special_tokens && added.is_special(*t)) continue;
         tokens.push_back(*t);
+        bytes += t->size();
       }
       if (!decoder) {
         std::string out;
         for (std::size_t i = 0; i < tokens.size(); ++i) out += (i ? " " : "") + tokens[i];
         return out;
       }
+      detail::WorkBudget budget(limits, bytes);
       std::string out;
-      for (const std::string& s : decoder->decode_chain(std::move(tokens))) out += s;
+      try {
+        for (const std::string& s : decoder->decode_chain(std::move(tokens), budget)) out += s;
+      } catch (const Error& e) {
+        throw printable_error(e, file);
+      }
       return out;
     }
   };
