@@ -441,6 +441,23 @@ TEST_CASE("gguf import: a refused file leaves no output directory, nor a tempora
   b.tensors[1].data.resize(64);
   refused(b, "tensor 'output_norm.weight': shape [16] is not the expected [32]");
 
+  // GGUF strings are bytes; a JSON file must be UTF-8 (fuzz_gguf found the template case).
+  b = tiny_llama();
+  for (auto& kv : b.kvs)
+    if (contains(kv, "tokenizer.chat_template")) {
+      kv.clear();
+      GgufBuilder::put_str(kv, "tokenizer.chat_template");
+      GgufBuilder::put_u32(kv, 8);
+      GgufBuilder::put_str(kv, "{{ x }}\xff");
+    }
+  refused(b, "key 'tokenizer.chat_template': the template is not valid UTF-8");
+  b = tiny_llama();
+  GgufBuilder merges;
+  merges.kv_strings("tokenizer.ggml.merges", {"a b", "\xc4 a"});
+  for (auto& kv : b.kvs)
+    if (contains(kv, "tokenizer.ggml.merges")) kv = merges.kvs[0];
+  refused(b, "key 'tokenizer.ggml.merges': merge 1 is not valid UTF-8");
+
   b = tiny_llama();
   b.tensors.back().data.resize(100);  // the file ends inside the last tensor
   refused(b, "runs past the end of the data area");

@@ -199,6 +199,45 @@ inline std::string byte_level_spelling(const std::string& token) {
   return out;
 }
 
+// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF):
+// what a JSON file may hold. GGUF strings are bytes, and nothing promises that.
+inline bool is_utf8(const std::string& s) noexcept {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    std::size_t n = 0;
+    std::uint32_t cp = 0, min = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 1, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3, cp = c & 0x07, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;
+    for (std::size_t k = 1; k <= n; ++k) {
+      const unsigned char d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+inline const std::string& require_utf8(const std::string& s, const std::string& key,
+                                       const std::string& what) {
+  if (!is_utf8(s))
+    throw Error(what + " is not valid UTF-8 (a JSON file cannot hold it)").at_key(key);
+  return s;
+}
+
 inline std::uint64_t gguf_positive(const GgufFile& f, const std::string& key,
                                    std::uint64_t max = 1ull << 31) {
   const std::uint64_t v = f.unsigned_integer(key);
@@ -333,7 +372,7 @@ inline GgufTokenizerFiles gguf_tokenizer_files(const GgufFile& f, const GgufLlam
       throw Error("token id " + std::to_string(id) + " is outside the vocabulary of " +
                   std::to_string(tokens.size()))
           .at_key(k);
-    return tokens[id];
+    return detail::require_utf8(tokens[id], k, "token " + std::to_string(id));
   };
 
   nlohmann::ordered_json t;
@@ -397,6 +436,11 @@ inline GgufTokenizerFiles gguf_tokenizer_files(const GgufFile& f, const GgufLlam
                   {"add_prefix_space", true},
                   {"trim_offsets", true},
                   {"use_regex", true}};
+  const std::vector<std::string> merges = f.contains("tokenizer.ggml.merges")
+                                              ? f.strings("tokenizer.ggml.merges")
+                                              : std::vector<std::string>{};
+  for (std::size_t i = 0; i < merges.size(); ++i)
+    detail::require_utf8(merges[i], "tokenizer.ggml.merges", "merge " + std::to_string(i));
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
   for (std::size_t id = 0; id < tokens.size(); ++id)
     vocab[spelled[id] ? tokens[id] : detail::byte_level_spelling(tokens[id])] = id;
@@ -421,7 +465,8 @@ inline GgufTokenizerFiles gguf_tokenizer_files(const GgufFile& f, const GgufLlam
   c["unk_token"] = token_of("unknown_token_id");
   c["pad_token"] = token_of("padding_token_id");
   if (f.contains("tokenizer.chat_template"))
-    c["chat_template"] = f.string("tokenizer.chat_template");
+    c["chat_template"] = detail::require_utf8(f.string("tokenizer.chat_template"),
+                                              "tokenizer.chat_template", "the template");
   c["clean_up_tokenization_spaces"] = false;
   c["model_max_length"] = s.context;
   c["tokenizer_class"] = "PreTrainedTokenizerFast";
@@ -483,9 +528,18 @@ inline GgufImportSummary write_gguf_llama_directory(const GgufFile& f, const std
   }
   writer.set_metadata("format", "pt");
   writer.write(dir + "/model.safetensors");
-  write_file_atomically(dir + "/config.json", gguf_llama_config(f, s, options.dtype).dump(2));
-  write_file_atomically(dir + "/tokenizer.json", tok.tokenizer.dump(2));
-  write_file_atomically(dir + "/tokenizer_config.json", tok.tokenizer_config.dump(2));
+  auto write_json = [&](const char* name, const nlohmann::ordered_json& j) {
+    std::string text;
+    try {
+      text = j.dump(2);
+    } catch (const nlohmann::json::exception& e) {  // a string the checks above did not see
+      throw Error(std::string("cannot write ") + name + ": " + e.what());
+    }
+    write_file_atomically(dir + "/" + name, text);
+  };
+  write_json("config.json", gguf_llama_config(f, s, options.dtype));
+  write_json("tokenizer.json", tok.tokenizer);
+  write_json("tokenizer_config.json", tok.tokenizer_config);
   return summary;
 }
 
