@@ -14,6 +14,7 @@
 //             estimator, Transform
 //   lm/       CausalLM (a Hugging Face LM with a static KV cache), the sampler, generation
 //   audit/    what a transform protects (nearest-neighbour recovery) and what it costs a base LM
+//   convert/  other formats into model directories the library loads (GGUF import)
 #pragma once
 
 #include "sgt/core/checked_math.hpp"
@@ -31,6 +32,7 @@
 #include "sgt/io/base64.hpp"
 #include "sgt/io/crc32.hpp"
 #include "sgt/io/encoded_tensor.hpp"
+#include "sgt/io/gguf.hpp"
 #include "sgt/io/json.hpp"
 #include "sgt/io/mapped_file.hpp"
 #include "sgt/io/pickle_writer.hpp"
@@ -88,3 +90,5 @@
 
 #include "sgt/audit/recovery_audit.hpp"
 #include "sgt/audit/utility_audit.hpp"
+
+#include "sgt/convert/gguf_import.hpp"

@@ -249,5 +249,23 @@ expect_error audit-base-batch 'one sequence, the request has 2' audit "$model" -
 expect_error audit-base-tokens-alone '--base-new-tokens needs --base' audit "$model" --input single.json \
   --base-new-tokens 4
 expect_error audit-base-missing 'nope' audit "$model" --input single.json --draws 1 --base nope
+# --- sgt import-gguf (docs/format.md section 6.4): a GGUF file as a Hugging Face directory, none
+# left behind when the file is refused
+gguf=$root/tests/data/gguf/tiny_llama.gguf
+expect_ok import-gguf import-gguf "$gguf" imported --dtype f32 &&
+  grep -q '"tensors":20' stdout.txt && [ -s imported/model.safetensors ] && [ -s imported/tokenizer.json ] ||
+  fail "import-gguf: no directory, or a wrong summary: $(cat stdout.txt)"
+expect_ok import-gguf-bf16 import-gguf "$gguf" imported_bf16 && grep -q '"dtype":"bf16"' stdout.txt ||
+  fail "import-gguf-bf16: the default dtype is not bf16"
+expect_error import-gguf-exists 'already exists' import-gguf "$gguf" imported
+expect_error import-gguf-dtype 'dtype must be bf16 or f32' import-gguf "$gguf" other --dtype f16
+expect_error import-gguf-args 'needs MODEL.gguf and OUT_DIR' import-gguf "$gguf"
+head -c 3000 "$gguf" >truncated.gguf
+expect_error import-gguf-truncated 'truncated.gguf: key .tokenizer.ggml.tokens.: position [0-9]+: array length 300 cannot fit' import-gguf truncated.gguf cut
+printf 'GGML' >notgguf.gguf
+expect_error import-gguf-magic 'not a GGUF file' import-gguf notgguf.gguf cut
+expect_error import-gguf-missing 'cannot open' import-gguf "$work/nonexistent.gguf" cut
+[ -e cut ] || ls cut.tmp* >/dev/null 2>&1 && fail "import-gguf: a refused file left a directory behind" || ok
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -4,6 +4,7 @@
 #   core  <-  io, kernels, random  <-  model  <-  lm  <-  audit
 #   core  <-  kernels  <-  dispatch   (sgt::dispatch: the kernels chosen at run time)
 #   core  <-  io  <-  text/tokenizer, text/jinja  <-  text/chat   (the text front end)
+#   core  <-  io  <-  convert         (other formats into model directories: GGUF import)
 #   everything  <-  pipeline          (the pipelines front ends call: text + transform + LM)
 #
 # model/ is the shared decoder, the estimator and the transform; lm/ the causal LM (KV cache,
@@ -39,7 +40,8 @@ declare -A allowed=(
   [text/tokenizer]="core io text/tokenizer"
   [text/jinja]="core text/jinja"
   [text/chat]="core io text/tokenizer text/jinja text/chat"
-  [pipeline]="core io kernels random model lm audit text/tokenizer text/jinja text/chat pipeline"
+  [convert]="core io convert"
+  [pipeline]="core io kernels random model lm audit text/tokenizer text/jinja text/chat convert pipeline"
 )
 # A header's layer: its folder under sgt/, with text/'s rooms told apart (sgt/text/jinja/x.hpp ->
 # text/jinja).
@@ -117,9 +119,11 @@ reach() {  # sets reaches_json[$1] to yes/no
 for f in $headers; do
   reach "$f"
   # text/ reads tokenizer.json, tokenizer_config.json and chats; lm/ and audit/ load the models
-  # they run, and the pipelines run what they read: every header there may.
+  # they run, convert/ writes config and tokenizer files, and the pipelines run what they read:
+  # every header there may.
   if [ "${reaches_json[$f]}" = yes ] && [[ "$json_allowed" != *" $f "* ]] && [[ "$f" != sgt/text/* ]] &&
-     [[ "$f" != sgt/lm/* ]] && [[ "$f" != sgt/audit/* ]] && [[ "$f" != sgt/pipeline/* ]]; then
+     [[ "$f" != sgt/lm/* ]] && [[ "$f" != sgt/audit/* ]] && [[ "$f" != sgt/pipeline/* ]] &&
+     [[ "$f" != sgt/convert/* ]]; then
     violation "$f pulls <nlohmann/json.hpp> (directly or through its includes); only JSON readers may"
   fi
 done
