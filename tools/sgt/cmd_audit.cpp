@@ -25,7 +25,8 @@
 
 namespace sgt_cli {
 
-namespace {
+// Named, not anonymous: the tool builds as one translation unit (tools/CMakeLists.txt).
+namespace cmd_audit {
 
 struct AuditArgs {
   std::string dir, noise_draws, plot, base;
@@ -127,11 +128,12 @@ int run(const AuditArgs& t) {
   return 0;
 }
 
-}  // namespace
+}  // namespace cmd_audit
 
 Command add_audit_command(CLI::App& sgt) {
-  return make_command<AuditArgs>(sgt, "audit", "how well a transform hides a prompt, and its cost",
-                                 declare, check, run);
+  return make_command<cmd_audit::AuditArgs>(sgt, "audit",
+                                            "how well a transform hides a prompt, and its cost",
+                                            cmd_audit::declare, cmd_audit::check, cmd_audit::run);
 }
 
 }  // namespace sgt_cli

@@ -21,7 +21,8 @@
 
 namespace sgt_cli {
 
-namespace {
+// Named, not anonymous: the tool builds as one translation unit (tools/CMakeLists.txt).
+namespace cmd_generate {
 
 struct GenerateArgs {
   std::string dir, protect_dir, inputs_embeds;
@@ -134,11 +135,12 @@ int run(const GenerateArgs& g) {
   return 0;
 }
 
-}  // namespace
+}  // namespace cmd_generate
 
 Command add_generate_command(CLI::App& sgt) {
-  return make_command<GenerateArgs>(sgt, "generate", "a base model's answer, clean or protected",
-                                    declare, check, run);
+  return make_command<cmd_generate::GenerateArgs>(
+      sgt, "generate", "a base model's answer, clean or protected", cmd_generate::declare,
+      cmd_generate::check, cmd_generate::run);
 }
 
 }  // namespace sgt_cli

@@ -11,7 +11,8 @@
 
 namespace sgt_cli {
 
-namespace {
+// Named, not anonymous: the tool builds as one translation unit (tools/CMakeLists.txt).
+namespace cmd_import_gguf {
 
 struct ImportGgufArgs {
   std::string gguf, out;
@@ -47,11 +48,12 @@ int run(const ImportGgufArgs& a) {
   return 0;
 }
 
-}  // namespace
+}  // namespace cmd_import_gguf
 
 Command add_import_gguf_command(CLI::App& sgt) {
-  return make_command<ImportGgufArgs>(
-      sgt, "import-gguf", "a GGUF model as a Hugging Face directory", declare, check, run);
+  return make_command<cmd_import_gguf::ImportGgufArgs>(
+      sgt, "import-gguf", "a GGUF model as a Hugging Face directory", cmd_import_gguf::declare,
+      cmd_import_gguf::check, cmd_import_gguf::run);
 }
 
 }  // namespace sgt_cli

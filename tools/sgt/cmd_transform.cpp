@@ -19,7 +19,8 @@
 
 namespace sgt_cli {
 
-namespace {
+// Named, not anonymous: the tool builds as one translation unit (tools/CMakeLists.txt).
+namespace cmd_transform {
 
 struct TransformArgs {
   std::string dir, output, noise_path;
@@ -134,11 +135,12 @@ int run(const TransformArgs& t) {
   return 0;
 }
 
-}  // namespace
+}  // namespace cmd_transform
 
 Command add_transform_command(CLI::App& sgt) {
-  return make_command<TransformArgs>(sgt, "transform", "the protected embeddings of a request",
-                                     declare, check, run);
+  return make_command<cmd_transform::TransformArgs>(
+      sgt, "transform", "the protected embeddings of a request", cmd_transform::declare,
+      cmd_transform::check, cmd_transform::run);
 }
 
 }  // namespace sgt_cli
