@@ -150,7 +150,12 @@ TEST_CASE("limits: a catastrophic Split regex is stopped by the retry budget, na
       seconds_of([&] { error = encode_error(tok, "xy " + std::string(40, 'a')); });
   CHECK(error.find("tokenizer.json: key 'pre_tokenizer.pretokenizers[0].pattern': position 3: "
                    "regex /(?:a|a){0,22}[^a]/ ran out of its backtracking budget") == 0);
+  // 15 ms here; unbounded, 2.9 s. Emulated and sanitized builds only check the error.
+#if !defined(SGT_TEST_EMULATED) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
   CHECK(seconds < 2.0);
+#else
+  (void)seconds;
+#endif
   CHECK(encode_error(tok, "xy ab") == "");  // a short input is within the base allowance
 }
 
