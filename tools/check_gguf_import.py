@@ -2,8 +2,8 @@
 """Compares an `sgt import-gguf` directory with transformers' own GGUF loader, by hand (the model
 is not in the repository).
 
-  sgt import-gguf MODEL.gguf /tmp/imported --dtype f32
-  /tmp/gguf-venv/bin/python tools/check_gguf_import.py MODEL.gguf /tmp/imported [--sgt build/release/tools/sgt]
+  sgt import-gguf MODEL.gguf IMPORTED_DIR --dtype f32
+  VENV/bin/python tools/check_gguf_import.py MODEL.gguf IMPORTED_DIR [--sgt build/release/tools/sgt]
 
 Checks, each printed with its count of differences:
   1. every tensor of transformers' state dict (`from_pretrained(dir, gguf_file=..., dtype=float32)`)
