@@ -6,6 +6,8 @@
 // of models built from small configs, standardized rope parameters, pasted real configs).
 #include <doctest/doctest.h>
 
+#include "support/enum_table_check.hpp"
+
 #include <stdlib.h>
 
 #include <filesystem>
@@ -1003,20 +1005,7 @@ TEST_CASE("one description per family: every ModelType has exactly one row, name
 }
 
 TEST_CASE("one name table per enum: complete, unique, and used both ways") {
-  auto check_table = [](const auto& table, int count) {
-    std::set<std::string> seen;
-    for (int i = 0; i < count; ++i) {
-      using Enum = decltype(table[0].value);
-      const auto value = static_cast<Enum>(i);
-      const std::string name = sgt::enum_name(table, value);
-      CAPTURE(name);
-      CHECK(name != "?");
-      CHECK(seen.insert(name).second);
-      REQUIRE(sgt::enum_from_name(table, name).has_value());
-      CHECK(*sgt::enum_from_name(table, name) == value);
-    }
-    CHECK(std::size(table) == static_cast<std::size_t>(count));
-  };
+  const auto check_table = [](const auto& t, int n) { sgt_test::check_enum_table(t, n); };
   check_table(sgt::kRopeTypeNames, 3);
   check_table(sgt::kParameterizationTypeNames, 5);
   CHECK(std::string(sgt::rope_type_name(sgt::RopeType::Llama3)) == "llama3");

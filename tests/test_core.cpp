@@ -1,6 +1,8 @@
 // Core pieces: sgt::Error context, dtype conversions, tensor views, the thread pool, the SIMD shim.
 #include <doctest/doctest.h>
 
+#include "support/enum_table_check.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -254,21 +256,7 @@ TEST_CASE("bf16_round_pairs equals bf16_round_pair on every class of value") {
 }
 
 TEST_CASE("the name tables of Precision, DType, AttentionAlgorithm and NoiseSource") {
-  // Complete (every value from 0 to count - 1 has a name), unique, and read back to the value.
-  auto check_table = [](const auto& table, int count) {
-    std::set<std::string> seen;
-    for (int i = 0; i < count; ++i) {
-      using Enum = decltype(table[0].value);
-      const auto value = static_cast<Enum>(i);
-      const std::string name = sgt::enum_name(table, value);
-      CAPTURE(name);
-      CHECK(name != "?");
-      CHECK(seen.insert(name).second);
-      REQUIRE(sgt::enum_from_name(table, name).has_value());
-      CHECK(*sgt::enum_from_name(table, name) == value);
-    }
-    CHECK(std::size(table) == static_cast<std::size_t>(count));
-  };
+  const auto check_table = [](const auto& t, int n) { sgt_test::check_enum_table(t, n); };
   check_table(sgt::kPrecisionNames, 3);
   check_table(sgt::kDTypeNames, 3);
   check_table(sgt::kAttentionAlgorithmNames, 3);
