@@ -337,7 +337,7 @@ TEST_CASE("a request longer than RunOptions::max_tokens is refused before anythi
   const std::vector<std::int64_t> ids(std::size_t{2} << 20, 7);
   CHECK_THROWS_WITH(model.run(sgt::TransformInput::single(ids)),
                     doctest::Contains("2097152 tokens (batch 1 x length 2097152), more than the "
-                                      "limit of 32768"));
+                                      "limit of 16384"));
   CHECK_THROWS_WITH(model.run(sgt::TransformInput::single({1, 2, 3, 4, 5}), options),
                     doctest::Contains("RunOptions::max_tokens"));
 }

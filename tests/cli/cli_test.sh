@@ -125,6 +125,10 @@ expect_error bad-dtype 'output-dtype must be f32, bf16 or f16' transform "$model
 expect_error dump-needs-safetensors 'dump-intermediates needs --format safetensors' transform "$model" --input single.json --output out.safetensors --format torch --dump-intermediates
 expect_error model-name-needs-vllm 'need --format vllm-completions' transform "$model" --input single.json --output out.safetensors --model-name m
 expect_error max-tokens-zero 'max-tokens must be at least 1' transform "$model" --input single.json --output out.safetensors --format vllm-completions --max-tokens 0
+expect_error max-prompt-tokens-zero 'max-prompt-tokens must be at least 1' transform "$model" --input single.json --output out.safetensors --max-prompt-tokens 0
+# The transform's length limit (RunOptions::max_tokens) from the flag: 5 tokens over a limit of 4.
+expect_error max-prompt-tokens 'more than the limit of 4' transform "$model" --input single.json --output out.safetensors --max-prompt-tokens 4
+expect_ok max-prompt-tokens-exact transform "$model" --input single.json --output out.safetensors --max-prompt-tokens 5
 for fmt in torch vllm-completions; do
   rm -rf no
   expect_error "missing-folder-$fmt" "no/such/dir/out.$fmt: cannot create" transform "$model" --input single.json --output "no/such/dir/out.$fmt" --format "$fmt"

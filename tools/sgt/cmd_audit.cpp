@@ -90,6 +90,7 @@ int run(const AuditArgs& t) {
   options.pool = &pool;
   options.draws = static_cast<std::size_t>(t.draws.value_or(16));
   options.precision = t.run.precision;
+  options.max_tokens = t.run.max_prompt_tokens;
   std::optional<sgt::CausalLM> base;
   if (!t.base.empty()) base.emplace(sgt::CausalLM::load(t.base));
   std::optional<sgt::StoredF32Tensor> stored;

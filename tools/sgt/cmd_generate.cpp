@@ -100,6 +100,7 @@ int run(const GenerateArgs& g) {
   sgt::ProtectedGenerationOptions options;
   options.pool = &pool;
   options.precision = g.run.precision;
+  options.max_transform_tokens = g.run.max_prompt_tokens;
   options.max_new_tokens = g.max_new_tokens;
   options.sampling = g.sampling;
   options.sampling_seed = g.seed;

@@ -104,6 +104,7 @@ int run(const TransformArgs& t) {
   sgt::RunOptions options;
   options.attention = t.attention;
   options.precision = t.run.precision;
+  options.max_tokens = t.run.max_prompt_tokens;
   // Intermediates only when they are written: on a long prompt they are 4 more [S, H] buffers.
   options.keep_intermediates = t.dump_intermediates;
   std::optional<sgt::StoredF32Tensor> noise;

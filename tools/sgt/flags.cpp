@@ -97,6 +97,14 @@ void add_run_flags(CLI::App& app, RunFlags& r) {
                  [&r](const std::string& v) {
                    r.precision = parse_enum("--precision", v, sgt::kPrecisionNames);
                  });
+  add_value_flag(app, "--max-prompt-tokens", "N",
+                 "refuse longer prompts before the transform runs (default " +
+                     std::to_string(sgt::kDefaultMaxTransformTokens) + ")",
+                 [&r](const std::string& v) {
+                   r.max_prompt_tokens = static_cast<std::size_t>(parse_u64("--max-prompt-tokens", v));
+                   if (r.max_prompt_tokens == 0)
+                     throw UsageError("--max-prompt-tokens must be at least 1");
+                 });
 }
 
 void add_model_dir(CLI::App& app, std::string& dir, const std::string& name,

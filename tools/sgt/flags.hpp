@@ -13,6 +13,7 @@
 
 #include <sgt/core/enum_names.hpp>
 #include <sgt/core/precision.hpp>
+#include <sgt/model/transform.hpp>
 
 namespace sgt_cli {
 
@@ -52,10 +53,11 @@ void add_prompt_flags(CLI::App& app, PromptFlags& p);
 // accepted (the transform's commands), not only text and chats.
 void check_prompt_flags(const PromptFlags& p, bool allow_input, const char* command);
 
-// --threads N (0, the default: every core) and --precision.
+// --threads N (0, the default: every core), --precision and --max-prompt-tokens.
 struct RunFlags {
   std::size_t threads = 0;
   sgt::Precision precision = sgt::Precision::Auto;
+  std::size_t max_prompt_tokens = sgt::kDefaultMaxTransformTokens;  // RunOptions::max_tokens
 };
 void add_run_flags(CLI::App& app, RunFlags& r);
 

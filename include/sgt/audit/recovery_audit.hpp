@@ -42,6 +42,7 @@ SGT_ISA_BEGIN
 // the transform runs; the pool also runs the nearest-row search.
 struct AuditOptions : ExecOptions {
   std::size_t draws = 16;  // ignored when injected_draws is given (its first dimension counts)
+  std::size_t max_tokens = kDefaultMaxTransformTokens;  // the transform's RunOptions::max_tokens
   // Stored eps for reproducible audits: [N, B, S, H], or [N, S, H] when B = 1. Empty: secure.
   TensorView<const float> injected_draws;
   std::size_t score_floats = kernels::NearestRows::kDefaultScoreFloats;  // see NearestRows
@@ -117,6 +118,7 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
   RunOptions run;
   static_cast<ExecOptions&>(run) = options;  // the transform runs as the audit was asked to
   run.keep_intermediates = true;             // the clean embeddings and sigma
+  run.max_tokens = options.max_tokens;
   run.noise = injected ? NoiseSource::Injected : NoiseSource::Secure;
 
   const kernels::NearestRows search(model.embedding_table(), options.pool, options.score_floats);

@@ -55,15 +55,20 @@ inline constexpr EnumName<NoiseSource> kNoiseSourceNames[] = {{NoiseSource::Secu
                                                               {NoiseSource::Torch, "torch"},
                                                               {NoiseSource::Injected, "injected"}};
 
-inline constexpr std::size_t kDefaultMaxTransformTokens = 32768;
+// Attention makes a call's time grow with the square of its length: on the demo model (one
+// layer, hidden 256) 16384 tokens take 5 s of CPU and 32768 take 20 s (docs/reliability.md,
+// "Cost of one input"), so a longer default would let one request from outside hold a core for
+// tens of seconds. Callers with longer prompts raise it.
+inline constexpr std::size_t kDefaultMaxTransformTokens = 16384;
 
 // The pool, precision (resolved by resolve_precision()), attention and reference switch are
 // ExecOptions' (model/ops.hpp).
 struct RunOptions : ExecOptions {
   // The most tokens (batch x length) one call takes, checked before anything is planned: a call
   // holds about 10 x tokens x hidden floats (docs/architecture.md, "Memory"), so this bounds what
-  // a request from outside can make the process allocate (32768 tokens of a 2048-wide model:
-  // about 2.7 GB). Longer prompts than the estimators' max_position_embeddings are refused too.
+  // a request from outside can make the process allocate (16384 tokens of a 2048-wide model:
+  // about 1.4 GB), and the time (above). Longer prompts than the estimators'
+  // max_position_embeddings are refused too.
   std::size_t max_tokens = kDefaultMaxTransformTokens;
   bool keep_intermediates = false;  // fill TransformResult's embeddings, mean, std, noise
   NoiseSource noise = NoiseSource::Secure;

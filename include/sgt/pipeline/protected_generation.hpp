@@ -45,6 +45,7 @@ struct ProtectedGenerationOptions {
   ThreadPool* pool = nullptr;  // null: the calling thread
   Precision precision = Precision::Auto;
   std::size_t max_new_tokens = 32;
+  std::size_t max_transform_tokens = kDefaultMaxTransformTokens;  // RunOptions::max_tokens
   SamplingOptions sampling;  // temperature 0 (the default): greedy
   // Sampling's key; none: drawn from the OS for each call (ignored when greedy).
   std::optional<std::uint64_t> sampling_seed;
@@ -153,6 +154,7 @@ class ProtectedGeneration {
     RunOptions run_options;
     run_options.pool = options.pool;
     run_options.precision = options.precision;
+    run_options.max_tokens = options.max_transform_tokens;
     if (options.noise_seed) {
       run_options.noise = NoiseSource::Torch;
       run_options.seed = *options.noise_seed;
