@@ -355,7 +355,7 @@ TEST_CASE("every error names the template, line and column, and what is wrong") 
   has(error_of("{% for i in range(200000) %}{% endfor %}"), "list longer than 100000 items");
   has(error_of("{% for i in range(2000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"),
       "more than 1000000 loop iterations");
-  has(error_of("{% set s = 'x' * 1000000 %}{% for i in range(20) %}{{ s }}{% endfor %}"), "output larger than 16 MiB");
+  has(error_of("{% set s = 'x' * 1000000 %}{% for i in range(20) %}{{ s }}{% endfor %}"), "output larger than 2 MiB");
   has(error_of("{% set ns = namespace(v=[]) %}{% for i in range(200) %}{% set ns.v = [ns.v] %}{% endfor %}"),
       "nested deeper than 128");
   has(error_of("{{ x }}", "[]", R"({"messages": 1})"), "set by the renderer");

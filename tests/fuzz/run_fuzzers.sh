@@ -8,6 +8,9 @@
 #   cmake --preset fuzz && cmake --build --preset fuzz
 #   tests/fuzz/run_fuzzers.sh build/fuzz 60              # CI's smoke run
 #   tests/fuzz/run_fuzzers.sh build/fuzz 600 fuzz_config  # one target, ten minutes
+#
+# SGT_FUZZ_KEEP_CORPORA=DIR keeps each target's final corpus in DIR/<target>/ (what
+# tools/measure_input_bounds.py replays through the sgt tool).
 set -uo pipefail
 build=${1:?usage: run_fuzzers.sh BUILD_DIR SECONDS [TARGET...]}
 seconds=${2:?usage: run_fuzzers.sh BUILD_DIR SECONDS [TARGET...]}
@@ -70,5 +73,10 @@ for i in "${!pids[@]}"; do
   wait "${pids[$i]}" || status=1
   cat "$work/${names[$i]}.summary"
 done
+if [ -n "${SGT_FUZZ_KEEP_CORPORA:-}" ]; then
+  for t in "${targets[@]}"; do
+    mkdir -p "$SGT_FUZZ_KEEP_CORPORA/$t" && cp -r "$work/$t/corpus/." "$SGT_FUZZ_KEEP_CORPORA/$t/"
+  done
+fi
 if [ $status -eq 0 ]; then rm -rf "$work"; else echo "run_fuzzers: findings kept in $work"; fi
 exit $status

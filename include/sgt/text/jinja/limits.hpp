@@ -23,8 +23,10 @@ inline constexpr std::size_t kMacroCallWorkUnits = 64;
 
 struct Limits {
   // The rendered output, and any one string the template builds (a set block, a macro's output,
-  // a concatenation, a filter's result), in bytes.
-  std::size_t max_output_bytes = std::size_t{16} << 20;
+  // a concatenation, a filter's result), in bytes. The output is tokenized next, and the
+  // tokenizer holds 60 to 270 bytes per byte of text (docs/reliability.md, "Cost of one input"):
+  // 2 MiB keeps that under 600 MB, and is about 500k tokens, far past any model's context.
+  std::size_t max_output_bytes = std::size_t{2} << 20;
   // Items of any one list the template builds (range, +, *, slices, |list, split, ...).
   std::size_t max_list_items = 100000;
   // Iterations of all for loops of one render together.
