@@ -302,8 +302,12 @@ TEST_CASE("limits: memory per input byte") {
   while (text.size() < (std::size_t{1} << 20)) text += corpus;
   text.resize(text.rfind('\n', std::size_t{1} << 20) + 1);
   // Llama 2's legacy file has no pre-tokenizer: its BPE merges the whole input as one piece.
+  // Without a pre-tokenizer that splits, the peak is the BPE's per-character symbols and queue
+  // (about 60 bytes per byte) plus the normalized text and its alignments (17 per byte): a copy
+  // more of either, or the Metaspace pieces held past the model, passes 90.
   for (const auto& item : {std::pair<std::string, double>{"llama3", 70},
-                           std::pair<std::string, double>{"llama2_legacy", 110}}) {
+                           std::pair<std::string, double>{"llama2_legacy", 88},
+                           std::pair<std::string, double>{"mistral_metaspace", 88}}) {
     const std::string& name = item.first;
     const double bound = item.second;
     CAPTURE(name);

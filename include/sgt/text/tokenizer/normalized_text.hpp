@@ -163,8 +163,16 @@ class NormalizedText {
   // the inserted characters take the span of the match's last byte (an empty match inserts
   // `content` with the span of the byte before it, or an empty span at the start).
   void replace(const std::vector<PatternPiece>& matches, std::string_view content) {
+    // Sized first: grown by appending, the new alignments (16 bytes per byte of text) would
+    // reallocate up to twice their size while the old ones are still held, the peak of a
+    // tokenizer that normalizes a whole input at once (docs/reliability.md, "Tokenizer limits").
+    std::size_t size = text_.size();
+    for (const PatternPiece& m : matches)
+      if (m.is_match) size = size - (m.end - m.begin) + content.size();
     std::string new_text;
     std::vector<Span> new_align;
+    new_text.reserve(size);
+    new_align.reserve(size);
     std::size_t last_end = 0;
     for (const PatternPiece& m : matches) {
       if (!m.is_match) continue;

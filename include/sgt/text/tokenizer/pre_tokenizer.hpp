@@ -177,13 +177,17 @@ class PreTokenizer {
         break;
       }
       case Kind::kMetaspace: {
-        const std::vector<PatternPiece> spaces =
-            char_pieces(t.text(), [](char32_t c) { return c == U' '; });
-        std::size_t size = t.text().size();
-        for (const PatternPiece& p : spaces)
-          if (p.is_match) size += metaspace_.replacement_utf8.size() - 1;
-        budget.charge_growth(t.text().size(), size, path_, t.input_position(0));
-        t.replace(spaces, metaspace_.replacement_utf8);
+        {
+          // Scoped: the pieces (24 bytes per word) are freed before emit() runs the model on
+          // the text; held, they were 13% of the heap peak of a whole-input BPE.
+          const std::vector<PatternPiece> spaces =
+              char_pieces(t.text(), [](char32_t c) { return c == U' '; });
+          std::size_t size = t.text().size();
+          for (const PatternPiece& p : spaces)
+            if (p.is_match) size += metaspace_.replacement_utf8.size() - 1;
+          budget.charge_growth(t.text().size(), size, path_, t.input_position(0));
+          t.replace(spaces, metaspace_.replacement_utf8);
+        }
         const bool starts = t.text().compare(0, metaspace_.replacement_utf8.size(),
                                              metaspace_.replacement_utf8) == 0;
         if (!starts && (metaspace_.scheme == PrependScheme::kAlways ||
