@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(cmake g++ make libeigen3-dev libxsimd-dev nlohmann-json3-dev doctest-dev libbenchmark-dev
-          libonig-dev libutf8proc-dev libcli11-dev)
+          libonig-dev libutf8proc-dev libcli11-dev libcpp-httplib-dev)
 
 missing=()
 for p in "${packages[@]}"; do

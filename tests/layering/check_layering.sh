@@ -6,6 +6,8 @@
 #   core  <-  io  <-  text/tokenizer, text/jinja  <-  text/chat   (the text front end)
 #   core  <-  io  <-  convert         (other formats into model directories: GGUF import)
 #   everything  <-  pipeline          (the pipelines front ends call: text + transform + LM)
+#   everything  <-  serve             (the OpenAI protocol as data: requests, responses, SSE, the
+#                                      proxy's pipeline; no sockets, no HTTP library)
 #
 # model/ is the shared decoder, the estimator and the transform; lm/ the causal LM (KV cache,
 # generation); audit/ the evaluations of a transform (recovery, and its cost to a base LM). The
@@ -42,6 +44,7 @@ declare -A allowed=(
   [text/chat]="core io text/tokenizer text/jinja text/chat"
   [convert]="core io convert"
   [pipeline]="core io kernels random model lm audit text/tokenizer text/jinja text/chat convert pipeline"
+  [serve]="core io kernels random model lm audit text/tokenizer text/jinja text/chat convert pipeline serve"
 )
 # A header's layer: its folder under sgt/, with text/'s rooms told apart (sgt/text/jinja/x.hpp ->
 # text/jinja).
@@ -84,6 +87,10 @@ for f in $headers; do
   fi
   grep -nE '#[[:space:]]*include[[:space:]]*<Eigen/' "$f" >/dev/null &&
     violation "$f includes Eigen: the library does not depend on it (benchmarks only)"
+  # The HTTP library belongs to the sgt tool's serve sources (tools/sgt/serve/): a header user
+  # never needs it.
+  grep -nE '#[[:space:]]*include[[:space:]]*[<"]httplib\.h' "$f" >/dev/null &&
+    violation "$f includes httplib.h: the library's headers never need the HTTP library"
 done
 
 # Rule 4: the instruction-set namespace.
@@ -91,6 +98,7 @@ for f in $headers; do
   if grep -qE '^[[:space:]]*#[[:space:]]*include[[:space:]]*"sgt/core/simd.hpp"' "$f" ||
      [[ "$f" == sgt/model/* ]] || [[ "$f" == sgt/lm/* ]] || [[ "$f" == sgt/audit/* ]] ||
      [[ "$f" == sgt/pipeline/protected_generation.hpp ]] ||
+     [[ "$f" == sgt/serve/chat_protection.hpp ]] ||
      [ "$f" = sgt/core/simd.hpp ]; then
     [ "$f" = sgt/sgt.hpp ] && continue
     grep -q '^SGT_ISA_BEGIN$' "$f" ||
@@ -119,10 +127,11 @@ reach() {  # sets reaches_json[$1] to yes/no
 for f in $headers; do
   reach "$f"
   # text/ reads tokenizer.json, tokenizer_config.json and chats; lm/ and audit/ load the models
-  # they run, convert/ writes config and tokenizer files, and the pipelines run what they read:
-  # every header there may.
+  # they run, convert/ writes config and tokenizer files, the pipelines run what they read, and
+  # serve/ parses and writes the protocol's JSON: every header there may.
   if [ "${reaches_json[$f]}" = yes ] && [[ "$json_allowed" != *" $f "* ]] && [[ "$f" != sgt/text/* ]] &&
      [[ "$f" != sgt/lm/* ]] && [[ "$f" != sgt/audit/* ]] && [[ "$f" != sgt/pipeline/* ]] &&
+     [[ "$f" != sgt/serve/* ]] &&
      [[ "$f" != sgt/convert/* ]]; then
     violation "$f pulls <nlohmann/json.hpp> (directly or through its includes); only JSON readers may"
   fi

@@ -39,7 +39,8 @@ int main(int argc, char** argv) {
   const std::vector<sgt_cli::Command> commands = {
       sgt_cli::add_info_command(sgt),      sgt_cli::add_tokenize_command(sgt),
       sgt_cli::add_transform_command(sgt), sgt_cli::add_audit_command(sgt),
-      sgt_cli::add_generate_command(sgt),  sgt_cli::add_import_gguf_command(sgt)};
+      sgt_cli::add_generate_command(sgt),  sgt_cli::add_import_gguf_command(sgt),
+      sgt_cli::add_serve_command(sgt)};
   std::string names;
   for (const auto& c : commands) names += (names.empty() ? "" : ", ") + c.app->get_name();
   try {

@@ -2,6 +2,10 @@
 //
 //   {"model": "NAME", "prompt_embeds": "<base64>", "max_tokens": N}
 //
+// followed, when the request sets them, by "temperature", "top_p", "seed", "stream" and
+// "stream_options": {"include_usage": true} (what `sgt serve`'s proxy forwards of a chat request;
+// nothing of the prompt's text goes in the body).
+//
 // with one base64 string per sequence ("prompt_embeds" is a list when there is more than one).
 // Each string is standard base64 (io/base64.hpp) of the bytes `torch.save(tensor, io.BytesIO())`
 // writes for a (T, H) tensor (io/torch_pt_writer.hpp): vLLM decodes it with
@@ -10,7 +14,10 @@
 // the sequence is the whole templated prompt. Ready for `curl --data @body.json`.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +32,10 @@ namespace sgt {
 struct VllmCompletionsRequest {
   std::string model;  // the server's model name (its --served-model-name)
   std::uint64_t max_tokens = 16;
+  std::optional<double> temperature, top_p;
+  std::optional<std::uint64_t> seed;
+  bool stream = false;
+  bool include_usage = false;  // with stream: the last chunk carries the usage
 };
 
 namespace detail {
@@ -88,7 +99,22 @@ inline std::string vllm_completions_body(const VllmCompletionsRequest& request,
     body += '"' + base64_encode(pt.data(), pt.size()) + '"';
   }
   if (sequences.size() > 1) body += ']';
-  body += ", \"max_tokens\": " + std::to_string(request.max_tokens) + "}\n";
+  body += ", \"max_tokens\": " + std::to_string(request.max_tokens);
+  // Doubles with the 17 significant digits that read back as the same double.
+  auto number = [](double x) {
+    if (!std::isfinite(x)) throw Error("a sampling parameter is not finite");
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", x);
+    return std::string(buf);
+  };
+  if (request.temperature) body += ", \"temperature\": " + number(*request.temperature);
+  if (request.top_p) body += ", \"top_p\": " + number(*request.top_p);
+  if (request.seed) body += ", \"seed\": " + std::to_string(*request.seed);
+  if (request.stream) {
+    body += ", \"stream\": true";
+    if (request.include_usage) body += ", \"stream_options\": {\"include_usage\": true}";
+  }
+  body += "}\n";
   return body;
 }
 
