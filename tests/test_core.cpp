@@ -669,3 +669,11 @@ TEST_CASE("an error's message never carries invalid UTF-8: such bytes are writte
   CHECK(e.message() == "bad \xff byte, cut \xe2\x82 and good \xe2\x82\xac");  // the field is kept as given
   CHECK(std::string(sgt::Error("surrogate \xed\xa0\x80").what()) == "surrogate \\xed\\xa0\\x80");
 }
+
+TEST_CASE("an error is one line: control characters in what it quotes are written \\xNN") {
+  // A chat's key with a newline in it (found by replaying fuzz_text_chat_json's corpus through
+  // the sgt tool: its error came out as three lines).
+  const sgt::Error e = sgt::Error("unknown key").at_key("a\nb\r\tc\x7f").at_file("chat.json");
+  CHECK(std::string(e.what()) == "chat.json: key 'a\\x0ab\\x0d\\x09c\\x7f': unknown key");
+  CHECK(std::string(sgt::Error(std::string("nul \0 byte", 10)).what()) == "nul \\x00 byte");
+}

@@ -18,15 +18,17 @@ namespace sgt {
 
 namespace detail {
 
-// `s` with every byte that is not part of valid UTF-8 written as \xNN: a message quotes input
-// (a key, a token, a line of a template), and raw invalid bytes would garble a terminal or a log
-// and break JSON that carries the message.
-inline std::string escape_invalid_utf8(const std::string& s) {
+// `s` with every byte that is not part of valid UTF-8, and every ASCII control character, written
+// as \xNN: a message quotes input (a key, a token, a line of a template), and raw invalid bytes
+// would garble a terminal or a log and break JSON that carries the message, and a newline in a
+// quoted key would make one error two lines.
+inline std::string escape_for_message(const std::string& s) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c < 0x80                        ? 1
+    std::size_t n = c < 0x20 || c == 0x7f           ? 0
+                    : c < 0x80                      ? 1
                     : (c >> 5) == 0x6 && c >= 0xc2  ? 2
                     : (c >> 4) == 0xe               ? 3
                     : (c >> 3) == 0x1e && c <= 0xf4 ? 4
@@ -100,7 +102,7 @@ class Error : public std::runtime_error {
     if (!key_.empty()) s += "key '" + key_ + "': ";
     if (position_) s += "position " + std::to_string(*position_) + ": ";
     s += message_;
-    what_ = detail::escape_invalid_utf8(s);
+    what_ = detail::escape_for_message(s);
   }
 
   std::string message_;
