@@ -49,7 +49,7 @@ layer_of() { case "$1" in sgt/text/*/*) echo "$1" | cut -d/ -f2-3 ;; *) echo "$1
 # May reach <nlohmann/...>: readers of JSON files and what builds on them (and every header of
 # text/, lm/, audit/ and pipeline/, below).
 json_allowed=" sgt/sgt.hpp sgt/io/json.hpp sgt/io/json_precheck.hpp sgt/io/safetensors.hpp
-  sgt/io/safetensors_writer.hpp sgt/io/tensor_store.hpp sgt/io/transform_input.hpp
+  sgt/io/ordered_json.hpp sgt/io/safetensors_writer.hpp sgt/io/tensor_store.hpp sgt/io/transform_input.hpp
   sgt/io/stored_tensors.hpp sgt/io/transform_output.hpp sgt/model/config_json.hpp
   sgt/model/transform.hpp sgt/model/transform_info.hpp "
 json_allowed=" $(echo $json_allowed) "  # one space between names

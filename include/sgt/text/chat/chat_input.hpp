@@ -16,6 +16,7 @@
 
 #include "sgt/core/error.hpp"
 #include "sgt/io/json.hpp"
+#include "sgt/io/ordered_json.hpp"
 #include "sgt/text/chat/chat_template.hpp"
 
 namespace sgt::text {
@@ -27,81 +28,8 @@ struct ChatInput {
   ChatJson extra_context = ChatJson::object();
 };
 
-namespace detail {
-
-// Builds an ordered document from SAX events, appending each key to its object without the
-// duplicate search ordered_json's own parser does per key (quadratic in an object's keys: 200k
-// keys took minutes). The text has passed parse_json_checked, which refuses repeated keys.
-class OrderedJsonBuilder : public nlohmann::json_sax<ChatJson> {
- public:
-  explicit OrderedJsonBuilder(ChatJson& root) : root_(root) {}
-
-  bool null() override { return add(ChatJson(nullptr)); }
-  bool boolean(bool v) override { return add(ChatJson(v)); }
-  bool number_integer(number_integer_t v) override { return add(ChatJson(v)); }
-  bool number_unsigned(number_unsigned_t v) override { return add(ChatJson(v)); }
-  bool number_float(number_float_t v, const string_t&) override { return add(ChatJson(v)); }
-  bool string(string_t& v) override { return add(ChatJson(std::move(v))); }
-  bool binary(binary_t&) override { return false; }
-  bool start_object(std::size_t) override { return open(ChatJson::object()); }
-  bool key(string_t& k) override {
-    key_ = std::move(k);
-    return true;
-  }
-  bool end_object() override { return close(); }
-  bool start_array(std::size_t) override { return open(ChatJson::array()); }
-  bool end_array() override { return close(); }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
-    return false;
-  }
-
- private:
-  // Places v in the innermost open container (or as the root); returns where it now lives.
-  ChatJson* place(ChatJson&& v) {
-    if (open_.empty()) {
-      root_ = std::move(v);
-      return &root_;
-    }
-    ChatJson& parent = *open_.back();
-    if (parent.is_array()) {
-      parent.get_ref<ChatJson::array_t&>().push_back(std::move(v));
-      return &parent.get_ref<ChatJson::array_t&>().back();
-    }
-    auto& members = parent.get_ref<ChatJson::object_t&>();
-    members.ChatJson::object_t::Container::emplace_back(std::move(key_), std::move(v));
-    return &members.ChatJson::object_t::Container::back().second;
-  }
-  bool add(ChatJson&& v) { return place(std::move(v)) != nullptr; }
-  // A container stays where it was placed while it is open: its parent gets no other member
-  // until it closes.
-  bool open(ChatJson&& container) {
-    open_.push_back(place(std::move(container)));
-    return true;
-  }
-  bool close() {
-    open_.pop_back();
-    return true;
-  }
-
-  ChatJson& root_;
-  std::vector<ChatJson*> open_;
-  std::string key_;
-};
-
-}  // namespace detail
-
-// parse_json_checked (io/json.hpp) with the keys kept in document order: every check of the
-// library's JSON front door runs first (NUL, BOM, repeated keys, depth, syntax), then the
-// already-validated text is read again into an ordered document, in time linear in its size.
-inline ChatJson parse_ordered_json_checked(const std::string& text,
-                                           const JsonReadOptions& options) {
-  (void)parse_json_checked(text, options);
-  ChatJson root;
-  detail::OrderedJsonBuilder builder(root);
-  if (!ChatJson::sax_parse(text, &builder))  // unreachable after the checks; kept as a net
-    throw Error(std::string(options.what) + " is not valid JSON");
-  return root;
-}
+// The JSON front door with the keys kept in document order (io/ordered_json.hpp).
+using sgt::parse_ordered_json_checked;
 
 namespace detail {
 
