@@ -4,7 +4,9 @@
 #   core  <-  io, kernels, random  <-  model  <-  lm  <-  audit
 #   core  <-  kernels  <-  dispatch   (sgt::dispatch: the kernels chosen at run time)
 #   core  <-  io  <-  text/tokenizer, text/jinja  <-  text/chat   (the text front end)
-#   core  <-  io  <-  convert         (other formats into model directories: GGUF import)
+#   core  <-  io  <-  model  <-  convert   (other formats into model directories: GGUF import;
+#                                          a transform made from a base model, checked by the
+#                                          model's own config parser and tensor list)
 #   everything  <-  pipeline          (the pipelines front ends call: text + transform + LM)
 #
 # model/ is the shared decoder, the estimator and the transform; lm/ the causal LM (KV cache,
@@ -40,7 +42,7 @@ declare -A allowed=(
   [text/tokenizer]="core io text/tokenizer"
   [text/jinja]="core text/jinja"
   [text/chat]="core io text/tokenizer text/jinja text/chat"
-  [convert]="core io convert"
+  [convert]="core io kernels random model convert"
   [pipeline]="core io kernels random model lm audit text/tokenizer text/jinja text/chat convert pipeline"
 )
 # A header's layer: its folder under sgt/, with text/'s rooms told apart (sgt/text/jinja/x.hpp ->
@@ -91,6 +93,7 @@ for f in $headers; do
   if grep -qE '^[[:space:]]*#[[:space:]]*include[[:space:]]*"sgt/core/simd.hpp"' "$f" ||
      [[ "$f" == sgt/model/* ]] || [[ "$f" == sgt/lm/* ]] || [[ "$f" == sgt/audit/* ]] ||
      [[ "$f" == sgt/pipeline/protected_generation.hpp ]] ||
+     [[ "$f" == sgt/convert/make_transform.hpp ]] ||
      [ "$f" = sgt/core/simd.hpp ]; then
     [ "$f" = sgt/sgt.hpp ] && continue
     grep -q '^SGT_ISA_BEGIN$' "$f" ||

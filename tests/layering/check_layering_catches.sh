@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The layering check must fail on a wrong-way include: plants one per new edge in a copy of the
 # headers (model -> lm, lm -> audit, text/jinja -> text/tokenizer, text/tokenizer -> text/chat,
-# convert -> model)
+# convert -> lm)
 # and expects check_layering.sh to name each.
 # usage: check_layering_catches.sh INCLUDE_DIR
 set -u
@@ -15,14 +15,14 @@ plant sgt/model/ops.hpp sgt/lm/kv_cache.hpp
 plant sgt/lm/kv_cache.hpp sgt/audit/recovery_audit.hpp
 plant sgt/text/jinja/value.hpp sgt/text/tokenizer/unicode.hpp
 plant sgt/text/tokenizer/bpe.hpp sgt/text/chat/chat_template.hpp
-plant sgt/convert/gguf_import.hpp sgt/model/config.hpp
+plant sgt/convert/gguf_import.hpp sgt/lm/config.hpp
 out=$(bash "$here/check_layering.sh" "$work") && { echo "check_layering.sh passed planted includes"; exit 1; }
 fail=0
 for edge in "sgt/model/ops.hpp includes sgt/lm/kv_cache.hpp" \
             "sgt/lm/kv_cache.hpp includes sgt/audit/recovery_audit.hpp" \
             "sgt/text/jinja/value.hpp includes sgt/text/tokenizer/unicode.hpp" \
             "sgt/text/tokenizer/bpe.hpp includes sgt/text/chat/chat_template.hpp" \
-            "sgt/convert/gguf_import.hpp includes sgt/model/config.hpp"; do
+            "sgt/convert/gguf_import.hpp includes sgt/lm/config.hpp"; do
   grep -qF "$edge" <<<"$out" || { echo "not caught: $edge"; fail=1; }
 done
 [ $fail -eq 0 ] && echo "layering check: every planted wrong-way include caught"
