@@ -267,5 +267,35 @@ expect_error import-gguf-magic 'not a GGUF file' import-gguf notgguf.gguf cut
 expect_error import-gguf-missing 'cannot open' import-gguf "$work/nonexistent.gguf" cut
 [ -e cut ] || ls cut.tmp* >/dev/null 2>&1 && fail "import-gguf: a refused file left a directory behind" || ok
 
+# --- sgt make-transform (docs/format.md section 6.5): an untrained transform for a base model, as
+# tools/convert_hf.py makes it; nothing left behind when refused
+base_model=$root/examples/models/demo_base
+expect_ok make-transform make-transform "$base_model" made --layers 1 --init-std 0.05 &&
+  grep -q '"layers":1,"base_layers":2' stdout.txt && grep -q '"tensors":25' stdout.txt &&
+  [ -s made/model.safetensors ] && [ -s made/tokenizer.json ] ||
+  fail "make-transform: no directory, or a wrong summary: $(cat stdout.txt)"
+expect_ok make-transform-runs transform made --chat "$root/examples/chat.json" --output out.safetensors &&
+  [ -s out.safetensors ] || fail "make-transform-runs: the new transform did not run"
+mkdir -p made_empty
+expect_ok make-transform-empty-dir make-transform "$base_model" made_empty --layers 2 --dtype f32 &&
+  grep -q '"dtype":"f32"' stdout.txt || fail "make-transform-empty-dir: an empty OUT_DIR was not filled"
+expect_error make-transform-exists 'made: already exists and is not an empty directory' \
+  make-transform "$base_model" made --layers 1
+expect_error make-transform-no-layers 'needs --layers K' make-transform "$base_model" cutmt
+expect_error make-transform-zero-layers 'layers must be at least 1' make-transform "$base_model" cutmt --layers 0
+expect_error make-transform-too-many-layers "key 'num_hidden_layers': the base model has 2 layers: 3 cannot be taken" \
+  make-transform "$base_model" cutmt --layers 3
+for s in 0 2 -1; do
+  expect_error "make-transform-init-std-$s" "init-std must be between 0.0001 and 2 \\(exclusive\\), got $s" \
+    make-transform "$base_model" cutmt --layers 1 --init-std "$s"
+done
+expect_error make-transform-init-std-nan 'init-std needs a number' make-transform "$base_model" cutmt --layers 1 --init-std nan
+expect_error make-transform-dtype 'dtype must be keep, f32, bf16 or f16' make-transform "$base_model" cutmt --layers 1 --dtype f64
+expect_error make-transform-args 'needs BASE_DIR and OUT_DIR' make-transform "$base_model" --layers 1
+expect_error make-transform-missing 'nonexistent/config.json: cannot open' make-transform "$work/nonexistent" cutmt --layers 1
+mkdir -p weightless && cp "$base_model/config.json" weightless/
+expect_error make-transform-no-weights 'neither model.safetensors nor' make-transform weightless cutmt --layers 1
+[ -e cutmt ] || ls cutmt.tmp* >/dev/null 2>&1 && fail "make-transform: a refusal left a directory behind" || ok
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
