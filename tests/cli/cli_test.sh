@@ -180,6 +180,19 @@ expect_error chat-bad-message "no_content.json.*role" tokenize "$model" --chat n
 printf '{"messages": [{"role": "user", "content": "hi"}], "colour": 1}' > unknown_key.json
 expect_error chat-unknown-key "colour" tokenize "$model" --chat unknown_key.json
 expect_error chat-missing 'nope.json' tokenize "$model" --chat nope.json
+# The instruction form (format.md 8, "CHAT.json"): the quickstart's example is one user message.
+expect_ok tokenize-instruction tokenize "$model" --chat "$root/examples/instruction.json" --add-generation-prompt
+cp stdout.txt tokenized_instruction.json
+printf '[{"role": "user", "content": "What is the capital of France?"}]' >france_messages.json
+expect_ok tokenize-instruction-messages tokenize "$model" --chat france_messages.json --add-generation-prompt
+cp stdout.txt tokenized_france_messages.json
+same_request tokenize-instruction tokenized_instruction.json tokenized_france_messages.json
+printf '{"instruction": "q", "context": 5}' >bad_instruction.json
+expect_error chat-instruction-type "bad_instruction.json: key 'context': must be a string or null, got 5" \
+  tokenize "$model" --chat bad_instruction.json
+printf '{"system_prompt": "s"}' >no_instruction.json
+expect_error chat-no-instruction "no_instruction.json: key 'instruction': required key is missing" \
+  tokenize "$model" --chat no_instruction.json
 expect_error text-and-input 'exactly one of' transform "$model" --text hi --input single.json --output x.safetensors
 expect_error text-agp 'needs --chat' tokenize "$model" --text hi --add-generation-prompt
 expect_error text-invalid-utf8 'UTF-8' tokenize "$model" --text "$(printf 'bad \xff byte')"
