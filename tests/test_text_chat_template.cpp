@@ -440,6 +440,92 @@ TEST_CASE("CHAT.json: both forms, checks naming the message and key") {
   fails("[1]", "CHAT.json: key 'messages[0]': a message must be a JSON object, got 1");
 }
 
+// The instruction form of Stained Glass's client (docs/format.md, "CHAT.json"): system_prompt ->
+// a system message when not empty, context + a blank line + instruction -> the user message,
+// response -> an assistant message when not empty.
+TEST_CASE("CHAT.json: the instruction form maps to messages, checked key by key") {
+  using sgt::text::parse_chat_input;
+  // The quickstart's own example: exactly one user message.
+  auto in = parse_chat_input(R"({"instruction": "What is the capital of France?",
+      "system_prompt": "", "context": "", "response": ""})",
+                             "CHAT.json");
+  CHECK(in.messages.dump() == R"([{"role":"user","content":"What is the capital of France?"}])");
+  CHECK(in.tools.is_null());
+  CHECK_FALSE(in.add_generation_prompt);
+  CHECK(in.extra_context.empty());
+  in = parse_chat_input(R"({"response": "Paris.", "context": "Notes: X", "instruction": "Q?",
+      "system_prompt": "Be brief."})",
+                        "c");
+  CHECK(in.messages.dump() ==
+        R"([{"role":"system","content":"Be brief."},{"role":"user","content":"Notes: X\n\nQ?"},)"
+        R"({"role":"assistant","content":"Paris."}])");
+  in = parse_chat_input(R"({"instruction": "", "context": "only context", "system_prompt": null})",
+                        "c");
+  CHECK(in.messages.dump() == R"([{"role":"user","content":"only context"}])");
+  in = parse_chat_input(R"({"instruction": "Q?", "context": null, "response": null})", "c");
+  CHECK(in.messages.dump() == R"([{"role":"user","content":"Q?"}])");
+
+  auto fails = [](const std::string& t, const std::string& what) {
+    try {
+      parse_chat_input(t, "CHAT.json");
+      FAIL("no error for " << t);
+    } catch (const sgt::Error& e) {
+      CHECK(std::string(e.what()) == what);
+    }
+  };
+  fails(R"({"system_prompt": "x"})", "CHAT.json: key 'instruction': required key is missing");
+  fails(R"({"instruction": 5})", "CHAT.json: key 'instruction': must be a string, got 5");
+  fails(R"({"instruction": null})", "CHAT.json: key 'instruction': must be a string, got null");
+  fails(R"({"instruction": "q", "system_prompt": ["a"]})",
+        "CHAT.json: key 'system_prompt': must be a string or null, got [\"a\"]");
+  fails(R"({"instruction": "q", "context": {}})",
+        "CHAT.json: key 'context': must be a string or null, got {}");
+  fails(R"({"instruction": "q", "response": true})",
+        "CHAT.json: key 'response': must be a string or null, got true");
+  fails(
+      R"({"instruction": "q", "add_generation_prompt": true})",
+      "CHAT.json: key 'add_generation_prompt': unknown key (the instruction form has instruction, "
+      "system_prompt, context, response)");
+  // One form or the other: a messages chat takes no instruction key.
+  fails(
+      R"({"messages": [], "instruction": "q"})",
+      "CHAT.json: key 'instruction': unknown key (expected messages, tools, add_generation_prompt, "
+      "extra_context)");
+}
+
+// SmolLM2-135M-Instruct's ChatML template (tests/data/gguf/smollm2_chat_template.jinja, from the
+// GGUF's metadata) renders the instruction form exactly as transformers rendered the equivalent
+// messages (tests/data/gguf/smollm2_expected.json, tools/fixtures/gguf_fixtures.py --smollm2).
+TEST_CASE(
+    "the instruction form renders as transformers renders its messages (SmolLM2's template)") {
+  const std::string data = std::string(SGT_TEST_DATA_DIR) + "/gguf/";
+  const ChatTemplate t(read_file(data + "smollm2_chat_template.jinja"), "smollm2");
+  sgt::JsonReadOptions o;
+  const auto chats =
+      sgt::parse_json_checked(read_file(data + "smollm2_expected.json"), o).at("chats");
+  TokenizerSpecialStrings specials;
+  specials.bos_token = "<|im_start|>";
+  specials.eos_token = "<|im_end|>";
+  ChatTemplateOptions options;
+  options.add_generation_prompt = true;
+  auto render = [&](const std::string& chat_json) {
+    return t
+        .render(sgt::text::parse_chat_input(chat_json, "CHAT.json").messages, nullptr, specials,
+                options)
+        .text;
+  };
+  REQUIRE(chats[0].at("messages").dump() ==
+          R"([{"content":"What is the capital of France?","role":"user"}])");
+  CHECK(render(R"({"instruction": "What is the capital of France?", "system_prompt": "",
+                   "context": "", "response": ""})") == chats[0].at("rendered").get<std::string>());
+  REQUIRE(chats[2].at("messages").dump() ==
+          R"([{"content":"You answer in one short sentence.","role":"system"},)"
+          R"({"content":"Why is the sky blue?","role":"user"}])");
+  CHECK(render(R"({"instruction": "Why is the sky blue?",
+                   "system_prompt": "You answer in one short sentence."})") ==
+        chats[2].at("rendered").get<std::string>());
+}
+
 // A chat's size is bounded by what the caller reads (64 MiB for a CHAT.json file), not by how its
 // keys are arranged: parsing and the reasoning aliases are linear in the number of keys. 200k
 // keys in one message (about 2.7 MB) took 111 s when each key was searched for among the ones

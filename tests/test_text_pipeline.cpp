@@ -195,3 +195,68 @@ TEST_CASE("the chat mask policy protects tool schemas by default at every entry 
   source.policy.protect_tool_schemas = false;
   CHECK_FALSE(description_protected(sgt::encode_prompt(kDemo, source)));
 }
+
+// The instruction form of CHAT.json (docs/format.md, "CHAT.json") through the demo model's
+// tokenizer and Llama 3.1 template, by the file entry point the CLI and PromptSource use: the same
+// text, ids and noise mask as the messages it maps to, and every token of the context protected
+// (it is the user message's own text), whichever roles the policy protects.
+TEST_CASE("the instruction form encodes as its messages, with the context protected") {
+  const auto tokenizer = sgt::text::Tokenizer::load(kDemo + "/tokenizer.json");
+  struct Case {
+    json instruction, messages;
+  };
+  const std::string context = "Discharge notes for Jane Doe, born 1970-01-01: metformin stopped.";
+  const std::vector<Case> cases = {
+      {{{"instruction", "What is the capital of France?"},
+        {"system_prompt", ""},
+        {"context", ""},
+        {"response", ""}},
+       json::array({{{"role", "user"}, {"content", "What is the capital of France?"}}})},
+      {{{"instruction", "List the medication changes."},
+        {"system_prompt", "You are a careful clinical assistant."},
+        {"context", context},
+        {"response", "Metformin was stopped."}},
+       json::array({{{"role", "system"}, {"content", "You are a careful clinical assistant."}},
+                    {{"role", "user"}, {"content", context + "\n\nList the medication changes."}},
+                    {{"role", "assistant"}, {"content", "Metformin was stopped."}}})},
+  };
+  for (const Case& c : cases)
+    for (const bool generation_prompt : {false, true}) {
+      CAPTURE(c.instruction.dump());
+      CAPTURE(generation_prompt);
+      const std::string instruction_path = temp_path("instruction.json");
+      const std::string messages_path = temp_path("messages.json");
+      std::ofstream(instruction_path) << c.instruction.dump();
+      std::ofstream(messages_path) << json{{"messages", c.messages}}.dump();
+      const auto a =
+          sgt::text::encode_chat_file(kDemo, tokenizer, instruction_path, generation_prompt);
+      const auto b =
+          sgt::text::encode_chat_file(kDemo, tokenizer, messages_path, generation_prompt);
+      CHECK(a.text == b.text);
+      CHECK(a.input.input_ids == b.input.input_ids);
+      CHECK(a.input.noise_mask == b.input.noise_mask);
+    }
+
+  // The context's tokens are protected, under the default policy and when only the user's
+  // contents are; the template's scaffolding (the BOS first) is not.
+  const std::string path = temp_path("instruction_context.json");
+  std::ofstream(path) << json{
+      {"instruction", "List the medication changes."},
+      {"system_prompt", "Be brief."},
+      {"context", context}}.dump();
+  sgt::text::ChatMaskPolicy user_only;
+  user_only.protected_roles = {"user"};
+  for (const auto& policy : {sgt::text::ChatMaskPolicy{}, user_only}) {
+    const auto p = sgt::text::encode_chat_file(kDemo, tokenizer, path, true, policy);
+    const std::size_t begin = p.text.find(context);
+    REQUIRE(begin != std::string::npos);
+    std::size_t in_context = 0;
+    for (std::size_t t = 0; t < p.offsets.size(); ++t) {
+      if (p.offsets[t].end <= begin || p.offsets[t].begin >= begin + context.size()) continue;
+      ++in_context;
+      CHECK(p.input.noise_mask[t] == 1);
+    }
+    CHECK(in_context >= 10);
+    CHECK(p.input.noise_mask[0] == 0);
+  }
+}

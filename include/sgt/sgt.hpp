@@ -14,7 +14,8 @@
 //             estimator, Transform
 //   lm/       CausalLM (a Hugging Face LM with a static KV cache), the sampler, generation
 //   audit/    what a transform protects (nearest-neighbour recovery) and what it costs a base LM
-//   convert/  other formats into model directories the library loads (GGUF import)
+//   convert/  other formats into model directories the library loads (GGUF import), and a
+//             transform made from a base model (make_transform)
 #pragma once
 
 #include "sgt/core/checked_math.hpp"
@@ -35,6 +36,7 @@
 #include "sgt/io/gguf.hpp"
 #include "sgt/io/json.hpp"
 #include "sgt/io/mapped_file.hpp"
+#include "sgt/io/ordered_json.hpp"
 #include "sgt/io/pickle_writer.hpp"
 #include "sgt/io/png_writer.hpp"
 #include "sgt/io/request.hpp"
@@ -92,3 +94,5 @@
 #include "sgt/audit/utility_audit.hpp"
 
 #include "sgt/convert/gguf_import.hpp"
+#include "sgt/convert/make_transform.hpp"
+#include "sgt/convert/new_directory.hpp"

@@ -184,6 +184,19 @@ expect_error chat-bad-message "no_content.json.*role" tokenize "$model" --chat n
 printf '{"messages": [{"role": "user", "content": "hi"}], "colour": 1}' > unknown_key.json
 expect_error chat-unknown-key "colour" tokenize "$model" --chat unknown_key.json
 expect_error chat-missing 'nope.json' tokenize "$model" --chat nope.json
+# The instruction form (format.md 8, "CHAT.json"): the quickstart's example is one user message.
+expect_ok tokenize-instruction tokenize "$model" --chat "$root/examples/instruction.json" --add-generation-prompt
+cp stdout.txt tokenized_instruction.json
+printf '[{"role": "user", "content": "What is the capital of France?"}]' >france_messages.json
+expect_ok tokenize-instruction-messages tokenize "$model" --chat france_messages.json --add-generation-prompt
+cp stdout.txt tokenized_france_messages.json
+same_request tokenize-instruction tokenized_instruction.json tokenized_france_messages.json
+printf '{"instruction": "q", "context": 5}' >bad_instruction.json
+expect_error chat-instruction-type "bad_instruction.json: key 'context': must be a string or null, got 5" \
+  tokenize "$model" --chat bad_instruction.json
+printf '{"system_prompt": "s"}' >no_instruction.json
+expect_error chat-no-instruction "no_instruction.json: key 'instruction': required key is missing" \
+  tokenize "$model" --chat no_instruction.json
 expect_error text-and-input 'exactly one of' transform "$model" --text hi --input single.json --output x.safetensors
 expect_error text-agp 'needs --chat' tokenize "$model" --text hi --add-generation-prompt
 expect_error text-invalid-utf8 'UTF-8' tokenize "$model" --text "$(printf 'bad \xff byte')"
@@ -270,6 +283,36 @@ printf 'GGML' >notgguf.gguf
 expect_error import-gguf-magic 'not a GGUF file' import-gguf notgguf.gguf cut
 expect_error import-gguf-missing 'cannot open' import-gguf "$work/nonexistent.gguf" cut
 [ -e cut ] || ls cut.tmp* >/dev/null 2>&1 && fail "import-gguf: a refused file left a directory behind" || ok
+
+# --- sgt make-transform (docs/format.md section 6.5): an untrained transform for a base model, as
+# tools/convert_hf.py makes it; nothing left behind when refused
+base_model=$root/examples/models/demo_base
+expect_ok make-transform make-transform "$base_model" made --layers 1 --init-std 0.05 &&
+  grep -q '"layers":1,"base_layers":2' stdout.txt && grep -q '"tensors":25' stdout.txt &&
+  [ -s made/model.safetensors ] && [ -s made/tokenizer.json ] ||
+  fail "make-transform: no directory, or a wrong summary: $(cat stdout.txt)"
+expect_ok make-transform-runs transform made --chat "$root/examples/chat.json" --output out.safetensors &&
+  [ -s out.safetensors ] || fail "make-transform-runs: the new transform did not run"
+mkdir -p made_empty
+expect_ok make-transform-empty-dir make-transform "$base_model" made_empty --layers 2 --dtype f32 &&
+  grep -q '"dtype":"f32"' stdout.txt || fail "make-transform-empty-dir: an empty OUT_DIR was not filled"
+expect_error make-transform-exists 'made: already exists and is not an empty directory' \
+  make-transform "$base_model" made --layers 1
+expect_error make-transform-no-layers 'needs --layers K' make-transform "$base_model" cutmt
+expect_error make-transform-zero-layers 'layers must be at least 1' make-transform "$base_model" cutmt --layers 0
+expect_error make-transform-too-many-layers "key 'num_hidden_layers': the base model has 2 layers: 3 cannot be taken" \
+  make-transform "$base_model" cutmt --layers 3
+for s in 0 2 -1; do
+  expect_error "make-transform-init-std-$s" "init-std must be between 0.0001 and 2 \\(exclusive\\), got $s" \
+    make-transform "$base_model" cutmt --layers 1 --init-std "$s"
+done
+expect_error make-transform-init-std-nan 'init-std needs a number' make-transform "$base_model" cutmt --layers 1 --init-std nan
+expect_error make-transform-dtype 'dtype must be keep, f32, bf16 or f16' make-transform "$base_model" cutmt --layers 1 --dtype f64
+expect_error make-transform-args 'needs BASE_DIR and OUT_DIR' make-transform "$base_model" --layers 1
+expect_error make-transform-missing 'nonexistent/config.json: cannot open' make-transform "$work/nonexistent" cutmt --layers 1
+mkdir -p weightless && cp "$base_model/config.json" weightless/
+expect_error make-transform-no-weights 'neither model.safetensors nor' make-transform weightless cutmt --layers 1
+[ -e cutmt ] || ls cutmt.tmp* >/dev/null 2>&1 && fail "make-transform: a refusal left a directory behind" || ok
 
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -4,7 +4,9 @@
 #   core  <-  io, kernels, random  <-  model  <-  lm  <-  audit
 #   core  <-  kernels  <-  dispatch   (sgt::dispatch: the kernels chosen at run time)
 #   core  <-  io  <-  text/tokenizer, text/jinja  <-  text/chat   (the text front end)
-#   core  <-  io  <-  convert         (other formats into model directories: GGUF import)
+#   core  <-  io  <-  model  <-  convert   (other formats into model directories: GGUF import;
+#                                          a transform made from a base model, checked by the
+#                                          model's own config parser and tensor list)
 #   everything  <-  pipeline          (the pipelines front ends call: text + transform + LM)
 #   everything  <-  serve             (the OpenAI protocol as data: requests, responses, SSE, the
 #                                      proxy's pipeline; no sockets, no HTTP library)
@@ -42,7 +44,7 @@ declare -A allowed=(
   [text/tokenizer]="core io text/tokenizer"
   [text/jinja]="core text/jinja"
   [text/chat]="core io text/tokenizer text/jinja text/chat"
-  [convert]="core io convert"
+  [convert]="core io kernels random model convert"
   [pipeline]="core io kernels random model lm audit text/tokenizer text/jinja text/chat convert pipeline"
   [serve]="core io kernels random model lm audit text/tokenizer text/jinja text/chat convert pipeline serve"
 )
@@ -52,7 +54,7 @@ layer_of() { case "$1" in sgt/text/*/*) echo "$1" | cut -d/ -f2-3 ;; *) echo "$1
 # May reach <nlohmann/...>: readers of JSON files and what builds on them (and every header of
 # text/, lm/, audit/ and pipeline/, below).
 json_allowed=" sgt/sgt.hpp sgt/io/json.hpp sgt/io/json_precheck.hpp sgt/io/safetensors.hpp
-  sgt/io/safetensors_writer.hpp sgt/io/tensor_store.hpp sgt/io/transform_input.hpp
+  sgt/io/ordered_json.hpp sgt/io/safetensors_writer.hpp sgt/io/tensor_store.hpp sgt/io/transform_input.hpp
   sgt/io/stored_tensors.hpp sgt/io/transform_output.hpp sgt/model/config_json.hpp
   sgt/model/transform.hpp sgt/model/transform_info.hpp "
 json_allowed=" $(echo $json_allowed) "  # one space between names
@@ -99,6 +101,7 @@ for f in $headers; do
      [[ "$f" == sgt/model/* ]] || [[ "$f" == sgt/lm/* ]] || [[ "$f" == sgt/audit/* ]] ||
      [[ "$f" == sgt/pipeline/protected_generation.hpp ]] ||
      [[ "$f" == sgt/serve/chat_protection.hpp ]] ||
+     [[ "$f" == sgt/convert/make_transform.hpp ]] ||
      [ "$f" = sgt/core/simd.hpp ]; then
     [ "$f" = sgt/sgt.hpp ] && continue
     grep -q '^SGT_ISA_BEGIN$' "$f" ||

@@ -35,6 +35,7 @@ Command add_transform_command(CLI::App& sgt);
 Command add_audit_command(CLI::App& sgt);
 Command add_generate_command(CLI::App& sgt);
 Command add_import_gguf_command(CLI::App& sgt);
+Command add_make_transform_command(CLI::App& sgt);
 Command add_serve_command(CLI::App& sgt);
 
 }  // namespace sgt_cli

@@ -37,16 +37,16 @@ int main(int argc, char** argv) {
   CLI::App sgt{"sgt: protect prompts with a Stained Glass Transform, and run and audit it", "sgt"};
   sgt.allow_extras();
   const std::vector<sgt_cli::Command> commands = {
-      sgt_cli::add_info_command(sgt),      sgt_cli::add_tokenize_command(sgt),
-      sgt_cli::add_transform_command(sgt), sgt_cli::add_audit_command(sgt),
-      sgt_cli::add_generate_command(sgt),  sgt_cli::add_import_gguf_command(sgt),
-      sgt_cli::add_serve_command(sgt)};
+      sgt_cli::add_info_command(sgt),          sgt_cli::add_tokenize_command(sgt),
+      sgt_cli::add_transform_command(sgt),     sgt_cli::add_audit_command(sgt),
+      sgt_cli::add_generate_command(sgt),      sgt_cli::add_import_gguf_command(sgt),
+      sgt_cli::add_make_transform_command(sgt), sgt_cli::add_serve_command(sgt)};
   std::string names;
   for (const auto& c : commands) names += (names.empty() ? "" : ", ") + c.app->get_name();
   try {
     if (argc < 2)
       throw sgt_cli::UsageError(
-          "usage: sgt info|tokenize|transform|audit|generate|import-gguf ...");
+          "usage: sgt info|tokenize|transform|audit|generate|import-gguf|make-transform ...");
     const std::string first = argv[1];
     bool known = first.empty() || first[0] == '-';
     for (const auto& c : commands) known = known || c.app->get_name() == first;
@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
     check_no_extras(sgt);
     for (const auto& c : commands)
       if (c.app->parsed()) return c.run();
-    throw sgt_cli::UsageError("usage: sgt info|tokenize|transform|audit|generate|import-gguf ...");
+    throw sgt_cli::UsageError(
+        "usage: sgt info|tokenize|transform|audit|generate|import-gguf|make-transform ...");
   } catch (const CLI::CallForHelp& e) {
     return sgt.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

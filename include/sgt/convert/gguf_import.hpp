@@ -18,11 +18,10 @@
 //     guessed: a wrong regex silently tokenizes differently from what the model was trained on;
 //   - tokenizer_config.json: the chat template and the bos/eos/unk/pad strings.
 //
-// No partial output: everything is written into a fresh sibling folder, renamed to OUT_DIR only
-// when complete; on any error that folder is removed. OUT_DIR must not exist.
+// No partial output (convert/new_directory.hpp): OUT_DIR must not exist, and holds nothing until
+// the import is complete.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -30,14 +29,13 @@
 #include <system_error>
 #include <vector>
 
-#include <unistd.h>
-
 #include <nlohmann/json.hpp>
 
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/enum_names.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/tensor_view.hpp"
+#include "sgt/convert/new_directory.hpp"
 #include "sgt/io/atomic_file.hpp"
 #include "sgt/io/gguf.hpp"
 #include "sgt/io/safetensors_writer.hpp"
@@ -546,37 +544,20 @@ inline GgufImportSummary write_gguf_llama_directory(const GgufFile& f, const std
 // Imports GGUF_PATH into a new directory OUT_DIR (see the file comment).
 inline GgufImportSummary import_gguf(const std::string& gguf_path, const std::string& out_dir,
                                      const GgufImportOptions& options = {}) {
-  namespace fs = std::filesystem;
   if (options.dtype == DType::F16)
     throw Error("import_gguf writes f32 or bf16, not f16").at_file(out_dir);
   std::error_code ec;
-  if (fs::exists(out_dir, ec) || fs::is_symlink(out_dir, ec))
+  if (std::filesystem::exists(out_dir, ec) || std::filesystem::is_symlink(out_dir, ec))
     throw Error("already exists (the import writes a new directory)").at_file(out_dir);
   const GgufFile file(gguf_path, options.limits);
-  static std::atomic<unsigned> counter{0};
-  std::string target = out_dir;
-  while (target.size() > 1 && target.back() == '/') target.pop_back();
-  const std::string tmp =
-      target + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  if (!fs::create_directory(tmp, ec))
-    throw Error("cannot create a temporary directory beside it: " + ec.message()).at_file(out_dir);
-  GgufImportSummary summary;
-  try {
+  return write_new_directory(out_dir, [&](const std::string& tmp) {
     try {
-      summary = write_gguf_llama_directory(file, tmp, options);
+      return write_gguf_llama_directory(file, tmp, options);
     } catch (Error& e) {
       e.at_file(gguf_path);
       throw;
     }
-    fs::rename(tmp, target, ec);
-    if (ec)
-      throw Error("cannot rename the finished directory into place: " + ec.message())
-          .at_file(out_dir);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  return summary;
+  });
 }
 
 }  // namespace sgt

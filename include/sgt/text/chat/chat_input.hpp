@@ -7,6 +7,10 @@
 // parts, a text part being {"type": "text", "text": "..."}); "tool_calls" (a list of objects),
 // "name" and "tool_call_id" (strings) are checked when present; any other key is kept and
 // passed to the template as it is. Errors name the message index and the key.
+//
+// Or the instruction form of Stained Glass's client,
+//   {"instruction": "...", "system_prompt": "...", "context": "...", "response": "..."}
+// mapped to messages as its ChatSchemaMapper maps it (instruction_messages below).
 #pragma once
 
 #include <cstddef>
@@ -16,6 +20,7 @@
 
 #include "sgt/core/error.hpp"
 #include "sgt/io/json.hpp"
+#include "sgt/io/ordered_json.hpp"
 #include "sgt/text/chat/chat_template.hpp"
 
 namespace sgt::text {
@@ -27,81 +32,8 @@ struct ChatInput {
   ChatJson extra_context = ChatJson::object();
 };
 
-namespace detail {
-
-// Builds an ordered document from SAX events, appending each key to its object without the
-// duplicate search ordered_json's own parser does per key (quadratic in an object's keys: 200k
-// keys took minutes). The text has passed parse_json_checked, which refuses repeated keys.
-class OrderedJsonBuilder : public nlohmann::json_sax<ChatJson> {
- public:
-  explicit OrderedJsonBuilder(ChatJson& root) : root_(root) {}
-
-  bool null() override { return add(ChatJson(nullptr)); }
-  bool boolean(bool v) override { return add(ChatJson(v)); }
-  bool number_integer(number_integer_t v) override { return add(ChatJson(v)); }
-  bool number_unsigned(number_unsigned_t v) override { return add(ChatJson(v)); }
-  bool number_float(number_float_t v, const string_t&) override { return add(ChatJson(v)); }
-  bool string(string_t& v) override { return add(ChatJson(std::move(v))); }
-  bool binary(binary_t&) override { return false; }
-  bool start_object(std::size_t) override { return open(ChatJson::object()); }
-  bool key(string_t& k) override {
-    key_ = std::move(k);
-    return true;
-  }
-  bool end_object() override { return close(); }
-  bool start_array(std::size_t) override { return open(ChatJson::array()); }
-  bool end_array() override { return close(); }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
-    return false;
-  }
-
- private:
-  // Places v in the innermost open container (or as the root); returns where it now lives.
-  ChatJson* place(ChatJson&& v) {
-    if (open_.empty()) {
-      root_ = std::move(v);
-      return &root_;
-    }
-    ChatJson& parent = *open_.back();
-    if (parent.is_array()) {
-      parent.get_ref<ChatJson::array_t&>().push_back(std::move(v));
-      return &parent.get_ref<ChatJson::array_t&>().back();
-    }
-    auto& members = parent.get_ref<ChatJson::object_t&>();
-    members.ChatJson::object_t::Container::emplace_back(std::move(key_), std::move(v));
-    return &members.ChatJson::object_t::Container::back().second;
-  }
-  bool add(ChatJson&& v) { return place(std::move(v)) != nullptr; }
-  // A container stays where it was placed while it is open: its parent gets no other member
-  // until it closes.
-  bool open(ChatJson&& container) {
-    open_.push_back(place(std::move(container)));
-    return true;
-  }
-  bool close() {
-    open_.pop_back();
-    return true;
-  }
-
-  ChatJson& root_;
-  std::vector<ChatJson*> open_;
-  std::string key_;
-};
-
-}  // namespace detail
-
-// parse_json_checked (io/json.hpp) with the keys kept in document order: every check of the
-// library's JSON front door runs first (NUL, BOM, repeated keys, depth, syntax), then the
-// already-validated text is read again into an ordered document, in time linear in its size.
-inline ChatJson parse_ordered_json_checked(const std::string& text,
-                                           const JsonReadOptions& options) {
-  (void)parse_json_checked(text, options);
-  ChatJson root;
-  detail::OrderedJsonBuilder builder(root);
-  if (!ChatJson::sax_parse(text, &builder))  // unreachable after the checks; kept as a net
-    throw Error(std::string(options.what) + " is not valid JSON");
-  return root;
-}
+// The JSON front door with the keys kept in document order (io/ordered_json.hpp).
+using sgt::parse_ordered_json_checked;
 
 namespace detail {
 
@@ -159,6 +91,65 @@ inline void check_messages(const ChatJson& messages) {
 
 }  // namespace detail
 
+// The keys of the instruction form; "instruction" is required, the others may be absent or null.
+inline constexpr const char* kInstructionKeys[] = {"instruction", "system_prompt", "context",
+                                                   "response"};
+
+namespace detail {
+
+// An object is in the instruction form when it has one of its keys and no "messages".
+inline bool is_instruction_form(const ChatJson& j) {
+  if (j.contains("messages")) return false;
+  for (const char* key : kInstructionKeys)
+    if (j.contains(key)) return true;
+  return false;
+}
+
+inline std::string instruction_string(const ChatJson& j, const char* key, bool required) {
+  auto it = j.find(key);
+  if (it == j.end() || (!required && it->is_null())) {
+    if (required) throw Error("required key is missing").at_key(key);
+    return std::string();
+  }
+  if (!it->is_string())
+    throw Error(std::string("must be a string") + (required ? "" : " or null") + ", got " +
+                excerpt(*it))
+        .at_key(key);
+  return it->get<std::string>();
+}
+
+}  // namespace detail
+
+// The messages of the instruction form: a system message with system_prompt when it is not
+// empty; a user message with the context, a blank line and the instruction (either alone when
+// the other is empty); an assistant message with response when it is not empty. The context goes
+// into the user's own message, before the question it informs -- the layout instruct models see
+// in retrieval prompts, with nothing added but the separator -- so the mask policy protects it
+// exactly as it protects the instruction (docs/format.md, "CHAT.json").
+inline ChatJson instruction_messages(const ChatJson& j) {
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool known = false;
+    for (const char* key : kInstructionKeys) known = known || it.key() == key;
+    if (!known)
+      throw Error(
+          "unknown key (the instruction form has instruction, system_prompt, context, "
+          "response)")
+          .at_key(it.key());
+  }
+  const std::string instruction = detail::instruction_string(j, "instruction", true);
+  const std::string system_prompt = detail::instruction_string(j, "system_prompt", false);
+  const std::string context = detail::instruction_string(j, "context", false);
+  const std::string response = detail::instruction_string(j, "response", false);
+  ChatJson messages = ChatJson::array();
+  if (!system_prompt.empty()) messages.push_back({{"role", "system"}, {"content", system_prompt}});
+  const std::string user = context.empty()       ? instruction
+                           : instruction.empty() ? context
+                                                 : context + "\n\n" + instruction;
+  messages.push_back({{"role", "user"}, {"content", user}});
+  if (!response.empty()) messages.push_back({{"role", "assistant"}, {"content", response}});
+  return messages;
+}
+
 // Parses the text of a CHAT.json; `what` names it in errors (a file name).
 inline ChatInput parse_chat_input(const std::string& text, const std::string& what) {
   // The JSON front door takes an object root; a bare array is wrapped first. The wrapper adds
@@ -183,6 +174,10 @@ inline ChatInput parse_chat_input(const std::string& text, const std::string& wh
   }
   ChatInput in;
   try {
+    if (detail::is_instruction_form(j)) {
+      in.messages = instruction_messages(j);
+      return in;
+    }
     for (auto it = j.begin(); it != j.end(); ++it)
       if (it.key() != "messages" && it.key() != "tools" && it.key() != "add_generation_prompt" &&
           it.key() != "extra_context")

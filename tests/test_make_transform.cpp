@@ -1,0 +1,293 @@
+// make_transform (include/sgt/convert/make_transform.hpp) against tools/convert_hf.py: for each
+// case of tests/data/make_transform/expected.json (tools/fixtures/make_transform_fixtures.py: the
+// demo base model and the causal-LM test models, in every storage dtype), config.json is byte for
+// byte the one convert_hf.py wrote and every tensor has its dtype, shape and bytes (CRC-32). The
+// result loads and runs as a Transform: the mean is exactly 0 and sigma is --init-std on every
+// protected token. Then every refusal: no output directory, and one error naming the problem.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <sgt/convert/make_transform.hpp>
+#include <sgt/io/crc32.hpp>
+#include <sgt/io/safetensors.hpp>
+#include <sgt/io/safetensors_writer.hpp>
+#include <sgt/io/tensor_store.hpp>
+#include <sgt/model/transform.hpp>
+
+#include "support/fixture_json.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const std::string kRepo = std::string(SGT_TEST_DATA_DIR) + "/../..";
+const std::string kDemoBase = kRepo + "/examples/models/demo_base";
+
+// A fresh folder, removed at the end of the scope.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    static int counter = 0;
+    path_ = fs::temp_directory_path() / ("sgt_test_make_transform_" + std::to_string(::getpid()) +
+                                         "_" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  std::string path() const { return path_.string(); }
+  // Everything in the folder (to see that a refused call left nothing behind).
+  std::vector<std::string> entries() const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(path_)) out.push_back(e.path().filename());
+    return out;
+  }
+
+ private:
+  fs::path path_;
+};
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// convert_hf.py's arguments as options.
+sgt::MakeTransformOptions options_of(const json& args) {
+  sgt::MakeTransformOptions o;
+  for (std::size_t i = 0; i + 1 < args.size(); i += 2) {
+    const std::string flag = args[i], value = args[i + 1];
+    if (flag == "--layers") o.layers = std::stoull(value);
+    if (flag == "--init-std") o.init_std = std::stod(value);
+    if (flag == "--dtype") o.dtype = *sgt::enum_from_name(sgt::kTransformStorageNames, value);
+  }
+  return o;
+}
+
+// The mean and sigma of a run on a few tokens of every row of the table (all protected).
+sgt::TransformResult run_transform(const std::string& dir) {
+  const sgt::Transform model(dir);
+  std::vector<std::int64_t> ids;
+  const std::int64_t vocab = static_cast<std::int64_t>(model.config().vocab_size);
+  for (std::int64_t i = 0; i < 7; ++i) ids.push_back((i * 37) % vocab);
+  sgt::RunOptions options;
+  options.keep_intermediates = true;
+  options.noise = sgt::NoiseSource::Torch;
+  options.seed = 1;
+  return model.run(sgt::TransformInput::single(ids, {}), options);
+}
+
+std::string error_of(const std::string& base, const std::string& out,
+                     const sgt::MakeTransformOptions& o) {
+  try {
+    sgt::make_transform(base, out, o);
+  } catch (const sgt::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("make_transform writes what convert_hf.py writes, and the transform runs") {
+  const json fixture = sgt_test::read_fixture_json("make_transform/expected.json");
+  REQUIRE(fixture.at("cases").size() == 7);
+  for (const json& c : fixture.at("cases")) {
+    CAPTURE(c.at("name").get<std::string>());
+    ScratchDir dir;
+    const std::string base = kRepo + "/" + c.at("base").get<std::string>();
+    const std::string out = dir.file("sgt");
+    const sgt::MakeTransformOptions o = options_of(c.at("args"));
+    const sgt::MakeTransformSummary s = sgt::make_transform(base, out, o);
+
+    CHECK(read_bytes(out + "/config.json") == c.at("config_json").get<std::string>());
+    const sgt::SafetensorsFile file(out + "/model.safetensors");
+    const json& tensors = c.at("tensors");
+    CHECK(file.size() == tensors.size());
+    CHECK(s.tensors == tensors.size());
+    CHECK(file.metadata().at("format") == "pt");
+    for (auto it = tensors.begin(); it != tensors.end(); ++it) {
+      CAPTURE(it.key());
+      REQUIRE(file.contains(it.key()));
+      const sgt::TensorInfo& info = file.info(it.key());
+      CHECK(std::string(sgt::dtype_name(info.dtype)) == it.value().at("dtype").get<std::string>());
+      CHECK(info.shape == it.value().at("shape").get<std::vector<std::uint64_t>>());
+      const sgt::AnyTensorView v = file.tensor(it.key());
+      CHECK(sgt::crc32(v.data(), v.byte_size()) == it.value().at("crc32").get<std::uint32_t>());
+    }
+    std::vector<std::string> copied;
+    for (const char* name : sgt::kMakeTransformCopiedFiles)
+      if (fs::exists(out + "/" + name)) {
+        copied.push_back(name);
+        CHECK(read_bytes(out + "/" + name) == read_bytes(base + "/" + name));
+      }
+    CHECK(copied == c.at("copied").get<std::vector<std::string>>());
+    CHECK(s.copied_files == copied);
+
+    // The transform before training: mean exactly 0, sigma = init_std on every protected token
+    // (up to the head bias's rounding to its storage dtype: convert_hf.py's smoke test bound).
+    const sgt::TransformResult r = run_transform(out);
+    for (const float m : r.mean) REQUIRE(m == 0.0f);
+    const float first = r.sigma[0];
+    for (const float sigma : r.sigma) REQUIRE(sigma == first);
+    CHECK(std::fabs(first - o.init_std) <= 1e-2 * o.init_std + 1e-3);
+    CHECK(std::fabs(first - s.initial_std) <= 1e-5 * s.initial_std);  // f32 arithmetic
+    if (o.dtype == sgt::TransformStorage::F32)
+      CHECK(std::fabs(first - o.init_std) <= 1e-5 * o.init_std);
+  }
+}
+
+TEST_CASE("make_transform: an empty OUT_DIR is filled, anything else there is refused") {
+  ScratchDir dir;
+  sgt::MakeTransformOptions o;
+  o.layers = 1;
+  fs::create_directory(dir.file("empty"));
+  const sgt::MakeTransformSummary s = sgt::make_transform(kDemoBase, dir.file("empty"), o);
+  CHECK(s.model_type == "llama");
+  CHECK(s.layers == 1);
+  CHECK(s.base_layers == 2);
+  CHECK(fs::exists(dir.file("empty/model.safetensors")));
+  CHECK(dir.entries().size() == 1);
+  CHECK(error_of(kDemoBase, dir.file("empty"), o) ==
+        dir.file("empty") +
+            ": already exists and is not an empty directory (the command writes a new directory)");
+  std::ofstream(dir.file("file")) << "x";
+  CHECK(error_of(kDemoBase, dir.file("file"), o) ==
+        dir.file("file") +
+            ": already exists and is not an empty directory (the command writes a new directory)");
+  fs::create_directory_symlink(dir.file("nowhere"), dir.file("link"));
+  CHECK(error_of(kDemoBase, dir.file("link"), o) ==
+        dir.file("link") +
+            ": already exists (a symbolic link; the command writes a new directory)");
+  CHECK(dir.entries().size() == 3);  // empty/, file, link: nothing left by the refusals
+}
+
+TEST_CASE("make_transform refuses bad arguments and bad bases, leaving no directory") {
+  ScratchDir dir;
+  const std::string out = dir.file("out");
+  auto refused = [&](const std::string& base, const sgt::MakeTransformOptions& o) {
+    const std::string e = error_of(base, out, o);
+    CHECK_MESSAGE(dir.entries().empty(), "left behind after: " << e);
+    return e;
+  };
+  sgt::MakeTransformOptions o;
+  o.layers = 1;
+  const std::string config = kDemoBase + "/config.json";
+
+  SUBCASE("K") {
+    o.layers = 0;
+    CHECK(refused(kDemoBase, o) == config +
+                                       ": key 'num_hidden_layers': the base model has 2 layers: 0 "
+                                       "cannot be taken (K must be 1 to 2)");
+    o.layers = 3;
+    CHECK(refused(kDemoBase, o) == config +
+                                       ": key 'num_hidden_layers': the base model has 2 layers: 3 "
+                                       "cannot be taken (K must be 1 to 2)");
+  }
+  SUBCASE("init_std outside cloak's open range, or not a number") {
+    for (const double s : {0.0, -0.1, 1e-4, 2.0, 3.0, std::numeric_limits<double>::quiet_NaN(),
+                           std::numeric_limits<double>::infinity()}) {
+      CAPTURE(s);
+      o.init_std = s;
+      CHECK(refused(kDemoBase, o)
+                .find("is outside the open range (0.0001, 2) of the std "
+                      "parameterization (cloak)") != std::string::npos);
+    }
+  }
+  SUBCASE("missing base files") {
+    CHECK(refused(dir.file("nonexistent"), o).find("nonexistent/config.json: cannot open") !=
+          std::string::npos);
+    ScratchDir base;
+    fs::copy_file(config, base.file("config.json"));
+    CHECK(refused(base.path(), o)
+              .find("directory holds neither model.safetensors nor "
+                    "model.safetensors.index.json") != std::string::npos);
+  }
+  SUBCASE("a base config the transform cannot take") {
+    ScratchDir base;
+    fs::copy_file(kDemoBase + "/model.safetensors", base.file("model.safetensors"));
+    json c = sgt_test::read_fixture_json("../../examples/models/demo_base/config.json");
+    auto with = [&](const json& changed) {
+      std::ofstream(base.file("config.json")) << changed.dump();
+      return refused(base.path(), o);
+    };
+    const std::string at = base.file("config.json");
+    json bad = c;
+    bad["model_type"] = "gpt2";
+    CHECK(
+        with(bad) ==
+        at + ": key 'model_type': \"gpt2\" is not supported (llama, mistral, qwen2 and qwen3 are)");
+    bad = c;
+    bad["quantization_config"] = {{"quant_method", "gptq"}};
+    CHECK(with(bad) == at + ": key 'quantization_config': quantized checkpoints are not supported");
+    bad = c;
+    bad["text_config"] = json::object();
+    CHECK(with(bad) ==
+          at + ": key 'text_config': multimodal configs (text_config) are not supported");
+    bad = c;
+    bad["rope_parameters"]["rope_type"] = "yarn";
+    CHECK(with(bad) == at + ": key 'rope_parameters.rope_type': rope type 'yarn' is not supported "
+                            "(default, linear and llama3 are) (as an estimator's config)");
+    bad = c;
+    bad.erase("num_hidden_layers");
+    CHECK(with(bad) == at + ": key 'num_hidden_layers': required key is missing");
+    bad = c;
+    bad["hidden_size"] = 128;  // the embedding table is 256 wide
+    CHECK(with(bad).find("key 'hidden_size': is 128 but the model's hidden_size is 256") !=
+          std::string::npos);
+  }
+  SUBCASE("base tensors the config does not describe") {
+    ScratchDir base;
+    fs::copy_file(config, base.file("config.json"));
+    const sgt::TensorStore demo(kDemoBase);
+    // The demo base without `replaced`, and with it in `shape` unless the shape is empty.
+    auto write_base = [&](const std::string& replaced, const std::vector<std::uint64_t>& shape) {
+      sgt::SafetensorsWriter w;
+      for (const std::string& name : demo.names()) {
+        const sgt::AnyTensorView v = demo.tensor(name);
+        if (name != replaced)
+          w.add(name, v.dtype(), {v.shape().begin(), v.shape().begin() + v.rank()}, v.data());
+      }
+      if (!shape.empty()) {
+        std::uint64_t n = 1;
+        for (const std::uint64_t d : shape) n *= d;
+        const std::vector<float> zeros(n, 0.0f);
+        w.add_from_f32(replaced, sgt::DType::BF16, shape, zeros.data());
+      }
+      fs::remove(base.file("model.safetensors"));
+      w.write(base.file("model.safetensors"));
+    };
+    write_base("model.layers.0.self_attn.k_proj.weight", {32, 256});
+    CHECK(refused(base.path(), o) ==
+          base.path() +
+              ": tensor 'model.layers.0.self_attn.k_proj.weight': shape [32, 256], but "
+              "the config implies [64, 256]");
+    write_base("model.layers.0.mlp.up_proj.weight", {});
+    CHECK(refused(base.path(), o) ==
+          base.path() +
+              ": tensor 'mean_estimator.layers.0.mlp.up_proj.weight': the base model has "
+              "no tensor for it (config.json implies shape [512, 256])");
+    write_base("model.layers.0.self_attn.rotary_emb.inv_freq", {16});
+    CHECK(refused(base.path(), o)
+              .find("tensor 'model.layers.0.self_attn.rotary_emb.inv_freq': "
+                    "a tensor the transform's config has no place for") != std::string::npos);
+    // Two embedding tables: which one the estimators were trained on is not ours to guess.
+    write_base("lm.embed_tokens.weight", {1024, 256});
+    CHECK(refused(base.path(), o).find("expected one tensor named *embed_tokens.weight, found 2") !=
+          std::string::npos);
+  }
+}
