@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 MIB = 1 << 20
@@ -100,8 +101,7 @@ def model_dir_for(case, model, work):
 def measured_run(argv, timeout):
     """Runs argv, returns (rc, timed_out, wall, cpu, rss_mib, stderr)."""
     t0 = time.monotonic()
-    err_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sgt_bounds_stderr.%d" % os.getpid())
-    with open(err_path, "wb") as err_file:
+    with tempfile.TemporaryFile() as err_file:
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err_file)
         timed_out = False
         deadline = t0 + timeout
@@ -116,10 +116,9 @@ def measured_run(argv, timeout):
                 break
             time.sleep(0.002)
         p.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - t0
-    with open(err_path, "rb") as f:
-        err = f.read()
-    os.unlink(err_path)
+        wall = time.monotonic() - t0
+        err_file.seek(0)
+        err = err_file.read()
     cpu = usage.ru_utime + usage.ru_stime
     return p.returncode, timed_out, wall, cpu, usage.ru_maxrss / 1024.0, err
 
