@@ -59,6 +59,14 @@ void declare(CLI::App& app, ServeArgs& s) {
                    if (!(*s.upstream_timeout > 0 && *s.upstream_timeout <= 3600))
                      throw UsageError("--upstream-timeout must be in (0, 3600]");
                  });
+  add_value_flag(app, "--request-read-timeout", "SECONDS",
+                 "408 when a request's line, headers and body take longer than this from its "
+                 "first byte (default 30)",
+                 [&o](auto& v) {
+                   o.request_read_timeout_s = parse_double("--request-read-timeout", v);
+                   if (!(o.request_read_timeout_s >= 1 && o.request_read_timeout_s <= 3600))
+                     throw UsageError("--request-read-timeout must be in [1, 3600]");
+                 });
   add_value_flag(app, "--output-dtype", "f32|bf16|f16", "the embeddings sent upstream (default bf16)",
                  [&o](auto& v) {
                    o.output_dtype = parse_enum("--output-dtype", v, sgt::kOutputDTypeNames);
