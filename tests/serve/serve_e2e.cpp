@@ -375,6 +375,46 @@ TEST_CASE("sgt serve: the proxy in front of sgt serve --model, on loopback") {
     CHECK(first_status == 504);
   }
 
+  SUBCASE("--no-protection: the clean chat's embeddings go upstream, the answer is sgt generate's") {
+    Process clean({bin, "serve", root + "/examples/models/demo", "--upstream",
+                   "http://127.0.0.1:" + std::to_string(relay.port), "--port", "0",
+                   "--output-dtype", "f32", "--no-protection", "--threads", "1"},
+                  work + "/clean.out", work + "/clean.err");
+    httplib::Client c("127.0.0.1", listening_port(clean));
+    c.set_read_timeout(120, 0);
+    // sgt generate on the clean chat, without --protect.
+    Process generate({bin, "generate", root + "/examples/models/demo_base", "--chat",
+                      root + "/examples/chat.json", "--max-new-tokens", "12", "--json"},
+                     work + "/generate_clean.out", work + "/generate_clean.err");
+    REQUIRE(generate.wait_exit(120) == 0);
+    const json expected = json::parse(read_file(work + "/generate_clean.out"));
+    const json request{{"messages", messages}, {"max_tokens", 12}, {"temperature", 0}};
+    const auto r = c.Post("/v1/chat/completions", request.dump(), "application/json");
+    REQUIRE(r);
+    REQUIRE_MESSAGE(r->status == 200, r->body);
+    CHECK(json::parse(r->body)["choices"][0]["message"]["content"] == expected["answer"]);
+    // What went upstream is the embedding table's rows for the chat, exactly.
+    const auto v = c.Post("/v1/stainedglass",
+                          json{{"messages", messages}, {"return_plain_text_embeddings", true}}.dump(),
+                          "application/json");
+    REQUIRE(v->status == 200);
+    const json plain = json::parse(v->body)["plain_text_embeddings"];
+    const auto bodies = relay.received();
+    REQUIRE(bodies.size() == 1);
+    const auto bytes =
+        sgt::base64_decode(json::parse(bodies[0])["prompt_embeds"].get<std::string>(), 1 << 24);
+    const sgt::EncodedTensor sent = sgt::read_torch_tensor(bytes.data(), bytes.size());
+    REQUIRE(sent.shape == std::vector<std::uint64_t>{plain.size(), 256});
+    std::vector<float> values(plain.size() * 256);
+    std::memcpy(values.data(), sent.bytes.data(), sent.bytes.size());
+    bool same = true;
+    for (std::size_t t = 0; t < plain.size(); ++t)
+      for (std::size_t h = 0; h < 256; ++h)
+        same = same && plain[t][h].get<float>() == values[t * 256 + h];
+    CHECK(same);
+    CHECK(read_file(clean.err).find("--no-protection") != std::string::npos);
+  }
+
   SUBCASE("SIGTERM: the servers stop cleanly") {
     kill(proxy.pid, SIGTERM);
     CHECK(proxy.wait_exit(30) == 0);

@@ -73,6 +73,9 @@ void declare(CLI::App& app, ServeArgs& s) {
                  });
   add_value_flag(app, "--seed", "N", "torch-seeded protection noise (tests only, never production)",
                  [&o](auto& v) { o.noise_seed = parse_u64("--seed", v); });
+  app.add_flag("--no-protection", o.no_protection,
+               "send chats upstream unprotected (noise mask all 0): checks against the upstream's "
+               "own answer only, never production");
 }
 
 void check(ServeArgs& s) {
@@ -81,8 +84,10 @@ void check(ServeArgs& s) {
     throw UsageError("serve needs SGT_DIR --upstream URL (the proxy) or --model BASE_DIR");
   if (proxy && s.options.upstream.empty()) throw UsageError("the proxy needs --upstream URL");
   if (!proxy && (!s.options.upstream.empty() || !s.options.upstream_model.empty() ||
-                 s.upstream_timeout || s.options.noise_seed))
-    throw UsageError("--upstream, --upstream-model, --upstream-timeout and --seed are the proxy's");
+                 s.upstream_timeout || s.options.noise_seed || s.options.no_protection))
+    throw UsageError(
+        "--upstream, --upstream-model, --upstream-timeout, --seed and --no-protection are the "
+        "proxy's");
   if (s.upstream_timeout) s.options.upstream_timeout_s = *s.upstream_timeout;
 }
 

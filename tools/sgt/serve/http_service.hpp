@@ -37,6 +37,7 @@ struct ServeOptions {
   double request_read_timeout_s = 30;  // a request's line, headers and body arrive within this
   sgt::DType output_dtype = sgt::DType::BF16;
   std::optional<std::uint64_t> noise_seed;  // proxy: torch-seeded noise (tests only)
+  bool no_protection = false;  // proxy: noise mask all 0, clean embeddings upstream (tests only)
   std::string upstream, upstream_model;     // proxy
 };
 
