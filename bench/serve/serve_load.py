@@ -16,6 +16,7 @@ chat), and the proxy's throughput at --threads 2 over --threads 1.
 import argparse
 import http.client
 import json
+import math
 import os
 import re
 import signal
@@ -161,10 +162,11 @@ def chat_of_tokens(proxy_port, tokens):
 
 
 def percentile(values, p):
+    """Nearest rank: the smallest value with at least p% of the values at or below it."""
     if not values:
         return float("nan")
     s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(p / 100.0 * len(s) + 0.5)) - 1))]
+    return s[min(len(s) - 1, max(0, math.ceil(p / 100.0 * len(s)) - 1))]
 
 
 LOG_LINE = re.compile(r"POST /v1/chat/completions status=(\d+) .*transform_ms=([0-9.]+) total_ms=([0-9.]+)")
