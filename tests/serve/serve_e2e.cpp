@@ -36,75 +36,13 @@
 #include <sgt/io/base64.hpp>
 #include <sgt/io/torch_pt_reader.hpp>
 
+#include "serve_support.hpp"
+
 using json = nlohmann::json;
 
 namespace {
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  REQUIRE_MESSAGE(v != nullptr, name << " is not set");
-  return v;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-
-// A child process with stdout and stderr in files.
-struct Process {
-  pid_t pid = -1;
-  std::string out, err;
-
-  Process(const std::vector<std::string>& args, const std::string& out_path,
-          const std::string& err_path)
-      : out(out_path), err(err_path) {
-    pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      const int o = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      const int e = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(o, 1);
-      dup2(e, 2);
-      std::vector<char*> argv;
-      for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-  }
-  // The exit status after waiting; -1 when it did not end within the time.
-  int wait_exit(double seconds) {
-    for (int i = 0; i < seconds * 20; ++i) {
-      int status = 0;
-      if (waitpid(pid, &status, WNOHANG) == pid) {
-        pid = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return -1;
-  }
-  ~Process() {
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-  }
-};
-
-// The port a server prints ("listening on http://127.0.0.1:PORT"), waiting for it.
-int listening_port(const Process& p) {
-  const std::regex re("listening on http://127\\.0\\.0\\.1:([0-9]+)");
-  for (int i = 0; i < 1200; ++i) {
-    std::smatch m;
-    const std::string log = read_file(p.err);
-    if (std::regex_search(log, m, re)) return std::stoi(m[1]);
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  FAIL("the server did not start: " << read_file(p.err));
-  return 0;
-}
+using namespace sgt_test_serve;
 
 // An in-process upstream: records every completions body, and relays it to `target` (when
 // target_port > 0), or stalls (when stall_seconds > 0), or answers 500.
@@ -153,11 +91,6 @@ struct Relay {
     return bodies;
   }
 };
-
-// The messages of examples/chat.json.
-json chat_messages(const std::string& root) {
-  return json::parse(read_file(root + "/examples/chat.json"))["messages"];
-}
 
 // `sgt generate --protect` for the same chat and noise seed: its answer and new token count.
 json reference_answer(const std::string& bin, const std::string& root, const std::string& work,
@@ -440,6 +373,46 @@ TEST_CASE("sgt serve: the proxy in front of sgt serve --model, on loopback") {
     CHECK(r->status == 429);
     first.join();
     CHECK(first_status == 504);
+  }
+
+  SUBCASE("--no-protection: the clean chat's embeddings go upstream, the answer is sgt generate's") {
+    Process clean({bin, "serve", root + "/examples/models/demo", "--upstream",
+                   "http://127.0.0.1:" + std::to_string(relay.port), "--port", "0",
+                   "--output-dtype", "f32", "--no-protection", "--threads", "1"},
+                  work + "/clean.out", work + "/clean.err");
+    httplib::Client c("127.0.0.1", listening_port(clean));
+    c.set_read_timeout(120, 0);
+    // sgt generate on the clean chat, without --protect.
+    Process generate({bin, "generate", root + "/examples/models/demo_base", "--chat",
+                      root + "/examples/chat.json", "--max-new-tokens", "12", "--json"},
+                     work + "/generate_clean.out", work + "/generate_clean.err");
+    REQUIRE(generate.wait_exit(120) == 0);
+    const json expected = json::parse(read_file(work + "/generate_clean.out"));
+    const json request{{"messages", messages}, {"max_tokens", 12}, {"temperature", 0}};
+    const auto r = c.Post("/v1/chat/completions", request.dump(), "application/json");
+    REQUIRE(r);
+    REQUIRE_MESSAGE(r->status == 200, r->body);
+    CHECK(json::parse(r->body)["choices"][0]["message"]["content"] == expected["answer"]);
+    // What went upstream is the embedding table's rows for the chat, exactly.
+    const auto v = c.Post("/v1/stainedglass",
+                          json{{"messages", messages}, {"return_plain_text_embeddings", true}}.dump(),
+                          "application/json");
+    REQUIRE(v->status == 200);
+    const json plain = json::parse(v->body)["plain_text_embeddings"];
+    const auto bodies = relay.received();
+    REQUIRE(bodies.size() == 1);
+    const auto bytes =
+        sgt::base64_decode(json::parse(bodies[0])["prompt_embeds"].get<std::string>(), 1 << 24);
+    const sgt::EncodedTensor sent = sgt::read_torch_tensor(bytes.data(), bytes.size());
+    REQUIRE(sent.shape == std::vector<std::uint64_t>{plain.size(), 256});
+    std::vector<float> values(plain.size() * 256);
+    std::memcpy(values.data(), sent.bytes.data(), sent.bytes.size());
+    bool same = true;
+    for (std::size_t t = 0; t < plain.size(); ++t)
+      for (std::size_t h = 0; h < 256; ++h)
+        same = same && plain[t][h].get<float>() == values[t * 256 + h];
+    CHECK(same);
+    CHECK(read_file(clean.err).find("--no-protection") != std::string::npos);
   }
 
   SUBCASE("SIGTERM: the servers stop cleanly") {

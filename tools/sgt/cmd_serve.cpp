@@ -59,12 +59,23 @@ void declare(CLI::App& app, ServeArgs& s) {
                    if (!(*s.upstream_timeout > 0 && *s.upstream_timeout <= 3600))
                      throw UsageError("--upstream-timeout must be in (0, 3600]");
                  });
+  add_value_flag(app, "--request-read-timeout", "SECONDS",
+                 "408 when a request's line, headers and body take longer than this from its "
+                 "first byte (default 30)",
+                 [&o](auto& v) {
+                   o.request_read_timeout_s = parse_double("--request-read-timeout", v);
+                   if (!(o.request_read_timeout_s >= 1 && o.request_read_timeout_s <= 3600))
+                     throw UsageError("--request-read-timeout must be in [1, 3600]");
+                 });
   add_value_flag(app, "--output-dtype", "f32|bf16|f16", "the embeddings sent upstream (default bf16)",
                  [&o](auto& v) {
                    o.output_dtype = parse_enum("--output-dtype", v, sgt::kOutputDTypeNames);
                  });
   add_value_flag(app, "--seed", "N", "torch-seeded protection noise (tests only, never production)",
                  [&o](auto& v) { o.noise_seed = parse_u64("--seed", v); });
+  app.add_flag("--no-protection", o.no_protection,
+               "send chats upstream unprotected (noise mask all 0): checks against the upstream's "
+               "own answer only, never production");
 }
 
 void check(ServeArgs& s) {
@@ -73,8 +84,10 @@ void check(ServeArgs& s) {
     throw UsageError("serve needs SGT_DIR --upstream URL (the proxy) or --model BASE_DIR");
   if (proxy && s.options.upstream.empty()) throw UsageError("the proxy needs --upstream URL");
   if (!proxy && (!s.options.upstream.empty() || !s.options.upstream_model.empty() ||
-                 s.upstream_timeout || s.options.noise_seed))
-    throw UsageError("--upstream, --upstream-model, --upstream-timeout and --seed are the proxy's");
+                 s.upstream_timeout || s.options.noise_seed || s.options.no_protection))
+    throw UsageError(
+        "--upstream, --upstream-model, --upstream-timeout, --seed and --no-protection are the "
+        "proxy's");
   if (s.upstream_timeout) s.options.upstream_timeout_s = *s.upstream_timeout;
 }
 

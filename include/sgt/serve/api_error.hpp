@@ -81,6 +81,16 @@ inline ApiError body_too_large(std::size_t limit) {
                       " bytes (--max-body-bytes)",
                   std::nullopt, "request_too_large");
 }
+inline ApiError request_timeout(double seconds) {
+  return ApiError(408, "invalid_request_error",
+                  "the request did not arrive within " + std::to_string(int(seconds)) +
+                      " s of its first byte (--request-read-timeout)",
+                  std::nullopt, "request_timeout");
+}
+inline ApiError body_incomplete() {
+  return ApiError(400, "invalid_request_error", "the request body ended before its length",
+                  std::nullopt, "incomplete_body");
+}
 inline ApiError server_busy(std::size_t max_concurrent) {
   return ApiError(429, "rate_limit_error",
                   "the server is busy: " + std::to_string(max_concurrent) +

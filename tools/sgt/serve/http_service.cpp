@@ -41,7 +41,7 @@ std::shared_ptr<Slots::Slot> Slots::acquire() {
 RequestBody::~RequestBody() { sgt::secure_wipe(text_.data(), text_.capacity()); }
 
 void RequestBody::read(const httplib::Request& req, const httplib::ContentReader& reader,
-                       std::size_t limit) {
+                       std::size_t limit, double deadline_s) {
   if (req.has_header("Content-Length")) {
     const std::string v = req.get_header_value("Content-Length");
     const unsigned long long n = std::strtoull(v.c_str(), nullptr, 10);
@@ -49,7 +49,7 @@ void RequestBody::read(const httplib::Request& req, const httplib::ContentReader
     text_.reserve(static_cast<std::size_t>(n));  // one buffer: no unwiped copies from growth
   }
   bool over = false;
-  reader([&](const char* data, std::size_t n) {
+  const bool complete = reader([&](const char* data, std::size_t n) {
     if (text_.size() + n > limit) {
       over = true;
       return false;
@@ -66,16 +66,28 @@ void RequestBody::read(const httplib::Request& req, const httplib::ContentReader
     return true;
   });
   if (over) throw sgt::serve::body_too_large(limit);
+  if (!complete) {
+    if (DeadlineServer::request_read_expired()) throw sgt::serve::request_timeout(deadline_s);
+    throw sgt::serve::body_incomplete();
+  }
 }
 
 Service::Service(ServeOptions options)
-    : options_(std::move(options)), slots_(options_.max_concurrent, options_.threads) {
+    : options_(std::move(options)),
+      server_(options_.request_read_timeout_s),
+      slots_(options_.max_concurrent, options_.threads) {
   const std::size_t workers = options_.max_concurrent + 4;  // health checks and 429s stay served
   server_.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
   server_.set_payload_max_length(options_.max_body_bytes);
   const auto read_s = static_cast<time_t>(options_.read_timeout_s);
   server_.set_read_timeout(read_s, 0);
   server_.set_keep_alive_timeout(5);
+  server_.on_header_timeout = [this](const std::string&) {
+    httplib::Request unread;
+    unread.method = unread.path = "-";
+    log(next_id_++, unread, 408, 0, {}, options_.request_read_timeout_s * 1000,
+        " refused: request line or headers not read in time");
+  };
   server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (req.path == "/livez" || req.path == "/readyz") return httplib::Server::HandlerResponse::Unhandled;
     if (!options_.keys.accepts(req.get_header_value("Authorization"))) {
@@ -86,9 +98,14 @@ Service::Service(ServeOptions options)
     return httplib::Server::HandlerResponse::Unhandled;
   });
   // What httplib answers by itself (an unknown path, a body it refused) in OpenAI's shape too.
-  server_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  server_.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    if (res.status == 404)
+    if (DeadlineServer::request_read_expired()) {  // httplib's 400 for headers it could not read
+      send_error(res, sgt::serve::request_timeout(options_.request_read_timeout_s));
+      res.set_header("Connection", "close");
+      log(next_id_++, req, 408, res.body.size(), {}, options_.request_read_timeout_s * 1000,
+          " refused: headers not read in time");
+    } else if (res.status == 404)
       send_error(res, sgt::serve::not_found(req.method + " " + req.path));
     else if (res.status == 413)
       send_error(res, ApiError(413, "invalid_request_error", "the request body is too large",
@@ -124,15 +141,22 @@ void Service::route(const std::string& method, const std::string& path, Handler 
     const std::uint64_t id = next_id_++;
     res.set_header("X-Request-Id", std::to_string(id));
     RequestStats stats;
+    ++*in_flight_;
+    stats.in_flight = std::shared_ptr<const void>(nullptr, [count = in_flight_](const void*) {
+      --*count;
+    });
     const char* note = "";
     try {
       if (draining_) throw sgt::serve::shutting_down();
       RequestBody body;
-      if (reader) body.read(req, *reader, options_.max_body_bytes);
+      if (reader) body.read(req, *reader, options_.max_body_bytes, options_.request_read_timeout_s);
+      DeadlineServer::request_read_done();
       handler(req, res, body, stats);
     } catch (const ApiError& e) {
       send_error(res, e);
-      if (e.status() == 413) res.set_header("Connection", "close");  // the rest is not read
+      // The rest of the request is not read: the connection cannot carry another one.
+      if (e.status() == 413 || e.status() == 408 || e.code() == std::string("incomplete_body"))
+        res.set_header("Connection", "close");
     } catch (const sgt::Error& e) {
       // The library refuses what the request asked for (a prompt longer than the model takes,
       // an id outside the vocabulary, a template error on the chat).
@@ -191,18 +215,24 @@ int Service::run(const std::string& what) {
   std::fflush(stderr);
   std::atomic<bool> done{false};
   std::thread watcher([&] {
-    int sig = 0;
-    while (!done) {
-      timespec wait{0, 200 * 1000 * 1000};
+    auto next_signal = [&](long wait_ns) {
+      timespec wait{0, wait_ns};
       siginfo_t info;
-      sig = sigtimedwait(&signals, &info, &wait);
-      if (sig == SIGTERM || sig == SIGINT) break;
-    }
+      return sigtimedwait(&signals, &info, &wait);
+    };
+    int sig = 0;
+    while (!done && sig != SIGTERM && sig != SIGINT) sig = next_signal(200 * 1000 * 1000);
     if (done) return;
-    std::fprintf(stderr, "sgt serve: %s, finishing requests in flight, refusing new ones\n",
-                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    std::fprintf(stderr, "sgt serve: %s, finishing %zu requests in flight, refusing new ones\n",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT", in_flight_->load());
     std::fflush(stderr);
     draining_ = true;
+    // httplib's stop() ends a streamed response that has not begun writing, so the server stops
+    // only once nothing is in flight; new requests meanwhile get a 503.
+    while (in_flight_->load() > 0) {
+      const int again = next_signal(50 * 1000 * 1000);
+      if (again == SIGTERM || again == SIGINT) break;
+    }
     server_.stop();
   });
   server_.listen_after_bind();  // returns once stopped, after the workers finished their requests

@@ -16,6 +16,8 @@
 
 #include <httplib.h>
 
+#include "deadline_server.hpp"
+
 #include <sgt/core/dtype.hpp>
 #include <sgt/core/thread_pool.hpp>
 #include <sgt/serve/api_error.hpp>
@@ -32,8 +34,10 @@ struct ServeOptions {
   std::size_t max_body_bytes = std::size_t{8} << 20;
   double upstream_timeout_s = 60;
   double read_timeout_s = 10;  // a client that sends nothing for this long is dropped
+  double request_read_timeout_s = 30;  // a request's line, headers and body arrive within this
   sgt::DType output_dtype = sgt::DType::BF16;
   std::optional<std::uint64_t> noise_seed;  // proxy: torch-seeded noise (tests only)
+  bool no_protection = false;  // proxy: noise mask all 0, clean embeddings upstream (tests only)
   std::string upstream, upstream_model;     // proxy
 };
 
@@ -65,6 +69,9 @@ struct RequestStats {
   std::size_t prompt_tokens = 0, completion_tokens = 0, protected_tokens = 0;
   double transform_ms = 0;
   bool streamed = false;  // the handler set a content provider that logs when it ends
+  // Counts the request as in flight (SIGTERM waits for it) while any copy of these stats lives:
+  // a streamed handler's copy, kept by its content provider, holds it until the stream ends.
+  std::shared_ptr<const void> in_flight;
 };
 
 // SIGTERM and SIGINT go to Service::run's watcher thread only: called first thing, before any
@@ -73,14 +80,16 @@ void block_termination_signals();
 
 // The request's body, read through httplib's content reader so that nothing else buffers it:
 // refused with a 413 from Content-Length before any byte is read, or as soon as a chunked body
-// passes the limit. Wiped when the request ends.
+// passes the limit; a 408 when it does not arrive by the request's read deadline. Wiped when the
+// request ends.
 class RequestBody {
  public:
   RequestBody() = default;
   RequestBody(const RequestBody&) = delete;
   RequestBody& operator=(const RequestBody&) = delete;
   ~RequestBody();
-  void read(const httplib::Request& req, const httplib::ContentReader& reader, std::size_t limit);
+  void read(const httplib::Request& req, const httplib::ContentReader& reader, std::size_t limit,
+            double deadline_s);
   const std::string& text() const noexcept { return text_; }
 
  private:
@@ -102,7 +111,8 @@ class Service {
   void get(const std::string& path, Handler handler);
 
   // Binds, prints "sgt serve: listening on http://HOST:PORT" on stderr, serves until SIGTERM or
-  // SIGINT, then stops accepting and lets in-flight requests finish. Returns the exit status.
+  // SIGINT, then answers new requests 503 until the requests in flight have finished (a second
+  // signal does not wait), stops and returns the exit status.
   int run(const std::string& what);
 
   static void send_error(httplib::Response& res, const sgt::serve::ApiError& e);
@@ -116,9 +126,10 @@ class Service {
   void route(const std::string& method, const std::string& path, Handler handler);
 
   ServeOptions options_;
-  httplib::Server server_;
+  DeadlineServer server_;
   Slots slots_;
   std::atomic<std::uint64_t> next_id_{1};
+  std::shared_ptr<std::atomic<std::size_t>> in_flight_ = std::make_shared<std::atomic<std::size_t>>(0);
   std::atomic<bool> draining_{false};
   std::mutex log_mutex_;
 };

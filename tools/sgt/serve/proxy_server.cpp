@@ -3,7 +3,9 @@
 // upstream's answer and serializes (serve/openai_responses.hpp).
 #include "servers.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <memory>
 #include <mutex>
@@ -70,6 +72,8 @@ class Proxy {
     auto slot = service_.slots().acquire();
     sgt::text::EncodedPrompt prompt = protection_.encode(r.chat);
     PromptWiper wipe{prompt};
+    if (options_.no_protection)
+      std::fill(prompt.input.noise_mask.begin(), prompt.input.noise_mask.end(), std::uint8_t{0});
     const sgt::serve::ProtectedChat sent =
         protection_.protect(prompt, run_options(*slot), options_.output_dtype);
     stats.prompt_tokens = sent.prompt_tokens;
@@ -183,6 +187,8 @@ class Proxy {
     auto slot = service_.slots().acquire();
     sgt::text::EncodedPrompt prompt = protection_.encode(r.chat);
     PromptWiper wipe{prompt};
+    if (options_.no_protection)  // what a chat completion would send
+      std::fill(prompt.input.noise_mask.begin(), prompt.input.noise_mask.end(), std::uint8_t{0});
     stats.prompt_tokens = prompt.input.seq_len;
     sgt::serve::VerificationFlags flags;
     flags.plain_text_embeddings = r.plain_text_embeddings;
@@ -233,6 +239,9 @@ int run_proxy(const std::string& sgt_dir, ServeOptions options) {
                            RequestStats&) { s.set_content("{\"status\":\"alive\"}", "application/json"); });
   service.get("/readyz", [&](const httplib::Request&, httplib::Response& s, RequestBody&,
                              RequestStats&) { proxy.ready(s); });
+  if (service.options().no_protection)
+    std::fprintf(stderr, "sgt serve: --no-protection: chats go upstream as clean embeddings "
+                         "(checks against the upstream's own answer only)\n");
   return service.run("proxy for " + service.options().upstream);
 }
 

@@ -52,6 +52,7 @@ UpstreamStream::~UpstreamStream() {
 void UpstreamStream::cancel() {
   std::lock_guard<std::mutex> lock(mutex_);
   cancelled_ = true;
+  if (client_) client_->stop();  // shuts the socket down: a blocked read returns now
   cv_.notify_all();
 }
 
@@ -67,6 +68,17 @@ void UpstreamStream::run(UpstreamUrl url, std::string body, double timeout_s) {
   httplib::Client client(url.base);
   set_timeouts(client, timeout_s);
   client.set_keep_alive(false);
+  struct Registration {
+    UpstreamStream& self;
+    Registration(UpstreamStream& s, httplib::Client& c) : self(s) {
+      std::lock_guard<std::mutex> lock(self.mutex_);
+      self.client_ = &c;
+    }
+    ~Registration() {
+      std::lock_guard<std::mutex> lock(self.mutex_);
+      self.client_ = nullptr;
+    }
+  } registration(*this, client);
   httplib::Request req;
   req.method = "POST";
   req.path = url.prefix + "/v1/completions";

@@ -11,6 +11,8 @@
 #include <string>
 #include <thread>
 
+#include <httplib.h>
+
 #include <sgt/serve/api_error.hpp>
 #include <sgt/serve/sse_reader.hpp>
 
@@ -36,7 +38,8 @@ class UpstreamStream {
   // The next piece; nullopt once the upstream's stream ended. Throws an ApiError when the upstream
   // fails mid-stream.
   std::optional<sgt::serve::CompletionPiece> next();
-  // Closes the upstream connection (its server sees the client go away and stops generating).
+  // Closes the upstream connection at once, even while a read waits on it (its server sees the
+  // client go away and stops generating).
   void cancel();
 
  private:
@@ -48,6 +51,7 @@ class UpstreamStream {
   std::deque<sgt::serve::CompletionPiece> pieces_;
   std::optional<sgt::serve::ApiError> error_;
   bool started_ = false, ended_ = false, cancelled_ = false;
+  httplib::Client* client_ = nullptr;  // while run() sends the request
   std::thread thread_;
 };
 
