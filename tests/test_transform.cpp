@@ -311,12 +311,23 @@ TEST_CASE("the bundled demo model transforms the sample prompt like the referenc
   options.noise = sgt::NoiseSource::Injected;
   options.injected_noise = noise.tensor("noise").as<float>();
   options.keep_intermediates = true;
-  // The demo's weights are BF16: Auto runs Bf16, F32 is the reference's arithmetic.
-  CHECK(model.resolve_precision(sgt::Precision::Auto) == sgt::Precision::Bf16);
-  for (const sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Auto}) {
+  // The demo's weights are BF16: Auto runs Bf16 on kernels with the CPU's bf16 dot product and
+  // F32 (the reference's arithmetic) where bf16 would be emulated.
+  sgt::kernels::KernelTable with_dot = sgt::kernels::default_kernel_table(), emulated = with_dot;
+  with_dot.bf16_dot_product = true;
+  emulated.bf16_dot_product = false;
+  CHECK(model.resolve_precision(sgt::Precision::Auto, with_dot) == sgt::Precision::Bf16);
+  CHECK(model.resolve_precision(sgt::Precision::Auto, emulated) == sgt::Precision::F32);
+  CHECK(model.resolve_precision(sgt::Precision::Bf16, emulated) == sgt::Precision::Bf16);
+  CHECK(model.resolve_precision(sgt::Precision::Auto) ==
+        (sgt::kernels::default_kernel_table().bf16_dot_product ? sgt::Precision::Bf16
+                                                       : sgt::Precision::F32));
+  for (const sgt::Precision precision :
+       {sgt::Precision::F32, sgt::Precision::Bf16, sgt::Precision::Auto}) {
     CAPTURE(sgt::precision_name(precision));
     options.precision = precision;
-    const double bound = precision == sgt::Precision::F32 ? 2e-3 : kBf16Tolerance;
+    const double bound =
+        model.resolve_precision(precision) == sgt::Precision::F32 ? 2e-3 : kBf16Tolerance;
     const auto r = model.run(in, options);
     CHECK(relative_error(r.transformed, tensor_values(expected, "transformed"), in,
                          model.hidden_size()) <= bound);

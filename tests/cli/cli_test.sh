@@ -27,9 +27,13 @@ expect_ok transform-dump transform "$model" --input batch.json --output dump.saf
 expect_ok transform-flash transform "$model" --input batch.json --output flash.safetensors --rng torch --seed 42 \
   --attention flash --threads 3
 expect_ok transform-secure transform "$model" --input batch.json --output secure.safetensors --rng secure
-# The demo's weights are BF16: auto means bf16, and the summary and info say so.
-expect_ok info-precision info "$model" && grep -q '"precision": "bf16"' stdout.txt ||
-  fail "info-precision: info does not say that auto runs bf16 on BF16 weights"
+# The demo's weights are BF16: auto means bf16 where the kernels have the CPU's bf16 dot product
+# and f32 where bf16 would be emulated, and info says which (tests/dispatch forces each case).
+expect_ok info-precision info "$model"
+want=f32
+! grep -q '"bf16_dot_product": "avx512_bf16"' stdout.txt || want=bf16
+grep -q "\"precision\": \"$want\"" stdout.txt ||
+  fail "info-precision: info does not say that auto runs $want on BF16 weights with these kernels"
 expect_ok transform-precision transform "$model" --input single.json --output out.safetensors \
   --precision f32 && grep -q 'precision f32' stdout.txt ||
   fail "transform-precision: the summary does not name the precision that ran"

@@ -3,6 +3,9 @@
 #  1. for every instruction set compiled into the dispatched program: forced with SGT_ISA, it runs
 #     exactly when this CPU can run it, and then gives the bits of the header-only build of that
 #     instruction set (f32 on the demo model, bf16 on a bf16 e2e fixture);
+#     and --precision auto becomes bf16 on BF16 weights exactly where the instruction set has a
+#     bf16 dot product (avx512bf16), f32 where bf16 would be emulated (docs/format.md 1.4), in the
+#     dispatched program, its header-only builds and the sgt tool (SGT_TOOL) alike;
 #  2. without SGT_ISA it runs the best of those; a bad SGT_ISA is an error that names the choices;
 #  3. under qemu-x86_64 (when installed) with CPU models that lack AVX-512 (Haswell) or AVX
 #     (Nehalem) it picks avx2 or sse2 and runs without SIGILL: no AVX-512 instruction leaks into
@@ -29,6 +32,12 @@ for isa in "${isas[@]}"; do
   fi
   [ -n "$best" ] || best=$isa
   grep -qx "kernels: $isa" "$work/probe.out" || failed "SGT_ISA=$isa ran $(cat "$work/probe.out")"
+  if [ ! -x "${prefix}_$isa" ]; then
+    # tests/CMakeLists.txt builds the header-only programs of the instruction sets that the
+    # configuring machine ran.
+    failed "no header-only $isa program: configured on a machine that cannot run $isa? (reconfigure here)"
+    continue
+  fi
   for c in "${cases[@]}"; do
     tag=$(basename "$(echo "$c" | cut -d' ' -f1)")
     SGT_ISA=$isa "$prog" $c "$work/$isa.$tag.dispatched.bin" > /dev/null || failed "$isa $tag dispatched"
@@ -40,6 +49,26 @@ for isa in "${isas[@]}"; do
       failed "$isa $tag: the dispatched run differs from the header-only $isa build"
     fi
   done
+  # Auto precision on BF16 weights: bf16 only on the CPU's bf16 dot product.
+  want=f32
+  [ "$isa" != avx512bf16 ] || want=bf16
+  bf16_model=$(echo "${cases[1]}" | cut -d' ' -f1)
+  SGT_ISA=$isa "$prog" "$bf16_model" 8 auto "$work/auto_precision.bin" > "$work/auto.out" 2>&1
+  grep -qx "precision auto: $want" "$work/auto.out" ||
+    failed "SGT_ISA=$isa, auto precision on bf16 weights: expected $want, got $(cat "$work/auto.out")"
+  "${prefix}_$isa" "$bf16_model" 8 auto "$work/auto_precision.bin" > "$work/auto.out" 2>&1
+  grep -qx "precision auto: $want" "$work/auto.out" ||
+    failed "header-only $isa, auto precision on bf16 weights: expected $want, got $(cat "$work/auto.out")"
+  if [ -n "${SGT_TOOL:-}" ]; then
+    SGT_ISA=$isa "$SGT_TOOL" info "$src/examples/models/demo" > "$work/tool_info.out" 2>&1
+    grep -q "\"precision\": \"$want\"" "$work/tool_info.out" ||
+      failed "SGT_ISA=$isa sgt info: auto precision is not $want: $(cat "$work/tool_info.out")"
+    SGT_ISA=$isa "$SGT_TOOL" transform "$src/examples/models/demo" --chat "$src/examples/chat.json" \
+      --rng torch --seed 3 --threads 1 --output "$work/tool_auto.safetensors" > "$work/tool_auto.out" 2>&1
+    grep -q "$isa, precision $want)" "$work/tool_auto.out" ||
+      failed "SGT_ISA=$isa sgt transform: the summary does not say precision $want: $(cat "$work/tool_auto.out")"
+  fi
+  echo "$isa: auto precision on bf16 weights is $want"
 done
 [ -n "$best" ] || failed "no instruction set ran"
 # For the record: how far apart two instruction sets are (docs/reliability.md says what differs).

@@ -3,9 +3,9 @@
 // header-only per instruction set -- to check that a dispatched run gives exactly the bits of the
 // header-only build of the instruction set it ran.
 //
-//   dispatch_transform MODEL_DIR SEQ_LEN f32|bf16 OUT.bin
+//   dispatch_transform MODEL_DIR SEQ_LEN f32|bf16|auto OUT.bin
 //
-// Prints the instruction set of the kernels that ran. The ids are fixed, the noise is torch's
+// Prints the instruction set of the kernels that ran, and with `auto` the precision it became. The ids are fixed, the noise is torch's
 // randn with seed 7 (the same on every x86-64 build), two threads.
 #include <cstdio>
 #include <cstdlib>
@@ -15,7 +15,7 @@
 
 int main(int argc, char** argv) {
   if (argc != 5) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR SEQ_LEN f32|bf16 OUT.bin\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MODEL_DIR SEQ_LEN f32|bf16|auto OUT.bin\n", argv[0]);
     return 2;
   }
   try {
@@ -30,7 +30,9 @@ int main(int argc, char** argv) {
     options.pool = &pool;
     options.noise = sgt::NoiseSource::Torch;
     options.seed = 7;
-    options.precision = precision == "bf16" ? sgt::Precision::Bf16 : sgt::Precision::F32;
+    options.precision = precision == "bf16"   ? sgt::Precision::Bf16
+                        : precision == "auto" ? sgt::Precision::Auto
+                                              : sgt::Precision::F32;
     const sgt::TransformResult out = model.run(sgt::TransformInput::single(ids), options);
     std::FILE* f = std::fopen(argv[4], "wb");
     if (!f || std::fwrite(out.transformed.data(), sizeof(float), out.transformed.size(), f) !=
@@ -38,6 +40,9 @@ int main(int argc, char** argv) {
       throw sgt::Error(std::string("cannot write ") + argv[4]);
     std::fclose(f);
     std::printf("kernels: %s\n", sgt::kernels::default_kernel_table().isa);
+    if (options.precision == sgt::Precision::Auto)
+      std::printf("precision auto: %s\n",
+                  sgt::precision_name(model.resolve_precision(options.precision)));
   } catch (const sgt::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -13,7 +13,7 @@ namespace sgt {
 //         matmul and the products accumulated in f32 (the CPU's bf16 dot-product instruction where
 //         it has one, an exact emulation elsewhere); everything else stays f32. Linears whose
 //         weights are F32 or F16 run as in F32.
-//   Auto: Bf16 when the estimators' projection weights are BF16, F32 otherwise.
+//   Auto: auto_precision() below.
 enum class Precision {
   Auto,
   F32,
@@ -26,6 +26,15 @@ inline constexpr EnumName<Precision> kPrecisionNames[] = {
 
 inline const char* precision_name(Precision p) noexcept {
   return enum_name(kPrecisionNames, p);
+}
+
+// What Auto runs: Bf16 only when the model's Linear weights are BF16 (what the transform was
+// trained and served with) and the kernels run bf16 products on the CPU's bf16 dot-product
+// instruction (KernelTable::bf16_dot_product); F32 otherwise. Without the instruction, bf16 is an
+// emulation with f32 FMAs that is both slower than f32 and further from the f32 reference
+// (docs/format.md 1.4 has the timings), so it is never the default there.
+inline constexpr Precision auto_precision(bool linears_bf16, bool bf16_dot_product) noexcept {
+  return linears_bf16 && bf16_dot_product ? Precision::Bf16 : Precision::F32;
 }
 
 }  // namespace sgt

@@ -69,8 +69,8 @@ struct LmInput {
   LogitsFor logits = LogitsFor::All;
 };
 
-// ExecOptions (model/ops.hpp): precision Auto is Bf16 when every Linear (and lm_head) is BF16
-// (resolve_precision); `attention` picks the kernel of a prefill from position 0.
+// ExecOptions (model/ops.hpp): precision Auto is Bf16 when every Linear (and lm_head) is BF16 and
+// the CPU has a bf16 dot product (resolve_precision); `attention` picks the kernel of a prefill from position 0.
 struct LmRunOptions : ExecOptions {};
 
 struct LmLogits {
@@ -111,19 +111,14 @@ class CausalLM {
     return KvCache(config_, batch, max_len);
   }
 
-  // Auto becomes Bf16 when every Linear weight, lm_head included, is stored as BF16.
-  Precision resolve_precision(Precision requested) const noexcept {
+  // Auto becomes Bf16 when every Linear weight, lm_head included, is stored as BF16 and `kernels`
+  // (the ones forward() uses by default) have the CPU's bf16 dot product, F32 otherwise
+  // (auto_precision, core/precision.hpp). Throws sgt::Error where default_kernel_table() does.
+  Precision resolve_precision(
+      Precision requested,
+      const kernels::KernelTable& kernels = kernels::default_kernel_table()) const {
     if (requested != Precision::Auto) return requested;
-    auto bf16 = [](const AnyTensorView& w) {
-      return w.data() == nullptr || w.dtype() == DType::BF16;
-    };
-    for (const DecoderLayerWeights& l : weights_.decoder.layers) {
-      const AttentionWeights& a = l.attention;
-      if (!bf16(a.q_proj) || !bf16(a.k_proj) || !bf16(a.v_proj) || !bf16(a.o_proj) ||
-          !bf16(l.mlp.gate) || !bf16(l.mlp.up) || !bf16(l.mlp.down))
-        return Precision::F32;
-    }
-    return bf16(weights_.lm_head) ? Precision::Bf16 : Precision::F32;
+    return auto_precision(linears_are_bf16(), kernels.bf16_dot_product);
   }
 
   // Runs the new tokens, appends their keys and values to `cache` at cache_position, and writes
@@ -192,6 +187,20 @@ class CausalLM {
 
  private:
   CausalLM() = default;
+
+  // Every Linear weight, lm_head included, is stored as BF16.
+  bool linears_are_bf16() const noexcept {
+    auto bf16 = [](const AnyTensorView& w) {
+      return w.data() == nullptr || w.dtype() == DType::BF16;
+    };
+    for (const DecoderLayerWeights& l : weights_.decoder.layers) {
+      const AttentionWeights& a = l.attention;
+      if (!bf16(a.q_proj) || !bf16(a.k_proj) || !bf16(a.v_proj) || !bf16(a.o_proj) ||
+          !bf16(l.mlp.gate) || !bf16(l.mlp.up) || !bf16(l.mlp.down))
+        return false;
+    }
+    return bf16(weights_.lm_head);
+  }
 
   void validate(const LmInput& in, const KvCache& cache) const {
     const std::size_t B = in.batch, T = in.seq_len, H = hidden_size();

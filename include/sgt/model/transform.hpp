@@ -106,11 +106,16 @@ class Transform {
   // searches.
   const AnyTensorView& embedding_table() const noexcept { return embed_; }
 
-  // The precision a run with `requested` uses: Auto becomes Bf16 when both estimators' Linear
-  // weights are all BF16 (what the transform was trained and served with), F32 otherwise.
-  Precision resolve_precision(Precision requested) const noexcept {
+  // The precision a run with `requested` uses on `kernels` (the ones run() uses by default): Auto
+  // becomes Bf16 when both estimators' Linear weights are all BF16 and the kernels have the CPU's
+  // bf16 dot product, F32 otherwise (auto_precision, core/precision.hpp). Throws sgt::Error where
+  // default_kernel_table() does (an SGT_ISA this CPU cannot run).
+  Precision resolve_precision(
+      Precision requested,
+      const kernels::KernelTable& kernels = kernels::default_kernel_table()) const {
     if (requested != Precision::Auto) return requested;
-    return mean_.linears_are_bf16() && std_.linears_are_bf16() ? Precision::Bf16 : Precision::F32;
+    return auto_precision(mean_.linears_are_bf16() && std_.linears_are_bf16(),
+                          kernels.bf16_dot_product);
   }
 
   TransformResult run(const TransformInput& in, const RunOptions& options = {}) const {
