@@ -78,6 +78,15 @@ void check_same_bytes(const std::vector<unsigned char>& ours,
 
 const sgt::DType kDtypes[] = {sgt::DType::F32, sgt::DType::BF16, sgt::DType::F16};
 
+// A request with the model name and max_tokens, the rest defaulted (an aggregate initializer would
+// leave the optional fields to -Wmissing-field-initializers).
+sgt::VllmCompletionsRequest vllm_request(std::string model, std::uint64_t max_tokens) {
+  sgt::VllmCompletionsRequest r;
+  r.model = std::move(model);
+  r.max_tokens = max_tokens;
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("torch.save bytes of single tensors, in every dtype, equal torch's") {
@@ -200,7 +209,7 @@ TEST_CASE("the vLLM completions body: one base64 torch payload per sequence") {
   const auto payload = sgt::torch_save_bytes(t);
   const std::string b64 = sgt::base64_encode(payload.data(), payload.size());
 
-  const std::string one = sgt::vllm_completions_body({"my \"model\"\n", 7}, {t});
+  const std::string one = sgt::vllm_completions_body(vllm_request("my \"model\"\n", 7), {t});
   const auto j = nlohmann::json::parse(one);
   CHECK(j.size() == 3);
   CHECK(j.at("model") == "my \"model\"\n");
@@ -208,21 +217,21 @@ TEST_CASE("the vLLM completions body: one base64 torch payload per sequence") {
   CHECK(j.at("prompt_embeds") == b64);
   CHECK(one.find('\n') == one.size() - 1);  // one line: the base64 has no line breaks
 
-  const auto two = nlohmann::json::parse(sgt::vllm_completions_body({"m", 16}, {t, t}));
+  const auto two = nlohmann::json::parse(sgt::vllm_completions_body(vllm_request("m", 16), {t, t}));
   REQUIRE(two.at("prompt_embeds").is_array());
   CHECK(two.at("prompt_embeds").size() == 2);
   CHECK(two.at("prompt_embeds")[1] == b64);
 
-  CHECK(nlohmann::json::parse(sgt::vllm_completions_body({"caf\xc3\xa9", 1}, {t})).at("model") ==
+  CHECK(nlohmann::json::parse(sgt::vllm_completions_body(vllm_request("caf\xc3\xa9", 1), {t})).at("model") ==
         "caf\xc3\xa9");
-  CHECK_THROWS_AS(sgt::vllm_completions_body({"bad \xff", 1}, {t}), sgt::Error);
-  CHECK_THROWS_AS(sgt::vllm_completions_body({"\xed\xa0\x80", 1}, {t}), sgt::Error);  // surrogate
-  CHECK_THROWS_AS(sgt::vllm_completions_body({"m", 0}, {t}), sgt::Error);
-  CHECK_THROWS_AS(sgt::vllm_completions_body({"m", 1}, {}), sgt::Error);
+  CHECK_THROWS_AS(sgt::vllm_completions_body(vllm_request("bad \xff", 1), {t}), sgt::Error);
+  CHECK_THROWS_AS(sgt::vllm_completions_body(vllm_request("\xed\xa0\x80", 1), {t}), sgt::Error);  // surrogate
+  CHECK_THROWS_AS(sgt::vllm_completions_body(vllm_request("m", 0), {t}), sgt::Error);
+  CHECK_THROWS_AS(sgt::vllm_completions_body(vllm_request("m", 1), {}), sgt::Error);
   const auto rank3 = sgt::encode_tensor(sgt::DType::BF16, {1, 3, 5}, v.data.data());
-  CHECK_THROWS_AS(sgt::vllm_completions_body({"m", 1}, {rank3}), sgt::Error);
+  CHECK_THROWS_AS(sgt::vllm_completions_body(vllm_request("m", 1), {rank3}), sgt::Error);
   const auto no_tokens = sgt::encode_tensor(sgt::DType::BF16, {0, 5}, nullptr);  // all padding
-  CHECK_THROWS_AS(sgt::vllm_completions_body({"m", 1}, {t, no_tokens}), sgt::Error);
+  CHECK_THROWS_AS(sgt::vllm_completions_body(vllm_request("m", 1), {t, no_tokens}), sgt::Error);
 }
 
 TEST_CASE("writers leave no partial file: a missing folder, a bad tensor") {
@@ -241,7 +250,7 @@ TEST_CASE("writers leave no partial file: a missing folder, a bad tensor") {
     CHECK(e.file() == missing);
   }
   CHECK_THROWS_AS(
-      sgt::write_vllm_completions_body((dir / "nope" / "b.json").string(), {"m", 1}, {t}),
+      sgt::write_vllm_completions_body((dir / "nope" / "b.json").string(), vllm_request("m", 1), {t}),
       sgt::Error);
 
   sgt::EncodedTensor broken = t;
@@ -249,7 +258,8 @@ TEST_CASE("writers leave no partial file: a missing folder, a bad tensor") {
   const std::string out = (dir / "broken.pt").string();
   CHECK_THROWS_AS(sgt::write_torch_file(out, broken), sgt::Error);
   CHECK_THROWS_AS(
-      sgt::write_vllm_completions_body((dir / "broken.json").string(), {"m", 1}, {broken}),
+      sgt::write_vllm_completions_body((dir / "broken.json").string(), vllm_request("m", 1),
+                                       {broken}),
       sgt::Error);
   CHECK(fs::is_empty(dir));  // neither the target nor a temporary file
 
