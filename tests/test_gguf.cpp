@@ -23,6 +23,7 @@
 #include <sgt/io/gguf.hpp>
 #include <sgt/io/safetensors.hpp>
 
+#include "support/scratch_dir.hpp"
 #include "support/gguf_builder.hpp"
 
 namespace fs = std::filesystem;
@@ -30,29 +31,9 @@ using sgt_test::GgufBuilder;
 
 namespace {
 
-class ScratchDir {
- public:
-  ScratchDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("sgt_test_gguf_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  // Every entry of the folder (to see that a failed import left nothing behind).
-  std::vector<std::string> entries() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(path_)) out.push_back(e.path().filename());
-    return out;
-  }
-
- private:
-  fs::path path_;
+// Each test's own folder.
+struct ScratchDir : sgt_test::ScratchDir {
+  ScratchDir() : sgt_test::ScratchDir("test_gguf") {}
 };
 
 std::string bytes_u16(std::uint16_t v) {

@@ -24,6 +24,7 @@
 #include <sgt/io/tensor_store.hpp>
 #include <sgt/model/transform.hpp>
 
+#include "support/scratch_dir.hpp"
 #include "support/fixture_json.hpp"
 
 namespace fs = std::filesystem;
@@ -34,31 +35,9 @@ namespace {
 const std::string kRepo = std::string(SGT_TEST_DATA_DIR) + "/../..";
 const std::string kDemoBase = kRepo + "/examples/models/demo_base";
 
-// A fresh folder, removed at the end of the scope.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() / ("sgt_test_make_transform_" + std::to_string(::getpid()) +
-                                         "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::string path() const { return path_.string(); }
-  // Everything in the folder (to see that a refused call left nothing behind).
-  std::vector<std::string> entries() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(path_)) out.push_back(e.path().filename());
-    return out;
-  }
-
- private:
-  fs::path path_;
+// Each test's own folder.
+struct ScratchDir : sgt_test::ScratchDir {
+  ScratchDir() : sgt_test::ScratchDir("test_make_transform") {}
 };
 
 std::string read_bytes(const std::string& path) {

@@ -31,6 +31,7 @@
 
 namespace fs = std::filesystem;
 
+#include "support/scratch_dir.hpp"
 #include "support/stored_tensor.hpp"
 
 namespace {
@@ -39,27 +40,9 @@ using sgt_test::to_f32;
 
 const std::string kData = std::string(SGT_TEST_DATA_DIR) + "/safetensors";
 
-// A fresh directory under the system's temp dir, removed with its content at the end of the scope.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() / ("sgt_test_safetensors_" + std::to_string(::getpid()) +
-                                         "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
+// Each test's own folder.
+struct ScratchDir : sgt_test::ScratchDir {
+  ScratchDir() : sgt_test::ScratchDir("test_safetensors") {}
 };
 
 void write_file(const std::string& path, const std::string& bytes) {
@@ -397,7 +380,7 @@ TEST_CASE("files that are not there or not files") {
   REQUIRE(e.has_value());
   CHECK(contains(e->message(), "cannot open"));
   CHECK(e->file() == dir.file("absent.safetensors"));
-  e = error_of([&] { sgt::SafetensorsFile f(dir.str()); });
+  e = error_of([&] { sgt::SafetensorsFile f(dir.path()); });
   REQUIRE(e.has_value());
   CHECK(contains(e->message(), "not a regular file"));
 }
@@ -618,7 +601,7 @@ TEST_CASE("TensorStore: a single file, a directory with model.safetensors, and t
 
   ScratchDir dir;
   fs::copy_file(kData + "/dtypes.safetensors", dir.file("model.safetensors"));
-  sgt::TensorStore single(dir.str());
+  sgt::TensorStore single(dir.path());
   CHECK(single.names() == file.names());
   CHECK(single.total_bytes() == file.total_bytes());
   CHECK(fs::path(single.file_of("bf16.matrix")).filename().string() == "model.safetensors");
@@ -626,7 +609,7 @@ TEST_CASE("TensorStore: a single file, a directory with model.safetensors, and t
 
   // Both files present: model.safetensors wins, as in transformers (the index is not even read).
   write_file(dir.file("model.safetensors.index.json"), "not json");
-  sgt::TensorStore both(dir.str());
+  sgt::TensorStore both(dir.path());
   CHECK(both.size() == 15);
 }
 
@@ -671,83 +654,83 @@ TEST_CASE("TensorStore refuses broken indexes and shards, naming the file and th
   SUBCASE("a directory without model files") {
     ShardedDir m;
     m.shard("model-00001-of-00001.safetensors", {"a"});  // a shard, but no index
-    check_store_error(m.dir.str(), "directory holds neither model.safetensors nor", m.dir.str(),
+    check_store_error(m.dir.path(), "directory holds neither model.safetensors nor", m.dir.path(),
                       "");
   }
   SUBCASE("index is not JSON") {
     ShardedDir m;
     m.index("{\"weight_map\": ");
-    check_store_error(m.dir.str(), "index is not valid JSON", m.path(index_name), "");
+    check_store_error(m.dir.path(), "index is not valid JSON", m.path(index_name), "");
   }
   SUBCASE("index is an empty file") {
     ShardedDir m;
     m.index("");
-    check_store_error(m.dir.str(), "index is not valid JSON", m.path(index_name), "");
+    check_store_error(m.dir.path(), "index is not valid JSON", m.path(index_name), "");
   }
   SUBCASE("index with a NUL byte (nlohmann would stop reading there)") {
     ShardedDir m;
     m.index(std::string("{\"weight_map\": {}}\0garbage", 26));
-    check_store_error(m.dir.str(), "index is not valid JSON: NUL byte at offset 18",
+    check_store_error(m.dir.path(), "index is not valid JSON: NUL byte at offset 18",
                       m.path(index_name), "");
   }
   SUBCASE("index root is an array") {
     ShardedDir m;
     m.index("[]");
-    check_store_error(m.dir.str(), "index root is not a JSON object", m.path(index_name), "");
+    check_store_error(m.dir.path(), "index root is not a JSON object", m.path(index_name), "");
   }
   SUBCASE("weight_map missing") {
     ShardedDir m;
     m.index(R"({"metadata": {"total_size": 8}})");
-    check_store_error(m.dir.str(), "index has no weight_map", m.path(index_name), "");
+    check_store_error(m.dir.path(), "index has no weight_map", m.path(index_name), "");
   }
   SUBCASE("weight_map is not an object") {
     ShardedDir m;
     m.index(R"({"weight_map": ["a", "s.safetensors"]})");
-    check_store_error(m.dir.str(), "weight_map is [...], not an object", m.path(index_name), "");
+    check_store_error(m.dir.path(), "weight_map is [...], not an object", m.path(index_name), "");
   }
   SUBCASE("weight_map value is not a string") {
     ShardedDir m;
     m.index(R"({"weight_map": {"a": 1}})");
-    check_store_error(m.dir.str(), "weight_map value 1 is not a string", m.path(index_name), "a");
+    check_store_error(m.dir.path(), "weight_map value 1 is not a string", m.path(index_name), "a");
   }
   SUBCASE("weight_map lists a tensor twice (under two shards)") {
     ShardedDir m;
     m.shard("s1.safetensors", {"a"});
     m.shard("s2.safetensors", {"a"});
     m.index(R"({"weight_map": {"a": "s1.safetensors", "a": "s2.safetensors"}})");
-    check_store_error(m.dir.str(), "weight_map lists the tensor twice", m.path(index_name), "a");
+    check_store_error(m.dir.path(), "weight_map lists the tensor twice", m.path(index_name), "a");
   }
   SUBCASE("metadata is not an object") {
     ShardedDir m;
     m.shard("s1.safetensors", {"a"});
     m.index(R"({"metadata": 8, "weight_map": {"a": "s1.safetensors"}})");
-    check_store_error(m.dir.str(), "index metadata is 8, not an object", m.path(index_name), "");
+    check_store_error(m.dir.path(), "index metadata is 8, not an object", m.path(index_name), "");
   }
   SUBCASE("path traversal: ../ in a shard name") {
     ShardedDir m;
     m.shard("s1.safetensors", {"a"});
     m.index(R"({"weight_map": {"a": "../s1.safetensors"}})");
-    check_store_error(m.dir.str(), "shard file name '../s1.safetensors' is not a plain file name",
+    check_store_error(m.dir.path(), "shard file name '../s1.safetensors' is not a plain file name",
                       m.path(index_name), "a");
   }
   SUBCASE("path traversal: an absolute shard path") {
     ShardedDir m;
     m.shard("s1.safetensors", {"a"});
     m.index(R"({"weight_map": {"a": ")" + m.path("s1.safetensors") + R"("}})");
-    check_store_error(m.dir.str(), "is not a plain file name", m.path(index_name), "a");
+    check_store_error(m.dir.path(), "is not a plain file name", m.path(index_name), "a");
   }
   SUBCASE("path traversal: '..' as the shard name, and a backslash") {
     ShardedDir m;
     m.index(R"({"weight_map": {"a": "..", "b": "x\\s1.safetensors"}})");
-    check_store_error(m.dir.str(), "shard file name '..' is not a plain file name",
+    check_store_error(m.dir.path(), "shard file name '..' is not a plain file name",
                       m.path(index_name), "a");
   }
   SUBCASE("a shard that does not exist") {
     ShardedDir m;
     m.shard("s1.safetensors", {"a"});
     m.index(R"({"weight_map": {"a": "s1.safetensors", "b": "s2.safetensors"}})");
-    check_store_error(m.dir.str(), "shard 's2.safetensors'", m.path("s2.safetensors"), "b");
-    check_store_error(m.dir.str(), "does not exist", m.path("s2.safetensors"), "b");
+    check_store_error(m.dir.path(), "shard 's2.safetensors'", m.path("s2.safetensors"), "b");
+    check_store_error(m.dir.path(), "does not exist", m.path("s2.safetensors"), "b");
   }
   SUBCASE("a tensor listed in the index but absent from its shard") {
     ShardedDir m;
@@ -755,7 +738,7 @@ TEST_CASE("TensorStore refuses broken indexes and shards, naming the file and th
     m.shard("s2.safetensors", {"c"});
     m.index(R"({"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors",
                                "c": "s2.safetensors"}})");
-    check_store_error(m.dir.str(), "listed in the index for shard 's1.safetensors' but absent",
+    check_store_error(m.dir.path(), "listed in the index for shard 's1.safetensors' but absent",
                       m.path("s1.safetensors"), "b");
   }
   SUBCASE("a tensor the index puts in the wrong shard") {
@@ -764,13 +747,13 @@ TEST_CASE("TensorStore refuses broken indexes and shards, naming the file and th
     m.shard("s2.safetensors", {"b"});
     m.index(R"({"weight_map": {"a": "s2.safetensors", "b": "s2.safetensors",
                                "c": "s1.safetensors"}})");
-    check_store_error(m.dir.str(), "(it is in 's1.safetensors')", m.path("s2.safetensors"), "a");
+    check_store_error(m.dir.path(), "(it is in 's1.safetensors')", m.path("s2.safetensors"), "a");
   }
   SUBCASE("a tensor present in a shard but not in the index") {
     ShardedDir m;
     m.shard("s1.safetensors", {"a", "extra"});
     m.index(R"({"weight_map": {"a": "s1.safetensors"}})");
-    check_store_error(m.dir.str(), "in this shard but not listed in the index",
+    check_store_error(m.dir.path(), "in this shard but not listed in the index",
                       m.path("s1.safetensors"), "extra");
   }
   SUBCASE("the same tensor in two shards") {
@@ -779,7 +762,7 @@ TEST_CASE("TensorStore refuses broken indexes and shards, naming the file and th
     m.shard("s2.safetensors", {"b", "c"});
     m.index(R"({"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors",
                                "c": "s2.safetensors"}})");
-    check_store_error(m.dir.str(),
+    check_store_error(m.dir.path(),
                       "the same tensor is stored in two shards, 's1.safetensors' and "
                       "'s2.safetensors'",
                       m.path("s2.safetensors"), "b");
@@ -789,19 +772,19 @@ TEST_CASE("TensorStore refuses broken indexes and shards, naming the file and th
     m.shard("s1.safetensors", {"a"});
     write_file(m.path("s2.safetensors"), st_bytes("[]"));
     m.index(R"({"weight_map": {"a": "s1.safetensors", "b": "s2.safetensors"}})");
-    check_store_error(m.dir.str(), "header root is not a JSON object", m.path("s2.safetensors"),
+    check_store_error(m.dir.path(), "header root is not a JSON object", m.path("s2.safetensors"),
                       "");
   }
   SUBCASE("a malformed model.safetensors in a directory") {
     ScratchDir d;
     write_file(d.file("model.safetensors"), "1234567");
-    check_store_error(d.str(), "too short", d.file("model.safetensors"), "");
+    check_store_error(d.path(), "too short", d.file("model.safetensors"), "");
   }
   SUBCASE("an index with an empty weight_map is an empty model; unused shards are not opened") {
     ShardedDir m;
     write_file(m.path("junk.safetensors"), "junk");
     m.index(R"({"metadata": {}, "weight_map": {}})");
-    sgt::TensorStore s(m.dir.str());
+    sgt::TensorStore s(m.dir.path());
     CHECK(s.size() == 0);
     CHECK(s.total_bytes() == 0);
   }
@@ -873,7 +856,7 @@ TEST_CASE("writer: C++ round trip for F32, BF16 and F16, with metadata") {
   ScratchDir dir;
   w.write(dir.file("rt.safetensors"));
   // No temporary file left behind.
-  CHECK(std::distance(fs::directory_iterator(dir.str()), fs::directory_iterator()) == 1);
+  CHECK(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()) == 1);
   const std::vector<unsigned char> bytes = w.serialize();
   CHECK(read_file(dir.file("rt.safetensors")) == std::string(bytes.begin(), bytes.end()));
   std::uint64_t n = 0;
@@ -958,7 +941,7 @@ TEST_CASE("writer: refuses what the reader would refuse, and leaves no partial f
   e = error_of([&] { w.write(dir.file("no/such/dir.safetensors")); });
   REQUIRE(e.has_value());
   CHECK(contains(e->message(), "cannot create"));
-  for (const auto& entry : fs::directory_iterator(dir.str()))
+  for (const auto& entry : fs::directory_iterator(dir.path()))
     CHECK_MESSAGE(entry.path().filename().string() == "occupied",
                   "left behind: " << entry.path().string());
 }

@@ -28,6 +28,7 @@
 #include <sgt/pipeline/protected_generation.hpp>
 #include <sgt/text/tokenizer/tokenizer.hpp>
 
+#include "support/scratch_dir.hpp"
 #include "support/fixture_json.hpp"
 
 namespace fs = std::filesystem;
@@ -37,24 +38,9 @@ namespace {
 
 const std::string kData = std::string(SGT_TEST_DATA_DIR) + "/gguf";
 
-// A fresh folder, removed at the end of the scope.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() / ("sgt_test_gguf_import_" + std::to_string(::getpid()) +
-                                         "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+// Each test's own folder.
+struct ScratchDir : sgt_test::ScratchDir {
+  ScratchDir() : sgt_test::ScratchDir("test_gguf_import") {}
 };
 
 std::string import_to(const ScratchDir& dir, const std::string& gguf, const std::string& name,
