@@ -104,7 +104,10 @@ json model_with(const std::string& model_type, const json& config, std::uint64_t
 // Compares a parsed decoder with an architecture dumped from transformers, key by key; every key
 // of the dump must be understood here, so the fixture cannot grow a field this test ignores.
 void check_against_hf(const sgt::DecoderConfig& d, const json& expected) {
-  for (const auto& [key, v] : expected.items()) {
+  // Items, not structured bindings: CAPTURE's lambda cannot capture a binding in C++17 (clang).
+  for (const auto& item : expected.items()) {
+    const std::string key = item.key();
+    const json& v = item.value();
     CAPTURE(key);
     if (key == "hidden_size")
       CHECK(d.hidden_size == v.get<std::size_t>());
@@ -228,7 +231,9 @@ TEST_CASE("the spec's example config parses into the expected structs, silently"
 TEST_CASE("absent keys take the transformers defaults of each model_type") {
   const json& defaults = hf()["defaults"];
   REQUIRE(defaults.size() == std::size(sgt::kModelFamilies));
-  for (const auto& [model_type, expected] : defaults.items()) {
+  for (const auto& item : defaults.items()) {
+    const std::string model_type = item.key();
+    const json& expected = item.value();
     CAPTURE(model_type);
     WarningCapture warnings;
     // No keys at all; hidden_size must still equal the model's, so the model uses the default.
@@ -250,7 +255,9 @@ TEST_CASE("absent keys take the transformers defaults of each model_type") {
 TEST_CASE("expected_tensors matches the parameters transformers creates, prefixed") {
   const json& tensors = hf()["tensors"];
   REQUIRE(tensors.size() == 4);
-  for (const auto& [model_type, entry] : tensors.items()) {
+  for (const auto& item : tensors.items()) {
+    const std::string model_type = item.key();
+    const json& entry = item.value();
     CAPTURE(model_type);
     const json& cfg = entry["config"];
     WarningCapture warnings;

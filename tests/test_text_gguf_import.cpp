@@ -147,7 +147,10 @@ TEST_CASE("gguf import: SmolLM2-135M-Instruct equals transformers (set SGT_SMOLL
   const std::string out = import_to(dir, gguf, "smollm2", sgt::DType::F32);
   const json fixture = sgt_test::read_fixture_json("gguf/smollm2_expected.json");
   const sgt::SafetensorsFile st(out + "/model.safetensors");
-  for (const auto& [name, t] : fixture.at("tensors").items()) {
+  // Items, not structured bindings: INFO's lambda cannot capture a binding in C++17 (clang).
+  for (const auto& item : fixture.at("tensors").items()) {
+    const std::string name = item.key();
+    const auto& t = item.value();
     INFO(name);
     const auto v = st.tensor(name).as<float>();
     const std::size_t cols = st.info(name).shape.size() == 2 ? st.info(name).shape[1] : v.size();
