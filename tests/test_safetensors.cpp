@@ -1011,7 +1011,9 @@ TEST_CASE("writer: Python's safetensors reads our file and torch agrees with eve
   const std::string command = "python3 '" + script + "' '" + file + "' '" + json_path + "' '" +
                               corrupt_file + "' '" + json_path + "'";
   INFO(command);
-  const auto [status, output] = run_command(command);
+  const auto result = run_command(command);  // not a structured binding: INFO captures it
+  const auto& status = result.first;
+  const auto& output = result.second;
   INFO("output: " << output);
   CHECK(contains(output, "ok " + file + "\n"));
   CHECK(contains(output, "FAIL " + corrupt_file + ": layer.bf16_scalar: 1 values differ"));
