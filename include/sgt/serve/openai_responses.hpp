@@ -57,7 +57,7 @@ inline ResponseJson chat_completion_json(const ResponseIdentity& who, const std:
                       {"finish_reason", finish_reason}};
   return ResponseJson{{"id", who.id},          {"object", "chat.completion"},
                       {"created", who.created}, {"model", who.model},
-                      {"choices", {choice}},    {"usage", usage_json(usage)}};
+                      {"choices", ResponseJson::array({choice})}, {"usage", usage_json(usage)}};
 }
 
 // One chunk: `delta` ({"role": "assistant", "content": ""} first, {"content": piece} after, {}
@@ -73,11 +73,13 @@ inline ResponseJson chat_chunk_json(const ResponseIdentity& who, const ResponseJ
     j["choices"] = ResponseJson::array();
     j["usage"] = usage_json(*usage);
   } else {
-    j["choices"] = {ResponseJson{{"index", 0},
-                                 {"delta", delta},
-                                 {"logprobs", nullptr},
-                                 {"finish_reason", finish_reason ? ResponseJson(*finish_reason)
-                                                                 : ResponseJson(nullptr)}}};
+    // array() spelled out: a braced list of one object is an array under GCC but the object
+    // itself under clang (nlohmann_json's initializer-list rule meets copy elision).
+    j["choices"] = ResponseJson::array({ResponseJson{
+        {"index", 0},
+        {"delta", delta},
+        {"logprobs", nullptr},
+        {"finish_reason", finish_reason ? ResponseJson(*finish_reason) : ResponseJson(nullptr)}}});
   }
   return j;
 }
@@ -92,11 +94,11 @@ inline ResponseJson text_completion_json(const ResponseIdentity& who, const std:
   if (usage && !finish_reason && text.empty()) {
     j["choices"] = ResponseJson::array();  // the streamed usage chunk
   } else {
-    j["choices"] = {ResponseJson{
+    j["choices"] = ResponseJson::array({ResponseJson{
         {"index", 0},
         {"text", text},
         {"logprobs", nullptr},
-        {"finish_reason", finish_reason ? ResponseJson(*finish_reason) : ResponseJson(nullptr)}}};
+        {"finish_reason", finish_reason ? ResponseJson(*finish_reason) : ResponseJson(nullptr)}}});
   }
   j["usage"] = usage ? usage_json(*usage) : ResponseJson(nullptr);
   return j;
