@@ -26,17 +26,15 @@
 #include <sgt/io/transform_output.hpp>
 #include <sgt/sgt.hpp>
 
+#include "support/file_bytes.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
 
 const std::string kData = std::string(SGT_TEST_DATA_DIR) + "/outputs";
 
-std::vector<unsigned char> read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE_MESSAGE(f.good(), "cannot open " << path);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
+using sgt_test::read_bytes;
 
 std::string read_text(const std::string& path) {
   const auto b = read_bytes(path);

@@ -16,15 +16,13 @@
 #include <sgt/io/torch_pt_reader.hpp>
 #include <sgt/io/torch_pt_writer.hpp>
 
+#include "support/file_bytes.hpp"
+
 namespace {
 
 const std::string kData = std::string(SGT_TEST_DATA_DIR) + "/outputs";
 
-std::vector<unsigned char> read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE_MESSAGE(f.good(), "cannot open " << path);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
+using sgt_test::read_bytes;
 
 sgt::EncodedTensor fixture(sgt::DType d) {
   sgt::SafetensorsFile f(kData + "/values.safetensors");

@@ -120,6 +120,16 @@ void Service::send_error(httplib::Response& res, const ApiError& e) {
   res.set_content(sgt::serve::error_body(e), "application/json");
 }
 
+std::function<void(bool)> Service::stream_end_logger(
+    std::uint64_t id, std::shared_ptr<const httplib::Request> request,
+    std::shared_ptr<const RequestStats> stats, std::chrono::steady_clock::time_point t0) {
+  return [this, id, request, stats, t0](bool success) {
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    log(id, *request, 200, 0, *stats, ms, success ? " streamed" : " streamed, client gone");
+  };
+}
+
 void Service::log(std::uint64_t id, const httplib::Request& req, int status, std::size_t bytes_out,
                   const RequestStats& s, double ms, const char* note) {
   std::lock_guard<std::mutex> lock(log_mutex_);

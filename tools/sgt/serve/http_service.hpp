@@ -4,6 +4,7 @@
 // Bearer check, and a listen loop that drains in-flight requests on SIGTERM.
 #pragma once
 
+#include <chrono>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -119,6 +120,12 @@ class Service {
   // One line on stderr: never a prompt, a token id or an answer.
   void log(std::uint64_t id, const httplib::Request& req, int status, std::size_t bytes_out,
            const RequestStats& stats, double ms, const char* note = "");
+  // The log line of a streamed answer, written when httplib releases the stream (success: the
+  // client read it all). The request and stats are shared with the stream's writer.
+  std::function<void(bool)> stream_end_logger(std::uint64_t id,
+                                              std::shared_ptr<const httplib::Request> request,
+                                              std::shared_ptr<const RequestStats> stats,
+                                              std::chrono::steady_clock::time_point t0);
 
   bool draining() const noexcept { return draining_.load(); }
 

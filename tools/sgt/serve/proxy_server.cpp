@@ -172,13 +172,7 @@ class Proxy {
           sink.done();
           return true;
         },
-        [this, request, id, shared_stats, t0](bool success) {
-          const double ms = std::chrono::duration<double, std::milli>(
-                                std::chrono::steady_clock::now() - t0)
-                                .count();
-          service_.log(id, *request, 200, 0, *shared_stats, ms,
-                       success ? " streamed" : " streamed, client gone");
-        });
+        service_.stream_end_logger(id, request, shared_stats, t0));
   }
 
   void verify(const httplib::Request&, httplib::Response& res, RequestBody& body,
