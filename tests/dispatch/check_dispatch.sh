@@ -14,6 +14,9 @@
 #   check_dispatch.sh DISPATCHED_PROGRAM HEADER_ONLY_PREFIX SOURCE_DIR WORK_DIR ISA...
 # HEADER_ONLY_PREFIX_<isa> is the header-only build for <isa>; ISA... the compiled ones, best first.
 set -uo pipefail
+# The caller's SGT_ISA (a whole ctest run under SGT_ISA=avx2) must not reach the runs that test the
+# automatic choice or the emulated CPUs.
+unset SGT_ISA
 prog=${1:?} prefix=${2:?} src=${3:?} work=${4:?}
 shift 4
 isas=("$@")
