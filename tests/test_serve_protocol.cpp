@@ -18,6 +18,7 @@
 #include <sgt/serve/openai_responses.hpp>
 #include <sgt/serve/sse_reader.hpp>
 #include <sgt/serve/stop_strings.hpp>
+#include <sgt/serve/wiped_json.hpp>
 
 using sgt::serve::ApiError;
 using json = nlohmann::json;
@@ -113,6 +114,37 @@ TEST_CASE("a chat request: each wrong or unsupported field is a 400 naming it") 
   CHECK(chat_refusal(with(R"("tools":{})")) == P{400, "tools"});
   // Repeated keys: the JSON front door refuses them.
   CHECK(chat_refusal(R"({"messages":[],"messages":[]})") == P{400, ""});
+}
+
+TEST_CASE("a parsed chat is wiped: every string of the tree, values and keys, long and short") {
+  const std::string secret(100, 'S');  // on the heap, past any small-string buffer
+  sgt::serve::ChatCompletionRequest r = sgt::serve::parse_chat_request(
+      R"({"model":"m","messages":[{"role":"user","content":[{"type":"text","text":")" + secret +
+      R"("}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{")" + secret +
+      R"(":{"type":"string"}}}}],"chat_template_kwargs":{"k":"short"}})");
+  std::vector<const std::string*> strings;  // every string the tree holds, keys included
+  std::vector<const sgt::serve::ChatJson*> pending{&r.chat.messages, &r.chat.tools,
+                                                   &r.chat.extra_context};
+  while (!pending.empty()) {
+    const sgt::serve::ChatJson* v = pending.back();
+    pending.pop_back();
+    if (v->is_string()) strings.push_back(v->get_ptr<const std::string*>());
+    for (auto it = v->begin(); v->is_object() && it != v->end(); ++it) {
+      strings.push_back(&it.key());
+      pending.push_back(&it.value());
+    }
+    if (v->is_array())
+      for (const auto& item : *v) pending.push_back(&item);
+  }
+  std::size_t with_secret = 0;
+  for (const std::string* s : strings) with_secret += *s == secret;
+  REQUIRE(with_secret == 2);  // the text part and the tool's parameter name
+  REQUIRE(strings.size() > 10);
+  sgt::serve::wipe_chat_input(r.chat);
+  for (const std::string* s : strings) {
+    CAPTURE(*s);
+    CHECK(*s == std::string(s->size(), '\0'));
+  }
 }
 
 TEST_CASE("a completions request: prompt, ids or prompt_embeds, exactly one") {

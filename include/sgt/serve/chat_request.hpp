@@ -1,6 +1,7 @@
 // POST /v1/chat/completions, as data: the OpenAI request parsed and validated into what the
 // proxy's pipeline takes (a text::ChatInput, sampling, stop strings, streaming), each field
-// checked once, each refusal an ApiError naming the field.
+// checked once, each refusal an ApiError naming the field. A parsed request wipes the chat it
+// holds when it is destroyed (serve/wiped_json.hpp).
 //
 // Honoured: messages (system, developer, user, assistant, tool; string, null or text-part
 // content; tool_calls, name, tool_call_id), tools, tool_choice "auto" / "none", max_tokens /
@@ -19,6 +20,7 @@
 
 #include "sgt/serve/api_error.hpp"
 #include "sgt/serve/request_fields.hpp"
+#include "sgt/serve/wiped_json.hpp"
 #include "sgt/text/chat/chat_input.hpp"
 
 namespace sgt::serve {
@@ -39,6 +41,16 @@ struct ChatCompletionRequest {
   SamplingFields sampling;
   std::vector<std::string> stop;
   StreamFields stream;
+
+  ChatCompletionRequest() = default;
+  ChatCompletionRequest(const ChatCompletionRequest&) = default;
+  ChatCompletionRequest(ChatCompletionRequest&&) = default;
+  ChatCompletionRequest& operator=(const ChatCompletionRequest&) = default;
+  ChatCompletionRequest& operator=(ChatCompletionRequest&&) = default;
+  ~ChatCompletionRequest() {
+    wipe_chat_input(chat);
+    for (const std::string& s : stop) wipe_string(s);
+  }
 };
 
 // messages, tools, tool_choice, chat_template_kwargs: the chat the template renders.
@@ -108,8 +120,8 @@ inline text::ChatInput read_chat_fields(const RequestFields& f, const ChatReques
 
 inline ChatCompletionRequest parse_chat_request(std::string_view body,
                                                 const ChatRequestLimits& limits = {}) {
-  const ChatJson root = parse_request_body(body);
-  const RequestFields f(root);
+  const WipedJson root = parse_request_body(body);
+  const RequestFields f(root.get());
   refuse_unneutral_fields(f, /*chat=*/true);
   ChatCompletionRequest r;
   r.model = f.string("model").value_or("");
@@ -151,12 +163,19 @@ struct VerificationRequest {
   text::ChatInput chat;
   bool plain_text_embeddings = false, transformed_embeddings = false,
        reconstructed_prompt = false, obfuscation_score = false;
+
+  VerificationRequest() = default;
+  VerificationRequest(const VerificationRequest&) = default;
+  VerificationRequest(VerificationRequest&&) = default;
+  VerificationRequest& operator=(const VerificationRequest&) = default;
+  VerificationRequest& operator=(VerificationRequest&&) = default;
+  ~VerificationRequest() { wipe_chat_input(chat); }
 };
 
 inline VerificationRequest parse_verification_request(std::string_view body,
                                                       const ChatRequestLimits& limits = {}) {
-  const ChatJson root = parse_request_body(body);
-  const RequestFields f(root);
+  const WipedJson root = parse_request_body(body);
+  const RequestFields f(root.get());
   VerificationRequest r;
   r.chat = read_chat_fields(f, limits);
   r.plain_text_embeddings = f.boolean("return_plain_text_embeddings").value_or(false);

@@ -23,6 +23,7 @@
 #include "sgt/io/torch_pt_reader.hpp"
 #include "sgt/serve/api_error.hpp"
 #include "sgt/serve/request_fields.hpp"
+#include "sgt/serve/wiped_json.hpp"
 
 namespace sgt::serve {
 
@@ -39,12 +40,23 @@ struct CompletionRequest {
   std::uint64_t max_tokens = 16;
   SamplingFields sampling;
   StreamFields stream;
+
+  // A text or id prompt is a clean prompt (the plain model server's input): wiped with the request.
+  CompletionRequest() = default;
+  CompletionRequest(const CompletionRequest&) = default;
+  CompletionRequest(CompletionRequest&&) = default;
+  CompletionRequest& operator=(const CompletionRequest&) = default;
+  CompletionRequest& operator=(CompletionRequest&&) = default;
+  ~CompletionRequest() {
+    if (prompt_text) wipe_string(*prompt_text);
+    if (prompt_ids) secure_wipe(prompt_ids->data(), prompt_ids->capacity() * sizeof(std::int64_t));
+  }
 };
 
 inline CompletionRequest parse_completion_request(std::string_view body,
                                                   const CompletionRequestLimits& limits = {}) {
-  const ChatJson root = parse_request_body(body);
-  const RequestFields f(root);
+  const WipedJson root = parse_request_body(body);
+  const RequestFields f(root.get());
   refuse_unneutral_fields(f, /*chat=*/false);
   if (f.has("stop")) throw unsupported_field("stop", "stop strings are not applied by this server");
   CompletionRequest r;

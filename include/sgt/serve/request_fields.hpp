@@ -12,6 +12,7 @@
 #include "sgt/core/error.hpp"
 #include "sgt/io/json.hpp"
 #include "sgt/serve/api_error.hpp"
+#include "sgt/serve/wiped_json.hpp"
 #include "sgt/text/chat/chat_input.hpp"
 
 namespace sgt::serve {
@@ -23,13 +24,19 @@ using text::ChatJson;
 inline constexpr std::size_t kMaxRequestDepth = 32;
 
 // The body as an ordered JSON object (tool schemas are rendered in the order the client wrote
-// them). A syntax error, a repeated key, NUL bytes or excessive nesting is a 400 without a param.
-inline ChatJson parse_request_body(std::string_view body) {
+// them), wiped when the caller is done with it (the body copy it parses is wiped on return). A
+// syntax error, a repeated key, NUL bytes or excessive nesting is a 400 without a param.
+inline WipedJson parse_request_body(std::string_view body) {
   JsonReadOptions options;
   options.what = "the request body";
   options.max_depth = kMaxRequestDepth;
+  std::string text(body);
+  struct TextWiper {
+    std::string& s;
+    ~TextWiper() { wipe_string(s); }
+  } wipe_text{text};
   try {
-    return text::parse_ordered_json_checked(std::string(body), options);
+    return WipedJson(text::parse_ordered_json_checked(text, options));
   } catch (const Error& e) {
     throw ApiError(400, "invalid_request_error", e.what(), std::nullopt, "invalid_json");
   }
