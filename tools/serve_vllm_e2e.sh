@@ -46,20 +46,23 @@ vllm_pid=$(MAX_MODEL_LEN=2048 VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1
 pids+=("$vllm_pid")
 
 echo "== 2. proxies"
-start_proxy() {  # start_proxy NAME [FLAGS...]: prints the port
+# start_proxy NAME [FLAGS...]: sets $proxy_port. Not in a command substitution: the server would
+# hold its output pipe open and the substitution would never end.
+start_proxy() {
   local name=$1; shift
   "$sgt" serve "$repo/examples/models/demo" --upstream "http://127.0.0.1:$port" --port 0 \
-    --output-dtype bf16 "$@" 2> "$work/$name.log" &
+    --output-dtype bf16 "$@" > /dev/null 2> "$work/$name.log" &
   pids+=($!)
+  proxy_port=""
   for _ in $(seq 1 200); do
-    p=$(grep -oE 'listening on http://127\.0\.0\.1:[0-9]+' "$work/$name.log" | grep -oE '[0-9]+$' || true)
-    [ -n "$p" ] && { echo "$p"; return 0; }
+    proxy_port=$(grep -oE 'listening on http://127\.0\.0\.1:[0-9]+' "$work/$name.log" | grep -oE '[0-9]+$' || true)
+    [ -n "$proxy_port" ] && return 0
     sleep 0.1
   done
   cat "$work/$name.log" >&2; return 1
 }
-protected_port=$(start_proxy protected)
-clean_port=$(start_proxy unprotected --no-protection)
+start_proxy protected; protected_port=$proxy_port
+start_proxy unprotected --no-protection; clean_port=$proxy_port
 echo "protected proxy :$protected_port, unprotected proxy :$clean_port"
 
 echo "== 3. the openai client through the protecting proxy"
