@@ -6,7 +6,9 @@
 // - a request that drips in (headers, then body): 408 at --request-read-timeout, well before the
 //   drip would have ended;
 // - a chunked body over --max-body-bytes: 413 before the client could send it all;
-// - twice --max-concurrent clients: the excess get 429 at once, the others their answers.
+// - twice --max-concurrent clients: the excess get 429 at once, the others their answers;
+// - a body the server did not read (a 401 before the body, a GET with a body) holding a whole
+//   request: never parsed as the connection's next request.
 // Every wait is bounded; a server left running is killed when its test ends.
 //
 // Environment (tests/CMakeLists.txt sets it): SGT_BIN, SGT_ROOT, SGT_WORK.
@@ -297,6 +299,43 @@ TEST_CASE("a request that drips in gets a 408 at --request-read-timeout") {
     CHECK(response.find("\"request_timeout\"") != std::string::npos);
   }
   CHECK(read_file(proxy->err).find("status=408") != std::string::npos);
+}
+
+TEST_CASE("a body the server did not read is never parsed as a request (no smuggling)") {
+  Fixture f;
+  DripUpstream up(std::chrono::milliseconds(1));
+  const std::string keys = f.work + "/smuggle_keys.txt";
+  REQUIRE(std::system(("echo good-key > '" + keys + "'").c_str()) == 0);
+  auto proxy = f.proxy("smuggle", up.port, {"--api-key-file", keys});
+  const int port = listening_port(*proxy);
+
+  // The body is a complete request with a valid key. Read as the connection's next request, it
+  // would be answered (a second status line) and logged as a second request.
+  const std::string smuggled =
+      "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer good-key\r\n\r\n";
+  auto send = [&](const std::string& head) {
+    RawConnection c(port);
+    REQUIRE(c.send_all(head + "Content-Length: " + std::to_string(smuggled.size()) +
+                       "\r\n\r\n" + smuggled));
+    return c.read_all(5);  // returns early when the server closes the connection
+  };
+  auto status_lines = [](const std::string& r) {
+    int n = 0;
+    for (std::size_t p = 0; (p = r.find("HTTP/1.1 ", p)) != std::string::npos; ++p) ++n;
+    return n;
+  };
+  SUBCASE("a POST with a wrong key: 401 before its body is read") {
+    const std::string r = send("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                               "Authorization: Bearer wrong\r\nContent-Type: application/json\r\n");
+    CHECK(r.rfind("HTTP/1.1 401", 0) == 0);
+    CHECK(status_lines(r) == 1);
+  }
+  SUBCASE("a GET that carries a body") {
+    const std::string r = send("GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    CHECK(r.rfind("HTTP/1.1 200", 0) == 0);
+    CHECK(status_lines(r) == 1);
+  }
+  CHECK(read_file(proxy->err).find("GET /v1/models") == std::string::npos);
 }
 
 TEST_CASE("a chunked body over --max-body-bytes gets a 413 before it is all read") {
