@@ -443,11 +443,26 @@ TEST_CASE("gguf import: a refused file leaves no output directory, nor a tempora
   b.tensors.back().data.resize(100);  // the file ends inside the last tensor
   refused(b, "runs past the end of the data area");
 
-  // An existing directory is never written into.
+}
+
+TEST_CASE("gguf import: an empty OUT_DIR is filled, as make-transform's; anything else is refused") {
   ScratchDir dir;
   GgufBuilder::write(dir.file("m.gguf"), tiny_llama().build());
-  fs::create_directory(dir.file("out"));
-  CHECK_THROWS_WITH_AS(sgt::import_gguf(dir.file("m.gguf"), dir.file("out")),
-                       doctest::Contains("already exists"), sgt::Error);
-  CHECK(fs::is_empty(dir.file("out")));
+  fs::create_directory(dir.file("empty"));
+  sgt::import_gguf(dir.file("m.gguf"), dir.file("empty"));
+  CHECK(fs::exists(dir.file("empty/model.safetensors")));
+  const std::string refusal =
+      ": already exists and is not an empty directory (the command writes a new directory)";
+  CHECK_THROWS_WITH_AS(sgt::import_gguf(dir.file("m.gguf"), dir.file("empty")),
+                       (dir.file("empty") + refusal).c_str(), sgt::Error);
+  std::ofstream(dir.file("file")) << "x";
+  CHECK_THROWS_WITH_AS(sgt::import_gguf(dir.file("m.gguf"), dir.file("file")),
+                       (dir.file("file") + refusal).c_str(), sgt::Error);
+  fs::create_directory_symlink(dir.file("nowhere"), dir.file("link"));
+  CHECK_THROWS_WITH_AS(sgt::import_gguf(dir.file("m.gguf"), dir.file("link")),
+                       doctest::Contains("a symbolic link"), sgt::Error);
+  // The checks come before the GGUF file is read: a missing file is not what is reported.
+  CHECK_THROWS_WITH_AS(sgt::import_gguf(dir.file("absent.gguf"), dir.file("file")),
+                       (dir.file("file") + refusal).c_str(), sgt::Error);
+  CHECK(dir.entries().size() == 4);  // m.gguf, empty/, file, link: nothing left by the refusals
 }

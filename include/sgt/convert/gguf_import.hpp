@@ -18,15 +18,13 @@
 //     guessed: a wrong regex silently tokenizes differently from what the model was trained on;
 //   - tokenizer_config.json: the chat template and the bos/eos/unk/pad strings.
 //
-// No partial output (convert/new_directory.hpp): OUT_DIR must not exist, and holds nothing until
-// the import is complete.
+// No partial output (convert/new_directory.hpp): OUT_DIR must not exist or be an empty
+// directory, and holds nothing until the import is complete.
 #pragma once
 
 #include <cstdint>
-#include <filesystem>
 #include <map>
 #include <string>
-#include <system_error>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -546,18 +544,21 @@ inline GgufImportSummary import_gguf(const std::string& gguf_path, const std::st
                                      const GgufImportOptions& options = {}) {
   if (options.dtype == DType::F16)
     throw Error("import_gguf writes f32 or bf16, not f16").at_file(out_dir);
-  std::error_code ec;
-  if (std::filesystem::exists(out_dir, ec) || std::filesystem::is_symlink(out_dir, ec))
-    throw Error("already exists (the import writes a new directory)").at_file(out_dir);
+  NewDirectoryOptions where;
+  where.allow_empty = true;
+  check_new_directory(out_dir, where);  // before reading a file of gigabytes
   const GgufFile file(gguf_path, options.limits);
-  return write_new_directory(out_dir, [&](const std::string& tmp) {
-    try {
-      return write_gguf_llama_directory(file, tmp, options);
-    } catch (Error& e) {
-      e.at_file(gguf_path);
-      throw;
-    }
-  });
+  return write_new_directory(
+      out_dir,
+      [&](const std::string& tmp) {
+        try {
+          return write_gguf_llama_directory(file, tmp, options);
+        } catch (Error& e) {
+          e.at_file(gguf_path);
+          throw;
+        }
+      },
+      where);
 }
 
 }  // namespace sgt
