@@ -507,15 +507,15 @@ inline GgufTokenizerFiles gguf_sentencepiece_tokenizer(const GgufFile& f, std::u
 
   // tokenizers' added vocabulary: an empty token is never added; one added again with other flags
   // takes them (AddedVocabulary::add_tokens); the id is the vocabulary's.
-  std::vector<std::pair<std::string, bool>> added;  // content, special
-  auto add = [&](const std::string& content, bool special, bool override_flags) {
+  std::vector<std::pair<std::string_view, bool>> added;  // content, special
+  std::unordered_map<std::string_view, std::size_t> added_index;
+  auto add = [&](std::string_view content, bool special, bool override_flags) {
     if (content.empty()) return;
-    for (auto& a : added)
-      if (a.first == content) {
-        if (override_flags) a.second = special;
-        return;
-      }
-    added.emplace_back(content, special);
+    const auto [it, fresh] = added_index.emplace(content, added.size());
+    if (fresh)
+      added.emplace_back(content, special);
+    else if (override_flags)
+      added[it->second].second = special;
   };
   for (std::size_t id = 0; id < tokens.types.size(); ++id)
     if (tokens.types[id] == detail::kGgufTokenControl) add(tokens[id], true, true);
@@ -526,7 +526,8 @@ inline GgufTokenizerFiles gguf_sentencepiece_tokenizer(const GgufFile& f, std::u
   nlohmann::ordered_json special_tokens[4];
   for (int k = 0; k < 4; ++k) {
     special_tokens[k] = detail::gguf_special_token(f, tokens, special_keys[k]);
-    if (!special_tokens[k].is_null()) add(special_tokens[k].get<std::string>(), true, false);
+    if (!special_tokens[k].is_null())
+      add(*special_tokens[k].get_ptr<const std::string*>(), true, false);
   }
   std::vector<std::pair<std::size_t, std::size_t>> by_id;  // id, index in `added`
   for (std::size_t i = 0; i < added.size(); ++i) by_id.emplace_back(id_of.at(added[i].first), i);
@@ -538,7 +539,8 @@ inline GgufTokenizerFiles gguf_sentencepiece_tokenizer(const GgufFile& f, std::u
   t["padding"] = nullptr;
   t["added_tokens"] = nlohmann::ordered_json::array();
   for (const auto& [id, i] : by_id)
-    t["added_tokens"].push_back(detail::added_token_json(id, added[i].first, added[i].second));
+    t["added_tokens"].push_back(
+        detail::added_token_json(id, std::string(added[i].first), added[i].second));
   const bool prefix_space = detail::gguf_flag(f, "tokenizer.ggml.add_space_prefix", true);
   t["normalizer"] = nullptr;
   t["pre_tokenizer"] = {{"type", "Metaspace"},
