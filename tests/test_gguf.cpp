@@ -2,7 +2,8 @@
 // dequantization of hand-made blocks of each type against values worked out by hand, and one
 // error for every kind of bad input (truncation at every byte, lying counts, lengths and offsets,
 // unknown types, absurd dimensions); the import (convert/gguf_import.hpp): names, shapes, the Q/K
-// permutation undone, f32 and bf16, and no output directory when it fails.
+// permutation undone, f32 and bf16, both vocabularies (convert/gguf_tokenizer.hpp), and no output
+// directory when it fails.
 //
 // The parity of a real import with transformers' GGUF loader is test_text_gguf_import.cpp.
 #include <doctest/doctest.h>
@@ -108,6 +109,33 @@ GgufBuilder tiny_llama() {
   add("blk.0.ffn_up.weight", {32, 32});
   add("blk.0.ffn_down.weight", {32, 32});
   return b;
+}
+
+// tiny_llama() with a SentencePiece vocabulary of its 8 rows: no merges, so they are derived from
+// the scores ("\u2581a" scores better than "ab" though it comes later), no add_bos_token (BOS is
+// then added, as llama.cpp does).
+GgufBuilder tiny_llama_spm() {
+  GgufBuilder b = tiny_llama();
+  for (const char* key : {"tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
+                          "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+                          "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"})
+    b.drop(key);
+  b.kv_string("tokenizer.ggml.model", "llama");
+  b.kv_string("tokenizer.ggml.pre", "default");
+  const std::string meta = "\xe2\x96\x81";  // U+2581, SentencePiece's space
+  b.kv_strings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", meta, "a", "b", "ab", meta + "a"});
+  b.kv_f32s("tokenizer.ggml.scores", {0, 0, 0, -1, -2, -3, -4, -3.5f});
+  b.kv_i32s("tokenizer.ggml.token_type", {2, 3, 3, 1, 1, 1, 1, 1});
+  b.kv_u32("tokenizer.ggml.bos_token_id", 1);
+  b.kv_u32("tokenizer.ggml.eos_token_id", 2);
+  b.kv_u32("tokenizer.ggml.unknown_token_id", 0);
+  return b;
+}
+
+// The entry of `key` replaced by the one `with` holds.
+void replace_kv(GgufBuilder& b, const std::string& key, const GgufBuilder& with) {
+  b.drop(key);
+  b.kvs.push_back(with.kvs.at(0));
 }
 
 }  // namespace
@@ -374,6 +402,43 @@ TEST_CASE("gguf import: names, shapes, the Q/K permutation undone, config and to
   }
 }
 
+TEST_CASE("gguf import: a SentencePiece vocabulary: merges from the scores, Metaspace, BOS") {
+  ScratchDir dir;
+  GgufBuilder::write(dir.file("m.gguf"), tiny_llama_spm().build());
+  const sgt::GgufImportSummary s = sgt::import_gguf(dir.file("m.gguf"), dir.file("out"));
+  CHECK(s.tokenizer == "llama");
+  CHECK(s.pre_tokenizer == "default");
+  std::ifstream tf(dir.file("out/tokenizer.json"));
+  const nlohmann::json tok = nlohmann::json::parse(tf);
+  // Every cut of a token into two tokens, best score first: "\u2581a" (-3.5) before "ab" (-4).
+  CHECK(tok["model"]["merges"] == nlohmann::json::parse(R"([["\u2581", "a"], ["a", "b"]])"));
+  CHECK(tok["model"]["byte_fallback"] == true);
+  CHECK(tok["model"]["vocab"]["\u2581a"] == 7);
+  CHECK(tok["pre_tokenizer"]["type"] == "Metaspace");
+  CHECK(tok["pre_tokenizer"]["prepend_scheme"] == "first");
+  CHECK(tok["post_processor"]["single"][0]["SpecialToken"]["id"] == "<s>");
+  CHECK(tok["post_processor"]["special_tokens"]["<s>"]["ids"] == nlohmann::json::array({1}));
+  // <s> and </s> are control tokens; <unk> (type 2) is added as the unknown token.
+  CHECK(tok["added_tokens"].size() == 3);
+  CHECK(tok["decoder"]["decoders"].back()["type"] == "Strip");
+  std::ifstream tcf(dir.file("out/tokenizer_config.json"));
+  const nlohmann::json tc = nlohmann::json::parse(tcf);
+  CHECK(tc["add_bos_token"] == true);
+  CHECK(tc["unk_token"] == "<unk>");
+
+  // add_space_prefix false: nothing before the text, and nothing to strip when decoding.
+  GgufBuilder b = tiny_llama_spm();
+  b.kv_bool("tokenizer.ggml.add_space_prefix", false);
+  b.kv_bool("tokenizer.ggml.add_bos_token", false);
+  GgufBuilder::write(dir.file("no_prefix.gguf"), b.build());
+  sgt::import_gguf(dir.file("no_prefix.gguf"), dir.file("no_prefix"));
+  std::ifstream nf(dir.file("no_prefix/tokenizer.json"));
+  const nlohmann::json no_prefix = nlohmann::json::parse(nf);
+  CHECK(no_prefix["pre_tokenizer"]["prepend_scheme"] == "never");
+  CHECK(no_prefix["decoder"]["decoders"].back()["type"] == "Fuse");
+  CHECK(no_prefix["post_processor"]["single"].size() == 1);
+}
+
 TEST_CASE("gguf import: a refused file leaves no output directory, nor a temporary one") {
   auto refused = [](GgufBuilder b, const std::string& message) {
     ScratchDir dir;
@@ -443,11 +508,86 @@ TEST_CASE("gguf import: a refused file leaves no output directory, nor a tempora
   b.tensors.back().data.resize(100);  // the file ends inside the last tensor
   refused(b, "runs past the end of the data area");
 
-  // An existing directory is never written into.
+  // SentencePiece metadata: lengths that agree, llama.cpp's token types, scores, bounded work.
+  auto spm_refused = [&](const std::string& key, const GgufBuilder& with, const std::string& m) {
+    GgufBuilder spm = tiny_llama_spm();
+    replace_kv(spm, key, with);
+    refused(spm, m);
+  };
+  GgufBuilder kv;
+  kv.kv_f32s("tokenizer.ggml.scores", {0, 0, 0, -1, -2, -3, -4});
+  spm_refused("tokenizer.ggml.scores", kv, "key 'tokenizer.ggml.scores': 7 scores for 8 tokens");
+  kv = GgufBuilder();
+  kv.kv_f32s("tokenizer.ggml.scores", {0, 0, 0, -1, std::nanf(""), -3, -4, -5});
+  spm_refused("tokenizer.ggml.scores", kv,
+              "key 'tokenizer.ggml.scores': the score of token 4 is NaN");
+  kv = GgufBuilder();
+  kv.kv_i32s("tokenizer.ggml.token_type", {2, 3, 3, 9, 1, 1, 1, 1});
+  spm_refused("tokenizer.ggml.token_type", kv,
+              "key 'tokenizer.ggml.token_type': token 3 has type 9 (llama.cpp's types are 0 to 6)");
+  kv = GgufBuilder();
+  kv.kv_i32s("tokenizer.ggml.token_type", {2, 3, 3, 1, 1, 1, 1});
+  spm_refused("tokenizer.ggml.token_type", kv,
+              "key 'tokenizer.ggml.token_type': 7 types for 8 tokens");
+  kv = GgufBuilder();
+  kv.kv_strings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "ab"});
+  spm_refused("tokenizer.ggml.tokens", kv,
+              "key 'tokenizer.ggml.tokens': 7 tokens, but token_embd.weight has 8 rows");
+  kv = GgufBuilder();
+  kv.kv_strings("tokenizer.ggml.tokens",
+                {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "\xff", "b", "ab", "c"});
+  spm_refused("tokenizer.ggml.tokens", kv,
+              "key 'tokenizer.ggml.tokens': token 4 is not valid UTF-8");
+  // One token of 20000 characters: 4 * 10^8 steps to cut and look up, refused before any (the
+  // other tokens add 59).
+  kv = GgufBuilder();
+  kv.kv_strings("tokenizer.ggml.tokens",
+                {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "ab", std::string(20000, 'a')});
+  spm_refused("tokenizer.ggml.tokens", kv,
+              "key 'tokenizer.ggml.tokens': deriving merges from these tokens would take "
+              "400000059 steps (the limit is 268435456");
+  kv = GgufBuilder();
+  kv.kv_strings("tokenizer.ggml.merges", {"a b", "a  b"});
+  {
+    GgufBuilder spm = tiny_llama_spm();
+    spm.kvs.push_back(kv.kvs[0]);
+    refused(spm, "key 'tokenizer.ggml.merges': merge 1 is not two tokens separated by one space");
+  }
+  {
+    GgufBuilder spm = tiny_llama_spm();
+    spm.drop("tokenizer.ggml.scores");
+    refused(spm, "key 'tokenizer.ggml.scores'");
+  }
+  kv = GgufBuilder();
+  kv.kv_string("tokenizer.ggml.pre", "llama-bpe");
+  spm_refused("tokenizer.ggml.pre", kv,
+              "pre-tokenizer 'llama-bpe' is not supported with a llama (SentencePiece) vocabulary "
+              "(default is)");
+  kv = GgufBuilder();
+  kv.kv_string("tokenizer.ggml.model", "bert");
+  spm_refused("tokenizer.ggml.model", kv,
+              "key 'tokenizer.ggml.model': tokenizer model 'bert' is not supported (gpt2, "
+              "byte-level BPE, and llama, SentencePiece BPE, are)");
+}
+
+TEST_CASE("gguf import: an empty OUT_DIR is filled, as by make-transform; anything else refused") {
   ScratchDir dir;
   GgufBuilder::write(dir.file("m.gguf"), tiny_llama().build());
-  fs::create_directory(dir.file("out"));
-  CHECK_THROWS_WITH_AS(sgt::import_gguf(dir.file("m.gguf"), dir.file("out")),
-                       doctest::Contains("already exists"), sgt::Error);
-  CHECK(fs::is_empty(dir.file("out")));
+  fs::create_directory(dir.file("empty"));
+  sgt::import_gguf(dir.file("m.gguf"), dir.file("empty"));
+  CHECK(fs::exists(dir.file("empty/model.safetensors")));
+  const std::string refusal =
+      ": already exists and is not an empty directory (the command writes a new directory)";
+  CHECK_THROWS_WITH_AS(sgt::import_gguf(dir.file("m.gguf"), dir.file("empty")),
+                       (dir.file("empty") + refusal).c_str(), sgt::Error);
+  std::ofstream(dir.file("file")) << "x";
+  CHECK_THROWS_WITH_AS(sgt::import_gguf(dir.file("m.gguf"), dir.file("file")),
+                       (dir.file("file") + refusal).c_str(), sgt::Error);
+  fs::create_directory_symlink(dir.file("nowhere"), dir.file("link"));
+  CHECK_THROWS_WITH_AS(sgt::import_gguf(dir.file("m.gguf"), dir.file("link")),
+                       doctest::Contains("a symbolic link"), sgt::Error);
+  // The checks come before the GGUF file is read: a missing file is not what is reported.
+  CHECK_THROWS_WITH_AS(sgt::import_gguf(dir.file("absent.gguf"), dir.file("file")),
+                       (dir.file("file") + refusal).c_str(), sgt::Error);
+  CHECK(dir.entries().size() == 4);  // m.gguf, empty/, file, link: nothing left by the refusals
 }

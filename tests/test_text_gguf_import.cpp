@@ -3,6 +3,9 @@
 //     state dict transformers loads from the same file, bit for bit in f32 and rounded to nearest
 //     even in bf16; the rebuilt tokenizer gives its ids on a multilingual corpus and on chat
 //     renderings; CausalLM's last logits match its forward;
+//   - tests/data/gguf/tiny_spm.gguf (a SentencePiece vocabulary cut from Llama 2's, no merges):
+//     the merges transformers derives, the ids and decoded text of a corpus, chat renderings and
+//     logits; spm_vocab_options.gguf (the vocabulary alone): stored merges and the other flags;
 //   - SmolLM2-135M-Instruct (only when SGT_SMOLLM2_GGUF names the file, since it is 98 MB): rows
 //     of tensors, tokens, and the greedy answers of five chats (f32, 32 tokens) equal
 //     tests/data/gguf/smollm2_expected.json.
@@ -134,6 +137,80 @@ TEST_CASE("gguf import: the rebuilt tokenizer and template give transformers' id
       scale = std::max(scale, std::abs(double(want[i])));
     }
     CHECK(worst <= 1e-5 * std::max(1.0, scale));
+  }
+}
+
+TEST_CASE("gguf import: a SentencePiece vocabulary: transformers' merges, ids, text and chats") {
+  ScratchDir dir;
+  const std::string out = import_to(dir, kData + "/tiny_spm.gguf", "m", sgt::DType::F32);
+  const json fixture = sgt_test::read_fixture_json("gguf/tiny_spm_expected.json");
+  std::ifstream tf(out + "/tokenizer.json");
+  const json tok = json::parse(tf);
+  // The merges transformers derives from the scores (generate_merges), in its order.
+  std::vector<std::string> merges;
+  for (const json& m : tok.at("model").at("merges"))
+    merges.push_back(m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
+  CHECK(merges == fixture.at("merges").get<std::vector<std::string>>());
+  CHECK(tok.at("added_tokens") == fixture.at("added_tokens"));
+  const auto tokenizer = sgt::text::Tokenizer::load(out + "/tokenizer.json");
+  for (const json& c : fixture.at("texts")) {
+    INFO(c.at("text").get<std::string>());
+    const std::vector<std::int32_t> ids =
+        tokenizer.encode(c.at("text").get<std::string>(), true).ids;
+    CHECK(ids == ids_of(c.at("ids")));
+    CHECK(tokenizer.decode(ids_of(c.at("ids")), false) == c.at("decoded").get<std::string>());
+    CHECK(tokenizer.decode(ids_of(c.at("ids")), true) == c.at("decoded_skip").get<std::string>());
+  }
+  const sgt::ProtectedGeneration session(out);
+  for (const json& c : fixture.at("chats")) {
+    std::string rendered;
+    CHECK(chat_ids(session, dir, c.at("messages"), &rendered) == widen(ids_of(c.at("ids"))));
+    CHECK(rendered == c.at("rendered").get<std::string>());
+  }
+  const sgt::CausalLM lm = sgt::CausalLM::load(out);
+  for (const json& c : fixture.at("logits")) {
+    const std::vector<std::int64_t> ids = widen(ids_of(c.at("ids")));
+    CHECK(widen(tokenizer.encode(c.at("text").get<std::string>(), true).ids) == ids);
+    const std::vector<float> want = c.at("last_logits").get<std::vector<float>>();
+    sgt::LmRunOptions run;
+    run.precision = sgt::Precision::F32;
+    sgt::LmInput in;
+    in.seq_len = ids.size();
+    in.input_ids = ids;
+    for (std::size_t t = 0; t < ids.size(); ++t) in.cache_position.push_back(std::int64_t(t));
+    in.logits = sgt::LogitsFor::Last;
+    sgt::KvCache cache = lm.make_cache(1, ids.size());
+    const sgt::LmLogits logits = lm.forward(in, cache, run);
+    const std::vector<float> got(logits.row(0, 0), logits.row(0, 0) + logits.vocab);
+    REQUIRE(got.size() == want.size());
+    double worst = 0, scale = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      worst = std::max(worst, std::abs(double(got[i]) - want[i]));
+      scale = std::max(scale, std::abs(double(want[i])));
+    }
+    CHECK(worst <= 1e-5 * std::max(1.0, scale));
+  }
+}
+
+// A vocabulary-only file (no tensors): the tokenizer files alone, from stored merges, with
+// add_space_prefix false, no BOS and an EOS. The reference is transformers' tokenizer with the key
+// honoured (tools/fixtures/gguf_fixtures.py).
+TEST_CASE("gguf tokenizer: stored merges, add_space_prefix false, EOS and no BOS") {
+  const sgt::GgufFile file(kData + "/spm_vocab_options.gguf");
+  const json fixture = sgt_test::read_fixture_json("gguf/spm_vocab_options_expected.json");
+  const sgt::GgufTokenizerFiles files =
+      sgt::gguf_tokenizer_files(file, fixture.at("vocab_size").get<std::uint64_t>(), 128);
+  CHECK(files.tokenizer_config.at("add_bos_token") == false);
+  CHECK(files.tokenizer_config.at("add_eos_token") == true);
+  const auto tokenizer =
+      sgt::text::Tokenizer::from_json_text(files.tokenizer.dump(), "tokenizer.json");
+  for (const json& c : fixture.at("texts")) {
+    INFO(c.at("text").get<std::string>());
+    const std::vector<std::int32_t> ids =
+        tokenizer.encode(c.at("text").get<std::string>(), true).ids;
+    CHECK(ids == ids_of(c.at("ids")));
+    CHECK(tokenizer.decode(ids_of(c.at("ids")), false) == c.at("decoded").get<std::string>());
+    CHECK(tokenizer.decode(ids_of(c.at("ids")), true) == c.at("decoded_skip").get<std::string>());
   }
 }
 

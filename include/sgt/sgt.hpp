@@ -94,5 +94,6 @@
 #include "sgt/audit/utility_audit.hpp"
 
 #include "sgt/convert/gguf_import.hpp"
+#include "sgt/convert/gguf_tokenizer.hpp"
 #include "sgt/convert/make_transform.hpp"
 #include "sgt/convert/new_directory.hpp"

@@ -278,7 +278,11 @@ expect_ok import-gguf import-gguf "$gguf" imported --dtype f32 &&
   fail "import-gguf: no directory, or a wrong summary: $(cat stdout.txt)"
 expect_ok import-gguf-bf16 import-gguf "$gguf" imported_bf16 && grep -q '"dtype":"bf16"' stdout.txt ||
   fail "import-gguf-bf16: the default dtype is not bf16"
-expect_error import-gguf-exists 'already exists' import-gguf "$gguf" imported
+expect_error import-gguf-exists 'imported: already exists and is not an empty directory' import-gguf "$gguf" imported
+mkdir -p imported_spm
+expect_ok import-gguf-spm-empty-dir import-gguf "$root/tests/data/gguf/tiny_spm.gguf" imported_spm &&
+  grep -q '"tokenizer":"llama","pre_tokenizer":"default"' stdout.txt && [ -s imported_spm/tokenizer.json ] ||
+  fail "import-gguf-spm-empty-dir: an empty OUT_DIR was not filled, or a wrong summary: $(cat stdout.txt)"
 expect_error import-gguf-dtype 'dtype must be bf16 or f32' import-gguf "$gguf" other --dtype f16
 expect_error import-gguf-args 'needs MODEL.gguf and OUT_DIR' import-gguf "$gguf"
 head -c 3000 "$gguf" >truncated.gguf

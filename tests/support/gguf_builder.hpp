@@ -87,6 +87,22 @@ class GgufBuilder {
     for (auto v : values) put_u32(s, static_cast<std::uint32_t>(v));
     kvs.push_back(s);
   }
+  void kv_f32s(const std::string& key, const std::vector<float>& values) {
+    std::string s;
+    put_str(s, key);
+    put_u32(s, 9);
+    put_u32(s, 6);
+    put_u64(s, values.size());
+    for (float v : values) put_f32(s, v);
+    kvs.push_back(s);
+  }
+  // Removes the entry of `key` (its bytes start with the key's length and the key).
+  void drop(const std::string& key) {
+    std::string prefix;
+    put_str(prefix, key);
+    for (auto it = kvs.begin(); it != kvs.end();)
+      it = it->compare(0, prefix.size(), prefix) == 0 ? kvs.erase(it) : it + 1;
+  }
   void add_f32_tensor(const std::string& name, const std::vector<std::uint64_t>& dims,
                       const std::vector<float>& values) {
     Tensor t{name, dims, 0, {}};

@@ -20,8 +20,8 @@ struct ImportGgufArgs {
 };
 
 void declare(CLI::App& app, ImportGgufArgs& a) {
-  app.add_option("MODEL.gguf", a.gguf, "the GGUF file (a Llama model with a gpt2 BPE vocabulary)");
-  app.add_option("OUT_DIR", a.out, "the directory to create (must not exist)");
+  app.add_option("MODEL.gguf", a.gguf, "the GGUF file (a Llama model; a gpt2 or llama vocabulary)");
+  app.add_option("OUT_DIR", a.out, "the directory to create (absent, or an empty directory)");
   add_value_flag(app, "--dtype", "bf16|f32",
                  "model.safetensors' dtype (default bf16; f32 keeps every dequantized value)",
                  [&a](const std::string& v) {

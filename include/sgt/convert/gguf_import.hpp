@@ -11,22 +11,17 @@
 //     q_proj and k_proj rows so that ggml's RoPE (which rotates adjacent pairs) matches
 //     transformers' (which rotates the two halves of a head); transformers' loader undoes it
 //     (`reverse_permute`), and so do we: within each head, GGUF row (i, half) is row (half, i);
-//   - tokenizer.json: the `gpt2` byte-level BPE vocabulary and merges, its control tokens as
-//     special added tokens, and the pre-tokenizer of the original model chosen by
-//     `tokenizer.ggml.pre` (the regexes are those of the models' own tokenizer.json files, which
-//     llama.cpp's llama-vocab.cpp reproduces per name). A name not in the table is refused, never
-//     guessed: a wrong regex silently tokenizes differently from what the model was trained on;
-//   - tokenizer_config.json: the chat template and the bos/eos/unk/pad strings.
+//   - tokenizer.json and tokenizer_config.json: from the `tokenizer.ggml.*` keys, as
+//     transformers' loader rebuilds them (convert/gguf_tokenizer.hpp: byte-level BPE and
+//     SentencePiece vocabularies).
 //
-// No partial output (convert/new_directory.hpp): OUT_DIR must not exist, and holds nothing until
-// the import is complete.
+// No partial output (convert/new_directory.hpp): OUT_DIR must not exist or be an empty
+// directory, and holds nothing until the import is complete.
 #pragma once
 
 #include <cstdint>
-#include <filesystem>
 #include <map>
 #include <string>
-#include <system_error>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +30,7 @@
 #include "sgt/core/enum_names.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/core/tensor_view.hpp"
+#include "sgt/convert/gguf_tokenizer.hpp"
 #include "sgt/convert/new_directory.hpp"
 #include "sgt/io/atomic_file.hpp"
 #include "sgt/io/gguf.hpp"
@@ -58,36 +54,7 @@ struct GgufImportSummary {
   std::uint64_t parameters = 0;
 };
 
-// The pre-tokenizers we rebuild, by `tokenizer.ggml.pre`.
-struct GgufPreTokenizer {
-  const char* name;
-  const char* split_regex;  // null: ByteLevel's own (GPT-2) regex
-  bool individual_digits;   // Digits(individual_digits) before ByteLevel
-  bool nfc;                 // an NFC normalizer
-};
-
-inline constexpr const char* kLlama3SplitRegex =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
-    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-inline constexpr const char* kQwen2SplitRegex =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
-    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-inline constexpr GgufPreTokenizer kGgufPreTokenizers[] = {
-    {"gpt-2", nullptr, false, false},
-    {"smollm", nullptr, true, false},
-    {"llama-bpe", kLlama3SplitRegex, false, false},
-    {"qwen2", kQwen2SplitRegex, false, true},
-};
-
 namespace detail {
-
-inline std::string gguf_known_pre_tokenizers() {
-  std::string s;
-  for (const GgufPreTokenizer& p : kGgufPreTokenizers)
-    s += (s.empty() ? "" : ", ") + std::string(p.name);
-  return s;
-}
 
 // The GGUF name of a Llama tensor -> transformers' name; throws for one we do not know.
 inline std::string hf_llama_tensor_name(const std::string& name, std::uint64_t layers) {
@@ -146,94 +113,6 @@ inline std::vector<float> reverse_llama_permutation(const std::vector<float>& w,
         std::copy(src, src + cols, dst);
       }
   return out;
-}
-
-// GPT-2's byte-level alphabet (bytes_to_unicode): the code point that spells byte b.
-inline std::uint32_t byte_level_code_point(unsigned char b) noexcept {
-  const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
-  if (printable) return b;
-  std::uint32_t n = 0;  // the rank of b among the bytes that are not printable
-  for (unsigned x = 0; x < b; ++x)
-    if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || x >= 174)) ++n;
-  return 256 + n;
-}
-
-inline void append_utf8(std::string& s, std::uint32_t cp) {
-  if (cp < 0x80) {
-    s.push_back(static_cast<char>(cp));
-  } else {  // the alphabet stops at U+0143: two bytes
-    s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
-// Whether every character of `token` is in the byte-level alphabet (it is spelled as a GPT-2
-// vocabulary spells tokens). llama.cpp writes some tokens raw (a token whose bytes are not UTF-8
-// comes back as U+FFFD, say); transformers' loader respells those from their UTF-8 bytes so that
-// the merges find them, and does not take one marked control as a special token. So do we.
-inline bool in_byte_level_alphabet(const std::string& token) {
-  for (std::size_t i = 0; i < token.size();) {
-    const unsigned char c = static_cast<unsigned char>(token[i]);
-    std::uint32_t cp = 0;
-    if (c < 0x80) {
-      cp = c;
-      i += 1;
-    } else if ((c & 0xE0) == 0xC0 && i + 1 < token.size()) {
-      cp = ((c & 0x1Fu) << 6) | (static_cast<unsigned char>(token[i + 1]) & 0x3Fu);
-      i += 2;
-    } else {
-      return false;  // three bytes and more are above U+0143
-    }
-    const bool printable = (cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) ||
-                           (cp >= 174 && cp <= 255) || (cp >= 256 && cp <= 323);
-    if (!printable) return false;
-  }
-  return true;
-}
-
-inline std::string byte_level_spelling(const std::string& token) {
-  std::string out;
-  for (const char c : token) append_utf8(out, byte_level_code_point(static_cast<unsigned char>(c)));
-  return out;
-}
-
-// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF):
-// what a JSON file may hold. GGUF strings are bytes, and nothing promises that.
-inline bool is_utf8(const std::string& s) noexcept {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    std::size_t n = 0;
-    std::uint32_t cp = 0, min = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 1, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2, cp = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3, cp = c & 0x07, min = 0x10000;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;
-    for (std::size_t k = 1; k <= n; ++k) {
-      const unsigned char d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n + 1;
-  }
-  return true;
-}
-
-inline const std::string& require_utf8(const std::string& s, const std::string& key,
-                                       const std::string& what) {
-  if (!is_utf8(s))
-    throw Error(what + " is not valid UTF-8 (a JSON file cannot hold it)").at_key(key);
-  return s;
 }
 
 inline std::uint64_t gguf_positive(const GgufFile& f, const std::string& key,
@@ -330,147 +209,6 @@ inline nlohmann::ordered_json gguf_llama_config(const GgufFile& f, const GgufLla
   return c;
 }
 
-// tokenizer.json and tokenizer_config.json of a `gpt2` vocabulary.
-struct GgufTokenizerFiles {
-  nlohmann::ordered_json tokenizer, tokenizer_config;
-};
-
-inline GgufTokenizerFiles gguf_tokenizer_files(const GgufFile& f, const GgufLlamaShape& s) {
-  const std::string model = f.string("tokenizer.ggml.model");
-  if (model != "gpt2")
-    throw Error("tokenizer model '" + model + "' is not supported (gpt2, byte-level BPE, is)")
-        .at_key("tokenizer.ggml.model");
-  const std::string pre_name =
-      f.contains("tokenizer.ggml.pre") ? f.string("tokenizer.ggml.pre") : std::string("(absent)");
-  const GgufPreTokenizer* pre = nullptr;
-  for (const GgufPreTokenizer& p : kGgufPreTokenizers)
-    if (pre_name == p.name) pre = &p;
-  if (!pre)
-    throw Error("pre-tokenizer '" + pre_name + "' is not supported (" +
-                detail::gguf_known_pre_tokenizers() + " are)")
-        .at_key("tokenizer.ggml.pre");
-  const std::vector<std::string>& tokens = f.strings("tokenizer.ggml.tokens");
-  if (tokens.size() != s.vocab)
-    throw Error(std::to_string(tokens.size()) + " tokens, but token_embd.weight has " +
-                std::to_string(s.vocab) + " rows")
-        .at_key("tokenizer.ggml.tokens");
-  std::vector<std::int64_t> types;
-  if (f.contains("tokenizer.ggml.token_type")) {
-    types = f.integers("tokenizer.ggml.token_type");
-    if (types.size() != tokens.size())
-      throw Error(std::to_string(types.size()) + " types for " + std::to_string(tokens.size()) +
-                  " tokens")
-          .at_key("tokenizer.ggml.token_type");
-  }
-  auto token_of = [&](const char* key) -> nlohmann::ordered_json {
-    const std::string k = std::string("tokenizer.ggml.") + key;
-    if (!f.contains(k)) return nullptr;
-    const std::uint64_t id = f.unsigned_integer(k);
-    if (id >= tokens.size())
-      throw Error("token id " + std::to_string(id) + " is outside the vocabulary of " +
-                  std::to_string(tokens.size()))
-          .at_key(k);
-    return detail::require_utf8(tokens[id], k, "token " + std::to_string(id));
-  };
-
-  nlohmann::ordered_json t;
-  t["version"] = "1.0";
-  t["truncation"] = nullptr;
-  t["padding"] = nullptr;
-  t["added_tokens"] = nlohmann::ordered_json::array();
-  // llama.cpp's token types: 3 control (a special token), 4 user-defined (an added token that is
-  // not special). Both are matched before the BPE, as tokenizers' added vocabulary is.
-  std::vector<bool> spelled(tokens.size());
-  for (std::size_t id = 0; id < tokens.size(); ++id)
-    spelled[id] = detail::in_byte_level_alphabet(tokens[id]);
-  for (std::size_t id = 0; id < types.size(); ++id)
-    if ((types[id] == 3 || types[id] == 4) && spelled[id])
-      t["added_tokens"].push_back({{"id", id},
-                                   {"content", tokens[id]},
-                                   {"single_word", false},
-                                   {"lstrip", false},
-                                   {"rstrip", false},
-                                   {"normalized", false},
-                                   {"special", types[id] == 3}});
-  t["normalizer"] = pre->nfc ? nlohmann::ordered_json{{"type", "NFC"}} : nlohmann::ordered_json();
-  nlohmann::ordered_json byte_level = {{"type", "ByteLevel"},
-                                       {"add_prefix_space", false},
-                                       {"trim_offsets", true},
-                                       {"use_regex", pre->split_regex == nullptr}};
-  nlohmann::ordered_json steps = nlohmann::ordered_json::array();
-  if (pre->individual_digits) steps.push_back({{"type", "Digits"}, {"individual_digits", true}});
-  if (pre->split_regex)
-    steps.push_back({{"type", "Split"},
-                     {"pattern", {{"Regex", pre->split_regex}}},
-                     {"behavior", "Isolated"},
-                     {"invert", false}});
-  steps.push_back(byte_level);
-  t["pre_tokenizer"] = steps.size() == 1
-                           ? byte_level
-                           : nlohmann::ordered_json{{"type", "Sequence"}, {"pretokenizers", steps}};
-  const bool add_bos =
-      f.contains("tokenizer.ggml.add_bos_token") && f.boolean("tokenizer.ggml.add_bos_token");
-  const nlohmann::ordered_json bos = token_of("bos_token_id");
-  if (add_bos && !bos.is_null()) {
-    const std::string b = bos.get<std::string>();
-    const std::uint64_t bos_id = f.unsigned_integer("tokenizer.ggml.bos_token_id");
-    t["post_processor"] = {
-        {"type", "TemplateProcessing"},
-        {"single",
-         {{{"SpecialToken", {{"id", b}, {"type_id", 0}}}},
-          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-        {"pair",
-         {{{"SpecialToken", {{"id", b}, {"type_id", 0}}}},
-          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-          {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
-        {"special_tokens", {{b, {{"id", b}, {"ids", {bos_id}}, {"tokens", {b}}}}}}};
-  } else {
-    t["post_processor"] = {{"type", "ByteLevel"},
-                           {"add_prefix_space", true},
-                           {"trim_offsets", false},
-                           {"use_regex", true}};
-  }
-  t["decoder"] = {{"type", "ByteLevel"},
-                  {"add_prefix_space", true},
-                  {"trim_offsets", true},
-                  {"use_regex", true}};
-  const std::vector<std::string> merges = f.contains("tokenizer.ggml.merges")
-                                              ? f.strings("tokenizer.ggml.merges")
-                                              : std::vector<std::string>{};
-  for (std::size_t i = 0; i < merges.size(); ++i)
-    detail::require_utf8(merges[i], "tokenizer.ggml.merges", "merge " + std::to_string(i));
-  nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
-  for (std::size_t id = 0; id < tokens.size(); ++id)
-    vocab[spelled[id] ? tokens[id] : detail::byte_level_spelling(tokens[id])] = id;
-  t["model"] = {{"type", "BPE"},
-                {"dropout", nullptr},
-                {"unk_token", nullptr},
-                {"continuing_subword_prefix", ""},
-                {"end_of_word_suffix", ""},
-                {"fuse_unk", false},
-                {"byte_fallback", false},
-                {"ignore_merges", false},
-                {"vocab", std::move(vocab)},
-                {"merges", f.contains("tokenizer.ggml.merges") ? f.strings("tokenizer.ggml.merges")
-                                                               : std::vector<std::string>{}}};
-
-  nlohmann::ordered_json c;
-  c["add_bos_token"] = add_bos;
-  c["add_eos_token"] =
-      f.contains("tokenizer.ggml.add_eos_token") && f.boolean("tokenizer.ggml.add_eos_token");
-  c["bos_token"] = bos;
-  c["eos_token"] = token_of("eos_token_id");
-  c["unk_token"] = token_of("unknown_token_id");
-  c["pad_token"] = token_of("padding_token_id");
-  if (f.contains("tokenizer.chat_template"))
-    c["chat_template"] = detail::require_utf8(f.string("tokenizer.chat_template"),
-                                              "tokenizer.chat_template", "the template");
-  c["clean_up_tokenization_spaces"] = false;
-  c["model_max_length"] = s.context;
-  c["tokenizer_class"] = "PreTrainedTokenizerFast";
-  return {std::move(t), std::move(c)};
-}
-
 // The Hugging Face expected shape of each GGUF tensor of a Llama model (PyTorch order).
 inline std::vector<std::uint64_t> gguf_llama_expected_shape(const std::string& hf_name,
                                                             const GgufLlamaShape& s) {
@@ -493,7 +231,7 @@ inline std::vector<std::uint64_t> gguf_llama_expected_shape(const std::string& h
 inline GgufImportSummary write_gguf_llama_directory(const GgufFile& f, const std::string& dir,
                                                     const GgufImportOptions& options) {
   const GgufLlamaShape s = gguf_llama_shape(f);
-  const GgufTokenizerFiles tok = gguf_tokenizer_files(f, s);
+  const GgufTokenizerFiles tok = gguf_tokenizer_files(f, s.vocab, s.context);
   SafetensorsWriter writer;
   std::map<std::string, const GgufTensorInfo*> by_hf_name;
   for (const GgufTensorInfo& t : f.tensors()) {
@@ -513,7 +251,7 @@ inline GgufImportSummary write_gguf_llama_directory(const GgufFile& f, const std
       required.push_back("model.layers." + std::to_string(l) + "." + p + ".weight");
   for (const std::string& r : required)
     if (!by_hf_name.count(r)) throw Error("missing tensor (transformers' " + r + ")");
-  GgufImportSummary summary{"llama", "gpt2", f.string("tokenizer.ggml.pre"), by_hf_name.size(), 0};
+  GgufImportSummary summary{"llama", tok.model, tok.pre_tokenizer, by_hf_name.size(), 0};
   for (const auto& [hf, t] : by_hf_name) {
     summary.parameters += t->elements;
     std::vector<float> values = f.dequantize(*t);
@@ -546,18 +284,21 @@ inline GgufImportSummary import_gguf(const std::string& gguf_path, const std::st
                                      const GgufImportOptions& options = {}) {
   if (options.dtype == DType::F16)
     throw Error("import_gguf writes f32 or bf16, not f16").at_file(out_dir);
-  std::error_code ec;
-  if (std::filesystem::exists(out_dir, ec) || std::filesystem::is_symlink(out_dir, ec))
-    throw Error("already exists (the import writes a new directory)").at_file(out_dir);
+  NewDirectoryOptions where;
+  where.allow_empty = true;
+  check_new_directory(out_dir, where);  // before reading a file of gigabytes
   const GgufFile file(gguf_path, options.limits);
-  return write_new_directory(out_dir, [&](const std::string& tmp) {
-    try {
-      return write_gguf_llama_directory(file, tmp, options);
-    } catch (Error& e) {
-      e.at_file(gguf_path);
-      throw;
-    }
-  });
+  return write_new_directory(
+      out_dir,
+      [&](const std::string& tmp) {
+        try {
+          return write_gguf_llama_directory(file, tmp, options);
+        } catch (Error& e) {
+          e.at_file(gguf_path);
+          throw;
+        }
+      },
+      where);
 }
 
 }  // namespace sgt

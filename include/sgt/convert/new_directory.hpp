@@ -22,11 +22,9 @@ struct NewDirectoryOptions {
   bool allow_empty = false;  // an existing empty directory is replaced
 };
 
-// Calls write(tmp) on a fresh folder beside out_dir, then renames it to out_dir; returns what
-// write returned. Errors from write propagate unchanged (with the folder removed).
-template <class Write>
-auto write_new_directory(const std::string& out_dir, Write&& write,
-                         const NewDirectoryOptions& options = {}) {
+// Throws unless write_new_directory may write out_dir (it checks again): a caller whose work
+// before writing is long calls it first.
+inline void check_new_directory(const std::string& out_dir, const NewDirectoryOptions& options) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (fs::is_symlink(out_dir, ec))
@@ -41,6 +39,16 @@ auto write_new_directory(const std::string& out_dir, Write&& write,
                       : "already exists (the command writes a new directory)")
           .at_file(out_dir);
   }
+}
+
+// Calls write(tmp) on a fresh folder beside out_dir, then renames it to out_dir; returns what
+// write returned. Errors from write propagate unchanged (with the folder removed).
+template <class Write>
+auto write_new_directory(const std::string& out_dir, Write&& write,
+                         const NewDirectoryOptions& options = {}) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  check_new_directory(out_dir, options);
   static std::atomic<unsigned> counter{0};
   std::string target = out_dir;
   while (target.size() > 1 && target.back() == '/') target.pop_back();

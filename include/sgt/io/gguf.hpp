@@ -313,6 +313,15 @@ class GgufFile {
     return out;
   }
 
+  // A float array's elements (f32 or f64, held exactly).
+  const std::vector<double>& numbers(const std::string& key) const {
+    const GgufValue& v = value(key);
+    if (!v.is_array() ||
+        (v.element_type != GgufValueType::F32 && v.element_type != GgufValueType::F64))
+      throw wrong_type(key, v, "an array of floats");
+    return v.floats;
+  }
+
   // In file order.
   const std::vector<GgufTensorInfo>& tensors() const noexcept { return tensors_; }
   const GgufTensorInfo* find_tensor(const std::string& name) const {
