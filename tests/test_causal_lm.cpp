@@ -24,13 +24,14 @@ namespace fs = std::filesystem;
 namespace {
 
 const fs::path kData = fs::path(SGT_TEST_DATA_DIR) / "causal_lm";
-// The f32 families; llama_bf16 is tested on its own below.
-const char* const kF32Models[] = {"llama", "mistral", "qwen2_sharded", "qwen3_tied"};
+// The f32 families; llama_bf16 and phi3_bf16 are tested on their own below, and phi3_crossing,
+// whose one-pass logits differ from a cached run by design (longrope), too.
+const char* const kF32Models[] = {"llama", "mistral", "qwen2_sharded", "qwen3_tied", "phi3"};
 
 struct Expected {
   std::size_t batch = 0, prompt = 0, next = 0, turn2 = 0, turn2_len = 0, vocab = 0;
   std::vector<std::int64_t> prompt_ids, next_ids, turn2_ids, greedy_ids;
-  std::vector<float> logits, turn2_logits, logits_bf16;  // [B, rows, V]
+  std::vector<float> logits, turn2_logits, logits_bf16, cached_logits;  // [B, rows, V]
 };
 
 std::vector<float> floats(const sgt::SafetensorsFile& f, const std::string& name) {
@@ -59,6 +60,7 @@ Expected expected(const std::string& model) {
   e.logits = floats(f, "logits");
   e.turn2_logits = floats(f, "turn2_logits");
   if (f.contains("logits_bf16")) e.logits_bf16 = floats(f, "logits_bf16");
+  if (f.contains("cached_logits")) e.cached_logits = floats(f, "cached_logits");
   return e;
 }
 
@@ -179,11 +181,18 @@ TEST_CASE("prefill, 8 decode steps and a second turn equal HF's full-sequence lo
     const Expected e = expected(model);
     REQUIRE(lm.vocab_size() == e.vocab);
     CHECK(lm.resolve_precision(sgt::Precision::Auto) == sgt::Precision::F32);
-    for (bool reference : {false, true}) {
+    // The prefill's flash and SDPA kernels, then every kernel on its reference.
+    for (const auto& [attention, reference] :
+         {std::pair{sgt::AttentionAlgorithm::Flash, false},
+          std::pair{sgt::AttentionAlgorithm::Sdpa, false},
+          std::pair{sgt::AttentionAlgorithm::Sdpa, true}}) {
       sgt::LmRunOptions options;
+      options.attention = attention;
       options.reference_kernels = reference;
       const Turns turns = run_turns(lm, e, options);
-      const std::string tag = std::string(model) + (reference ? " (reference kernels)" : "");
+      const std::string tag =
+          std::string(model) + (reference ? " (reference kernels)"
+                                : attention == sgt::AttentionAlgorithm::Sdpa ? " (sdpa)" : "");
       // 1e-4 of the logits' magnitude: f32 reassociation over 2 layers and a 64-term lm_head.
       MESSAGE(tag << ": prefill + decode " << relative_error(turns.first, e.logits)
                   << ", second turn " << relative_error(turns.second, e.turn2_logits));
@@ -203,14 +212,15 @@ TEST_CASE("prefill, 8 decode steps and a second turn equal HF's full-sequence lo
 // (kTileTokens is 16 or 32); T = 1 is the unpruned decode path, checked the same way.
 TEST_CASE("LogitsFor::Last gives the bits of All's last rows and the same cache, for every model") {
   const std::size_t kMaxLen = 48, kHistory = 5, kTurnStart = 3;
-  for (const char* model : {"llama", "llama_bf16", "mistral", "qwen2_sharded", "qwen3_tied"}) {
+  for (const char* model : {"llama", "llama_bf16", "mistral", "qwen2_sharded", "qwen3_tied", "phi3",
+                            "phi3_bf16", "phi3_crossing"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
     const std::size_t V = lm.vocab_size();
     // Bf16 where the weights are BF16, whether or not Auto picks it on this CPU.
     std::vector<sgt::Precision> precisions = {sgt::Precision::F32};
-    if (name == "llama_bf16") precisions.push_back(sgt::Precision::Bf16);
+    if (name == "llama_bf16" || name == "phi3_bf16") precisions.push_back(sgt::Precision::Bf16);
     // Ids from a fixed linear congruential sequence: any ids do, the two runs get the same.
     std::uint64_t state = 12345;
     auto some_ids = [&](std::size_t n) {
@@ -312,7 +322,8 @@ TEST_CASE("inputs_embeds give the logits of input_ids, bit for bit, in both turn
 }
 
 TEST_CASE("generate, greedy by default, gives HF generate's tokens (do_sample=False)") {
-  for (const char* model : {"llama", "mistral", "qwen2_sharded", "qwen3_tied", "llama_bf16"}) {
+  for (const char* model : {"llama", "mistral", "qwen2_sharded", "qwen3_tied", "llama_bf16", "phi3",
+                            "phi3_bf16", "phi3_crossing"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
@@ -363,8 +374,11 @@ TEST_CASE("tied embeddings: lm_head is the embedding table") {
 }
 
 TEST_CASE("bf16 weights: f32 precision matches HF f32, bf16 precision within HF bf16's own error") {
-  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "llama_bf16").string());
-  const Expected e = expected("llama_bf16");
+  for (const char* model : {"llama_bf16", "phi3_bf16"}) {
+  const std::string name = model;
+  CAPTURE(name);
+  const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
+  const Expected e = expected(model);
   REQUIRE(lm.weights().lm_head.dtype() == sgt::DType::BF16);
   // Auto is Bf16 only on kernels with the CPU's bf16 dot product; emulated, F32.
   sgt::kernels::KernelTable with_dot = sgt::kernels::default_kernel_table(), emulated = with_dot;
@@ -409,10 +423,45 @@ TEST_CASE("bf16 weights: f32 precision matches HF f32, bf16 precision within HF 
       CHECK(sgt_test::max_error(bf16.first, exact.first) == 0);
     }
   }
+  }
+}
+
+// phi3_crossing: longrope with original_max_position_embeddings 10 inside the first turn. Each
+// forward call picks its factor set by where it ends, and the cache keeps what earlier calls wrote:
+// the prompt (7) and decode steps ending at <= 10 use the short factors, the later ones the long
+// ones, with the short keys still in the cache -- what HF computes on a DynamicCache fed the same
+// calls (cached_logits), and not its one-pass logits (all long). generate() re-runs the sequence
+// where HF's generate does; the generate test above checks its tokens.
+TEST_CASE("longrope: each call picks short or long factors by where it ends, as HF's cached run") {
+  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "phi3_crossing").string());
+  const Expected e = expected("phi3_crossing");
+  REQUIRE(lm.config().decoder.rope.type == sgt::RopeType::LongRope);
+  REQUIRE(lm.config().decoder.rope.original_max_position_embeddings == 10);
+  REQUIRE(e.prompt < 10);
+  REQUIRE(e.prompt + e.next > 11);
+  REQUIRE(!e.cached_logits.empty());
+  CHECK(!sgt::restarts_longrope_at(lm, 9));
+  CHECK(sgt::restarts_longrope_at(lm, 10));
+  CHECK(!sgt::restarts_longrope_at(lm, 11));
+  for (const auto& [attention, reference] : {std::pair{sgt::AttentionAlgorithm::Flash, false},
+                                             std::pair{sgt::AttentionAlgorithm::Sdpa, false},
+                                             std::pair{sgt::AttentionAlgorithm::Sdpa, true}}) {
+    CAPTURE(reference);
+    sgt::LmRunOptions options;
+    options.attention = attention;
+    options.reference_kernels = reference;
+    const Turns turns = run_turns(lm, e, options);
+    MESSAGE("phi3_crossing, cached run vs HF's: " << relative_error(turns.first, e.cached_logits));
+    expect_close(turns.first, e.cached_logits, 1e-4, "prefill + decode across original_max");
+    // The one-pass logits use the long factors everywhere: the prompt's rows must differ.
+    CHECK(relative_error(rows_of(turns.first, e.batch, e.prompt + e.next, e.vocab, 0, e.prompt),
+                         rows_of(e.logits, e.batch, e.prompt + e.next, e.vocab, 0, e.prompt)) >
+          1e-2);
+  }
 }
 
 TEST_CASE("logits are bit-identical for 1, 2 and 3 threads") {
-  for (const char* model : {"llama", "qwen3_tied"}) {
+  for (const char* model : {"llama", "qwen3_tied", "phi3", "phi3_crossing"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
@@ -523,6 +572,23 @@ TEST_CASE("bad config.json and missing tensors: the error names the file and the
     const std::string what = error_of([&] { sgt::CausalLM::load(copy.dir.string()); });
     CHECK(what.find("gpt2") != std::string::npos);
     CHECK(what.find("llama") != std::string::npos);
+  }
+  SUBCASE("a family we know but cannot run: the missing feature") {
+    ScratchCopy copy("phi3");
+    nlohmann::json j = copy.config();
+    for (const auto& [type, feature] :
+         {std::pair<std::string, std::string>{"phi", "parallel attention/MLP block"},
+          {"phimoe", "mixture-of-experts"},
+          {"mixtral", "mixture-of-experts"},
+          {"qwen2_moe", "mixture-of-experts"}}) {
+      CAPTURE(type);
+      j["model_type"] = type;
+      copy.write_config(j);
+      const std::string what = error_of([&] { sgt::CausalLM::load(copy.dir.string()); });
+      CHECK(what.find("model_type '" + type + "': ") != std::string::npos);
+      CHECK(what.find(feature) != std::string::npos);
+      CHECK(what.find("config.json") != std::string::npos);
+    }
   }
   SUBCASE("a layer more than the file holds: the missing tensor") {
     ScratchCopy copy("llama");
