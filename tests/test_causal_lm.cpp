@@ -375,54 +375,54 @@ TEST_CASE("tied embeddings: lm_head is the embedding table") {
 
 TEST_CASE("bf16 weights: f32 precision matches HF f32, bf16 precision within HF bf16's own error") {
   for (const char* model : {"llama_bf16", "phi3_bf16"}) {
-  const std::string name = model;
-  CAPTURE(name);
-  const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
-  const Expected e = expected(model);
-  REQUIRE(lm.weights().lm_head.dtype() == sgt::DType::BF16);
-  // Auto is Bf16 only on kernels with the CPU's bf16 dot product; emulated, F32.
-  sgt::kernels::KernelTable with_dot = sgt::kernels::default_kernel_table(), emulated = with_dot;
-  with_dot.bf16_dot_product = true;
-  emulated.bf16_dot_product = false;
-  CHECK(lm.resolve_precision(sgt::Precision::Auto, with_dot) == sgt::Precision::Bf16);
-  CHECK(lm.resolve_precision(sgt::Precision::Auto, emulated) == sgt::Precision::F32);
-  CHECK(lm.resolve_precision(sgt::Precision::Bf16, emulated) == sgt::Precision::Bf16);
-  CHECK(lm.resolve_precision(sgt::Precision::Auto) ==
-        (sgt::kernels::default_kernel_table().bf16_dot_product ? sgt::Precision::Bf16
-                                                       : sgt::Precision::F32));
+    const std::string name = model;
+    CAPTURE(name);
+    const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
+    const Expected e = expected(model);
+    REQUIRE(lm.weights().lm_head.dtype() == sgt::DType::BF16);
+    // Auto is Bf16 only on kernels with the CPU's bf16 dot product; emulated, F32.
+    sgt::kernels::KernelTable with_dot = sgt::kernels::default_kernel_table(), emulated = with_dot;
+    with_dot.bf16_dot_product = true;
+    emulated.bf16_dot_product = false;
+    CHECK(lm.resolve_precision(sgt::Precision::Auto, with_dot) == sgt::Precision::Bf16);
+    CHECK(lm.resolve_precision(sgt::Precision::Auto, emulated) == sgt::Precision::F32);
+    CHECK(lm.resolve_precision(sgt::Precision::Bf16, emulated) == sgt::Precision::Bf16);
+    CHECK(lm.resolve_precision(sgt::Precision::Auto) ==
+          (sgt::kernels::default_kernel_table().bf16_dot_product ? sgt::Precision::Bf16
+                                                                 : sgt::Precision::F32));
 
-  // The reference is HF in f32 on the stored bf16 weights: exact weights, f32 arithmetic.
-  sgt::LmRunOptions f32;
-  f32.precision = sgt::Precision::F32;
-  const Turns exact = run_turns(lm, e, f32);
-  expect_close(exact.first, e.logits, 1e-4, "bf16 weights, f32 precision");
-  expect_close(exact.second, e.turn2_logits, 1e-4, "bf16 weights, f32 precision, second turn");
-  expect_close(exact.prompt_last,
-               rows_of(e.logits, e.batch, e.prompt + e.next, e.vocab, e.prompt - 1, 1), 1e-4,
-               "bf16 weights, f32 precision, prefill, last position only");
+    // The reference is HF in f32 on the stored bf16 weights: exact weights, f32 arithmetic.
+    sgt::LmRunOptions f32;
+    f32.precision = sgt::Precision::F32;
+    const Turns exact = run_turns(lm, e, f32);
+    expect_close(exact.first, e.logits, 1e-4, "bf16 weights, f32 precision");
+    expect_close(exact.second, e.turn2_logits, 1e-4, "bf16 weights, f32 precision, second turn");
+    expect_close(exact.prompt_last,
+                 rows_of(e.logits, e.batch, e.prompt + e.next, e.vocab, e.prompt - 1, 1), 1e-4,
+                 "bf16 weights, f32 precision, prefill, last position only");
 
-  // Our bf16 precision rounds each matmul's input to bf16 (2^-9 relative), as HF's native bf16
-  // run does -- which also rounds every other activation, the residual stream included. The
-  // tolerance is therefore HF bf16's own distance from the f32 reference: serving the model in
-  // bf16 with transformers costs that much, and ours must cost no more.
-  const double hf_bf16_error = relative_error(e.logits_bf16, e.logits);
-  MESSAGE("HF native bf16 vs f32: " << hf_bf16_error << " of the logits' magnitude");
-  REQUIRE(hf_bf16_error > 0);
-  for (sgt::Precision p : {sgt::Precision::Bf16, sgt::Precision::Auto}) {
-    sgt::LmRunOptions options;
-    options.precision = p;
-    const Turns bf16 = run_turns(lm, e, options);
-    const double ours = relative_error(bf16.first, e.logits);
-    MESSAGE("sgt bf16 precision vs f32: " << ours);
-    CHECK(ours <= hf_bf16_error);
-    // It really ran in the precision it resolved to: bf16 is not the f32 bits, and Auto without
-    // a bf16 dot product (an AVX2 CPU) is exactly them.
-    if (lm.resolve_precision(p) == sgt::Precision::Bf16) {
-      CHECK(sgt_test::max_error(bf16.first, exact.first) > 0);
-    } else {
-      CHECK(sgt_test::max_error(bf16.first, exact.first) == 0);
+    // Our bf16 precision rounds each matmul's input to bf16 (2^-9 relative), as HF's native bf16
+    // run does -- which also rounds every other activation, the residual stream included. The
+    // tolerance is therefore HF bf16's own distance from the f32 reference: serving the model in
+    // bf16 with transformers costs that much, and ours must cost no more.
+    const double hf_bf16_error = relative_error(e.logits_bf16, e.logits);
+    MESSAGE("HF native bf16 vs f32: " << hf_bf16_error << " of the logits' magnitude");
+    REQUIRE(hf_bf16_error > 0);
+    for (sgt::Precision p : {sgt::Precision::Bf16, sgt::Precision::Auto}) {
+      sgt::LmRunOptions options;
+      options.precision = p;
+      const Turns bf16 = run_turns(lm, e, options);
+      const double ours = relative_error(bf16.first, e.logits);
+      MESSAGE("sgt bf16 precision vs f32: " << ours);
+      CHECK(ours <= hf_bf16_error);
+      // It really ran in the precision it resolved to: bf16 is not the f32 bits, and Auto without
+      // a bf16 dot product (an AVX2 CPU) is exactly them.
+      if (lm.resolve_precision(p) == sgt::Precision::Bf16) {
+        CHECK(sgt_test::max_error(bf16.first, exact.first) > 0);
+      } else {
+        CHECK(sgt_test::max_error(bf16.first, exact.first) == 0);
+      }
     }
-  }
   }
 }
 

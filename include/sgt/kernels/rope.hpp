@@ -228,7 +228,8 @@ class RopeTable {
     inv_freq_ = detail::rope_inv_freq(p, rotary_dim_, long_factors_);
     const std::size_t half = rotary_dim_ / 2;
     // cos() * attention_scaling: a Python float times an f32 tensor multiplies in f32.
-    const auto scaling = static_cast<float>(p.type == RopeType::LongRope ? p.attention_factor : 1.0);
+    const auto scaling =
+        static_cast<float>(p.type == RopeType::LongRope ? p.attention_factor : 1.0);
     cos_.resize(num_positions * rotary_dim_);
     sin_.resize(num_positions * rotary_dim_);
     for (std::size_t pos = 0; pos < num_positions; ++pos) {

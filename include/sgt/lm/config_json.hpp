@@ -2,9 +2,10 @@
 //
 // The file is the one `save_pretrained` writes for LlamaForCausalLM, MistralForCausalLM,
 // Qwen2ForCausalLM, Qwen3ForCausalLM or Phi3ForCausalLM: model_type picks the family row
-// (model/families.hpp), and the decoder keys are read by the same parser as an estimator's `config` (model/config_json.hpp),
-// with the family's defaults for absent keys. Every error is an sgt::Error naming the file and the
-// key; unknown keys are logged and ignored, as transformers ignores them.
+// (model/families.hpp), and the decoder keys are read by the same parser as an estimator's
+// `config` (model/config_json.hpp), with the family's defaults for absent keys. Every error is an
+// sgt::Error naming the file and the key; unknown keys are logged and ignored, as transformers
+// ignores them.
 #pragma once
 
 #include <cstdint>

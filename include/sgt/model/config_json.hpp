@@ -165,7 +165,8 @@ inline void parse_rope(JsonObjectReader& c, DecoderConfig& d,
       d.rope.factor = r.positive_number(
           "factor", static_cast<double>(d.max_position_embeddings) / original_f);
       const bool scaled = d.rope.factor > 1.0;
-      if (scaled && d.rope.original_max_position_embeddings == 1 && !dict->contains("attention_factor"))
+      if (scaled && d.rope.original_max_position_embeddings == 1 &&
+          !dict->contains("attention_factor"))
         r.fail("original_max_position_embeddings",
                "must be > 1 to derive attention_factor (ln(original) divides), or give "
                "attention_factor");

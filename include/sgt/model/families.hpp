@@ -3,17 +3,17 @@
 // A family is a Llama-style decoder plus a few switches. Everything that differs between families
 // is a field of ModelFamily: the name config.json uses, the defaults of the family's transformers
 // config class, how it decides which projections carry biases, whether q and k get a per-head
-// RMSNorm, how it treats a sliding window, its RMSNorm style. The config parser
+// RMSNorm, whether its projections are stored fused, how it treats a sliding window, its RMSNorm
+// style. The config parser
 // (model/config_json.hpp) reads a family's keys by these rules and resolves them into plain
 // switches of DecoderConfig; the tensor list (model/weights.hpp) and the decoder layer
 // (model/decoder_layer.hpp) read only those switches, never the family. So adding a family is a
 // ModelType value and a row below (plus its Python reference, fixtures and docs): see
 // docs/architecture.md.
 //
-// The rows were checked against transformers 5.23 by tests/data/config/hf_defaults.json, written
+// The rows were checked against transformers 5.25 by tests/data/config/hf_defaults.json, written
 // by tools/fixtures/config_fixtures.py from LlamaConfig(), MistralConfig(), Qwen2Config(),
-// Qwen3Config() and decoder layers built from them; the phi3 column against transformers 5.25's
-// Phi3Config by tools/fixtures/phi3_fixtures.py (tests/data/config/phi3_defaults.json):
+// Qwen3Config(), Phi3Config() and decoder layers built from them:
 //
 //                            llama        mistral   qwen2     qwen3     phi3
 //   hidden_size              4096         4096      4096      4096      3072
@@ -106,21 +106,25 @@ struct ModelFamily {
 inline constexpr ModelFamily kModelFamilies[] = {
     // Llama 2, 3, 3.1, 3.2
     {ModelType::Llama, "llama",
-     {4096, 11008, 32, 32, std::nullopt, std::nullopt, 2048, 1e-6, 10000.0, std::nullopt, std::nullopt},
+     {4096, 11008, 32, 32, std::nullopt, std::nullopt, 2048, 1e-6, 10000.0, std::nullopt,
+      std::nullopt},
      BiasRule::AttentionBiasKey, BiasRule::AttentionBiasKey, BiasRule::MlpBiasKey,
-     /*qk_norm=*/false, /*fused_projections=*/false, WindowRule::None, kernels::RmsNormStyle::Weight,
+     /*qk_norm=*/false, /*fused_projections=*/false, WindowRule::None,
+     kernels::RmsNormStyle::Weight,
      {"pretraining_tp", nullptr}},  // transformers 5 no longer reads pretraining_tp
     // Llama + a sliding attention window on every layer
     {ModelType::Mistral, "mistral",
      {4096, 14336, 32, 32, 8, std::nullopt, 131072, 1e-6, 10000.0, 4096, std::nullopt},
      BiasRule::Never, BiasRule::Never, BiasRule::Never,
-     /*qk_norm=*/false, /*fused_projections=*/false, WindowRule::EveryLayer, kernels::RmsNormStyle::Weight,
+     /*qk_norm=*/false, /*fused_projections=*/false, WindowRule::EveryLayer,
+     kernels::RmsNormStyle::Weight,
      {nullptr, nullptr}},
     // Llama + q/k/v biases (Qwen2Attention: q/k/v with bias, o_proj without, always)
     {ModelType::Qwen2, "qwen2",
      {4096, 22016, 32, 32, 32, std::nullopt, 32768, 1e-6, 10000.0, std::nullopt, std::nullopt},
      BiasRule::Always, BiasRule::Never, BiasRule::Never,
-     /*qk_norm=*/false, /*fused_projections=*/false, WindowRule::NotYetSupported, kernels::RmsNormStyle::Weight,
+     /*qk_norm=*/false, /*fused_projections=*/false, WindowRule::NotYetSupported,
+     kernels::RmsNormStyle::Weight,
      {"max_window_layers", "layer_types"}},
     // Llama + per-head RMSNorm of q and k before RoPE
     {ModelType::Qwen3, "qwen3",
@@ -189,11 +193,18 @@ inline std::string model_family_names() {
   return s;
 }
 
+// The known family config.json's model_type names that we cannot run, or nullptr.
+inline const UnsupportedFamily* find_unsupported_family(const std::string& name) noexcept {
+  for (const UnsupportedFamily& f : kUnsupportedFamilies)
+    if (name == f.name) return &f;
+  return nullptr;
+}
+
 // The message for a model_type without a row: the missing feature of a family we know, else the
 // list of those we run.
 inline std::string unsupported_model_type_message(const std::string& name) {
-  for (const UnsupportedFamily& f : kUnsupportedFamilies)
-    if (name == f.name) return "model_type '" + name + "': " + f.missing;
+  if (const UnsupportedFamily* f = find_unsupported_family(name))
+    return "model_type '" + name + "': " + f->missing;
   return "unknown model_type '" + name + "' (" + model_family_names() + " are supported)";
 }
 
