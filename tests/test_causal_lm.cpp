@@ -30,7 +30,7 @@ const char* const kF32Models[] = {"llama", "mistral", "qwen2_sharded", "qwen3_ti
 
 struct Expected {
   std::size_t batch = 0, prompt = 0, next = 0, turn2 = 0, turn2_len = 0, vocab = 0;
-  std::vector<std::int64_t> prompt_ids, next_ids, turn2_ids, greedy_ids;
+  std::vector<std::int64_t> prompt_ids, next_ids, turn2_ids, greedy_ids, greedy_ids_embeds;
   std::vector<float> logits, turn2_logits, logits_bf16, cached_logits;  // [B, rows, V]
 };
 
@@ -61,6 +61,7 @@ Expected expected(const std::string& model) {
   e.turn2_logits = floats(f, "turn2_logits");
   if (f.contains("logits_bf16")) e.logits_bf16 = floats(f, "logits_bf16");
   if (f.contains("cached_logits")) e.cached_logits = floats(f, "cached_logits");
+  if (f.contains("greedy_ids_embeds")) e.greedy_ids_embeds = ids(f, "greedy_ids_embeds");
   return e;
 }
 
@@ -458,6 +459,25 @@ TEST_CASE("longrope: each call picks short or long factors by where it ends, as 
                          rows_of(e.logits, e.batch, e.prompt + e.next, e.vocab, 0, e.prompt)) >
           1e-2);
   }
+  // From an embeddings prompt HF's generate never re-runs the sequence (its check counts the
+  // generated ids only), and neither does ours: other tokens than from the ids prompt.
+  const std::size_t B = e.batch, H = lm.hidden_size(), G = e.greedy_ids_embeds.size() / B;
+  const auto table = lm.weights().embed_tokens.as<float>();
+  std::vector<float> embeds;
+  for (std::int64_t id : e.prompt_ids)
+    embeds.insert(embeds.end(), table.data() + id * H, table.data() + (id + 1) * H);
+  sgt::LmInput prompt;
+  prompt.batch = B;
+  prompt.seq_len = e.prompt;
+  prompt.inputs_embeds = sgt::TensorView<const float>(embeds.data(), {B, e.prompt, H});
+  sgt::GenerateOptions options;
+  options.max_new_tokens = G;
+  options.run.precision = sgt::Precision::F32;
+  const auto tokens = sgt::generate(lm, prompt, options);
+  REQUIRE(e.greedy_ids_embeds != e.greedy_ids);
+  for (std::size_t b = 0; b < B; ++b)
+    CHECK(tokens[b] == std::vector<std::int64_t>(e.greedy_ids_embeds.begin() + b * G,
+                                                 e.greedy_ids_embeds.begin() + (b + 1) * G));
 }
 
 TEST_CASE("logits are bit-identical for 1, 2 and 3 threads") {
