@@ -24,13 +24,14 @@ namespace fs = std::filesystem;
 namespace {
 
 const fs::path kData = fs::path(SGT_TEST_DATA_DIR) / "causal_lm";
-// The f32 families; llama_bf16 is tested on its own below.
-const char* const kF32Models[] = {"llama", "mistral", "qwen2_sharded", "qwen3_tied"};
+// The f32 families; llama_bf16 and phi3_bf16 are tested on their own below, and phi3_crossing,
+// whose one-pass logits differ from a cached run by design (longrope), too.
+const char* const kF32Models[] = {"llama", "mistral", "qwen2_sharded", "qwen3_tied", "phi3"};
 
 struct Expected {
   std::size_t batch = 0, prompt = 0, next = 0, turn2 = 0, turn2_len = 0, vocab = 0;
-  std::vector<std::int64_t> prompt_ids, next_ids, turn2_ids, greedy_ids;
-  std::vector<float> logits, turn2_logits, logits_bf16;  // [B, rows, V]
+  std::vector<std::int64_t> prompt_ids, next_ids, turn2_ids, greedy_ids, greedy_ids_embeds;
+  std::vector<float> logits, turn2_logits, logits_bf16, cached_logits;  // [B, rows, V]
 };
 
 std::vector<float> floats(const sgt::SafetensorsFile& f, const std::string& name) {
@@ -59,6 +60,8 @@ Expected expected(const std::string& model) {
   e.logits = floats(f, "logits");
   e.turn2_logits = floats(f, "turn2_logits");
   if (f.contains("logits_bf16")) e.logits_bf16 = floats(f, "logits_bf16");
+  if (f.contains("cached_logits")) e.cached_logits = floats(f, "cached_logits");
+  if (f.contains("greedy_ids_embeds")) e.greedy_ids_embeds = ids(f, "greedy_ids_embeds");
   return e;
 }
 
@@ -179,11 +182,18 @@ TEST_CASE("prefill, 8 decode steps and a second turn equal HF's full-sequence lo
     const Expected e = expected(model);
     REQUIRE(lm.vocab_size() == e.vocab);
     CHECK(lm.resolve_precision(sgt::Precision::Auto) == sgt::Precision::F32);
-    for (bool reference : {false, true}) {
+    // The prefill's flash and SDPA kernels, then every kernel on its reference.
+    for (const auto& [attention, reference] :
+         {std::pair{sgt::AttentionAlgorithm::Flash, false},
+          std::pair{sgt::AttentionAlgorithm::Sdpa, false},
+          std::pair{sgt::AttentionAlgorithm::Sdpa, true}}) {
       sgt::LmRunOptions options;
+      options.attention = attention;
       options.reference_kernels = reference;
       const Turns turns = run_turns(lm, e, options);
-      const std::string tag = std::string(model) + (reference ? " (reference kernels)" : "");
+      const std::string tag =
+          std::string(model) + (reference ? " (reference kernels)"
+                                : attention == sgt::AttentionAlgorithm::Sdpa ? " (sdpa)" : "");
       // 1e-4 of the logits' magnitude: f32 reassociation over 2 layers and a 64-term lm_head.
       MESSAGE(tag << ": prefill + decode " << relative_error(turns.first, e.logits)
                   << ", second turn " << relative_error(turns.second, e.turn2_logits));
@@ -203,14 +213,15 @@ TEST_CASE("prefill, 8 decode steps and a second turn equal HF's full-sequence lo
 // (kTileTokens is 16 or 32); T = 1 is the unpruned decode path, checked the same way.
 TEST_CASE("LogitsFor::Last gives the bits of All's last rows and the same cache, for every model") {
   const std::size_t kMaxLen = 48, kHistory = 5, kTurnStart = 3;
-  for (const char* model : {"llama", "llama_bf16", "mistral", "qwen2_sharded", "qwen3_tied"}) {
+  for (const char* model : {"llama", "llama_bf16", "mistral", "qwen2_sharded", "qwen3_tied", "phi3",
+                            "phi3_bf16", "phi3_crossing"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
     const std::size_t V = lm.vocab_size();
     // Bf16 where the weights are BF16, whether or not Auto picks it on this CPU.
     std::vector<sgt::Precision> precisions = {sgt::Precision::F32};
-    if (name == "llama_bf16") precisions.push_back(sgt::Precision::Bf16);
+    if (name == "llama_bf16" || name == "phi3_bf16") precisions.push_back(sgt::Precision::Bf16);
     // Ids from a fixed linear congruential sequence: any ids do, the two runs get the same.
     std::uint64_t state = 12345;
     auto some_ids = [&](std::size_t n) {
@@ -312,7 +323,8 @@ TEST_CASE("inputs_embeds give the logits of input_ids, bit for bit, in both turn
 }
 
 TEST_CASE("generate, greedy by default, gives HF generate's tokens (do_sample=False)") {
-  for (const char* model : {"llama", "mistral", "qwen2_sharded", "qwen3_tied", "llama_bf16"}) {
+  for (const char* model : {"llama", "mistral", "qwen2_sharded", "qwen3_tied", "llama_bf16", "phi3",
+                            "phi3_bf16", "phi3_crossing"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
@@ -363,56 +375,113 @@ TEST_CASE("tied embeddings: lm_head is the embedding table") {
 }
 
 TEST_CASE("bf16 weights: f32 precision matches HF f32, bf16 precision within HF bf16's own error") {
-  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "llama_bf16").string());
-  const Expected e = expected("llama_bf16");
-  REQUIRE(lm.weights().lm_head.dtype() == sgt::DType::BF16);
-  // Auto is Bf16 only on kernels with the CPU's bf16 dot product; emulated, F32.
-  sgt::kernels::KernelTable with_dot = sgt::kernels::default_kernel_table(), emulated = with_dot;
-  with_dot.bf16_dot_product = true;
-  emulated.bf16_dot_product = false;
-  CHECK(lm.resolve_precision(sgt::Precision::Auto, with_dot) == sgt::Precision::Bf16);
-  CHECK(lm.resolve_precision(sgt::Precision::Auto, emulated) == sgt::Precision::F32);
-  CHECK(lm.resolve_precision(sgt::Precision::Bf16, emulated) == sgt::Precision::Bf16);
-  CHECK(lm.resolve_precision(sgt::Precision::Auto) ==
-        (sgt::kernels::default_kernel_table().bf16_dot_product ? sgt::Precision::Bf16
-                                                       : sgt::Precision::F32));
+  for (const char* model : {"llama_bf16", "phi3_bf16"}) {
+    const std::string name = model;
+    CAPTURE(name);
+    const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
+    const Expected e = expected(model);
+    REQUIRE(lm.weights().lm_head.dtype() == sgt::DType::BF16);
+    // Auto is Bf16 only on kernels with the CPU's bf16 dot product; emulated, F32.
+    sgt::kernels::KernelTable with_dot = sgt::kernels::default_kernel_table(), emulated = with_dot;
+    with_dot.bf16_dot_product = true;
+    emulated.bf16_dot_product = false;
+    CHECK(lm.resolve_precision(sgt::Precision::Auto, with_dot) == sgt::Precision::Bf16);
+    CHECK(lm.resolve_precision(sgt::Precision::Auto, emulated) == sgt::Precision::F32);
+    CHECK(lm.resolve_precision(sgt::Precision::Bf16, emulated) == sgt::Precision::Bf16);
+    CHECK(lm.resolve_precision(sgt::Precision::Auto) ==
+          (sgt::kernels::default_kernel_table().bf16_dot_product ? sgt::Precision::Bf16
+                                                                 : sgt::Precision::F32));
 
-  // The reference is HF in f32 on the stored bf16 weights: exact weights, f32 arithmetic.
-  sgt::LmRunOptions f32;
-  f32.precision = sgt::Precision::F32;
-  const Turns exact = run_turns(lm, e, f32);
-  expect_close(exact.first, e.logits, 1e-4, "bf16 weights, f32 precision");
-  expect_close(exact.second, e.turn2_logits, 1e-4, "bf16 weights, f32 precision, second turn");
-  expect_close(exact.prompt_last,
-               rows_of(e.logits, e.batch, e.prompt + e.next, e.vocab, e.prompt - 1, 1), 1e-4,
-               "bf16 weights, f32 precision, prefill, last position only");
+    // The reference is HF in f32 on the stored bf16 weights: exact weights, f32 arithmetic.
+    sgt::LmRunOptions f32;
+    f32.precision = sgt::Precision::F32;
+    const Turns exact = run_turns(lm, e, f32);
+    expect_close(exact.first, e.logits, 1e-4, "bf16 weights, f32 precision");
+    expect_close(exact.second, e.turn2_logits, 1e-4, "bf16 weights, f32 precision, second turn");
+    expect_close(exact.prompt_last,
+                 rows_of(e.logits, e.batch, e.prompt + e.next, e.vocab, e.prompt - 1, 1), 1e-4,
+                 "bf16 weights, f32 precision, prefill, last position only");
 
-  // Our bf16 precision rounds each matmul's input to bf16 (2^-9 relative), as HF's native bf16
-  // run does -- which also rounds every other activation, the residual stream included. The
-  // tolerance is therefore HF bf16's own distance from the f32 reference: serving the model in
-  // bf16 with transformers costs that much, and ours must cost no more.
-  const double hf_bf16_error = relative_error(e.logits_bf16, e.logits);
-  MESSAGE("HF native bf16 vs f32: " << hf_bf16_error << " of the logits' magnitude");
-  REQUIRE(hf_bf16_error > 0);
-  for (sgt::Precision p : {sgt::Precision::Bf16, sgt::Precision::Auto}) {
-    sgt::LmRunOptions options;
-    options.precision = p;
-    const Turns bf16 = run_turns(lm, e, options);
-    const double ours = relative_error(bf16.first, e.logits);
-    MESSAGE("sgt bf16 precision vs f32: " << ours);
-    CHECK(ours <= hf_bf16_error);
-    // It really ran in the precision it resolved to: bf16 is not the f32 bits, and Auto without
-    // a bf16 dot product (an AVX2 CPU) is exactly them.
-    if (lm.resolve_precision(p) == sgt::Precision::Bf16) {
-      CHECK(sgt_test::max_error(bf16.first, exact.first) > 0);
-    } else {
-      CHECK(sgt_test::max_error(bf16.first, exact.first) == 0);
+    // Our bf16 precision rounds each matmul's input to bf16 (2^-9 relative), as HF's native bf16
+    // run does -- which also rounds every other activation, the residual stream included. The
+    // tolerance is therefore HF bf16's own distance from the f32 reference: serving the model in
+    // bf16 with transformers costs that much, and ours must cost no more.
+    const double hf_bf16_error = relative_error(e.logits_bf16, e.logits);
+    MESSAGE("HF native bf16 vs f32: " << hf_bf16_error << " of the logits' magnitude");
+    REQUIRE(hf_bf16_error > 0);
+    for (sgt::Precision p : {sgt::Precision::Bf16, sgt::Precision::Auto}) {
+      sgt::LmRunOptions options;
+      options.precision = p;
+      const Turns bf16 = run_turns(lm, e, options);
+      const double ours = relative_error(bf16.first, e.logits);
+      MESSAGE("sgt bf16 precision vs f32: " << ours);
+      CHECK(ours <= hf_bf16_error);
+      // It really ran in the precision it resolved to: bf16 is not the f32 bits, and Auto without
+      // a bf16 dot product (an AVX2 CPU) is exactly them.
+      if (lm.resolve_precision(p) == sgt::Precision::Bf16) {
+        CHECK(sgt_test::max_error(bf16.first, exact.first) > 0);
+      } else {
+        CHECK(sgt_test::max_error(bf16.first, exact.first) == 0);
+      }
     }
   }
 }
 
+// phi3_crossing: longrope with original_max_position_embeddings 10 inside the first turn. Each
+// forward call picks its factor set by where it ends, and the cache keeps what earlier calls wrote:
+// the prompt (7) and decode steps ending at <= 10 use the short factors, the later ones the long
+// ones, with the short keys still in the cache -- what HF computes on a DynamicCache fed the same
+// calls (cached_logits), and not its one-pass logits (all long). generate() re-runs the sequence
+// where HF's generate does; the generate test above checks its tokens.
+TEST_CASE("longrope: each call picks short or long factors by where it ends, as HF's cached run") {
+  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "phi3_crossing").string());
+  const Expected e = expected("phi3_crossing");
+  REQUIRE(lm.config().decoder.rope.type == sgt::RopeType::LongRope);
+  REQUIRE(lm.config().decoder.rope.original_max_position_embeddings == 10);
+  REQUIRE(e.prompt < 10);
+  REQUIRE(e.prompt + e.next > 11);
+  REQUIRE(!e.cached_logits.empty());
+  CHECK(!sgt::restarts_longrope_at(lm, 9));
+  CHECK(sgt::restarts_longrope_at(lm, 10));
+  CHECK(!sgt::restarts_longrope_at(lm, 11));
+  for (const auto& [attention, reference] : {std::pair{sgt::AttentionAlgorithm::Flash, false},
+                                             std::pair{sgt::AttentionAlgorithm::Sdpa, false},
+                                             std::pair{sgt::AttentionAlgorithm::Sdpa, true}}) {
+    CAPTURE(reference);
+    sgt::LmRunOptions options;
+    options.attention = attention;
+    options.reference_kernels = reference;
+    const Turns turns = run_turns(lm, e, options);
+    MESSAGE("phi3_crossing, cached run vs HF's: " << relative_error(turns.first, e.cached_logits));
+    expect_close(turns.first, e.cached_logits, 1e-4, "prefill + decode across original_max");
+    // The one-pass logits use the long factors everywhere: the prompt's rows must differ.
+    CHECK(relative_error(rows_of(turns.first, e.batch, e.prompt + e.next, e.vocab, 0, e.prompt),
+                         rows_of(e.logits, e.batch, e.prompt + e.next, e.vocab, 0, e.prompt)) >
+          1e-2);
+  }
+  // From an embeddings prompt HF's generate never re-runs the sequence (its check counts the
+  // generated ids only), and neither does ours: other tokens than from the ids prompt.
+  const std::size_t B = e.batch, H = lm.hidden_size(), G = e.greedy_ids_embeds.size() / B;
+  const auto table = lm.weights().embed_tokens.as<float>();
+  std::vector<float> embeds;
+  for (std::int64_t id : e.prompt_ids)
+    embeds.insert(embeds.end(), table.data() + id * H, table.data() + (id + 1) * H);
+  sgt::LmInput prompt;
+  prompt.batch = B;
+  prompt.seq_len = e.prompt;
+  prompt.inputs_embeds = sgt::TensorView<const float>(embeds.data(), {B, e.prompt, H});
+  sgt::GenerateOptions options;
+  options.max_new_tokens = G;
+  options.run.precision = sgt::Precision::F32;
+  const auto tokens = sgt::generate(lm, prompt, options);
+  REQUIRE(e.greedy_ids_embeds != e.greedy_ids);
+  for (std::size_t b = 0; b < B; ++b)
+    CHECK(tokens[b] == std::vector<std::int64_t>(e.greedy_ids_embeds.begin() + b * G,
+                                                 e.greedy_ids_embeds.begin() + (b + 1) * G));
+}
+
 TEST_CASE("logits are bit-identical for 1, 2 and 3 threads") {
-  for (const char* model : {"llama", "qwen3_tied"}) {
+  for (const char* model : {"llama", "qwen3_tied", "phi3", "phi3_crossing"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
@@ -523,6 +592,23 @@ TEST_CASE("bad config.json and missing tensors: the error names the file and the
     const std::string what = error_of([&] { sgt::CausalLM::load(copy.dir.string()); });
     CHECK(what.find("gpt2") != std::string::npos);
     CHECK(what.find("llama") != std::string::npos);
+  }
+  SUBCASE("a family we know but cannot run: the missing feature") {
+    ScratchCopy copy("phi3");
+    nlohmann::json j = copy.config();
+    for (const auto& [type, feature] :
+         {std::pair<std::string, std::string>{"phi", "parallel attention/MLP block"},
+          {"phimoe", "mixture-of-experts"},
+          {"mixtral", "mixture-of-experts"},
+          {"qwen2_moe", "mixture-of-experts"}}) {
+      CAPTURE(type);
+      j["model_type"] = type;
+      copy.write_config(j);
+      const std::string what = error_of([&] { sgt::CausalLM::load(copy.dir.string()); });
+      CHECK(what.find("model_type '" + type + "': ") != std::string::npos);
+      CHECK(what.find(feature) != std::string::npos);
+      CHECK(what.find("config.json") != std::string::npos);
+    }
   }
   SUBCASE("a layer more than the file holds: the missing tensor") {
     ScratchCopy copy("llama");

@@ -143,6 +143,8 @@ void check_against_hf(const sgt::DecoderConfig& d, const json& expected) {
       CHECK(d.sliding_window == (v.is_null() ? 0 : v.get<std::size_t>()));
     else if (key == "qk_norm")
       CHECK(d.qk_norm == v.get<bool>());
+    else if (key == "fused_projections")
+      CHECK(d.fused_projections == v.get<bool>());
     else if (key == "attention_scale")
       CHECK(d.attention_scale == v.get<double>());  // bit-exact
     else
@@ -254,7 +256,7 @@ TEST_CASE("absent keys take the transformers defaults of each model_type") {
 
 TEST_CASE("expected_tensors matches the parameters transformers creates, prefixed") {
   const json& tensors = hf()["tensors"];
-  REQUIRE(tensors.size() == 4);
+  REQUIRE(tensors.size() == std::size(sgt::kModelFamilies));
   for (const auto& item : tensors.items()) {
     const std::string model_type = item.key();
     const json& entry = item.value();
@@ -306,7 +308,7 @@ TEST_CASE("expected_tensors adds the head and drops the final norm as configured
 
 TEST_CASE("rope parameters in the v4 and v5 spellings standardize as transformers does") {
   const json& cases = hf()["rope"];
-  REQUIRE(cases.size() >= 9);
+  REQUIRE(cases.size() >= 16);
   for (const auto& c : cases) {
     CAPTURE(c["config"].dump());
     WarningCapture warnings;
@@ -328,12 +330,28 @@ TEST_CASE("rope parameters in the v4 and v5 spellings standardize as transformer
     if (e.contains("original_max_position_embeddings"))
       CHECK(d.rope.original_max_position_embeddings ==
             e["original_max_position_embeddings"].get<std::size_t>());
+    if (e.contains("attention_factor"))
+      CHECK(d.rope.attention_factor == e["attention_factor"].get<double>());  // bit-exact
+    // longrope: both inverse-frequency sets of _compute_longrope_parameters, each within the one
+    // ulp that torch's f32 pow may differ by (kernels/rope.hpp).
+    for (const bool long_factors : {false, true}) {
+      const char* key = long_factors ? "long_inv_freq" : "short_inv_freq";
+      if (!e.contains(key)) continue;
+      CAPTURE(key);
+      const sgt::kernels::RopeTable table(d.rope, 1, long_factors);
+      const auto want = e[key].get<std::vector<float>>();
+      REQUIRE(want.size() == table.rotary_dim() / 2);
+      for (std::size_t i = 0; i < want.size(); ++i) {
+        CAPTURE(i);
+        CHECK(std::fabs(table.inv_freq()[i] - want[i]) <= want[i] * 1.2e-7f);
+      }
+    }
   }
 }
 
 TEST_CASE("real Hugging Face config.json files paste in silently and mean what transformers says") {
   const json& cases = hf()["pasted"];
-  REQUIRE(cases.size() == 8);
+  REQUIRE(cases.size() == 2 * std::size(sgt::kModelFamilies));
   for (const auto& c : cases) {
     CAPTURE(c["model_type"].get<std::string>());
     CAPTURE(c["config"].dump().substr(0, 200));
@@ -557,6 +575,16 @@ TEST_CASE("every invalid key is a load error that names it") {
       {{{"/mean_estimator", json::array()}}, "mean_estimator", "JSON object"},
       // Estimator.
       {{{M + "/model_type", "gpt2"}}, "mean_estimator.model_type", "unknown model_type 'gpt2'"},
+      // Families we know but cannot run: refused by the feature they need.
+      {{{M + "/model_type", "phi"}},
+       "mean_estimator.model_type",
+       "model_type 'phi': the parallel attention/MLP block of Phi-1/2"},
+      {{{M + "/model_type", "mixtral"}},
+       "mean_estimator.model_type",
+       "model_type 'mixtral': mixture-of-experts layers are not supported"},
+      {{{M + "/model_type", "qwen3_moe"}},
+       "mean_estimator.model_type",
+       "model_type 'qwen3_moe': mixture-of-experts layers are not supported"},
       {{{M + "/model_type", 3}}, "mean_estimator.model_type", "string"},
       {{{M + "/model_type", kErase}}, "mean_estimator.model_type", "missing"},
       {{{M + "/config", kErase}}, "mean_estimator.config", "missing"},
@@ -609,8 +637,28 @@ TEST_CASE("every invalid key is a load error that names it") {
       {{{MC + "/rope_scaling", kErase},
         {MC + "/rope_parameters",
          {{"rope_type", "longrope"}, {"short_factor", {1}}, {"long_factor", {1}}}}},
-       "mean_estimator.config.rope_parameters.rope_type",
-       "'longrope' is not supported"},
+       "mean_estimator.config.rope_parameters.short_factor",
+       "has 1 values, but the rotary dimension 64 needs 32"},
+      {{{MC + "/rope_scaling", kErase},
+        {MC + "/rope_parameters", {{"rope_type", "longrope"}, {"short_factor", {1}}}}},
+       "mean_estimator.config.rope_parameters.long_factor",
+       "required key is missing"},
+      {{{MC + "/rope_scaling", kErase},
+        {MC + "/rope_parameters",
+         {{"rope_type", "longrope"}, {"short_factor", {1, 0}}, {"long_factor", {1}}}}},
+       "mean_estimator.config.rope_parameters.short_factor",
+       "values must be > 0"},
+      {{{MC + "/rope_scaling", kErase},
+        {MC + "/rope_parameters",
+         {{"rope_type", "longrope"}, {"short_factor", "1"}, {"long_factor", {1}}}}},
+       "mean_estimator.config.rope_parameters.short_factor",
+       "must be a list of numbers"},
+      {{{MC + "/rope_scaling", kErase},
+        {MC + "/rope_parameters",
+         {{"rope_type", "longrope"}, {"short_factor", {1}}, {"long_factor", {1}},
+          {"attention_factor", -1}}}},
+       "mean_estimator.config.rope_parameters.attention_factor",
+       "> 0"},
       {{{MC + "/rope_scaling/rope_type", 3}},
        "mean_estimator.config.rope_scaling.rope_type",
        "string"},
@@ -1003,7 +1051,10 @@ TEST_CASE("one description per family: every ModelType has exactly one row, name
     CHECK(d.qk_norm == f.qk_norm);
     CHECK(d.norm_style == f.norm_style);
     CHECK(d.attention_bias == (f.qkv_bias == sgt::BiasRule::Always));
-    CHECK((d.sliding_window != 0) == (f.window == sgt::WindowRule::EveryLayer));
+    CHECK(d.fused_projections == f.fused_projections);
+    CHECK(d.sliding_window == (f.window == sgt::WindowRule::EveryLayer
+                                   ? f.defaults.sliding_window.value_or(0)
+                                   : 0));
   }
   CHECK(names == fixture_names);
   CHECK(sgt::find_model_family("no_such_family") == nullptr);
@@ -1013,10 +1064,10 @@ TEST_CASE("one description per family: every ModelType has exactly one row, name
 
 TEST_CASE("one name table per enum: complete, unique, and used both ways") {
   const auto check_table = [](const auto& t, int n) { sgt_test::check_enum_table(t, n); };
-  check_table(sgt::kRopeTypeNames, 3);
+  check_table(sgt::kRopeTypeNames, 4);
   check_table(sgt::kParameterizationTypeNames, 5);
   CHECK(std::string(sgt::rope_type_name(sgt::RopeType::Llama3)) == "llama3");
   CHECK(std::string(sgt::parameterization_type_name(sgt::ParameterizationType::CloakSigmoid)) ==
         "cloak_sigmoid");
-  CHECK(sgt::enum_names_list(sgt::kRopeTypeNames) == "default, linear and llama3");
+  CHECK(sgt::enum_names_list(sgt::kRopeTypeNames) == "default, linear, llama3 and longrope");
 }

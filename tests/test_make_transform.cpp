@@ -209,7 +209,12 @@ TEST_CASE("make_transform refuses bad arguments and bad bases, leaving no direct
     bad["model_type"] = "gpt2";
     CHECK(
         with(bad) ==
-        at + ": key 'model_type': \"gpt2\" is not supported (llama, mistral, qwen2 and qwen3 are)");
+        at + ": key 'model_type': \"gpt2\" is not supported (llama, mistral, qwen2, qwen3 and phi3 "
+                 "are)");
+    bad["model_type"] = "phi";
+    CHECK(with(bad) == at + ": key 'model_type': model_type 'phi': the parallel attention/MLP "
+                            "block of Phi-1/2 (with LayerNorm and dense projections) is not "
+                            "supported");
     bad = c;
     bad["quantization_config"] = {{"quant_method", "gptq"}};
     CHECK(with(bad) == at + ": key 'quantization_config': quantized checkpoints are not supported");
@@ -220,7 +225,8 @@ TEST_CASE("make_transform refuses bad arguments and bad bases, leaving no direct
     bad = c;
     bad["rope_parameters"]["rope_type"] = "yarn";
     CHECK(with(bad) == at + ": key 'rope_parameters.rope_type': rope type 'yarn' is not supported "
-                            "(default, linear and llama3 are) (as an estimator's config)");
+                            "(default, linear, llama3 and longrope are) (as an estimator's "
+                            "config)");
     bad = c;
     bad.erase("num_hidden_layers");
     CHECK(with(bad) == at + ": key 'num_hidden_layers': required key is missing");

@@ -159,7 +159,7 @@ TEST_CASE("every e2e case matches the PyTorch reference") {
     }
   }
   // The injected-noise cases of tests/data/e2e/README.md; a lost fixture must not pass silently.
-  CHECK(compared == 6);
+  CHECK(compared == 8);
 }
 
 TEST_CASE("results are bit-identical for 1, 2 and 3 threads and with a reused workspace") {

@@ -1,8 +1,8 @@
 """Reference implementation of the Stained Glass Transform for Text (spec sections 1-3).
 
 This package defines what "exactly" means for sgt-cpp: the estimators are *real* Hugging Face
-`transformers` decoders (`LlamaModel`, `MistralModel`, `Qwen2Model`, `Qwen3Model`, eager attention,
-fp32), so the C++ library is checked against the same code a user trains with.
+`transformers` decoders (`LlamaModel`, `MistralModel`, `Qwen2Model`, `Qwen3Model`, `Phi3Model`,
+eager attention, fp32), so the C++ library is checked against the same code a user trains with.
 
 Modules:
   config     -- config.json (spec 2.1): writing, light validation, v4 <-> v5 rope keys, HF configs

@@ -14,9 +14,9 @@ import numbers
 import warnings
 from typing import Any
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
 PARAMETERIZATION_TYPES = ("identity", "bounded_tanh", "cloak", "cloak_sigmoid", "direct")
-ROPE_TYPES = ("default", "linear", "llama3")
+ROPE_TYPES = ("default", "linear", "llama3", "longrope")
 FORMAT = "sgt4t"
 FORMAT_VERSION = 1
 
@@ -51,6 +51,7 @@ def hf_classes(model_type: str):
         "mistral": (tf.MistralConfig, tf.MistralModel),
         "qwen2": (tf.Qwen2Config, tf.Qwen2Model),
         "qwen3": (tf.Qwen3Config, tf.Qwen3Model),
+        "phi3": (tf.Phi3Config, tf.Phi3Model),
     }
     if model_type not in table:
         raise ValueError(
@@ -139,7 +140,8 @@ def build_hf_config(model_type: str, cfg: dict):
         # The trunk never embeds ids: the estimators take the base model's embeddings as
         # `inputs_embeds`. vocab_size 1 keeps transformers from allocating a table we drop.
         vocab_size=1,
-        pad_token_id=None,
+        # Phi3Config's pad_token_id (32000) must index the table; 0 does for every vocab_size.
+        pad_token_id=0 if model_type == "phi3" else None,
         bos_token_id=None,
         eos_token_id=None,
         tie_word_embeddings=False,
@@ -206,8 +208,8 @@ def estimator_hf_config(
     if model_type == "llama":
         cfg["attention_bias"] = bool(attention_bias)
         cfg["mlp_bias"] = False
-    elif model_type == "mistral":
-        cfg["sliding_window"] = sliding_window  # null = full causal attention
+    elif model_type in ("mistral", "phi3"):
+        cfg["sliding_window"] = sliding_window  # every layer; null = full causal attention
     elif model_type in ("qwen2", "qwen3"):
         if sliding_window is not None:
             raise ValueError(f"sliding_window: not supported for {model_type} "

@@ -29,8 +29,9 @@ def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return w * (x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps))
 
 
-def _inv_freq(head_dim: int, cfg: dict) -> torch.Tensor:
-    """RoPE inverse frequencies, with default / linear / llama3 scaling (spec 1.1)."""
+def _inv_freq(head_dim: int, cfg: dict, seq_len: int) -> torch.Tensor:
+    """RoPE inverse frequencies, with default / linear / llama3 / longrope scaling (spec 1.1),
+    for a forward over positions 0..seq_len-1."""
     cfg = rope_keys_to_v4(cfg)
     theta = float(cfg.get("rope_theta", 10000.0))
     rotary_dim = int(head_dim * float(cfg.get("partial_rotary_factor") or 1.0))
@@ -62,15 +63,37 @@ def _inv_freq(head_dim: int, cfg: dict) -> torch.Tensor:
                 smooth = (old_ctx / wavelen - low) / (high - low)
                 out.append((1 - smooth) * f / factor + smooth * f)
         return torch.tensor(out, dtype=F64)
+    if kind == "longrope":
+        # LongRoPE (Phi-3): each frequency slowed by its own factor, the long list once the
+        # sequence is longer than the pretraining context, the short one otherwise.
+        original = int(cfg.get("original_max_position_embeddings",
+                               scaling.get("original_max_position_embeddings")))
+        ext = scaling["long_factor"] if seq_len > original else scaling["short_factor"]
+        return inv / torch.tensor(ext, dtype=F64)
     raise ValueError(f"rope type {kind} not implemented in the manual reference")
 
 
-def _rope(t: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+def _rope_magnitude(cfg: dict) -> float:
+    """LongRoPE's scaling of cos and sin: sqrt(1 + ln(s) / ln(L)) for the context extension
+    s = max_position_embeddings / L of a pretraining context L (1 without extension)."""
+    cfg = rope_keys_to_v4(cfg)
+    scaling = cfg.get("rope_scaling") or {}
+    if scaling.get("rope_type", scaling.get("type")) != "longrope":
+        return 1.0
+    if scaling.get("attention_factor") is not None:
+        return float(scaling["attention_factor"])
+    original = int(cfg.get("original_max_position_embeddings",
+                           scaling.get("original_max_position_embeddings")))
+    s = float(scaling.get("factor") or cfg["max_position_embeddings"] / original)
+    return 1.0 if s <= 1.0 else math.sqrt(1.0 + math.log(s) / math.log(original))
+
+
+def _rope(t: torch.Tensor, inv_freq: torch.Tensor, magnitude: float = 1.0) -> torch.Tensor:
     """t [B, heads, S, D]; rotate_half pairing: element i with i + rotary_dim/2."""
     S = t.shape[2]
     r = 2 * inv_freq.numel()
     angle = torch.arange(S, dtype=F64)[:, None] * inv_freq[None, :]  # [S, r/2]
-    cos, sin = torch.cos(angle), torch.sin(angle)
+    cos, sin = magnitude * torch.cos(angle), magnitude * torch.sin(angle)
     a, b, rest = t[..., : r // 2], t[..., r // 2 : r], t[..., r:]
     return torch.cat((a * cos - b * sin, b * cos + a * sin, rest), dim=-1)
 
@@ -80,7 +103,27 @@ def _linear(x, W, b=None):
     return y + b if b is not None else y
 
 
-def _layer(h, T, p, cfg, model_type, real, inv_freq):
+def _split_fused(T: Dict[str, torch.Tensor], prefix: str, cfg: dict) -> None:
+    """Phi-3's fused qkv_proj / gate_up_proj as the separate tensors the layer below reads:
+    q, k, v are consecutive row blocks of qkv_proj, gate and up the two halves of gate_up_proj."""
+    for name in [k for k in T if k.startswith(prefix + ".")]:
+        w = T[name]
+        if name.endswith("self_attn.qkv_proj.weight"):
+            base = name[: -len("qkv_proj.weight")]
+            q_rows = int(cfg["num_attention_heads"]) * int(cfg.get("head_dim") or
+                                                           cfg["hidden_size"] //
+                                                           cfg["num_attention_heads"])
+            kv_rows = (w.shape[0] - q_rows) // 2
+            T[base + "q_proj.weight"] = w[:q_rows]
+            T[base + "k_proj.weight"] = w[q_rows:q_rows + kv_rows]
+            T[base + "v_proj.weight"] = w[q_rows + kv_rows:]
+        elif name.endswith("mlp.gate_up_proj.weight"):
+            base = name[: -len("gate_up_proj.weight")]
+            half = w.shape[0] // 2
+            T[base + "gate_proj.weight"], T[base + "up_proj.weight"] = w[:half], w[half:]
+
+
+def _layer(h, T, p, cfg, model_type, real, inv_freq, magnitude):
     B, S, H = h.shape
     eps = float(cfg.get("rms_norm_eps", 1e-6))
     get = lambda name: T.get(f"{p}.{name}")  # noqa: E731
@@ -98,14 +141,15 @@ def _layer(h, T, p, cfg, model_type, real, inv_freq):
     if get("self_attn.q_norm.weight") is not None:  # qwen3: per-head RMSNorm before RoPE
         q = _rms_norm(q, get("self_attn.q_norm.weight"), eps)
         k = _rms_norm(k, get("self_attn.k_norm.weight"), eps)
-    q, k = _rope(q, inv_freq), _rope(k, inv_freq)
+    q, k = _rope(q, inv_freq, magnitude), _rope(k, inv_freq, magnitude)
 
     # Which keys each query sees: causal, not padding, inside a Mistral sliding window
     # (a query sees itself and the window-1 keys before it).
     qi = torch.arange(S)[:, None]
     ki = torch.arange(S)[None, :]
     allowed = (ki <= qi)[None, :, :] & real[:, None, :]  # [B, Sq, Sk]
-    window = cfg.get("sliding_window", 4096) if model_type == "mistral" else None
+    window = (cfg.get("sliding_window", 4096) if model_type == "mistral" else
+              cfg.get("sliding_window") if model_type == "phi3" else None)
     if model_type in ("qwen2", "qwen3") and cfg.get("use_sliding_window"):
         raise ValueError("qwen sliding windows are not implemented in the manual reference")
     if window is not None:
@@ -155,11 +199,14 @@ def _estimator(x, T, prefix, spec, real):
     cfg = spec["config"]
     n_layers = int(cfg["num_hidden_layers"])
     n_heads = int(cfg["num_attention_heads"])
+    _split_fused(T, prefix, cfg)
     head_dim = T[f"{prefix}.layers.0.self_attn.q_proj.weight"].shape[0] // n_heads
-    inv_freq = _inv_freq(head_dim, cfg)
+    inv_freq = _inv_freq(head_dim, cfg, x.shape[1])
+    magnitude = _rope_magnitude(cfg)
     h = x
     for i in range(n_layers):
-        h = _layer(h, T, f"{prefix}.layers.{i}", cfg, spec["model_type"], real, inv_freq)
+        h = _layer(h, T, f"{prefix}.layers.{i}", cfg, spec["model_type"], real, inv_freq,
+                   magnitude)
     if spec["final_norm"]:
         h = _rms_norm(h, T[f"{prefix}.norm.weight"], float(cfg.get("rms_norm_eps", 1e-6)))
     if spec.get("head") is not None:

@@ -3,9 +3,9 @@
 An estimator is
 
     h   = HFModel(inputs_embeds=x, attention_mask=attention_mask).last_hidden_state
-          # LlamaModel / MistralModel / Qwen2Model / Qwen3Model, eager attention, fp32, no
-          # position_ids (transformers then uses 0..S-1 for every row), its `norm` replaced by an
-          # identity when final_norm is false, its embed_tokens dropped
+          # LlamaModel / MistralModel / Qwen2Model / Qwen3Model / Phi3Model, eager attention,
+          # fp32, no position_ids (transformers then uses 0..S-1 for every row), its `norm`
+          # replaced by an identity when final_norm is false, its embed_tokens dropped
     raw = head(h) if head else h          # nn.Linear(H, H, bias=head.bias)
     out = parameterization(raw)
 

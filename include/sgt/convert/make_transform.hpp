@@ -251,6 +251,8 @@ inline OrderedJson read_base_config(const std::string& base_dir, std::uint64_t l
       throw Error("multimodal configs (text_config) are not supported").at_key("text_config");
     auto type = c.find("model_type");
     if (type == c.end()) throw Error("required key is missing").at_key("model_type");
+    if (type->is_string() && find_unsupported_family(type->get<std::string>()))
+      throw Error(unsupported_model_type_message(type->get<std::string>())).at_key("model_type");
     if (!type->is_string() || !find_model_family(type->get<std::string>()))
       throw Error(abbreviate(type->dump()) + " is not supported (" + model_family_names() + " are)")
           .at_key("model_type");

@@ -6,8 +6,16 @@
 //     llama3:  HF `_compute_llama3_parameters`: wavelengths above original_max / low_freq_factor
 //              are divided by factor, those below original_max / high_freq_factor kept, the band
 //              in between interpolated by the smooth factor
+//     longrope: HF `_compute_longrope_parameters`: inv_freq[i] = 1 / (ext[i] * theta^(2i / dim)),
+//              ext the short or the long factors (see below)
 //     angle = f32(position) * inv_freq[i]                           (one f32 rounding)
-//     cos[p][i] = cos[p][i + rotary_dim/2] = cos(angle)             (emb = cat(freqs, freqs))
+//     cos[p][i] = cos[p][i + rotary_dim/2] = cos(angle) * attention_factor   (emb = cat(freqs,
+//              freqs); the factor is 1 except for longrope, and multiplies in f32 as torch does)
+//
+// longrope has two tables: transformers' longrope_frequency_update picks, per forward call, the
+// long factors when that call's positions reach past original_max_position_embeddings
+// (max(position_ids) + 1 > original) and the short ones otherwise, for every position of the call
+// (rope_uses_long_factors). A table is built for one of the two sets (RopeTable::long_factors).
 // Every f32 step of HF is reproduced with exactly one rounding per operation (detail::f32_*), so
 // the build's -ffp-contract cannot fuse two of them into an FMA and shift an angle. Two known
 // differences from torch, both at the ulp level: pow, cos and sin are evaluated in double and
@@ -42,7 +50,7 @@
 
 namespace sgt::kernels {
 
-enum class RopeType { Default, Linear, Llama3 };
+enum class RopeType { Default, Linear, Llama3, LongRope };
 
 struct RopeParameters {
   std::size_t head_dim = 64;
@@ -52,8 +60,19 @@ struct RopeParameters {
   double factor = 1.0;                                  // linear and llama3
   double low_freq_factor = 1.0;                         // llama3
   double high_freq_factor = 4.0;                        // llama3
-  std::size_t original_max_position_embeddings = 8192;  // llama3
+  std::size_t original_max_position_embeddings = 8192;  // llama3 and longrope
+  // longrope: rotary_dim / 2 factors each (f32, as HF's torch.tensor(..., dtype=float32)), and
+  // the multiplier of cos and sin (HF's attention_factor, resolved by the config loader).
+  std::vector<float> short_factor, long_factor;
+  double attention_factor = 1.0;
 };
+
+// Whether a forward call whose positions end at `context_end` (its last position + 1) uses
+// longrope's long factors: transformers' rule, seq_len = max(position_ids) + 1 > original.
+// Always false for the other types, which have one table.
+inline bool rope_uses_long_factors(const RopeParameters& p, std::size_t context_end) noexcept {
+  return p.type == RopeType::LongRope && context_end > p.original_max_position_embeddings;
+}
 
 // Equal parameters give equal tables (a Workspace rebuilds its table only when they differ).
 inline bool operator==(const RopeParameters& a, const RopeParameters& b) noexcept {
@@ -61,7 +80,9 @@ inline bool operator==(const RopeParameters& a, const RopeParameters& b) noexcep
          a.partial_rotary_factor == b.partial_rotary_factor && a.type == b.type &&
          a.factor == b.factor && a.low_freq_factor == b.low_freq_factor &&
          a.high_freq_factor == b.high_freq_factor &&
-         a.original_max_position_embeddings == b.original_max_position_embeddings;
+         a.original_max_position_embeddings == b.original_max_position_embeddings &&
+         a.short_factor == b.short_factor && a.long_factor == b.long_factor &&
+         a.attention_factor == b.attention_factor;
 }
 
 namespace detail {
@@ -105,10 +126,30 @@ inline std::size_t rope_rotary_dim(const RopeParameters& p) {
   return rotary_dim;
 }
 
-inline void check_rope_parameters(const RopeParameters& p) {
+inline void check_longrope_parameters(const RopeParameters& p, std::size_t rotary_dim) {
+  for (const std::vector<float>* f : {&p.short_factor, &p.long_factor}) {
+    const char* name = f == &p.short_factor ? "short_factor" : "long_factor";
+    if (f->size() != rotary_dim / 2)
+      throw Error(std::string("rope: longrope ") + name + " has " + std::to_string(f->size()) +
+                  " values, the rotary dimension " + std::to_string(rotary_dim) + " needs " +
+                  std::to_string(rotary_dim / 2));
+    for (float v : *f)
+      if (!(v > 0.0f) || !std::isfinite(v))
+        throw Error(std::string("rope: longrope ") + name + " values must be finite and > 0, got " +
+                    std::to_string(v));
+  }
+  if (!(p.attention_factor > 0.0) || !std::isfinite(p.attention_factor))
+    throw Error("rope: longrope attention_factor must be finite and > 0, got " +
+                std::to_string(p.attention_factor));
+  if (p.original_max_position_embeddings == 0)
+    throw Error("rope: longrope original_max_position_embeddings must be > 0");
+}
+
+inline void check_rope_parameters(const RopeParameters& p, std::size_t rotary_dim) {
   if (!(p.theta > 0.0) || !std::isfinite(p.theta))
     throw Error("rope: theta must be finite and > 0, got " + std::to_string(p.theta));
   if (p.type == RopeType::Default) return;
+  if (p.type == RopeType::LongRope) return check_longrope_parameters(p, rotary_dim);
   if (!(p.factor > 0.0) || !std::isfinite(p.factor))
     throw Error("rope: scaling factor must be finite and > 0, got " + std::to_string(p.factor));
   if (p.type != RopeType::Llama3) return;
@@ -123,16 +164,20 @@ inline void check_rope_parameters(const RopeParameters& p) {
     throw Error("rope: llama3 original_max_position_embeddings must be > 0");
 }
 
-// HF's inverse frequencies, f32 operation by f32 operation (see the file comment).
-inline std::vector<float> rope_inv_freq(const RopeParameters& p, std::size_t rotary_dim) {
+// HF's inverse frequencies, f32 operation by f32 operation (see the file comment); for longrope
+// with the long factors when `long_factors`, else the short ones.
+inline std::vector<float> rope_inv_freq(const RopeParameters& p, std::size_t rotary_dim,
+                                        bool long_factors) {
   const std::size_t half = rotary_dim / 2;
   const float dim_f = static_cast<float>(rotary_dim);
   const float theta_f = static_cast<float>(p.theta);  // `base ** f32_tensor` computes in f32
+  const std::vector<float>& ext = long_factors ? p.long_factor : p.short_factor;
   std::vector<float> inv(half);
   for (std::size_t i = 0; i < half; ++i) {
     const float exponent = f32_div(static_cast<float>(2 * i), dim_f);
     const auto power = static_cast<float>(std::pow(static_cast<double>(theta_f), exponent));
-    inv[i] = f32_div(1.0f, power);
+    // longrope: 1.0 / (ext_factors * base ** inv_freq_shape)
+    inv[i] = f32_div(1.0f, p.type == RopeType::LongRope ? f32_mul(ext[i], power) : power);
   }
   if (p.type == RopeType::Linear) {
     const float factor = static_cast<float>(p.factor);
@@ -167,17 +212,24 @@ inline std::vector<float> rope_inv_freq(const RopeParameters& p, std::size_t rot
 }  // namespace detail
 
 // cos/sin for positions [0, num_positions), built once (in double, see above) and reused by every
-// layer and call. Memory: 2 * num_positions * rotary_dim floats.
+// layer and call. Memory: 2 * num_positions * rotary_dim floats. `long_factors` picks longrope's
+// set (rope_uses_long_factors); other types ignore it.
 class RopeTable {
  public:
-  RopeTable(const RopeParameters& p, std::size_t num_positions)
-      : params_(p), rotary_dim_(detail::rope_rotary_dim(p)), num_positions_(num_positions) {
-    detail::check_rope_parameters(p);
+  RopeTable(const RopeParameters& p, std::size_t num_positions, bool long_factors = false)
+      : params_(p),
+        rotary_dim_(detail::rope_rotary_dim(p)),
+        num_positions_(num_positions),
+        long_factors_(p.type == RopeType::LongRope && long_factors) {
+    detail::check_rope_parameters(p, rotary_dim_);
     if (num_positions > std::numeric_limits<std::size_t>::max() / 2 / rotary_dim_ / sizeof(float))
       throw Error("rope: a table of " + std::to_string(num_positions) +
                   " positions overflows size_t");
-    inv_freq_ = detail::rope_inv_freq(p, rotary_dim_);
+    inv_freq_ = detail::rope_inv_freq(p, rotary_dim_, long_factors_);
     const std::size_t half = rotary_dim_ / 2;
+    // cos() * attention_scaling: a Python float times an f32 tensor multiplies in f32.
+    const auto scaling =
+        static_cast<float>(p.type == RopeType::LongRope ? p.attention_factor : 1.0);
     cos_.resize(num_positions * rotary_dim_);
     sin_.resize(num_positions * rotary_dim_);
     for (std::size_t pos = 0; pos < num_positions; ++pos) {
@@ -187,8 +239,8 @@ class RopeTable {
       float* s = sin_.data() + pos * rotary_dim_;
       for (std::size_t i = 0; i < half; ++i) {
         const double angle = detail::f32_mul(pos_f, inv_freq_[i]);
-        c[i] = c[i + half] = static_cast<float>(std::cos(angle));
-        s[i] = s[i + half] = static_cast<float>(std::sin(angle));
+        c[i] = c[i + half] = detail::f32_mul(static_cast<float>(std::cos(angle)), scaling);
+        s[i] = s[i + half] = detail::f32_mul(static_cast<float>(std::sin(angle)), scaling);
       }
     }
   }
@@ -196,6 +248,12 @@ class RopeTable {
   std::size_t rotary_dim() const noexcept { return rotary_dim_; }
   std::size_t num_positions() const noexcept { return num_positions_; }
   const RopeParameters& parameters() const noexcept { return params_; }
+  // The longrope factor set of the table (false for every other type).
+  bool long_factors() const noexcept { return long_factors_; }
+  // Whether this table is the one a call of these parameters, ending at context_end, uses.
+  bool serves(const RopeParameters& p, std::size_t context_end) const noexcept {
+    return params_ == p && long_factors_ == rope_uses_long_factors(p, context_end);
+  }
   // rotary_dim / 2 inverse frequencies (after scaling), f32 as HF's `inv_freq` buffer.
   const float* inv_freq() const noexcept { return inv_freq_.data(); }
   // rotary_dim values each; position < num_positions().
@@ -210,6 +268,7 @@ class RopeTable {
   RopeParameters params_;
   std::size_t rotary_dim_;
   std::size_t num_positions_;
+  bool long_factors_;
   std::vector<float> inv_freq_;
   // Positions only, nothing of the prompt; wiped anyway so that every block a Workspace releases
   // is zero, one rule that is simple to state and to test.

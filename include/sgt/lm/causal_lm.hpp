@@ -131,7 +131,8 @@ class CausalLM {
     const std::size_t B = in.batch, T = in.seq_len, H = hidden_size(), V = vocab_size();
     const auto start = static_cast<std::size_t>(in.cache_position[0]);
     const Ops ops = Ops::from_options(options, resolve_precision(options.precision));
-    ws.plan(config_, B, T, cache.max_len(), ops.kernels());
+    // longrope: the call's factor set follows its end, start + T (kernels::rope_uses_long_factors).
+    ws.plan(config_, B, T, cache.max_len(), ops.kernels(), start + T);
     std::size_t* positions = ws.positions();
     for (std::size_t t = 0; t < T; ++t) positions[t] = start + t;
     const CacheStep step{B, T, start, positions};

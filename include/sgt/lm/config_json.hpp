@@ -1,10 +1,11 @@
 // Loading a Hugging Face causal LM's config.json into CausalLmConfig (lm/config.hpp).
 //
 // The file is the one `save_pretrained` writes for LlamaForCausalLM, MistralForCausalLM,
-// Qwen2ForCausalLM or Qwen3ForCausalLM: model_type picks the family row (model/families.hpp), and
-// the decoder keys are read by the same parser as an estimator's `config` (model/config_json.hpp),
-// with the family's defaults for absent keys. Every error is an sgt::Error naming the file and the
-// key; unknown keys are logged and ignored, as transformers ignores them.
+// Qwen2ForCausalLM, Qwen3ForCausalLM or Phi3ForCausalLM: model_type picks the family row
+// (model/families.hpp), and the decoder keys are read by the same parser as an estimator's
+// `config` (model/config_json.hpp), with the family's defaults for absent keys. Every error is an
+// sgt::Error naming the file and the key; unknown keys are logged and ignored, as transformers
+// ignores them.
 #pragma once
 
 #include <cstdint>
@@ -30,9 +31,7 @@ inline CausalLmConfig parse_causal_lm_config(const nlohmann::json& j) {
   JsonObjectReader c(j, "");
   const std::string type = c.string("model_type", std::nullopt);
   const ModelFamily* family = find_model_family(type);
-  if (!family)
-    c.fail("model_type",
-           "unknown model_type '" + type + "' (" + model_family_names() + " are supported)");
+  if (!family) c.fail("model_type", unsupported_model_type_message(type));
   CausalLmConfig out;
   // save_pretrained always writes vocab_size; a config without it is not one we should guess.
   out.vocab_size =

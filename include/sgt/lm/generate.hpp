@@ -3,6 +3,14 @@
 // by a TokenSampler (lm/token_sampler.hpp): greedy by default -- what transformers' generate
 // does with do_sample=False, ties to the lowest token id as torch.argmax -- or temperature / top-p
 // sampling with a seed.
+//
+// longrope (Phi-3): every forward call uses the short or the long factors by where it ends
+// (kernels::rope_uses_long_factors), and the cache keeps the keys it holds. Like transformers'
+// Phi3ForCausalLM.prepare_inputs_for_generation, generation from an ids prompt re-runs the whole
+// sequence from position 0 at the one step whose call is the first to end past
+// original_max_position_embeddings (restarts_longrope_at), so that every key in the cache uses
+// the long factors from then on. From an embeddings prompt transformers never does (its check
+// counts only the generated ids), and neither does this.
 #pragma once
 
 #include <algorithm>
@@ -43,6 +51,15 @@ inline std::size_t cache_positions_needed(std::size_t prompt_len, std::size_t ma
     throw Error("a prompt of " + std::to_string(prompt_len) + " tokens + " +
                 std::to_string(max_new_tokens) + " new ones overflow size_t");
   return n;
+}
+
+// Whether the decode step feeding position `position` re-runs the sequence from position 0: its
+// call is the first to end past longrope's original_max_position_embeddings (transformers:
+// input_ids.shape[1] >= original + 1 and the cache holds <= original positions).
+inline bool restarts_longrope_at(const CausalLM& lm, std::size_t position) {
+  const kernels::RopeParameters& rope = lm.config().decoder.rope;
+  return kernels::rope_uses_long_factors(rope, position + 1) &&
+         !kernels::rope_uses_long_factors(rope, position);
 }
 
 // prompt: B rows, each given as ids ([B * P] in input_ids) or as embeddings ([B, P, H] in
@@ -98,6 +115,24 @@ std::vector<std::vector<std::int64_t>> generate(const CausalLM& lm, LmInput prom
       all_stopped = all_stopped && stopped[b];
     }
     if (all_stopped || n + 1 == options.max_new_tokens) break;
+    if (!prompt.input_ids.empty() && restarts_longrope_at(lm, P + n)) {
+      // The prompt and every token so far, again from position 0 (a stopped row repeats its
+      // last token, as the steps feed it).
+      LmInput all;
+      all.batch = B;
+      all.seq_len = P + n + 1;
+      all.logits = LogitsFor::Last;
+      for (std::size_t b = 0; b < B; ++b) {
+        all.input_ids.insert(all.input_ids.end(), prompt.input_ids.begin() + b * P,
+                             prompt.input_ids.begin() + (b + 1) * P);
+        for (std::size_t i = 0; i <= n; ++i)
+          all.input_ids.push_back(out[b][std::min(i, out[b].size() - 1)]);
+      }
+      for (std::size_t t = 0; t < all.seq_len; ++t)
+        all.cache_position.push_back(static_cast<std::int64_t>(t));
+      lm.forward(all, cache, ws, options.run, logits);
+      continue;
+    }
     step.cache_position[0] = static_cast<std::int64_t>(P + n);
     lm.forward(step, cache, ws, options.run, logits);
   }

@@ -27,9 +27,11 @@ SGT_ISA_BEGIN
 class LmWorkspace {
  public:
   // Sizes the buffers for `batch` x `tokens` new tokens (growing only) and the RoPE table for
-  // `positions` positions (rebuilt only when it must grow).
+  // `positions` positions (rebuilt only when it must grow, or when a longrope call ending at
+  // `context_end` -- its last position + 1 -- needs the other factor set).
   void plan(const CausalLmConfig& c, std::size_t batch, std::size_t tokens, std::size_t positions,
-            const kernels::KernelTable& kernels = kernels::default_kernel_table()) {
+            const kernels::KernelTable& kernels = kernels::default_kernel_table(),
+            std::size_t context_end = 0) {
     const DecoderConfig& d = c.decoder;
     const std::size_t t = batch * tokens, hidden = d.hidden_size;
     const std::size_t q = d.num_attention_heads * d.head_dim, kv = c.kv_width();
@@ -40,8 +42,8 @@ class LmWorkspace {
     DecoderBuffers::grow(last_, batch * hidden);
     DecoderBuffers::grow(last_attn_, batch * q);
     if (positions_.size() < tokens) positions_.resize(tokens);
-    if (!rope_ || rope_->num_positions() < positions || !(rope_->parameters() == d.rope))
-      rope_.emplace(d.rope, positions);
+    if (!rope_ || rope_->num_positions() < positions || !rope_->serves(d.rope, context_end))
+      rope_.emplace(d.rope, positions, kernels::rope_uses_long_factors(d.rope, context_end));
     batch_ = batch;
     hidden_ = hidden;
     q_width_ = q;

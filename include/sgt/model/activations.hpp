@@ -186,10 +186,11 @@ class Workspace {
   const kernels::RopeTable& std_rope() const { return *std_rope_; }
 
  private:
+  // Positions 0..S-1, so a call ends at S: longrope's factor set follows S (RopeTable::serves).
   static void plan_rope(std::optional<kernels::RopeTable>& table, const kernels::RopeParameters& p,
                         std::size_t positions) {
-    if (!table || table->num_positions() < positions || !(table->parameters() == p))
-      table.emplace(p, positions);
+    if (!table || table->num_positions() < positions || !table->serves(p, positions))
+      table.emplace(p, positions, kernels::rope_uses_long_factors(p, positions));
   }
   TensorView<float> view(WipedVector<float>& v) {
     return TensorView<float>(v.data(), {batch_, seq_len_, hidden_});

@@ -31,7 +31,10 @@ using ParameterizationConfig = kernels::Parameterization;
 
 // The spellings config.json uses.
 inline constexpr EnumName<RopeType> kRopeTypeNames[] = {
-    {RopeType::Default, "default"}, {RopeType::Linear, "linear"}, {RopeType::Llama3, "llama3"}};
+    {RopeType::Default, "default"},
+    {RopeType::Linear, "linear"},
+    {RopeType::Llama3, "llama3"},
+    {RopeType::LongRope, "longrope"}};
 inline constexpr EnumName<ParameterizationType> kParameterizationTypeNames[] = {
     {ParameterizationType::Identity, "identity"},
     {ParameterizationType::BoundedTanh, "bounded_tanh"},
@@ -73,6 +76,9 @@ struct DecoderConfig {
   bool o_proj_bias = false;        // o_proj has a bias
   bool mlp_bias = false;           // gate/up/down have biases
   bool qk_norm = false;            // per-head RMSNorm on q and k after the projections
+  // q/k/v stored as one qkv_proj [q + 2 kv, H] and gate/up as one gate_up_proj [2 I, H] (Phi-3);
+  // the loader splits them into the row ranges the layer reads, without a copy.
+  bool fused_projections = false;
   std::size_t sliding_window = 0;  // 0 = none; else every layer sees this many keys
   kernels::RmsNormStyle norm_style = kernels::RmsNormStyle::Weight;
 };

@@ -16,6 +16,8 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -62,14 +64,38 @@ inline void accept_generic_hf_keys(JsonObjectReader& c) {
   // clang-format on
 }
 
+// longrope's short_factor / long_factor: a list of positive numbers, rounded to f32 as
+// torch.tensor(factors, dtype=float32) rounds them. The length is checked against the rotary
+// dimension by the caller, once that is known.
+inline std::vector<float> read_rope_factors(JsonObjectReader& r, const char* key) {
+  const nlohmann::json* v = r.find(key);
+  if (!v) r.fail(key, "required key is missing (longrope needs short_factor and long_factor)");
+  if (!v->is_array()) r.fail(key, "must be a list of numbers, got " + detail::json_excerpt(*v));
+  std::vector<float> out;
+  out.reserve(v->size());
+  for (const nlohmann::json& x : *v) {
+    const double f = r.check_number(key, x);
+    if (!(f > 0) || !(std::fabs(f) <= FLT_MAX))
+      r.fail(key, "values must be > 0 and finite in f32, got " + x.dump());
+    out.push_back(static_cast<float>(f));
+  }
+  return out;
+}
+
 // RoPE, spelled either way transformers writes it:
 //   v4: "rope_theta": x, "rope_scaling": {"rope_type" (or legacy "type"): ..., "factor": ...}
 //   v5: "rope_parameters": {"rope_type": ..., "rope_theta": x, "factor": ...}
 // with transformers' precedence: a non-empty rope_scaling replaces rope_parameters; inside the
 // chosen dict its own rope_theta / partial_rotary_factor win over the top-level keys; rope_type
-// wins over type; llama3's original_max_position_embeddings defaults to max_position_embeddings
-// (a top-level original_max_position_embeddings takes priority, as transformers gives it).
-inline void parse_rope(JsonObjectReader& c, DecoderConfig& d) {
+// wins over type; llama3's and longrope's original_max_position_embeddings defaults to
+// max_position_embeddings, and a top-level original_max_position_embeddings takes priority, as
+// transformers gives it -- including the config class's own default (`class_original_max`,
+// Phi3Config's 4096), which the class has even when the key is absent.
+// longrope (HF `_compute_longrope_parameters`): short_factor and long_factor, rotary_dim / 2
+// numbers each; factor defaults to max_position_embeddings / original_max_position_embeddings;
+// attention_factor defaults to 1 when factor <= 1, else sqrt(1 + ln(factor) / ln(original)).
+inline void parse_rope(JsonObjectReader& c, DecoderConfig& d,
+                       std::optional<std::uint64_t> class_original_max) {
   const nlohmann::json* scaling = c.find("rope_scaling");
   const nlohmann::json* parameters = c.find("rope_parameters");
   if (scaling && !scaling->is_null() && !scaling->is_object())
@@ -89,7 +115,7 @@ inline void parse_rope(JsonObjectReader& c, DecoderConfig& d) {
   const double top_theta = c.positive_number("rope_theta", 10000.0);
   const double top_partial = c.number("partial_rotary_factor", 1.0);
   const std::optional<std::uint64_t> top_original =
-      c.nullable_integer("original_max_position_embeddings", std::nullopt, 1,
+      c.nullable_integer("original_max_position_embeddings", class_original_max, 1,
                          std::numeric_limits<std::int64_t>::max());
   d.rope.theta = top_theta;
   d.rope.partial_rotary_factor = top_partial;
@@ -113,7 +139,8 @@ inline void parse_rope(JsonObjectReader& c, DecoderConfig& d) {
       d.rope.partial_rotary_factor = r.number("partial_rotary_factor", std::nullopt);
       partial_key = std::string(dict_key) + ".partial_rotary_factor";
     }
-    if (d.rope.type != RopeType::Default) d.rope.factor = r.positive_number("factor", std::nullopt);
+    if (d.rope.type == RopeType::Linear || d.rope.type == RopeType::Llama3)
+      d.rope.factor = r.positive_number("factor", std::nullopt);
     if (d.rope.type == RopeType::Llama3) {
       d.rope.low_freq_factor = r.positive_number("low_freq_factor", std::nullopt);
       d.rope.high_freq_factor = r.number("high_freq_factor", std::nullopt);
@@ -127,6 +154,27 @@ inline void parse_rope(JsonObjectReader& c, DecoderConfig& d) {
                     std::numeric_limits<std::int64_t>::max());
       d.rope.original_max_position_embeddings =
           static_cast<std::size_t>(top_original ? *top_original : original);
+    }
+    if (d.rope.type == RopeType::LongRope) {
+      const std::uint64_t original =
+          r.integer("original_max_position_embeddings", d.max_position_embeddings, 1,
+                    std::numeric_limits<std::int64_t>::max());
+      d.rope.original_max_position_embeddings =
+          static_cast<std::size_t>(top_original ? *top_original : original);
+      const auto original_f = static_cast<double>(d.rope.original_max_position_embeddings);
+      d.rope.factor = r.positive_number(
+          "factor", static_cast<double>(d.max_position_embeddings) / original_f);
+      const bool scaled = d.rope.factor > 1.0;
+      if (scaled && d.rope.original_max_position_embeddings == 1 &&
+          !dict->contains("attention_factor"))
+        r.fail("original_max_position_embeddings",
+               "must be > 1 to derive attention_factor (ln(original) divides), or give "
+               "attention_factor");
+      d.rope.attention_factor = r.positive_number(
+          "attention_factor",
+          scaled ? std::sqrt(1.0 + std::log(d.rope.factor) / std::log(original_f)) : 1.0);
+      d.rope.short_factor = read_rope_factors(r, "short_factor");
+      d.rope.long_factor = read_rope_factors(r, "long_factor");
     }
     r.warn_unknown_keys();
   }
@@ -146,6 +194,16 @@ inline void parse_rope(JsonObjectReader& c, DecoderConfig& d) {
                 std::to_string(rotary_dim))
         .at_key(
             c.path_of(d.rope.partial_rotary_factor == 1.0 ? std::string("head_dim") : partial_key));
+  if (d.rope.type == RopeType::LongRope)
+    for (const auto& [key, factors] : {std::pair<const char*, const std::vector<float>&>{
+                                           "short_factor", d.rope.short_factor},
+                                       {"long_factor", d.rope.long_factor}}) {
+      const std::size_t n = factors.size();
+      if (n != rotary_dim / 2)
+        throw Error("has " + std::to_string(n) + " values, but the rotary dimension " +
+                    std::to_string(rotary_dim) + " needs " + std::to_string(rotary_dim / 2))
+            .at_key(c.path_of(std::string(dict_key) + "." + key));
+    }
 }
 // The sizes of a decoder: positive, at most kMaxConfigDimension.
 inline std::uint64_t config_size(JsonObjectReader& c, const char* key,
@@ -215,13 +273,14 @@ inline DecoderConfig parse_decoder_config(const ModelFamily& family, JsonObjectR
   d.max_position_embeddings = static_cast<std::size_t>(
       c.integer("max_position_embeddings", def.max_position_embeddings, 1, kMaxPositions));
   d.rms_norm_eps = c.positive_number("rms_norm_eps", def.rms_norm_eps);
-  parse_rope(c, d);
+  parse_rope(c, d, def.original_max_position_embeddings);
 
   // The family's switches, as its description states them.
   d.attention_bias = read_bias(c, family.qkv_bias);
   d.o_proj_bias = read_bias(c, family.o_bias);
   d.mlp_bias = read_bias(c, family.mlp_bias);
   d.qk_norm = family.qk_norm;
+  d.fused_projections = family.fused_projections;
   d.norm_style = family.norm_style;
   switch (family.window) {
     case WindowRule::None:
@@ -304,9 +363,7 @@ inline EstimatorConfig parse_estimator(const nlohmann::json& j, const std::strin
   EstimatorConfig out;
   const std::string type_name = e.string("model_type", std::nullopt);
   const ModelFamily* family = find_model_family(type_name);
-  if (!family)
-    e.fail("model_type",
-           "unknown model_type '" + type_name + "' (" + model_family_names() + " are supported)");
+  if (!family) e.fail("model_type", unsupported_model_type_message(type_name));
   {
     JsonObjectReader c(e.object("config"), e.path_of("config"));
     out.decoder = parse_decoder_config(*family, c);

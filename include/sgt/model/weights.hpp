@@ -4,8 +4,13 @@
 // views the model computes with (load_model_weights). A new
 // tensor is one line here; the check and the loader cannot disagree.
 //
-// Weights are views only: the data stays in the memory-mapped safetensors files. A tensor the
-// config does not ask for (a bias it lacks, Qwen3's q/k norms elsewhere) is an empty
+// Weights are views only: the data stays in the memory-mapped safetensors files. A fused tensor
+// (Phi-3's qkv_proj [q + 2 kv, H] and gate_up_proj [2 I, H]) is split at load into the q/k/v and
+// gate/up views the layer reads: rows of a row-major [out, in] matrix are contiguous, so each part
+// is a row range of the stored tensor, no copy. Running them split costs nothing over a fused
+// matmul: the layer's Ops::matmuls packs the normed input once for q, k and v (and the SwiGLU
+// kernel once for gate and up), and every output lands in its own buffer without a copy-out. A
+// tensor the config does not ask for (a bias it lacks, Qwen3's q/k norms elsewhere) is an empty
 // AnyTensorView, which every kernel reads as "none". Shapes follow PyTorch's nn.Linear: a
 // projection from n to m features is stored [m, n].
 #pragma once
@@ -30,6 +35,7 @@ SGT_ISA_BEGIN
 // hd = head_dim, nh = num_attention_heads, nkv = num_key_value_heads, H = hidden_size.
 struct AttentionWeights {
   AnyTensorView q_proj, k_proj, v_proj;  // [nh * hd, H], [nkv * hd, H], [nkv * hd, H]
+  AnyTensorView qkv_proj;                // [(nh + 2 nkv) * hd, H] with fused_projections
   AnyTensorView o_proj;                  // [H, nh * hd]
   AnyTensorView q_bias, k_bias, v_bias;  // [nh * hd], [nkv * hd], [nkv * hd] with attention_bias
   AnyTensorView o_bias;                  // [H] with o_proj_bias
@@ -41,7 +47,23 @@ struct DecoderLayerWeights {
   AttentionWeights attention;
   AnyTensorView post_attention_norm;  // [H]
   kernels::SwiGluWeights mlp;         // gate, up [I, H]; down [H, I]; biases with mlp_bias
+  AnyTensorView gate_up_proj;         // [2 I, H] with fused_projections: gate rows, then up
 };
+
+// Rows [first, first + count) of a loaded [rows, cols] matrix, as a view of its storage; an empty
+// view stays empty (a tensor list walked only for names and shapes loads nothing).
+inline AnyTensorView matrix_rows(const AnyTensorView& m, std::size_t first, std::size_t count) {
+  if (m.data() == nullptr) return AnyTensorView();
+  const std::size_t cols = m.dim(1);
+  if (m.rank() != 2 || first + count > m.dim(0))
+    throw Error("rows [" + std::to_string(first) + ", " + std::to_string(first + count) +
+                ") of a " + m.shape_string() + " matrix");
+  Shape shape{};
+  shape[0] = count;
+  shape[1] = cols;
+  const auto* bytes = static_cast<const unsigned char*>(m.data());
+  return AnyTensorView(bytes + first * cols * dtype_size(m.dtype()), m.dtype(), shape, 2);
+}
 
 // A stack of decoder layers with its optional final norm and head: an estimator of the transform,
 // or the decoder of a causal LM (lm/weights.hpp: final norm, no head).
@@ -83,17 +105,30 @@ void for_each_estimator_tensor(const EstimatorConfig& e, const std::string& pref
     DecoderLayerWeights& l = w.layers[i];
     AttentionWeights& a = l.attention;
     visit(p + "input_layernorm.weight", TensorShape{hidden}, l.input_norm);
-    linear(p + "self_attn.q_proj", q_dim, hidden, d.attention_bias, a.q_proj, a.q_bias);
-    linear(p + "self_attn.k_proj", kv_dim, hidden, d.attention_bias, a.k_proj, a.k_bias);
-    linear(p + "self_attn.v_proj", kv_dim, hidden, d.attention_bias, a.v_proj, a.v_bias);
+    if (d.fused_projections) {  // no biases (the family's rule); split where loaded
+      visit(p + "self_attn.qkv_proj.weight", TensorShape{q_dim + 2 * kv_dim, hidden}, a.qkv_proj);
+      a.q_proj = matrix_rows(a.qkv_proj, 0, q_dim);
+      a.k_proj = matrix_rows(a.qkv_proj, q_dim, kv_dim);
+      a.v_proj = matrix_rows(a.qkv_proj, q_dim + kv_dim, kv_dim);
+    } else {
+      linear(p + "self_attn.q_proj", q_dim, hidden, d.attention_bias, a.q_proj, a.q_bias);
+      linear(p + "self_attn.k_proj", kv_dim, hidden, d.attention_bias, a.k_proj, a.k_bias);
+      linear(p + "self_attn.v_proj", kv_dim, hidden, d.attention_bias, a.v_proj, a.v_bias);
+    }
     linear(p + "self_attn.o_proj", hidden, q_dim, d.o_proj_bias, a.o_proj, a.o_bias);
     if (d.qk_norm) {
       visit(p + "self_attn.q_norm.weight", TensorShape{hd}, a.q_norm);
       visit(p + "self_attn.k_norm.weight", TensorShape{hd}, a.k_norm);
     }
     visit(p + "post_attention_layernorm.weight", TensorShape{hidden}, l.post_attention_norm);
-    linear(p + "mlp.gate_proj", inter, hidden, d.mlp_bias, l.mlp.gate, l.mlp.gate_bias);
-    linear(p + "mlp.up_proj", inter, hidden, d.mlp_bias, l.mlp.up, l.mlp.up_bias);
+    if (d.fused_projections) {  // Phi3MLP: gate, up = gate_up_proj(x).chunk(2)
+      visit(p + "mlp.gate_up_proj.weight", TensorShape{2 * inter, hidden}, l.gate_up_proj);
+      l.mlp.gate = matrix_rows(l.gate_up_proj, 0, inter);
+      l.mlp.up = matrix_rows(l.gate_up_proj, inter, inter);
+    } else {
+      linear(p + "mlp.gate_proj", inter, hidden, d.mlp_bias, l.mlp.gate, l.mlp.gate_bias);
+      linear(p + "mlp.up_proj", inter, hidden, d.mlp_bias, l.mlp.up, l.mlp.up_bias);
+    }
     linear(p + "mlp.down_proj", hidden, inter, d.mlp_bias, l.mlp.down, l.mlp.down_bias);
   }
   if (e.final_norm) visit(prefix + ".norm.weight", TensorShape{hidden}, w.final_norm);
