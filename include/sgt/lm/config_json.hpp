@@ -7,6 +7,7 @@
 // key; unknown keys are logged and ignored, as transformers ignores them.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -37,9 +38,12 @@ inline CausalLmConfig parse_causal_lm_config(const nlohmann::json& j) {
   // save_pretrained always writes vocab_size; a config without it is not one we should guess.
   out.vocab_size =
       static_cast<std::size_t>(c.integer("vocab_size", std::nullopt, 1, kMaxConfigDimension));
-  // False in all four families' transformers config classes.
-  out.tie_word_embeddings = c.boolean("tie_word_embeddings", false);
+  // False in the Llama, Mistral and Qwen config classes, true in SmolLM3's and Gemma's.
+  out.tie_word_embeddings = c.boolean("tie_word_embeddings", family->defaults.tie_word_embeddings);
   out.decoder = detail::parse_decoder_config(*family, c);
+  if (family->scaled_embeddings)
+    out.embedding_scale =
+        static_cast<float>(std::sqrt(static_cast<double>(out.decoder.hidden_size)));
   return out;
 }
 

@@ -45,11 +45,12 @@
 
 #include "sgt/core/isa.hpp"
 #include "sgt/kernels/rms_norm.hpp"
+#include "sgt/kernels/swiglu.hpp"
 
 namespace sgt {
 SGT_ISA_BEGIN
 
-enum class ModelType { Llama, Mistral, Qwen2, Qwen3 };
+enum class ModelType { Llama, Mistral, Qwen2, Qwen3, SmolLM3, Gemma, Gemma2, Gemma3Text };
 
 // How a family decides whether a group of projections carries biases.
 enum class BiasRule {
@@ -59,11 +60,26 @@ enum class BiasRule {
   MlpBiasKey,        // the config's mlp_bias (default false)
 };
 
-// How a family treats a sliding attention window.
+// Which layers see only a sliding window of sliding_window keys. An explicit layer_types list
+// ("sliding_attention" / "full_attention" per layer) names them for every rule but None and
+// EveryLayer; without one, the family's transformers config derives it as follows.
 enum class WindowRule {
-  None,             // no window; sliding_window is not a key of the family
-  EveryLayer,       // every layer sees the last sliding_window keys (null: full causal attention)
-  NotYetSupported,  // per-layer windows (use_sliding_window): refused when used, else ignored
+  None,        // no window; sliding_window is not a key of the family
+  EveryLayer,  // every layer (Mistral; null sliding_window: full causal attention)
+  // Only with use_sliding_window (default false): the layers from max_window_layers on (Qwen2,
+  // Qwen3).
+  FromMaxWindowLayers,
+  // Only with use_sliding_window: the layers without RoPE (SmolLM3).
+  NoRopeLayers,
+  // Every layer but each period-th (Gemma 2: period 2; Gemma 3: sliding_window_pattern, 6).
+  Periodic,
+};
+
+// Which RoPE each layer applies.
+enum class RopeRule {
+  EveryLayer,         // the one rope of rope_theta / rope_scaling / rope_parameters
+  NoRopeLayers,       // no_rope_layers[i] == 0: layer i has none (SmolLM3)
+  LocalOnSlidingLayers,  // sliding layers rotate with rope_local_base_freq, default rope (Gemma 3)
 };
 
 // The defaults of a family's transformers config class: what an absent key means.
@@ -73,7 +89,16 @@ struct HfDecoderDefaults {
   std::optional<std::uint64_t> head_dim;             // nullopt: = hidden_size / heads
   std::uint64_t max_position_embeddings;
   double rms_norm_eps, rope_theta;
-  std::optional<std::uint64_t> sliding_window;  // WindowRule::EveryLayer only
+  std::optional<std::uint64_t> sliding_window;  // with a WindowRule other than None
+  std::uint64_t window_period;                  // WindowRule::Periodic
+  double local_rope_theta;                      // RopeRule::LocalOnSlidingLayers
+  // The attention scale is query_pre_attn_scalar^-0.5 when the family has the key, else
+  // head_dim^-0.5.
+  std::optional<double> query_pre_attn_scalar;
+  // attn_logit_softcapping and final_logit_softcapping, for the families that read them (null:
+  // none).
+  std::optional<double> attn_logit_softcapping, final_logit_softcapping;
+  bool tie_word_embeddings;  // a causal LM's lm_head is its embedding table
 };
 
 struct ModelFamily {
@@ -85,37 +110,87 @@ struct ModelFamily {
   BiasRule mlp_bias;  // gate_proj, up_proj, down_proj
   bool qk_norm;       // a per-head RMSNorm of q and k after the projections, before RoPE
   WindowRule window;
+  RopeRule rope;
   kernels::RmsNormStyle norm_style;  // every RMSNorm of the layer
+  // The MLP's activation: the key that names it and its default.
+  const char* act_key;
+  kernels::GatedActivation act_default;
+  bool gelu_means_tanh;   // act "gelu" is the tanh approximation (GemmaConfig's legacy value)
+  bool sandwich_norms;    // norms on the attention's and the MLP's outputs (Gemma 2, 3)
+  bool attn_softcap;      // reads attn_logit_softcapping
+  bool final_softcap;     // reads final_logit_softcapping (the causal LM's logits)
+  bool scaled_embeddings;  // a causal LM multiplies E[ids] by sqrt(hidden_size) (not inputs_embeds)
   // Keys the family's transformers config may carry that change nothing here (nullptr-padded).
-  std::array<const char*, 2> inert_keys;
+  std::array<const char*, 3> inert_keys;
 };
 
 // clang-format off
 inline constexpr ModelFamily kModelFamilies[] = {
     // Llama 2, 3, 3.1, 3.2
     {ModelType::Llama, "llama",
-     {4096, 11008, 32, 32, std::nullopt, std::nullopt, 2048, 1e-6, 10000.0, std::nullopt},
+     {4096, 11008, 32, 32, std::nullopt, std::nullopt, 2048, 1e-6, 10000.0, std::nullopt, 0, 0,
+      std::nullopt, std::nullopt, std::nullopt, false},
      BiasRule::AttentionBiasKey, BiasRule::AttentionBiasKey, BiasRule::MlpBiasKey,
-     /*qk_norm=*/false, WindowRule::None, kernels::RmsNormStyle::Weight,
-     {"pretraining_tp", nullptr}},  // transformers 5 no longer reads pretraining_tp
+     /*qk_norm=*/false, WindowRule::None, RopeRule::EveryLayer, kernels::RmsNormStyle::Weight,
+     "hidden_act", kernels::GatedActivation::Silu, false, false, false, false, false,
+     {"pretraining_tp", nullptr, nullptr}},  // transformers 5 no longer reads pretraining_tp
     // Llama + a sliding attention window on every layer
     {ModelType::Mistral, "mistral",
-     {4096, 14336, 32, 32, 8, std::nullopt, 131072, 1e-6, 10000.0, 4096},
+     {4096, 14336, 32, 32, 8, std::nullopt, 131072, 1e-6, 10000.0, 4096, 0, 0, std::nullopt,
+      std::nullopt, std::nullopt, false},
      BiasRule::Never, BiasRule::Never, BiasRule::Never,
-     /*qk_norm=*/false, WindowRule::EveryLayer, kernels::RmsNormStyle::Weight,
-     {nullptr, nullptr}},
+     /*qk_norm=*/false, WindowRule::EveryLayer, RopeRule::EveryLayer,
+     kernels::RmsNormStyle::Weight, "hidden_act", kernels::GatedActivation::Silu, false,
+     false, false, false, false, {nullptr, nullptr, nullptr}},
     // Llama + q/k/v biases (Qwen2Attention: q/k/v with bias, o_proj without, always)
     {ModelType::Qwen2, "qwen2",
-     {4096, 22016, 32, 32, 32, std::nullopt, 32768, 1e-6, 10000.0, std::nullopt},
+     {4096, 22016, 32, 32, 32, std::nullopt, 32768, 1e-6, 10000.0, 4096, 0, 0, std::nullopt,
+      std::nullopt, std::nullopt, false},
      BiasRule::Always, BiasRule::Never, BiasRule::Never,
-     /*qk_norm=*/false, WindowRule::NotYetSupported, kernels::RmsNormStyle::Weight,
-     {"max_window_layers", "layer_types"}},
+     /*qk_norm=*/false, WindowRule::FromMaxWindowLayers, RopeRule::EveryLayer,
+     kernels::RmsNormStyle::Weight, "hidden_act", kernels::GatedActivation::Silu, false,
+     false, false, false, false, {nullptr, nullptr, nullptr}},
     // Llama + per-head RMSNorm of q and k before RoPE
     {ModelType::Qwen3, "qwen3",
-     {4096, 22016, 32, 32, 32, 128, 32768, 1e-6, 10000.0, std::nullopt},
+     {4096, 22016, 32, 32, 32, 128, 32768, 1e-6, 10000.0, 4096, 0, 0, std::nullopt,
+      std::nullopt, std::nullopt, false},
      BiasRule::AttentionBiasKey, BiasRule::AttentionBiasKey, BiasRule::Never,
-     /*qk_norm=*/true, WindowRule::NotYetSupported, kernels::RmsNormStyle::Weight,
-     {"max_window_layers", "layer_types"}},
+     /*qk_norm=*/true, WindowRule::FromMaxWindowLayers, RopeRule::EveryLayer,
+     kernels::RmsNormStyle::Weight, "hidden_act", kernels::GatedActivation::Silu, false,
+     false, false, false, false, {nullptr, nullptr, nullptr}},
+    // Llama + layers without RoPE (no_rope_layers)
+    {ModelType::SmolLM3, "smollm3",
+     {2048, 11008, 36, 16, 4, std::nullopt, 32768, 1e-6, 2000000.0, std::nullopt, 0, 0,
+      std::nullopt, std::nullopt, std::nullopt, true},
+     BiasRule::AttentionBiasKey, BiasRule::AttentionBiasKey, BiasRule::MlpBiasKey,
+     /*qk_norm=*/false, WindowRule::NoRopeLayers, RopeRule::NoRopeLayers,
+     kernels::RmsNormStyle::Weight, "hidden_act", kernels::GatedActivation::Silu, false,
+     false, false, false, false, {nullptr, nullptr, nullptr}},
+    // Llama with GeGLU, (1 + w) norms and embeddings scaled by sqrt(hidden_size)
+    {ModelType::Gemma, "gemma",
+     {3072, 24576, 28, 16, 16, 256, 8192, 1e-6, 10000.0, std::nullopt, 0, 0, std::nullopt,
+      std::nullopt, std::nullopt, true},
+     BiasRule::AttentionBiasKey, BiasRule::AttentionBiasKey, BiasRule::Never,
+     /*qk_norm=*/false, WindowRule::None, RopeRule::EveryLayer,
+     kernels::RmsNormStyle::OnePlusWeight, "hidden_act", kernels::GatedActivation::GeluTanh, true,
+     false, false, false, true, {"hidden_activation", nullptr, nullptr}},
+    // Gemma + sandwich norms, logit soft-capping, query_pre_attn_scalar, sliding/global layers
+    {ModelType::Gemma2, "gemma2",
+     {2304, 9216, 26, 8, 4, 256, 8192, 1e-6, 10000.0, 4096, 2, 0, 256.0, 50.0, 30.0, true},
+     BiasRule::AttentionBiasKey, BiasRule::AttentionBiasKey, BiasRule::Never,
+     /*qk_norm=*/false, WindowRule::Periodic, RopeRule::EveryLayer,
+     kernels::RmsNormStyle::OnePlusWeight, "hidden_activation",
+     kernels::GatedActivation::GeluTanh, false, true, true, true, true, {"hidden_act", nullptr, nullptr}},
+    // Gemma 2 + q/k norms, 5 local layers to 1 global, a RoPE base for each; no attention
+    // soft-capping (transformers 5 reads attn_logit_softcapping but never applies it)
+    {ModelType::Gemma3Text, "gemma3_text",
+     {2304, 9216, 26, 8, 4, 256, 131072, 1e-6, 1000000.0, 4096, 6, 10000.0, 256.0, std::nullopt,
+      std::nullopt, true},
+     BiasRule::AttentionBiasKey, BiasRule::AttentionBiasKey, BiasRule::Never,
+     /*qk_norm=*/true, WindowRule::Periodic, RopeRule::LocalOnSlidingLayers,
+     kernels::RmsNormStyle::OnePlusWeight, "hidden_activation",
+     kernels::GatedActivation::GeluTanh, false, true, false, true, true,
+     {"hidden_act", "attn_logit_softcapping", "_sliding_window_pattern"}},
 };
 // clang-format on
 

@@ -39,8 +39,10 @@ struct AttentionWeights {
 struct DecoderLayerWeights {
   AnyTensorView input_norm;  // [H]
   AttentionWeights attention;
-  AnyTensorView post_attention_norm;  // [H]
-  kernels::SwiGluWeights mlp;         // gate, up [I, H]; down [H, I]; biases with mlp_bias
+  AnyTensorView attention_output_norm;  // [H] with sandwich_norms: o_proj's output, before the add
+  AnyTensorView mlp_norm;               // [H]: the MLP's input
+  kernels::SwiGluWeights mlp;           // gate, up [I, H]; down [H, I]; biases with mlp_bias
+  AnyTensorView mlp_output_norm;        // [H] with sandwich_norms: the MLP's output, before the add
 };
 
 // A stack of decoder layers with its optional final norm and head: an estimator of the transform,
@@ -91,7 +93,15 @@ void for_each_estimator_tensor(const EstimatorConfig& e, const std::string& pref
       visit(p + "self_attn.q_norm.weight", TensorShape{hd}, a.q_norm);
       visit(p + "self_attn.k_norm.weight", TensorShape{hd}, a.k_norm);
     }
-    visit(p + "post_attention_layernorm.weight", TensorShape{hidden}, l.post_attention_norm);
+    // Llama's post_attention_layernorm is the MLP's input norm; with sandwich norms (Gemma 2, 3)
+    // it norms the attention's output, and pre_feedforward_layernorm is the MLP's input norm.
+    if (d.sandwich_norms) {
+      visit(p + "post_attention_layernorm.weight", TensorShape{hidden}, l.attention_output_norm);
+      visit(p + "pre_feedforward_layernorm.weight", TensorShape{hidden}, l.mlp_norm);
+      visit(p + "post_feedforward_layernorm.weight", TensorShape{hidden}, l.mlp_output_norm);
+    } else {
+      visit(p + "post_attention_layernorm.weight", TensorShape{hidden}, l.mlp_norm);
+    }
     linear(p + "mlp.gate_proj", inter, hidden, d.mlp_bias, l.mlp.gate, l.mlp.gate_bias);
     linear(p + "mlp.up_proj", inter, hidden, d.mlp_bias, l.mlp.up, l.mlp.up_bias);
     linear(p + "mlp.down_proj", hidden, inter, d.mlp_bias, l.mlp.down, l.mlp.down_bias);
