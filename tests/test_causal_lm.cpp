@@ -24,8 +24,11 @@ namespace fs = std::filesystem;
 namespace {
 
 const fs::path kData = fs::path(SGT_TEST_DATA_DIR) / "causal_lm";
-// The f32 families; llama_bf16 is tested on its own below.
-const char* const kF32Models[] = {"llama", "mistral", "qwen2_sharded", "qwen3_tied"};
+// The f32 families; llama_bf16 and gemma_bf16 are tested on their own below.
+const char* const kF32Models[] = {"llama",         "mistral", "qwen2_sharded", "qwen3_tied",
+                                  "qwen2_sliding", "smollm3", "gemma2",        "gemma3_text"};
+// Models stored in bf16, whose reference is HF in f32 on the stored weights.
+const char* const kBf16Models[] = {"llama_bf16", "gemma_bf16"};
 
 struct Expected {
   std::size_t batch = 0, prompt = 0, next = 0, turn2 = 0, turn2_len = 0, vocab = 0;
@@ -203,14 +206,15 @@ TEST_CASE("prefill, 8 decode steps and a second turn equal HF's full-sequence lo
 // (kTileTokens is 16 or 32); T = 1 is the unpruned decode path, checked the same way.
 TEST_CASE("LogitsFor::Last gives the bits of All's last rows and the same cache, for every model") {
   const std::size_t kMaxLen = 48, kHistory = 5, kTurnStart = 3;
-  for (const char* model : {"llama", "llama_bf16", "mistral", "qwen2_sharded", "qwen3_tied"}) {
+  for (const char* model : {"llama", "llama_bf16", "mistral", "qwen2_sharded", "qwen3_tied",
+                            "qwen2_sliding", "smollm3", "gemma_bf16", "gemma2", "gemma3_text"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
     const std::size_t V = lm.vocab_size();
     // Bf16 where the weights are BF16, whether or not Auto picks it on this CPU.
     std::vector<sgt::Precision> precisions = {sgt::Precision::F32};
-    if (name == "llama_bf16") precisions.push_back(sgt::Precision::Bf16);
+    if (name == "llama_bf16" || name == "gemma_bf16") precisions.push_back(sgt::Precision::Bf16);
     // Ids from a fixed linear congruential sequence: any ids do, the two runs get the same.
     std::uint64_t state = 12345;
     auto some_ids = [&](std::size_t n) {
@@ -274,6 +278,8 @@ TEST_CASE("LogitsFor::Last gives the bits of All's last rows and the same cache,
   }
 }
 
+// Gemma's models scale E[input_ids] by sqrt(hidden_size) inside their embedding module, so
+// transformers takes inputs_embeds as given, scaled by the caller: the same holds here.
 TEST_CASE("inputs_embeds give the logits of input_ids, bit for bit, in both turns") {
   for (const char* model : kF32Models) {
     const std::string name = model;
@@ -282,10 +288,14 @@ TEST_CASE("inputs_embeds give the logits of input_ids, bit for bit, in both turn
     const Expected e = expected(model);
     const std::size_t B = e.batch, H = lm.hidden_size();
     const auto table = lm.weights().embed_tokens.as<float>();
+    const bool gemma = name.rfind("gemma", 0) == 0;
+    // transformers: torch.tensor(hidden_size ** 0.5) in f32, times the f32 rows.
+    const float scale = gemma ? static_cast<float>(std::sqrt(double(H))) : 1.0f;
+    CHECK(lm.config().embedding_scale == scale);
     auto embeds = [&](const std::vector<std::int64_t>& x) {
       std::vector<float> out;
       for (std::int64_t id : x)
-        out.insert(out.end(), table.data() + id * H, table.data() + (id + 1) * H);
+        for (std::size_t i = 0; i < H; ++i) out.push_back(table.data()[id * H + i] * scale);
       return out;
     };
     auto as_embeds = [&](sgt::LmInput in, const std::vector<float>& values) {
@@ -312,14 +322,16 @@ TEST_CASE("inputs_embeds give the logits of input_ids, bit for bit, in both turn
 }
 
 TEST_CASE("generate, greedy by default, gives HF generate's tokens (do_sample=False)") {
-  for (const char* model : {"llama", "mistral", "qwen2_sharded", "qwen3_tied", "llama_bf16"}) {
+  std::vector<const char*> models(std::begin(kF32Models), std::end(kF32Models));
+  models.insert(models.end(), std::begin(kBf16Models), std::end(kBf16Models));
+  for (const char* model : models) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
     const Expected e = expected(model);
     sgt::GenerateOptions options;
     options.max_new_tokens = e.greedy_ids.size() / e.batch;
-    // llama_bf16's reference is HF in f32 on the bf16 weights: our f32 precision.
+    // The bf16 models' reference is HF in f32 on the bf16 weights: our f32 precision.
     options.run.precision = sgt::Precision::F32;
     const auto tokens = sgt::generate(lm, ids_input(e.batch, e.prompt_ids, 0), options);
     REQUIRE(tokens.size() == e.batch);
@@ -363,56 +375,60 @@ TEST_CASE("tied embeddings: lm_head is the embedding table") {
 }
 
 TEST_CASE("bf16 weights: f32 precision matches HF f32, bf16 precision within HF bf16's own error") {
-  const sgt::CausalLM lm = sgt::CausalLM::load((kData / "llama_bf16").string());
-  const Expected e = expected("llama_bf16");
-  REQUIRE(lm.weights().lm_head.dtype() == sgt::DType::BF16);
-  // Auto is Bf16 only on kernels with the CPU's bf16 dot product; emulated, F32.
-  sgt::kernels::KernelTable with_dot = sgt::kernels::default_kernel_table(), emulated = with_dot;
-  with_dot.bf16_dot_product = true;
-  emulated.bf16_dot_product = false;
-  CHECK(lm.resolve_precision(sgt::Precision::Auto, with_dot) == sgt::Precision::Bf16);
-  CHECK(lm.resolve_precision(sgt::Precision::Auto, emulated) == sgt::Precision::F32);
-  CHECK(lm.resolve_precision(sgt::Precision::Bf16, emulated) == sgt::Precision::Bf16);
-  CHECK(lm.resolve_precision(sgt::Precision::Auto) ==
-        (sgt::kernels::default_kernel_table().bf16_dot_product ? sgt::Precision::Bf16
-                                                       : sgt::Precision::F32));
+  for (const char* model : kBf16Models) {
+    CAPTURE(std::string(model));
+    const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
+    const Expected e = expected(model);
+    REQUIRE(lm.weights().lm_head.dtype() == sgt::DType::BF16);
+    // Auto is Bf16 only on kernels with the CPU's bf16 dot product; emulated, F32.
+    sgt::kernels::KernelTable with_dot = sgt::kernels::default_kernel_table(), emulated = with_dot;
+    with_dot.bf16_dot_product = true;
+    emulated.bf16_dot_product = false;
+    CHECK(lm.resolve_precision(sgt::Precision::Auto, with_dot) == sgt::Precision::Bf16);
+    CHECK(lm.resolve_precision(sgt::Precision::Auto, emulated) == sgt::Precision::F32);
+    CHECK(lm.resolve_precision(sgt::Precision::Bf16, emulated) == sgt::Precision::Bf16);
+    CHECK(lm.resolve_precision(sgt::Precision::Auto) ==
+          (sgt::kernels::default_kernel_table().bf16_dot_product ? sgt::Precision::Bf16
+                                                                 : sgt::Precision::F32));
 
-  // The reference is HF in f32 on the stored bf16 weights: exact weights, f32 arithmetic.
-  sgt::LmRunOptions f32;
-  f32.precision = sgt::Precision::F32;
-  const Turns exact = run_turns(lm, e, f32);
-  expect_close(exact.first, e.logits, 1e-4, "bf16 weights, f32 precision");
-  expect_close(exact.second, e.turn2_logits, 1e-4, "bf16 weights, f32 precision, second turn");
-  expect_close(exact.prompt_last,
-               rows_of(e.logits, e.batch, e.prompt + e.next, e.vocab, e.prompt - 1, 1), 1e-4,
-               "bf16 weights, f32 precision, prefill, last position only");
+    // The reference is HF in f32 on the stored bf16 weights: exact weights, f32 arithmetic.
+    sgt::LmRunOptions f32;
+    f32.precision = sgt::Precision::F32;
+    const Turns exact = run_turns(lm, e, f32);
+    expect_close(exact.first, e.logits, 1e-4, "bf16 weights, f32 precision");
+    expect_close(exact.second, e.turn2_logits, 1e-4, "bf16 weights, f32 precision, second turn");
+    expect_close(exact.prompt_last,
+                 rows_of(e.logits, e.batch, e.prompt + e.next, e.vocab, e.prompt - 1, 1), 1e-4,
+                 "bf16 weights, f32 precision, prefill, last position only");
 
-  // Our bf16 precision rounds each matmul's input to bf16 (2^-9 relative), as HF's native bf16
-  // run does -- which also rounds every other activation, the residual stream included. The
-  // tolerance is therefore HF bf16's own distance from the f32 reference: serving the model in
-  // bf16 with transformers costs that much, and ours must cost no more.
-  const double hf_bf16_error = relative_error(e.logits_bf16, e.logits);
-  MESSAGE("HF native bf16 vs f32: " << hf_bf16_error << " of the logits' magnitude");
-  REQUIRE(hf_bf16_error > 0);
-  for (sgt::Precision p : {sgt::Precision::Bf16, sgt::Precision::Auto}) {
-    sgt::LmRunOptions options;
-    options.precision = p;
-    const Turns bf16 = run_turns(lm, e, options);
-    const double ours = relative_error(bf16.first, e.logits);
-    MESSAGE("sgt bf16 precision vs f32: " << ours);
-    CHECK(ours <= hf_bf16_error);
-    // It really ran in the precision it resolved to: bf16 is not the f32 bits, and Auto without
-    // a bf16 dot product (an AVX2 CPU) is exactly them.
-    if (lm.resolve_precision(p) == sgt::Precision::Bf16) {
-      CHECK(sgt_test::max_error(bf16.first, exact.first) > 0);
-    } else {
-      CHECK(sgt_test::max_error(bf16.first, exact.first) == 0);
+    // Our bf16 precision rounds each matmul's input to bf16 (2^-9 relative), as HF's native bf16
+    // run does -- which also rounds every other activation, the residual stream included. The
+    // tolerance is therefore HF bf16's own distance from the f32 reference: serving the model in
+    // bf16 with transformers costs that much, and ours must cost no more.
+    const double hf_bf16_error = relative_error(e.logits_bf16, e.logits);
+    MESSAGE("HF native bf16 vs f32: " << hf_bf16_error << " of the logits' magnitude");
+    REQUIRE(hf_bf16_error > 0);
+    for (sgt::Precision p : {sgt::Precision::Bf16, sgt::Precision::Auto}) {
+      sgt::LmRunOptions options;
+      options.precision = p;
+      const Turns bf16 = run_turns(lm, e, options);
+      const double ours = relative_error(bf16.first, e.logits);
+      MESSAGE("sgt bf16 precision vs f32: " << ours);
+      CHECK(ours <= hf_bf16_error);
+      // It really ran in the precision it resolved to: bf16 is not the f32 bits, and Auto without
+      // a bf16 dot product (an AVX2 CPU) is exactly them.
+      if (lm.resolve_precision(p) == sgt::Precision::Bf16) {
+        CHECK(sgt_test::max_error(bf16.first, exact.first) > 0);
+      } else {
+        CHECK(sgt_test::max_error(bf16.first, exact.first) == 0);
+      }
     }
   }
 }
 
 TEST_CASE("logits are bit-identical for 1, 2 and 3 threads") {
-  for (const char* model : {"llama", "qwen3_tied"}) {
+  for (const char* model :
+       {"llama", "qwen3_tied", "smollm3", "gemma_bf16", "gemma2", "gemma3_text"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());

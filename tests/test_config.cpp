@@ -547,7 +547,9 @@ TEST_CASE("per-layer windows and RoPE, soft caps and the attention scale follow 
   };
   using W = std::vector<std::size_t>;
   const auto G = sgt::LayerRope::Global, L = sgt::LayerRope::Local, N = sgt::LayerRope::None;
-  const json base = {{"hidden_size", 64}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+  const json base = {{"hidden_size", 64},
+                     {"num_attention_heads", 4},
+                     {"num_key_value_heads", 2},
                      {"num_hidden_layers", 4}};
 
   // Qwen2 / Qwen3: the layers from max_window_layers on, only with use_sliding_window.

@@ -463,8 +463,9 @@ constexpr std::size_t smallest_heap_head_dim() {
   return 0;
 }
 
-TEST_CASE("heads too wide for the stack slot take the heap-scratch path, of the advertised size, "
-          "and match sdpa") {
+TEST_CASE(
+    "heads too wide for the stack slot take the heap-scratch path, of the advertised size, "
+    "and match sdpa") {
   const std::size_t head_dim = smallest_heap_head_dim();
   MESSAGE("heap path from head_dim " << head_dim << " with " << sgt::kernels::detail::kFlashLanes
                                      << " lanes");
@@ -540,8 +541,9 @@ std::vector<float> plain_attention(const Problem& p) {
 
 }  // namespace
 
-TEST_CASE("logit soft-capping: sdpa and flash_attention match the plain formula, windows and "
-          "padding included, and the cap changes the result") {
+TEST_CASE(
+    "logit soft-capping: sdpa and flash_attention match the plain formula, windows and "
+    "padding included, and the cap changes the result") {
   struct Case {
     AttentionShape shape;
     AttentionOptions options;
@@ -550,9 +552,9 @@ TEST_CASE("logit soft-capping: sdpa and flash_attention match the plain formula,
   // and beyond a cap of 5, where tanh bends: a kernel that skipped or misplaced the cap fails.
   const Case cases[] = {
       {{2, 37, 4, 2, 16}, {0.25f, true, 0, 5.0f}},
-      {{1, 70, 3, 3, 24}, {0.2f, true, 9, 5.0f}},    // a window shorter than the sequence
+      {{1, 70, 3, 3, 24}, {0.2f, true, 9, 5.0f}},     // a window shorter than the sequence
       {{2, 65, 8, 2, 64}, {0.125f, true, 16, 2.0f}},  // several key blocks, GQA 4:1
-      {{1, 20, 2, 1, 7}, {0.4f, false, 0, 3.0f}},    // not causal, odd head_dim
+      {{1, 20, 2, 1, 7}, {0.4f, false, 0, 3.0f}},     // not causal, odd head_dim
   };
   sgt::ThreadPool pool(2);
   std::uint32_t seed = 900;

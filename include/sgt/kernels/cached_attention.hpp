@@ -177,10 +177,10 @@ inline void cached_attention_reference(const CachedAttentionShape& shape,
         for (std::size_t j = first; j <= p; ++j) {
           float s = 0.0f;
           for (std::size_t d = 0; d < D; ++d) s += q_i[d] * k_base[j * kv_row + d];
-          scores[j - first] = options.logit_softcap == 0.0f
-                                  ? options.scale * s
-                                  : options.logit_softcap *
-                                        std::tanh(options.scale * s / options.logit_softcap);
+          scores[j - first] =
+              options.logit_softcap == 0.0f
+                  ? options.scale * s
+                  : options.logit_softcap * std::tanh(options.scale * s / options.logit_softcap);
           max_score = std::max(max_score, scores[j - first]);
         }
         float sum = 0.0f;

@@ -61,8 +61,8 @@ inline void sdpa(const AttentionShape& shape, const AttentionOptions& options,
             scores[j] = kMasked;
             continue;
           }
-          scores[j] = detail::softcap_score(options.scale * detail::dot(q_i, k_head + j * kv_row, D),
-                                            options.logit_softcap);
+          scores[j] = detail::softcap_score(
+              options.scale * detail::dot(q_i, k_head + j * kv_row, D), options.logit_softcap);
           max_score = std::max(max_score, scores[j]);
         }
         std::fill(out_i, out_i + D, 0.0f);

@@ -77,8 +77,9 @@ inline std::size_t swiglu_scratch_floats(std::size_t tokens, std::size_t hidden,
     throw Error("swiglu_scratch_floats: " + std::to_string(block) + " x (" +
                 std::to_string(hidden) + " + " + std::to_string(intermediate) +
                 ") floats overflow");
-  return block == 0 ? 0 : packed_activation_floats(block, hidden) +
-                              packed_activation_floats(block, intermediate);
+  return block == 0 ? 0
+                    : packed_activation_floats(block, hidden) +
+                          packed_activation_floats(block, intermediate);
 }
 
 SGT_ISA_END
@@ -197,8 +198,8 @@ inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT
       std::copy(g, g + nr * kTileTokens, dst);
     } else {
       // n0 is even (kTileFeatures is), so pairs never straddle two groups.
-      std::uint32_t* dst = reinterpret_cast<std::uint32_t*>(h_buffer) + tile * h_words +
-                           n0 / 2 * kTileTokens;
+      std::uint32_t* dst =
+          reinterpret_cast<std::uint32_t*>(h_buffer) + tile * h_words + n0 / 2 * kTileTokens;
       for (std::size_t j = 0; j < nr; j += 2, dst += kTileTokens)
         for (std::size_t lane = 0; lane < kTileTokens; ++lane)
           dst[lane] = simd::bf16_round_pair(g[j * kTileTokens + lane],
@@ -291,9 +292,8 @@ inline void swiglu_mlp(TensorView<const float> x, const SwiGluWeights& w, Tensor
     hp.narrow = h_narrow;
     if (i_len != 0) {
       const TensorView<const float> x_block(x.row(t0), {rows, h_len});
-      const PackedActivations xp = x_narrow
-                                       ? pack_activations_narrow(x_block, x_packing, scratch)
-                                       : pack_activations(x_block, x_packing, scratch, pool);
+      const PackedActivations xp = x_narrow ? pack_activations_narrow(x_block, x_packing, scratch)
+                                            : pack_activations(x_block, x_packing, scratch, pool);
       visit_dtype(w.gate.dtype(), [&](auto gate_tag) {
         using GT = typename decltype(gate_tag)::type;
         visit_dtype(w.up.dtype(), [&](auto up_tag) {
@@ -317,11 +317,10 @@ inline void swiglu_mlp(TensorView<const float> x, const SwiGluWeights& w, Tensor
 }
 
 // The yardstick: matmul_reference for the three projections (at `precision`, rounding x and h as
-// swiglu_mlp does), act(gate) * up in double, rounded to f32 (the precision of h). Allocates its own g,
-// u and h; `scratch` is checked like swiglu_mlp's but not used.
+// swiglu_mlp does), act(gate) * up in double, rounded to f32 (the precision of h). Allocates its
+// own g, u and h; `scratch` is checked like swiglu_mlp's but not used.
 inline void swiglu_mlp_reference(TensorView<const float> x, const SwiGluWeights& w,
-                                 TensorView<float> out, float* scratch,
-                                 ThreadPool* pool = nullptr,
+                                 TensorView<float> out, float* scratch, ThreadPool* pool = nullptr,
                                  Precision precision = Precision::F32,
                                  GatedActivation act = GatedActivation::Silu) {
   (void)pool;
@@ -329,7 +328,7 @@ inline void swiglu_mlp_reference(TensorView<const float> x, const SwiGluWeights&
   const std::size_t t_len = x.dim(0);
   const Precision gate_up_precision =
       detail::gate_up_packing(precision, w) == ActivationPacking::Bf16Pairs ? Precision::Bf16
-                                                                             : Precision::F32;
+                                                                            : Precision::F32;
   WipedVector<float> g(t_len * i_len), u(t_len * i_len), h(t_len * i_len);
   matmul_reference(x, w.gate, w.gate_bias, TensorView<float>(g.data(), {t_len, i_len}), nullptr,
                    gate_up_precision);
@@ -337,11 +336,11 @@ inline void swiglu_mlp_reference(TensorView<const float> x, const SwiGluWeights&
                    gate_up_precision);
   for (std::size_t e = 0; e < t_len * i_len; ++e) {
     const double gd = g[e];
-    const double a =
-        act == GatedActivation::GeluTanh
-            ? 0.5 * gd *
-                  (1.0 + std::tanh(detail::kGeluTanhBeta * (gd + detail::kGeluTanhKappa * gd * gd * gd)))
-            : gd / (1.0 + std::exp(-gd));
+    const double a = act == GatedActivation::GeluTanh
+                         ? 0.5 * gd *
+                               (1.0 + std::tanh(detail::kGeluTanhBeta *
+                                                (gd + detail::kGeluTanhKappa * gd * gd * gd)))
+                         : gd / (1.0 + std::exp(-gd));
     h[e] = static_cast<float>(a * static_cast<double>(u[e]));
   }
   matmul_reference(TensorView<const float>(h.data(), {t_len, i_len}), w.down, w.down_bias, out,

@@ -93,10 +93,10 @@ struct DecoderConfig {
   kernels::GatedActivation hidden_act = kernels::GatedActivation::Silu;  // the MLP's gate
 
   // Architecture switches, resolved by the loader from the family's description and the keys.
-  bool attention_bias = false;     // q_proj, k_proj, v_proj have biases
-  bool o_proj_bias = false;        // o_proj has a bias
-  bool mlp_bias = false;           // gate/up/down have biases
-  bool qk_norm = false;            // per-head RMSNorm on q and k after the projections
+  bool attention_bias = false;         // q_proj, k_proj, v_proj have biases
+  bool o_proj_bias = false;            // o_proj has a bias
+  bool mlp_bias = false;               // gate/up/down have biases
+  bool qk_norm = false;                // per-head RMSNorm on q and k after the projections
   std::vector<LayerAttention> layers;  // [num_hidden_layers]: each layer's window and RoPE
   float attn_logit_softcapping = 0;    // 0 = none; else scores -> cap * tanh(score / cap)
   float final_logit_softcapping = 0;   // the same on a causal LM's logits (an estimator has none)

@@ -118,9 +118,9 @@ inline void check_rope(JsonObjectReader& c, const DecoderConfig& d,
   if (rotary_dim < 2 || rotary_dim % 2 != 0)
     throw Error("RoPE needs an even rotary dimension of at least 2, but head_dim " +
                 std::to_string(d.head_dim) + " x partial_rotary_factor " +
-                std::to_string(rope.partial_rotary_factor) + " gives " +
-                std::to_string(rotary_dim))
-        .at_key(c.path_of(rope.partial_rotary_factor == 1.0 ? std::string("head_dim") : partial_key));
+                std::to_string(rope.partial_rotary_factor) + " gives " + std::to_string(rotary_dim))
+        .at_key(
+            c.path_of(rope.partial_rotary_factor == 1.0 ? std::string("head_dim") : partial_key));
 }
 
 // RoPE, spelled either way transformers writes it:
@@ -146,12 +146,11 @@ inline void parse_rope(const ModelFamily& family, JsonObjectReader& c, DecoderCo
     c.fail("rope_parameters",
            "must be a JSON object or null, got " + detail::json_excerpt(*parameters));
   auto non_empty = [](const nlohmann::json* v) { return v && v->is_object() && !v->empty(); };
-  const bool per_layer_type =
-      non_empty(parameters) &&
-      (parameters->contains("full_attention") || parameters->contains("sliding_attention"));
+  const bool per_layer_type = non_empty(parameters) && (parameters->contains("full_attention") ||
+                                                        parameters->contains("sliding_attention"));
   if (per_layer_type && !two_ropes)
-    c.fail("rope_parameters", "per-layer-type RoPE parameters are not supported for " +
-                                  std::string(family.name));
+    c.fail("rope_parameters",
+           "per-layer-type RoPE parameters are not supported for " + std::string(family.name));
 
   const double top_theta = c.positive_number("rope_theta", def.rope_theta);
   const double top_partial = c.number("partial_rotary_factor", 1.0);
@@ -191,8 +190,8 @@ inline void parse_rope(const ModelFamily& family, JsonObjectReader& c, DecoderCo
     log_warning(c.path_of("rope_parameters") +
                 ": ignored, rope_scaling is given too and takes precedence (as in transformers)");
   if (dict) {
-    const std::string key = parse_rope_dict(c, *dict, dict_key, top_original,
-                                            d.max_position_embeddings, d.rope);
+    const std::string key =
+        parse_rope_dict(c, *dict, dict_key, top_original, d.max_position_embeddings, d.rope);
     if (!key.empty()) partial_key = key;
   }
   check_rope(c, d, d.rope, partial_key);
@@ -233,14 +232,15 @@ inline void parse_layers(const ModelFamily& family, JsonObjectReader& c, Decoder
     const nlohmann::json* list = c.find_value("no_rope_layers");
     if (list && (!list->is_array() || list->size() != n))
       c.fail("no_rope_layers", "must be a list of " + std::to_string(n) +
-                                   " flags (num_hidden_layers), got " + detail::json_excerpt(*list));
+                                   " flags (num_hidden_layers), got " +
+                                   detail::json_excerpt(*list));
     for (std::size_t i = 0; i < n; ++i) {
       bool has_rope = (i + 1) % interval != 0;
       if (list) {
         const nlohmann::json& v = (*list)[i];
         if (!v.is_number_integer() || (v.get<std::int64_t>() != 0 && v.get<std::int64_t>() != 1))
-          c.fail("no_rope_layers", "entry " + std::to_string(i) + " must be 0 or 1, got " +
-                                       detail::json_excerpt(v));
+          c.fail("no_rope_layers",
+                 "entry " + std::to_string(i) + " must be 0 or 1, got " + detail::json_excerpt(v));
         has_rope = v.get<std::int64_t>() == 1;
       }
       if (!has_rope) d.layers[i].rope = LayerRope::None;
@@ -296,8 +296,10 @@ inline void parse_layers(const ModelFamily& family, JsonObjectReader& c, Decoder
         else if (t == "full_attention")
           sliding[i] = false;
         else
-          c.fail("layer_types", "entry " + std::to_string(i) + " must be \"sliding_attention\" or "
-                                "\"full_attention\", got " + detail::json_excerpt(t));
+          c.fail("layer_types", "entry " + std::to_string(i) +
+                                    " must be \"sliding_attention\" or "
+                                    "\"full_attention\", got " +
+                                    detail::json_excerpt(t));
       }
     }
   }
@@ -352,7 +354,8 @@ inline DecoderConfig parse_decoder_config(const ModelFamily& family, JsonObjectR
     d.attention_scale =
         std::pow(c.positive_number("query_pre_attn_scalar", *def.query_pre_attn_scalar), -0.5);
 
-  const std::string act = c.string(family.act_key, std::string(hidden_act_name(family.act_default)));
+  const std::string act =
+      c.string(family.act_key, std::string(hidden_act_name(family.act_default)));
   const std::optional<kernels::GatedActivation> parsed_act = enum_from_name(
       kHiddenActNames, family.gelu_means_tanh && act == "gelu" ? "gelu_pytorch_tanh" : act);
   if (!parsed_act)
@@ -373,8 +376,10 @@ inline DecoderConfig parse_decoder_config(const ModelFamily& family, JsonObjectR
   d.sandwich_norms = family.sandwich_norms;
   auto softcap = [&](const char* key, std::optional<double> fallback) {
     const nlohmann::json* v = c.find(key);
-    const std::optional<double> cap =
-        !v ? fallback : v->is_null() ? std::nullopt : std::optional<double>(c.check_number(key, *v));
+    const std::optional<double> cap = !v ? fallback
+                                      : v->is_null()
+                                          ? std::nullopt
+                                          : std::optional<double>(c.check_number(key, *v));
     if (cap && !(*cap > 0 && *cap <= FLT_MAX))
       c.fail(key, "must be null or a number > 0, got " + std::to_string(*cap));
     return cap ? static_cast<float>(*cap) : 0.0f;
@@ -384,7 +389,8 @@ inline DecoderConfig parse_decoder_config(const ModelFamily& family, JsonObjectR
   if (family.final_softcap)
     d.final_logit_softcapping = softcap("final_logit_softcapping", def.final_logit_softcapping);
   // Gemma's configs carry it (null or false by default): only causal attention is supported.
-  if (c.find_value("use_bidirectional_attention") && c.boolean("use_bidirectional_attention", false))
+  if (c.find_value("use_bidirectional_attention") &&
+      c.boolean("use_bidirectional_attention", false))
     c.fail("use_bidirectional_attention", "bidirectional attention is not supported");
   parse_layers(family, c, d);
   for (const char* key : family.inert_keys)

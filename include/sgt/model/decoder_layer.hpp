@@ -25,8 +25,8 @@ SGT_ISA_BEGIN
 
 struct DecoderLayer {
   static void forward(const DecoderConfig& c, std::size_t layer, const DecoderLayerWeights& w,
-                      const kernels::RopeTable* rope, const SequenceBatch& seq,
-                      TensorView<float> h, const LayerBuffers& buf, const Ops& ops) {
+                      const kernels::RopeTable* rope, const SequenceBatch& seq, TensorView<float> h,
+                      const LayerBuffers& buf, const Ops& ops) {
     input_norm(c, w, h, buf, ops);
     attention(c, layer, w.attention, rope, seq, buf, ops);
     per_token_tail(c, w, h, buf, ops);

@@ -77,8 +77,8 @@ enum class WindowRule {
 
 // Which RoPE each layer applies.
 enum class RopeRule {
-  EveryLayer,         // the one rope of rope_theta / rope_scaling / rope_parameters
-  NoRopeLayers,       // no_rope_layers[i] == 0: layer i has none (SmolLM3)
+  EveryLayer,            // the one rope of rope_theta / rope_scaling / rope_parameters
+  NoRopeLayers,          // no_rope_layers[i] == 0: layer i has none (SmolLM3)
   LocalOnSlidingLayers,  // sliding layers rotate with rope_local_base_freq, default rope (Gemma 3)
 };
 
@@ -115,10 +115,10 @@ struct ModelFamily {
   // The MLP's activation: the key that names it and its default.
   const char* act_key;
   kernels::GatedActivation act_default;
-  bool gelu_means_tanh;   // act "gelu" is the tanh approximation (GemmaConfig's legacy value)
-  bool sandwich_norms;    // norms on the attention's and the MLP's outputs (Gemma 2, 3)
-  bool attn_softcap;      // reads attn_logit_softcapping
-  bool final_softcap;     // reads final_logit_softcapping (the causal LM's logits)
+  bool gelu_means_tanh;    // act "gelu" is the tanh approximation (GemmaConfig's legacy value)
+  bool sandwich_norms;     // norms on the attention's and the MLP's outputs (Gemma 2, 3)
+  bool attn_softcap;       // reads attn_logit_softcapping
+  bool final_softcap;      // reads final_logit_softcapping (the causal LM's logits)
   bool scaled_embeddings;  // a causal LM multiplies E[ids] by sqrt(hidden_size) (not inputs_embeds)
   // Keys the family's transformers config may carry that change nothing here (nullptr-padded).
   std::array<const char*, 3> inert_keys;
