@@ -27,8 +27,7 @@
 // and the packed tiles (32 x K floats each) by its groups from L2. Where 4 tiles over all of K
 // would not fit L2 (K above 1024 in f32, above 2048 in bf16 pairs), K is cut into blocks and each
 // (tile, group) continues its sums from a stack slot at the next block, so W streams from memory
-// once per 4 tiles, not once per tile. The accumulators are written once, transposed into Y's rows,
-// after the last block.
+// once per 4 tiles, not once per tile. The accumulators are written once, transposed into Y's rows, after the last block.
 //
 // A few tokens (a decode step, the pruned last rows of a causal LM) take the narrow path instead
 // (kernels/matmul_narrow.hpp): weight rows loaded as registers and transposed, activations
@@ -259,8 +258,8 @@ inline void tile_pairs(const std::uint32_t* xp, const bfloat16* const* w, std::s
 // more than kFloatLanes tokens) and the last feature group run register-blocked kernels too.
 template <class WT>
 using TileF32Fn = void (*)(const float*, const WT* const*, std::size_t, std::size_t, float*, bool);
-using TilePairsFn = void (*)(const std::uint32_t*, const bfloat16* const*, std::size_t, std::size_t,
-                             float*, bool);
+using TilePairsFn = void (*)(const std::uint32_t*, const bfloat16* const*, std::size_t,
+                             std::size_t, float*, bool);
 
 template <class WT, std::size_t TV, std::size_t... J>
 constexpr std::array<TileF32Fn<WT>, sizeof...(J)> tile_f32_row(std::index_sequence<J...>) {
@@ -396,8 +395,9 @@ inline std::size_t packed_tile_bytes(const PackedActivations& xp) noexcept {
 }
 
 // Checks a packed operand against the weight and the output of one Linear.
-inline void check_packed_linear(const char* op, const PackedActivations& xp, const AnyTensorView& w,
-                                const AnyTensorView& bias, const TensorView<float>& y) {
+inline void check_packed_linear(const char* op, const PackedActivations& xp,
+                                const AnyTensorView& w, const AnyTensorView& bias,
+                                const TensorView<float>& y) {
   const Shape x_shape{xp.tokens, xp.k_len};
   check_linear_shapes(op, x_shape, 2, w, bias, y.shape(), y.rank());
   if (y.data() == nullptr && y.size() != 0) throw Error(std::string(op) + ": y has no data");
@@ -410,8 +410,8 @@ inline void check_packed_linear(const char* op, const PackedActivations& xp, con
 
 // The narrow path (kernels/matmul_narrow.hpp): one parallel_for item per kNarrowItem features.
 template <class WT>
-inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w, const AnyTensorView& bias,
-                                TensorView<float> y, ThreadPool* pool) {
+inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w,
+                                const AnyTensorView& bias, TensorView<float> y, ThreadPool* pool) {
   const std::size_t t_len = xp.tokens, n_len = y.dim(1);
   const bool has_bias = bias.data() != nullptr;
   const std::size_t items = (n_len + kNarrowItem - 1) / kNarrowItem;
@@ -435,8 +435,8 @@ inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w, const 
 }
 
 template <class WT>
-inline void matmul_packed_typed(const PackedActivations& xp, const WT* w, const AnyTensorView& bias,
-                                TensorView<float> y, ThreadPool* pool) {
+inline void matmul_packed_typed(const PackedActivations& xp, const WT* w,
+                                const AnyTensorView& bias, TensorView<float> y, ThreadPool* pool) {
   if (xp.narrow) {
     if constexpr (std::is_same_v<WT, float16>) {
       throw Error("matmul: narrow-packed activations need F32 or BF16 weights, got F16");

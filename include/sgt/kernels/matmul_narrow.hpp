@@ -80,8 +80,8 @@ inline constexpr std::size_t kNarrowPrefetchBytes = 1024;
 // rows 4 KiB apart the second line has left L1 (all rows fall in one set) before the next block
 // reads it -- twice the traffic, measured at half the speed on Zen 4. Rows whose stride is not a
 // multiple of 64 have no common alignment: no peel.
-inline std::size_t narrow_peel_words(const void* row0, std::size_t row_bytes,
-                                     std::size_t word_bytes, std::size_t words) noexcept {
+inline std::size_t narrow_peel_words(const void* row0, std::size_t row_bytes, std::size_t word_bytes,
+                                     std::size_t words) noexcept {
   const auto addr = reinterpret_cast<std::uintptr_t>(row0);
   if (row_bytes % 64 != 0 || addr % word_bytes != 0) return 0;
   const std::size_t head = (64 - addr % 64) % 64 / word_bytes;
@@ -197,7 +197,8 @@ inline void narrow_item(const PackedActivations& xp, const WT* w, std::size_t n0
                         float* out) noexcept {
   const std::size_t k_len = xp.k_len, tokens = xp.tokens;
   const WT* rows[kNarrowItem];
-  for (std::size_t f = 0; f < kNarrowItem; ++f) rows[f] = w + (n0 + (f < nf ? f : nf - 1)) * k_len;
+  for (std::size_t f = 0; f < kNarrowItem; ++f)
+    rows[f] = w + (n0 + (f < nf ? f : nf - 1)) * k_len;
   simd::FloatBatch acc[kNarrowMaxTokens];
   if constexpr (std::is_same_v<WT, bfloat16>) {
     if (xp.packing == ActivationPacking::Bf16Pairs)

@@ -43,6 +43,7 @@ SGT_ISA_BEGIN
 // Tokens per tile: two registers of kFloatLanes tokens (see the register budget in matmul.hpp).
 inline constexpr std::size_t kTileTokens = 2 * simd::kFloatLanes;
 
+
 inline std::size_t packed_tiles(std::size_t tokens) noexcept {
   return (tokens + kTileTokens - 1) / kTileTokens;
 }
@@ -106,8 +107,7 @@ inline void pack_tile_f32(TensorView<const float> x, std::size_t t0, float* dst)
   }
 }
 
-inline void pack_tile_pairs(TensorView<const float> x, std::size_t t0,
-                            std::uint32_t* dst) noexcept {
+inline void pack_tile_pairs(TensorView<const float> x, std::size_t t0, std::uint32_t* dst) noexcept {
   const std::size_t t_len = x.dim(0), k_len = x.dim(1), pairs = (k_len + 1) / 2;
   constexpr std::size_t kBlock = simd::kFloatLanes;  // pairs converted at once
   for (std::size_t p0 = 0; p0 < pairs; p0 += kBlock) {

@@ -67,8 +67,7 @@ inline void parameterize_range(ParameterizationType type, const Parameterization
       break;
     case ParameterizationType::BoundedTanh: {
       const FloatBatch bound(c.bound), shift(c.shift);
-      simd::map_in_place(p, n,
-                         [&](FloatBatch x) { return bound * simd::tanh((x + shift) / bound); });
+      simd::map_in_place(p, n, [&](FloatBatch x) { return bound * simd::tanh((x + shift) / bound); });
       break;
     }
     case ParameterizationType::Cloak: {

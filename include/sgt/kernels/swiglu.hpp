@@ -77,9 +77,8 @@ inline std::size_t swiglu_scratch_floats(std::size_t tokens, std::size_t hidden,
     throw Error("swiglu_scratch_floats: " + std::to_string(block) + " x (" +
                 std::to_string(hidden) + " + " + std::to_string(intermediate) +
                 ") floats overflow");
-  return block == 0 ? 0
-                    : packed_activation_floats(block, hidden) +
-                          packed_activation_floats(block, intermediate);
+  return block == 0 ? 0 : packed_activation_floats(block, hidden) +
+                              packed_activation_floats(block, intermediate);
 }
 
 SGT_ISA_END
@@ -198,8 +197,8 @@ inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT
       std::copy(g, g + nr * kTileTokens, dst);
     } else {
       // n0 is even (kTileFeatures is), so pairs never straddle two groups.
-      std::uint32_t* dst =
-          reinterpret_cast<std::uint32_t*>(h_buffer) + tile * h_words + n0 / 2 * kTileTokens;
+      std::uint32_t* dst = reinterpret_cast<std::uint32_t*>(h_buffer) + tile * h_words +
+                           n0 / 2 * kTileTokens;
       for (std::size_t j = 0; j < nr; j += 2, dst += kTileTokens)
         for (std::size_t lane = 0; lane < kTileTokens; ++lane)
           dst[lane] = simd::bf16_round_pair(g[j * kTileTokens + lane],
@@ -292,8 +291,9 @@ inline void swiglu_mlp(TensorView<const float> x, const SwiGluWeights& w, Tensor
     hp.narrow = h_narrow;
     if (i_len != 0) {
       const TensorView<const float> x_block(x.row(t0), {rows, h_len});
-      const PackedActivations xp = x_narrow ? pack_activations_narrow(x_block, x_packing, scratch)
-                                            : pack_activations(x_block, x_packing, scratch, pool);
+      const PackedActivations xp = x_narrow
+                                       ? pack_activations_narrow(x_block, x_packing, scratch)
+                                       : pack_activations(x_block, x_packing, scratch, pool);
       visit_dtype(w.gate.dtype(), [&](auto gate_tag) {
         using GT = typename decltype(gate_tag)::type;
         visit_dtype(w.up.dtype(), [&](auto up_tag) {

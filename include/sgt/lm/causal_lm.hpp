@@ -71,8 +71,7 @@ struct LmInput {
 };
 
 // ExecOptions (model/ops.hpp): precision Auto is Bf16 when every Linear (and lm_head) is BF16 and
-// the CPU has a bf16 dot product (resolve_precision); `attention` picks the kernel of a prefill
-// from position 0.
+// the CPU has a bf16 dot product (resolve_precision); `attention` picks the kernel of a prefill from position 0.
 struct LmRunOptions : ExecOptions {};
 
 struct LmLogits {
@@ -116,8 +115,9 @@ class CausalLM {
   // Auto becomes Bf16 when every Linear weight, lm_head included, is stored as BF16 and `kernels`
   // (the ones forward() uses by default) have the CPU's bf16 dot product, F32 otherwise
   // (auto_precision, core/precision.hpp). Throws sgt::Error where default_kernel_table() does.
-  Precision resolve_precision(Precision requested, const kernels::KernelTable& kernels =
-                                                       kernels::default_kernel_table()) const {
+  Precision resolve_precision(
+      Precision requested,
+      const kernels::KernelTable& kernels = kernels::default_kernel_table()) const {
     if (requested != Precision::Auto) return requested;
     return auto_precision(linears_are_bf16(), kernels.bf16_dot_product);
   }

@@ -134,9 +134,9 @@ inline constexpr EnumName<StopReason> kStopReasonNames[] = {
 // the row ends with one exactly when it stopped there.
 inline StopReason stop_reason(const std::vector<std::int64_t>& row_tokens,
                               const GenerateOptions& options) {
-  const bool stopped =
-      !row_tokens.empty() && std::find(options.stop_tokens.begin(), options.stop_tokens.end(),
-                                       row_tokens.back()) != options.stop_tokens.end();
+  const bool stopped = !row_tokens.empty() &&
+                       std::find(options.stop_tokens.begin(), options.stop_tokens.end(),
+                                 row_tokens.back()) != options.stop_tokens.end();
   return stopped ? StopReason::StopToken : StopReason::MaxNewTokens;
 }
 

@@ -110,8 +110,9 @@ class Transform {
   // becomes Bf16 when both estimators' Linear weights are all BF16 and the kernels have the CPU's
   // bf16 dot product, F32 otherwise (auto_precision, core/precision.hpp). Throws sgt::Error where
   // default_kernel_table() does (an SGT_ISA this CPU cannot run).
-  Precision resolve_precision(Precision requested, const kernels::KernelTable& kernels =
-                                                       kernels::default_kernel_table()) const {
+  Precision resolve_precision(
+      Precision requested,
+      const kernels::KernelTable& kernels = kernels::default_kernel_table()) const {
     if (requested != Precision::Auto) return requested;
     return auto_precision(mean_.linears_are_bf16() && std_.linears_are_bf16(),
                           kernels.bf16_dot_product);
