@@ -1,9 +1,9 @@
 // Loading a Hugging Face causal LM's config.json into CausalLmConfig (lm/config.hpp).
 //
-// The file is the one `save_pretrained` writes for LlamaForCausalLM, MistralForCausalLM,
-// Qwen2ForCausalLM or Qwen3ForCausalLM: model_type picks the family row (model/families.hpp), and
-// the decoder keys are read by the same parser as an estimator's `config` (model/config_json.hpp),
-// with the family's defaults for absent keys. Every error is an sgt::Error naming the file and the
+// The file is the one `save_pretrained` writes for the XForCausalLM of a family of
+// model/families.hpp (Llama, Mistral, Qwen2, Qwen3, SmolLM3, Gemma, Gemma 2, Gemma 3 text):
+// model_type picks the family row, and the decoder keys are read by the same parser as an
+// estimator's `config` (model/config_json.hpp), with the family's defaults for absent keys. Every error is an sgt::Error naming the file and the
 // key; unknown keys are logged and ignored, as transformers ignores them.
 #pragma once
 

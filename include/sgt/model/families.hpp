@@ -10,27 +10,54 @@
 // ModelType value and a row below (plus its Python reference, fixtures and docs): see
 // docs/architecture.md.
 //
-// The rows were checked against transformers 5.23 by tests/data/config/hf_defaults.json, written
-// by tools/fixtures/config_fixtures.py from LlamaConfig(), MistralConfig(), Qwen2Config(),
-// Qwen3Config() and decoder layers built from them:
+// The rows were checked against transformers 5.25 by tests/data/config/hf_defaults.json, written
+// by tools/fixtures/config_fixtures.py from each family's XConfig() and decoder layers built from
+// them:
 //
-//                            llama        mistral   qwen2     qwen3
-//   hidden_size              4096         4096      4096      4096
-//   intermediate_size        11008        14336     22016     22016
-//   num_hidden_layers        32           32        32        32
-//   num_attention_heads      32           32        32        32
-//   num_key_value_heads      = heads      8         32        32      (null: = heads)
-//   head_dim                 hidden/heads (all three)         128     (null: = hidden/heads)
-//   max_position_embeddings  2048         131072    32768     32768
-//   rms_norm_eps             1e-6         1e-6      1e-6      1e-6
-//   rope_theta               10000        10000     10000     10000
-//   hidden_act               silu         silu      silu      silu
-//   q/k/v biases             attn_bias    none      always    attn_bias
-//   o_proj bias              attn_bias    none      never     attn_bias
-//   gate/up/down biases      mlp_bias     none      none      none
-//   sliding_window           none         4096      none (use_sliding_window must be false)
-//   q_norm / k_norm          no           no        no        yes
-// (attn_bias = the attention_bias key, mlp_bias = the mlp_bias key; both default to false.)
+//                            llama        mistral   qwen2     qwen3     smollm3
+//   hidden_size              4096         4096      4096      4096      2048
+//   intermediate_size        11008        14336     22016     22016     11008
+//   num_hidden_layers        32           32        32        32        36
+//   num_attention_heads      32           32        32        32        16
+//   num_key_value_heads      = heads      8         32        32        4       (null: = heads)
+//   head_dim                 hidden/heads (all three)         128       hidden/heads
+//   max_position_embeddings  2048         131072    32768     32768     32768
+//   rms_norm_eps             1e-6 (all)
+//   rope_theta               10000        10000     10000     10000     2e6
+//   hidden_act               silu (all)
+//   q/k/v biases             attn_bias    none      always    attn_bias attn_bias
+//   o_proj bias              attn_bias    none      never     attn_bias attn_bias
+//   gate/up/down biases      mlp_bias     none      none      none      mlp_bias
+//   sliding_window           none         4096      4096 with use_sliding_window (default
+//                                                   false), from max_window_layers (28) on;
+//                                                   smollm3: on its NoPE layers
+//   RoPE                     every layer; smollm3: none on no_rope_layers' 0 entries (default
+//                            every 4th layer)
+//   q_norm / k_norm          no           no        no        yes       no
+//
+//                            gemma        gemma2    gemma3_text
+//   hidden_size              3072         2304      2304
+//   intermediate_size        24576        9216      9216
+//   num_hidden_layers        28           26        26
+//   num_attention_heads      16           8         8
+//   num_key_value_heads      16           4         4
+//   head_dim                 256          256       256
+//   max_position_embeddings  8192         8192      131072
+//   rope_theta               10000        10000     1e6 global, 1e4 local (rope_local_base_freq)
+//   activation               gelu_pytorch_tanh (hidden_act; gemma2/3: hidden_activation)
+//   RMSNorm                  (1 + w) * normed
+//   biases                   attention_bias on q/k/v/o; no MLP biases
+//   sandwich norms           no           yes       yes
+//   sliding_window           none         4096 on layers 0, 2, 4, ...; gemma3: all but every
+//                                         sliding_window_pattern-th (6); layer_types overrides
+//   attention scale          head_dim^-.5 query_pre_attn_scalar^-0.5 (256)
+//   attn_logit_softcapping   --           50        (read, never applied by transformers)
+//   final_logit_softcapping  --           30        null
+//   q_norm / k_norm          no           no        yes
+//   tie_word_embeddings      true (all three; false for llama, mistral, qwen2, qwen3)
+// A Gemma causal LM multiplies E[input_ids] by sqrt(hidden_size) (its scaled embedding module);
+// the estimators, which take embeddings, do not, as transformers' Gemma models do not scale
+// inputs_embeds.
 //
 // A key that transformers does not read for a family (mlp_bias on qwen3, attention_bias on
 // mistral) is not read here either, so it is reported like any unknown key: ignored with a
