@@ -129,20 +129,23 @@ TEST_CASE("visible_key_span agrees with key_visible, the rule the kernels share"
   CHECK_FALSE(sgt::kernels::key_visible(o, mask, 0, 3, 2, 1));
 }
 
-TEST_CASE("sdpa and flash_attention match torch scaled_dot_product_attention fixtures") {
+TEST_CASE("sdpa and flash_attention match torch scaled_dot_product_attention fixtures (and "
+          "transformers' eager soft-capped attention)") {
   const sgt::SafetensorsFile file(std::string(SGT_TEST_DATA_DIR) +
                                   "/kernels/attention/attention.safetensors");
   const auto cases = nlohmann::json::parse(file.metadata().at("cases"));
-  REQUIRE(cases.size() >= 9);
+  REQUIRE(cases.size() >= 11);
   sgt::ThreadPool pool(2);
-  std::size_t blind_rows_seen = 0;
+  std::size_t blind_rows_seen = 0, softcapped = 0;
   for (const auto& c : cases) {
     const std::string name = c.at("name");
     CAPTURE(name);
     Problem p;
     p.shape = {c.at("batch"), c.at("seq_len"), c.at("num_heads"), c.at("num_kv_heads"),
                c.at("head_dim")};
-    p.options = {c.at("scale").get<float>(), c.at("causal").get<bool>(), c.at("sliding_window")};
+    p.options = {c.at("scale").get<float>(), c.at("causal").get<bool>(), c.at("sliding_window"),
+                 c.value("logit_softcap", 0.0f)};
+    softcapped += p.options.logit_softcap != 0.0f;
     auto load = [&](const std::string& what) {
       const auto view = file.tensor(name + "." + what).as<float>();
       return std::vector<float>(view.data(), view.data() + view.size());
@@ -170,6 +173,7 @@ TEST_CASE("sdpa and flash_attention match torch scaled_dot_product_attention fix
     }
   }
   CHECK(blind_rows_seen > 0);  // the fixtures do exercise rows that see no key
+  CHECK(softcapped == 2);      // and Gemma 2's logit soft cap, with and without a window
 }
 
 TEST_CASE("flash_attention matches sdpa on random data over awkward shapes") {
