@@ -267,6 +267,7 @@ inline void parse_layers(const ModelFamily& family, JsonObjectReader& c, Decoder
           c.nullable_integer("sliding_window", def.sliding_window, 1, kMaxPositions);
       if (use && w) window = static_cast<std::size_t>(*w);
       if (family.window == WindowRule::FromMaxWindowLayers) {
+        // 28: the default of Qwen2Config and Qwen3Config, the families of this rule.
         const std::uint64_t first = c.integer("max_window_layers", 28, 0, kMaxConfigLayers);
         for (std::size_t i = 0; i < n; ++i) sliding[i] = i >= first;
       } else {
