@@ -209,7 +209,8 @@ TEST_CASE("make_transform refuses bad arguments and bad bases, leaving no direct
     bad["model_type"] = "gpt2";
     CHECK(
         with(bad) ==
-        at + ": key 'model_type': \"gpt2\" is not supported (llama, mistral, qwen2 and qwen3 are)");
+        at + ": key 'model_type': \"gpt2\" is not supported (" + sgt::model_family_names() +
+            " are)");
     bad = c;
     bad["quantization_config"] = {{"quant_method", "gptq"}};
     CHECK(with(bad) == at + ": key 'quantization_config': quantized checkpoints are not supported");

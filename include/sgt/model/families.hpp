@@ -239,7 +239,7 @@ inline const ModelFamily* find_model_family(const std::string& name) noexcept {
   return nullptr;
 }
 
-// "llama, mistral, qwen2 and qwen3": for messages that list what is supported.
+// "llama, mistral, ... and gemma3_text": for messages that list what is supported.
 inline std::string model_family_names() {
   std::string s;
   const std::size_t n = sizeof(kModelFamilies) / sizeof(kModelFamilies[0]);
