@@ -24,9 +24,13 @@ namespace fs = std::filesystem;
 namespace {
 
 const fs::path kData = fs::path(SGT_TEST_DATA_DIR) / "causal_lm";
-// The f32 families; llama_bf16 and phi3_bf16 are tested on their own below, and phi3_crossing,
-// whose one-pass logits differ from a cached run by design (longrope), too.
-const char* const kF32Models[] = {"llama", "mistral", "qwen2_sharded", "qwen3_tied", "phi3"};
+// The f32 families; the bf16 models are tested on their own below, and phi3_crossing, whose
+// one-pass logits differ from a cached run by design (longrope), too.
+const char* const kF32Models[] = {"llama",         "mistral", "qwen2_sharded", "qwen3_tied",
+                                  "qwen2_sliding", "smollm3", "gemma2",        "gemma3_text",
+                                  "phi3"};
+// Models stored in bf16, whose reference is HF in f32 on the stored weights.
+const char* const kBf16Models[] = {"llama_bf16", "gemma_bf16", "phi3_bf16"};
 
 struct Expected {
   std::size_t batch = 0, prompt = 0, next = 0, turn2 = 0, turn2_len = 0, vocab = 0;
@@ -213,15 +217,17 @@ TEST_CASE("prefill, 8 decode steps and a second turn equal HF's full-sequence lo
 // (kTileTokens is 16 or 32); T = 1 is the unpruned decode path, checked the same way.
 TEST_CASE("LogitsFor::Last gives the bits of All's last rows and the same cache, for every model") {
   const std::size_t kMaxLen = 48, kHistory = 5, kTurnStart = 3;
-  for (const char* model : {"llama", "llama_bf16", "mistral", "qwen2_sharded", "qwen3_tied", "phi3",
-                            "phi3_bf16", "phi3_crossing"}) {
+  for (const char* model : {"llama", "llama_bf16", "mistral", "qwen2_sharded", "qwen3_tied",
+                            "qwen2_sliding", "smollm3", "gemma_bf16", "gemma2", "gemma3_text",
+                            "phi3", "phi3_bf16", "phi3_crossing"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
     const std::size_t V = lm.vocab_size();
     // Bf16 where the weights are BF16, whether or not Auto picks it on this CPU.
     std::vector<sgt::Precision> precisions = {sgt::Precision::F32};
-    if (name == "llama_bf16" || name == "phi3_bf16") precisions.push_back(sgt::Precision::Bf16);
+    if (name == "llama_bf16" || name == "gemma_bf16" || name == "phi3_bf16")
+      precisions.push_back(sgt::Precision::Bf16);
     // Ids from a fixed linear congruential sequence: any ids do, the two runs get the same.
     std::uint64_t state = 12345;
     auto some_ids = [&](std::size_t n) {
@@ -285,6 +291,8 @@ TEST_CASE("LogitsFor::Last gives the bits of All's last rows and the same cache,
   }
 }
 
+// Gemma's models scale E[input_ids] by sqrt(hidden_size) inside their embedding module, so
+// transformers takes inputs_embeds as given, scaled by the caller: the same holds here.
 TEST_CASE("inputs_embeds give the logits of input_ids, bit for bit, in both turns") {
   for (const char* model : kF32Models) {
     const std::string name = model;
@@ -293,10 +301,14 @@ TEST_CASE("inputs_embeds give the logits of input_ids, bit for bit, in both turn
     const Expected e = expected(model);
     const std::size_t B = e.batch, H = lm.hidden_size();
     const auto table = lm.weights().embed_tokens.as<float>();
+    const bool gemma = name.rfind("gemma", 0) == 0;
+    // transformers: torch.tensor(hidden_size ** 0.5) in f32, times the f32 rows.
+    const float scale = gemma ? static_cast<float>(std::sqrt(double(H))) : 1.0f;
+    CHECK(lm.config().embedding_scale == scale);
     auto embeds = [&](const std::vector<std::int64_t>& x) {
       std::vector<float> out;
       for (std::int64_t id : x)
-        out.insert(out.end(), table.data() + id * H, table.data() + (id + 1) * H);
+        for (std::size_t i = 0; i < H; ++i) out.push_back(table.data()[id * H + i] * scale);
       return out;
     };
     auto as_embeds = [&](sgt::LmInput in, const std::vector<float>& values) {
@@ -323,15 +335,17 @@ TEST_CASE("inputs_embeds give the logits of input_ids, bit for bit, in both turn
 }
 
 TEST_CASE("generate, greedy by default, gives HF generate's tokens (do_sample=False)") {
-  for (const char* model : {"llama", "mistral", "qwen2_sharded", "qwen3_tied", "llama_bf16", "phi3",
-                            "phi3_bf16", "phi3_crossing"}) {
+  std::vector<const char*> models(std::begin(kF32Models), std::end(kF32Models));
+  models.insert(models.end(), std::begin(kBf16Models), std::end(kBf16Models));
+  models.push_back("phi3_crossing");
+  for (const char* model : models) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
     const Expected e = expected(model);
     sgt::GenerateOptions options;
     options.max_new_tokens = e.greedy_ids.size() / e.batch;
-    // llama_bf16's reference is HF in f32 on the bf16 weights: our f32 precision.
+    // The bf16 models' reference is HF in f32 on the bf16 weights: our f32 precision.
     options.run.precision = sgt::Precision::F32;
     const auto tokens = sgt::generate(lm, ids_input(e.batch, e.prompt_ids, 0), options);
     REQUIRE(tokens.size() == e.batch);
@@ -375,7 +389,7 @@ TEST_CASE("tied embeddings: lm_head is the embedding table") {
 }
 
 TEST_CASE("bf16 weights: f32 precision matches HF f32, bf16 precision within HF bf16's own error") {
-  for (const char* model : {"llama_bf16", "phi3_bf16"}) {
+  for (const char* model : kBf16Models) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());
@@ -481,7 +495,8 @@ TEST_CASE("longrope: each call picks short or long factors by where it ends, as 
 }
 
 TEST_CASE("logits are bit-identical for 1, 2 and 3 threads") {
-  for (const char* model : {"llama", "qwen3_tied", "phi3", "phi3_crossing"}) {
+  for (const char* model : {"llama", "qwen3_tied", "smollm3", "gemma_bf16", "gemma2",
+                            "gemma3_text", "phi3", "phi3_crossing"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM lm = sgt::CausalLM::load((kData / model).string());

@@ -138,9 +138,9 @@ void check_against_hf(const sgt::DecoderConfig& d, const json& expected) {
     else if (key == "mlp_bias")
       CHECK(d.mlp_bias == v.get<bool>());
     else if (key == "hidden_act")
-      CHECK(d.hidden_act == v.get<std::string>());
-    else if (key == "sliding_window")
-      CHECK(d.sliding_window == (v.is_null() ? 0 : v.get<std::size_t>()));
+      CHECK(sgt::hidden_act_name(d.hidden_act) == v.get<std::string>());
+    else if (key == "sliding_window")  // of layer 0, as the fixture reads it
+      CHECK(d.layers.at(0).sliding_window == (v.is_null() ? 0 : v.get<std::size_t>()));
     else if (key == "qk_norm")
       CHECK(d.qk_norm == v.get<bool>());
     else if (key == "fused_projections")
@@ -210,8 +210,12 @@ TEST_CASE("the spec's example config parses into the expected structs, silently"
     CHECK(!d.attention_bias);
     CHECK(!d.o_proj_bias);
     CHECK(!d.mlp_bias);
-    CHECK(d.hidden_act == "silu");
-    CHECK(d.sliding_window == 0);
+    CHECK(d.hidden_act == sgt::kernels::GatedActivation::Silu);
+    CHECK(d.layers.size() == d.num_hidden_layers);
+    for (const sgt::LayerAttention& layer : d.layers) {
+      CHECK(layer.sliding_window == 0);
+      CHECK(layer.rope == sgt::LayerRope::Global);
+    }
     CHECK(!d.qk_norm);
     CHECK(d.attention_scale == 0.125);
     CHECK(e->final_norm);
@@ -351,7 +355,7 @@ TEST_CASE("rope parameters in the v4 and v5 spellings standardize as transformer
 
 TEST_CASE("real Hugging Face config.json files paste in silently and mean what transformers says") {
   const json& cases = hf()["pasted"];
-  REQUIRE(cases.size() == 2 * std::size(sgt::kModelFamilies));
+  REQUIRE(cases.size() == 14);
   for (const auto& c : cases) {
     CAPTURE(c["model_type"].get<std::string>());
     CAPTURE(c["config"].dump().substr(0, 200));
@@ -468,10 +472,12 @@ TEST_CASE("accepted variants: ranges, nullable keys, sliding windows, parameteri
                   {"num_key_value_heads", 2},
                   {"sliding_window", nullptr}};
   CHECK(sgt::parse_model_config(model_with("mistral", mistral, 64))
-            .mean_estimator.decoder.sliding_window == 0);
+            .mean_estimator.decoder.layers[0]
+            .sliding_window == 0);
   mistral["sliding_window"] = 100;
   CHECK(sgt::parse_model_config(model_with("mistral", mistral, 64))
-            .mean_estimator.decoder.sliding_window == 100);
+            .mean_estimator.decoder.layers[0]
+            .sliding_window == 100);
   // Qwen2: no window without use_sliding_window, whatever sliding_window says.
   json qwen2 = {{"hidden_size", 64},
                 {"num_attention_heads", 4},
@@ -479,7 +485,7 @@ TEST_CASE("accepted variants: ranges, nullable keys, sliding windows, parameteri
                 {"sliding_window", 16},
                 {"use_sliding_window", false}};
   const auto q = sgt::parse_model_config(model_with("qwen2", qwen2, 64)).mean_estimator.decoder;
-  CHECK(q.sliding_window == 0);
+  CHECK(q.layers[0].sliding_window == 0);
   CHECK(q.attention_bias);
   CHECK(!q.o_proj_bias);
 
@@ -539,6 +545,125 @@ json apply(json j, const std::vector<Edit>& edits) {
   return j;
 }
 }  // namespace
+
+// The per-layer switches as transformers 5 derives them (the __post_init__ of Qwen2Config,
+// SmolLM3Config, Gemma2Config and Gemma3TextConfig, and Gemma3RotaryEmbedding's two tables).
+TEST_CASE("per-layer windows and RoPE, soft caps and the attention scale follow transformers") {
+  auto decoder = [](const std::string& type, const json& config) {
+    return sgt::parse_model_config(model_with(type, config, config.at("hidden_size")))
+        .mean_estimator.decoder;
+  };
+  auto windows = [](const sgt::DecoderConfig& d) {
+    std::vector<std::size_t> w;
+    for (const auto& l : d.layers) w.push_back(l.sliding_window);
+    return w;
+  };
+  auto ropes = [](const sgt::DecoderConfig& d) {
+    std::vector<sgt::LayerRope> r;
+    for (const auto& l : d.layers) r.push_back(l.rope);
+    return r;
+  };
+  using W = std::vector<std::size_t>;
+  const auto G = sgt::LayerRope::Global, L = sgt::LayerRope::Local, N = sgt::LayerRope::None;
+  const json base = {{"hidden_size", 64},
+                     {"num_attention_heads", 4},
+                     {"num_key_value_heads", 2},
+                     {"num_hidden_layers", 4}};
+
+  // Qwen2 / Qwen3: the layers from max_window_layers on, only with use_sliding_window.
+  json qwen = base;
+  qwen["sliding_window"] = 5;
+  qwen["max_window_layers"] = 2;
+  CHECK(windows(decoder("qwen2", qwen)) == W{0, 0, 0, 0});
+  qwen["use_sliding_window"] = true;
+  CHECK(windows(decoder("qwen2", qwen)) == W{0, 0, 5, 5});
+  CHECK(windows(decoder("qwen3", qwen)) == W{0, 0, 5, 5});
+  qwen["layer_types"] = {"sliding_attention", "full_attention", "full_attention",
+                         "sliding_attention"};
+  CHECK(windows(decoder("qwen2", qwen)) == W{5, 0, 0, 5});
+  qwen["use_sliding_window"] = false;  // sliding_window is None then: no layer slides
+  CHECK(windows(decoder("qwen2", qwen)) == W{0, 0, 0, 0});
+
+  // SmolLM3: no_rope_layers[i] == 0 has no RoPE; default every 4th layer.
+  json smol = base;
+  CHECK(ropes(decoder("smollm3", smol)) == std::vector<sgt::LayerRope>{G, G, G, N});
+  smol["no_rope_layer_interval"] = 2;
+  CHECK(ropes(decoder("smollm3", smol)) == std::vector<sgt::LayerRope>{G, N, G, N});
+  smol["no_rope_layers"] = {0, 1, 1, 0};
+  CHECK(ropes(decoder("smollm3", smol)) == std::vector<sgt::LayerRope>{N, G, G, N});
+  smol["use_sliding_window"] = true;
+  smol["sliding_window"] = 3;
+  CHECK(windows(decoder("smollm3", smol)) == W{3, 0, 0, 3});  // the NoPE layers slide
+  CHECK(decoder("smollm3", smol).rope.theta == 2000000.0);
+
+  // Gemma: GeGLU, (1 + w), head_dim 256 by default; the legacy "gelu" is the tanh one.
+  json gemma = base;
+  const auto g1 = decoder("gemma", gemma);
+  CHECK(g1.hidden_act == sgt::kernels::GatedActivation::GeluTanh);
+  CHECK(g1.norm_style == sgt::kernels::RmsNormStyle::OnePlusWeight);
+  CHECK(g1.head_dim == 256);
+  CHECK(g1.attention_scale == std::pow(256.0, -0.5));
+  gemma["hidden_act"] = "gelu";
+  CHECK(decoder("gemma", gemma).hidden_act == sgt::kernels::GatedActivation::GeluTanh);
+
+  // Gemma 2: every other layer slides (the first does), soft caps 50 and 30, scale from
+  // query_pre_attn_scalar, sandwich norms.
+  json gemma2 = base;
+  gemma2["head_dim"] = 16;
+  const auto g2 = decoder("gemma2", gemma2);
+  CHECK(windows(g2) == W{4096, 0, 4096, 0});
+  CHECK(ropes(g2) == std::vector<sgt::LayerRope>{G, G, G, G});
+  CHECK(g2.attn_logit_softcapping == 50.0f);
+  CHECK(g2.final_logit_softcapping == 30.0f);
+  CHECK(g2.attention_scale == std::pow(256.0, -0.5));
+  CHECK(g2.sandwich_norms);
+  gemma2["query_pre_attn_scalar"] = 24;
+  gemma2["attn_logit_softcapping"] = nullptr;
+  gemma2["sliding_window"] = 7;
+  const auto g2b = decoder("gemma2", gemma2);
+  CHECK(g2b.attention_scale == std::pow(24.0, -0.5));
+  CHECK(g2b.attn_logit_softcapping == 0.0f);
+  CHECK(windows(g2b) == W{7, 0, 7, 0});
+
+  // Gemma 3: 5 local layers to 1 global by default (sliding_window_pattern), local layers on
+  // rope_local_base_freq (10000), global ones on rope_theta (1e6) with their scaling.
+  json gemma3 = base;
+  gemma3["head_dim"] = 16;
+  gemma3["num_hidden_layers"] = 7;
+  const auto g3 = decoder("gemma3_text", gemma3);
+  CHECK(windows(g3) == W{4096, 4096, 4096, 4096, 4096, 0, 4096});
+  CHECK(ropes(g3) == std::vector<sgt::LayerRope>{L, L, L, L, L, G, L});
+  CHECK(g3.rope.theta == 1000000.0);
+  CHECK(g3.local_rope.theta == 10000.0);
+  CHECK(g3.qk_norm);
+  CHECK(g3.attn_logit_softcapping == 0.0f);
+  CHECK(g3.final_logit_softcapping == 0.0f);
+  gemma3["sliding_window_pattern"] = 2;
+  gemma3["rope_local_base_freq"] = 500.0;
+  gemma3["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  const auto g3b = decoder("gemma3_text", gemma3);
+  CHECK(ropes(g3b) == std::vector<sgt::LayerRope>{L, G, L, G, L, G, L});
+  CHECK(g3b.local_rope.theta == 500.0);
+  CHECK(g3b.local_rope.type == sgt::RopeType::Default);
+  CHECK(g3b.rope.type == sgt::RopeType::Linear);
+  CHECK(g3b.rope.factor == 8.0);
+  // transformers 5's spelling: one dict per layer type.
+  gemma3.erase("rope_scaling");
+  gemma3.erase("rope_local_base_freq");
+  gemma3["rope_parameters"] = {
+      {"full_attention", {{"rope_type", "linear"}, {"factor", 4.0}, {"rope_theta", 2e5}}},
+      {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 1234.0}}}};
+  const auto g3c = decoder("gemma3_text", gemma3);
+  CHECK(g3c.rope.theta == 2e5);
+  CHECK(g3c.rope.factor == 4.0);
+  CHECK(g3c.local_rope.theta == 1234.0);
+  gemma3["use_bidirectional_attention"] = true;
+  CHECK_THROWS_AS(decoder("gemma3_text", gemma3), sgt::Error);
+  // Per-layer-type RoPE is refused where the family has one RoPE.
+  json llama = base;
+  llama["rope_parameters"] = gemma3["rope_parameters"];
+  CHECK_THROWS_AS(decoder("llama", llama), sgt::Error);
+}
 
 TEST_CASE("every invalid key is a load error that names it") {
   const std::string M = "/mean_estimator", S = "/std_estimator";
@@ -690,7 +815,7 @@ TEST_CASE("every invalid key is a load error that names it") {
        "> 0"},
       {{{MC + "/rope_scaling", kErase},
         {MC + "/rope_parameters", {{"full_attention", {{"rope_type", "default"}}}}}},
-       "mean_estimator.config.rope_parameters.full_attention",
+       "mean_estimator.config.rope_parameters",
        "per-layer"},
       {{{MC + "/partial_rotary_factor", 0}},
        "mean_estimator.config.partial_rotary_factor",
@@ -713,12 +838,12 @@ TEST_CASE("every invalid key is a load error that names it") {
        "true or false"},
       {{{MC + "/mlp_bias", 0}}, "mean_estimator.config.mlp_bias", "true or false"},
       {{{MC + "/model_type", "mistral"}}, "mean_estimator.config.model_type", "contradicts"},
-      {{{M + "/model_type", "qwen2"}, {MC, qwen_base}, {MC + "/use_sliding_window", true}},
-       "mean_estimator.config.use_sliding_window",
-       "not supported"},
-      {{{S + "/model_type", "qwen3"}, {SC, qwen_base}, {SC + "/use_sliding_window", true}},
-       "std_estimator.config.use_sliding_window",
-       "not supported"},
+      {{{M + "/model_type", "qwen2"}, {MC, qwen_base}, {MC + "/layer_types", {"full_attention"}}},
+       "mean_estimator.config.layer_types",
+       "must be a list of"},
+      {{{S + "/model_type", "qwen3"}, {SC, qwen_base}, {SC + "/max_window_layers", -1}},
+       "std_estimator.config.max_window_layers",
+       "negative"},
       {{{M + "/model_type", "qwen2"}, {MC, qwen_base}, {MC + "/sliding_window", -1}},
        "mean_estimator.config.sliding_window",
        "positive"},
@@ -1052,9 +1177,11 @@ TEST_CASE("one description per family: every ModelType has exactly one row, name
     CHECK(d.norm_style == f.norm_style);
     CHECK(d.attention_bias == (f.qkv_bias == sgt::BiasRule::Always));
     CHECK(d.fused_projections == f.fused_projections);
-    CHECK(d.sliding_window == (f.window == sgt::WindowRule::EveryLayer
-                                   ? f.defaults.sliding_window.value_or(0)
-                                   : 0));
+    // One layer: the first layer slides by default in the families that slide without a switch
+    // and have a default window.
+    CHECK((d.layers.at(0).sliding_window != 0) ==
+          ((f.window == sgt::WindowRule::EveryLayer || f.window == sgt::WindowRule::Periodic) &&
+           f.defaults.sliding_window.has_value()));
   }
   CHECK(names == fixture_names);
   CHECK(sgt::find_model_family("no_such_family") == nullptr);
@@ -1065,6 +1192,7 @@ TEST_CASE("one description per family: every ModelType has exactly one row, name
 TEST_CASE("one name table per enum: complete, unique, and used both ways") {
   const auto check_table = [](const auto& t, int n) { sgt_test::check_enum_table(t, n); };
   check_table(sgt::kRopeTypeNames, 4);
+  check_table(sgt::kHiddenActNames, 2);
   check_table(sgt::kParameterizationTypeNames, 5);
   CHECK(std::string(sgt::rope_type_name(sgt::RopeType::Llama3)) == "llama3");
   CHECK(std::string(sgt::parameterization_type_name(sgt::ParameterizationType::CloakSigmoid)) ==

@@ -129,20 +129,23 @@ TEST_CASE("visible_key_span agrees with key_visible, the rule the kernels share"
   CHECK_FALSE(sgt::kernels::key_visible(o, mask, 0, 3, 2, 1));
 }
 
-TEST_CASE("sdpa and flash_attention match torch scaled_dot_product_attention fixtures") {
+TEST_CASE("sdpa and flash_attention match torch scaled_dot_product_attention fixtures (and "
+          "transformers' eager soft-capped attention)") {
   const sgt::SafetensorsFile file(std::string(SGT_TEST_DATA_DIR) +
                                   "/kernels/attention/attention.safetensors");
   const auto cases = nlohmann::json::parse(file.metadata().at("cases"));
-  REQUIRE(cases.size() >= 9);
+  REQUIRE(cases.size() >= 11);
   sgt::ThreadPool pool(2);
-  std::size_t blind_rows_seen = 0;
+  std::size_t blind_rows_seen = 0, softcapped = 0;
   for (const auto& c : cases) {
     const std::string name = c.at("name");
     CAPTURE(name);
     Problem p;
     p.shape = {c.at("batch"), c.at("seq_len"), c.at("num_heads"), c.at("num_kv_heads"),
                c.at("head_dim")};
-    p.options = {c.at("scale").get<float>(), c.at("causal").get<bool>(), c.at("sliding_window")};
+    p.options = {c.at("scale").get<float>(), c.at("causal").get<bool>(), c.at("sliding_window"),
+                 c.value("logit_softcap", 0.0f)};
+    softcapped += p.options.logit_softcap != 0.0f;
     auto load = [&](const std::string& what) {
       const auto view = file.tensor(name + "." + what).as<float>();
       return std::vector<float>(view.data(), view.data() + view.size());
@@ -170,6 +173,7 @@ TEST_CASE("sdpa and flash_attention match torch scaled_dot_product_attention fix
     }
   }
   CHECK(blind_rows_seen > 0);  // the fixtures do exercise rows that see no key
+  CHECK(softcapped == 2);      // and Gemma 2's logit soft cap, with and without a window
 }
 
 TEST_CASE("flash_attention matches sdpa on random data over awkward shapes") {
@@ -463,8 +467,9 @@ constexpr std::size_t smallest_heap_head_dim() {
   return 0;
 }
 
-TEST_CASE("heads too wide for the stack slot take the heap-scratch path, of the advertised size, "
-          "and match sdpa") {
+TEST_CASE(
+    "heads too wide for the stack slot take the heap-scratch path, of the advertised size, "
+    "and match sdpa") {
   const std::size_t head_dim = smallest_heap_head_dim();
   MESSAGE("heap path from head_dim " << head_dim << " with " << sgt::kernels::detail::kFlashLanes
                                      << " lanes");
@@ -492,4 +497,89 @@ TEST_CASE("heads too wide for the stack slot take the heap-scratch path, of the 
   CHECK(scratch < 256u * 1024);  // three slots of tens of KiB each
   CHECK(scratch == sgt::kernels::flash_attention_scratch_bytes({2, 32768, 4, 2, head_dim}, 3));
   CHECK(scratch > sgt::kernels::flash_attention_scratch_bytes(p.shape, 1));
+}
+
+namespace {
+
+// The formula of attention.hpp in double, soft cap included: the yardstick both kernels meet.
+std::vector<float> plain_attention(const Problem& p) {
+  const AttentionShape& s = p.shape;
+  const std::size_t D = s.head_dim, group = s.num_heads / s.num_kv_heads;
+  const double cap = p.options.logit_softcap;
+  std::vector<float> out(p.rows() * p.q_cols(), 0.0f);
+  for (std::size_t b = 0; b < s.batch; ++b)
+    for (std::size_t h = 0; h < s.num_heads; ++h)
+      for (std::size_t i = 0; i < s.seq_len; ++i) {
+        std::vector<double> w(s.seq_len, 0.0);
+        double top = -INFINITY;
+        for (std::size_t j = 0; j < s.seq_len; ++j) {
+          if (!sgt::kernels::key_visible(p.options, p.mask_ptr(), b, s.seq_len, i, j)) continue;
+          double dot = 0;
+          for (std::size_t d = 0; d < D; ++d)
+            dot += double(p.q[(b * s.seq_len + i) * p.q_cols() + h * D + d]) *
+                   p.k[(b * s.seq_len + j) * p.kv_cols() + h / group * D + d];
+          double score = p.options.scale * dot;
+          if (cap != 0) score = cap * std::tanh(score / cap);
+          w[j] = score;
+          top = std::max(top, score);
+        }
+        if (top == -INFINITY) continue;
+        double sum = 0;
+        for (std::size_t j = 0; j < s.seq_len; ++j) {
+          if (!sgt::kernels::key_visible(p.options, p.mask_ptr(), b, s.seq_len, i, j)) {
+            w[j] = 0;
+            continue;
+          }
+          w[j] = std::exp(w[j] - top);
+          sum += w[j];
+        }
+        for (std::size_t d = 0; d < D; ++d) {
+          double acc = 0;
+          for (std::size_t j = 0; j < s.seq_len; ++j)
+            if (w[j] != 0) acc += w[j] * p.v[(b * s.seq_len + j) * p.kv_cols() + h / group * D + d];
+          out[(b * s.seq_len + i) * p.q_cols() + h * D + d] = static_cast<float>(acc / sum);
+        }
+      }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "logit soft-capping: sdpa and flash_attention match the plain formula, windows and "
+    "padding included, and the cap changes the result") {
+  struct Case {
+    AttentionShape shape;
+    AttentionOptions options;
+  };
+  // Gemma 2's cap is 50 on scores of ~|q||k|/sqrt(d); q of magnitude 6 here puts many scores near
+  // and beyond a cap of 5, where tanh bends: a kernel that skipped or misplaced the cap fails.
+  const Case cases[] = {
+      {{2, 37, 4, 2, 16}, {0.25f, true, 0, 5.0f}},
+      {{1, 70, 3, 3, 24}, {0.2f, true, 9, 5.0f}},     // a window shorter than the sequence
+      {{2, 65, 8, 2, 64}, {0.125f, true, 16, 2.0f}},  // several key blocks, GQA 4:1
+      {{1, 20, 2, 1, 7}, {0.4f, false, 0, 3.0f}},     // not causal, odd head_dim
+  };
+  sgt::ThreadPool pool(2);
+  std::uint32_t seed = 900;
+  for (const Case& c : cases) {
+    Problem p = random_problem(c.shape, c.options, seed++, 6.0f);
+    p.mask.assign(p.rows(), 1);
+    std::fill(p.mask.begin(), p.mask.begin() + 3, 0);  // left padding of row 0
+    const std::vector<float> want = plain_attention(p);
+    for (Kernel kernel : {kSdpa, kFlash}) {
+      const std::string what = describe(p) + " cap=" + std::to_string(c.options.logit_softcap) +
+                               (kernel == kFlash ? " flash" : " sdpa");
+      expect_matches(p.run(kernel), want, tolerance(p, 2e-5f), what);
+      expect_thread_invariant([&](sgt::ThreadPool* pl) { return p.run(kernel, pl); }, {1, 2, 3},
+                              [&] { return what; });
+    }
+    Problem uncapped = p;
+    uncapped.options.logit_softcap = 0.0f;
+    CHECK(sgt_test::max_error(uncapped.run(kFlash), want) > 100 * tolerance(p, 2e-5f));
+  }
+  AttentionOptions bad{0.5f, true, 0, -1.0f};
+  Problem p = random_problem({1, 4, 1, 1, 8}, bad, 1);
+  CHECK_THROWS_AS(p.run(kFlash), sgt::Error);
+  CHECK_THROWS_AS(p.run(kSdpa), sgt::Error);
 }

@@ -201,3 +201,23 @@ TEST_CASE("apply_rope_at: positions 0..S-1 give apply_rope's bits; any positions
                                               table, positions.data()),
                   sgt::Error);
 }
+
+TEST_CASE("cached_attention with logit soft-capping matches its reference and sdpa") {
+  const std::size_t B = 2, S = 75, H = 4, KV = 2, D = 16;
+  for (std::size_t window : {0u, 11u}) {
+    CacheProblem full = cache_problem({B, S, S, H, KV, D}, 0, window, 21);
+    for (float& x : full.q) x *= 4.0f;  // scores beyond the cap, where tanh bends
+    full.options.logit_softcap = 1.5f;
+    std::vector<float> want(full.q.size());
+    sgt::kernels::sdpa({B, S, H, KV, D}, full.options,
+                       TensorView<const float>(full.q.data(), {B, S, H * D}),
+                       TensorView<const float>(full.k.data(), {B, S, KV * D}),
+                       TensorView<const float>(full.v.data(), {B, S, KV * D}), nullptr,
+                       TensorView<float>(want.data(), {B, S, H * D}));
+    sgt_test::expect_matches(full.run(false), want, 1e-5, full.describe() + " capped vs sdpa");
+    sgt_test::expect_matches(full.run(true), want, 1e-5, full.describe() + " reference vs sdpa");
+    CacheProblem uncapped = full;
+    uncapped.options.logit_softcap = 0.0f;
+    CHECK(sgt_test::max_error(uncapped.run(false), want) > 1e-3);
+  }
+}

@@ -323,21 +323,21 @@ TEST_CASE("swiglu scratch size and errors") {
   const TensorView<const float> xv(x.data(), {t, hidden});
   const TensorView<float> ov(out.data(), {t, hidden});
   using Fn = void (*)(TensorView<const float>, const k::SwiGluWeights&, TensorView<float>, float*,
-                      sgt::ThreadPool*, sgt::Precision);
+                      sgt::ThreadPool*, sgt::Precision, k::GatedActivation);
   for (Fn f : {static_cast<Fn>(&k::swiglu_mlp), static_cast<Fn>(&k::swiglu_mlp_reference)}) {
-    CHECK(error_of([&] { f(xv, good, ov, scratch.data(), nullptr, sgt::Precision::F32); }) == "<no sgt::Error>");
+    CHECK(error_of([&] { f(xv, good, ov, scratch.data(), nullptr, sgt::Precision::F32, k::GatedActivation::Silu); }) == "<no sgt::Error>");
 
     k::SwiGluWeights w = good;
     const StoredTensor up_bad(DType::BF16, std::vector<float>(41 * hidden), {41, hidden});
     w.up = up_bad.view();
-    std::string e = error_of([&] { f(xv, w, ov, scratch.data(), nullptr, sgt::Precision::F32); });
+    std::string e = error_of([&] { f(xv, w, ov, scratch.data(), nullptr, sgt::Precision::F32, k::GatedActivation::Silu); });
     CHECK(e.find("up_proj [41, 16]") != std::string::npos);
     CHECK(e.find("gate_proj [40, 16]") != std::string::npos);
 
     w = good;
     const StoredTensor down_bad(DType::F32, std::vector<float>(hidden * 39), {hidden, 39});
     w.down = down_bad.view();
-    e = error_of([&] { f(xv, w, ov, scratch.data(), nullptr, sgt::Precision::F32); });
+    e = error_of([&] { f(xv, w, ov, scratch.data(), nullptr, sgt::Precision::F32, k::GatedActivation::Silu); });
     CHECK(e.find("down_proj") != std::string::npos);
     CHECK(e.find("[3, 40]") != std::string::npos);
     CHECK(e.find("[16, 39]") != std::string::npos);
@@ -345,27 +345,27 @@ TEST_CASE("swiglu scratch size and errors") {
     w = good;
     const StoredTensor bias_bad(DType::F32, std::vector<float>(39), {39});
     w.gate_bias = bias_bad.view();
-    e = error_of([&] { f(xv, w, ov, scratch.data(), nullptr, sgt::Precision::F32); });
+    e = error_of([&] { f(xv, w, ov, scratch.data(), nullptr, sgt::Precision::F32, k::GatedActivation::Silu); });
     CHECK(e.find("gate_proj") != std::string::npos);
     CHECK(e.find("bias [39]") != std::string::npos);
 
     const std::vector<float> x17(t * 17);
     e = error_of([&] {
-      f(TensorView<const float>(x17.data(), {t, 17}), good, ov, scratch.data(), nullptr, sgt::Precision::F32);
+      f(TensorView<const float>(x17.data(), {t, 17}), good, ov, scratch.data(), nullptr, sgt::Precision::F32, k::GatedActivation::Silu);
     });
     CHECK(e.find("x [3, 17]") != std::string::npos);
     CHECK(e.find("[40, 16]") != std::string::npos);
 
     std::vector<float> out4(4 * hidden);
     e = error_of([&] {
-      f(xv, good, TensorView<float>(out4.data(), {4, hidden}), scratch.data(), nullptr, sgt::Precision::F32);
+      f(xv, good, TensorView<float>(out4.data(), {4, hidden}), scratch.data(), nullptr, sgt::Precision::F32, k::GatedActivation::Silu);
     });
     CHECK(e.find("out [4, 16]") != std::string::npos);
 
-    CHECK(error_of([&] { f(xv, good, ov, nullptr, nullptr, sgt::Precision::F32); }).find("scratch") !=
+    CHECK(error_of([&] { f(xv, good, ov, nullptr, nullptr, sgt::Precision::F32, k::GatedActivation::Silu); }).find("scratch") !=
           std::string::npos);
     CHECK(error_of([&] {
-            f(xv, good, ov, const_cast<float*>(x.data()), nullptr, sgt::Precision::F32);
+            f(xv, good, ov, const_cast<float*>(x.data()), nullptr, sgt::Precision::F32, k::GatedActivation::Silu);
           }).find("overlaps") != std::string::npos);
   }
 }
@@ -396,4 +396,58 @@ TEST_CASE("silu_times: within a few ulp of silu(g) * u in double, and position d
       CHECK(std::memcmp(part.data(), got.data() + 1000, n * sizeof(float)) == 0);
     }
   }
+}
+
+TEST_CASE("GeGLU (gelu_pytorch_tanh): gelu_tanh_times within a few ulp of double, position-free") {
+  std::vector<float> g;
+  for (float x = -12.0f; x <= 12.0f; x += 0.00731f) g.push_back(x);
+  g.push_back(0.0f);
+  for (float uval : {1.0f, -2.5f}) {
+    std::vector<float> u(g.size(), uval), got = g;
+    k::detail::gelu_tanh_times(got.data(), u.data(), got.size());
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      const double gd = g[i];
+      // PyTorch's gelu(approximate="tanh"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+      const double exact =
+          0.5 * gd * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (gd + 0.044715 * gd * gd * gd))) *
+          uval;
+      CAPTURE(g[i]);
+      // Near the negative tail the result is a difference of nearly equal terms (1 + tanh -> 0):
+      // a few ulp of the terms, not of the result.
+      CHECK(std::fabs(got[i] - exact) <= 8 * 0x1p-24 * (std::fabs(exact) + std::fabs(gd * uval)));
+    }
+    for (std::size_t n = 1; n <= 3 * sgt::simd::kFloatLanes; ++n) {
+      std::vector<float> part(g.begin() + 700, g.begin() + 700 + n);
+      k::detail::gelu_tanh_times(part.data(), u.data(), n);
+      CHECK(std::memcmp(part.data(), got.data() + 700, n * sizeof(float)) == 0);
+    }
+  }
+}
+
+TEST_CASE("GeGLU: swiglu_mlp with GeluTanh agrees with its reference, tile and narrow paths") {
+  std::mt19937 rng(41);
+  const std::size_t hidden = 48, inter = 37;
+  for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
+    for (DType dtype : {DType::F32, DType::BF16}) {
+      const RandomMlp m = random_mlp(hidden, inter, dtype, dtype, dtype, false, rng);
+      const k::SwiGluWeights w = m.weights();
+      for (std::size_t t : {1u, 3u, 65u}) {
+        const std::vector<float> x = uniform_values(t * hidden, rng, 2.0f);
+        std::vector<float> out(t * hidden), out_ref(t * hidden), silu(t * hidden);
+        std::vector<float> scratch(k::swiglu_scratch_floats(t, hidden, inter));
+        const TensorView<const float> xv(x.data(), {t, hidden});
+        k::swiglu_mlp(xv, w, TensorView<float>(out.data(), {t, hidden}), scratch.data(), nullptr,
+                      precision, k::GatedActivation::GeluTanh);
+        k::swiglu_mlp_reference(xv, w, TensorView<float>(out_ref.data(), {t, hidden}),
+                                scratch.data(), nullptr, precision, k::GatedActivation::GeluTanh);
+        k::swiglu_mlp(xv, w, TensorView<float>(silu.data(), {t, hidden}), scratch.data(), nullptr,
+                      precision);
+        const bool h_rounded = precision == sgt::Precision::Bf16 && dtype == DType::BF16;
+        const double tol = mlp_tolerance(x, w, t, h_rounded);
+        require_matches(out, out_ref, tol, [&](std::ostream& os) {
+          os << sgt::precision_name(precision) << " " << sgt::dtype_name(dtype) << " T " << t;
+        });
+        CHECK(sgt_test::max_error(out, silu) > 10 * tol);  // the activation does matter
+      }
+    }
 }

@@ -209,8 +209,8 @@ TEST_CASE("make_transform refuses bad arguments and bad bases, leaving no direct
     bad["model_type"] = "gpt2";
     CHECK(
         with(bad) ==
-        at + ": key 'model_type': \"gpt2\" is not supported (llama, mistral, qwen2, qwen3 and phi3 "
-                 "are)");
+        at + ": key 'model_type': \"gpt2\" is not supported (" + sgt::model_family_names() +
+            " are)");
     bad["model_type"] = "phi";
     CHECK(with(bad) == at + ": key 'model_type': model_type 'phi': the parallel attention/MLP "
                             "block of Phi-1/2 (with LayerNorm and dense projections) is not "

@@ -66,6 +66,16 @@ bool bitwise_equal(const A& a, const B& b) {
 // docs/format.md, "Precision", for the measured values of both.
 constexpr double kBf16Tolerance = 3e-2;
 
+// A bf16 case's measured yardstick (bf16_yardstick.json, tools/fixtures/e2e_fixtures.py): PyTorch
+// bf16's own error for the mean and the std estimator. The bound is the larger of it and
+// kBf16Tolerance, so a model where bf16 costs more (Gemma: head_dim 256, (1 + w) norms) is held
+// to what serving it in bf16 with PyTorch costs.
+double bf16_bound(const fs::path& dir, const char* estimator) {
+  std::ifstream f(dir / "bf16_yardstick.json");
+  if (!f) return kBf16Tolerance;
+  return std::max(kBf16Tolerance, nlohmann::json::parse(f).at(estimator).get<double>());
+}
+
 bool has_bf16_weights(const sgt::Transform& model) {
   for (const auto& name : model.tensors().names())
     if (model.tensors().info(name).dtype == sgt::DType::BF16) return true;
@@ -133,8 +143,8 @@ TEST_CASE("every e2e case matches the PyTorch reference") {
       if (rounds && !path.reference && path.attention == sgt::AttentionAlgorithm::Flash)
         MESSAGE(dir.filename().string() << " at Precision::Bf16, error against the f32 reference: "
                 << "mean " << e_mean << ", std " << e_std << ", transformed " << e_out);
-      CHECK(e_mean <= bound);
-      CHECK(e_std <= bound);
+      CHECK(e_mean <= (rounds ? bf16_bound(dir, "mean") : bound));
+      CHECK(e_std <= (rounds ? bf16_bound(dir, "std") : bound));
       CHECK(e_out <= bound);
 
       // Unprotected and padding positions: exactly the clean embedding (clamped when a value
@@ -159,7 +169,7 @@ TEST_CASE("every e2e case matches the PyTorch reference") {
     }
   }
   // The injected-noise cases of tests/data/e2e/README.md; a lost fixture must not pass silently.
-  CHECK(compared == 8);
+  CHECK(compared == 13);
 }
 
 TEST_CASE("results are bit-identical for 1, 2 and 3 threads and with a reused workspace") {

@@ -87,7 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "make the scaling matter at short test lengths")
     p.add_argument("--max-position-embeddings", type=int, default=None,
                    help="default 131072 with llama3 scaling, else 4096")
-    p.add_argument("--sliding-window", type=int, default=None, help="Mistral sliding window")
+    p.add_argument("--sliding-window", type=int, default=None,
+                   help="sliding window: Mistral's every layer, Qwen2/3's from max_window_layers, "
+                   "SmolLM3's NoPE layers, Gemma 2/3's local layers")
     p.add_argument("--attention-bias", action="store_true",
                    help="q/k/v/o biases (llama, qwen3; qwen2 always has q/k/v biases)")
     p.add_argument("--mean-param", default="identity", choices=PARAMETERIZATION_TYPES)

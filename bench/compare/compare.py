@@ -87,7 +87,15 @@ def estimator_dims(spec: dict) -> dict:
     head_dim = c.get("head_dim") or c["hidden_size"] // heads
     return dict(hidden=c["hidden_size"], heads=heads, kv_heads=c.get("num_key_value_heads", heads),
                 head_dim=head_dim, inter=c["intermediate_size"], layers=c["num_hidden_layers"],
-                head=spec.get("head") is not None)
+                head=spec.get("head") is not None, window=sliding_window(spec))
+
+
+def sliding_window(spec: dict) -> int:
+    """The window of a Gemma 2 estimator's local layers (0: none, or not Gemma 2). Its layers
+    alternate local, global, ... from layer 0 (Gemma2Config's layer_types), which is all the flop
+    count below needs."""
+    c = spec["config"]
+    return int(c.get("sliding_window") or 0) if spec["model_type"] == "gemma2" else 0
 
 
 def layer_params(d: dict) -> int:
@@ -96,8 +104,12 @@ def layer_params(d: dict) -> int:
 
 
 def attention_flops(d: dict, S: int) -> float:
-    # QK^T and PV, causal (half), per layer: as bench/bench_transform.cpp counts it.
-    return d["layers"] * 4.0 * S * S * d["head_dim"] * d["heads"] / 2
+    # QK^T and PV, causal (half), per layer: as bench/bench_transform.cpp counts it. A local layer
+    # (Gemma 2's even layers) counts the query-key pairs its window leaves.
+    full = S * S / 2
+    local = sum(min(i + 1, d["window"]) for i in range(S)) if d.get("window") else full
+    pairs = sum(local if i % 2 == 0 else full for i in range(d["layers"]))
+    return 4.0 * pairs * d["head_dim"] * d["heads"]
 
 
 def flops_sgt(config: dict, S: int) -> float:
@@ -265,12 +277,22 @@ def register_custom_sdpa() -> None:
     AttentionMaskInterface.register(_CUSTOM_SDPA, sdpa_mask)
 
 
+# Families whose transformers attention has no "sdpa" path (Gemma 2: sdpa cannot soft-cap the
+# scores): their modules keep "eager", the plain formula.
+EAGER_ONLY = ("gemma2",)
+
+
 def build_module(model_dir: Path, attn: str = "sdpa"):
     import torch
     from torch import nn
     from sgt_reference.model import SgtModel
 
     model = SgtModel.from_dir(str(model_dir))
+    if any(model.config[e]["model_type"] in EAGER_ONLY for e in ("mean_estimator",
+                                                                 "std_estimator")):
+        if attn != "sdpa":
+            raise RuntimeError(f"attention {attn} cannot soft-cap the scores of this model")
+        attn = "eager"
     for est in (model.mean_estimator, model.std_estimator):
         trunk = est.trunk
         if hasattr(trunk, "set_attn_implementation"):
@@ -564,7 +586,8 @@ class LlamaCpp(System):
 
 
 # ------------------------------------------------------------------------------------------------
-# llama.cpp model: an HF Llama shaped like the estimator, converted with convert_hf_to_gguf.py
+# llama.cpp model: an HF LM of the estimator's family shaped like it (Llama or Gemma 2), converted
+# with convert_hf_to_gguf.py
 # ------------------------------------------------------------------------------------------------
 
 
@@ -574,10 +597,13 @@ def make_gguf(llama_cpp: Path, config: dict, layers: int, dtype: str, work: Path
     # Keyed by the estimator's config, so one work directory can serve several models.
     spec = json.dumps(config["mean_estimator"]["config"], sort_keys=True)
     key = hashlib.sha256(spec.encode()).hexdigest()[:10]
-    out = work / f"llama-{key}-{layers}l-{dtype}.gguf"
+    family = config["mean_estimator"]["model_type"]
+    if family not in ("llama", "gemma2"):
+        raise RuntimeError(f"no llama.cpp model for model_type {family} (llama and gemma2 are made)")
+    out = work / f"{family}-{key}-{layers}l-{dtype}.gguf"
     if out.exists():
         return out
-    hf_dir = work / f"hf-llama-{key}-{layers}l"
+    hf_dir = work / f"hf-{family}-{key}-{layers}l"
     if not (hf_dir / "config.json").exists():
         import sentencepiece as spm
         import torch
@@ -593,15 +619,20 @@ def make_gguf(llama_cpp: Path, config: dict, layers: int, dtype: str, work: Path
                                        vocab_size=256, model_type="bpe", byte_fallback=False,
                                        minloglevel=2)
         sp = spm.SentencePieceProcessor(model_file=str(hf_dir / "tokenizer.model"))
-        est = build_hf_config("llama", config["mean_estimator"]["config"])
-        hf = tf.LlamaConfig(**{k: v for k, v in est.to_dict().items()
-                               if k not in ("architectures", "_attn_implementation")})
+        est = build_hf_config(family, config["mean_estimator"]["config"])
+        config_cls, lm_cls = ((tf.LlamaConfig, tf.LlamaForCausalLM) if family == "llama" else
+                              (tf.Gemma2Config, tf.Gemma2ForCausalLM))
+        hf = config_cls(**{k: v for k, v in est.to_dict().items()
+                           if k not in ("architectures", "_attn_implementation")})
         hf.num_hidden_layers = layers
         hf.vocab_size = sp.get_piece_size()
         hf.tie_word_embeddings = False
         hf.bos_token_id, hf.eos_token_id = sp.bos_id(), sp.eos_id()
         torch.manual_seed(0)
-        model = tf.LlamaForCausalLM(hf).float()
+        if family == "gemma2":  # one entry per layer: the pattern of the layers it now has
+            hf.layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention"
+                              for i in range(layers)]
+        model = lm_cls(hf).float()
         model.save_pretrained(str(hf_dir), safe_serialization=True)
     conv = llama_cpp / "convert_hf_to_gguf.py"
     env = dict(os.environ, PYTHONPATH=str(llama_cpp / "gguf-py"))

@@ -14,7 +14,8 @@ import numbers
 import warnings
 from typing import Any
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "gemma", "gemma2",
+                         "gemma3_text", "phi3")
 PARAMETERIZATION_TYPES = ("identity", "bounded_tanh", "cloak", "cloak_sigmoid", "direct")
 ROPE_TYPES = ("default", "linear", "llama3", "longrope")
 FORMAT = "sgt4t"
@@ -39,7 +40,10 @@ _NON_TRUNK_KEYS = (
     "_attn_implementation",
     "_name_or_path",
 )
-_ROPE_KEYS = ("rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor")
+_ROPE_KEYS = ("rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor",
+              "rope_local_base_freq")
+# Gemma 3's local layers rotate with a RoPE of their own: rope_local_base_freq, default scaling.
+_LOCAL_ROPE_THETA = {"gemma3_text": 10000.0}
 
 
 def hf_classes(model_type: str):
@@ -51,6 +55,10 @@ def hf_classes(model_type: str):
         "mistral": (tf.MistralConfig, tf.MistralModel),
         "qwen2": (tf.Qwen2Config, tf.Qwen2Model),
         "qwen3": (tf.Qwen3Config, tf.Qwen3Model),
+        "smollm3": (tf.SmolLM3Config, tf.SmolLM3Model),
+        "gemma": (tf.GemmaConfig, tf.GemmaModel),
+        "gemma2": (tf.Gemma2Config, tf.Gemma2Model),
+        "gemma3_text": (tf.Gemma3TextConfig, tf.Gemma3TextModel),
         "phi3": (tf.Phi3Config, tf.Phi3Model),
     }
     if model_type not in table:
@@ -130,10 +138,17 @@ def build_hf_config(model_type: str, cfg: dict):
     """
     config_cls, _ = hf_classes(model_type)
     rope_parameters = rope_parameters_from_v4(cfg)
+    if model_type in _LOCAL_ROPE_THETA:  # one rope per layer type
+        rope_parameters = {
+            "full_attention": rope_parameters,
+            "sliding_attention": {"rope_type": "default", "rope_theta": float(
+                cfg.get("rope_local_base_freq", _LOCAL_ROPE_THETA[model_type]))},
+        }
     kwargs = {k: v for k, v in cfg.items() if k not in _NON_TRUNK_KEYS and k not in _ROPE_KEYS}
     n_layers = kwargs.get("num_hidden_layers")
-    if isinstance(kwargs.get("layer_types"), list) and n_layers is not None:
-        kwargs["layer_types"] = kwargs["layer_types"][:n_layers]
+    for per_layer in ("layer_types", "no_rope_layers"):
+        if isinstance(kwargs.get(per_layer), list) and n_layers is not None:
+            kwargs[per_layer] = kwargs[per_layer][:n_layers]
     hf = config_cls(
         **kwargs,
         rope_parameters=rope_parameters,
@@ -153,6 +168,8 @@ def build_hf_config(model_type: str, cfg: dict):
     got = dict(hf.rope_parameters)
     for key, want in rope_parameters.items():
         have = got.get(key)
+        if isinstance(want, dict):  # per layer type
+            have = {k: v for k, v in (have or {}).items() if k in want}
         if have != want:
             raise AssertionError(
                 f"transformers changed rope parameter {key}: wrote {want!r}, module uses {have!r}")
@@ -205,20 +222,37 @@ def estimator_hf_config(
         "max_position_embeddings": int(max_position_embeddings),
         "hidden_act": "silu",
     }
+    if model_type.startswith("gemma"):
+        # GeGLU; Gemma 2 and 3 name the key hidden_activation.
+        del cfg["hidden_act"]
+        cfg["hidden_act" if model_type == "gemma" else "hidden_activation"] = "gelu_pytorch_tanh"
+        cfg["attention_bias"] = bool(attention_bias)
+        if model_type in ("gemma2", "gemma3_text"):
+            if sliding_window is None:
+                raise ValueError(f"sliding_window: {model_type} needs one (its local layers)")
+            cfg["sliding_window"] = int(sliding_window)
+            cfg["query_pre_attn_scalar"] = int(head_dim)
+        return cfg
+    if model_type == "smollm3":
+        cfg["attention_bias"] = bool(attention_bias)
+        cfg["mlp_bias"] = False
+        cfg["use_sliding_window"] = sliding_window is not None
+        cfg["sliding_window"] = sliding_window
+        return cfg
     if model_type == "llama":
         cfg["attention_bias"] = bool(attention_bias)
         cfg["mlp_bias"] = False
     elif model_type in ("mistral", "phi3"):
         cfg["sliding_window"] = sliding_window  # every layer; null = full causal attention
     elif model_type in ("qwen2", "qwen3"):
-        if sliding_window is not None:
-            raise ValueError(f"sliding_window: not supported for {model_type} "
-                             "(spec: Mistral sliding_window only)")
         if model_type == "qwen3":
             cfg["attention_bias"] = bool(attention_bias)
-        # qwen2 always has q/k/v biases and no o bias; it has no attention_bias key.
-        cfg["use_sliding_window"] = False
-        cfg["sliding_window"] = None
+        # qwen2 always has q/k/v biases and no o bias; it has no attention_bias key. A window
+        # applies to the layers from max_window_layers on (the config may override it).
+        cfg["use_sliding_window"] = sliding_window is not None
+        cfg["sliding_window"] = sliding_window
+        if sliding_window is not None:
+            cfg["max_window_layers"] = 1
     else:
         hf_classes(model_type)  # raises the "unknown model_type" error
     return cfg

@@ -25,8 +25,54 @@ from .tensors import load_model_tensors
 F64 = torch.float64
 
 
-def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    return w * (x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps))
+GEMMA = ("gemma", "gemma2", "gemma3_text")
+
+
+def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float, one_plus: bool = False) -> torch.Tensor:
+    """Gemma stores the norm's weight with the 1 taken out: the factor is 1 + w."""
+    return (1.0 + w if one_plus else w) * (x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps))
+
+
+def _layer_plan(cfg: dict, model_type: str, n_layers: int):
+    """Per layer: (sliding window or None, which rope: "global", "local" or None).
+
+    From the families' documented rules: Mistral (and Phi-3, when set) slides everywhere; Qwen2/3 from
+    max_window_layers on and SmolLM3 on its NoPE layers, both only with use_sliding_window;
+    Gemma 2 on every other layer from the first; Gemma 3 on all but every
+    sliding_window_pattern-th; an explicit layer_types list names the sliding layers instead.
+    """
+    window, sliding = None, [False] * n_layers
+    has_rope = [True] * n_layers
+    if model_type == "smollm3":
+        interval = int(cfg.get("no_rope_layer_interval", 4))
+        flags = cfg.get("no_rope_layers") or [int((i + 1) % interval != 0) for i in range(n_layers)]
+        has_rope = [bool(f) for f in flags[:n_layers]]
+    if model_type == "mistral":
+        window, sliding = cfg.get("sliding_window", 4096), [True] * n_layers
+    elif model_type == "phi3":  # every layer, when set
+        window, sliding = cfg.get("sliding_window"), [True] * n_layers
+    elif model_type in ("qwen2", "qwen3", "smollm3"):
+        if cfg.get("use_sliding_window"):
+            window = cfg.get("sliding_window", 4096 if model_type != "smollm3" else None)
+        if model_type == "smollm3":
+            sliding = [not r for r in has_rope]
+        else:
+            sliding = [i >= int(cfg.get("max_window_layers", 28)) for i in range(n_layers)]
+    elif model_type == "gemma2":
+        window, sliding = cfg.get("sliding_window", 4096), [i % 2 == 0 for i in range(n_layers)]
+    elif model_type == "gemma3_text":
+        period = int(cfg.get("sliding_window_pattern", 6))
+        window = cfg.get("sliding_window", 4096)
+        sliding = [(i + 1) % period != 0 for i in range(n_layers)]
+    if model_type not in ("llama", "mistral", "gemma", "phi3") and cfg.get("layer_types"):
+        sliding = [t == "sliding_attention" for t in cfg["layer_types"][:n_layers]]
+    plan = []
+    for i in range(n_layers):
+        rope = "global" if has_rope[i] else None
+        if model_type == "gemma3_text" and sliding[i]:
+            rope = "local"
+        plan.append((window if sliding[i] else None, rope))
+    return plan
 
 
 def _inv_freq(head_dim: int, cfg: dict, seq_len: int) -> torch.Tensor:
@@ -123,57 +169,75 @@ def _split_fused(T: Dict[str, torch.Tensor], prefix: str, cfg: dict) -> None:
             T[base + "gate_proj.weight"], T[base + "up_proj.weight"] = w[:half], w[half:]
 
 
-def _layer(h, T, p, cfg, model_type, real, inv_freq, magnitude):
+def _layer(h, T, p, cfg, model_type, real, inv_freq, window, magnitude=1.0):
+    """One layer; inv_freq None: no RoPE; window None: full causal attention."""
     B, S, H = h.shape
     eps = float(cfg.get("rms_norm_eps", 1e-6))
+    gemma = model_type in GEMMA
     get = lambda name: T.get(f"{p}.{name}")  # noqa: E731
     n_heads = int(cfg["num_attention_heads"])
     head_dim = get("self_attn.q_proj.weight").shape[0] // n_heads
     n_kv = get("self_attn.k_proj.weight").shape[0] // head_dim
 
-    a = _rms_norm(h, get("input_layernorm.weight"), eps)
+    a = _rms_norm(h, get("input_layernorm.weight"), eps, gemma)
     q = _linear(a, get("self_attn.q_proj.weight"), get("self_attn.q_proj.bias"))
     k = _linear(a, get("self_attn.k_proj.weight"), get("self_attn.k_proj.bias"))
     v = _linear(a, get("self_attn.v_proj.weight"), get("self_attn.v_proj.bias"))
     q = q.view(B, S, n_heads, head_dim).transpose(1, 2)
     k = k.view(B, S, n_kv, head_dim).transpose(1, 2)
     v = v.view(B, S, n_kv, head_dim).transpose(1, 2)
-    if get("self_attn.q_norm.weight") is not None:  # qwen3: per-head RMSNorm before RoPE
-        q = _rms_norm(q, get("self_attn.q_norm.weight"), eps)
-        k = _rms_norm(k, get("self_attn.k_norm.weight"), eps)
-    q, k = _rope(q, inv_freq, magnitude), _rope(k, inv_freq, magnitude)
+    if get("self_attn.q_norm.weight") is not None:  # qwen3, gemma 3: per-head RMSNorm before RoPE
+        q = _rms_norm(q, get("self_attn.q_norm.weight"), eps, gemma)
+        k = _rms_norm(k, get("self_attn.k_norm.weight"), eps, gemma)
+    if inv_freq is not None:
+        q, k = _rope(q, inv_freq, magnitude), _rope(k, inv_freq, magnitude)
 
     # Which keys each query sees: causal, not padding, inside a Mistral sliding window
     # (a query sees itself and the window-1 keys before it).
     qi = torch.arange(S)[:, None]
     ki = torch.arange(S)[None, :]
     allowed = (ki <= qi)[None, :, :] & real[:, None, :]  # [B, Sq, Sk]
-    window = (cfg.get("sliding_window", 4096) if model_type == "mistral" else
-              cfg.get("sliding_window") if model_type == "phi3" else None)
-    if model_type in ("qwen2", "qwen3") and cfg.get("use_sliding_window"):
-        raise ValueError("qwen sliding windows are not implemented in the manual reference")
     if window is not None:
         allowed = allowed & (ki > qi - int(window))[None, :, :]
 
     group = n_heads // n_kv
     out = torch.zeros(B, n_heads, S, head_dim, dtype=F64)
     scale = 1.0 / math.sqrt(head_dim)
+    cap = None
+    if model_type in ("gemma2", "gemma3_text"):
+        scale = float(cfg.get("query_pre_attn_scalar", 256)) ** -0.5
+    if model_type == "gemma2":  # Gemma 3 carries the key but transformers never applies it
+        cap = cfg.get("attn_logit_softcapping", 50.0)
     for hq in range(n_heads):
         hk = hq // group  # GQA by index mapping
         scores = (q[:, hq] @ k[:, hk].transpose(-1, -2)) * scale  # [B, S, S]
+        if cap is not None:
+            scores = cap * torch.tanh(scores / cap)
         scores = scores.masked_fill(~allowed, float("-inf"))
         any_key = allowed.any(-1, keepdim=True)
         probs = torch.softmax(torch.where(any_key, scores, 0.0), dim=-1)
         probs = torch.where(allowed, probs, 0.0)  # a row with no key outputs 0
         out[:, hq] = probs @ v[:, hk]
     attn = out.transpose(1, 2).reshape(B, S, n_heads * head_dim)
-    h = h + _linear(attn, get("self_attn.o_proj.weight"), get("self_attn.o_proj.bias"))
+    o = _linear(attn, get("self_attn.o_proj.weight"), get("self_attn.o_proj.bias"))
+    sandwich = get("pre_feedforward_layernorm.weight") is not None  # Gemma 2, 3
+    if sandwich:  # post_attention_layernorm norms the attention's output there
+        o = _rms_norm(o, get("post_attention_layernorm.weight"), eps, gemma)
+    h = h + o
 
-    m = _rms_norm(h, get("post_attention_layernorm.weight"), eps)
+    m = _rms_norm(h, get("pre_feedforward_layernorm.weight" if sandwich
+                         else "post_attention_layernorm.weight"), eps, gemma)
     gate = _linear(m, get("mlp.gate_proj.weight"), get("mlp.gate_proj.bias"))
     up = _linear(m, get("mlp.up_proj.weight"), get("mlp.up_proj.bias"))
-    act = gate / (1.0 + torch.exp(-gate))  # silu
-    return h + _linear(act * up, get("mlp.down_proj.weight"), get("mlp.down_proj.bias"))
+    if gemma:  # GELU, tanh approximation
+        act = 0.5 * gate * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) *
+                                             (gate + 0.044715 * gate ** 3)))
+    else:
+        act = gate / (1.0 + torch.exp(-gate))  # silu
+    y = _linear(act * up, get("mlp.down_proj.weight"), get("mlp.down_proj.bias"))
+    if sandwich:
+        y = _rms_norm(y, get("post_feedforward_layernorm.weight"), eps, gemma)
+    return h + y
 
 
 def _parameterize(raw: torch.Tensor, spec: dict) -> torch.Tensor:
@@ -201,14 +265,22 @@ def _estimator(x, T, prefix, spec, real):
     n_heads = int(cfg["num_attention_heads"])
     _split_fused(T, prefix, cfg)
     head_dim = T[f"{prefix}.layers.0.self_attn.q_proj.weight"].shape[0] // n_heads
-    inv_freq = _inv_freq(head_dim, cfg, x.shape[1])
+    model_type = spec["model_type"]
+    if model_type == "gemma3_text" and "rope_theta" not in cfg:
+        cfg = dict(cfg, rope_theta=1e6)  # Gemma 3's global default
+    if model_type == "smollm3" and "rope_theta" not in cfg:
+        cfg = dict(cfg, rope_theta=2e6)
+    inv_freqs = {"global": _inv_freq(head_dim, cfg, x.shape[1]), None: None,
+                 "local": _inv_freq(head_dim, {"rope_theta": cfg.get("rope_local_base_freq",
+                                                                     10000.0)}, x.shape[1])}
     magnitude = _rope_magnitude(cfg)
     h = x
-    for i in range(n_layers):
-        h = _layer(h, T, f"{prefix}.layers.{i}", cfg, spec["model_type"], real, inv_freq,
-                   magnitude)
+    for i, (window, rope) in enumerate(_layer_plan(cfg, model_type, n_layers)):
+        h = _layer(h, T, f"{prefix}.layers.{i}", cfg, model_type, real, inv_freqs[rope], window,
+                   magnitude if rope == "global" else 1.0)
     if spec["final_norm"]:
-        h = _rms_norm(h, T[f"{prefix}.norm.weight"], float(cfg.get("rms_norm_eps", 1e-6)))
+        h = _rms_norm(h, T[f"{prefix}.norm.weight"], float(cfg.get("rms_norm_eps", 1e-6)),
+                      model_type in GEMMA)
     if spec.get("head") is not None:
         h = _linear(h, T[f"{prefix}.head.weight"], T.get(f"{prefix}.head.bias"))
     return _parameterize(h, spec["parameterization"])

@@ -3,8 +3,12 @@
 // flash_attention.hpp (the tiled, online-softmax one); both compute, for every batch row b, query
 // head h and position i,
 //
-//     s[j]            = scale * q[b, i, h, :] . k[b, j, g(h), :] + mask(b, i, j)
+//     s[j]            = cap(scale * q[b, i, h, :] . k[b, j, g(h), :]) + mask(b, i, j)
 //     out[b, i, h, :] = sum_j softmax_j(s) v[b, j, g(h), :]
+//
+// where cap(x) = x without logit soft-capping, and logit_softcap * tanh(x / logit_softcap) with
+// it (Gemma 2's attn_logit_softcapping: the scores are squashed into (-cap, cap) before the mask
+// and the softmax, as transformers' eager attention does).
 //
 // with g(h) = h / (num_heads / num_kv_heads) (grouped-query attention: consecutive query heads
 // share one kv head, as Hugging Face's repeat_kv lays them out) and mask = 0 where key_visible()
@@ -57,6 +61,7 @@ struct AttentionOptions {
   float scale = 1.0f;  // usually 1 / sqrt(head_dim); the config may say otherwise
   bool causal = true;
   std::size_t sliding_window = 0;  // 0 = no window
+  float logit_softcap = 0.0f;      // 0 = none; else scores become cap * tanh(score / cap)
 };
 
 // The scale Hugging Face uses when the config names none.
@@ -97,6 +102,19 @@ inline KeySpan visible_key_span(const AttentionOptions& options, std::size_t seq
   return span;
 }
 
+inline void check_score_options(const char* op, const AttentionOptions& options) {
+  if (!std::isfinite(options.scale))
+    throw Error(std::string(op) + ": scale " + std::to_string(options.scale) + " is not finite");
+  if (!(options.logit_softcap >= 0.0f) || !std::isfinite(options.logit_softcap))
+    throw Error(std::string(op) + ": logit_softcap " + std::to_string(options.logit_softcap) +
+                " must be finite and >= 0 (0: none)");
+}
+
+// One score through the soft cap (the scalar kernels' path; flash attention caps a tile at once).
+inline float softcap_score(float score, float cap) noexcept {
+  return cap == 0.0f ? score : cap * std::tanh(score / cap);
+}
+
 inline std::size_t checked_product(std::initializer_list<std::size_t> factors, const char* what) {
   std::size_t n = 1;
   for (std::size_t f : factors)
@@ -133,8 +151,7 @@ inline void check_attention_args(const char* op, const AttentionShape& shape,
   if (shape.num_heads % shape.num_kv_heads != 0)
     throw Error(std::string(op) + ": num_heads (" + std::to_string(shape.num_heads) +
                 ") is not a multiple of num_kv_heads (" + std::to_string(shape.num_kv_heads) + ")");
-  if (!std::isfinite(options.scale))
-    throw Error(std::string(op) + ": scale " + std::to_string(options.scale) + " is not finite");
+  check_score_options(op, options);
   // Position arithmetic in the kernels is done in size_t and, for the window, as i + 1 - W.
   const std::size_t rows = checked_product({shape.batch, shape.seq_len}, op);
   checked_product({rows, shape.num_heads, shape.head_dim}, op);

@@ -8,10 +8,11 @@
 //   positions:         [T], shared by the batch rows: query t sits at position positions[t]
 // For every batch row b, query head h and new token t at p = positions[t]:
 //
-//     s[j]            = scale * q[b, t, h, :] . k_cache[b, j, g(h), :]    for the visible j
+//     s[j]            = cap(scale * q[b, t, h, :] . k_cache[b, j, g(h), :])  for the visible j
 //     out[b, t, h, :] = sum_j softmax_j(s) v_cache[b, j, g(h), :]
 //
-// with g(h) = h / (num_heads / num_kv_heads) (GQA, as attention.hpp) and j visible when j <= p and
+// with cap the logit soft-capping and g(h) = h / (num_heads / num_kv_heads) (both as in
+// attention.hpp), and j visible when j <= p and
 // (sliding_window == 0 || p - j < sliding_window). Key p itself is always visible, so no row is
 // empty. The caller guarantees that positions [0, p] of the cache hold real keys.
 //
@@ -62,8 +63,7 @@ inline void check_cached_attention_args(const char* op, const CachedAttentionSha
   if (s.num_heads % s.num_kv_heads != 0)
     throw Error(std::string(op) + ": num_heads (" + std::to_string(s.num_heads) +
                 ") is not a multiple of num_kv_heads (" + std::to_string(s.num_kv_heads) + ")");
-  if (!std::isfinite(options.scale))
-    throw Error(std::string(op) + ": scale " + std::to_string(options.scale) + " is not finite");
+  check_score_options(op, options);
   const std::size_t rows = checked_product({s.batch, s.new_tokens}, op);
   const std::size_t cache_rows = checked_product({s.batch, s.cache_len}, op);
   check_attention_view(op, "q", rows, s.num_heads, s.head_dim, q.size(), q.cols(),
@@ -125,7 +125,9 @@ inline void cached_attention(const CachedAttentionShape& shape, const AttentionO
         const std::size_t n = std::min(kBlock, p + 1 - j0);
         float block_max = kNegInf;
         for (std::size_t jj = 0; jj < n; ++jj) {
-          scores[jj] = options.scale * detail::dot(q_i, k_base + (j0 + jj) * kv_row, D);
+          scores[jj] = detail::softcap_score(
+              options.scale * detail::dot(q_i, k_base + (j0 + jj) * kv_row, D),
+              options.logit_softcap);
           block_max = std::max(block_max, scores[jj]);
         }
         if (block_max > running_max) {
@@ -175,7 +177,10 @@ inline void cached_attention_reference(const CachedAttentionShape& shape,
         for (std::size_t j = first; j <= p; ++j) {
           float s = 0.0f;
           for (std::size_t d = 0; d < D; ++d) s += q_i[d] * k_base[j * kv_row + d];
-          scores[j - first] = options.scale * s;
+          scores[j - first] =
+              options.logit_softcap == 0.0f
+                  ? options.scale * s
+                  : options.logit_softcap * std::tanh(options.scale * s / options.logit_softcap);
           max_score = std::max(max_score, scores[j - first]);
         }
         float sum = 0.0f;

@@ -8,6 +8,7 @@
 //
 //     for each key block (Bk keys):
 //         s     = scale * q k^T, masked to -inf             (Bk x Bq tile, never S x S)
+//                 (soft-capped first when the options say so: cap * tanh(s / cap), on the tile)
 //         m'    = max(m, max_j s)                           per query
 //         alpha = exp(m - m');  p = exp(s - m')
 //         l     = alpha * l + sum_j p;  acc = alpha * acc + p v;  m = m'
@@ -339,6 +340,20 @@ inline void flash_scores_block(const FlashTaskTiles& t, const float* k_rows, std
   }
 }
 
+// Logit soft-capping of the block's scores, s = cap * tanh(s / cap), before the mask: vertical
+// SIMD over the nk x ncols tile (filler columns included: finite, masked later), so the cap costs
+// one vector tanh per score and never a score row.
+inline void flash_softcap_block(const FlashTaskTiles& t, std::size_t nk, float cap) noexcept {
+  using simd::FloatBatch;
+  constexpr std::size_t L = kFlashLanes;
+  const FloatBatch c(cap);
+  for (std::size_t jj = 0; jj < nk; ++jj) {
+    float* row = t.st + jj * t.bq;
+    for (std::size_t i = 0; i < t.ncols; i += L)
+      (c * simd::tanh(FloatBatch::load_aligned(row + i) / c)).store_aligned(row + i);
+  }
+}
+
 // Mask of the block of keys [j0, j0 + nk) for the task's queries [i0, i0 + nq): key j is visible
 // to local query columns [lo, hi); everything else becomes -inf.
 inline void flash_mask_block(const FlashTaskTiles& t, const AttentionOptions& options,
@@ -494,6 +509,7 @@ inline void flash_attention_task(const AttentionShape& shape, const AttentionOpt
         std::all_of(mask_row + j0, mask_row + j0 + nk, [](std::uint8_t m) { return m == 0; }))
       continue;  // all padding: contributes nothing to anyone
     flash_scores_block(tiles, k_head + j0 * kv_row, kv_row, nk);
+    if (options.logit_softcap != 0.0f) flash_softcap_block(tiles, nk, options.logit_softcap);
     flash_mask_block(tiles, options, mask_row, i0, j0, nk);
     flash_online_softmax_block(tiles, nk);
     flash_accumulate_pv_block(tiles, v_head + j0 * kv_row, kv_row,

@@ -139,11 +139,11 @@ inline void table_cached_attention(const KernelContext& c, const CachedAttention
 }
 
 inline void table_swiglu(const KernelContext& c, TensorView<const float> x, const SwiGluWeights& w,
-                         TensorView<float> out, float* scratch) {
+                         GatedActivation act, TensorView<float> out, float* scratch) {
   if (c.reference)
-    swiglu_mlp_reference(as_matrix(x), w, as_matrix(out), scratch, c.pool, c.precision);
+    swiglu_mlp_reference(as_matrix(x), w, as_matrix(out), scratch, c.pool, c.precision, act);
   else
-    swiglu_mlp(as_matrix(x), w, as_matrix(out), scratch, c.pool, c.precision);
+    swiglu_mlp(as_matrix(x), w, as_matrix(out), scratch, c.pool, c.precision, act);
 }
 
 inline void table_add(const KernelContext& c, TensorView<float> acc,

@@ -94,7 +94,7 @@ struct KernelTable {
                            TensorView<const float> k_cache, TensorView<const float> v_cache,
                            const std::size_t* positions, TensorView<float> out);
   void (*swiglu)(const KernelContext&, TensorView<const float> x, const SwiGluWeights& w,
-                 TensorView<float> out, float* scratch);
+                 GatedActivation act, TensorView<float> out, float* scratch);
   void (*add)(const KernelContext&, TensorView<float> acc, TensorView<const float> delta);
   void (*parameterization)(const KernelContext&, const Parameterization& p,
                            TensorView<float> values);

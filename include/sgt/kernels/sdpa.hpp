@@ -2,7 +2,8 @@
 // scores, exactly as the formula reads (see attention.hpp for layouts and the masking rule):
 //
 //     for each (batch row b, query head h, position i):
-//         s[j]  = scale * q_i . k_j  for the keys j that i sees, -inf for the others
+//         s[j]  = cap(scale * q_i . k_j)  for the keys j that i sees, -inf for the others
+//                 (cap: the optional logit soft-capping, attention.hpp)
 //         p[j]  = exp(s[j] - max_j s[j])                     (max-subtracted: exp never overflows)
 //         out_i = sum_j p[j] v_j / sum_j p[j]                 (0 when i sees no key)
 //
@@ -60,7 +61,8 @@ inline void sdpa(const AttentionShape& shape, const AttentionOptions& options,
             scores[j] = kMasked;
             continue;
           }
-          scores[j] = options.scale * detail::dot(q_i, k_head + j * kv_row, D);
+          scores[j] = detail::softcap_score(
+              options.scale * detail::dot(q_i, k_head + j * kv_row, D), options.logit_softcap);
           max_score = std::max(max_score, scores[j]);
         }
         std::fill(out_i, out_i + D, 0.0f);

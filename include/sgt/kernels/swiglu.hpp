@@ -1,5 +1,6 @@
-// swiglu_mlp: out = down(silu(gate(x)) * up(x)) -- Hugging Face's LlamaMLP with hidden_act "silu"
-// (also Mistral's and Qwen's MLP), biases only when the config says mlp_bias.
+// swiglu_mlp: out = down(act(gate(x)) * up(x)) -- Hugging Face's LlamaMLP with hidden_act "silu"
+// (also Mistral's and Qwen's MLP), biases only when the config says mlp_bias; with act = the tanh
+// approximation of GELU it is Gemma's GeGLU MLP (hidden_activation "gelu_pytorch_tanh").
 //
 //   x [T, H], gate_proj.weight [I, H], up_proj.weight [I, H], down_proj.weight [H, I],
 //   h = silu(x gate^T + b_gate) * (x up^T + b_up)       [T, I]
@@ -17,6 +18,8 @@
 //
 // silu(g) = g / (1 + exp(-g)), in f32 like PyTorch's CPU kernel, with simd's vector exp
 // (detail::silu_times); exp(-g) overflows to inf for g < -88, which gives -0, the right limit.
+// gelu_tanh(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))), PyTorch's
+// gelu(approximate="tanh") in the same order of operations, with simd's vector tanh.
 //
 // Every g and u is matmul's chain plus the bias, and h is silu(g) * u in f32, so h is
 // bit-identical to silu_times(matmul(x, gate), matmul(x, up)) and out to matmul(h, down); chunk
@@ -47,6 +50,9 @@
 #include "sgt/kernels/packed_activations.hpp"
 
 namespace sgt::kernels {
+
+// The gate's activation: SwiGLU or GeGLU (tanh approximation).
+enum class GatedActivation { Silu, GeluTanh };
 
 // The weights of one MLP, as stored (F32, BF16 or F16, each tensor its own dtype). Biases are
 // empty views (data() == nullptr) unless the config has mlp_bias.
@@ -91,6 +97,28 @@ inline void silu_times(float* g, const float* u, std::size_t n) noexcept {
   });
 }
 
+// sqrt(2 / pi), as PyTorch's GeluType::Tanh kernel spells it (M_SQRT2 * M_2_SQRTPI * 0.5).
+inline constexpr double kGeluTanhBeta = 0.7978845608028654;
+inline constexpr double kGeluTanhKappa = 0.044715;
+
+// g[i] = gelu_tanh(g[i]) * u[i], in f32 with simd's vector tanh (position-free, as silu_times).
+inline void gelu_tanh_times(float* g, const float* u, std::size_t n) noexcept {
+  using simd::FloatBatch;
+  const FloatBatch half(0.5f), one(1.0f), beta(static_cast<float>(kGeluTanhBeta)),
+      kappa(static_cast<float>(kGeluTanhKappa));
+  simd::map_in_place(g, u, n, [&](const FloatBatch& gv, const FloatBatch& uv) {
+    const FloatBatch inner = beta * (gv + kappa * (gv * gv * gv));
+    return half * gv * (one + simd::tanh(inner)) * uv;
+  });
+}
+
+inline void gate_times(GatedActivation act, float* g, const float* u, std::size_t n) noexcept {
+  if (act == GatedActivation::GeluTanh)
+    gelu_tanh_times(g, u, n);
+  else
+    silu_times(g, u, n);
+}
+
 // The packing of x for gate and up: bf16 pairs only when both are BF16 (one packed x serves both).
 inline ActivationPacking gate_up_packing(Precision precision, const SwiGluWeights& w) noexcept {
   return w.gate.dtype() == w.up.dtype() ? packing_for(precision, w.gate.dtype())
@@ -133,8 +161,8 @@ inline std::size_t check_swiglu(const char* op, const TensorView<const float>& x
 template <class GT, class UT>
 inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT* up,
                            const AnyTensorView& gate_bias, const AnyTensorView& up_bias,
-                           std::size_t i_len, ActivationPacking h_packing, float* h_buffer,
-                           ThreadPool* pool) {
+                           std::size_t i_len, GatedActivation act, ActivationPacking h_packing,
+                           float* h_buffer, ThreadPool* pool) {
   const std::size_t k_len = xp.k_len;
   const std::size_t h_words = packed_tile_words(i_len, h_packing);
   const TileGrid grid(xp.tokens, i_len, k_len, packed_tile_bytes(xp));
@@ -163,7 +191,7 @@ inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT
         if (has_bu) u[j * kTileTokens + lane] += bu;
       }
     }
-    silu_times(g, u, nr * kTileTokens);
+    gate_times(act, g, u, nr * kTileTokens);
     if (h_packing == ActivationPacking::F32) {
       float* dst = h_buffer + tile * h_words + n0 * kTileTokens;
       std::copy(g, g + nr * kTileTokens, dst);
@@ -185,8 +213,9 @@ inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT
 template <class GT, class UT>
 inline void swiglu_gate_up_narrow(const PackedActivations& xp, const GT* gate, const UT* up,
                                   const AnyTensorView& gate_bias, const AnyTensorView& up_bias,
-                                  std::size_t i_len, ActivationPacking h_packing, bool h_narrow,
-                                  float* h_buffer, ThreadPool* pool) {
+                                  std::size_t i_len, GatedActivation act,
+                                  ActivationPacking h_packing, bool h_narrow, float* h_buffer,
+                                  ThreadPool* pool) {
   const std::size_t tokens = xp.tokens, lanes = h_narrow ? tokens : kTileTokens;
   const bool has_bg = gate_bias.data() != nullptr, has_bu = up_bias.data() != nullptr;
   const std::size_t items = (i_len + kNarrowItem - 1) / kNarrowItem;
@@ -203,10 +232,10 @@ inline void swiglu_gate_up_narrow(const PackedActivations& xp, const GT* gate, c
           if (has_bu) u[t * kNarrowItem + f] += bias_at(up_bias, n0 + f);
         }
       if (nf == kNarrowItem) {
-        silu_times(g, u, tokens * kNarrowItem);
+        gate_times(act, g, u, tokens * kNarrowItem);
       } else {
         for (std::size_t t = 0; t < tokens; ++t)
-          silu_times(g + t * kNarrowItem, u + t * kNarrowItem, nf);
+          gate_times(act, g + t * kNarrowItem, u + t * kNarrowItem, nf);
       }
       if (h_packing == ActivationPacking::F32) {
         for (std::size_t f = 0; f < nf; ++f) {
@@ -233,13 +262,14 @@ SGT_ISA_END
 }  // namespace detail
 SGT_ISA_BEGIN
 
-// out[T, H] = down(silu(gate(x)) * up(x)). `scratch` holds swiglu_scratch_floats(T, H, I) floats
+// out[T, H] = down(act(gate(x)) * up(x)). `scratch` holds swiglu_scratch_floats(T, H, I) floats
 // and must not overlap x or out; out may be x itself (each token block of x is packed before the
 // same rows of out are written). Throws sgt::Error, naming the projection and both shapes, when a
 // shape disagrees.
 inline void swiglu_mlp(TensorView<const float> x, const SwiGluWeights& w, TensorView<float> out,
                        float* scratch, ThreadPool* pool = nullptr,
-                       Precision precision = Precision::F32) {
+                       Precision precision = Precision::F32,
+                       GatedActivation act = GatedActivation::Silu) {
   const std::size_t i_len = detail::check_swiglu("swiglu_mlp", x, w, out, scratch);
   const std::size_t t_len = x.dim(0), h_len = x.dim(1);
   if (out.size() == 0) return;
@@ -272,13 +302,13 @@ inline void swiglu_mlp(TensorView<const float> x, const SwiGluWeights& w, Tensor
             if (x_narrow) {
               detail::swiglu_gate_up_narrow<GT, UT>(
                   xp, static_cast<const GT*>(w.gate.data()), static_cast<const UT*>(w.up.data()),
-                  w.gate_bias, w.up_bias, i_len, h_packing, h_narrow, h_buffer, pool);
+                  w.gate_bias, w.up_bias, i_len, act, h_packing, h_narrow, h_buffer, pool);
               return;
             }
           }
           detail::swiglu_gate_up<GT, UT>(xp, static_cast<const GT*>(w.gate.data()),
                                          static_cast<const UT*>(w.up.data()), w.gate_bias,
-                                         w.up_bias, i_len, h_packing, h_buffer, pool);
+                                         w.up_bias, i_len, act, h_packing, h_buffer, pool);
         });
       });
     }
@@ -287,18 +317,18 @@ inline void swiglu_mlp(TensorView<const float> x, const SwiGluWeights& w, Tensor
 }
 
 // The yardstick: matmul_reference for the three projections (at `precision`, rounding x and h as
-// swiglu_mlp does), silu * up in double, rounded to f32 (the precision of h). Allocates its own g,
-// u and h; `scratch` is checked like swiglu_mlp's but not used.
+// swiglu_mlp does), act(gate) * up in double, rounded to f32 (the precision of h). Allocates its
+// own g, u and h; `scratch` is checked like swiglu_mlp's but not used.
 inline void swiglu_mlp_reference(TensorView<const float> x, const SwiGluWeights& w,
-                                 TensorView<float> out, float* scratch,
-                                 ThreadPool* pool = nullptr,
-                                 Precision precision = Precision::F32) {
+                                 TensorView<float> out, float* scratch, ThreadPool* pool = nullptr,
+                                 Precision precision = Precision::F32,
+                                 GatedActivation act = GatedActivation::Silu) {
   (void)pool;
   const std::size_t i_len = detail::check_swiglu("swiglu_mlp_reference", x, w, out, scratch);
   const std::size_t t_len = x.dim(0);
   const Precision gate_up_precision =
       detail::gate_up_packing(precision, w) == ActivationPacking::Bf16Pairs ? Precision::Bf16
-                                                                             : Precision::F32;
+                                                                            : Precision::F32;
   WipedVector<float> g(t_len * i_len), u(t_len * i_len), h(t_len * i_len);
   matmul_reference(x, w.gate, w.gate_bias, TensorView<float>(g.data(), {t_len, i_len}), nullptr,
                    gate_up_precision);
@@ -306,7 +336,12 @@ inline void swiglu_mlp_reference(TensorView<const float> x, const SwiGluWeights&
                    gate_up_precision);
   for (std::size_t e = 0; e < t_len * i_len; ++e) {
     const double gd = g[e];
-    h[e] = static_cast<float>(gd / (1.0 + std::exp(-gd)) * static_cast<double>(u[e]));
+    const double a = act == GatedActivation::GeluTanh
+                         ? 0.5 * gd *
+                               (1.0 + std::tanh(detail::kGeluTanhBeta *
+                                                (gd + detail::kGeluTanhKappa * gd * gd * gd)))
+                         : gd / (1.0 + std::exp(-gd));
+    h[e] = static_cast<float>(a * static_cast<double>(u[e]));
   }
   matmul_reference(TensorView<const float>(h.data(), {t_len, i_len}), w.down, w.down_bias, out,
                    nullptr, precision);

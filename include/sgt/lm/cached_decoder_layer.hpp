@@ -1,7 +1,7 @@
 // One decoder layer of a causal LM with a KV cache: the formula of model/decoder_layer.hpp,
 //
 //   h = h + Attention(RMSNorm_in(h))      RoPE at cache_position, keys/values appended to the cache
-//   h = h + MLP(RMSNorm_post(h))          SwiGLU
+//   h = h + MLP(RMSNorm_mlp(h))           (and the optional output norms of DecoderLayer)
 //
 // where the T new tokens' queries attend to every cached position up to their own. Two paths for
 // the attention, one result:
@@ -40,7 +40,7 @@ struct CacheStep {
 
 struct CachedDecoderLayer {
   static void forward(const DecoderConfig& c, const DecoderLayerWeights& w,
-                      const kernels::RopeTable& rope, const CacheStep& step, KvCache& cache,
+                      const kernels::RopeTable* rope, const CacheStep& step, KvCache& cache,
                       std::size_t layer, TensorView<float> h, const LayerBuffers& buf,
                       const Ops& ops) {
     DecoderLayer::input_norm(c, w, h, buf, ops);
@@ -59,7 +59,7 @@ struct CachedDecoderLayer {
   // rows of h that forward() would leave. `last` may share normed, delta, q and the MLP scratch
   // with `buf` (free once the heads ran), but not attn: the gather reads buf.attn.
   static void forward_last_tokens(const DecoderConfig& c, const DecoderLayerWeights& w,
-                                  const kernels::RopeTable& rope, const CacheStep& step,
+                                  const kernels::RopeTable* rope, const CacheStep& step,
                                   KvCache& cache, std::size_t layer, TensorView<const float> h,
                                   const LayerBuffers& buf, TensorView<float> last_h,
                                   const LayerBuffers& last, const Ops& ops) {
@@ -78,15 +78,17 @@ struct CachedDecoderLayer {
   // buf.attn = the attention heads' output for the T new tokens (before o_proj); their keys and
   // values are written to the cache first.
   static void attention(const DecoderConfig& c, const AttentionWeights& w,
-                        const kernels::RopeTable& rope, const CacheStep& step, KvCache& cache,
+                        const kernels::RopeTable* rope, const CacheStep& step, KvCache& cache,
                         std::size_t layer, const LayerBuffers& buf, const Ops& ops) {
     const std::size_t hd = c.head_dim, nh = c.num_attention_heads, nkv = c.num_key_value_heads;
     DecoderLayer::project_qkv(c, w, step.batch * step.tokens, buf, ops);
-    ops.apply_rope_at(buf.q, nh, hd, rope, step.positions);
-    ops.apply_rope_at(buf.k, nkv, hd, rope, step.positions);
+    if (rope) {  // null: a layer without RoPE
+      ops.apply_rope_at(buf.q, nh, hd, *rope, step.positions);
+      ops.apply_rope_at(buf.k, nkv, hd, *rope, step.positions);
+    }
     cache.write(layer, step.start, buf.k, buf.v);
 
-    const kernels::AttentionOptions options = DecoderLayer::attention_options(c);
+    const kernels::AttentionOptions options = DecoderLayer::attention_options(c, layer);
     if (step.fresh()) {
       kernels::AttentionShape shape{step.batch, step.tokens, nh, nkv, hd};
       ops.attention(shape, options, buf.q, buf.k, buf.v, nullptr, buf.attn);

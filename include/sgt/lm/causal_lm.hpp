@@ -18,6 +18,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -143,8 +144,7 @@ class CausalLM {
       if (in.input_ids.empty())
         std::copy(in.inputs_embeds.data(), in.inputs_embeds.data() + B * T * H, h.data());
       else
-        ops.embedding(weights_.embed_tokens, in.input_ids.data(), B * T,
-                      TensorView<float>(h.data(), {B * T, H}));
+        embed_ids(in.input_ids.data(), B * T, TensorView<float>(h.data(), {B * T, H}), ops);
       const LayerBuffers buf = ws.layer_buffers();
       const DecoderConfig& d = config_.decoder;
       // Under LogitsFor::Last the last layer keeps only the last token of each sequence after its
@@ -154,10 +154,12 @@ class CausalLM {
       for (std::size_t i = 0; i <= last; ++i) {
         const DecoderLayerWeights& layer = weights_.decoder.layers[i];
         if (prune && i == last)
-          CachedDecoderLayer::forward_last_tokens(d, layer, ws.rope(), step, cache, i, h, buf,
-                                                  ws.last_rows(), ws.last_token_buffers(), ops);
+          CachedDecoderLayer::forward_last_tokens(d, layer, ws.rope().for_layer(d, i), step, cache,
+                                                  i, h, buf, ws.last_rows(),
+                                                  ws.last_token_buffers(), ops);
         else
-          CachedDecoderLayer::forward(d, layer, ws.rope(), step, cache, i, h, buf, ops);
+          CachedDecoderLayer::forward(d, layer, ws.rope().for_layer(d, i), step, cache, i, h, buf,
+                                      ops);
       }
       cache.commit(start, T);
 
@@ -172,6 +174,9 @@ class CausalLM {
       out.values.resize(B * out.rows * V);
       ops.matmul(rows, weights_.lm_head, AnyTensorView(),
                  TensorView<float>(out.values.data(), {B * out.rows, V}), ws.head_pack());
+      // Gemma 2's final soft cap, cap * tanh(logits / cap), in f32 as transformers computes it.
+      if (const float cap = d.final_logit_softcapping; cap != 0.0f)
+        for (float& x : out.values) x = cap * std::tanh(x / cap);
     } catch (...) {
       cache.truncate(start);
       throw;
@@ -188,6 +193,15 @@ class CausalLM {
 
  private:
   CausalLM() = default;
+
+  // h = E[ids] * embedding_scale (the scale only where the family has one: a multiply by 1 would
+  // be exact too, but costs a pass over h).
+  void embed_ids(const std::int64_t* ids, std::size_t count, TensorView<float> h,
+                 const Ops& ops) const {
+    ops.embedding(weights_.embed_tokens, ids, count, h);
+    if (const float scale = config_.embedding_scale; scale != 1.0f)
+      for (std::size_t i = 0; i < h.size(); ++i) h.data()[i] *= scale;
+  }
 
   // Every Linear weight, lm_head included, is stored as BF16.
   bool linears_are_bf16() const noexcept {

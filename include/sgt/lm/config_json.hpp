@@ -1,13 +1,14 @@
 // Loading a Hugging Face causal LM's config.json into CausalLmConfig (lm/config.hpp).
 //
-// The file is the one `save_pretrained` writes for LlamaForCausalLM, MistralForCausalLM,
-// Qwen2ForCausalLM, Qwen3ForCausalLM or Phi3ForCausalLM: model_type picks the family row
-// (model/families.hpp), and the decoder keys are read by the same parser as an estimator's
-// `config` (model/config_json.hpp), with the family's defaults for absent keys. Every error is an
-// sgt::Error naming the file and the key; unknown keys are logged and ignored, as transformers
-// ignores them.
+// The file is the one `save_pretrained` writes for the XForCausalLM of a family of
+// model/families.hpp (Llama, Mistral, Qwen2, Qwen3, SmolLM3, Gemma, Gemma 2, Gemma 3 text, Phi-3):
+// model_type picks the family row, and the decoder keys are read by the same parser as an
+// estimator's `config` (model/config_json.hpp), with the family's defaults for absent keys. Every
+// error is an sgt::Error naming the file and the key; unknown keys are logged and ignored, as
+// transformers ignores them.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -36,9 +37,12 @@ inline CausalLmConfig parse_causal_lm_config(const nlohmann::json& j) {
   // save_pretrained always writes vocab_size; a config without it is not one we should guess.
   out.vocab_size =
       static_cast<std::size_t>(c.integer("vocab_size", std::nullopt, 1, kMaxConfigDimension));
-  // False in all four families' transformers config classes.
-  out.tie_word_embeddings = c.boolean("tie_word_embeddings", false);
+  // False in the Llama, Mistral and Qwen config classes, true in SmolLM3's and Gemma's.
+  out.tie_word_embeddings = c.boolean("tie_word_embeddings", family->defaults.tie_word_embeddings);
   out.decoder = detail::parse_decoder_config(*family, c);
+  if (family->scaled_embeddings)
+    out.embedding_scale =
+        static_cast<float>(std::sqrt(static_cast<double>(out.decoder.hidden_size)));
   return out;
 }
 

@@ -42,8 +42,7 @@ class LmWorkspace {
     DecoderBuffers::grow(last_, batch * hidden);
     DecoderBuffers::grow(last_attn_, batch * q);
     if (positions_.size() < tokens) positions_.resize(tokens);
-    if (!rope_ || rope_->num_positions() < positions || !rope_->serves(d.rope, context_end))
-      rope_.emplace(d.rope, positions, kernels::rope_uses_long_factors(d.rope, context_end));
+    rope_.plan(d, positions, context_end);
     batch_ = batch;
     hidden_ = hidden;
     q_width_ = q;
@@ -74,14 +73,14 @@ class LmWorkspace {
   float* head_pack() { return layers_.head_pack(); }
   // cache_position as the kernels take it: T positions.
   std::size_t* positions() { return positions_.data(); }
-  const kernels::RopeTable& rope() const { return *rope_; }
+  const RopeTables& rope() const { return rope_; }
 
  private:
   DecoderBuffers layers_;
   // Every buffer holds the prompt or values computed from it: wiped when released.
   WipedVector<float> last_, last_attn_;
   std::vector<std::size_t> positions_;
-  std::optional<kernels::RopeTable> rope_;
+  RopeTables rope_;
   std::size_t batch_ = 0, hidden_ = 0, q_width_ = 0, kv_width_ = 0;
 };
 

@@ -133,6 +133,43 @@ class DecoderBuffers {
   std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0;
 };
 
+// The RoPE tables of one decoder stack for a number of positions: the global table, and the local
+// one when some layer rotates with DecoderConfig::local_rope (Gemma 3). Rebuilt only when they
+// must grow or their parameters change.
+class RopeTables {
+ public:
+  // Tables for `positions` positions, for a call whose last position is context_end - 1:
+  // longrope's factor set follows it (RopeTable::serves). An estimator runs positions 0..S-1.
+  void plan(const DecoderConfig& d, std::size_t positions, std::size_t context_end) {
+    bool local = false;
+    for (const LayerAttention& l : d.layers) local = local || l.rope == LayerRope::Local;
+    plan_one(global_, d.rope, positions, context_end);
+    if (local) plan_one(local_, d.local_rope, positions, context_end);
+  }
+  void plan(const DecoderConfig& d, std::size_t positions) { plan(d, positions, positions); }
+
+  // The table layer i rotates q and k with: null for a layer without RoPE.
+  const kernels::RopeTable* for_layer(const DecoderConfig& d, std::size_t i) const {
+    switch (d.layers[i].rope) {
+      case LayerRope::Global:
+        return &*global_;
+      case LayerRope::Local:
+        return &*local_;
+      case LayerRope::None:
+        return nullptr;
+    }
+    return nullptr;
+  }
+
+ private:
+  static void plan_one(std::optional<kernels::RopeTable>& table, const kernels::RopeParameters& p,
+                       std::size_t positions, std::size_t context_end) {
+    if (!table || table->num_positions() < positions || !table->serves(p, context_end))
+      table.emplace(p, positions, kernels::rope_uses_long_factors(p, context_end));
+  }
+  std::optional<kernels::RopeTable> global_, local_;
+};
+
 class Workspace {
  public:
   // Sizes every buffer for `batch` x `seq_len` tokens of `model` (growing only), and the RoPE
@@ -156,8 +193,8 @@ class Workspace {
     // noise_ grows on demand (noise()): without intermediates eps lives in normed (eps_scratch).
     protect_.resize(std::max(protect_.size(), t));
     mask_.resize(std::max(mask_.size(), t));
-    plan_rope(mean_rope_, model.mean_estimator.decoder.rope, seq_len);
-    plan_rope(std_rope_, model.std_estimator.decoder.rope, seq_len);
+    mean_rope_.plan(model.mean_estimator.decoder, seq_len);
+    std_rope_.plan(model.std_estimator.decoder, seq_len);
     batch_ = batch;
     seq_len_ = seq_len;
     hidden_ = hidden;
@@ -182,16 +219,10 @@ class Workspace {
   TensorView<float> eps_scratch() { return layers_.normed(); }
   std::uint8_t* protect() { return protect_.data(); }
   std::uint8_t* attention_mask() { return mask_.data(); }
-  const kernels::RopeTable& mean_rope() const { return *mean_rope_; }
-  const kernels::RopeTable& std_rope() const { return *std_rope_; }
+  const RopeTables& mean_rope() const { return mean_rope_; }
+  const RopeTables& std_rope() const { return std_rope_; }
 
  private:
-  // Positions 0..S-1, so a call ends at S: longrope's factor set follows S (RopeTable::serves).
-  static void plan_rope(std::optional<kernels::RopeTable>& table, const kernels::RopeParameters& p,
-                        std::size_t positions) {
-    if (!table || table->num_positions() < positions || !table->serves(p, positions))
-      table.emplace(p, positions, kernels::rope_uses_long_factors(p, positions));
-  }
   TensorView<float> view(WipedVector<float>& v) {
     return TensorView<float>(v.data(), {batch_, seq_len_, hidden_});
   }
@@ -200,7 +231,7 @@ class Workspace {
   // Every buffer holds the clean prompt or values computed from it: wiped when released.
   WipedVector<float> embeddings_, mean_, sigma_, noise_;
   WipedVector<std::uint8_t> protect_, mask_;
-  std::optional<kernels::RopeTable> mean_rope_, std_rope_;
+  RopeTables mean_rope_, std_rope_;
   std::size_t batch_ = 0, seq_len_ = 0, hidden_ = 0;
 };
 

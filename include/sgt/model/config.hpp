@@ -19,6 +19,7 @@
 #include "sgt/kernels/parameterization.hpp"
 #include "sgt/kernels/rms_norm.hpp"
 #include "sgt/kernels/rope.hpp"
+#include "sgt/kernels/swiglu.hpp"
 #include "sgt/model/families.hpp"
 
 namespace sgt {
@@ -42,6 +43,13 @@ inline constexpr EnumName<ParameterizationType> kParameterizationTypeNames[] = {
     {ParameterizationType::CloakSigmoid, "cloak_sigmoid"},
     {ParameterizationType::Direct, "direct"}};
 
+inline constexpr EnumName<kernels::GatedActivation> kHiddenActNames[] = {
+    {kernels::GatedActivation::Silu, "silu"},
+    {kernels::GatedActivation::GeluTanh, "gelu_pytorch_tanh"}};
+
+inline const char* hidden_act_name(kernels::GatedActivation a) noexcept {
+  return enum_name(kHiddenActNames, a);
+}
 inline const char* rope_type_name(RopeType t) noexcept {
   return enum_name(kRopeTypeNames, t);
 }
@@ -53,6 +61,19 @@ inline const char* parameterization_type_name(ParameterizationType t) noexcept {
 // bits and that a hostile config cannot make the tensor list hold billions of names.
 inline constexpr std::uint64_t kMaxConfigDimension = 2147483647;  // 2^31 - 1
 inline constexpr std::uint64_t kMaxConfigLayers = 4096;
+
+// Which RoPE a layer applies to q and k.
+enum class LayerRope {
+  Global,  // DecoderConfig::rope
+  Local,   // DecoderConfig::local_rope (Gemma 3's sliding layers: rope_local_base_freq)
+  None,    // none at all (SmolLM3's no_rope_layers)
+};
+
+// How one layer attends: the keys it sees and the rotation it applies.
+struct LayerAttention {
+  std::size_t sliding_window = 0;  // 0: every earlier key; else the last sliding_window keys
+  LayerRope rope = LayerRope::Global;
+};
 
 struct DecoderConfig {
   ModelType model_type = ModelType::Llama;
@@ -68,18 +89,25 @@ struct DecoderConfig {
   // even and >= 2.
   kernels::RopeParameters rope;
   std::size_t max_position_embeddings = 0;
-  double attention_scale = 0;       // head_dim^-0.5, computed as transformers does (pow, in double)
-  std::string hidden_act = "silu";  // only "silu" is accepted for now
+  kernels::RopeParameters local_rope;  // the layers with LayerRope::Local
+  // head_dim^-0.5, or query_pre_attn_scalar^-0.5 (Gemma 2, 3): computed as transformers does (pow,
+  // in double).
+  double attention_scale = 0;
+  kernels::GatedActivation hidden_act = kernels::GatedActivation::Silu;  // the MLP's gate
 
   // Architecture switches, resolved by the loader from the family's description and the keys.
-  bool attention_bias = false;     // q_proj, k_proj, v_proj have biases
-  bool o_proj_bias = false;        // o_proj has a bias
-  bool mlp_bias = false;           // gate/up/down have biases
-  bool qk_norm = false;            // per-head RMSNorm on q and k after the projections
+  bool attention_bias = false;         // q_proj, k_proj, v_proj have biases
+  bool o_proj_bias = false;            // o_proj has a bias
+  bool mlp_bias = false;               // gate/up/down have biases
+  bool qk_norm = false;                // per-head RMSNorm on q and k after the projections
   // q/k/v stored as one qkv_proj [q + 2 kv, H] and gate/up as one gate_up_proj [2 I, H] (Phi-3);
   // the loader splits them into the row ranges the layer reads, without a copy.
   bool fused_projections = false;
-  std::size_t sliding_window = 0;  // 0 = none; else every layer sees this many keys
+  std::vector<LayerAttention> layers;  // [num_hidden_layers]: each layer's window and RoPE
+  float attn_logit_softcapping = 0;    // 0 = none; else scores -> cap * tanh(score / cap)
+  float final_logit_softcapping = 0;   // the same on a causal LM's logits (an estimator has none)
+  // Gemma 2, 3: the attention's and the MLP's outputs are normed before their residual adds.
+  bool sandwich_norms = false;
   kernels::RmsNormStyle norm_style = kernels::RmsNormStyle::Weight;
 };
 

@@ -16,8 +16,8 @@
 #include <limits>
 #include <optional>
 #include <string>
-#include <utility>
 #include <vector>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -82,6 +82,100 @@ inline std::vector<float> read_rope_factors(JsonObjectReader& r, const char* key
   return out;
 }
 
+// One RoPE dict (rope_scaling, rope_parameters, or one layer type's entry of rope_parameters) into
+// `rope`, whose theta and partial_rotary_factor hold the top-level values on entry: the dict's own
+// win. Returns the key of partial_rotary_factor relative to c when the dict gave it, else "".
+inline std::string parse_rope_dict(JsonObjectReader& c, const nlohmann::json& dict,
+                                   const std::string& dict_key,
+                                   std::optional<std::uint64_t> top_original,
+                                   std::size_t max_position_embeddings,
+                                   kernels::RopeParameters& rope) {
+  JsonObjectReader r(dict, c.path_of(dict_key));
+  std::string type_key = dict.contains("rope_type") ? "rope_type" : "type";
+  const std::string type = r.string(type_key, std::string("default"));
+  if (type_key == "rope_type") r.string("type", std::string());  // legacy spelling, checked only
+  const std::optional<RopeType> rope_type = enum_from_name(kRopeTypeNames, type);
+  if (!rope_type)
+    r.fail(type_key, "rope type '" + type + "' is not supported (" +
+                         enum_names_list(kRopeTypeNames) + " are)");
+  rope.type = *rope_type;
+  rope.theta = r.positive_number("rope_theta", rope.theta);
+  std::string partial_key;
+  if (dict.contains("partial_rotary_factor")) {
+    rope.partial_rotary_factor = r.number("partial_rotary_factor", std::nullopt);
+    partial_key = dict_key + ".partial_rotary_factor";
+  }
+  if (rope.type == RopeType::Linear || rope.type == RopeType::Llama3)
+    rope.factor = r.positive_number("factor", std::nullopt);
+  if (rope.type == RopeType::Llama3) {
+    rope.low_freq_factor = r.positive_number("low_freq_factor", std::nullopt);
+    rope.high_freq_factor = r.number("high_freq_factor", std::nullopt);
+    // The smoothing factor divides by (high - low); equal factors would divide by zero.
+    if (!(rope.high_freq_factor > rope.low_freq_factor))
+      r.fail("high_freq_factor", "must be greater than low_freq_factor (" +
+                                     std::to_string(rope.low_freq_factor) + "), got " +
+                                     std::to_string(rope.high_freq_factor));
+    const std::uint64_t original =
+        r.integer("original_max_position_embeddings", max_position_embeddings, 1,
+                  std::numeric_limits<std::int64_t>::max());
+    rope.original_max_position_embeddings =
+        static_cast<std::size_t>(top_original ? *top_original : original);
+  }
+  if (rope.type == RopeType::LongRope) {
+    const std::uint64_t original =
+        r.integer("original_max_position_embeddings", max_position_embeddings, 1,
+                  std::numeric_limits<std::int64_t>::max());
+    rope.original_max_position_embeddings =
+        static_cast<std::size_t>(top_original ? *top_original : original);
+    const auto original_f = static_cast<double>(rope.original_max_position_embeddings);
+    rope.factor = r.positive_number(
+        "factor", static_cast<double>(max_position_embeddings) / original_f);
+    const bool scaled = rope.factor > 1.0;
+    if (scaled && rope.original_max_position_embeddings == 1 && !dict.contains("attention_factor"))
+      r.fail("original_max_position_embeddings",
+             "must be > 1 to derive attention_factor (ln(original) divides), or give "
+             "attention_factor");
+    rope.attention_factor = r.positive_number(
+        "attention_factor",
+        scaled ? std::sqrt(1.0 + std::log(rope.factor) / std::log(original_f)) : 1.0);
+    rope.short_factor = read_rope_factors(r, "short_factor");
+    rope.long_factor = read_rope_factors(r, "long_factor");
+    // Each list has rotary_dim / 2 numbers; an invalid rotary dimension is check_rope's to report.
+    const auto rotary_dim = static_cast<std::size_t>(static_cast<double>(rope.head_dim) *
+                                                     rope.partial_rotary_factor);
+    if (rotary_dim >= 2 && rotary_dim % 2 == 0)
+      for (const auto& [key, factors] : {std::pair<const char*, const std::vector<float>&>{
+                                             "short_factor", rope.short_factor},
+                                         {"long_factor", rope.long_factor}}) {
+        const std::size_t n = factors.size();
+        if (n != rotary_dim / 2)
+          r.fail(key, "has " + std::to_string(n) + " values, but the rotary dimension " +
+                          std::to_string(rotary_dim) + " needs " + std::to_string(rotary_dim / 2));
+      }
+  }
+  r.warn_unknown_keys();
+  return partial_key;
+}
+
+// The checks of a parsed rope that name the key to fix: partial_rotary_factor in (0, 1], and an
+// even rotary dimension of at least 2.
+inline void check_rope(JsonObjectReader& c, const DecoderConfig& d,
+                       const kernels::RopeParameters& rope, const std::string& partial_key) {
+  if (!(rope.partial_rotary_factor > 0 && rope.partial_rotary_factor <= 1))
+    throw Error("must be in (0, 1], got " + std::to_string(rope.partial_rotary_factor))
+        .at_key(c.path_of(partial_key));
+  // Python's int(head_dim * partial_rotary_factor): a double product, truncated. The kernel
+  // computes the same (kernels::RopeTable); checking it here names the key to fix.
+  const auto rotary_dim =
+      static_cast<std::size_t>(static_cast<double>(d.head_dim) * rope.partial_rotary_factor);
+  if (rotary_dim < 2 || rotary_dim % 2 != 0)
+    throw Error("RoPE needs an even rotary dimension of at least 2, but head_dim " +
+                std::to_string(d.head_dim) + " x partial_rotary_factor " +
+                std::to_string(rope.partial_rotary_factor) + " gives " + std::to_string(rotary_dim))
+        .at_key(
+            c.path_of(rope.partial_rotary_factor == 1.0 ? std::string("head_dim") : partial_key));
+}
+
 // RoPE, spelled either way transformers writes it:
 //   v4: "rope_theta": x, "rope_scaling": {"rope_type" (or legacy "type"): ..., "factor": ...}
 //   v5: "rope_parameters": {"rope_type": ..., "rope_theta": x, "factor": ...}
@@ -89,13 +183,19 @@ inline std::vector<float> read_rope_factors(JsonObjectReader& r, const char* key
 // chosen dict its own rope_theta / partial_rotary_factor win over the top-level keys; rope_type
 // wins over type; llama3's and longrope's original_max_position_embeddings defaults to
 // max_position_embeddings, and a top-level original_max_position_embeddings takes priority, as
-// transformers gives it -- including the config class's own default (`class_original_max`,
-// Phi3Config's 4096), which the class has even when the key is absent.
+// transformers gives it -- including the config class's own default (Phi3Config's 4096), which the
+// class has even when the key is absent.
 // longrope (HF `_compute_longrope_parameters`): short_factor and long_factor, rotary_dim / 2
 // numbers each; factor defaults to max_position_embeddings / original_max_position_embeddings;
 // attention_factor defaults to 1 when factor <= 1, else sqrt(1 + ln(factor) / ln(original)).
-inline void parse_rope(JsonObjectReader& c, DecoderConfig& d,
-                       std::optional<std::uint64_t> class_original_max) {
+//
+// A family with a local RoPE (RopeRule::LocalOnSlidingLayers, Gemma 3) has one per layer type:
+//   v5: "rope_parameters": {"full_attention": {...}, "sliding_attention": {...}}
+//   v4: the above for the global layers, "rope_local_base_freq" (default rope) for the local ones
+// with the family's two default thetas.
+inline void parse_rope(const ModelFamily& family, JsonObjectReader& c, DecoderConfig& d) {
+  const HfDecoderDefaults& def = family.defaults;
+  const bool two_ropes = family.rope == RopeRule::LocalOnSlidingLayers;
   const nlohmann::json* scaling = c.find("rope_scaling");
   const nlohmann::json* parameters = c.find("rope_parameters");
   if (scaling && !scaling->is_null() && !scaling->is_object())
@@ -104,6 +204,42 @@ inline void parse_rope(JsonObjectReader& c, DecoderConfig& d,
     c.fail("rope_parameters",
            "must be a JSON object or null, got " + detail::json_excerpt(*parameters));
   auto non_empty = [](const nlohmann::json* v) { return v && v->is_object() && !v->empty(); };
+  const bool per_layer_type = non_empty(parameters) && (parameters->contains("full_attention") ||
+                                                        parameters->contains("sliding_attention"));
+  if (per_layer_type && !two_ropes)
+    c.fail("rope_parameters",
+           "per-layer-type RoPE parameters are not supported for " + std::string(family.name));
+
+  const double top_theta = c.positive_number("rope_theta", def.rope_theta);
+  const double top_partial = c.number("partial_rotary_factor", 1.0);
+  const std::optional<std::uint64_t> top_original =
+      c.nullable_integer("original_max_position_embeddings", def.original_max_position_embeddings, 1,
+                         std::numeric_limits<std::int64_t>::max());
+  d.rope.head_dim = d.head_dim;
+  d.rope.theta = top_theta;
+  d.rope.partial_rotary_factor = top_partial;
+  std::string partial_key = "partial_rotary_factor";  // relative to c: where the value came from
+  if (two_ropes) {
+    d.local_rope.head_dim = d.head_dim;
+    d.local_rope.theta = c.positive_number("rope_local_base_freq", def.local_rope_theta);
+  }
+
+  if (per_layer_type) {
+    JsonObjectReader p(*parameters, c.path_of("rope_parameters"));
+    for (const char* type : {"full_attention", "sliding_attention"}) {
+      const bool local = std::string(type) == "sliding_attention";
+      kernels::RopeParameters& rope = local ? d.local_rope : d.rope;
+      if (const nlohmann::json* entry = p.find_value(type)) {
+        if (!entry->is_object())
+          p.fail(type, "must be a JSON object or null, got " + detail::json_excerpt(*entry));
+        const std::string key = parse_rope_dict(c, *entry, std::string("rope_parameters.") + type,
+                                                top_original, d.max_position_embeddings, rope);
+        check_rope(c, d, rope, key.empty() ? partial_key : key);
+      }
+    }
+    p.warn_unknown_keys();
+    return;
+  }
   const char* dict_key = non_empty(scaling) ? "rope_scaling" : "rope_parameters";
   const nlohmann::json* dict = non_empty(scaling)      ? scaling
                                : non_empty(parameters) ? parameters
@@ -111,100 +247,14 @@ inline void parse_rope(JsonObjectReader& c, DecoderConfig& d,
   if (non_empty(scaling) && non_empty(parameters) && *scaling != *parameters)
     log_warning(c.path_of("rope_parameters") +
                 ": ignored, rope_scaling is given too and takes precedence (as in transformers)");
-
-  const double top_theta = c.positive_number("rope_theta", 10000.0);
-  const double top_partial = c.number("partial_rotary_factor", 1.0);
-  const std::optional<std::uint64_t> top_original =
-      c.nullable_integer("original_max_position_embeddings", class_original_max, 1,
-                         std::numeric_limits<std::int64_t>::max());
-  d.rope.theta = top_theta;
-  d.rope.partial_rotary_factor = top_partial;
-  std::string partial_key = "partial_rotary_factor";  // relative to c: where the value came from
-
   if (dict) {
-    JsonObjectReader r(*dict, c.path_of(dict_key));
-    for (const char* nested : {"full_attention", "sliding_attention"})
-      if (dict->contains(nested))
-        r.fail(nested, "per-layer-type RoPE parameters are not supported");
-    std::string type_key = dict->contains("rope_type") ? "rope_type" : "type";
-    const std::string type = r.string(type_key, std::string("default"));
-    if (type_key == "rope_type") r.string("type", std::string());  // legacy spelling, checked only
-    const std::optional<RopeType> rope_type = enum_from_name(kRopeTypeNames, type);
-    if (!rope_type)
-      r.fail(type_key, "rope type '" + type + "' is not supported (" +
-                           enum_names_list(kRopeTypeNames) + " are)");
-    d.rope.type = *rope_type;
-    d.rope.theta = r.positive_number("rope_theta", top_theta);
-    if (dict->contains("partial_rotary_factor")) {
-      d.rope.partial_rotary_factor = r.number("partial_rotary_factor", std::nullopt);
-      partial_key = std::string(dict_key) + ".partial_rotary_factor";
-    }
-    if (d.rope.type == RopeType::Linear || d.rope.type == RopeType::Llama3)
-      d.rope.factor = r.positive_number("factor", std::nullopt);
-    if (d.rope.type == RopeType::Llama3) {
-      d.rope.low_freq_factor = r.positive_number("low_freq_factor", std::nullopt);
-      d.rope.high_freq_factor = r.number("high_freq_factor", std::nullopt);
-      // The smoothing factor divides by (high - low); equal factors would divide by zero.
-      if (!(d.rope.high_freq_factor > d.rope.low_freq_factor))
-        r.fail("high_freq_factor", "must be greater than low_freq_factor (" +
-                                       std::to_string(d.rope.low_freq_factor) + "), got " +
-                                       std::to_string(d.rope.high_freq_factor));
-      const std::uint64_t original =
-          r.integer("original_max_position_embeddings", d.max_position_embeddings, 1,
-                    std::numeric_limits<std::int64_t>::max());
-      d.rope.original_max_position_embeddings =
-          static_cast<std::size_t>(top_original ? *top_original : original);
-    }
-    if (d.rope.type == RopeType::LongRope) {
-      const std::uint64_t original =
-          r.integer("original_max_position_embeddings", d.max_position_embeddings, 1,
-                    std::numeric_limits<std::int64_t>::max());
-      d.rope.original_max_position_embeddings =
-          static_cast<std::size_t>(top_original ? *top_original : original);
-      const auto original_f = static_cast<double>(d.rope.original_max_position_embeddings);
-      d.rope.factor = r.positive_number(
-          "factor", static_cast<double>(d.max_position_embeddings) / original_f);
-      const bool scaled = d.rope.factor > 1.0;
-      if (scaled && d.rope.original_max_position_embeddings == 1 &&
-          !dict->contains("attention_factor"))
-        r.fail("original_max_position_embeddings",
-               "must be > 1 to derive attention_factor (ln(original) divides), or give "
-               "attention_factor");
-      d.rope.attention_factor = r.positive_number(
-          "attention_factor",
-          scaled ? std::sqrt(1.0 + std::log(d.rope.factor) / std::log(original_f)) : 1.0);
-      d.rope.short_factor = read_rope_factors(r, "short_factor");
-      d.rope.long_factor = read_rope_factors(r, "long_factor");
-    }
-    r.warn_unknown_keys();
+    const std::string key =
+        parse_rope_dict(c, *dict, dict_key, top_original, d.max_position_embeddings, d.rope);
+    if (!key.empty()) partial_key = key;
   }
-
-  if (!(d.rope.partial_rotary_factor > 0 && d.rope.partial_rotary_factor <= 1))
-    throw Error("must be in (0, 1], got " + std::to_string(d.rope.partial_rotary_factor))
-        .at_key(c.path_of(partial_key));
-  // Python's int(head_dim * partial_rotary_factor): a double product, truncated. The kernel
-  // computes the same (kernels::RopeTable); checking it here names the key to fix.
-  d.rope.head_dim = d.head_dim;
-  const auto rotary_dim =
-      static_cast<std::size_t>(static_cast<double>(d.head_dim) * d.rope.partial_rotary_factor);
-  if (rotary_dim < 2 || rotary_dim % 2 != 0)
-    throw Error("RoPE needs an even rotary dimension of at least 2, but head_dim " +
-                std::to_string(d.head_dim) + " x partial_rotary_factor " +
-                std::to_string(d.rope.partial_rotary_factor) + " gives " +
-                std::to_string(rotary_dim))
-        .at_key(
-            c.path_of(d.rope.partial_rotary_factor == 1.0 ? std::string("head_dim") : partial_key));
-  if (d.rope.type == RopeType::LongRope)
-    for (const auto& [key, factors] : {std::pair<const char*, const std::vector<float>&>{
-                                           "short_factor", d.rope.short_factor},
-                                       {"long_factor", d.rope.long_factor}}) {
-      const std::size_t n = factors.size();
-      if (n != rotary_dim / 2)
-        throw Error("has " + std::to_string(n) + " values, but the rotary dimension " +
-                    std::to_string(rotary_dim) + " needs " + std::to_string(rotary_dim / 2))
-            .at_key(c.path_of(std::string(dict_key) + "." + key));
-    }
+  check_rope(c, d, d.rope, partial_key);
 }
+
 // The sizes of a decoder: positive, at most kMaxConfigDimension.
 inline std::uint64_t config_size(JsonObjectReader& c, const char* key,
                                  std::optional<std::uint64_t> fallback) {
@@ -224,6 +274,99 @@ inline bool read_bias(JsonObjectReader& c, BiasRule rule) {
       return c.boolean("mlp_bias", false);
   }
   return false;
+}
+
+// The per-layer switches: which layers have RoPE (and which one), which see a sliding window.
+inline void parse_layers(const ModelFamily& family, JsonObjectReader& c, DecoderConfig& d) {
+  constexpr std::uint64_t kMaxPositions = std::numeric_limits<std::int64_t>::max();
+  const HfDecoderDefaults& def = family.defaults;
+  const std::size_t n = d.num_hidden_layers;
+  d.layers.assign(n, LayerAttention{});
+
+  if (family.rope == RopeRule::NoRopeLayers) {
+    // no_rope_layers[i] == 1: layer i has RoPE (SmolLM3Config: default every interval-th has none)
+    const std::uint64_t interval =
+        c.integer("no_rope_layer_interval", 4, 1, std::numeric_limits<std::int64_t>::max());
+    const nlohmann::json* list = c.find_value("no_rope_layers");
+    if (list && (!list->is_array() || list->size() != n))
+      c.fail("no_rope_layers", "must be a list of " + std::to_string(n) +
+                                   " flags (num_hidden_layers), got " +
+                                   detail::json_excerpt(*list));
+    for (std::size_t i = 0; i < n; ++i) {
+      bool has_rope = (i + 1) % interval != 0;
+      if (list) {
+        const nlohmann::json& v = (*list)[i];
+        if (!v.is_number_integer() || (v.get<std::int64_t>() != 0 && v.get<std::int64_t>() != 1))
+          c.fail("no_rope_layers",
+                 "entry " + std::to_string(i) + " must be 0 or 1, got " + detail::json_excerpt(v));
+        has_rope = v.get<std::int64_t>() == 1;
+      }
+      if (!has_rope) d.layers[i].rope = LayerRope::None;
+    }
+  }
+
+  // The window, and which layers the family's rule gives it when layer_types does not say.
+  std::size_t window = 0;
+  std::vector<bool> sliding(n, false);
+  switch (family.window) {
+    case WindowRule::None:
+      break;
+    case WindowRule::EveryLayer:
+      // null means full causal attention
+      window = static_cast<std::size_t>(
+          c.nullable_integer("sliding_window", def.sliding_window, 1, kMaxPositions).value_or(0));
+      sliding.assign(n, true);
+      break;
+    case WindowRule::FromMaxWindowLayers:
+    case WindowRule::NoRopeLayers: {
+      // Without use_sliding_window, transformers sets sliding_window to None: no layer slides.
+      const bool use = c.boolean("use_sliding_window", false);
+      const std::optional<std::uint64_t> w =
+          c.nullable_integer("sliding_window", def.sliding_window, 1, kMaxPositions);
+      if (use && w) window = static_cast<std::size_t>(*w);
+      if (family.window == WindowRule::FromMaxWindowLayers) {
+        // 28: the default of Qwen2Config and Qwen3Config, the families of this rule.
+        const std::uint64_t first = c.integer("max_window_layers", 28, 0, kMaxConfigLayers);
+        for (std::size_t i = 0; i < n; ++i) sliding[i] = i >= first;
+      } else {
+        for (std::size_t i = 0; i < n; ++i) sliding[i] = d.layers[i].rope == LayerRope::None;
+      }
+      break;
+    }
+    case WindowRule::Periodic: {
+      window = static_cast<std::size_t>(
+          c.nullable_integer("sliding_window", def.sliding_window, 1, kMaxPositions).value_or(0));
+      const std::uint64_t period =
+          c.integer("sliding_window_pattern", def.window_period, 1, kMaxConfigLayers);
+      for (std::size_t i = 0; i < n; ++i) sliding[i] = (i + 1) % period != 0;
+      break;
+    }
+  }
+  if (family.window != WindowRule::None && family.window != WindowRule::EveryLayer) {
+    if (const nlohmann::json* types = c.find_value("layer_types")) {
+      if (!types->is_array() || types->size() != n)
+        c.fail("layer_types", "must be a list of " + std::to_string(n) +
+                                  " layer types (num_hidden_layers), got " +
+                                  detail::json_excerpt(*types));
+      for (std::size_t i = 0; i < n; ++i) {
+        const nlohmann::json& t = (*types)[i];
+        if (t == "sliding_attention")
+          sliding[i] = true;
+        else if (t == "full_attention")
+          sliding[i] = false;
+        else
+          c.fail("layer_types", "entry " + std::to_string(i) +
+                                    " must be \"sliding_attention\" or "
+                                    "\"full_attention\", got " +
+                                    detail::json_excerpt(t));
+      }
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (sliding[i]) d.layers[i].sliding_window = window;
+    if (family.rope == RopeRule::LocalOnSlidingLayers && sliding[i])
+      d.layers[i].rope = LayerRope::Local;
+  }
 }
 
 inline DecoderConfig parse_decoder_config(const ModelFamily& family, JsonObjectReader& c) {
@@ -266,14 +409,22 @@ inline DecoderConfig parse_decoder_config(const ModelFamily& family, JsonObjectR
     d.head_dim = d.hidden_size / d.num_attention_heads;
   }
   d.attention_scale = std::pow(static_cast<double>(d.head_dim), -0.5);
+  if (def.query_pre_attn_scalar)
+    d.attention_scale =
+        std::pow(c.positive_number("query_pre_attn_scalar", *def.query_pre_attn_scalar), -0.5);
 
-  d.hidden_act = c.string("hidden_act", std::string("silu"));
-  if (d.hidden_act != "silu")
-    c.fail("hidden_act", "activation '" + d.hidden_act + "' is not supported (silu is)");
+  const std::string act =
+      c.string(family.act_key, std::string(hidden_act_name(family.act_default)));
+  const std::optional<kernels::GatedActivation> parsed_act = enum_from_name(
+      kHiddenActNames, family.gelu_means_tanh && act == "gelu" ? "gelu_pytorch_tanh" : act);
+  if (!parsed_act)
+    c.fail(family.act_key, "activation '" + act + "' is not supported (" +
+                               enum_names_list(kHiddenActNames) + " are)");
+  d.hidden_act = *parsed_act;
   d.max_position_embeddings = static_cast<std::size_t>(
       c.integer("max_position_embeddings", def.max_position_embeddings, 1, kMaxPositions));
   d.rms_norm_eps = c.positive_number("rms_norm_eps", def.rms_norm_eps);
-  parse_rope(c, d, def.original_max_position_embeddings);
+  parse_rope(family, c, d);
 
   // The family's switches, as its description states them.
   d.attention_bias = read_bias(c, family.qkv_bias);
@@ -282,23 +433,26 @@ inline DecoderConfig parse_decoder_config(const ModelFamily& family, JsonObjectR
   d.qk_norm = family.qk_norm;
   d.fused_projections = family.fused_projections;
   d.norm_style = family.norm_style;
-  switch (family.window) {
-    case WindowRule::None:
-      break;
-    case WindowRule::EveryLayer:
-      // Every layer gets config.sliding_window; null means full causal attention.
-      d.sliding_window = static_cast<std::size_t>(
-          c.nullable_integer("sliding_window", def.sliding_window, 1, kMaxPositions).value_or(0));
-      break;
-    case WindowRule::NotYetSupported:
-      // The window applies only to some layers (max_window_layers, layer_types): not supported
-      // yet. Without use_sliding_window, transformers ignores sliding_window.
-      if (c.boolean("use_sliding_window", false))
-        c.fail("use_sliding_window",
-               "sliding-window layers of " + std::string(family.name) + " are not supported yet");
-      c.nullable_integer("sliding_window", std::nullopt, 1, kMaxPositions);
-      break;
-  }
+  d.sandwich_norms = family.sandwich_norms;
+  auto softcap = [&](const char* key, std::optional<double> fallback) {
+    const nlohmann::json* v = c.find(key);
+    const std::optional<double> cap = !v ? fallback
+                                      : v->is_null()
+                                          ? std::nullopt
+                                          : std::optional<double>(c.check_number(key, *v));
+    if (cap && !(*cap > 0 && *cap <= FLT_MAX))
+      c.fail(key, "must be null or a number > 0, got " + std::to_string(*cap));
+    return cap ? static_cast<float>(*cap) : 0.0f;
+  };
+  if (family.attn_softcap)
+    d.attn_logit_softcapping = softcap("attn_logit_softcapping", def.attn_logit_softcapping);
+  if (family.final_softcap)
+    d.final_logit_softcapping = softcap("final_logit_softcapping", def.final_logit_softcapping);
+  // Gemma's configs carry it (null or false by default): only causal attention is supported.
+  if (c.find_value("use_bidirectional_attention") &&
+      c.boolean("use_bidirectional_attention", false))
+    c.fail("use_bidirectional_attention", "bidirectional attention is not supported");
+  parse_layers(family, c, d);
   for (const char* key : family.inert_keys)
     if (key) c.accept(key);
   c.warn_unknown_keys();

@@ -1,11 +1,14 @@
 // One decoder layer, exactly the formula of docs/format.md section 1.1:
 //
-//   h = h + Attention(RMSNorm_in(h))      causal + padding mask, RoPE on q and k, GQA
-//   h = h + MLP(RMSNorm_post(h))          SwiGLU
+//   h = h + [RMSNorm_attn_out] Attention(RMSNorm_in(h))    causal + padding mask, RoPE, GQA
+//   h = h + [RMSNorm_mlp_out] MLP(RMSNorm_mlp(h))          SwiGLU or GeGLU
 //
 // Nothing else happens here: kernels are called by name, in the order of the formula. The
 // config's switches (resolved from the family's description, model/families.hpp) turn on the
-// optional steps: q/k norms, the sliding window; biases are simply present or empty weights.
+// optional steps: q/k norms, the bracketed output norms (sandwich_norms), and per layer
+// (DecoderConfig::layers) the sliding window and which RoPE table, if any; biases are simply
+// present or empty weights. `rope` is the table of this layer (RopeTables::for_layer): null for
+// a layer without RoPE.
 #pragma once
 
 #include <cstddef>
@@ -21,11 +24,11 @@ namespace sgt {
 SGT_ISA_BEGIN
 
 struct DecoderLayer {
-  static void forward(const DecoderConfig& c, const DecoderLayerWeights& w,
-                      const kernels::RopeTable& rope, const SequenceBatch& seq, TensorView<float> h,
+  static void forward(const DecoderConfig& c, std::size_t layer, const DecoderLayerWeights& w,
+                      const kernels::RopeTable* rope, const SequenceBatch& seq, TensorView<float> h,
                       const LayerBuffers& buf, const Ops& ops) {
     input_norm(c, w, h, buf, ops);
-    attention(c, w.attention, rope, seq, buf, ops);
+    attention(c, layer, w.attention, rope, seq, buf, ops);
     per_token_tail(c, w, h, buf, ops);
   }
 
@@ -40,18 +43,21 @@ struct DecoderLayer {
     ops.rms_norm(h, w.input_norm, static_cast<float>(c.rms_norm_eps), c.norm_style, buf.normed);
   }
 
-  //   h = h + o_proj(buf.attn)             (the end of h = h + Attention(RMSNorm_in(h)))
-  //   h = h + MLP(RMSNorm_post(h))         SwiGLU
+  //   h = h + [RMSNorm_attn_out] o_proj(buf.attn)    (the end of the attention's line)
+  //   h = h + [RMSNorm_mlp_out] MLP(RMSNorm_mlp(h))
   // Each row on its own (matmuls, norms and adds are per row), so it may run on any subset of the
   // rows: h and buf.attn hold just those, and the other buffers are sized for them.
   static void per_token_tail(const DecoderConfig& c, const DecoderLayerWeights& w,
                              TensorView<float> h, const LayerBuffers& buf, const Ops& ops) {
     const float eps = static_cast<float>(c.rms_norm_eps);
     ops.matmul(buf.attn, w.attention.o_proj, w.attention.o_bias, buf.delta, buf.o_proj_pack());
+    if (c.sandwich_norms)
+      ops.rms_norm(buf.delta, w.attention_output_norm, eps, c.norm_style, buf.delta);
     ops.add(h, buf.delta);
 
-    ops.rms_norm(h, w.post_attention_norm, eps, c.norm_style, buf.normed);
-    ops.swiglu(buf.normed, w.mlp, buf.delta, buf.mlp_scratch);
+    ops.rms_norm(h, w.mlp_norm, eps, c.norm_style, buf.normed);
+    ops.swiglu(buf.normed, w.mlp, c.hidden_act, buf.delta, buf.mlp_scratch);
+    if (c.sandwich_norms) ops.rms_norm(buf.delta, w.mlp_output_norm, eps, c.norm_style, buf.delta);
     ops.add(h, buf.delta);
   }
 
@@ -72,27 +78,31 @@ struct DecoderLayer {
     }
   }
 
-  // Causal, the config's scale and sliding window.
-  static kernels::AttentionOptions attention_options(const DecoderConfig& c) {
+  // Causal, the config's scale and soft cap, and the layer's sliding window.
+  static kernels::AttentionOptions attention_options(const DecoderConfig& c, std::size_t layer) {
     kernels::AttentionOptions options;
     options.scale = static_cast<float>(c.attention_scale);
     options.causal = true;
-    options.sliding_window = c.sliding_window;  // 0: none
+    options.sliding_window = c.layers[layer].sliding_window;  // 0: none
+    options.logit_softcap = c.attn_logit_softcapping;         // 0: none
     return options;
   }
 
  private:
-  // attn = softmax(rope(q) rope(k)^T * scale + mask) v, q, k, v projections of `normed`.
-  static void attention(const DecoderConfig& c, const AttentionWeights& w,
-                        const kernels::RopeTable& rope, const SequenceBatch& seq,
+  // attn = softmax(cap(rope(q) rope(k)^T * scale) + mask) v, q, k, v projections of `normed`.
+  static void attention(const DecoderConfig& c, std::size_t layer, const AttentionWeights& w,
+                        const kernels::RopeTable* rope, const SequenceBatch& seq,
                         const LayerBuffers& buf, const Ops& ops) {
     const std::size_t hd = c.head_dim, nh = c.num_attention_heads, nkv = c.num_key_value_heads;
     project_qkv(c, w, seq.tokens(), buf, ops);
-    ops.apply_rope(buf.q, nh, hd, rope);
-    ops.apply_rope(buf.k, nkv, hd, rope);
+    if (rope) {
+      ops.apply_rope(buf.q, nh, hd, *rope);
+      ops.apply_rope(buf.k, nkv, hd, *rope);
+    }
 
     kernels::AttentionShape shape{seq.batch, seq.seq_len, nh, nkv, hd};
-    ops.attention(shape, attention_options(c), buf.q, buf.k, buf.v, seq.attention_mask, buf.attn);
+    ops.attention(shape, attention_options(c, layer), buf.q, buf.k, buf.v, seq.attention_mask,
+                  buf.attn);
   }
 };
 

@@ -39,14 +39,14 @@ class Estimator {
   }
 
   // out[b, s] = parameterization(head(norm(layers(x))))[b, s] at real positions, 0 at padding.
-  void forward(TensorView<const float> x, const SequenceBatch& seq, const kernels::RopeTable& rope,
+  void forward(TensorView<const float> x, const SequenceBatch& seq, const RopeTables& rope,
                Workspace& ws, TensorView<float> out, const Ops& ops) const {
     const DecoderConfig& d = config_.decoder;
     TensorView<float> h = ws.residual();
     std::copy(x.data(), x.data() + x.size(), h.data());
     const LayerBuffers buf = ws.layer_buffers(d);
-    for (const DecoderLayerWeights& layer : weights_.layers)
-      DecoderLayer::forward(d, layer, rope, seq, h, buf, ops);
+    for (std::size_t i = 0; i < weights_.layers.size(); ++i)
+      DecoderLayer::forward(d, i, weights_.layers[i], rope.for_layer(d, i), seq, h, buf, ops);
     if (config_.final_norm)
       ops.rms_norm(h, weights_.final_norm, static_cast<float>(d.rms_norm_eps), d.norm_style, h);
     if (config_.has_head)

@@ -107,9 +107,10 @@ struct Ops : kernels::KernelContext {
                         const std::size_t* positions, TensorView<float> out) const {
     table->cached_attention(*this, shape, options, q, k_cache, v_cache, positions, out);
   }
-  void swiglu(TensorView<const float> x, const kernels::SwiGluWeights& w, TensorView<float> out,
-              float* scratch) const {
-    table->swiglu(*this, x, w, out, scratch);
+  // out = down(act(gate(x)) * up(x)): SwiGLU, or GeGLU with act = GeluTanh.
+  void swiglu(TensorView<const float> x, const kernels::SwiGluWeights& w,
+              kernels::GatedActivation act, TensorView<float> out, float* scratch) const {
+    table->swiglu(*this, x, w, act, out, scratch);
   }
   void add(TensorView<float> acc, TensorView<const float> delta) const {
     table->add(*this, acc, delta);

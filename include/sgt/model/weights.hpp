@@ -45,9 +45,11 @@ struct AttentionWeights {
 struct DecoderLayerWeights {
   AnyTensorView input_norm;  // [H]
   AttentionWeights attention;
-  AnyTensorView post_attention_norm;  // [H]
-  kernels::SwiGluWeights mlp;         // gate, up [I, H]; down [H, I]; biases with mlp_bias
-  AnyTensorView gate_up_proj;         // [2 I, H] with fused_projections: gate rows, then up
+  AnyTensorView attention_output_norm;  // [H] with sandwich_norms: o_proj's output, before the add
+  AnyTensorView mlp_norm;               // [H]: the MLP's input
+  kernels::SwiGluWeights mlp;           // gate, up [I, H]; down [H, I]; biases with mlp_bias
+  AnyTensorView gate_up_proj;           // [2 I, H] with fused_projections: gate rows, then up
+  AnyTensorView mlp_output_norm;        // [H] with sandwich_norms: the MLP's output, before the add
 };
 
 // Rows [first, first + count) of a loaded [rows, cols] matrix, as a view of its storage; an empty
@@ -120,7 +122,15 @@ void for_each_estimator_tensor(const EstimatorConfig& e, const std::string& pref
       visit(p + "self_attn.q_norm.weight", TensorShape{hd}, a.q_norm);
       visit(p + "self_attn.k_norm.weight", TensorShape{hd}, a.k_norm);
     }
-    visit(p + "post_attention_layernorm.weight", TensorShape{hidden}, l.post_attention_norm);
+    // Llama's post_attention_layernorm is the MLP's input norm; with sandwich norms (Gemma 2, 3)
+    // it norms the attention's output, and pre_feedforward_layernorm is the MLP's input norm.
+    if (d.sandwich_norms) {
+      visit(p + "post_attention_layernorm.weight", TensorShape{hidden}, l.attention_output_norm);
+      visit(p + "pre_feedforward_layernorm.weight", TensorShape{hidden}, l.mlp_norm);
+      visit(p + "post_feedforward_layernorm.weight", TensorShape{hidden}, l.mlp_output_norm);
+    } else {
+      visit(p + "post_attention_layernorm.weight", TensorShape{hidden}, l.mlp_norm);
+    }
     if (d.fused_projections) {  // Phi3MLP: gate, up = gate_up_proj(x).chunk(2)
       visit(p + "mlp.gate_up_proj.weight", TensorShape{2 * inter, hidden}, l.gate_up_proj);
       l.mlp.gate = matrix_rows(l.gate_up_proj, 0, inter);
