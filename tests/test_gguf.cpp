@@ -26,6 +26,10 @@
 #include "support/scratch_dir.hpp"
 #include "support/gguf_builder.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_gguf {
+
 namespace fs = std::filesystem;
 using sgt_test::GgufBuilder;
 
@@ -451,3 +455,5 @@ TEST_CASE("gguf import: a refused file leaves no output directory, nor a tempora
                        doctest::Contains("already exists"), sgt::Error);
   CHECK(fs::is_empty(dir.file("out")));
 }
+
+}  // namespace test_gguf

@@ -27,6 +27,10 @@
 #include "support/scratch_dir.hpp"
 #include "support/fixture_json.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_make_transform {
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -270,3 +274,5 @@ TEST_CASE("make_transform refuses bad arguments and bad bases, leaving no direct
           std::string::npos);
   }
 }
+
+}  // namespace test_make_transform

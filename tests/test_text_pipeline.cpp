@@ -23,6 +23,10 @@
 
 #include "support/fixture_json.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_text_pipeline {
+
 using nlohmann::json;
 
 namespace {
@@ -260,3 +264,5 @@ TEST_CASE("the instruction form encodes as its messages, with the context protec
     CHECK(p.input.noise_mask[0] == 0);
   }
 }
+
+}  // namespace test_text_pipeline
