@@ -16,6 +16,10 @@
 
 #include "support/fixture_json.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_audit {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -252,3 +256,5 @@ TEST_CASE("PNG writer: chunks, stored deflate blocks, bad sizes") {
   CHECK_THROWS_AS(sgt::encode_png_rgb(0, 1, {}), sgt::Error);
   CHECK_THROWS_AS(sgt::encode_png_rgb(2, 2, std::vector<std::uint8_t>(11)), sgt::Error);
 }
+
+}  // namespace test_audit

@@ -26,6 +26,10 @@
 
 #include "support/fixture_json.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_audit_report {
+
 using nlohmann::json;
 
 namespace {
@@ -263,3 +267,5 @@ TEST_CASE("stored tensors: noise and prompt embeddings, errors naming the file a
                     doctest::Contains("non-finite value at element 1"));
   CHECK(sgt::open_f32_tensor(path, "transformed").view.size() == 6);
 }
+
+}  // namespace test_audit_report

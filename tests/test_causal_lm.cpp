@@ -19,6 +19,10 @@
 
 #include "support/kernel_harness.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_causal_lm {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -666,3 +670,5 @@ TEST_CASE("bad config.json and missing tensors: the error names the file and the
     }
   }
 }
+
+}  // namespace test_causal_lm

@@ -27,6 +27,10 @@
 #include <sgt/model/config_json.hpp>
 #include <sgt/model/weights.hpp>
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_config {
+
 using nlohmann::json;
 
 namespace {
@@ -1199,3 +1203,5 @@ TEST_CASE("one name table per enum: complete, unique, and used both ways") {
         "cloak_sigmoid");
   CHECK(sgt::enum_names_list(sgt::kRopeTypeNames) == "default, linear, llama3 and longrope");
 }
+
+}  // namespace test_config

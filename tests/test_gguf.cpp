@@ -27,6 +27,10 @@
 #include "support/scratch_dir.hpp"
 #include "support/gguf_builder.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_gguf {
+
 namespace fs = std::filesystem;
 using sgt_test::GgufBuilder;
 
@@ -591,3 +595,5 @@ TEST_CASE("gguf import: an empty OUT_DIR is filled, as by make-transform; anythi
                        (dir.file("file") + refusal).c_str(), sgt::Error);
   CHECK(dir.entries().size() == 4);  // m.gguf, empty/, file, link: nothing left by the refusals
 }
+
+}  // namespace test_gguf

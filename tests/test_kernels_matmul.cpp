@@ -24,6 +24,10 @@
 #include "support/kernel_harness.hpp"
 #include "support/stored_tensor.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_kernels_matmul {
+
 namespace {
 
 using sgt_test::error_of;
@@ -454,3 +458,5 @@ TEST_CASE("matmul shape errors name both shapes") {
     CHECK(e.find("overlaps") != std::string::npos);
   }
 }
+
+}  // namespace test_kernels_matmul

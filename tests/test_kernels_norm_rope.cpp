@@ -23,6 +23,10 @@
 #include "support/kernel_harness.hpp"
 #include "support/stored_tensor.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_kernels_norm_rope {
+
 namespace {
 
 using sgt_test::expect_bit_identical;
@@ -598,3 +602,5 @@ TEST_CASE("RopeTable and apply_rope refuse bad parameters and shapes") {
     CHECK_THROWS_AS(apply(TensorView<float>(x.data(), {2, 16, 0}), 0, 64), sgt::Error);
   }
 }
+
+}  // namespace test_kernels_norm_rope

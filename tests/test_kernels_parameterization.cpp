@@ -15,6 +15,10 @@
 
 #include "support/kernel_harness.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_kernels_parameterization {
+
 namespace {
 
 namespace k = sgt::kernels;
@@ -136,3 +140,5 @@ TEST_CASE("parameterization edge values: saturation, clamping and non-finite inp
     CHECK(std::isnan(v[0]));
   }
 }
+
+}  // namespace test_kernels_parameterization

@@ -23,6 +23,10 @@
 #include "support/kernel_harness.hpp"
 #include "support/stored_tensor.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_kernels_swiglu {
+
 namespace {
 
 using sgt_test::dot_product_tolerance;
@@ -451,3 +455,5 @@ TEST_CASE("GeGLU: swiglu_mlp with GeluTanh agrees with its reference, tile and n
       }
     }
 }
+
+}  // namespace test_kernels_swiglu

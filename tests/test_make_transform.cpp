@@ -27,6 +27,10 @@
 #include "support/scratch_dir.hpp"
 #include "support/fixture_json.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_make_transform {
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -215,6 +219,13 @@ TEST_CASE("make_transform refuses bad arguments and bad bases, leaving no direct
     CHECK(with(bad) == at + ": key 'model_type': model_type 'phi': the parallel attention/MLP "
                             "block of Phi-1/2 (with LayerNorm and dense projections) is not "
                             "supported");
+    for (const char* gemma : {"gemma", "gemma2", "gemma3_text"}) {
+      bad = c;
+      bad["model_type"] = gemma;
+      CHECK(with(bad) == at + ": key 'model_type': base models that scale their embeddings "
+                              "(Gemma: sqrt(hidden_size)) are not supported: the SGT format has "
+                              "no embedding scale yet");
+    }
     bad = c;
     bad["quantization_config"] = {{"quant_method", "gptq"}};
     CHECK(with(bad) == at + ": key 'quantization_config': quantized checkpoints are not supported");
@@ -276,3 +287,5 @@ TEST_CASE("make_transform refuses bad arguments and bad bases, leaving no direct
           std::string::npos);
   }
 }
+
+}  // namespace test_make_transform

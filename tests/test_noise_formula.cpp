@@ -12,6 +12,10 @@
 
 #include "support/kernel_harness.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_noise_formula {
+
 namespace {
 struct Case {
   std::size_t tokens, hidden;
@@ -108,3 +112,5 @@ TEST_CASE("apply_noise refuses mismatched shapes") {
                                             c.protect.data(), {}, {out.data(), {15}}),
                   sgt::Error);
 }
+
+}  // namespace test_noise_formula

@@ -28,6 +28,10 @@
 
 #include "support/file_bytes.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_output_writers {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -466,3 +470,5 @@ TEST_CASE("the archive writer refuses misuse") {
   CHECK_THROWS_AS(w.finish(), sgt::Error);
   CHECK_THROWS_AS(sgt::TorchArchiveWriter(""), sgt::Error);
 }
+
+}  // namespace test_output_writers

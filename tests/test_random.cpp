@@ -19,6 +19,10 @@
 #include <sgt/random/secure_normal.hpp>
 #include <sgt/random/torch_normal.hpp>
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_random {
+
 namespace {
 
 int hex_digit(char c) {
@@ -534,3 +538,5 @@ TEST_CASE("TorchNormalGenerator: empty fills draw nothing; the two paths differ 
   CHECK(sgt::kTorchBoxMullerNative == sgt::TorchBoxMuller::kAvx2);
 #endif
 }
+
+}  // namespace test_random

@@ -34,6 +34,10 @@ namespace fs = std::filesystem;
 #include "support/scratch_dir.hpp"
 #include "support/stored_tensor.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_safetensors {
+
 namespace {
 
 using sgt_test::to_f32;
@@ -1066,3 +1070,5 @@ TEST_CASE("to_bfloat16 / to_float16 equal torch's .to(bfloat16) / .to(float16) b
   CHECK(inf16 >= 100);
   CHECK(sub16 >= 500);
 }
+
+}  // namespace test_safetensors

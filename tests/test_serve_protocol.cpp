@@ -20,6 +20,10 @@
 #include <sgt/serve/stop_strings.hpp>
 #include <sgt/serve/wiped_json.hpp>
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_serve_protocol {
+
 using sgt::serve::ApiError;
 using json = nlohmann::json;
 
@@ -284,3 +288,5 @@ TEST_CASE("API keys: one per line, Bearer only, every key compared") {
   CHECK(!sgt::serve::constant_time_equals("", "a"));
   CHECK(sgt::serve::constant_time_equals("", ""));
 }
+
+}  // namespace test_serve_protocol

@@ -21,6 +21,10 @@
 #include "sgt/text/chat/chat_template.hpp"
 #include "sgt/text/chat/tokenizer_config.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_text_chat_template {
+
 namespace {
 
 using sgt::text::ByteSpan;
@@ -562,3 +566,5 @@ TEST_CASE("a chat with 200k keys in one object parses and renders in linear time
   CHECK_THROWS_WITH(t.render(in.messages, nullptr, {}, o),
                     doctest::Contains("has 257 keys, more than the limit of 256"));
 }
+
+}  // namespace test_text_chat_template

@@ -24,6 +24,10 @@
 #include <sgt/text/tokenizer/decode_stream.hpp>
 #include <sgt/text/chat/prompt_encoder.hpp>
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_text_generate {
+
 using nlohmann::json;
 
 namespace {
@@ -169,3 +173,5 @@ TEST_CASE("generate: eos ids from generation_config.json, else config.json") {
   CHECK_THROWS_AS(sgt::load_eos_token_ids(dir.string()), sgt::Error);  // a repeated key
   fs::remove_all(dir);
 }
+
+}  // namespace test_text_generate

@@ -34,6 +34,10 @@
 #include "support/scratch_dir.hpp"
 #include "support/fixture_json.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_text_gguf_import {
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -266,3 +270,5 @@ TEST_CASE("gguf import: SmolLM2-135M-Instruct equals transformers (set SGT_SMOLL
     CHECK(r.ids == ids_of(c.at("greedy_new_ids")));
   }
 }
+
+}  // namespace test_text_gguf_import

@@ -22,6 +22,11 @@
 #include <sgt/text/chat/prompt_encoder.hpp>
 
 #include "support/fixture_json.hpp"
+#include "support/scratch_dir.hpp"
+
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_text_pipeline {
 
 using nlohmann::json;
 
@@ -260,3 +265,25 @@ TEST_CASE("the instruction form encodes as its messages, with the context protec
     CHECK(p.input.noise_mask[0] == 0);
   }
 }
+
+TEST_CASE("ProtectedGeneration refuses a base that scales its embeddings (Gemma): no silent misfit") {
+  // A Gemma base takes inputs_embeds unscaled and scales only E[ids] by sqrt(hidden_size); the
+  // SGT format's x = E[ids] has no scale, so protected embeddings would reach it too small.
+  sgt_test::ScratchDir base("gemma_base");
+  const std::string gemma = std::string(SGT_TEST_DATA_DIR) + "/causal_lm/gemma_bf16";
+  for (const char* f : {"config.json", "model.safetensors", "generation_config.json"})
+    std::filesystem::copy_file(gemma + "/" + f, base.file(f));
+  std::filesystem::copy_file(kRepo + "/examples/models/demo_base/tokenizer.json",
+                             base.file("tokenizer.json"));
+  CHECK_NOTHROW(sgt::ProtectedGeneration{base.path()});  // clean generation is fine
+  std::string error;
+  try {
+    sgt::ProtectedGeneration session(base.path(), kRepo + "/examples/models/demo");
+  } catch (const sgt::Error& e) {
+    error = e.what();
+  }
+  CHECK(error.find("config.json: protecting the prompt of a base model that scales its "
+                   "embeddings (Gemma: sqrt(hidden_size)) is not supported") != std::string::npos);
+}
+
+}  // namespace test_text_pipeline

@@ -24,6 +24,10 @@
 #include <sgt/text/tokenizer/decode_stream.hpp>
 #include <sgt/text/tokenizer/tokenizer.hpp>
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_text_tokenizer {
+
 using nlohmann::json;
 using sgt::text::Tokenizer;
 
@@ -308,3 +312,5 @@ TEST_CASE("decode stream: the pieces tokenizers' DecodeStream emits, id by id") 
   CHECK(checked > 500);
   CHECK(held_back > 0);  // the fixtures do split characters across tokens
 }
+
+}  // namespace test_text_tokenizer

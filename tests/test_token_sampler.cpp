@@ -19,6 +19,10 @@
 
 #include "support/fixture_json.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_token_sampler {
+
 using nlohmann::json;
 
 namespace {
@@ -138,3 +142,5 @@ TEST_CASE("token sampler: bad options and NaN logits are errors") {
   const std::vector<double> p = s.distribution(inf_row.data(), inf_row.size());
   CHECK(p == std::vector<double>{0.0, 0.5, 0.0, 0.5});
 }
+
+}  // namespace test_token_sampler

@@ -18,6 +18,10 @@
 
 #include "support/file_bytes.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_torch_pt_reader {
+
 namespace {
 
 const std::string kData = std::string(SGT_TEST_DATA_DIR) + "/outputs";
@@ -149,3 +153,5 @@ TEST_CASE("base64_decode is as strict as Python's b64decode(validate=True)") {
   CHECK(refused("YR==") .find("non-zero bits") != std::string::npos);
   CHECK(refused("YWJj", 2).find("more than the limit") != std::string::npos);
 }
+
+}  // namespace test_torch_pt_reader

@@ -8,6 +8,10 @@
 #include <nlohmann/json.hpp>
 #include <sgt/sgt.hpp>
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_transform_input {
+
 namespace {
 // Through the same checked JSON parse as load_transform_input.
 sgt::TransformInput parse(const std::string& text) {
@@ -122,3 +126,5 @@ TEST_CASE("ids of 2^63 and above are refused as too large, not wrapped to negati
   CHECK(parse(R"({"input_ids": [9223372036854775807], "noise_mask": [1]})").input_ids[0] ==
         INT64_MAX);
 }
+
+}  // namespace test_transform_input

@@ -17,6 +17,10 @@
 
 #include "support/fixture_json.hpp"
 
+// Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
+// translation unit with other test files (sgt_test_groups).
+namespace test_utility_audit {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -221,3 +225,5 @@ TEST_CASE("utility audit: no draws, no answers, bad inputs") {
                        doctest::Contains("llama/config.json has vocab_size 256, hidden_size 64"),
                        sgt::Error);
 }
+
+}  // namespace test_utility_audit

@@ -188,8 +188,8 @@ def cpu_info() -> dict:
 def fma_peaks(binary: Path) -> dict:
     """bench_fma_peak's counters (GFLOP/s), as it reports them: whatever counters it has."""
     if not binary.exists():
-        return {"error": f"{binary.name} not built (cmake --build --preset release "
-                         f"--target bench_fma_peak)"}
+        return {"error": f"{binary.name} not built (cmake --preset bench && cmake --build "
+                         f"--preset bench --target bench_fma_peak)"}
     r = subprocess.run([str(binary), "--benchmark_format=json"], capture_output=True, text=True)
     if r.returncode != 0:
         return {"error": r.stderr[-2000:]}
@@ -1044,7 +1044,7 @@ def main() -> int:
         ap.error(f"unknown systems: {' '.join(sorted(unknown))}")
     args.sgt_bin = args.build / "bench" / "sgt_time_transform"
     if not args.sgt_bin.exists():
-        ap.error(f"{args.sgt_bin} not built: cmake --build --preset release "
+        ap.error(f"{args.sgt_bin} not built: cmake --preset bench && cmake --build --preset bench "
                  "--target sgt_time_transform bench_fma_peak")
     work = args.work or Path(tempfile.mkdtemp(prefix="sgt_compare_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ times, and with transformers by tests/test_causal_lm.cpp. Writes a section of be
 
 Never in CI. Needs: a venv with torch, transformers, sentencepiece and numpy; llama.cpp built as
 bench/compare/README.md says (--llama-cpp is its source directory, with build/bin/llama-bench);
-bench_causal_lm built (cmake --build --preset release --target bench_causal_lm).
+bench_causal_lm built (cmake --preset bench && cmake --build --preset bench --target
+bench_causal_lm).
 
   VENV/bin/python bench/compare/compare_lm.py --llama-cpp LLAMA_DIR \
       --bench build/release/bench/bench_causal_lm --work WORK

@@ -256,6 +256,13 @@ inline OrderedJson read_base_config(const std::string& base_dir, std::uint64_t l
     if (!type->is_string() || !find_model_family(type->get<std::string>()))
       throw Error(abbreviate(type->dump()) + " is not supported (" + model_family_names() + " are)")
           .at_key("model_type");
+    // The SGT format's x = E[input_ids] has no embedding scale, and a Gemma base scales its
+    // embeddings by sqrt(hidden_size) inside its embedding module: a transform copied from one
+    // would protect, and hand the base, embeddings of the wrong size.
+    if (find_model_family(type->get<std::string>())->scaled_embeddings)
+      throw Error("base models that scale their embeddings (Gemma: sqrt(hidden_size)) are not "
+                  "supported: the SGT format has no embedding scale yet")
+          .at_key("model_type");
     if (c.contains("quantization_config") && !c["quantization_config"].is_null())
       throw Error("quantized checkpoints are not supported").at_key("quantization_config");
     const std::uint64_t n = base_config_count(c, "num_hidden_layers");

@@ -107,6 +107,13 @@ class ProtectedGeneration {
         tokenizer_(text::Tokenizer::load(base_dir + "/tokenizer.json")),
         stop_tokens_(load_eos_token_ids(base_dir)) {
     if (protect_dir.empty()) return;
+    // The transform's x = E[input_ids] is unscaled, and the base takes inputs_embeds as given
+    // (transformers' Gemma scales ids inside its embedding module only): the protected prompt
+    // would reach a Gemma base sqrt(hidden_size) times too small.
+    if (lm_.config().embedding_scale != 1.0f)
+      throw Error("protecting the prompt of a base model that scales its embeddings (Gemma: "
+                  "sqrt(hidden_size)) is not supported: the SGT format has no embedding scale yet")
+          .at_file(base_dir + "/config.json");
     transform_.emplace(protect_dir);
     if (transform_->config().vocab_size != lm_.vocab_size() ||
         transform_->hidden_size() != lm_.hidden_size())
