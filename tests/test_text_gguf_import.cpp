@@ -81,6 +81,28 @@ std::vector<std::int64_t> widen(const std::vector<std::int32_t>& v) {
 
 }  // namespace
 
+// The f32 logits of the last position of `ids`, against transformers' (to 1e-5 of their scale).
+void check_last_logits(const sgt::CausalLM& lm, const std::vector<std::int64_t>& ids,
+                       const std::vector<float>& want) {
+  sgt::LmRunOptions run;
+  run.precision = sgt::Precision::F32;
+  sgt::LmInput in;
+  in.seq_len = ids.size();
+  in.input_ids = ids;
+  for (std::size_t t = 0; t < ids.size(); ++t) in.cache_position.push_back(std::int64_t(t));
+  in.logits = sgt::LogitsFor::Last;
+  sgt::KvCache cache = lm.make_cache(1, ids.size());
+  const sgt::LmLogits logits = lm.forward(in, cache, run);
+  const std::vector<float> got(logits.row(0, 0), logits.row(0, 0) + logits.vocab);
+  REQUIRE(got.size() == want.size());
+  double worst = 0, scale = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    worst = std::max(worst, std::abs(double(got[i]) - want[i]));
+    scale = std::max(scale, std::abs(double(want[i])));
+  }
+  CHECK(worst <= 1e-5 * std::max(1.0, scale));
+}
+
 TEST_CASE("gguf import: every tensor equals transformers' GGUF loader, in f32 and bf16") {
   ScratchDir dir;
   const std::string gguf = kData + "/tiny_llama.gguf";
@@ -123,24 +145,7 @@ TEST_CASE("gguf import: the rebuilt tokenizer and template give transformers' id
   const sgt::CausalLM lm = sgt::CausalLM::load(out);
   for (const json& c : fixture.at("logits")) {
     const std::vector<std::int64_t> ids = widen(ids_of(c.at("ids")));
-    const std::vector<float> want = c.at("last_logits").get<std::vector<float>>();
-    sgt::LmRunOptions run;
-    run.precision = sgt::Precision::F32;
-    sgt::LmInput in;
-    in.seq_len = ids.size();
-    in.input_ids = ids;
-    for (std::size_t t = 0; t < ids.size(); ++t) in.cache_position.push_back(std::int64_t(t));
-    in.logits = sgt::LogitsFor::Last;
-    sgt::KvCache cache = lm.make_cache(1, ids.size());
-    const sgt::LmLogits logits = lm.forward(in, cache, run);
-    const std::vector<float> got(logits.row(0, 0), logits.row(0, 0) + logits.vocab);
-    REQUIRE(got.size() == want.size());
-    double worst = 0, scale = 0;
-    for (std::size_t i = 0; i < want.size(); ++i) {
-      worst = std::max(worst, std::abs(double(got[i]) - want[i]));
-      scale = std::max(scale, std::abs(double(want[i])));
-    }
-    CHECK(worst <= 1e-5 * std::max(1.0, scale));
+    check_last_logits(lm, ids, c.at("last_logits").get<std::vector<float>>());
   }
 }
 
@@ -175,24 +180,7 @@ TEST_CASE("gguf import: a SentencePiece vocabulary: transformers' merges, ids, t
   for (const json& c : fixture.at("logits")) {
     const std::vector<std::int64_t> ids = widen(ids_of(c.at("ids")));
     CHECK(widen(tokenizer.encode(c.at("text").get<std::string>(), true).ids) == ids);
-    const std::vector<float> want = c.at("last_logits").get<std::vector<float>>();
-    sgt::LmRunOptions run;
-    run.precision = sgt::Precision::F32;
-    sgt::LmInput in;
-    in.seq_len = ids.size();
-    in.input_ids = ids;
-    for (std::size_t t = 0; t < ids.size(); ++t) in.cache_position.push_back(std::int64_t(t));
-    in.logits = sgt::LogitsFor::Last;
-    sgt::KvCache cache = lm.make_cache(1, ids.size());
-    const sgt::LmLogits logits = lm.forward(in, cache, run);
-    const std::vector<float> got(logits.row(0, 0), logits.row(0, 0) + logits.vocab);
-    REQUIRE(got.size() == want.size());
-    double worst = 0, scale = 0;
-    for (std::size_t i = 0; i < want.size(); ++i) {
-      worst = std::max(worst, std::abs(double(got[i]) - want[i]));
-      scale = std::max(scale, std::abs(double(want[i])));
-    }
-    CHECK(worst <= 1e-5 * std::max(1.0, scale));
+    check_last_logits(lm, ids, c.at("last_logits").get<std::vector<float>>());
   }
 }
 
