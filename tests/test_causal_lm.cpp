@@ -462,9 +462,12 @@ TEST_CASE("longrope: each call picks short or long factors by where it ends, as 
   CHECK(!sgt::restarts_longrope_at(lm, 9));
   CHECK(sgt::restarts_longrope_at(lm, 10));
   CHECK(!sgt::restarts_longrope_at(lm, 11));
-  for (const auto& [attention, reference] : {std::pair{sgt::AttentionAlgorithm::Flash, false},
-                                             std::pair{sgt::AttentionAlgorithm::Sdpa, false},
-                                             std::pair{sgt::AttentionAlgorithm::Sdpa, true}}) {
+  // Items, not structured bindings: clang 14 refuses to capture a binding in CAPTURE (C++17).
+  for (const auto& path : {std::pair{sgt::AttentionAlgorithm::Flash, false},
+                           std::pair{sgt::AttentionAlgorithm::Sdpa, false},
+                           std::pair{sgt::AttentionAlgorithm::Sdpa, true}}) {
+    const sgt::AttentionAlgorithm attention = path.first;
+    const bool reference = path.second;
     CAPTURE(reference);
     sgt::LmRunOptions options;
     options.attention = attention;
@@ -615,11 +618,13 @@ TEST_CASE("bad config.json and missing tensors: the error names the file and the
   SUBCASE("a family we know but cannot run: the missing feature") {
     ScratchCopy copy("phi3");
     nlohmann::json j = copy.config();
-    for (const auto& [type, feature] :
+    for (const auto& item :
          {std::pair<std::string, std::string>{"phi", "parallel attention/MLP block"},
           {"phimoe", "mixture-of-experts"},
           {"mixtral", "mixture-of-experts"},
           {"qwen2_moe", "mixture-of-experts"}}) {
+      const std::string& type = item.first;
+      const std::string& feature = item.second;
       CAPTURE(type);
       j["model_type"] = type;
       copy.write_config(j);
