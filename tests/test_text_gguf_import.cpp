@@ -81,6 +81,16 @@ std::vector<std::int64_t> widen(const std::vector<std::int32_t>& v) {
 
 }  // namespace
 
+// Each chat rendered by the imported directory's template and tokenized: transformers' text and ids.
+void check_chats(const std::string& out, ScratchDir& dir, const json& chats) {
+  const sgt::ProtectedGeneration session(out);
+  for (const json& c : chats) {
+    std::string rendered;
+    CHECK(chat_ids(session, dir, c.at("messages"), &rendered) == widen(ids_of(c.at("ids"))));
+    CHECK(rendered == c.at("rendered").get<std::string>());
+  }
+}
+
 // The f32 logits of the last position of `ids`, against transformers' (to 1e-5 of their scale).
 void check_last_logits(const sgt::CausalLM& lm, const std::vector<std::int64_t>& ids,
                        const std::vector<float>& want) {
@@ -136,12 +146,7 @@ TEST_CASE("gguf import: the rebuilt tokenizer and template give transformers' id
     INFO(c.at("text").get<std::string>());
     CHECK(tokenizer.encode(c.at("text").get<std::string>(), true).ids == ids_of(c.at("ids")));
   }
-  const sgt::ProtectedGeneration session(out);
-  for (const json& c : fixture.at("chats")) {
-    std::string rendered;
-    CHECK(chat_ids(session, dir, c.at("messages"), &rendered) == widen(ids_of(c.at("ids"))));
-    CHECK(rendered == c.at("rendered").get<std::string>());
-  }
+  check_chats(out, dir, fixture.at("chats"));
   const sgt::CausalLM lm = sgt::CausalLM::load(out);
   for (const json& c : fixture.at("logits")) {
     const std::vector<std::int64_t> ids = widen(ids_of(c.at("ids")));
@@ -170,12 +175,7 @@ TEST_CASE("gguf import: a SentencePiece vocabulary: transformers' merges, ids, t
     CHECK(tokenizer.decode(ids_of(c.at("ids")), false) == c.at("decoded").get<std::string>());
     CHECK(tokenizer.decode(ids_of(c.at("ids")), true) == c.at("decoded_skip").get<std::string>());
   }
-  const sgt::ProtectedGeneration session(out);
-  for (const json& c : fixture.at("chats")) {
-    std::string rendered;
-    CHECK(chat_ids(session, dir, c.at("messages"), &rendered) == widen(ids_of(c.at("ids"))));
-    CHECK(rendered == c.at("rendered").get<std::string>());
-  }
+  check_chats(out, dir, fixture.at("chats"));
   const sgt::CausalLM lm = sgt::CausalLM::load(out);
   for (const json& c : fixture.at("logits")) {
     const std::vector<std::int64_t> ids = widen(ids_of(c.at("ids")));

@@ -112,8 +112,7 @@ Service::Service(ServeOptions options)
     } else if (res.status == 404)
       send_error(res, sgt::serve::not_found(req.method + " " + req.path));
     else if (res.status == 413)
-      send_error(res, ApiError(413, "invalid_request_error", "the request body is too large",
-                               std::nullopt, "request_too_large"));
+      send_error(res, sgt::serve::body_too_large(options_.max_body_bytes));
     else if (res.status >= 400)
       send_error(res, ApiError(res.status, "invalid_request_error", "the request was refused"));
   });
