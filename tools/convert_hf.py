@@ -38,6 +38,7 @@ from sgt_reference.cli import argument_parser  # noqa: E402
 from sgt_reference.config import (  # noqa: E402
     PARAMETERIZATION_TYPES,
     SUPPORTED_MODEL_TYPES,
+    base_embedding_scale,
     make_sgt_config,
     rope_keys_to_v4,
 )
@@ -222,6 +223,7 @@ def convert(args: argparse.Namespace) -> dict:
         std_estimator=estimator(std_spec, args.std_head),
         value_range=_value_range(args.value_range),
         pad_token_id=base_config.get("pad_token_id"),
+        embedding_scale=base_embedding_scale(base_config["model_type"], int(hidden)),
     )
 
     head_dtype = embed.dtype if args.dtype == "keep" else DTYPES[args.dtype]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import struct
 import warnings
 from typing import Any
 
@@ -266,19 +267,39 @@ def make_sgt_config(
     std_estimator: dict,
     value_range: list | None = None,
     pad_token_id: int | None = None,
+    embedding_scale: float | None = None,
 ) -> dict:
-    """The whole config.json (spec 2.1) from two estimator objects."""
-    return {
+    """The whole config.json (spec 2.1) from two estimator objects; `embedding_scale` only when
+    given (a base that scales its embeddings: Gemma)."""
+    out = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "vocab_size": int(vocab_size),
         "hidden_size": int(hidden_size),
+    }
+    if embedding_scale is not None:
+        out["embedding_scale"] = float(embedding_scale)
+    out.update({
         "pad_token_id": pad_token_id,
         "value_range": value_range,
         "percent_to_mask": None,
         "mean_estimator": mean_estimator,
         "std_estimator": std_estimator,
-    }
+    })
+    return out
+
+
+# model_type values whose transformers embedding module multiplies E[ids] by
+# torch.tensor(hidden_size ** 0.5) (an f32 tensor), and not inputs_embeds.
+SCALED_EMBEDDING_TYPES = ("gemma", "gemma2", "gemma3_text")
+
+
+def base_embedding_scale(model_type: str, hidden_size: int) -> float | None:
+    """What a base of `model_type` multiplies E[ids] by, rounded to f32 as transformers does;
+    None when it does not scale them."""
+    if model_type not in SCALED_EMBEDDING_TYPES:
+        return None
+    return struct.unpack("<f", struct.pack("<f", hidden_size ** 0.5))[0]  # nearest f32
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,6 +351,9 @@ def validate_sgt_config(cfg: dict) -> None:
             raise ValueError(f"{key}: must be a positive integer")
     if cfg.get("percent_to_mask") is not None:
         raise ValueError("percent_to_mask: only null is supported")
+    scale = cfg.get("embedding_scale")
+    if scale is not None and (not _is_number(scale) or not 2.0 ** -16 <= scale <= 65536):
+        raise ValueError("embedding_scale: must be a number in [2^-16, 65536]")
     vr = cfg.get("value_range")
     if vr is not None:
         if (not isinstance(vr, list) or len(vr) != 2 or

@@ -14,10 +14,12 @@
 //     value that the `cloak` parameterization (scale [1e-4, 2], shallow 1) maps to init_std:
 //     bias = shallow * atanh(2 (S - min) / (max - min) - 1). The head starts at zero, so every
 //     token gets sigma = cloak(bias) = S whatever the trunk computes;
-//   - config.json: the estimators' `config` is the base config.json with num_hidden_layers cut
-//     to K (and layer_types with it), rope keys in the transformers-4 spelling (rope_theta,
-//     rope_scaling), head_dim explicit, and the keys that describe the LM around the trunk
-//     (vocabulary, token ids, dtype, ...) dropped; keys keep the base file's order;
+//   - config.json: `embedding_scale` for a base that scales its embeddings (Gemma:
+//     sqrt(hidden_size) as an f32, what transformers multiplies E[ids] by); the estimators'
+//     `config` is the base config.json with num_hidden_layers cut to K (and layer_types with it),
+//     rope keys in the transformers-4 spelling (rope_theta, rope_scaling), head_dim explicit,
+//     and the keys that describe the LM around the trunk (vocabulary, token ids, dtype, ...)
+//     dropped; keys keep the base file's order;
 //   - tokenizer.json, tokenizer_config.json, chat_template.jinja: the base model's, copied as
 //     they are (those present), so `--text` and `--chat` work on the transform.
 //
@@ -227,6 +229,11 @@ inline OrderedJson transform_config(const OrderedJson& base, std::uint64_t layer
   c["format_version"] = 1;
   c["vocab_size"] = vocab;
   c["hidden_size"] = hidden;
+  // x must be what the base takes as inputs_embeds: a Gemma base scales E[ids] inside its
+  // embedding module, so the transform does too (docs/format.md 3.1); other bases write no key.
+  const float scale =
+      family_embedding_scale(*find_model_family(base["model_type"].get<std::string>()), hidden);
+  if (scale != 1.0f) c["embedding_scale"] = static_cast<double>(scale);
   c["pad_token_id"] = base.contains("pad_token_id") ? base["pad_token_id"] : OrderedJson();
   c["value_range"] = nullptr;
   c["percent_to_mask"] = nullptr;
@@ -255,13 +262,6 @@ inline OrderedJson read_base_config(const std::string& base_dir, std::uint64_t l
       throw Error(unsupported_model_type_message(type->get<std::string>())).at_key("model_type");
     if (!type->is_string() || !find_model_family(type->get<std::string>()))
       throw Error(abbreviate(type->dump()) + " is not supported (" + model_family_names() + " are)")
-          .at_key("model_type");
-    // The SGT format's x = E[input_ids] has no embedding scale, and a Gemma base scales its
-    // embeddings by sqrt(hidden_size) inside its embedding module: a transform copied from one
-    // would protect, and hand the base, embeddings of the wrong size.
-    if (find_model_family(type->get<std::string>())->scaled_embeddings)
-      throw Error("base models that scale their embeddings (Gemma: sqrt(hidden_size)) are not "
-                  "supported: the SGT format has no embedding scale yet")
           .at_key("model_type");
     if (c.contains("quantization_config") && !c["quantization_config"].is_null())
       throw Error("quantized checkpoints are not supported").at_key("quantization_config");

@@ -597,6 +597,14 @@ inline ModelConfig parse_model_config(const nlohmann::json& j) {
     m.value_min = bounds[0];
     m.value_max = bounds[1];
   }
+  // Untrusted like every key: a scale of 0, a huge one or a NaN would hand the estimators and the
+  // base model embeddings of no meaning.
+  if (const nlohmann::json* scale = root.find_value("embedding_scale")) {
+    const double x = root.check_number("embedding_scale", *scale);
+    if (!(x >= kMinEmbeddingScale && x <= kMaxEmbeddingScale))
+      root.fail("embedding_scale", "must be in [2^-16, 65536], got " + scale->dump());
+    m.embedding_scale = static_cast<float>(x);
+  }
   if (const nlohmann::json* p = root.find_value("percent_to_mask"))
     root.fail("percent_to_mask",
               "must be null: random masking is not supported (the caller "
