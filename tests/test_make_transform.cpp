@@ -91,7 +91,7 @@ std::string error_of(const std::string& base, const std::string& out,
 
 TEST_CASE("make_transform writes what convert_hf.py writes, and the transform runs") {
   const json fixture = sgt_test::read_fixture_json("make_transform/expected.json");
-  REQUIRE(fixture.at("cases").size() == 9);
+  REQUIRE(fixture.at("cases").size() == 10);
   for (const json& c : fixture.at("cases")) {
     CAPTURE(c.at("name").get<std::string>());
     ScratchDir dir;
@@ -220,6 +220,24 @@ TEST_CASE("a transform without the Gemma base's embedding scale is refused by th
   CHECK_THROWS_WITH(sgt::check_base_compatible(model, lm),
                     doctest::Contains("has embedding_scale 1.000000, the base model scales its "
                                       "embeddings by 8.000000"));
+}
+
+// An absent head_dim means what transformers' config class of the family makes of it: Qwen3Config
+// says 128, not hidden / heads (64 / 4 = 16, what this base's tensors hold), so transformers could
+// not load this base without its head_dim, and neither does make_transform.
+TEST_CASE("make_transform: a base without head_dim takes the family's default, not hidden / heads") {
+  ScratchDir dir;
+  fs::copy(std::string(SGT_TEST_DATA_DIR) + "/causal_lm/qwen3_tied", dir.file("base"));
+  nlohmann::ordered_json config =
+      nlohmann::ordered_json::parse(read_bytes(dir.file("base/config.json")));
+  config.erase("head_dim");
+  std::ofstream(dir.file("base/config.json"), std::ios::trunc) << config.dump(2);
+  sgt::MakeTransformOptions o;
+  o.layers = 1;
+  CHECK(error_of(dir.file("base"), dir.file("sgt"), o) ==
+        dir.file("base") +
+            ": tensor 'model.layers.0.self_attn.q_proj.weight': shape [64, 64], but the config "
+            "implies [512, 64]");
 }
 
 TEST_CASE("make_transform: an empty OUT_DIR is filled, anything else there is refused") {

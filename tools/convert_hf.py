@@ -39,6 +39,8 @@ from sgt_reference.config import (  # noqa: E402
     PARAMETERIZATION_TYPES,
     SUPPORTED_MODEL_TYPES,
     base_embedding_scale,
+    hf_classes,
+    hf_config_head_dim,
     make_sgt_config,
     rope_keys_to_v4,
 )
@@ -179,7 +181,11 @@ def trunk_config(base_config: dict, layers: int) -> dict:
     if isinstance(cfg.get("layer_types"), list):
         cfg["layer_types"] = cfg["layer_types"][:layers]
     if cfg.get("head_dim") is None:  # explicit, so no reader depends on per-type defaults
-        cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+        # What transformers' config class of the family makes of the absent key: hidden / heads
+        # for most, a constant for some (Qwen3: 128, Gemma: 256).
+        config_cls, _ = hf_classes(base_config["model_type"])
+        cfg["head_dim"] = hf_config_head_dim(config_cls(
+            hidden_size=cfg["hidden_size"], num_attention_heads=cfg["num_attention_heads"]))
     return cfg
 
 

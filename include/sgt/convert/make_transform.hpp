@@ -17,8 +17,8 @@
 //   - config.json: `embedding_scale` for a base that scales its embeddings (Gemma:
 //     sqrt(hidden_size) as an f32, what transformers multiplies E[ids] by); the estimators'
 //     `config` is the base config.json with num_hidden_layers cut to K (and layer_types with it),
-//     rope keys in the transformers-4 spelling (rope_theta, rope_scaling), head_dim explicit,
-//     and the keys that describe the LM around the trunk (vocabulary, token ids, dtype, ...)
+//     rope keys in the transformers-4 spelling (rope_theta, rope_scaling), head_dim explicit
+//     (the family's transformers default when absent), and the keys that describe the LM around the trunk (vocabulary, token ids, dtype, ...)
 //     dropped; keys keep the base file's order;
 //   - tokenizer.json, tokenizer_config.json, chat_template.jinja: the base model's, copied as
 //     they are (those present), so `--text` and `--chat` work on the transform.
@@ -205,9 +205,15 @@ inline OrderedJson trunk_config(const OrderedJson& base, std::uint64_t layers) {
     for (std::uint64_t i = 0; i < layers; ++i) cut.push_back(c["layer_types"][i]);
     c["layer_types"] = std::move(cut);
   }
-  if (!c.contains("head_dim") || c["head_dim"].is_null())
-    c["head_dim"] =
-        base_config_count(c, "hidden_size") / base_config_count(c, "num_attention_heads");
+  // The family's transformers default, which is not always hidden / heads (Qwen3: 128, Gemma:
+  // 256): the written key must mean what the base's absent one meant.
+  if (!c.contains("head_dim") || c["head_dim"].is_null()) {
+    const ModelFamily& family = *find_model_family(base["model_type"].get<std::string>());
+    c["head_dim"] = family.defaults.head_dim
+                        ? *family.defaults.head_dim
+                        : base_config_count(c, "hidden_size") /
+                              base_config_count(c, "num_attention_heads");
+  }
   return c;
 }
 
