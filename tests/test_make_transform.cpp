@@ -91,7 +91,7 @@ std::string error_of(const std::string& base, const std::string& out,
 
 TEST_CASE("make_transform writes what convert_hf.py writes, and the transform runs") {
   const json fixture = sgt_test::read_fixture_json("make_transform/expected.json");
-  REQUIRE(fixture.at("cases").size() == 10);
+  REQUIRE(fixture.at("cases").size() == 12);
   for (const json& c : fixture.at("cases")) {
     CAPTURE(c.at("name").get<std::string>());
     ScratchDir dir;

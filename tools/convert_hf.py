@@ -178,8 +178,12 @@ def trunk_config(base_config: dict, layers: int) -> dict:
     cfg = rope_keys_to_v4(base_config)
     cfg = {k: v for k, v in cfg.items() if k not in DROP_KEYS}
     cfg["num_hidden_layers"] = layers
-    if isinstance(cfg.get("layer_types"), list):
-        cfg["layer_types"] = cfg["layer_types"][:layers]
+    # One entry per layer: the first K. The rules that derive per-layer choices from a number
+    # (max_window_layers, sliding_window_pattern, no_rope_layer_interval) count from layer 0 and
+    # keep their meaning for the first K layers.
+    for per_layer in ("layer_types", "no_rope_layers"):
+        if isinstance(cfg.get(per_layer), list):
+            cfg[per_layer] = cfg[per_layer][:layers]
     if cfg.get("head_dim") is None:  # explicit, so no reader depends on per-type defaults
         # What transformers' config class of the family makes of the absent key: hidden / heads
         # for most, a constant for some (Qwen3: 128, Gemma: 256).

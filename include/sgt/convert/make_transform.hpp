@@ -16,10 +16,11 @@
 //     token gets sigma = cloak(bias) = S whatever the trunk computes;
 //   - config.json: `embedding_scale` for a base that scales its embeddings (Gemma:
 //     sqrt(hidden_size) as an f32, what transformers multiplies E[ids] by); the estimators'
-//     `config` is the base config.json with num_hidden_layers cut to K (and layer_types with it),
-//     rope keys in the transformers-4 spelling (rope_theta, rope_scaling), head_dim explicit
-//     (the family's transformers default when absent), and the keys that describe the LM around the trunk (vocabulary, token ids, dtype, ...)
-//     dropped; keys keep the base file's order;
+//     `config` is the base config.json with num_hidden_layers cut to K (and the per-layer lists
+//     layer_types and no_rope_layers with it), rope keys in the transformers-4 spelling
+//     (rope_theta, rope_scaling), head_dim explicit (the family's transformers
+//     default when absent), and the keys that describe the LM around the trunk (vocabulary,
+//     token ids, dtype, ...) dropped; keys keep the base file's order;
 //   - tokenizer.json, tokenizer_config.json, chat_template.jinja: the base model's, copied as
 //     they are (those present), so `--text` and `--chat` work on the transform.
 //
@@ -117,6 +118,10 @@ inline constexpr const char* kBaseConfigDroppedKeys[] = {
     "transformers_version", "use_cache",           "auto_map",          "_name_or_path",
     "initializer_range",    "model_type",          "attention_dropout", "pretraining_tp"};
 
+// Keys of a base config.json that list one value per decoder layer (layer_types: Qwen2/3,
+// SmolLM3, Gemma 2/3; no_rope_layers: SmolLM3).
+inline constexpr const char* kPerLayerListKeys[] = {"layer_types", "no_rope_layers"};
+
 SGT_ISA_BEGIN
 
 inline std::string format_number(double x) {
@@ -199,11 +204,16 @@ inline OrderedJson trunk_config(const OrderedJson& base, std::uint64_t layers) {
   OrderedJson c = rope_keys_to_v4(base);
   for (const char* key : kBaseConfigDroppedKeys) c.erase(key);
   c["num_hidden_layers"] = layers;
-  if (c.contains("layer_types") && c["layer_types"].is_array() &&
-      c["layer_types"].size() > layers) {
+  // The lists with one entry per layer keep the first K (transformers requires layer_types and
+  // we require both to have num_hidden_layers entries). The rules that derive per-layer choices
+  // from a number -- Qwen's max_window_layers, Gemma's sliding_window_pattern, SmolLM3's
+  // no_rope_layer_interval -- count from layer 0, so they mean the same for the first K layers
+  // unchanged.
+  for (const char* key : kPerLayerListKeys) {
+    if (!c.contains(key) || !c[key].is_array() || c[key].size() <= layers) continue;
     OrderedJson cut = OrderedJson::array();
-    for (std::uint64_t i = 0; i < layers; ++i) cut.push_back(c["layer_types"][i]);
-    c["layer_types"] = std::move(cut);
+    for (std::uint64_t i = 0; i < layers; ++i) cut.push_back(c[key][i]);
+    c[key] = std::move(cut);
   }
   // The family's transformers default, which is not always hidden / heads (Qwen3: 128, Gemma:
   // 256): the written key must mean what the base's absent one meant.
