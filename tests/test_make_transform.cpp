@@ -24,6 +24,7 @@
 #include <sgt/io/tensor_store.hpp>
 #include <sgt/audit/utility_audit.hpp>
 #include <sgt/lm/causal_lm.hpp>
+#include <sgt/lm/config_json.hpp>
 #include <sgt/lm/generate.hpp>
 #include <sgt/model/transform.hpp>
 
@@ -91,7 +92,7 @@ std::string error_of(const std::string& base, const std::string& out,
 
 TEST_CASE("make_transform writes what convert_hf.py writes, and the transform runs") {
   const json fixture = sgt_test::read_fixture_json("make_transform/expected.json");
-  REQUIRE(fixture.at("cases").size() == 12);
+  REQUIRE(fixture.at("cases").size() == 13);
   for (const json& c : fixture.at("cases")) {
     CAPTURE(c.at("name").get<std::string>());
     ScratchDir dir;
@@ -152,7 +153,7 @@ TEST_CASE("make_transform writes what convert_hf.py writes, and the transform ru
 TEST_CASE("make_transform of a Gemma base: x is the base's scaled embeddings, and it answers") {
   const sgt::SafetensorsFile scaled(std::string(SGT_TEST_DATA_DIR) +
                                     "/embedding_scale/expected.safetensors");
-  for (const char* name : {"gemma_bf16", "gemma2"}) {
+  for (const char* name : {"gemma_bf16", "gemma2", "gemma3_text"}) {
     CAPTURE(name);
     const std::string base = std::string(SGT_TEST_DATA_DIR) + "/causal_lm/" + name;
     ScratchDir dir;
@@ -201,6 +202,66 @@ TEST_CASE("make_transform of a Gemma base: x is the base's scaled embeddings, an
       for (std::size_t t = 0; t < G; ++t)
         CHECK(tokens[b][t] == static_cast<std::int64_t>(greedy.as<float>().data()[b * G + t]));
   }
+}
+
+// The estimators' trunk is the base's first K decoder layers: its config must say for those layers
+// what the base's config says -- sizes, each layer's window and RoPE, both RoPE tables -- whatever
+// spelling the base used (Gemma 3's per-layer-type rope_parameters, per-layer lists cut to K).
+TEST_CASE("make_transform: the trunk's config describes the base's first K layers") {
+  const std::pair<const char*, std::size_t> bases[] = {
+      {"gemma3_text", 2}, {"gemma3_text", 1}, {"smollm3", 2}, {"qwen2_sliding", 1},
+      {"gemma2", 1}, {"phi3", 1}, {"llama", 1}};
+  for (const auto& [name, K] : bases) {
+    CAPTURE(name);
+    CAPTURE(K);
+    const std::string base = std::string(SGT_TEST_DATA_DIR) + "/causal_lm/" + name;
+    ScratchDir dir;
+    sgt::MakeTransformOptions o;
+    o.layers = K;
+    sgt::make_transform(base, dir.file("sgt"), o);
+    const sgt::DecoderConfig& want = sgt::load_causal_lm_config(base + "/config.json").decoder;
+    const sgt::ModelConfig got_model = sgt::load_model_config(dir.file("sgt/config.json"));
+    for (const sgt::EstimatorConfig* e : {&got_model.mean_estimator, &got_model.std_estimator}) {
+      const sgt::DecoderConfig& got = e->decoder;
+      REQUIRE(got.num_hidden_layers == K);
+      CHECK(got.head_dim == want.head_dim);
+      CHECK(got.num_attention_heads == want.num_attention_heads);
+      CHECK(got.num_key_value_heads == want.num_key_value_heads);
+      CHECK(got.rope == want.rope);
+      CHECK(got.local_rope == want.local_rope);
+      for (std::size_t i = 0; i < K; ++i) {
+        CAPTURE(i);
+        CHECK(got.layers[i].sliding_window == want.layers[i].sliding_window);
+        CHECK(got.layers[i].rope == want.layers[i].rope);
+      }
+    }
+  }
+}
+
+// The v4 spelling the trunk's config is written in gives Gemma 3's local layers a default RoPE of
+// base rope_local_base_freq: any other local RoPE is refused, naming the key.
+TEST_CASE("make_transform: Gemma 3's local layers must have a default RoPE") {
+  ScratchDir dir;
+  fs::copy(std::string(SGT_TEST_DATA_DIR) + "/causal_lm/gemma3_text", dir.file("base"));
+  nlohmann::ordered_json config =
+      nlohmann::ordered_json::parse(read_bytes(dir.file("base/config.json")));
+  config["rope_parameters"]["sliding_attention"]["rope_type"] = "linear";
+  config["rope_parameters"]["sliding_attention"]["factor"] = 2.0;
+  std::ofstream(dir.file("base/config.json"), std::ios::trunc) << config.dump(2);
+  sgt::MakeTransformOptions o;
+  o.layers = 1;
+  CHECK(error_of(dir.file("base"), dir.file("sgt"), o) ==
+        dir.file("base/config.json") +
+            ": key 'rope_parameters.sliding_attention': the local layers' RoPE must be the default "
+            "one (rope_type and rope_theta only), got "
+            "{\"rope_theta\":100.0,\"rope_type\":\"linear\",\"factor\":2.0}");
+  config["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}}},
+                               {"local_attention", {{"rope_type", "default"}}}};
+  std::ofstream(dir.file("base/config.json"), std::ios::trunc) << config.dump(2);
+  CHECK(error_of(dir.file("base"), dir.file("sgt"), o) ==
+        dir.file("base/config.json") +
+            ": key 'rope_parameters.local_attention': unknown layer type (full_attention and "
+            "sliding_attention are)");
 }
 
 // Protected embeddings reach the base as inputs_embeds, unscaled: a transform whose scale is not

@@ -9,6 +9,7 @@ between the two and `build_hf_config` checks that the module it builds uses the 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import numbers
 import struct
@@ -87,6 +88,9 @@ def rope_keys_to_v4(cfg: dict) -> dict:
         if "rope_scaling" in cfg:
             cfg["rope_scaling"] = _normalize_rope_scaling(cfg["rope_scaling"])
         return cfg
+    if (isinstance(params, dict) and ("full_attention" in params or "sliding_attention" in params)
+            and cfg.get("model_type") in _LOCAL_ROPE_THETA):
+        return _per_layer_type_rope_to_v4(cfg, params)
     if not isinstance(params, dict) or (params and "rope_type" not in params and
                                         "rope_theta" not in params):
         raise ValueError("rope_parameters: per-layer-type rope parameters are not supported")
@@ -99,6 +103,44 @@ def rope_keys_to_v4(cfg: dict) -> dict:
         cfg.setdefault("partial_rotary_factor", prf)
     if "rope_scaling" not in cfg:
         cfg["rope_scaling"] = _normalize_rope_scaling(params)
+    return cfg
+
+
+def _per_layer_type_rope_to_v4(cfg: dict, params: dict) -> dict:
+    """Gemma 3's `{"full_attention": {...}, "sliding_attention": {...}}` (transformers 5) as v4
+    keys: rope_theta + rope_scaling for the global layers, rope_local_base_freq for the local ones.
+
+    As Gemma3TextConfig reads it: the entries' own rope_theta win over rope_theta and
+    rope_local_base_freq, and a rope_scaling updates the full_attention entry. The v4 spelling
+    gives the local layers a default RoPE only, so any other local RoPE is refused."""
+    unknown = sorted(set(params) - {"full_attention", "sliding_attention"})
+    if unknown:
+        raise ValueError(f"rope_parameters.{unknown[0]}: unknown layer type "
+                         "(full_attention and sliding_attention are)")
+    entries = {}
+    for name in ("full_attention", "sliding_attention"):
+        entry = params.get(name)
+        if entry is not None and not isinstance(entry, dict):
+            raise ValueError(f"rope_parameters.{name}: expected an object or null, got {entry!r}")
+        entries[name] = dict(entry or {})
+    full, sliding = entries["full_attention"], entries["sliding_attention"]
+    if isinstance(cfg.get("rope_scaling"), dict):
+        full.update(cfg["rope_scaling"])
+    if "type" in sliding and "rope_type" not in sliding:
+        sliding["rope_type"] = sliding.pop("type")
+    if (sliding.get("rope_type", "default") != "default" or
+            set(sliding) - {"rope_type", "rope_theta"}):
+        raise ValueError("rope_parameters.sliding_attention: the local layers' RoPE must be the "
+                         "default one (rope_type and rope_theta only), got " + json.dumps(sliding))
+    theta = full.pop("rope_theta", None)
+    if theta is not None:
+        cfg["rope_theta"] = float(theta)
+    if sliding.get("rope_theta") is not None:
+        cfg["rope_local_base_freq"] = float(sliding["rope_theta"])
+    prf = full.pop("partial_rotary_factor", None)
+    if prf is not None:
+        cfg["partial_rotary_factor"] = prf
+    cfg["rope_scaling"] = _normalize_rope_scaling(full)
     return cfg
 
 
