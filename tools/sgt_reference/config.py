@@ -158,11 +158,14 @@ def _normalize_rope_scaling(scaling: Any) -> dict | None:
     return scaling
 
 
-def rope_parameters_from_v4(cfg: dict) -> dict:
+def rope_parameters_from_v4(cfg: dict, model_type: str | None = None) -> dict:
     """transformers 5 `rope_parameters` for an HF config dict in the v4 spelling."""
     cfg = rope_keys_to_v4(cfg)
     scaling = _normalize_rope_scaling(cfg.get("rope_scaling"))
     params: dict = {"rope_type": "default"} if scaling is None else dict(scaling)
+    # Phi3Config's names from before longrope, which it renames (transformers 5.25).
+    if model_type == "phi3" and params["rope_type"] in ("su", "yarn"):
+        params["rope_type"] = "longrope"
     rope_type = params["rope_type"]
     if rope_type not in ROPE_TYPES:
         raise ValueError(f"rope_scaling.rope_type: unsupported '{rope_type}' "
@@ -180,7 +183,7 @@ def build_hf_config(model_type: str, cfg: dict):
     does not set take the defaults of `model_type`'s transformers config class.
     """
     config_cls, _ = hf_classes(model_type)
-    rope_parameters = rope_parameters_from_v4(cfg)
+    rope_parameters = rope_parameters_from_v4(cfg, model_type)
     if model_type in _LOCAL_ROPE_THETA:  # one rope per layer type
         rope_parameters = {
             "full_attention": rope_parameters,

@@ -166,6 +166,8 @@ struct ModelFamily {
   bool scaled_embeddings;  // E[ids] * sqrt(hidden_size) inside the model (not inputs_embeds)
   // Keys the family's transformers config may carry that change nothing here (nullptr-padded).
   std::array<const char*, 3> inert_keys;
+  // The rope types "su" and "yarn" mean longrope (Phi3Config's names from before longrope).
+  bool legacy_longrope_names = false;
 };
 
 // clang-format off
@@ -253,7 +255,8 @@ inline constexpr ModelFamily kModelFamilies[] = {
      /*qk_norm=*/false, /*fused_projections=*/true,
       WindowRule::EveryLayer, RopeRule::EveryLayer,
      kernels::RmsNormStyle::Weight, "hidden_act", kernels::GatedActivation::Silu, false,
-     false, false, false, false, {"resid_pdrop", "embd_pdrop", nullptr}},  // dropout: training only
+     false, false, false, false, {"resid_pdrop", "embd_pdrop", nullptr},  // dropout: training only
+     /*legacy_longrope_names=*/true},
 };
 // clang-format on
 
