@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -461,6 +462,16 @@ TEST_CASE("accepted variants: ranges, nullable keys, sliding windows, parameteri
   m["value_range"] = {nullptr, nullptr};
   CHECK(!sgt::parse_model_config(m).value_min);
 
+  // embedding_scale: 1 when absent or null; a Gemma transform's sqrt(hidden_size), kept as f32.
+  CHECK(sgt::parse_model_config(m).embedding_scale == 1.0f);
+  m["embedding_scale"] = nullptr;
+  CHECK(sgt::parse_model_config(m).embedding_scale == 1.0f);
+  m["embedding_scale"] = 6.9282031059265137;  // sqrt(48) as an f32
+  CHECK(sgt::parse_model_config(m).embedding_scale == static_cast<float>(std::sqrt(48.0)));
+  m["embedding_scale"] = 65536;
+  CHECK(sgt::parse_model_config(m).embedding_scale == 65536.0f);
+  m.erase("embedding_scale");
+
   // head_dim given explicitly need not divide hidden_size.
   json odd = spec_example();
   odd["mean_estimator"]["config"]["num_attention_heads"] = 30;
@@ -698,6 +709,12 @@ TEST_CASE("every invalid key is a load error that names it") {
       {{{"/value_range", "wide"}}, "value_range", "[min, max]"},
       {{{"/value_range", {nullptr, "x"}}}, "value_range[1]", "number"},
       {{{"/value_range", {1e39, nullptr}}}, "value_range[0]", "f32"},
+      {{{"/embedding_scale", 0}}, "embedding_scale", "[2^-16, 65536]"},
+      {{{"/embedding_scale", -8.0}}, "embedding_scale", "[2^-16, 65536]"},
+      {{{"/embedding_scale", 1e-10}}, "embedding_scale", "[2^-16, 65536]"},
+      {{{"/embedding_scale", 1e6}}, "embedding_scale", "[2^-16, 65536]"},
+      {{{"/embedding_scale", "8"}}, "embedding_scale", "number"},
+      {{{"/embedding_scale", {8.0}}}, "embedding_scale", "number"},
       {{{"/percent_to_mask", 0.15}}, "percent_to_mask", "must be null"},
       {{{"/percent_to_mask", 0}}, "percent_to_mask", "must be null"},
       {{{"/std_estimator", kErase}}, "std_estimator", "missing"},

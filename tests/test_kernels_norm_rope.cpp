@@ -92,6 +92,32 @@ TEST_CASE("embedding_lookup matches nn.Embedding exactly for f32, bf16 and f16 t
   }
 }
 
+// transformers' Gemma embedding modules: E[ids] * torch.tensor(sqrt(48)).to(E.dtype), in E's dtype
+// (tools/fixtures/embedding_scale_fixtures.py; 48 so that the scale's rounding shows).
+TEST_CASE("scale_embedding_rows rounds as Gemma's scaled embeddings do, for f32, bf16 and f16") {
+  sgt::SafetensorsFile file(std::string(SGT_TEST_DATA_DIR) + "/embedding_scale/expected.safetensors");
+  const std::vector<float> ids_f = to_f32(file.tensor("ids"));
+  const std::vector<std::int64_t> ids(ids_f.begin(), ids_f.end());
+  const float scale = static_cast<float>(std::sqrt(48.0));
+  for (const char* dtype : {"f32", "bf16", "f16"}) {
+    CAPTURE(dtype);
+    const AnyTensorView table = file.tensor(std::string("table_") + dtype);
+    const std::size_t hidden = table.dim(1);
+    const std::vector<float> expected = to_f32(file.tensor(std::string("scaled_") + dtype));
+    REQUIRE(expected.size() == ids.size() * hidden);
+    auto run = [&](sgt::ThreadPool* pool) {
+      std::vector<float> out(expected.size());
+      const TensorView<float> view(out.data(), {ids.size(), hidden});
+      k::embedding_lookup(table, ids.data(), ids.size(), view, pool);
+      k::scale_embedding_rows(table.dtype(), scale, view, pool);
+      return out;
+    };
+    expect_bit_identical(run(nullptr), expected, "scaled rows");
+    sgt::ThreadPool pool(2);
+    expect_bit_identical(run(&pool), expected, "scaled rows, 2 threads");
+  }
+}
+
 TEST_CASE("embedding_lookup equals its reference over awkward widths, dtypes and output ranks") {
   std::mt19937 rng(11);
   for (DType dtype : kAllDTypes) {

@@ -22,6 +22,10 @@
 #include <sgt/io/safetensors.hpp>
 #include <sgt/io/safetensors_writer.hpp>
 #include <sgt/io/tensor_store.hpp>
+#include <sgt/audit/utility_audit.hpp>
+#include <sgt/lm/causal_lm.hpp>
+#include <sgt/lm/config_json.hpp>
+#include <sgt/lm/generate.hpp>
 #include <sgt/model/transform.hpp>
 
 #include "support/scratch_dir.hpp"
@@ -88,11 +92,18 @@ std::string error_of(const std::string& base, const std::string& out,
 
 TEST_CASE("make_transform writes what convert_hf.py writes, and the transform runs") {
   const json fixture = sgt_test::read_fixture_json("make_transform/expected.json");
-  REQUIRE(fixture.at("cases").size() == 7);
+  REQUIRE(fixture.at("cases").size() == 13);
   for (const json& c : fixture.at("cases")) {
     CAPTURE(c.at("name").get<std::string>());
     ScratchDir dir;
-    const std::string base = kRepo + "/" + c.at("base").get<std::string>();
+    std::string base = kRepo + "/" + c.at("base").get<std::string>();
+    if (c.contains("dropped_keys")) {  // a copy of the base without these config.json keys
+      fs::copy(base, dir.file("base"));
+      base = dir.file("base");
+      nlohmann::ordered_json config = nlohmann::ordered_json::parse(read_bytes(base + "/config.json"));
+      for (const json& key : c.at("dropped_keys")) config.erase(key.get<std::string>());
+      std::ofstream(base + "/config.json", std::ios::trunc) << config.dump(2);
+    }
     const std::string out = dir.file("sgt");
     const sgt::MakeTransformOptions o = options_of(c.at("args"));
     const sgt::MakeTransformSummary s = sgt::make_transform(base, out, o);
@@ -132,6 +143,162 @@ TEST_CASE("make_transform writes what convert_hf.py writes, and the transform ru
     if (o.dtype == sgt::TransformStorage::F32)
       CHECK(std::fabs(first - o.init_std) <= 1e-5 * o.init_std);
   }
+}
+
+// A Gemma base multiplies E[ids] by sqrt(hidden_size) inside its embedding module and takes
+// inputs_embeds as given, so a transform of it must start from the scaled rows
+// (tools/fixtures/embedding_scale_fixtures.py: base.get_input_embeddings()(prompt_ids), from
+// transformers); with nothing protected, the base answers its output as it answers the ids
+// (tools/fixtures/causal_lm_fixtures.py: transformers' greedy generate).
+TEST_CASE("make_transform of a Gemma base: x is the base's scaled embeddings, and it answers") {
+  const sgt::SafetensorsFile scaled(std::string(SGT_TEST_DATA_DIR) +
+                                    "/embedding_scale/expected.safetensors");
+  for (const char* name : {"gemma_bf16", "gemma2", "gemma3_text"}) {
+    CAPTURE(name);
+    const std::string base = std::string(SGT_TEST_DATA_DIR) + "/causal_lm/" + name;
+    ScratchDir dir;
+    sgt::MakeTransformOptions o;
+    o.layers = 1;
+    sgt::make_transform(base, dir.file("sgt"), o);
+    const sgt::Transform model(dir.file("sgt"));
+    const sgt::CausalLM lm = sgt::CausalLM::load(base);
+    CHECK(model.embedding_scale() == 8.0f);  // sqrt(64)
+    CHECK(model.embedding_scale() == lm.config().embedding_scale);
+    CHECK_NOTHROW(sgt::check_base_compatible(model, lm));
+
+    const sgt::SafetensorsFile expected(base + "/expected.safetensors");
+    const sgt::AnyTensorView prompt = expected.tensor("prompt_ids");  // [B, P], ids as f32
+    const std::size_t B = prompt.dim(0), S = prompt.dim(1), H = model.hidden_size();
+    sgt::TransformInput in;
+    in.batch = B;
+    in.seq_len = S;
+    for (std::size_t i = 0; i < B * S; ++i)
+      in.input_ids.push_back(static_cast<std::int64_t>(prompt.as<float>().data()[i]));
+    in.noise_mask.assign(B * S, 0);  // nothing protected: out = x
+    sgt::RunOptions run;
+    run.keep_intermediates = true;
+    const sgt::TransformResult r = model.run(in, run);
+    const sgt::AnyTensorView embeds = scaled.tensor(std::string(name) + ".embeds");
+    REQUIRE(embeds.size() == B * S * H);
+    const float* want = embeds.as<float>().data();
+    for (std::size_t i = 0; i < B * S * H; ++i) {
+      REQUIRE(r.embeddings[i] == want[i]);
+      REQUIRE(r.transformed[i] == want[i]);
+    }
+
+    sgt::LmInput lm_in;
+    lm_in.batch = B;
+    lm_in.seq_len = S;
+    lm_in.inputs_embeds = sgt::TensorView<const float>(r.transformed.data(), {B, S, H});
+    for (std::size_t s = 0; s < S; ++s) lm_in.cache_position.push_back(static_cast<std::int64_t>(s));
+    const sgt::AnyTensorView greedy = expected.tensor("greedy_ids");  // [B, G]
+    const std::size_t G = greedy.dim(1);
+    sgt::GenerateOptions g;
+    g.max_new_tokens = G;
+    g.run.precision = sgt::Precision::F32;  // transformers' reference: f32 on the stored weights
+    const auto tokens = sgt::generate(lm, lm_in, g);
+    REQUIRE(tokens.size() == B);
+    for (std::size_t b = 0; b < B; ++b)
+      for (std::size_t t = 0; t < G; ++t)
+        CHECK(tokens[b][t] == static_cast<std::int64_t>(greedy.as<float>().data()[b * G + t]));
+  }
+}
+
+// The estimators' trunk is the base's first K decoder layers: its config must say for those layers
+// what the base's config says -- sizes, each layer's window and RoPE, both RoPE tables -- whatever
+// spelling the base used (Gemma 3's per-layer-type rope_parameters, per-layer lists cut to K).
+TEST_CASE("make_transform: the trunk's config describes the base's first K layers") {
+  const std::pair<const char*, std::size_t> bases[] = {
+      {"gemma3_text", 2}, {"gemma3_text", 1}, {"smollm3", 2}, {"qwen2_sliding", 1},
+      {"gemma2", 1}, {"phi3", 1}, {"llama", 1}};
+  for (const auto& [name, K] : bases) {
+    CAPTURE(name);
+    CAPTURE(K);
+    const std::string base = std::string(SGT_TEST_DATA_DIR) + "/causal_lm/" + name;
+    ScratchDir dir;
+    sgt::MakeTransformOptions o;
+    o.layers = K;
+    sgt::make_transform(base, dir.file("sgt"), o);
+    const sgt::DecoderConfig& want = sgt::load_causal_lm_config(base + "/config.json").decoder;
+    const sgt::ModelConfig got_model = sgt::load_model_config(dir.file("sgt/config.json"));
+    for (const sgt::EstimatorConfig* e : {&got_model.mean_estimator, &got_model.std_estimator}) {
+      const sgt::DecoderConfig& got = e->decoder;
+      REQUIRE(got.num_hidden_layers == K);
+      CHECK(got.head_dim == want.head_dim);
+      CHECK(got.num_attention_heads == want.num_attention_heads);
+      CHECK(got.num_key_value_heads == want.num_key_value_heads);
+      CHECK(got.rope == want.rope);
+      CHECK(got.local_rope == want.local_rope);
+      for (std::size_t i = 0; i < K; ++i) {
+        CAPTURE(i);
+        CHECK(got.layers[i].sliding_window == want.layers[i].sliding_window);
+        CHECK(got.layers[i].rope == want.layers[i].rope);
+      }
+    }
+  }
+}
+
+// The v4 spelling the trunk's config is written in gives Gemma 3's local layers a default RoPE of
+// base rope_local_base_freq: any other local RoPE is refused, naming the key.
+TEST_CASE("make_transform: Gemma 3's local layers must have a default RoPE") {
+  ScratchDir dir;
+  fs::copy(std::string(SGT_TEST_DATA_DIR) + "/causal_lm/gemma3_text", dir.file("base"));
+  nlohmann::ordered_json config =
+      nlohmann::ordered_json::parse(read_bytes(dir.file("base/config.json")));
+  config["rope_parameters"]["sliding_attention"]["rope_type"] = "linear";
+  config["rope_parameters"]["sliding_attention"]["factor"] = 2.0;
+  std::ofstream(dir.file("base/config.json"), std::ios::trunc) << config.dump(2);
+  sgt::MakeTransformOptions o;
+  o.layers = 1;
+  CHECK(error_of(dir.file("base"), dir.file("sgt"), o) ==
+        dir.file("base/config.json") +
+            ": key 'rope_parameters.sliding_attention': the local layers' RoPE must be the default "
+            "one (rope_type and rope_theta only), got "
+            "{\"rope_theta\":100.0,\"rope_type\":\"linear\",\"factor\":2.0}");
+  config["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}}},
+                               {"local_attention", {{"rope_type", "default"}}}};
+  std::ofstream(dir.file("base/config.json"), std::ios::trunc) << config.dump(2);
+  CHECK(error_of(dir.file("base"), dir.file("sgt"), o) ==
+        dir.file("base/config.json") +
+            ": key 'rope_parameters.local_attention': unknown layer type (full_attention and "
+            "sliding_attention are)");
+}
+
+// Protected embeddings reach the base as inputs_embeds, unscaled: a transform whose scale is not
+// the base's is refused before any base model run.
+TEST_CASE("a transform without the Gemma base's embedding scale is refused by the utility audit") {
+  const std::string base = std::string(SGT_TEST_DATA_DIR) + "/causal_lm/gemma2";
+  ScratchDir dir;
+  sgt::MakeTransformOptions o;
+  o.layers = 1;
+  sgt::make_transform(base, dir.file("sgt"), o);
+  json c = json::parse(read_bytes(dir.file("sgt/config.json")));
+  c.erase("embedding_scale");
+  std::ofstream(dir.file("sgt/config.json")) << c.dump();
+  const sgt::Transform model(dir.file("sgt"));
+  CHECK(model.embedding_scale() == 1.0f);
+  const sgt::CausalLM lm = sgt::CausalLM::load(base);
+  CHECK_THROWS_WITH(sgt::check_base_compatible(model, lm),
+                    doctest::Contains("has embedding_scale 1.000000, the base model scales its "
+                                      "embeddings by 8.000000"));
+}
+
+// An absent head_dim means what transformers' config class of the family makes of it: Qwen3Config
+// says 128, not hidden / heads (64 / 4 = 16, what this base's tensors hold), so transformers could
+// not load this base without its head_dim, and neither does make_transform.
+TEST_CASE("make_transform: a base without head_dim takes the family's default, not hidden / heads") {
+  ScratchDir dir;
+  fs::copy(std::string(SGT_TEST_DATA_DIR) + "/causal_lm/qwen3_tied", dir.file("base"));
+  nlohmann::ordered_json config =
+      nlohmann::ordered_json::parse(read_bytes(dir.file("base/config.json")));
+  config.erase("head_dim");
+  std::ofstream(dir.file("base/config.json"), std::ios::trunc) << config.dump(2);
+  sgt::MakeTransformOptions o;
+  o.layers = 1;
+  CHECK(error_of(dir.file("base"), dir.file("sgt"), o) ==
+        dir.file("base") +
+            ": tensor 'model.layers.0.self_attn.q_proj.weight': shape [64, 64], but the config "
+            "implies [512, 64]");
 }
 
 TEST_CASE("make_transform: an empty OUT_DIR is filled, anything else there is refused") {
@@ -219,13 +386,6 @@ TEST_CASE("make_transform refuses bad arguments and bad bases, leaving no direct
     CHECK(with(bad) == at + ": key 'model_type': model_type 'phi': the parallel attention/MLP "
                             "block of Phi-1/2 (with LayerNorm and dense projections) is not "
                             "supported");
-    for (const char* gemma : {"gemma", "gemma2", "gemma3_text"}) {
-      bad = c;
-      bad["model_type"] = gemma;
-      CHECK(with(bad) == at + ": key 'model_type': base models that scale their embeddings "
-                              "(Gemma: sqrt(hidden_size)) are not supported: the SGT format has "
-                              "no embedding scale yet");
-    }
     bad = c;
     bad["quantization_config"] = {{"quant_method", "gptq"}};
     CHECK(with(bad) == at + ": key 'quantization_config': quantized checkpoints are not supported");

@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sgt/convert/make_transform.hpp>
+#include <sgt/io/safetensors.hpp>
 #include <sgt/io/stored_tensors.hpp>
 #include <sgt/io/transform_output.hpp>
 #include <sgt/pipeline/prompt_source.hpp>
@@ -266,24 +268,59 @@ TEST_CASE("the instruction form encodes as its messages, with the context protec
   }
 }
 
-TEST_CASE("ProtectedGeneration refuses a base that scales its embeddings (Gemma): no silent misfit") {
-  // A Gemma base takes inputs_embeds unscaled and scales only E[ids] by sqrt(hidden_size); the
-  // SGT format's x = E[ids] has no scale, so protected embeddings would reach it too small.
+// A Gemma base takes inputs_embeds unscaled and scales only E[ids] by sqrt(hidden_size): a
+// transform made for it carries that scale (embedding_scale), so with nothing protected the base
+// answers the protected prompt as it answers the ids (transformers' greedy generate,
+// tools/fixtures/causal_lm_fixtures.py); a transform without the scale is refused.
+TEST_CASE("ProtectedGeneration on a Gemma base: the transform's embedding scale is the base's") {
   sgt_test::ScratchDir base("gemma_base");
   const std::string gemma = std::string(SGT_TEST_DATA_DIR) + "/causal_lm/gemma_bf16";
   for (const char* f : {"config.json", "model.safetensors", "generation_config.json"})
     std::filesystem::copy_file(gemma + "/" + f, base.file(f));
+  // Any tokenizer: the prompt below is given as ids.
   std::filesystem::copy_file(kRepo + "/examples/models/demo_base/tokenizer.json",
                              base.file("tokenizer.json"));
-  CHECK_NOTHROW(sgt::ProtectedGeneration{base.path()});  // clean generation is fine
+  sgt::MakeTransformOptions make;
+  make.layers = 1;
+  sgt::make_transform(base.path(), base.file("sgt"), make);
+
+  const sgt::ProtectedGeneration session(base.path(), base.file("sgt"));
+  const sgt::SafetensorsFile expected(gemma + "/expected.safetensors");
+  const sgt::AnyTensorView prompt = expected.tensor("prompt_ids");  // [B, P], ids as f32
+  const sgt::AnyTensorView greedy = expected.tensor("greedy_ids");  // [B, G]
+  const std::size_t P = prompt.dim(1), G = greedy.dim(1);
+  sgt::text::EncodedPrompt p;  // row 0, nothing protected
+  for (std::size_t s = 0; s < P; ++s)
+    p.input.input_ids.push_back(static_cast<std::int64_t>(prompt.as<float>().data()[s]));
+  p.input.batch = 1;
+  p.input.seq_len = P;
+  p.input.noise_mask.assign(P, 0);
+  sgt::ProtectedGenerationOptions options;
+  options.max_new_tokens = G;
+  options.precision = sgt::Precision::F32;  // transformers' reference: f32 on the bf16 weights
+  const sgt::ProtectedGenerationResult r = session.generate(p, options);
+  REQUIRE(r.protected_tokens == std::size_t{0});
+  std::vector<std::int32_t> want;
+  for (std::size_t t = 0; t < G; ++t) {
+    want.push_back(static_cast<std::int32_t>(greedy.as<float>().data()[t]));
+    if (want.back() == 2) break;  // generation_config.json's eos_token_id
+  }
+  CHECK(r.ids == want);
+
+  // The same transform without its scale would hand the base embeddings 8 times too small.
+  json c = json::parse(std::ifstream(base.file("sgt/config.json")));
+  c.erase("embedding_scale");
+  std::ofstream(base.file("sgt/config.json")) << c.dump();
   std::string error;
   try {
-    sgt::ProtectedGeneration session(base.path(), kRepo + "/examples/models/demo");
+    sgt::ProtectedGeneration refused(base.path(), base.file("sgt"));
   } catch (const sgt::Error& e) {
     error = e.what();
   }
-  CHECK(error.find("config.json: protecting the prompt of a base model that scales its "
-                   "embeddings (Gemma: sqrt(hidden_size)) is not supported") != std::string::npos);
+  CHECK(error == base.file("sgt/config.json") +
+                     ": key 'embedding_scale': the SGT model's embedding_scale 1.000000 is not "
+                     "the one the base model gives its embeddings (8.000000): its protected "
+                     "embeddings would reach the base at the wrong size");
 }
 
 }  // namespace test_text_pipeline

@@ -99,7 +99,9 @@ def audit(model_dir: str, prompt: str, draws: torch.Tensor) -> dict:
         for s, tok in enumerate(tokens):
             if not tok["protected"]:
                 continue
-            l2_id, cos_id, rank, gap = nearest(table, x[s], tok["id"])
+            # The table is E; the embeddings live on E * embedding_scale (recovery_audit.hpp).
+            query = x[s] / np.float32(model.embedding_scale or 1.0)
+            l2_id, cos_id, rank, gap = nearest(table, query, tok["id"])
             min_gap = min(min_gap, gap)
             tok["nearest_l2"].append(l2_id)
             tok["nearest_cosine"].append(cos_id)

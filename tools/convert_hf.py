@@ -38,6 +38,9 @@ from sgt_reference.cli import argument_parser  # noqa: E402
 from sgt_reference.config import (  # noqa: E402
     PARAMETERIZATION_TYPES,
     SUPPORTED_MODEL_TYPES,
+    base_embedding_scale,
+    hf_classes,
+    hf_config_head_dim,
     make_sgt_config,
     rope_keys_to_v4,
 )
@@ -175,10 +178,18 @@ def trunk_config(base_config: dict, layers: int) -> dict:
     cfg = rope_keys_to_v4(base_config)
     cfg = {k: v for k, v in cfg.items() if k not in DROP_KEYS}
     cfg["num_hidden_layers"] = layers
-    if isinstance(cfg.get("layer_types"), list):
-        cfg["layer_types"] = cfg["layer_types"][:layers]
+    # One entry per layer: the first K. The rules that derive per-layer choices from a number
+    # (max_window_layers, sliding_window_pattern, no_rope_layer_interval) count from layer 0 and
+    # keep their meaning for the first K layers.
+    for per_layer in ("layer_types", "no_rope_layers"):
+        if isinstance(cfg.get(per_layer), list):
+            cfg[per_layer] = cfg[per_layer][:layers]
     if cfg.get("head_dim") is None:  # explicit, so no reader depends on per-type defaults
-        cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+        # What transformers' config class of the family makes of the absent key: hidden / heads
+        # for most, a constant for some (Qwen3: 128, Gemma: 256).
+        config_cls, _ = hf_classes(base_config["model_type"])
+        cfg["head_dim"] = hf_config_head_dim(config_cls(
+            hidden_size=cfg["hidden_size"], num_attention_heads=cfg["num_attention_heads"]))
     return cfg
 
 
@@ -222,6 +233,7 @@ def convert(args: argparse.Namespace) -> dict:
         std_estimator=estimator(std_spec, args.std_head),
         value_range=_value_range(args.value_range),
         pad_token_id=base_config.get("pad_token_id"),
+        embedding_scale=base_embedding_scale(base_config["model_type"], int(hidden)),
     )
 
     head_dtype = embed.dtype if args.dtype == "keep" else DTYPES[args.dtype]

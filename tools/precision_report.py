@@ -49,7 +49,7 @@ def torch_bf16(model: SgtModel, inputs, noise: torch.Tensor) -> dict:
     """The transform with the whole module (and eps) in bfloat16."""
     m = copy.deepcopy(model).to(torch.bfloat16)
     real3 = inputs.attention_mask[..., None]
-    x = m.embed_tokens[inputs.input_ids]
+    x = m.embed(inputs.input_ids)
     hf_mask = inputs.attention_mask.to(torch.int64)
     mu = torch.where(real3, m.mean_estimator(x, hf_mask), 0.0)
     sigma = torch.where(real3, m.std_estimator(x, hf_mask), 0.0)

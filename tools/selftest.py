@@ -148,7 +148,7 @@ def check_convert(tmp: str) -> None:
         hs = lm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         want = lm.model.norm(hs[K])
         model = SgtModel.from_dir(out)
-        x = model.embed_tokens[ids]
+        x = model.embed(ids)
         for est in (model.mean_estimator, model.std_estimator):
             got = est.trunk(inputs_embeds=x, attention_mask=mask).last_hidden_state
             real = mask.bool()

@@ -9,8 +9,10 @@ between the two and `build_hf_config` checks that the module it builds uses the 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import numbers
+import struct
 import warnings
 from typing import Any
 
@@ -86,6 +88,9 @@ def rope_keys_to_v4(cfg: dict) -> dict:
         if "rope_scaling" in cfg:
             cfg["rope_scaling"] = _normalize_rope_scaling(cfg["rope_scaling"])
         return cfg
+    if (isinstance(params, dict) and ("full_attention" in params or "sliding_attention" in params)
+            and cfg.get("model_type") in _LOCAL_ROPE_THETA):
+        return _per_layer_type_rope_to_v4(cfg, params)
     if not isinstance(params, dict) or (params and "rope_type" not in params and
                                         "rope_theta" not in params):
         raise ValueError("rope_parameters: per-layer-type rope parameters are not supported")
@@ -98,6 +103,44 @@ def rope_keys_to_v4(cfg: dict) -> dict:
         cfg.setdefault("partial_rotary_factor", prf)
     if "rope_scaling" not in cfg:
         cfg["rope_scaling"] = _normalize_rope_scaling(params)
+    return cfg
+
+
+def _per_layer_type_rope_to_v4(cfg: dict, params: dict) -> dict:
+    """Gemma 3's `{"full_attention": {...}, "sliding_attention": {...}}` (transformers 5) as v4
+    keys: rope_theta + rope_scaling for the global layers, rope_local_base_freq for the local ones.
+
+    As Gemma3TextConfig reads it: the entries' own rope_theta win over rope_theta and
+    rope_local_base_freq, and a rope_scaling updates the full_attention entry. The v4 spelling
+    gives the local layers a default RoPE only, so any other local RoPE is refused."""
+    unknown = sorted(set(params) - {"full_attention", "sliding_attention"})
+    if unknown:
+        raise ValueError(f"rope_parameters.{unknown[0]}: unknown layer type "
+                         "(full_attention and sliding_attention are)")
+    entries = {}
+    for name in ("full_attention", "sliding_attention"):
+        entry = params.get(name)
+        if entry is not None and not isinstance(entry, dict):
+            raise ValueError(f"rope_parameters.{name}: expected an object or null, got {entry!r}")
+        entries[name] = dict(entry or {})
+    full, sliding = entries["full_attention"], entries["sliding_attention"]
+    if isinstance(cfg.get("rope_scaling"), dict):
+        full.update(cfg["rope_scaling"])
+    if "type" in sliding and "rope_type" not in sliding:
+        sliding["rope_type"] = sliding.pop("type")
+    if (sliding.get("rope_type", "default") != "default" or
+            set(sliding) - {"rope_type", "rope_theta"}):
+        raise ValueError("rope_parameters.sliding_attention: the local layers' RoPE must be the "
+                         "default one (rope_type and rope_theta only), got " + json.dumps(sliding))
+    theta = full.pop("rope_theta", None)
+    if theta is not None:
+        cfg["rope_theta"] = float(theta)
+    if sliding.get("rope_theta") is not None:
+        cfg["rope_local_base_freq"] = float(sliding["rope_theta"])
+    prf = full.pop("partial_rotary_factor", None)
+    if prf is not None:
+        cfg["partial_rotary_factor"] = prf
+    cfg["rope_scaling"] = _normalize_rope_scaling(full)
     return cfg
 
 
@@ -115,11 +158,14 @@ def _normalize_rope_scaling(scaling: Any) -> dict | None:
     return scaling
 
 
-def rope_parameters_from_v4(cfg: dict) -> dict:
+def rope_parameters_from_v4(cfg: dict, model_type: str | None = None) -> dict:
     """transformers 5 `rope_parameters` for an HF config dict in the v4 spelling."""
     cfg = rope_keys_to_v4(cfg)
     scaling = _normalize_rope_scaling(cfg.get("rope_scaling"))
     params: dict = {"rope_type": "default"} if scaling is None else dict(scaling)
+    # Phi3Config's names from before longrope, which it renames (transformers 5.25).
+    if model_type == "phi3" and params["rope_type"] in ("su", "yarn"):
+        params["rope_type"] = "longrope"
     rope_type = params["rope_type"]
     if rope_type not in ROPE_TYPES:
         raise ValueError(f"rope_scaling.rope_type: unsupported '{rope_type}' "
@@ -137,7 +183,7 @@ def build_hf_config(model_type: str, cfg: dict):
     does not set take the defaults of `model_type`'s transformers config class.
     """
     config_cls, _ = hf_classes(model_type)
-    rope_parameters = rope_parameters_from_v4(cfg)
+    rope_parameters = rope_parameters_from_v4(cfg, model_type)
     if model_type in _LOCAL_ROPE_THETA:  # one rope per layer type
         rope_parameters = {
             "full_attention": rope_parameters,
@@ -266,19 +312,39 @@ def make_sgt_config(
     std_estimator: dict,
     value_range: list | None = None,
     pad_token_id: int | None = None,
+    embedding_scale: float | None = None,
 ) -> dict:
-    """The whole config.json (spec 2.1) from two estimator objects."""
-    return {
+    """The whole config.json (spec 2.1) from two estimator objects; `embedding_scale` only when
+    given (a base that scales its embeddings: Gemma)."""
+    out = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "vocab_size": int(vocab_size),
         "hidden_size": int(hidden_size),
+    }
+    if embedding_scale is not None:
+        out["embedding_scale"] = float(embedding_scale)
+    out.update({
         "pad_token_id": pad_token_id,
         "value_range": value_range,
         "percent_to_mask": None,
         "mean_estimator": mean_estimator,
         "std_estimator": std_estimator,
-    }
+    })
+    return out
+
+
+# model_type values whose transformers embedding module multiplies E[ids] by
+# torch.tensor(hidden_size ** 0.5) (an f32 tensor), and not inputs_embeds.
+SCALED_EMBEDDING_TYPES = ("gemma", "gemma2", "gemma3_text")
+
+
+def base_embedding_scale(model_type: str, hidden_size: int) -> float | None:
+    """What a base of `model_type` multiplies E[ids] by, rounded to f32 as transformers does;
+    None when it does not scale them."""
+    if model_type not in SCALED_EMBEDDING_TYPES:
+        return None
+    return struct.unpack("<f", struct.pack("<f", hidden_size ** 0.5))[0]  # nearest f32
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,6 +396,9 @@ def validate_sgt_config(cfg: dict) -> None:
             raise ValueError(f"{key}: must be a positive integer")
     if cfg.get("percent_to_mask") is not None:
         raise ValueError("percent_to_mask: only null is supported")
+    scale = cfg.get("embedding_scale")
+    if scale is not None and (not _is_number(scale) or not 2.0 ** -16 <= scale <= 65536):
+        raise ValueError("embedding_scale: must be a number in [2^-16, 65536]")
     vr = cfg.get("value_range")
     if vr is not None:
         if (not isinstance(vr, list) or len(vr) != 2 or

@@ -129,10 +129,22 @@ class SgtModel(nn.Module):
                                          requires_grad=False)
         self.mean_estimator = Estimator(config["mean_estimator"], self.hidden_size)
         self.std_estimator = Estimator(config["std_estimator"], self.hidden_size)
+        # x = E[ids] * embedding_scale, rounded to the stored table's dtype (embed()).
+        self.embedding_scale = config.get("embedding_scale")
         vr = config.get("value_range")
         self.value_range = (None, None) if vr is None else (vr[0], vr[1])
         self.stored_dtypes: Dict[str, torch.dtype] = {}
         self.eval()
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """x = E[input_ids] * embedding_scale as f32, computed as transformers' scaled embedding
+        module computes it on the stored table: E[ids] * torch.tensor(scale).to(E.dtype)."""
+        x = self.embed_tokens[input_ids]  # f32 upcast of the stored table
+        if self.embedding_scale is None:
+            return x
+        dtype = self.stored_dtypes.get(EMBED, torch.float32)
+        scale = torch.tensor(float(self.embedding_scale), dtype=torch.float32).to(dtype)
+        return (x.to(dtype) * scale).to(torch.float32)
 
     def sgt_tensors(self) -> Dict[str, torch.Tensor]:
         out = {EMBED: self.embed_tokens}

@@ -114,7 +114,7 @@ def transform(model: SgtModel, inputs: TransformInputs, noise: torch.Tensor | No
 
     real = inputs.attention_mask  # [B, S] bool
     real3 = real[..., None]
-    x = model.embed_tokens[inputs.input_ids]  # f32 upcast of the stored table
+    x = model.embed(inputs.input_ids)  # f32, with the embedding scale
     hf_mask = real.to(torch.int64)  # what a tokenizer hands a HF model
     mu = model.mean_estimator(x, hf_mask)
     sigma = model.std_estimator(x, hf_mask)

@@ -41,8 +41,7 @@ inline ProtectionSummary summarize_protection(const Transform& model, const Tran
     s.real_tokens += in.is_real(t);
     if (!in.is_protected(t)) continue;
     ++s.protected_tokens;
-    kernels::embedding_lookup(model.embedding_table(), &in.input_ids[t], 1,
-                              TensorView<float>(clean.data(), {1, H}));
+    model.embed(&in.input_ids[t], 1, TensorView<float>(clean.data(), {1, H}));
     double d2 = 0, n2 = 0;
     for (std::size_t i = 0; i < H; ++i) {
       const double d = double(r.transformed[t * H + i]) - double(clean[i]);

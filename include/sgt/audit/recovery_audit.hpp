@@ -122,6 +122,7 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
   run.noise = injected ? NoiseSource::Injected : NoiseSource::Secure;
 
   const kernels::NearestRows search(model.embedding_table(), options.pool, options.score_floats);
+  const float scale = model.embedding_scale();
   const std::size_t block = search.block_rows();
   WipedVector<float> queries(block * H), scores;
   std::vector<std::int64_t> targets(block);
@@ -166,7 +167,14 @@ inline AuditReport audit_transform(const Transform& model, const TransformInput&
         nn += double(noisy[i]) * noisy[i];
       }
       cosine_sum[t] += (nc > 0 && nn > 0) ? dot / std::sqrt(nc * nn) : 0.0;
-      std::copy(noisy, noisy + H, queries.data() + pending * H);
+      // The search runs over the stored table E, and the transform's embeddings live on the
+      // scaled table s E: ||y - s e||^2 = s^2 ||y / s - e||^2 and cosines ignore s, so y / s
+      // ranks the rows as y ranks s E (up to the lookup's bf16 / f16 rounding of s e).
+      float* query = queries.data() + pending * H;
+      if (scale == 1.0f)
+        std::copy(noisy, noisy + H, query);
+      else
+        for (std::size_t i = 0; i < H; ++i) query[i] = noisy[i] / scale;
       targets[pending] = a.id;
       query_token[pending] = t;
       if (++pending == block) flush();

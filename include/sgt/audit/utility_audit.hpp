@@ -69,10 +69,17 @@ struct UtilityReport {
 };
 
 // The transform's output is fed to the base model as inputs_embeds: both must share the
-// vocabulary (the ids) and the hidden size (the embeddings).
+// vocabulary (the ids), the hidden size and the embedding scale (the embeddings: the base does
+// not scale inputs_embeds, so the transform's x must carry the scale the base gives its ids).
 inline void check_base_compatible(const Transform& model, const CausalLM& base) {
   const std::size_t v = model.config().vocab_size, h = model.hidden_size();
-  if (v == base.vocab_size() && h == base.hidden_size()) return;
+  if (v == base.vocab_size() && h == base.hidden_size()) {
+    if (model.embedding_scale() == base.config().embedding_scale) return;
+    throw Error("the SGT model and the base model do not match: " + model.directory() +
+                "/config.json has embedding_scale " + std::to_string(model.embedding_scale()) +
+                ", the base model scales its embeddings by " +
+                std::to_string(base.config().embedding_scale));
+  }
   throw Error("the SGT model and the base model do not match: " + model.directory() +
               "/config.json has vocab_size " + std::to_string(v) + ", hidden_size " +
               std::to_string(h) + "; " + base.directory() + "/config.json has vocab_size " +

@@ -14,10 +14,14 @@
 //     value that the `cloak` parameterization (scale [1e-4, 2], shallow 1) maps to init_std:
 //     bias = shallow * atanh(2 (S - min) / (max - min) - 1). The head starts at zero, so every
 //     token gets sigma = cloak(bias) = S whatever the trunk computes;
-//   - config.json: the estimators' `config` is the base config.json with num_hidden_layers cut
-//     to K (and layer_types with it), rope keys in the transformers-4 spelling (rope_theta,
-//     rope_scaling), head_dim explicit, and the keys that describe the LM around the trunk
-//     (vocabulary, token ids, dtype, ...) dropped; keys keep the base file's order;
+//   - config.json: `embedding_scale` for a base that scales its embeddings (Gemma:
+//     sqrt(hidden_size) as an f32, what transformers multiplies E[ids] by); the estimators'
+//     `config` is the base config.json with num_hidden_layers cut to K (and the per-layer lists
+//     layer_types and no_rope_layers with it), rope keys in the transformers-4 spelling
+//     (rope_theta, rope_scaling; Gemma 3's per-layer-type rope_parameters as rope_theta,
+//     rope_scaling and rope_local_base_freq), head_dim explicit (the family's transformers
+//     default when absent), and the keys that describe the LM around the trunk (vocabulary,
+//     token ids, dtype, ...) dropped; keys keep the base file's order;
 //   - tokenizer.json, tokenizer_config.json, chat_template.jinja: the base model's, copied as
 //     they are (those present), so `--text` and `--chat` work on the transform.
 //
@@ -115,6 +119,10 @@ inline constexpr const char* kBaseConfigDroppedKeys[] = {
     "transformers_version", "use_cache",           "auto_map",          "_name_or_path",
     "initializer_range",    "model_type",          "attention_dropout", "pretraining_tp"};
 
+// Keys of a base config.json that list one value per decoder layer (layer_types: Qwen2/3,
+// SmolLM3, Gemma 2/3; no_rope_layers: SmolLM3).
+inline constexpr const char* kPerLayerListKeys[] = {"layer_types", "no_rope_layers"};
+
 SGT_ISA_BEGIN
 
 inline std::string format_number(double x) {
@@ -158,8 +166,71 @@ inline OrderedJson normalize_rope_scaling(const OrderedJson& scaling, const char
   return s;
 }
 
+// A rope object's number under `key` (a theta), or null when absent or null.
+inline OrderedJson rope_number(const OrderedJson& entry, const std::string& where,
+                               const char* key) {
+  if (!entry.contains(key) || entry[key].is_null()) return nullptr;
+  if (!entry[key].is_number())
+    throw Error("must be a number, got " + abbreviate(entry[key].dump()))
+        .at_key(where + "." + key);
+  return entry[key].get<double>();
+}
+
+// Gemma 3's per-layer-type `rope_parameters` ({"full_attention": {...}, "sliding_attention":
+// {...}}, transformers 5) as the v4 keys the estimators' config holds: rope_theta + rope_scaling
+// for the global layers, rope_local_base_freq for the local ones (convert_hf.py's
+// _per_layer_type_rope_to_v4). As Gemma3TextConfig reads it, the entries' own rope_theta win over
+// rope_theta and rope_local_base_freq, and a rope_scaling updates the full_attention entry. The
+// v4 spelling gives the local layers a default RoPE only, so any other local RoPE is refused.
+inline OrderedJson per_layer_type_rope_to_v4(OrderedJson c, const OrderedJson& params) {
+  for (auto it = params.begin(); it != params.end(); ++it)
+    if (it.key() != "full_attention" && it.key() != "sliding_attention")
+      throw Error("unknown layer type (full_attention and sliding_attention are)")
+          .at_key("rope_parameters." + it.key());
+  OrderedJson entries[2];
+  const char* names[2] = {"full_attention", "sliding_attention"};
+  for (int i = 0; i < 2; ++i) {
+    const OrderedJson entry = params.contains(names[i]) ? params[names[i]] : OrderedJson();
+    if (!entry.is_null() && !entry.is_object())
+      throw Error("expected an object or null, got " + abbreviate(entry.dump()))
+          .at_key(std::string("rope_parameters.") + names[i]);
+    entries[i] = entry.is_null() ? OrderedJson::object() : entry;
+  }
+  OrderedJson& full = entries[0];
+  OrderedJson& sliding = entries[1];
+  if (c.contains("rope_scaling") && c["rope_scaling"].is_object())
+    for (auto it = c["rope_scaling"].begin(); it != c["rope_scaling"].end(); ++it)
+      full[it.key()] = it.value();
+  if (sliding.contains("type") && !sliding.contains("rope_type")) {
+    OrderedJson type = sliding["type"];
+    sliding.erase("type");
+    sliding["rope_type"] = std::move(type);
+  }
+  bool default_local = !sliding.contains("rope_type") || sliding["rope_type"] == "default";
+  for (auto it = sliding.begin(); it != sliding.end(); ++it)
+    default_local = default_local && (it.key() == "rope_type" || it.key() == "rope_theta");
+  if (!default_local)
+    throw Error("the local layers' RoPE must be the default one (rope_type and rope_theta only), "
+                "got " + abbreviate(sliding.dump()))
+        .at_key("rope_parameters.sliding_attention");
+  const OrderedJson theta = rope_number(full, "rope_parameters.full_attention", "rope_theta");
+  full.erase("rope_theta");
+  if (!theta.is_null()) c["rope_theta"] = theta;
+  const OrderedJson local =
+      rope_number(sliding, "rope_parameters.sliding_attention", "rope_theta");
+  if (!local.is_null()) c["rope_local_base_freq"] = local;
+  if (full.contains("partial_rotary_factor")) {
+    const OrderedJson factor = full["partial_rotary_factor"];
+    full.erase("partial_rotary_factor");
+    if (!factor.is_null()) c["partial_rotary_factor"] = factor;
+  }
+  c["rope_scaling"] = normalize_rope_scaling(full, "rope_parameters.full_attention");
+  return c;
+}
+
 // The base config with `rope_parameters` (transformers 5) rewritten as rope_theta + rope_scaling
-// (convert_hf.py's rope_keys_to_v4): explicit v4 keys already present win.
+// (convert_hf.py's rope_keys_to_v4): explicit v4 keys already present win. Gemma 3's per layer
+// type: per_layer_type_rope_to_v4.
 inline OrderedJson rope_keys_to_v4(OrderedJson c) {
   OrderedJson params = c.contains("rope_parameters") ? c["rope_parameters"] : OrderedJson();
   c.erase("rope_parameters");
@@ -168,6 +239,14 @@ inline OrderedJson rope_keys_to_v4(OrderedJson c) {
       c["rope_scaling"] = normalize_rope_scaling(c["rope_scaling"], "rope_scaling");
     return c;
   }
+  const ModelFamily* family =
+      c.contains("model_type") && c["model_type"].is_string()
+          ? find_model_family(c["model_type"].get<std::string>())
+          : nullptr;
+  if (params.is_object() && (params.contains("full_attention") ||
+                             params.contains("sliding_attention")) &&
+      family && family->rope == RopeRule::LocalOnSlidingLayers)
+    return per_layer_type_rope_to_v4(std::move(c), params);
   if (!params.is_object() ||
       (!params.empty() && !params.contains("rope_type") && !params.contains("rope_theta")))
     throw Error("per-layer-type rope parameters are not supported").at_key("rope_parameters");
@@ -197,15 +276,26 @@ inline OrderedJson trunk_config(const OrderedJson& base, std::uint64_t layers) {
   OrderedJson c = rope_keys_to_v4(base);
   for (const char* key : kBaseConfigDroppedKeys) c.erase(key);
   c["num_hidden_layers"] = layers;
-  if (c.contains("layer_types") && c["layer_types"].is_array() &&
-      c["layer_types"].size() > layers) {
+  // The lists with one entry per layer keep the first K (transformers requires layer_types and
+  // we require both to have num_hidden_layers entries). The rules that derive per-layer choices
+  // from a number -- Qwen's max_window_layers, Gemma's sliding_window_pattern, SmolLM3's
+  // no_rope_layer_interval -- count from layer 0, so they mean the same for the first K layers
+  // unchanged.
+  for (const char* key : kPerLayerListKeys) {
+    if (!c.contains(key) || !c[key].is_array() || c[key].size() <= layers) continue;
     OrderedJson cut = OrderedJson::array();
-    for (std::uint64_t i = 0; i < layers; ++i) cut.push_back(c["layer_types"][i]);
-    c["layer_types"] = std::move(cut);
+    for (std::uint64_t i = 0; i < layers; ++i) cut.push_back(c[key][i]);
+    c[key] = std::move(cut);
   }
-  if (!c.contains("head_dim") || c["head_dim"].is_null())
-    c["head_dim"] =
-        base_config_count(c, "hidden_size") / base_config_count(c, "num_attention_heads");
+  // The family's transformers default, which is not always hidden / heads (Qwen3: 128, Gemma:
+  // 256): the written key must mean what the base's absent one meant.
+  if (!c.contains("head_dim") || c["head_dim"].is_null()) {
+    const ModelFamily& family = *find_model_family(base["model_type"].get<std::string>());
+    c["head_dim"] = family.defaults.head_dim
+                        ? *family.defaults.head_dim
+                        : base_config_count(c, "hidden_size") /
+                              base_config_count(c, "num_attention_heads");
+  }
   return c;
 }
 
@@ -227,6 +317,11 @@ inline OrderedJson transform_config(const OrderedJson& base, std::uint64_t layer
   c["format_version"] = 1;
   c["vocab_size"] = vocab;
   c["hidden_size"] = hidden;
+  // x must be what the base takes as inputs_embeds: a Gemma base scales E[ids] inside its
+  // embedding module, so the transform does too (docs/format.md 3.1); other bases write no key.
+  const float scale =
+      family_embedding_scale(*find_model_family(base["model_type"].get<std::string>()), hidden);
+  if (scale != 1.0f) c["embedding_scale"] = static_cast<double>(scale);
   c["pad_token_id"] = base.contains("pad_token_id") ? base["pad_token_id"] : OrderedJson();
   c["value_range"] = nullptr;
   c["percent_to_mask"] = nullptr;
@@ -255,13 +350,6 @@ inline OrderedJson read_base_config(const std::string& base_dir, std::uint64_t l
       throw Error(unsupported_model_type_message(type->get<std::string>())).at_key("model_type");
     if (!type->is_string() || !find_model_family(type->get<std::string>()))
       throw Error(abbreviate(type->dump()) + " is not supported (" + model_family_names() + " are)")
-          .at_key("model_type");
-    // The SGT format's x = E[input_ids] has no embedding scale, and a Gemma base scales its
-    // embeddings by sqrt(hidden_size) inside its embedding module: a transform copied from one
-    // would protect, and hand the base, embeddings of the wrong size.
-    if (find_model_family(type->get<std::string>())->scaled_embeddings)
-      throw Error("base models that scale their embeddings (Gemma: sqrt(hidden_size)) are not "
-                  "supported: the SGT format has no embedding scale yet")
           .at_key("model_type");
     if (c.contains("quantization_config") && !c["quantization_config"].is_null())
       throw Error("quantized checkpoints are not supported").at_key("quantization_config");
@@ -457,8 +545,13 @@ inline MakeTransformSummary write_transform_directory(const std::string& base_di
   const std::vector<detail::PlannedTensor> planned =
       detail::plan_transform_tensors(store, base, options.dtype, bias);
   const detail::PlannedTensor& embed = planned.front();
-  const detail::OrderedJson config =
-      detail::transform_config(base_config, options.layers, embed.shape[0], embed.shape[1]);
+  detail::OrderedJson config;
+  try {  // what the rewrite refuses names a key of the base's config.json
+    config = detail::transform_config(base_config, options.layers, embed.shape[0], embed.shape[1]);
+  } catch (Error& e) {
+    e.at_file(base_dir + "/config.json");
+    throw;
+  }
   try {
     detail::check_planned_tensors(config, planned);
   } catch (Error& e) {

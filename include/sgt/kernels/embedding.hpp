@@ -1,4 +1,5 @@
-// Embedding lookup: out[i, :] = table[ids[i], :], widened to f32.
+// Embedding lookup: out[i, :] = table[ids[i], :], widened to f32; and the embedding scale of
+// families that multiply the rows by a constant (scale_embedding_rows).
 //
 // The table is a stored weight ([vocab, hidden], F32, BF16 or F16, as loaded); the output is the
 // f32 activation every later kernel reads. Widening bf16/f16 -> f32 is exact, so the optimized
@@ -93,6 +94,26 @@ inline void embedding_lookup(const AnyTensorView& table, const std::int64_t* ids
     parallel_for(pool, count, grain, [&](std::size_t begin, std::size_t end) {
       for (std::size_t i = begin; i < end; ++i)
         detail::widen_row(base + static_cast<std::size_t>(ids[i]) * hidden, out.row(i), hidden);
+    });
+  });
+}
+
+// rows *= scale, with the rounding of transformers' scaled embedding modules (Gemma's
+// `E[ids] * embed_scale.to(E.dtype)`): the scale is rounded to the table's dtype, the product is
+// computed in f32 and rounded back to the table's dtype, then widened again. `rows` holds rows of
+// a `table_dtype` table, widened (what embedding_lookup wrote); a BF16 or F16 product of two such
+// values is exact in f32, so the one rounding is torch's. No arithmetic is reordered, so the
+// result does not depend on the thread count, and there is no separate reference.
+inline void scale_embedding_rows(DType table_dtype, float scale, TensorView<float> rows,
+                                 ThreadPool* pool = nullptr) {
+  if (rows.size() == 0) return;
+  if (rows.data() == nullptr) throw Error("scale_embedding_rows: rows have no data");
+  visit_dtype(table_dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const float s = to_float(from_float<T>(scale));
+    float* x = rows.data();
+    parallel_for(pool, rows.size(), 16384, [&](std::size_t begin, std::size_t end) {
+      for (std::size_t i = begin; i < end; ++i) x[i] = to_float(from_float<T>(x[i] * s));
     });
   });
 }

@@ -194,13 +194,12 @@ class CausalLM {
  private:
   CausalLM() = default;
 
-  // h = E[ids] * embedding_scale (the scale only where the family has one: a multiply by 1 would
-  // be exact too, but costs a pass over h).
+  // h = E[ids] * embedding_scale, rounded to the table's dtype as transformers rounds it; the
+  // transform's x (model/transform.hpp) is the same call, so a protected prompt with nothing
+  // protected reaches the layers with the bits of its ids.
   void embed_ids(const std::int64_t* ids, std::size_t count, TensorView<float> h,
                  const Ops& ops) const {
-    ops.embedding(weights_.embed_tokens, ids, count, h);
-    if (const float scale = config_.embedding_scale; scale != 1.0f)
-      for (std::size_t i = 0; i < h.size(); ++i) h.data()[i] *= scale;
+    ops.embedding(weights_.embed_tokens, ids, count, h, config_.embedding_scale);
   }
 
   // Every Linear weight, lm_head included, is stored as BF16.

@@ -21,7 +21,8 @@ struct CausalLmConfig {
   // The LM head is the embedding table (HF's tie_word_embeddings): lm_head.weight is not stored.
   bool tie_word_embeddings = false;
   // E[input_ids] is multiplied by this (Gemma: sqrt(hidden_size) as an f32, as transformers'
-  // scaled embedding module rounds it); the caller's inputs_embeds are not, as in transformers.
+  // scaled embedding module rounds it; the product rounded to the table's dtype); the caller's
+  // inputs_embeds are not, as in transformers.
   float embedding_scale = 1.0f;
 
   std::size_t hidden_size() const noexcept { return decoder.hidden_size; }

@@ -40,9 +40,7 @@ inline CausalLmConfig parse_causal_lm_config(const nlohmann::json& j) {
   // False in the Llama, Mistral and Qwen config classes, true in SmolLM3's and Gemma's.
   out.tie_word_embeddings = c.boolean("tie_word_embeddings", family->defaults.tie_word_embeddings);
   out.decoder = detail::parse_decoder_config(*family, c);
-  if (family->scaled_embeddings)
-    out.embedding_scale =
-        static_cast<float>(std::sqrt(static_cast<double>(out.decoder.hidden_size)));
+  out.embedding_scale = family_embedding_scale(*family, out.decoder.hidden_size);
   return out;
 }
 

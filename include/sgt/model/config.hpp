@@ -125,8 +125,16 @@ struct ModelConfig {
   std::size_t hidden_size = 0;
   std::optional<std::int64_t> pad_token_id;   // in [0, vocab_size) when set
   std::optional<float> value_min, value_max;  // value_range; min < max when both are set
+  // x = E[input_ids] * embedding_scale (docs/format.md 1 and 3.1): what the base model takes as
+  // inputs_embeds for those ids (Gemma: sqrt(hidden_size) as an f32). 1 for most families.
+  float embedding_scale = 1.0f;
   EstimatorConfig mean_estimator, std_estimator;
 };
+
+// embedding_scale's range: every family's value fits (sqrt(hidden_size) <= 46341), and the scale
+// stays a normal number after the bf16 / f16 rounding the lookup gives it.
+inline constexpr double kMinEmbeddingScale = 1.0 / 65536;
+inline constexpr double kMaxEmbeddingScale = 65536;
 
 SGT_ISA_END
 }  // namespace sgt

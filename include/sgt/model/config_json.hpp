@@ -89,10 +89,13 @@ inline std::string parse_rope_dict(JsonObjectReader& c, const nlohmann::json& di
                                    const std::string& dict_key,
                                    std::optional<std::uint64_t> top_original,
                                    std::size_t max_position_embeddings,
-                                   kernels::RopeParameters& rope) {
+                                   kernels::RopeParameters& rope,
+                                   bool legacy_longrope_names = false) {
   JsonObjectReader r(dict, c.path_of(dict_key));
   std::string type_key = dict.contains("rope_type") ? "rope_type" : "type";
-  const std::string type = r.string(type_key, std::string("default"));
+  std::string type = r.string(type_key, std::string("default"));
+  // Phi3Config renames these to longrope before anything reads them (transformers 5.25).
+  if (legacy_longrope_names && (type == "su" || type == "yarn")) type = "longrope";
   if (type_key == "rope_type") r.string("type", std::string());  // legacy spelling, checked only
   const std::optional<RopeType> rope_type = enum_from_name(kRopeTypeNames, type);
   if (!rope_type)
@@ -232,8 +235,9 @@ inline void parse_rope(const ModelFamily& family, JsonObjectReader& c, DecoderCo
       if (const nlohmann::json* entry = p.find_value(type)) {
         if (!entry->is_object())
           p.fail(type, "must be a JSON object or null, got " + detail::json_excerpt(*entry));
-        const std::string key = parse_rope_dict(c, *entry, std::string("rope_parameters.") + type,
-                                                top_original, d.max_position_embeddings, rope);
+        const std::string key =
+            parse_rope_dict(c, *entry, std::string("rope_parameters.") + type, top_original,
+                            d.max_position_embeddings, rope, family.legacy_longrope_names);
         check_rope(c, d, rope, key.empty() ? partial_key : key);
       }
     }
@@ -249,7 +253,8 @@ inline void parse_rope(const ModelFamily& family, JsonObjectReader& c, DecoderCo
                 ": ignored, rope_scaling is given too and takes precedence (as in transformers)");
   if (dict) {
     const std::string key =
-        parse_rope_dict(c, *dict, dict_key, top_original, d.max_position_embeddings, d.rope);
+        parse_rope_dict(c, *dict, dict_key, top_original, d.max_position_embeddings, d.rope,
+                        family.legacy_longrope_names);
     if (!key.empty()) partial_key = key;
   }
   check_rope(c, d, d.rope, partial_key);
@@ -596,6 +601,14 @@ inline ModelConfig parse_model_config(const nlohmann::json& j) {
       root.fail("value_range", "min must be less than max (as f32), got " + range->dump());
     m.value_min = bounds[0];
     m.value_max = bounds[1];
+  }
+  // Untrusted like every key: a scale of 0, a huge one or a NaN would hand the estimators and the
+  // base model embeddings of no meaning.
+  if (const nlohmann::json* scale = root.find_value("embedding_scale")) {
+    const double x = root.check_number("embedding_scale", *scale);
+    if (!(x >= kMinEmbeddingScale && x <= kMaxEmbeddingScale))
+      root.fail("embedding_scale", "must be in [2^-16, 65536], got " + scale->dump());
+    m.embedding_scale = static_cast<float>(x);
   }
   if (const nlohmann::json* p = root.find_value("percent_to_mask"))
     root.fail("percent_to_mask",

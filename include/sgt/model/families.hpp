@@ -78,6 +78,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -162,9 +163,11 @@ struct ModelFamily {
   bool sandwich_norms;     // norms on the attention's and the MLP's outputs (Gemma 2, 3)
   bool attn_softcap;       // reads attn_logit_softcapping
   bool final_softcap;      // reads final_logit_softcapping (the causal LM's logits)
-  bool scaled_embeddings;  // a causal LM multiplies E[ids] by sqrt(hidden_size) (not inputs_embeds)
+  bool scaled_embeddings;  // E[ids] * sqrt(hidden_size) inside the model (not inputs_embeds)
   // Keys the family's transformers config may carry that change nothing here (nullptr-padded).
   std::array<const char*, 3> inert_keys;
+  // The rope types "su" and "yarn" mean longrope (Phi3Config's names from before longrope).
+  bool legacy_longrope_names = false;
 };
 
 // clang-format off
@@ -252,7 +255,8 @@ inline constexpr ModelFamily kModelFamilies[] = {
      /*qk_norm=*/false, /*fused_projections=*/true,
       WindowRule::EveryLayer, RopeRule::EveryLayer,
      kernels::RmsNormStyle::Weight, "hidden_act", kernels::GatedActivation::Silu, false,
-     false, false, false, false, {"resid_pdrop", "embd_pdrop", nullptr}},  // dropout: training only
+     false, false, false, false, {"resid_pdrop", "embd_pdrop", nullptr},  // dropout: training only
+     /*legacy_longrope_names=*/true},
 };
 // clang-format on
 
@@ -261,6 +265,14 @@ inline const ModelFamily& model_family(ModelType type) noexcept {
   for (const ModelFamily& f : kModelFamilies)
     if (f.type == type) return f;
   return kModelFamilies[0];  // unreachable while every ModelType has a row
+}
+
+// What the family's embedding module multiplies E[ids] by: sqrt(hidden_size) rounded to f32 for
+// Gemma (transformers: torch.tensor(hidden_size ** 0.5), an f32 tensor), 1 otherwise.
+inline float family_embedding_scale(const ModelFamily& family, std::uint64_t hidden_size) noexcept {
+  return family.scaled_embeddings
+             ? static_cast<float>(std::sqrt(static_cast<double>(hidden_size)))
+             : 1.0f;
 }
 
 inline const char* model_type_name(ModelType type) noexcept {

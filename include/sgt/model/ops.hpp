@@ -14,6 +14,7 @@
 #include "sgt/core/precision.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
+#include "sgt/kernels/embedding.hpp"
 #include "sgt/kernels/isa_kernel_table.hpp"
 #include "sgt/kernels/kernel_table.hpp"
 
@@ -49,10 +50,12 @@ struct Ops : kernels::KernelContext {
     return ops;
   }
 
-  // out[t] = table[ids[t]] for t < count.
+  // out[t] = table[ids[t]] * scale for t < count, the product rounded to the table's dtype as
+  // transformers' scaled embeddings round it (kernels::scale_embedding_rows); no pass at scale 1.
   void embedding(const AnyTensorView& embedding_table, const std::int64_t* ids, std::size_t count,
-                 TensorView<float> out) const {
+                 TensorView<float> out, float scale = 1.0f) const {
     table->embedding(*this, embedding_table, ids, count, out);
+    if (scale != 1.0f) kernels::scale_embedding_rows(embedding_table.dtype(), scale, out, pool);
   }
   void rms_norm(TensorView<const float> x, const AnyTensorView& w, float eps,
                 kernels::RmsNormStyle style, TensorView<float> out) const {

@@ -2,7 +2,7 @@
 // ids to protected input embeddings (docs/format.md section 1):
 //
 // clang-format off
-//   x     = E[input_ids]
+//   x     = E[input_ids] * embedding_scale   (1 but for Gemma bases, docs/format.md 3.1)
 //   mu    = MeanEstimator(x, attention_mask),  sigma = StdEstimator(x, attention_mask)
 //   eps   ~ N(0, 1)            (secure by default; torch-seeded or injected on request)
 //   out   = clamp(select(noise_mask & attention_mask, x + mu + sigma * eps, x), value_range)
@@ -103,8 +103,17 @@ class Transform {
   const TensorStore& tensors() const noexcept { return *store_; }
   std::size_t hidden_size() const noexcept { return config_.hidden_size; }
   // E [vocab_size, hidden_size] as stored (F32, BF16 or F16): what audit/recovery_audit.hpp
-  // searches.
+  // searches. x is its rows times embedding_scale().
   const AnyTensorView& embedding_table() const noexcept { return embed_; }
+  float embedding_scale() const noexcept { return config_.embedding_scale; }
+
+  // out = E[ids] * embedding_scale for `count` ids: the clean embeddings run() starts from.
+  void embed(const std::int64_t* ids, std::size_t count, TensorView<float> out,
+             ThreadPool* pool = nullptr) const {
+    kernels::embedding_lookup(embed_, ids, count, out, pool);
+    if (config_.embedding_scale != 1.0f)
+      kernels::scale_embedding_rows(embed_.dtype(), config_.embedding_scale, out, pool);
+  }
 
   // The precision a run with `requested` uses on `kernels` (the ones run() uses by default): Auto
   // becomes Bf16 when both estimators' Linear weights are all BF16 and the kernels have the CPU's
@@ -140,9 +149,10 @@ class Transform {
     }
     const SequenceBatch seq{B, S, mask};
 
-    // x = E[input_ids]
+    // x = E[input_ids] * embedding_scale
     TensorView<float> x = ws.embeddings();
-    ops.embedding(embed_, in.input_ids.data(), T, TensorView<float>(x.data(), {T, H}));
+    ops.embedding(embed_, in.input_ids.data(), T, TensorView<float>(x.data(), {T, H}),
+                  config_.embedding_scale);
     // mu, sigma: both estimators see the clean embeddings of every real position.
     mean_.forward(x, seq, ws.mean_rope(), ws, ws.mean(), ops);
     std_.forward(x, seq, ws.std_rope(), ws, ws.sigma(), ops);

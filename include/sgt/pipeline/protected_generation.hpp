@@ -107,13 +107,6 @@ class ProtectedGeneration {
         tokenizer_(text::Tokenizer::load(base_dir + "/tokenizer.json")),
         stop_tokens_(load_eos_token_ids(base_dir)) {
     if (protect_dir.empty()) return;
-    // The transform's x = E[input_ids] is unscaled, and the base takes inputs_embeds as given
-    // (transformers' Gemma scales ids inside its embedding module only): the protected prompt
-    // would reach a Gemma base sqrt(hidden_size) times too small.
-    if (lm_.config().embedding_scale != 1.0f)
-      throw Error("protecting the prompt of a base model that scales its embeddings (Gemma: "
-                  "sqrt(hidden_size)) is not supported: the SGT format has no embedding scale yet")
-          .at_file(base_dir + "/config.json");
     transform_.emplace(protect_dir);
     if (transform_->config().vocab_size != lm_.vocab_size() ||
         transform_->hidden_size() != lm_.hidden_size())
@@ -122,6 +115,16 @@ class ProtectedGeneration {
                   ") was not made for this base model (vocab_size " +
                   std::to_string(lm_.vocab_size()) + ", hidden_size " +
                   std::to_string(lm_.hidden_size()) + ")")
+          .at_file(protect_dir + "/config.json");
+    // The protected prompt goes in as inputs_embeds, which the base takes as given: the
+    // transform's x must carry the scale the base's embedding module applies to ids (Gemma).
+    if (transform_->embedding_scale() != lm_.config().embedding_scale)
+      throw Error("the SGT model's embedding_scale " +
+                  std::to_string(transform_->embedding_scale()) +
+                  " is not the one the base model gives its embeddings (" +
+                  std::to_string(lm_.config().embedding_scale) +
+                  "): its protected embeddings would reach the base at the wrong size")
+          .at_key("embedding_scale")
           .at_file(protect_dir + "/config.json");
   }
 
