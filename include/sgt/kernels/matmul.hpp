@@ -408,41 +408,27 @@ inline void check_packed_linear(const char* op, const PackedActivations& xp,
                 dtype_name(w.dtype()));
 }
 
-// The narrow path (kernels/matmul_narrow.hpp): one parallel_for unit per two items of
-// kNarrowItem features (narrow_two_items; the last unit may hold one).
+// The narrow path (kernels/matmul_narrow.hpp): one parallel_for item per kNarrowItem features.
 template <class WT>
 inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w,
                                 const AnyTensorView& bias, TensorView<float> y, ThreadPool* pool) {
   const std::size_t t_len = xp.tokens, n_len = y.dim(1);
   const bool has_bias = bias.data() != nullptr;
   const std::size_t items = (n_len + kNarrowItem - 1) / kNarrowItem;
-  const auto store = [&](const float* out, std::size_t n0, std::size_t nf) {
-    for (std::size_t t = 0; t < t_len; ++t) {
-      float* y_row = y.row(t) + n0;
-      const float* o = out + t * kNarrowItem;
-      if (has_bias) {
-        for (std::size_t f = 0; f < nf; ++f) y_row[f] = o[f] + bias_at(bias, n0 + f);
-      } else {
-        std::copy(o, o + nf, y_row);
-      }
-    }
-  };
-  const auto features = [&](std::size_t item) {
-    const std::size_t n0 = item * kNarrowItem;
-    return n_len - n0 < kNarrowItem ? n_len - n0 : kNarrowItem;
-  };
-  parallel_for(pool, (items + 1) / 2, 1, [&](std::size_t begin, std::size_t end) {
-    alignas(64) float out_a[kNarrowMaxTokens * kNarrowItem], out_b[kNarrowMaxTokens * kNarrowItem];
-    for (std::size_t unit = begin; unit < end; ++unit) {
-      const std::size_t a = 2 * unit, b = a + 1;
-      if (b < items) {
-        narrow_two_items<WT>(xp, w, a * kNarrowItem, features(a), w, b * kNarrowItem,
-                             features(b), 2, out_a, out_b);
-        store(out_a, a * kNarrowItem, features(a));
-        store(out_b, b * kNarrowItem, features(b));
-      } else {
-        narrow_item<WT>(xp, w, a * kNarrowItem, features(a), out_a);
-        store(out_a, a * kNarrowItem, features(a));
+  parallel_for(pool, items, 1, [&](std::size_t begin, std::size_t end) {
+    alignas(64) float out[kNarrowMaxTokens * kNarrowItem];
+    for (std::size_t item = begin; item < end; ++item) {
+      const std::size_t n0 = item * kNarrowItem;
+      const std::size_t nf = n_len - n0 < kNarrowItem ? n_len - n0 : kNarrowItem;
+      narrow_item<WT>(xp, w, n0, nf, out);
+      for (std::size_t t = 0; t < t_len; ++t) {
+        float* y_row = y.row(t) + n0;
+        const float* o = out + t * kNarrowItem;
+        if (has_bias) {
+          for (std::size_t f = 0; f < nf; ++f) y_row[f] = o[f] + bias_at(bias, n0 + f);
+        } else {
+          std::copy(o, o + nf, y_row);
+        }
       }
     }
   });

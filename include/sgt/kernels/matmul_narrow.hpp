@@ -22,15 +22,8 @@
 // A GEMV that split k across lanes would be simpler and would break it.
 //
 // One work item is kFloatLanes features: kFloatLanes weight streams, each prefetched 1 KiB ahead.
-// F16 weights keep the tile path.
-//
-// One token runs two items at once. With T tokens an item has T independent chains; with one it
-// has a single chain, and each block waits for it: kFloatLanes dependent vdpbf16ps (6 cycles each
-// on Zen 4) per kFloatLanes x 64 bytes of weights. That latency bounds the kernel when the weights
-// are cached. Two items (two chains, 2 x kFloatLanes streams, of one matrix or of gate and up) let
-// one chain run while the other waits: 1.25-1.5x on bench_matmul's T = 1 rows; a decode step that
-// streams its weights from memory did not gain (bench/README.md). With two or more tokens the
-// chains are there already, and two items measured slower (32 streams).
+// Two items at once (32 streams, two chains in flight) measured slower on Zen 4, in L2 and from
+// memory. F16 weights keep the tile path.
 #pragma once
 
 #include <array>
@@ -78,10 +71,7 @@ SGT_ISA_BEGIN
 inline constexpr std::size_t kNarrowItem = simd::kFloatLanes;
 
 // Bytes ahead of the current block that each weight row is prefetched (into L2: the rows of an
-// item sit a multiple of 4 KiB apart in a typical model, so they all map to one set of L1). Near
-// the end of a row the prefetch moves on to the caller's next item (next_bytes further): a row of
-// a typical model is one 4 KiB page, which the hardware prefetchers do not cross, so without it
-// the first KiB of every row of every item is a demand miss.
+// item sit a multiple of 4 KiB apart in a typical model, so they all map to one set of L1).
 inline constexpr std::size_t kNarrowPrefetchBytes = 1024;
 
 // Words (of `word_bytes`) to run one at a time before the first block whose loads are 64-byte
@@ -98,42 +88,26 @@ inline std::size_t narrow_peel_words(const void* row0, std::size_t row_bytes, st
   return head < words ? head : words;
 }
 
-// f(std::integral_constant<std::size_t, g>) for g = 0 .. G-1: the items of a block unrolled, so
-// each item's accumulators stay in registers (a loop over g kept them in memory).
-template <std::size_t G, class F, std::size_t... I>
-inline void for_items(F&& f, std::index_sequence<I...>) {
-  (f(std::integral_constant<std::size_t, I>{}), ...);
-}
-template <std::size_t G, class F>
-inline void for_items(F&& f) {
-  for_items<G>(f, std::make_index_sequence<G>{});
-}
-
-// acc[g * T + t] (lane j) = the chain of token t against row rows[g * kFloatLanes + j], over all
-// of K, for T tokens and G items. WT is float or bfloat16; kPairs: Precision::Bf16 (x packed as
-// pairs, BF16 weights). The words before the first aligned block and after the last one run
-// through a lane array, in order. The G items interleave block by block; each chain is the same
-// sequence of operations as with G = 1. The peel is rows[0]'s: items whose rows have another
-// alignment stay correct, with split loads. next_bytes: from each row to the same row of the item
-// the caller runs next (only prefetched: any value is safe).
-template <class WT, bool kPairs, std::size_t T, std::size_t G>
+// acc[t] (lane j) = the chain of token t against row rows[j], over all of K, for T tokens.
+// WT is float or bfloat16; kPairs: Precision::Bf16 (x packed as pairs, BF16 weights). The words
+// before the first aligned block and after the last one run through a lane array, in order.
+template <class WT, bool kPairs, std::size_t T>
 inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_t k_len,
-                         std::size_t next_bytes, simd::FloatBatch* acc) noexcept {
+                         simd::FloatBatch* acc) noexcept {
   using simd::FloatBatch;
   using simd::PairBatch;
   constexpr std::size_t L = simd::kFloatLanes;
-  for (std::size_t i = 0; i < G * T; ++i) acc[i] = FloatBatch(0.0f);
-  const void* row_bytes[G * L];
-  for (std::size_t j = 0; j < G * L; ++j) row_bytes[j] = rows[j];
+  for (std::size_t t = 0; t < T; ++t) acc[t] = FloatBatch(0.0f);
+  const void* row_bytes[L];
+  for (std::size_t j = 0; j < L; ++j) row_bytes[j] = rows[j];
   const std::size_t stride = k_len * sizeof(WT);
   PairBatch cols[L];
-  // Loads item g's block (kFloatLanes 32-bit words per row at byte `offset`), transposed.
-  const auto load_block = [&](std::size_t g, std::size_t offset) {
-    std::size_t ahead = offset + kNarrowPrefetchBytes;
-    if (ahead >= stride) ahead += next_bytes - stride;  // wraps: prefetches only, never loads
-    for (std::size_t j = g * L; j < (g + 1) * L; ++j)
-      simd::prefetch_read(static_cast<const unsigned char*>(row_bytes[j]) + ahead);
-    simd::load_transposed_words(row_bytes + g * L, offset, cols);
+  // Loads block b's words (kFloatLanes 32-bit words per row at byte `offset`), transposed.
+  const auto load_block = [&](std::size_t offset) {
+    for (std::size_t j = 0; j < L; ++j)
+      simd::prefetch_read(static_cast<const unsigned char*>(row_bytes[j]) + offset +
+                          kNarrowPrefetchBytes);
+    simd::load_transposed_words(row_bytes, offset, cols);
   };
 
   if constexpr (!kPairs) {
@@ -141,13 +115,11 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
     // lower address first: k, then k + 1).
     const float* x = static_cast<const float*>(x_packed);
     const auto one_k = [&](std::size_t k) {
-      for (std::size_t g = 0; g < G; ++g) {
-        alignas(64) float lanes[L];
-        for (std::size_t j = 0; j < L; ++j) lanes[j] = to_float(rows[g * L + j][k]);
-        const FloatBatch w = FloatBatch::load_aligned(lanes);
-        for (std::size_t t = 0; t < T; ++t)
-          acc[g * T + t] = simd::multiply_add(FloatBatch(x[k * T + t]), w, acc[g * T + t]);
-      }
+      alignas(64) float lanes[L];
+      for (std::size_t j = 0; j < L; ++j) lanes[j] = to_float(rows[j][k]);
+      const FloatBatch w = FloatBatch::load_aligned(lanes);
+      for (std::size_t t = 0; t < T; ++t)
+        acc[t] = simd::multiply_add(FloatBatch(x[k * T + t]), w, acc[t]);
     };
     constexpr std::size_t kPerWord = std::is_same_v<WT, float> ? 1 : 2;  // k values per word
     const std::size_t head = narrow_peel_words(rows[0], stride, sizeof(WT), k_len);
@@ -155,41 +127,34 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
     std::size_t k = 0;
     for (; k < head; ++k) one_k(k);
     for (std::size_t b = 0; b < blocks; ++b, k += kPerWord * L) {
-      for_items<G>([&](auto g) {
-        load_block(g, k * sizeof(WT));
-        FloatBatch* a = acc + g * T;
-        for (std::size_t i = 0; i < L; ++i) {
-          if constexpr (std::is_same_v<WT, float>) {
-            const FloatBatch w = simd::words_as_float(cols[i]);
-            for (std::size_t t = 0; t < T; ++t)
-              a[t] = simd::multiply_add(FloatBatch(x[(k + i) * T + t]), w, a[t]);
-          } else {
-            FloatBatch lo, hi;
-            simd::widen_bf16_pairs(cols[i], lo, hi);
-            const std::size_t kk = k + 2 * i;
-            for (std::size_t t = 0; t < T; ++t) {
-              a[t] = simd::multiply_add(FloatBatch(x[kk * T + t]), lo, a[t]);
-              a[t] = simd::multiply_add(FloatBatch(x[(kk + 1) * T + t]), hi, a[t]);
-            }
+      load_block(k * sizeof(WT));
+      for (std::size_t i = 0; i < L; ++i) {
+        if constexpr (std::is_same_v<WT, float>) {
+          const FloatBatch w = simd::words_as_float(cols[i]);
+          for (std::size_t t = 0; t < T; ++t)
+            acc[t] = simd::multiply_add(FloatBatch(x[(k + i) * T + t]), w, acc[t]);
+        } else {
+          FloatBatch lo, hi;
+          simd::widen_bf16_pairs(cols[i], lo, hi);
+          const std::size_t kk = k + 2 * i;
+          for (std::size_t t = 0; t < T; ++t) {
+            acc[t] = simd::multiply_add(FloatBatch(x[kk * T + t]), lo, acc[t]);
+            acc[t] = simd::multiply_add(FloatBatch(x[(kk + 1) * T + t]), hi, acc[t]);
           }
         }
-      });
+      }
     }
     for (; k < k_len; ++k) one_k(k);
   } else {
     // Pairs: x word p * T + t is token t's pair p; row j's pair p is at rows[j] + 2p.
     const std::uint32_t* x = static_cast<const std::uint32_t*>(x_packed);
     const auto one_pair = [&](std::size_t p, bool last_alone) {
-      for (std::size_t g = 0; g < G; ++g) {
-        alignas(64) std::uint32_t lanes[L];
-        for (std::size_t j = 0; j < L; ++j) {
-          const WT* row = rows[g * L + j];
-          lanes[j] = last_alone ? row[2 * p].bits : simd::load_bf16_pair(row + 2 * p);
-        }
-        const PairBatch w = PairBatch::load_aligned(lanes);
-        for (std::size_t t = 0; t < T; ++t)
-          acc[g * T + t] = simd::dot_bf16_weight_pairs(acc[g * T + t], w, x[p * T + t]);
-      }
+      alignas(64) std::uint32_t lanes[L];
+      for (std::size_t j = 0; j < L; ++j)
+        lanes[j] = last_alone ? rows[j][2 * p].bits : simd::load_bf16_pair(rows[j] + 2 * p);
+      const PairBatch w = PairBatch::load_aligned(lanes);
+      for (std::size_t t = 0; t < T; ++t)
+        acc[t] = simd::dot_bf16_weight_pairs(acc[t], w, x[p * T + t]);
     };
     const std::size_t full_pairs = k_len / 2;
     const std::size_t head = narrow_peel_words(rows[0], stride, 2 * sizeof(bfloat16), full_pairs);
@@ -197,13 +162,10 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
     std::size_t p = 0;
     for (; p < head; ++p) one_pair(p, false);
     for (std::size_t b = 0; b < blocks; ++b, p += L) {
-      for_items<G>([&](auto g) {
-        load_block(g, p * 2 * sizeof(bfloat16));
-        FloatBatch* a = acc + g * T;
-        for (std::size_t i = 0; i < L; ++i)
-          for (std::size_t t = 0; t < T; ++t)
-            a[t] = simd::dot_bf16_weight_pairs(a[t], cols[i], x[(p + i) * T + t]);
-      });
+      load_block(p * 2 * sizeof(bfloat16));
+      for (std::size_t i = 0; i < L; ++i)
+        for (std::size_t t = 0; t < T; ++t)
+          acc[t] = simd::dot_bf16_weight_pairs(acc[t], cols[i], x[(p + i) * T + t]);
     }
     for (; p < full_pairs; ++p) one_pair(p, false);
     // The last weight alone (odd K), against the packed (x, 0) pair.
@@ -212,12 +174,11 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
 }
 
 template <class WT>
-using NarrowFn = void (*)(const void*, const WT* const*, std::size_t, std::size_t,
-                          simd::FloatBatch*);
+using NarrowFn = void (*)(const void*, const WT* const*, std::size_t, simd::FloatBatch*);
 
 template <class WT, bool kPairs, std::size_t... T>
 constexpr std::array<NarrowFn<WT>, sizeof...(T)> narrow_table(std::index_sequence<T...>) {
-  return {{&narrow_group<WT, kPairs, T + 1, 1>...}};
+  return {{&narrow_group<WT, kPairs, T + 1>...}};
 }
 
 // The instantiation for T tokens (1..kNarrowMaxTokens).
@@ -228,77 +189,26 @@ inline NarrowFn<WT> narrow_for(std::size_t tokens) noexcept {
   return table[tokens - 1];
 }
 
-// The rows of features [n0, n0 + nf) (nf <= kNarrowItem) of W: rows past N repeat the last real
-// row; their lanes are computed and ignored.
-template <class WT>
-inline void narrow_rows(const WT* w, std::size_t k_len, std::size_t n0, std::size_t nf,
-                        const WT** rows) noexcept {
-  for (std::size_t f = 0; f < kNarrowItem; ++f)
-    rows[f] = w + (n0 + (f < nf ? f : nf - 1)) * k_len;
-}
-
-template <class WT>
-inline bool narrow_uses_pairs(const PackedActivations& xp) noexcept {
-  return std::is_same_v<WT, bfloat16> && xp.packing == ActivationPacking::Bf16Pairs;
-}
-
 // Runs features [n0, n0 + nf) (nf <= kNarrowItem) of W (rows of k_len) against the narrow-packed
-// xp: out[t * kNarrowItem + f] = the chain of token t and feature n0 + f (no bias). The caller's
-// next item is taken to be the following one of W (prefetched).
+// xp: out[t * kNarrowItem + f] = the chain of token t and feature n0 + f (no bias). Rows past N
+// repeat the last real row; their lanes are computed and ignored.
 template <class WT>
 inline void narrow_item(const PackedActivations& xp, const WT* w, std::size_t n0, std::size_t nf,
                         float* out) noexcept {
   const std::size_t k_len = xp.k_len, tokens = xp.tokens;
-  const std::size_t next = kNarrowItem * k_len * sizeof(WT);
   const WT* rows[kNarrowItem];
-  narrow_rows(w, k_len, n0, nf, rows);
+  for (std::size_t f = 0; f < kNarrowItem; ++f)
+    rows[f] = w + (n0 + (f < nf ? f : nf - 1)) * k_len;
   simd::FloatBatch acc[kNarrowMaxTokens];
   if constexpr (std::is_same_v<WT, bfloat16>) {
-    if (narrow_uses_pairs<WT>(xp)) {
-      narrow_for<WT, true>(tokens)(xp.data, rows, k_len, next, acc);
-    } else {
-      narrow_for<WT, false>(tokens)(xp.data, rows, k_len, next, acc);
-    }
+    if (xp.packing == ActivationPacking::Bf16Pairs)
+      narrow_for<WT, true>(tokens)(xp.data, rows, k_len, acc);
+    else
+      narrow_for<WT, false>(tokens)(xp.data, rows, k_len, acc);
   } else {
-    narrow_for<WT, false>(tokens)(xp.data, rows, k_len, next, acc);
+    narrow_for<WT, false>(tokens)(xp.data, rows, k_len, acc);
   }
   for (std::size_t t = 0; t < tokens; ++t) acc[t].store_unaligned(out + t * kNarrowItem);
-}
-
-// Two items, a and b (of one matrix or of two with rows of the same length): out_a and out_b as
-// narrow_item writes them, the same bits. One token runs them interleaved (the header says why);
-// more tokens, or rows of the two items on different alignments, run them one after the other.
-// next_items: how many items of kNarrowItem rows ahead the caller's next pair starts (prefetched).
-template <class WT>
-inline void narrow_two_items(const PackedActivations& xp, const WT* w_a, std::size_t n0_a,
-                             std::size_t nf_a, const WT* w_b, std::size_t n0_b, std::size_t nf_b,
-                             std::size_t next_items, float* out_a, float* out_b) noexcept {
-  const std::size_t k_len = xp.k_len;
-  const WT* rows[2 * kNarrowItem];
-  narrow_rows(w_a, k_len, n0_a, nf_a, rows);
-  narrow_rows(w_b, k_len, n0_b, nf_b, rows + kNarrowItem);
-  const std::size_t word = narrow_uses_pairs<WT>(xp) ? 2 * sizeof(WT) : sizeof(WT);
-  const std::size_t words = k_len * sizeof(WT) / word;
-  const bool same_peel = narrow_peel_words(rows[0], k_len * sizeof(WT), word, words) ==
-                         narrow_peel_words(rows[kNarrowItem], k_len * sizeof(WT), word, words);
-  if (xp.tokens != 1 || !same_peel) {
-    narrow_item<WT>(xp, w_a, n0_a, nf_a, out_a);
-    narrow_item<WT>(xp, w_b, n0_b, nf_b, out_b);
-    return;
-  }
-  simd::FloatBatch acc[2];
-  const std::size_t next = next_items * kNarrowItem * k_len * sizeof(WT);
-  if constexpr (std::is_same_v<WT, bfloat16>) {
-    if (narrow_uses_pairs<WT>(xp)) {
-      narrow_group<WT, true, 1, 2>(xp.data, rows, k_len, next, acc);
-    } else {
-      narrow_group<WT, false, 1, 2>(xp.data, rows, k_len, next, acc);
-    }
-  } else {
-    narrow_group<WT, false, 1, 2>(xp.data, rows, k_len, next, acc);
-  }
-  acc[0].store_unaligned(out_a);
-  acc[1].store_unaligned(out_b);
 }
 
 SGT_ISA_END

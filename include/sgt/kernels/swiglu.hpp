@@ -224,12 +224,8 @@ inline void swiglu_gate_up_narrow(const PackedActivations& xp, const GT* gate, c
     for (std::size_t item = begin; item < end; ++item) {
       const std::size_t n0 = item * kNarrowItem;
       const std::size_t nf = i_len - n0 < kNarrowItem ? i_len - n0 : kNarrowItem;
-      if constexpr (std::is_same_v<GT, UT>) {
-        narrow_two_items<GT>(xp, gate, n0, nf, up, n0, nf, 1, g, u);
-      } else {
-        narrow_item<GT>(xp, gate, n0, nf, g);
-        narrow_item<UT>(xp, up, n0, nf, u);
-      }
+      narrow_item<GT>(xp, gate, n0, nf, g);
+      narrow_item<UT>(xp, up, n0, nf, u);
       for (std::size_t t = 0; t < tokens && (has_bg || has_bu); ++t)
         for (std::size_t f = 0; f < nf; ++f) {
           if (has_bg) g[t * kNarrowItem + f] += bias_at(gate_bias, n0 + f);
