@@ -51,6 +51,14 @@ using FloatBatch = Batch<float>;
 // Number of f32 lanes in one register of the build's instruction set (1 when xsimd found none).
 inline constexpr std::size_t kFloatLanes = FloatBatch::size;
 
+// Vector registers the instruction set has: 32 with AVX-512 and on aarch64, 16 with AVX2, AVX and
+// SSE2 on x86-64 (what a kernel's register tile must fit).
+#if defined(__AVX512F__) || defined(__aarch64__)
+inline constexpr std::size_t kVectorRegisters = 32;
+#else
+inline constexpr std::size_t kVectorRegisters = 16;
+#endif
+
 // Name of the instruction set the kernels were compiled for ("avx512bw", "avx2", "sse2", ...).
 inline const char* arch_name() noexcept {
   return Arch::name();

@@ -18,7 +18,8 @@
 //     and 12 of them evict each other at every step. Measured on Zen 4, 8 rows against 12: 18%
 //     faster at T = 16 (BF16 pairs), 23% (F32), 3-7% at T = 128-512, where the tile now reaches
 //     88-93% of the measured peak of its instruction.
-//   - 16-register instruction sets (AVX2, SSE2) and NEON: 2 x 6 = 12 accumulators + 2 + 1.
+//   - 16-register instruction sets (AVX2, SSE2) and NEON: 2 x 6 = 12 accumulators + 2 + 1, one k
+//     per step where two would not fit the registers (kPairedSteps).
 //   - Precision::Bf16 on BF16 weights: the same tile over pairs of k (simd::dot_bf16_pairs, one
 //     vdpbf16ps per accumulator and pair on CPUs with AVX512-BF16: twice the multiply-adds of an
 //     f32 FMA), the pair of weights read as one 32-bit broadcast.
@@ -134,6 +135,13 @@ inline float bias_at(const AnyTensorView& bias, std::size_t n) noexcept {
   return 0.0f;
 }
 
+// Whether the f32 tile steps two k at a time: TV * NR accumulators, 2 * TV token registers and
+// two broadcast weights must fit the register file, or the compiler spills accumulators to the
+// stack in the inner loop (AVX2 and SSE2 have 16 registers: 12 + 4 + 2 does not fit). Measured
+// with the AVX2 kernels on Zen 4 (bench/README.md): F32 weights 61% -> 86-88% of the FMA peak.
+template <std::size_t TV, std::size_t NR>
+inline constexpr bool kPairedSteps = TV * NR + 2 * TV + 2 <= simd::kVectorRegisters;
+
 // The f32 tile: out[j * kTileTokens + lane] = sum_k xp[k * kTileTokens + lane] * w[j][k] for
 // TV token registers (1 or 2) and NR weight rows given by pointer (so the SwiGLU MLP can run the
 // rows of gate and up through the same code).
@@ -156,7 +164,7 @@ inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_begin, s
   for (std::size_t j = 0; j < NR; ++j) wr[j] = w[j];
   const std::size_t k_len = k_end;
   std::size_t k = k_begin;
-  {
+  if constexpr (kPairedSteps<TV, NR>) {
     // Two k at a time (BF16 weights: both widened from one 32-bit broadcast); the same chain
     // order as one at a time (measured on Zen 4: 89% of the FMA peak instead of 82% on F32
     // weights, 95% instead of 50-70% on BF16 ones).
