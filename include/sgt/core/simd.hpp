@@ -299,7 +299,16 @@ inline FloatBatch broadcast_as_float(const float* p) noexcept {
   return FloatBatch(*p);
 }
 inline FloatBatch broadcast_as_float(const bfloat16* p) noexcept {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  // A 16-bit broadcast and a shift (each lane holds the value twice; the shift keeps it in the
+  // high half), not a scalar load, shift, move and broadcast: the f32 tile on BF16 weights widens
+  // one weight per FMA pair on AVX2.
+  std::int16_t bits;
+  std::memcpy(&bits, p, sizeof bits);
+  return FloatBatch(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_set1_epi16(bits), 16)));
+#else
   return FloatBatch(to_float(*p));
+#endif
 }
 inline FloatBatch broadcast_as_float(const float16* p) noexcept {
   return FloatBatch(to_float(*p));
