@@ -88,6 +88,23 @@ std::string error_of(const std::string& base, const std::string& out,
   return "(no error)";
 }
 
+// Rewrites the config.json at `path` as `edit` (a function of an ordered_json) leaves it.
+template <class Edit>
+void edit_config(const std::string& path, Edit&& edit) {
+  nlohmann::ordered_json config = nlohmann::ordered_json::parse(read_bytes(path));
+  edit(config);
+  std::ofstream(path, std::ios::trunc) << config.dump(2);
+}
+
+// A copy of the committed base model tests/data/causal_lm/`name` in dir/base, its config.json
+// edited by `edit`; returns the folder.
+template <class Edit>
+std::string edited_base(const ScratchDir& dir, const std::string& name, Edit&& edit) {
+  fs::copy(std::string(SGT_TEST_DATA_DIR) + "/causal_lm/" + name, dir.file("base"));
+  edit_config(dir.file("base/config.json"), std::forward<Edit>(edit));
+  return dir.file("base");
+}
+
 }  // namespace
 
 TEST_CASE("make_transform writes what convert_hf.py writes, and the transform runs") {
@@ -242,23 +259,22 @@ TEST_CASE("make_transform: the trunk's config describes the base's first K layer
 // base rope_local_base_freq: any other local RoPE is refused, naming the key.
 TEST_CASE("make_transform: Gemma 3's local layers must have a default RoPE") {
   ScratchDir dir;
-  fs::copy(std::string(SGT_TEST_DATA_DIR) + "/causal_lm/gemma3_text", dir.file("base"));
-  nlohmann::ordered_json config =
-      nlohmann::ordered_json::parse(read_bytes(dir.file("base/config.json")));
-  config["rope_parameters"]["sliding_attention"]["rope_type"] = "linear";
-  config["rope_parameters"]["sliding_attention"]["factor"] = 2.0;
-  std::ofstream(dir.file("base/config.json"), std::ios::trunc) << config.dump(2);
+  const std::string base = edited_base(dir, "gemma3_text", [](nlohmann::ordered_json& c) {
+    c["rope_parameters"]["sliding_attention"]["rope_type"] = "linear";
+    c["rope_parameters"]["sliding_attention"]["factor"] = 2.0;
+  });
   sgt::MakeTransformOptions o;
   o.layers = 1;
-  CHECK(error_of(dir.file("base"), dir.file("sgt"), o) ==
+  CHECK(error_of(base, dir.file("sgt"), o) ==
         dir.file("base/config.json") +
             ": key 'rope_parameters.sliding_attention': the local layers' RoPE must be the default "
             "one (rope_type and rope_theta only), got "
             "{\"rope_theta\":100.0,\"rope_type\":\"linear\",\"factor\":2.0}");
-  config["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}}},
-                               {"local_attention", {{"rope_type", "default"}}}};
-  std::ofstream(dir.file("base/config.json"), std::ios::trunc) << config.dump(2);
-  CHECK(error_of(dir.file("base"), dir.file("sgt"), o) ==
+  edit_config(dir.file("base/config.json"), [](nlohmann::ordered_json& c) {
+    c["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}}},
+                            {"local_attention", {{"rope_type", "default"}}}};
+  });
+  CHECK(error_of(base, dir.file("sgt"), o) ==
         dir.file("base/config.json") +
             ": key 'rope_parameters.local_attention': unknown layer type (full_attention and "
             "sliding_attention are)");
@@ -288,14 +304,11 @@ TEST_CASE("a transform without the Gemma base's embedding scale is refused by th
 // not load this base without its head_dim, and neither does make_transform.
 TEST_CASE("make_transform: a base without head_dim takes the family's default, not hidden / heads") {
   ScratchDir dir;
-  fs::copy(std::string(SGT_TEST_DATA_DIR) + "/causal_lm/qwen3_tied", dir.file("base"));
-  nlohmann::ordered_json config =
-      nlohmann::ordered_json::parse(read_bytes(dir.file("base/config.json")));
-  config.erase("head_dim");
-  std::ofstream(dir.file("base/config.json"), std::ios::trunc) << config.dump(2);
+  const std::string base =
+      edited_base(dir, "qwen3_tied", [](nlohmann::ordered_json& c) { c.erase("head_dim"); });
   sgt::MakeTransformOptions o;
   o.layers = 1;
-  CHECK(error_of(dir.file("base"), dir.file("sgt"), o) ==
+  CHECK(error_of(base, dir.file("sgt"), o) ==
         dir.file("base") +
             ": tensor 'model.layers.0.self_attn.q_proj.weight': shape [64, 64], but the config "
             "implies [512, 64]");
