@@ -20,6 +20,7 @@ printf '{"input_ids": [[1, 2, 3], [4, 5, 6]], "noise_mask": [[1, 1, 1], [0, 1, 1
 
 # --- success paths
 expect_ok info info "$model" && grep -q '"format": "sgt4t"' stdout.txt || fail "info prints no format"
+grep -q '"embedding_scale": 1.0,' stdout.txt || fail "info prints no embedding_scale (1 for a Llama base)"
 expect_ok transform-single transform "$model" --input single.json --output out.safetensors --threads 1
 [ -s out.safetensors ] || fail "transform wrote no output"
 expect_ok transform-dump transform "$model" --input batch.json --output dump.safetensors --dump-intermediates \

@@ -56,6 +56,7 @@ inline nlohmann::ordered_json transform_info(const Transform& model,
   j["format_version"] = c.format_version;
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
+  j["embedding_scale"] = c.embedding_scale;
   j["value_range"] = {
       c.value_min ? nlohmann::ordered_json(*c.value_min) : nlohmann::ordered_json(nullptr),
       c.value_max ? nlohmann::ordered_json(*c.value_max) : nlohmann::ordered_json(nullptr)};
