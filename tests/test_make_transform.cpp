@@ -295,8 +295,9 @@ TEST_CASE("a transform without the Gemma base's embedding scale is refused by th
   CHECK(model.embedding_scale() == 1.0f);
   const sgt::CausalLM lm = sgt::CausalLM::load(base);
   CHECK_THROWS_WITH(sgt::check_base_compatible(model, lm),
-                    doctest::Contains("has embedding_scale 1.000000, the base model scales its "
-                                      "embeddings by 8.000000"));
+                    doctest::Contains("key 'embedding_scale': the SGT model's embedding_scale "
+                                      "1.000000 is not the one the base model gives its "
+                                      "embeddings (8.000000)"));
 }
 
 // An absent head_dim means what transformers' config class of the family makes of it: Qwen3Config

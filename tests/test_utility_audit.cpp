@@ -220,7 +220,8 @@ TEST_CASE("utility audit: no draws, no answers, bad inputs") {
   sgt::AuditReport audit;
   CHECK_THROWS_WITH_AS(
       sgt::audit_with_utility(f.model, other, f.input, audit, audit_options(f), options),
-      doctest::Contains("demo/config.json has vocab_size 1024, hidden_size 256; "), sgt::Error);
+      doctest::Contains("demo/config.json: the SGT model was not made for this base model: it "
+                        "has vocab_size 1024, hidden_size 256; "), sgt::Error);
   CHECK_THROWS_WITH_AS(sgt::check_base_compatible(f.model, other),
                        doctest::Contains("llama/config.json has vocab_size 256, hidden_size 64"),
                        sgt::Error);

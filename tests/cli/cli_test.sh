@@ -264,7 +264,7 @@ if expect_ok audit-base audit "$model" --input "$root/examples/prompt.json" --no
   grep -q 'utility for .*4 draws: KL(clean||protected)' stderr.txt && grep -q 'protected answer:' stderr.txt ||
     fail "audit-base: no utility lines in the table"
 fi
-expect_error audit-base-mismatch 'demo/config.json has vocab_size 1024, hidden_size 256; .*llama/config.json has vocab_size 256, hidden_size 64' \
+expect_error audit-base-mismatch 'demo/config.json: the SGT model was not made for this base model: it has vocab_size 1024, hidden_size 256; .*llama/config.json has vocab_size 256, hidden_size 64' \
   audit "$model" --input single.json --draws 1 --base "$root/tests/data/causal_lm/llama"
 expect_error audit-base-batch 'one sequence, the request has 2' audit "$model" --input batch.json --draws 1 \
   --base "$base"

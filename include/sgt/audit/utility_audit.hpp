@@ -33,6 +33,7 @@
 #include "sgt/core/isa.hpp"
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/io/request.hpp"
+#include "sgt/lm/base_compatibility.hpp"
 #include "sgt/lm/causal_lm.hpp"
 #include "sgt/lm/generate.hpp"
 #include "sgt/lm/token_sampler.hpp"
@@ -67,25 +68,6 @@ struct UtilityReport {
   std::vector<std::int64_t> clean_answer;      // greedy new tokens from the clean ids
   std::vector<std::int64_t> protected_answer;  // greedy new tokens from draw 0's embeddings
 };
-
-// The transform's output is fed to the base model as inputs_embeds: both must share the
-// vocabulary (the ids), the hidden size and the embedding scale (the embeddings: the base does
-// not scale inputs_embeds, so the transform's x must carry the scale the base gives its ids).
-inline void check_base_compatible(const Transform& model, const CausalLM& base) {
-  const std::size_t v = model.config().vocab_size, h = model.hidden_size();
-  if (v == base.vocab_size() && h == base.hidden_size()) {
-    if (model.embedding_scale() == base.config().embedding_scale) return;
-    throw Error("the SGT model and the base model do not match: " + model.directory() +
-                "/config.json has embedding_scale " + std::to_string(model.embedding_scale()) +
-                ", the base model scales its embeddings by " +
-                std::to_string(base.config().embedding_scale));
-  }
-  throw Error("the SGT model and the base model do not match: " + model.directory() +
-              "/config.json has vocab_size " + std::to_string(v) + ", hidden_size " +
-              std::to_string(h) + "; " + base.directory() + "/config.json has vocab_size " +
-              std::to_string(base.vocab_size()) + ", hidden_size " +
-              std::to_string(base.hidden_size()));
-}
 
 class UtilityAudit {
  public:

@@ -28,6 +28,7 @@
 #include "sgt/core/secure_memory.hpp"
 #include "sgt/core/thread_pool.hpp"
 #include "sgt/io/stored_tensors.hpp"
+#include "sgt/lm/base_compatibility.hpp"
 #include "sgt/lm/causal_lm.hpp"
 #include "sgt/lm/config_json.hpp"
 #include "sgt/lm/generate.hpp"
@@ -108,24 +109,7 @@ class ProtectedGeneration {
         stop_tokens_(load_eos_token_ids(base_dir)) {
     if (protect_dir.empty()) return;
     transform_.emplace(protect_dir);
-    if (transform_->config().vocab_size != lm_.vocab_size() ||
-        transform_->hidden_size() != lm_.hidden_size())
-      throw Error("the SGT model (vocab_size " + std::to_string(transform_->config().vocab_size) +
-                  ", hidden_size " + std::to_string(transform_->hidden_size()) +
-                  ") was not made for this base model (vocab_size " +
-                  std::to_string(lm_.vocab_size()) + ", hidden_size " +
-                  std::to_string(lm_.hidden_size()) + ")")
-          .at_file(protect_dir + "/config.json");
-    // The protected prompt goes in as inputs_embeds, which the base takes as given: the
-    // transform's x must carry the scale the base's embedding module applies to ids (Gemma).
-    if (transform_->embedding_scale() != lm_.config().embedding_scale)
-      throw Error("the SGT model's embedding_scale " +
-                  std::to_string(transform_->embedding_scale()) +
-                  " is not the one the base model gives its embeddings (" +
-                  std::to_string(lm_.config().embedding_scale) +
-                  "): its protected embeddings would reach the base at the wrong size")
-          .at_key("embedding_scale")
-          .at_file(protect_dir + "/config.json");
+    check_base_compatible(*transform_, lm_);
   }
 
   const CausalLM& lm() const noexcept { return lm_; }
