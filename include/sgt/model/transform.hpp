@@ -110,9 +110,9 @@ class Transform {
   // out = E[ids] * embedding_scale for `count` ids: the clean embeddings run() starts from.
   void embed(const std::int64_t* ids, std::size_t count, TensorView<float> out,
              ThreadPool* pool = nullptr) const {
-    kernels::embedding_lookup(embed_, ids, count, out, pool);
-    if (config_.embedding_scale != 1.0f)
-      kernels::scale_embedding_rows(embed_.dtype(), config_.embedding_scale, out, pool);
+    Ops ops;
+    ops.pool = pool;
+    ops.embedding(embed_, ids, count, out, config_.embedding_scale);
   }
 
   // The precision a run with `requested` uses on `kernels` (the ones run() uses by default): Auto
