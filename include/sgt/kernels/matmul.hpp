@@ -423,12 +423,12 @@ inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w,
   const std::size_t t_len = xp.tokens, n_len = y.dim(1);
   const bool has_bias = bias.data() != nullptr;
   const std::size_t items = (n_len + kNarrowItem - 1) / kNarrowItem;
-  parallel_for(pool, items, 1, [&](std::size_t begin, std::size_t end) {
+  parallel_for(pool, items, narrow_grain(items), [&](std::size_t begin, std::size_t end) {
     alignas(64) float out[kNarrowMaxTokens * kNarrowItem];
     for (std::size_t item = begin; item < end; ++item) {
       const std::size_t n0 = item * kNarrowItem;
       const std::size_t nf = n_len - n0 < kNarrowItem ? n_len - n0 : kNarrowItem;
-      narrow_item<WT>(xp, w, n0, nf, out);
+      narrow_item<WT>(xp, w, n0, nf, narrow_next_item(w, item, end, n_len, xp.k_len), out);
       for (std::size_t t = 0; t < t_len; ++t) {
         float* y_row = y.row(t) + n0;
         const float* o = out + t * kNarrowItem;

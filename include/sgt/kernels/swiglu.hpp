@@ -219,13 +219,14 @@ inline void swiglu_gate_up_narrow(const PackedActivations& xp, const GT* gate, c
   const std::size_t tokens = xp.tokens, lanes = h_narrow ? tokens : kTileTokens;
   const bool has_bg = gate_bias.data() != nullptr, has_bu = up_bias.data() != nullptr;
   const std::size_t items = (i_len + kNarrowItem - 1) / kNarrowItem;
-  parallel_for(pool, items, 1, [&](std::size_t begin, std::size_t end) {
+  parallel_for(pool, items, narrow_grain(items), [&](std::size_t begin, std::size_t end) {
     alignas(64) float g[kNarrowMaxTokens * kNarrowItem], u[kNarrowMaxTokens * kNarrowItem];
     for (std::size_t item = begin; item < end; ++item) {
       const std::size_t n0 = item * kNarrowItem;
       const std::size_t nf = i_len - n0 < kNarrowItem ? i_len - n0 : kNarrowItem;
-      narrow_item<GT>(xp, gate, n0, nf, g);
-      narrow_item<UT>(xp, up, n0, nf, u);
+      // Gate's item is followed by up's, up's by gate's next one.
+      narrow_item<GT>(xp, gate, n0, nf, nf == kNarrowItem ? up + n0 * xp.k_len : nullptr, g);
+      narrow_item<UT>(xp, up, n0, nf, narrow_next_item(gate, item, end, i_len, xp.k_len), u);
       for (std::size_t t = 0; t < tokens && (has_bg || has_bu); ++t)
         for (std::size_t f = 0; f < nf; ++f) {
           if (has_bg) g[t * kNarrowItem + f] += bias_at(gate_bias, n0 + f);
