@@ -291,12 +291,14 @@ TEST_CASE("matmul cuts a long K into blocks (TileGrid) and keeps every chain's b
 
 TEST_CASE("the narrow path (a few tokens) equals the tile bit for bit at awkward shapes") {
   // K shorter than one transposed block, odd K (a lone last bf16 weight), N off the 2 x kFloatLanes
-  // item and below one group, weights and activations off alignment, with and without bias.
+  // item and below one group, weights and activations off alignment, with and without bias; K
+  // = 512: rows a multiple of 64 bytes apart, many whole cache lines per row.
   std::mt19937 rng(29);
   struct Shape2 {
     std::size_t k, n;
   };
-  const Shape2 shapes[] = {{1, 1}, {7, 5}, {33, 17}, {67, 45}, {96, 33}, {131, 64}, {2049, 19}};
+  const Shape2 shapes[] = {{1, 1},   {7, 5},     {33, 17},   {67, 45},
+                           {96, 33}, {131, 64}, {512, 40}, {2049, 19}};
   const std::size_t tile_rows = 2 * k::kTileTokens + 3;  // the batch: several tiles, tile path
   for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
   for (DType dtype : {DType::F32, DType::BF16})

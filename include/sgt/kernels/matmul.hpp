@@ -416,22 +416,25 @@ inline void check_packed_linear(const char* op, const PackedActivations& xp,
                 dtype_name(w.dtype()));
 }
 
-// The narrow path (kernels/matmul_narrow.hpp): one parallel_for item per kNarrowItem features.
+// The narrow path (kernels/matmul_narrow.hpp): one unit (one or a few items of kNarrowItem
+// features) after another, in chunks of consecutive units.
 template <class WT>
 inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w,
                                 const AnyTensorView& bias, TensorView<float> y, ThreadPool* pool) {
   const std::size_t t_len = xp.tokens, n_len = y.dim(1);
   const bool has_bias = bias.data() != nullptr;
-  const std::size_t items = (n_len + kNarrowItem - 1) / kNarrowItem;
-  parallel_for(pool, items, narrow_grain(items), [&](std::size_t begin, std::size_t end) {
-    alignas(64) float out[kNarrowMaxTokens * kNarrowItem];
-    for (std::size_t item = begin; item < end; ++item) {
-      const std::size_t n0 = item * kNarrowItem;
-      const std::size_t nf = n_len - n0 < kNarrowItem ? n_len - n0 : kNarrowItem;
-      narrow_item<WT>(xp, w, n0, nf, narrow_next_item(w, item, end, n_len, xp.k_len), out);
+  const std::size_t unit_features = narrow_unit_features(t_len);
+  const std::size_t units = (n_len + unit_features - 1) / unit_features;
+  parallel_for(pool, units, narrow_grain(units), [&](std::size_t begin, std::size_t end) {
+    alignas(64) float out[kNarrowOutFloats];
+    for (std::size_t unit = begin; unit < end; ++unit) {
+      const std::size_t n0 = unit * unit_features;
+      const std::size_t nf = n_len - n0 < unit_features ? n_len - n0 : unit_features;
+      narrow_unit<WT>(xp, w, n0, nf,
+                      narrow_next_unit(w, unit, end, unit_features, n_len, xp.k_len), out);
       for (std::size_t t = 0; t < t_len; ++t) {
         float* y_row = y.row(t) + n0;
-        const float* o = out + t * kNarrowItem;
+        const float* o = out + t * unit_features;
         if (has_bias) {
           for (std::size_t f = 0; f < nf; ++f) y_row[f] = o[f] + bias_at(bias, n0 + f);
         } else {

@@ -21,17 +21,16 @@
 // documented guarantee -- a row alone equals the same row in a batch -- holds across the two paths.
 // A GEMV that split k across lanes would be simpler and would break it.
 //
-// One work item is kFloatLanes features: kFloatLanes weight streams, each prefetched 1 KiB ahead.
-// Two items at once (32 streams, two chains in flight) measured slower on Zen 4, in L2 and from
-// memory. F16 weights keep the tile path.
+// An item is kFloatLanes features: kFloatLanes weight streams, each prefetched 1 KiB ahead. A unit
+// of work is one item, or for one token on vectors narrower than AVX-512 two items whose chains
+// interleave (kNarrowOneTokenItems says why). F16 weights keep the tile path.
 //
-// Reading from memory. An item's rows are consecutive rows of W, one block of kFloatLanes x K
-// words, but the kernel reads it as kFloatLanes streams a row apart (4 KiB in a typical model, one
-// page each, which the hardware prefetchers do not cross). So while it runs an item it also
-// prefetches the next item of its chunk front to back, kFloatLanes lines per block: memory then
-// sees one sequential stream, and the next item starts from L2. A decode step of a 1B-shaped
-// model from memory: 7% more tokens/s on one core of Zen 4 (bench/README.md). Callers run an item's
-// chunk in order (narrow_grain), so "next" is known.
+// Reading from memory. A unit's rows are consecutive rows of W, one block of memory, but the
+// kernel reads them as streams a row apart (4 KiB in a typical model, one page each, which the
+// hardware prefetchers do not cross). So while it runs a unit it also prefetches the next unit of
+// its chunk front to back: memory then sees one sequential stream, and the next unit starts from
+// L2. A decode step of a 1B-shaped model from memory: 5-7% more tokens/s on one core of Zen 4
+// (bench/README.md). Callers run a chunk's units in order (narrow_grain), so "next" is known.
 #pragma once
 
 #include <array>
@@ -82,11 +81,11 @@ inline constexpr std::size_t kNarrowItem = simd::kFloatLanes;
 // item sit a multiple of 4 KiB apart in a typical model, so they all map to one set of L1).
 inline constexpr std::size_t kNarrowPrefetchBytes = 1024;
 
-// Items per parallel_for chunk on the narrow path: consecutive items let each prefetch the next
+// Units per parallel_for chunk on the narrow path: consecutive units let each prefetch the next
 // (above); at least 16 chunks per matrix keep the threads of a pool busy on small ones (k_proj of
-// a 1B model has 32 items). Depends on the item count only, like every grain.
-inline std::size_t narrow_grain(std::size_t items) noexcept {
-  const std::size_t grain = items / 16;
+// a 1B model has 32 items). Depends on the unit count only, like every grain.
+inline std::size_t narrow_grain(std::size_t units) noexcept {
+  const std::size_t grain = units / 16;
   return grain < 1 ? 1 : grain > 8 ? 8 : grain;
 }
 
@@ -104,35 +103,59 @@ inline std::size_t narrow_peel_words(const void* row0, std::size_t row_bytes, st
   return head < words ? head : words;
 }
 
-// acc[t] (lane j) = the chain of token t against row rows[j], over all of K, for T tokens.
-// WT is float or bfloat16; kPairs: Precision::Bf16 (x packed as pairs, BF16 weights). The words
-// before the first aligned block and after the last one run through a lane array, in order.
-// next: the first byte of the weights the caller reads next (kFloatLanes rows of K), or null;
-// only prefetched, so any value is safe.
-template <class WT, bool kPairs, std::size_t T>
+// f(std::integral_constant<std::size_t, g>) for g = 0 .. G-1: the items of a unit unrolled, so
+// each item's accumulators stay in registers.
+template <class F, std::size_t... I>
+inline void for_items(F&& f, std::index_sequence<I...>) {
+  (f(std::integral_constant<std::size_t, I>{}), ...);
+}
+
+// acc[g * T + t] (lane j) = the chain of token t against row rows[g * kFloatLanes + j], over all
+// of K, for T tokens and G items. WT is float or bfloat16; kPairs: Precision::Bf16 (x packed as
+// pairs, BF16 weights). The rows of the G items must be evenly spaced (consecutive rows of one
+// matrix): the peel is rows[0]'s. The loop walks each row a cache line (64 bytes) at a time and
+// runs the line's blocks of one item before the next item's, so a line is read whole while it is
+// in L1 (the rows of all G items can fall in one set). The words before the first aligned line
+// and after the last one run through a lane array, in order. Each chain is the same sequence of
+// operations whatever G. next: the first byte of the weights the caller reads next (G x
+// kFloatLanes rows of K), or null; only prefetched, so any value is safe.
+template <class WT, bool kPairs, std::size_t T, std::size_t G>
 inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_t k_len,
-                         const void* next, simd::FloatBatch* acc) noexcept {
+                         const void* next, simd::FloatBatch* acc_out) noexcept {
   using simd::FloatBatch;
   using simd::PairBatch;
+  // Local accumulators: a vector type may alias the float activations, so the compiler keeps
+  // accumulators behind a pointer in memory, a store and a reload on every chain link.
+  FloatBatch acc[G * T];
   constexpr std::size_t L = simd::kFloatLanes;
-  for (std::size_t t = 0; t < T; ++t) acc[t] = FloatBatch(0.0f);
-  const void* row_bytes[L];
-  for (std::size_t j = 0; j < L; ++j) row_bytes[j] = rows[j];
+  constexpr std::size_t R = G * L;                // rows
+  constexpr std::size_t kBlockBytes = L * 4;      // of each row, per transposed block
+  constexpr std::size_t kBlocksPerLine = 64 / kBlockBytes;
+  static_assert(64 % kBlockBytes == 0, "a block divides a cache line");
+  for (std::size_t i = 0; i < G * T; ++i) acc[i] = FloatBatch(0.0f);
+  const void* row_bytes[R];
+  for (std::size_t j = 0; j < R; ++j) row_bytes[j] = rows[j];
   const std::size_t stride = k_len * sizeof(WT);
-  PairBatch cols[L];
-  // Every block reads 64 bytes of each row, so kFloatLanes lines of the next item per block
-  // cover it by the time this one ends.
+  // One cache line of every row, transposed: line[g][s] is block s of item g. With G > 1 the
+  // blocks outnumber the registers and wait in L1; the chains of the G items then interleave
+  // instruction by instruction, which is what hides their latency.
+  PairBatch line[G][kBlocksPerLine][L];
+  const auto load_line = [&](std::size_t offset) {
+    for (std::size_t g = 0; g < G; ++g)
+      for (std::size_t s = 0; s < kBlocksPerLine; ++s)
+        simd::load_transposed_words(row_bytes + g * L, offset + s * kBlockBytes, line[g][s]);
+  };
+  // Every line step reads 64 bytes of each row, so R lines of the next unit per step cover it by
+  // the time this one ends.
   const unsigned char* next_line = static_cast<const unsigned char*>(next);
-  // Loads block b's words (kFloatLanes 32-bit words per row at byte `offset`), transposed.
-  const auto load_block = [&](std::size_t offset) {
+  const auto prefetch_line = [&](std::size_t offset) {
     if (next_line != nullptr) {
-      for (std::size_t j = 0; j < L; ++j) simd::prefetch_read(next_line + j * 64);
-      next_line += L * 64;
+      for (std::size_t j = 0; j < R; ++j) simd::prefetch_read(next_line + j * 64);
+      next_line += R * 64;
     }
-    for (std::size_t j = 0; j < L; ++j)
+    for (std::size_t j = 0; j < R; ++j)
       simd::prefetch_read(static_cast<const unsigned char*>(row_bytes[j]) + offset +
                           kNarrowPrefetchBytes);
-    simd::load_transposed_words(row_bytes, offset, cols);
   };
 
   if constexpr (!kPairs) {
@@ -140,62 +163,83 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
     // lower address first: k, then k + 1).
     const float* x = static_cast<const float*>(x_packed);
     const auto one_k = [&](std::size_t k) {
-      alignas(64) float lanes[L];
-      for (std::size_t j = 0; j < L; ++j) lanes[j] = to_float(rows[j][k]);
-      const FloatBatch w = FloatBatch::load_aligned(lanes);
-      for (std::size_t t = 0; t < T; ++t)
-        acc[t] = simd::multiply_add(FloatBatch(x[k * T + t]), w, acc[t]);
+      for (std::size_t g = 0; g < G; ++g) {
+        alignas(64) float lanes[L];
+        for (std::size_t j = 0; j < L; ++j) lanes[j] = to_float(rows[g * L + j][k]);
+        const FloatBatch w = FloatBatch::load_aligned(lanes);
+        for (std::size_t t = 0; t < T; ++t)
+          acc[g * T + t] = simd::multiply_add(FloatBatch(x[k * T + t]), w, acc[g * T + t]);
+      }
     };
     constexpr std::size_t kPerWord = std::is_same_v<WT, float> ? 1 : 2;  // k values per word
+    constexpr std::size_t kPerBlock = kPerWord * L, kPerLine = kPerBlock * kBlocksPerLine;
     const std::size_t head = narrow_peel_words(rows[0], stride, sizeof(WT), k_len);
-    const std::size_t blocks = (k_len - head) / (kPerWord * L);
+    const std::size_t lines = (k_len - head) / kPerLine;
     std::size_t k = 0;
     for (; k < head; ++k) one_k(k);
-    for (std::size_t b = 0; b < blocks; ++b, k += kPerWord * L) {
-      load_block(k * sizeof(WT));
-      for (std::size_t i = 0; i < L; ++i) {
-        if constexpr (std::is_same_v<WT, float>) {
-          const FloatBatch w = simd::words_as_float(cols[i]);
-          for (std::size_t t = 0; t < T; ++t)
-            acc[t] = simd::multiply_add(FloatBatch(x[(k + i) * T + t]), w, acc[t]);
-        } else {
-          FloatBatch lo, hi;
-          simd::widen_bf16_pairs(cols[i], lo, hi);
-          const std::size_t kk = k + 2 * i;
-          for (std::size_t t = 0; t < T; ++t) {
-            acc[t] = simd::multiply_add(FloatBatch(x[kk * T + t]), lo, acc[t]);
-            acc[t] = simd::multiply_add(FloatBatch(x[(kk + 1) * T + t]), hi, acc[t]);
-          }
+    for (std::size_t b = 0; b < lines; ++b, k += kPerLine) {
+      prefetch_line(k * sizeof(WT));
+      load_line(k * sizeof(WT));
+      for (std::size_t s = 0; s < kBlocksPerLine; ++s)
+        for (std::size_t i = 0; i < L; ++i) {
+          const std::size_t kk = k + s * kPerBlock + kPerWord * i;
+          for_items([&](auto g) {
+            FloatBatch* a = acc + g * T;
+            if constexpr (std::is_same_v<WT, float>) {
+              const FloatBatch w = simd::words_as_float(line[g][s][i]);
+              for (std::size_t t = 0; t < T; ++t)
+                a[t] = simd::multiply_add(FloatBatch(x[kk * T + t]), w, a[t]);
+            } else {
+              FloatBatch lo, hi;
+              simd::widen_bf16_pairs(line[g][s][i], lo, hi);
+              for (std::size_t t = 0; t < T; ++t) {
+                a[t] = simd::multiply_add(FloatBatch(x[kk * T + t]), lo, a[t]);
+                a[t] = simd::multiply_add(FloatBatch(x[(kk + 1) * T + t]), hi, a[t]);
+              }
+            }
+          }, std::make_index_sequence<G>{});
         }
-      }
     }
     for (; k < k_len; ++k) one_k(k);
   } else {
     // Pairs: x word p * T + t is token t's pair p; row j's pair p is at rows[j] + 2p.
     const std::uint32_t* x = static_cast<const std::uint32_t*>(x_packed);
     const auto one_pair = [&](std::size_t p, bool last_alone) {
-      alignas(64) std::uint32_t lanes[L];
-      for (std::size_t j = 0; j < L; ++j)
-        lanes[j] = last_alone ? rows[j][2 * p].bits : simd::load_bf16_pair(rows[j] + 2 * p);
-      const PairBatch w = PairBatch::load_aligned(lanes);
-      for (std::size_t t = 0; t < T; ++t)
-        acc[t] = simd::dot_bf16_weight_pairs(acc[t], w, x[p * T + t]);
+      for (std::size_t g = 0; g < G; ++g) {
+        alignas(64) std::uint32_t lanes[L];
+        for (std::size_t j = 0; j < L; ++j) {
+          const WT* row = rows[g * L + j];
+          lanes[j] = last_alone ? row[2 * p].bits : simd::load_bf16_pair(row + 2 * p);
+        }
+        const PairBatch w = PairBatch::load_aligned(lanes);
+        for (std::size_t t = 0; t < T; ++t)
+          acc[g * T + t] = simd::dot_bf16_weight_pairs(acc[g * T + t], w, x[p * T + t]);
+      }
     };
+    constexpr std::size_t kPerLine = L * kBlocksPerLine;  // pairs
     const std::size_t full_pairs = k_len / 2;
     const std::size_t head = narrow_peel_words(rows[0], stride, 2 * sizeof(bfloat16), full_pairs);
-    const std::size_t blocks = (full_pairs - head) / L;
+    const std::size_t lines = (full_pairs - head) / kPerLine;
     std::size_t p = 0;
     for (; p < head; ++p) one_pair(p, false);
-    for (std::size_t b = 0; b < blocks; ++b, p += L) {
-      load_block(p * 2 * sizeof(bfloat16));
-      for (std::size_t i = 0; i < L; ++i)
-        for (std::size_t t = 0; t < T; ++t)
-          acc[t] = simd::dot_bf16_weight_pairs(acc[t], cols[i], x[(p + i) * T + t]);
+    for (std::size_t b = 0; b < lines; ++b, p += kPerLine) {
+      prefetch_line(p * 2 * sizeof(bfloat16));
+      load_line(p * 2 * sizeof(bfloat16));
+      for (std::size_t s = 0; s < kBlocksPerLine; ++s)
+        for (std::size_t i = 0; i < L; ++i) {
+          const std::size_t pp = p + s * L + i;
+          for_items([&](auto g) {
+            FloatBatch* a = acc + g * T;
+            for (std::size_t t = 0; t < T; ++t)
+              a[t] = simd::dot_bf16_weight_pairs(a[t], line[g][s][i], x[pp * T + t]);
+          }, std::make_index_sequence<G>{});
+        }
     }
     for (; p < full_pairs; ++p) one_pair(p, false);
     // The last weight alone (odd K), against the packed (x, 0) pair.
     if (k_len % 2 != 0) one_pair(full_pairs, true);
   }
+  for (std::size_t i = 0; i < G * T; ++i) acc_out[i] = acc[i];
 }
 
 template <class WT>
@@ -204,10 +248,35 @@ using NarrowFn = void (*)(const void*, const WT* const*, std::size_t, const void
 
 template <class WT, bool kPairs, std::size_t... T>
 constexpr std::array<NarrowFn<WT>, sizeof...(T)> narrow_table(std::index_sequence<T...>) {
-  return {{&narrow_group<WT, kPairs, T + 1>...}};
+  return {{&narrow_group<WT, kPairs, T + 1, 1>...}};
 }
 
-// The instantiation for T tokens (1..kNarrowMaxTokens).
+// Items a unit of work runs at once. With T tokens an item has T independent chains; with one it
+// has a single chain, and every block waits for it: kFloatLanes dependent multiply-adds per block
+// (twice that for BF16 weights at f32, widened into two registers), 4-6 cycles each. AVX-512 runs
+// 64 bytes of bf16 pairs per 16 chained vdpbf16ps, fast enough for memory; two items there (32
+// streams) measured no faster from memory and slower on two threads. AVX2 at f32 (what `auto`
+// picks there) runs 32 chained FMAs per 64 bytes of BF16 weights: 11 GB/s on Zen 4, half of what
+// memory gives. Two items whose chains interleave instruction by instruction: 1.3x for a decode
+// step; four measured slower (64 streams, the transposed blocks spill).
+inline constexpr std::size_t kNarrowOneTokenItems = simd::kFloatLanes >= 16 ? 1 : 2;
+
+inline constexpr std::size_t narrow_unit_items(std::size_t tokens) noexcept {
+  return tokens == 1 ? kNarrowOneTokenItems : 1;
+}
+
+// Output features of a unit of work for `tokens` tokens.
+inline constexpr std::size_t narrow_unit_features(std::size_t tokens) noexcept {
+  return narrow_unit_items(tokens) * kNarrowItem;
+}
+
+// Floats a unit's output holds at most (out[t * narrow_unit_features(tokens) + f]).
+inline constexpr std::size_t kNarrowOutFloats =
+    kNarrowMaxTokens * kNarrowItem > kNarrowOneTokenItems * kNarrowItem
+        ? kNarrowMaxTokens * kNarrowItem
+        : kNarrowOneTokenItems * kNarrowItem;
+
+// The instantiation for T tokens (1..kNarrowMaxTokens) and one item.
 template <class WT, bool kPairs>
 inline NarrowFn<WT> narrow_for(std::size_t tokens) noexcept {
   static constexpr std::array<NarrowFn<WT>, kNarrowMaxTokens> table =
@@ -215,19 +284,37 @@ inline NarrowFn<WT> narrow_for(std::size_t tokens) noexcept {
   return table[tokens - 1];
 }
 
-// Runs features [n0, n0 + nf) (nf <= kNarrowItem) of W (rows of k_len) against the narrow-packed
-// xp: out[t * kNarrowItem + f] = the chain of token t and feature n0 + f (no bias). Rows past N
-// repeat the last real row; their lanes are computed and ignored. next: as narrow_group's.
+// Runs features [n0, n0 + nf) (nf <= U = narrow_unit_features(xp.tokens)) of W (rows of k_len)
+// against the narrow-packed xp: out[t * U + f] = the chain of token t and feature n0 + f (no
+// bias). Rows past N repeat the last real row; their lanes are computed and ignored. next: as
+// narrow_group's.
 template <class WT>
-inline void narrow_item(const PackedActivations& xp, const WT* w, std::size_t n0, std::size_t nf,
+inline void narrow_unit(const PackedActivations& xp, const WT* w, std::size_t n0, std::size_t nf,
                         const void* next, float* out) noexcept {
   const std::size_t k_len = xp.k_len, tokens = xp.tokens;
-  const WT* rows[kNarrowItem];
-  for (std::size_t f = 0; f < kNarrowItem; ++f)
-    rows[f] = w + (n0 + (f < nf ? f : nf - 1)) * k_len;
-  simd::FloatBatch acc[kNarrowMaxTokens];
+  constexpr std::size_t kMaxRows = kNarrowOneTokenItems * kNarrowItem;
+  const WT* rows[kMaxRows];
+  const std::size_t row_count = narrow_unit_features(tokens);
+  for (std::size_t f = 0; f < row_count; ++f) rows[f] = w + (n0 + (f < nf ? f : nf - 1)) * k_len;
+  constexpr std::size_t kMaxAcc =
+      kNarrowMaxTokens > kNarrowOneTokenItems ? kNarrowMaxTokens : kNarrowOneTokenItems;
+  simd::FloatBatch acc[kMaxAcc];
+  const bool pairs = std::is_same_v<WT, bfloat16> && xp.packing == ActivationPacking::Bf16Pairs;
+  if (tokens == 1) {
+    constexpr std::size_t G = kNarrowOneTokenItems;
+    if constexpr (std::is_same_v<WT, bfloat16>) {
+      if (pairs)
+        narrow_group<WT, true, 1, G>(xp.data, rows, k_len, next, acc);
+      else
+        narrow_group<WT, false, 1, G>(xp.data, rows, k_len, next, acc);
+    } else {
+      narrow_group<WT, false, 1, G>(xp.data, rows, k_len, next, acc);
+    }
+    for (std::size_t g = 0; g < G; ++g) acc[g].store_unaligned(out + g * kNarrowItem);
+    return;
+  }
   if constexpr (std::is_same_v<WT, bfloat16>) {
-    if (xp.packing == ActivationPacking::Bf16Pairs)
+    if (pairs)
       narrow_for<WT, true>(tokens)(xp.data, rows, k_len, next, acc);
     else
       narrow_for<WT, false>(tokens)(xp.data, rows, k_len, next, acc);
@@ -237,13 +324,14 @@ inline void narrow_item(const PackedActivations& xp, const WT* w, std::size_t n0
   for (std::size_t t = 0; t < tokens; ++t) acc[t].store_unaligned(out + t * kNarrowItem);
 }
 
-// The weights of item `item` + 1 of a [n_len, k_len] W, if it is a whole item of the chunk that
-// ends at `end` (the one narrow_item runs next), else null.
+// The weights of unit `unit` + 1 (of `unit_features` rows) of a [n_len, k_len] W, if it is a
+// whole unit of the chunk that ends at `end` (the one narrow_unit runs next), else null.
 template <class WT>
-inline const void* narrow_next_item(const WT* w, std::size_t item, std::size_t end,
-                                    std::size_t n_len, std::size_t k_len) noexcept {
-  const std::size_t next0 = (item + 1) * kNarrowItem;
-  return item + 1 < end && next0 + kNarrowItem <= n_len ? w + next0 * k_len : nullptr;
+inline const void* narrow_next_unit(const WT* w, std::size_t unit, std::size_t end,
+                                    std::size_t unit_features, std::size_t n_len,
+                                    std::size_t k_len) noexcept {
+  const std::size_t next0 = (unit + 1) * unit_features;
+  return unit + 1 < end && next0 + unit_features <= n_len ? w + next0 * k_len : nullptr;
 }
 
 SGT_ISA_END

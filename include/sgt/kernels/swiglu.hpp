@@ -218,40 +218,42 @@ inline void swiglu_gate_up_narrow(const PackedActivations& xp, const GT* gate, c
                                   ThreadPool* pool) {
   const std::size_t tokens = xp.tokens, lanes = h_narrow ? tokens : kTileTokens;
   const bool has_bg = gate_bias.data() != nullptr, has_bu = up_bias.data() != nullptr;
-  const std::size_t items = (i_len + kNarrowItem - 1) / kNarrowItem;
-  parallel_for(pool, items, narrow_grain(items), [&](std::size_t begin, std::size_t end) {
-    alignas(64) float g[kNarrowMaxTokens * kNarrowItem], u[kNarrowMaxTokens * kNarrowItem];
-    for (std::size_t item = begin; item < end; ++item) {
-      const std::size_t n0 = item * kNarrowItem;
-      const std::size_t nf = i_len - n0 < kNarrowItem ? i_len - n0 : kNarrowItem;
-      // Gate's item is followed by up's, up's by gate's next one.
-      narrow_item<GT>(xp, gate, n0, nf, nf == kNarrowItem ? up + n0 * xp.k_len : nullptr, g);
-      narrow_item<UT>(xp, up, n0, nf, narrow_next_item(gate, item, end, i_len, xp.k_len), u);
+  const std::size_t unit_features = narrow_unit_features(tokens);
+  const std::size_t units = (i_len + unit_features - 1) / unit_features;
+  parallel_for(pool, units, narrow_grain(units), [&](std::size_t begin, std::size_t end) {
+    alignas(64) float g[kNarrowOutFloats], u[kNarrowOutFloats];
+    for (std::size_t unit = begin; unit < end; ++unit) {
+      const std::size_t n0 = unit * unit_features;
+      const std::size_t nf = i_len - n0 < unit_features ? i_len - n0 : unit_features;
+      // Gate's unit is followed by up's, up's by gate's next one.
+      narrow_unit<GT>(xp, gate, n0, nf, nf == unit_features ? up + n0 * xp.k_len : nullptr, g);
+      narrow_unit<UT>(xp, up, n0, nf,
+                      narrow_next_unit(gate, unit, end, unit_features, i_len, xp.k_len), u);
       for (std::size_t t = 0; t < tokens && (has_bg || has_bu); ++t)
         for (std::size_t f = 0; f < nf; ++f) {
-          if (has_bg) g[t * kNarrowItem + f] += bias_at(gate_bias, n0 + f);
-          if (has_bu) u[t * kNarrowItem + f] += bias_at(up_bias, n0 + f);
+          if (has_bg) g[t * unit_features + f] += bias_at(gate_bias, n0 + f);
+          if (has_bu) u[t * unit_features + f] += bias_at(up_bias, n0 + f);
         }
-      if (nf == kNarrowItem) {
-        gate_times(act, g, u, tokens * kNarrowItem);
+      if (nf == unit_features) {
+        gate_times(act, g, u, tokens * unit_features);
       } else {
         for (std::size_t t = 0; t < tokens; ++t)
-          gate_times(act, g + t * kNarrowItem, u + t * kNarrowItem, nf);
+          gate_times(act, g + t * unit_features, u + t * unit_features, nf);
       }
       if (h_packing == ActivationPacking::F32) {
         for (std::size_t f = 0; f < nf; ++f) {
           float* dst = h_buffer + (n0 + f) * lanes;
-          for (std::size_t t = 0; t < tokens; ++t) dst[t] = g[t * kNarrowItem + f];
+          for (std::size_t t = 0; t < tokens; ++t) dst[t] = g[t * unit_features + f];
           for (std::size_t t = tokens; t < lanes; ++t) dst[t] = 0.0f;
         }
       } else {
-        // n0 is even (kNarrowItem is), so pairs never straddle two items.
+        // n0 is even (unit_features is), so pairs never straddle two units.
         auto* words = reinterpret_cast<std::uint32_t*>(h_buffer);
         for (std::size_t f = 0; f < nf; f += 2) {
           std::uint32_t* dst = words + (n0 + f) / 2 * lanes;
           for (std::size_t t = 0; t < tokens; ++t)
-            dst[t] = simd::bf16_round_pair(g[t * kNarrowItem + f],
-                                           f + 1 < nf ? g[t * kNarrowItem + f + 1] : 0.0f);
+            dst[t] = simd::bf16_round_pair(g[t * unit_features + f],
+                                           f + 1 < nf ? g[t * unit_features + f + 1] : 0.0f);
           for (std::size_t t = tokens; t < lanes; ++t) dst[t] = 0;
         }
       }
