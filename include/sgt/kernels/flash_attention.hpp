@@ -51,9 +51,10 @@
 // Where p v takes at most one cache line of each v row per pass (C*L floats <= 16: AVX2, SSE2,
 // NEON), the block's v rows are first copied into a contiguous tile (kFlashPackV). In place, the
 // rows sit kv_heads * head_dim floats apart (4 KiB for 8 kv heads of 128): a pass reads one line
-// from each of Bk rows that all fall in the same L1 set, so every pass misses L1. Measured on Zen 4
-// (bench_attention, -march=x86-64-v3, one thread): the copy makes the whole kernel 1.5x faster at
-// head_dim 128. AVX-512's pass reads four consecutive lines per row and runs 3-6% faster in place.
+// from each of Bk rows that all fall in the same L1 set (8 ways), so the block cannot stay in L1
+// from one pass to the next. Measured on Zen 4 (bench_attention, -march=x86-64-v3, one thread):
+// the copy makes the whole kernel 1.5x faster at head_dim 128. AVX-512's pass reads four
+// consecutive lines per row and runs 3-6% faster in place.
 //
 // Memory: one slot of that working set per running chunk, O(tile x threads) and independent of
 // seq_len (see flash_attention_scratch_bytes): on each thread's stack for head_dim <= 256, so a
