@@ -33,18 +33,28 @@
 //     and k is read in place, row by row, from the [S, kv_heads * head_dim] activation.
 //   - the softmax is per query = per column, so max, exp and sum are vertical SIMD operations over
 //     the key rows of the tile, L queries at a time.
-//   - p v is an axpy: acc[i][d..d+L) += St[j][i] * v[j][d..d+L), v read in place as well.
-// Register blocking (kAccumulators = 16 of AVX-512's 32 zmm registers, 8 of AVX2's 16 ymm, so the
-// loaded operands fit beside them): q k^T keeps R key rows x G query vectors, p v keeps R query
-// rows x C head_dim vectors; each inner step issues R*G (R*C) FMAs for G+R (C+R) loads, about two
-// FMAs per load. head_dim need not be a multiple of L: the packed Qt has no tail in d, and the
-// p v tail (head_dim % L dims, none for 64/80/128 with AVX-512) is a scalar loop.
+//   - p v is an axpy: acc[i][d..d+L) += St[j][i] * v[j][d..d+L), v read row by row.
+// Register blocking: q k^T keeps R key rows x G query vectors, p v keeps R query rows x C head_dim
+// vectors, R*G (R*C) accumulators: 16 of the 32 registers of AVX-512 (G, C <= 4) and NEON, 12 of
+// the 16 of AVX2 and SSE2 (G, C <= 2, R = 6). Each inner step issues R*G (R*C) FMAs for G+R (C+R)
+// loads. A block's rows that do not fill a last tile are split into two near-equal ones, never
+// left as a thin tile of one or two rows (flash_tile_rows). head_dim need not be a multiple of L:
+// the packed Qt has no tail in d, and the p v tail (head_dim % L dims, none for 64/80/128 with
+// AVX-512) is a scalar loop. Qt is packed through L x L register transposes.
 //
 // Tile sizes: Bq = Bk = the largest multiple of L (at most 64) with Bq * head_dim <= 4096 floats,
 // that is 16 KiB. The q k^T loop streams all of Qt (Bq x head_dim) once per R key rows, and the
-// p v loop streams the v block (Bk x head_dim) once per R query rows: at 16 KiB each they stay in
-// a 32 KiB L1d. head_dim 64 -> 64, 80 -> 48, 128 -> 32 (AVX-512). The whole per-task working set
+// p v loop streams the v block (Bk x head_dim) once per R query rows: at 16 KiB each they fit a
+// 32 KiB L1d. head_dim 64 -> 64, 80 -> 48, 128 -> 32 (AVX-512). The whole per-task working set
 // (Qt, St, acc, m, l) is 36 to 48 KiB: L2-resident everywhere.
+//
+// Where p v takes at most one cache line of each v row per pass (C*L floats <= 16: AVX2, SSE2,
+// NEON), the block's v rows are first copied into a contiguous tile (kFlashPackV). In place, the
+// rows sit kv_heads * head_dim floats apart (4 KiB for 8 kv heads of 128): a pass reads one line
+// from each of Bk rows that all fall in the same L1 set (8 ways), so the block cannot stay in L1
+// from one pass to the next. Measured on Zen 4 (bench_attention, -march=x86-64-v3, one thread):
+// the copy makes the whole kernel 1.5x faster at head_dim 128. AVX-512's pass reads four
+// consecutive lines per row and runs 3-6% faster in place.
 //
 // Memory: one slot of that working set per running chunk, O(tile x threads) and independent of
 // seq_len (see flash_attention_scratch_bytes): on each thread's stack for head_dim <= 256, so a
@@ -80,11 +90,16 @@ namespace detail {
 SGT_ISA_BEGIN
 
 inline constexpr std::size_t kFlashLanes = simd::kFloatLanes;
-// Accumulator registers per micro-kernel: half the register file, leaving room for the G (or C)
-// loaded vectors, the broadcast and the compiler's addresses.
-inline constexpr int kFlashAccumulators = kFlashLanes >= 16 ? 16 : 8;
+// Accumulator registers per micro-kernel. With 32 registers, half of them: 16 accumulators, up to
+// 4 loaded vectors and the broadcast. With 16 (AVX2, SSE2): 12 accumulators, 2 loaded vectors and
+// the broadcast make 15. Half the file, 8, is exactly the FMA latency x throughput of two 4-cycle
+// FMA pipes (no slack for a late load), and R = 4 rows issue 8 FMAs per 6 loads where R = 6 issue
+// 12 per 8; measured up to 5% faster on Zen 4.
+inline constexpr int kFlashAccumulators = simd::kVectorRegisters >= 32 ? 16 : 12;
 // Query vectors (q k^T) or head_dim vectors (p v) per micro-kernel call.
-inline constexpr int kFlashMaxVectors = kFlashLanes >= 16 ? 4 : 2;
+inline constexpr int kFlashMaxVectors = simd::kVectorRegisters >= 32 ? 4 : 2;
+// Whether p v reads a key block's v rows from a packed copy (see "Where p v takes" at the top).
+inline constexpr bool kFlashPackV = kFlashMaxVectors * kFlashLanes <= 16;
 inline constexpr std::size_t kFlashMaxBlock = 64;
 inline constexpr std::size_t kFlashTileFloats = 4096;  // 16 KiB: half of a 32 KiB L1d
 struct FlashTiles {
@@ -105,7 +120,7 @@ constexpr std::size_t round_up(std::size_t n, std::size_t multiple) noexcept {
 
 // One slot of scratch, in floats; every region starts on a 64-byte boundary.
 struct FlashSlotLayout {
-  std::size_t qt = 0, st = 0, acc = 0, row_max = 0, row_sum = 0, alpha = 0, floats = 0;
+  std::size_t qt = 0, st = 0, acc = 0, v = 0, row_max = 0, row_sum = 0, alpha = 0, floats = 0;
 };
 
 constexpr FlashSlotLayout flash_slot_layout(std::size_t head_dim) noexcept {
@@ -120,6 +135,7 @@ constexpr FlashSlotLayout flash_slot_layout(std::size_t head_dim) noexcept {
   s.qt = region(head_dim * t.query_block);
   s.st = region(t.key_block * t.query_block);
   s.acc = region(t.query_block * head_dim);
+  s.v = region(kFlashPackV ? t.key_block * head_dim : 0);
   s.row_max = region(t.query_block);
   s.row_sum = region(t.query_block);
   s.alpha = region(t.query_block);
@@ -127,9 +143,11 @@ constexpr FlashSlotLayout flash_slot_layout(std::size_t head_dim) noexcept {
   return s;
 }
 
-// A slot (q^T tile, scores tile, accumulator tile, three row vectors) fits in this many floats for
-// every head_dim up to 256, the tiles being sized to kFlashTileFloats (50 KiB on the stack).
-inline constexpr std::size_t kFlashStackSlotFloats = 3 * kFlashTileFloats + 3 * kFlashMaxBlock + 64;
+// A slot (q^T tile, scores tile, accumulator tile, the packed v tile where kFlashPackV, three row
+// vectors) fits in this many floats for every head_dim up to 256, the tiles being sized to
+// kFlashTileFloats (50 KiB on the stack, 66 KiB with the v tile).
+inline constexpr std::size_t kFlashStackSlotFloats =
+    (kFlashPackV ? 4 : 3) * kFlashTileFloats + 3 * kFlashMaxBlock + 64;
 
 // The largest slot of any head_dim in [1, max_head_dim].
 constexpr std::size_t flash_max_slot_floats(std::size_t max_head_dim) noexcept {
@@ -150,6 +168,30 @@ inline std::size_t flash_num_tasks(const AttentionShape& shape) noexcept {
 inline std::size_t flash_num_slots(const AttentionShape& shape, std::size_t num_threads) noexcept {
   return std::max<std::size_t>(
       1, std::min(std::max<std::size_t>(1, num_threads), flash_num_tasks(shape)));
+}
+
+// Calls f(std::integral_constant<int, n>) for a runtime n in [1, Max].
+template <int Max, class F>
+inline void flash_with_count(std::size_t n, F&& f) {
+  if constexpr (Max > 1) {
+    if (n < static_cast<std::size_t>(Max)) {
+      flash_with_count<Max - 1>(n, f);
+      return;
+    }
+  }
+  f(std::integral_constant<int, Max>{});
+}
+
+// Rows of the next register tile, out of `left`, at most R: full tiles while two or more remain,
+// then the rest in two near-equal tiles (R = 6, 32 rows: 6 6 6 6 4 4, not 6 6 6 6 6 2). A tile of
+// r rows runs r x G independent FMA chains; a thin tail tile (r = 1 or 2) runs too few to cover
+// the FMA latency and costs nearly as much as a full one.
+template <int R>
+constexpr std::size_t flash_tile_rows(std::size_t left) noexcept {
+  if (left >= 2 * static_cast<std::size_t>(R) || left <= static_cast<std::size_t>(R)) {
+    return std::min<std::size_t>(left, R);
+  }
+  return (left + 1) / 2;
 }
 
 // St[j][c0*L + g*L ..) = sum_d k[j][d] * Qt[d][c0*L + g*L ..) for R key rows and G query vectors.
@@ -182,13 +224,14 @@ inline void flash_qk_block(const float* qt, std::size_t qt_stride, const float* 
                            std::size_t k_stride, std::size_t num_keys, std::size_t head_dim,
                            float* st, std::size_t st_stride) noexcept {
   constexpr int R = kFlashAccumulators / G;
-  std::size_t j = 0;
-  for (; j + R <= num_keys; j += R)
-    flash_qk_tile<R, G>(qt, qt_stride, k_rows + j * k_stride, k_stride, head_dim,
-                        st + j * st_stride, st_stride);
-  for (; j < num_keys; ++j)
-    flash_qk_tile<1, G>(qt, qt_stride, k_rows + j * k_stride, k_stride, head_dim,
-                        st + j * st_stride, st_stride);
+  for (std::size_t j = 0; j < num_keys;) {
+    const std::size_t rows = flash_tile_rows<R>(num_keys - j);
+    flash_with_count<R>(rows, [&](auto r) {
+      flash_qk_tile<decltype(r)::value, G>(qt, qt_stride, k_rows + j * k_stride, k_stride, head_dim,
+                                           st + j * st_stride, st_stride);
+    });
+    j += rows;
+  }
 }
 
 // acc[r][c*L ..) += sum_j St[j][r] * v[j][c*L ..) for R query rows and C head_dim vectors.
@@ -221,31 +264,13 @@ inline void flash_pv_block(const float* pt, std::size_t pt_stride, const float* 
                            std::size_t v_stride, std::size_t num_keys, std::size_t num_rows,
                            float* acc, std::size_t acc_stride) noexcept {
   constexpr int R = kFlashAccumulators / C;
-  std::size_t r = 0;
-  for (; r + R <= num_rows; r += R)
-    flash_pv_tile<R, C>(pt + r, pt_stride, v_rows, v_stride, num_keys, acc + r * acc_stride,
-                        acc_stride);
-  for (; r < num_rows; ++r)
-    flash_pv_tile<1, C>(pt + r, pt_stride, v_rows, v_stride, num_keys, acc + r * acc_stride,
-                        acc_stride);
-}
-
-// Calls f(std::integral_constant<int, n>) for a runtime n in [1, kFlashMaxVectors].
-template <class F>
-inline void flash_with_vectors(std::size_t n, F&& f) {
-  switch (n) {
-    case 1:
-      f(std::integral_constant<int, 1>{});
-      break;
-    case 2:
-      f(std::integral_constant<int, 2>{});
-      break;
-    case 3:
-      if constexpr (kFlashMaxVectors >= 3) f(std::integral_constant<int, 3>{});
-      break;
-    default:
-      if constexpr (kFlashMaxVectors >= 4) f(std::integral_constant<int, 4>{});
-      break;
+  for (std::size_t r = 0; r < num_rows;) {
+    const std::size_t rows = flash_tile_rows<R>(num_rows - r);
+    flash_with_count<R>(rows, [&](auto n) {
+      flash_pv_tile<decltype(n)::value, C>(pt + r, pt_stride, v_rows, v_stride, num_keys,
+                                           acc + r * acc_stride, acc_stride);
+    });
+    r += rows;
   }
 }
 
@@ -283,6 +308,7 @@ struct FlashTaskTiles {
   float* qt;       // [D][bq]: Qt[d][r] = scale * q[i0 + r][d]
   float* st;       // [Bk][bq]: scores, then probabilities, of one key block
   float* acc;      // [nq][D]: unnormalized output rows
+  float* v;        // [Bk][D]: v rows of the current key block, packed (kFlashPackV; else null)
   float* row_max;  // [ncols]: running max m per query
   float* row_sum;  // [ncols]: running sum l per query
   float* alpha;    // [ncols]: exp(m_old - m_new) of the current block
@@ -297,6 +323,7 @@ struct FlashTaskTiles {
     qt = slot + layout.qt;
     st = slot + layout.st;
     acc = slot + layout.acc;
+    v = kFlashPackV ? slot + layout.v : nullptr;
     row_max = slot + layout.row_max;
     row_sum = slot + layout.row_sum;
     alpha = slot + layout.alpha;
@@ -314,8 +341,28 @@ inline constexpr float kFlashMasked = -std::numeric_limits<float>::infinity();
 // filler columns are 0 (finite scores, masked later). Resets the running max, sum and output.
 inline void flash_pack_scaled_q(const FlashTaskTiles& t, const float* q_rows, std::size_t q_stride,
                                 float scale) noexcept {
+  using simd::FloatBatch;
+  constexpr std::size_t L = kFlashLanes;
   const std::size_t D = t.head_dim, BQ = t.bq;
-  for (std::size_t r = 0; r < t.ncols; ++r) {
+  // L x L blocks of q go through a register transpose (q rows are num_heads * head_dim floats
+  // apart: an element-wise transposing copy is a strided scalar store per element); the query
+  // and head_dim tails element by element. The same product scale * q either way.
+  const std::size_t full_rows = t.nq / L * L, full_dims = D / L * L;
+  const FloatBatch scale_batch(scale);
+  for (std::size_t r0 = 0; r0 < full_rows; r0 += L) {
+    const void* rows[L];
+    for (std::size_t j = 0; j < L; ++j) rows[j] = q_rows + (r0 + j) * q_stride;
+    for (std::size_t d0 = 0; d0 < full_dims; d0 += L) {
+      simd::PairBatch columns[L];
+      simd::load_transposed_words(rows, d0 * sizeof(float), columns);
+      for (std::size_t i = 0; i < L; ++i)
+        (scale_batch * simd::words_as_float(columns[i])).store_aligned(t.qt + (d0 + i) * BQ + r0);
+    }
+    for (std::size_t r = r0; r < r0 + L; ++r)
+      for (std::size_t d = full_dims; d < D; ++d)
+        t.qt[d * BQ + r] = scale * q_rows[r * q_stride + d];
+  }
+  for (std::size_t r = full_rows; r < t.ncols; ++r) {
     if (r < t.nq) {
       const float* q_r = q_rows + r * q_stride;
       for (std::size_t d = 0; d < D; ++d) t.qt[d * BQ + r] = scale * q_r[d];
@@ -333,10 +380,11 @@ inline void flash_scores_block(const FlashTaskTiles& t, const float* k_rows, std
                                std::size_t nk) noexcept {
   constexpr std::size_t L = kFlashLanes;
   for (std::size_t c0 = 0; c0 < t.nqv; c0 += kFlashMaxVectors) {
-    flash_with_vectors(std::min<std::size_t>(kFlashMaxVectors, t.nqv - c0), [&](auto g) {
-      flash_qk_block<decltype(g)::value>(t.qt + c0 * L, t.bq, k_rows, k_stride, nk, t.head_dim,
-                                         t.st + c0 * L, t.bq);
-    });
+    flash_with_count<kFlashMaxVectors>(
+        std::min<std::size_t>(kFlashMaxVectors, t.nqv - c0), [&](auto g) {
+          flash_qk_block<decltype(g)::value>(t.qt + c0 * L, t.bq, k_rows, k_stride, nk, t.head_dim,
+                                             t.st + c0 * L, t.bq);
+        });
   }
 }
 
@@ -424,10 +472,11 @@ inline void flash_accumulate_pv(const FlashTaskTiles& t, const float* p_rows, co
   const std::size_t BQ = t.bq, D = t.head_dim, nq = t.nq;
   const std::size_t full_vectors = D / L;
   for (std::size_t c0 = 0; c0 < full_vectors; c0 += kFlashMaxVectors) {
-    flash_with_vectors(std::min<std::size_t>(kFlashMaxVectors, full_vectors - c0), [&](auto cv) {
-      flash_pv_block<decltype(cv)::value>(p_rows, BQ, v_rows + c0 * L, v_stride, num_keys, nq,
-                                          t.acc + c0 * L, D);
-    });
+    flash_with_count<kFlashMaxVectors>(
+        std::min<std::size_t>(kFlashMaxVectors, full_vectors - c0), [&](auto cv) {
+          flash_pv_block<decltype(cv)::value>(p_rows, BQ, v_rows + c0 * L, v_stride, num_keys, nq,
+                                              t.acc + c0 * L, D);
+        });
   }
   if (full_vectors * L == D) return;
   for (std::size_t r = 0; r < nq; ++r) {  // head_dim % L tail
@@ -440,6 +489,22 @@ inline void flash_accumulate_pv(const FlashTaskTiles& t, const float* p_rows, co
   }
 }
 
+// Copies the `count` v rows at v_rows (stride v_stride) to rows [first, first + count) of the
+// packed tile t.v (stride head_dim).
+inline void flash_pack_v_rows(const FlashTaskTiles& t, const float* v_rows, std::size_t v_stride,
+                              std::size_t first, std::size_t count) noexcept {
+  using simd::FloatBatch;
+  constexpr std::size_t L = kFlashLanes;
+  const std::size_t D = t.head_dim, full_dims = D / L * L;
+  for (std::size_t jj = 0; jj < count; ++jj) {
+    const float* v_j = v_rows + jj * v_stride;
+    float* packed = t.v + (first + jj) * D;
+    std::size_t d = 0;
+    for (; d < full_dims; d += L) FloatBatch::load_unaligned(v_j + d).store_unaligned(packed + d);
+    for (; d < D; ++d) packed[d] = v_j[d];
+  }
+}
+
 // acc += p v over the block of nk keys whose v rows start at v_block, over the runs of real keys:
 // a padded key's p is exactly 0, but skipping it keeps whatever its v holds (a NaN from a garbage
 // pad embedding, say) out of 0 * v, and makes padding free. Splitting the j loop into runs does
@@ -449,7 +514,12 @@ inline void flash_accumulate_pv_block(const FlashTaskTiles& t, const float* v_bl
                                       std::size_t v_stride, const std::uint8_t* mask_block,
                                       std::size_t nk) noexcept {
   auto run = [&](std::size_t jb, std::size_t je) {
-    flash_accumulate_pv(t, t.st + jb * t.bq, v_block + jb * v_stride, v_stride, je - jb);
+    if constexpr (kFlashPackV) {
+      flash_pack_v_rows(t, v_block + jb * v_stride, v_stride, jb, je - jb);
+      flash_accumulate_pv(t, t.st + jb * t.bq, t.v + jb * t.head_dim, t.head_dim, je - jb);
+    } else {
+      flash_accumulate_pv(t, t.st + jb * t.bq, v_block + jb * v_stride, v_stride, je - jb);
+    }
   };
   if (!mask_block) {
     run(0, nk);
@@ -555,7 +625,7 @@ inline void flash_attention(const AttentionShape& shape, const AttentionOptions&
   };
 
   // Every head_dim up to 256: each running chunk keeps its tile scratch on its own thread's
-  // stack (about 50 KiB), so the call allocates nothing -- it runs once per layer.
+  // stack (50 or 66 KiB), so the call allocates nothing -- it runs once per layer.
   const std::size_t slot_floats = detail::flash_slot_layout(shape.head_dim).floats;
   if (slot_floats <= detail::kFlashStackSlotFloats) {
     parallel_for(pool, num_tasks, 1, [&](std::size_t task_begin, std::size_t task_end) {
