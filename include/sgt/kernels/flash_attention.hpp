@@ -72,6 +72,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <type_traits>
@@ -493,16 +494,9 @@ inline void flash_accumulate_pv(const FlashTaskTiles& t, const float* p_rows, co
 // packed tile t.v (stride head_dim).
 inline void flash_pack_v_rows(const FlashTaskTiles& t, const float* v_rows, std::size_t v_stride,
                               std::size_t first, std::size_t count) noexcept {
-  using simd::FloatBatch;
-  constexpr std::size_t L = kFlashLanes;
-  const std::size_t D = t.head_dim, full_dims = D / L * L;
-  for (std::size_t jj = 0; jj < count; ++jj) {
-    const float* v_j = v_rows + jj * v_stride;
-    float* packed = t.v + (first + jj) * D;
-    std::size_t d = 0;
-    for (; d < full_dims; d += L) FloatBatch::load_unaligned(v_j + d).store_unaligned(packed + d);
-    for (; d < D; ++d) packed[d] = v_j[d];
-  }
+  const std::size_t D = t.head_dim;
+  for (std::size_t jj = 0; jj < count; ++jj)
+    std::memcpy(t.v + (first + jj) * D, v_rows + jj * v_stride, D * sizeof(float));
 }
 
 // acc += p v over the block of nk keys whose v rows start at v_block, over the runs of real keys:

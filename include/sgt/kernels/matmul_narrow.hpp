@@ -112,8 +112,8 @@ inline void for_items(F&& f, std::index_sequence<I...>) {
 
 // acc[g * T + t] (lane j) = the chain of token t against row rows[g * kFloatLanes + j], over all
 // of K, for T tokens and G items. WT is float or bfloat16; kPairs: Precision::Bf16 (x packed as
-// pairs, BF16 weights). The rows of the G items must be evenly spaced (consecutive rows of one
-// matrix): the peel is rows[0]'s. The loop walks each row a cache line (64 bytes) at a time and
+// pairs, BF16 weights). The rows must be rows of one matrix (one stride, so one alignment): the
+// peel is rows[0]'s. The loop walks each row a cache line (64 bytes) at a time and
 // runs the line's blocks of one item before the next item's, so a line is read whole while it is
 // in L1 (the rows of all G items can fall in one set). The words before the first aligned line
 // and after the last one run through a lane array, in order. Each chain is the same sequence of
@@ -246,10 +246,6 @@ template <class WT>
 using NarrowFn = void (*)(const void*, const WT* const*, std::size_t, const void*,
                           simd::FloatBatch*);
 
-template <class WT, bool kPairs, std::size_t... T>
-constexpr std::array<NarrowFn<WT>, sizeof...(T)> narrow_table(std::index_sequence<T...>) {
-  return {{&narrow_group<WT, kPairs, T + 1, 1>...}};
-}
 
 // Items a unit of work runs at once. With T tokens an item has T independent chains; with one it
 // has a single chain, and every block waits for it: kFloatLanes dependent multiply-adds per block
@@ -258,7 +254,7 @@ constexpr std::array<NarrowFn<WT>, sizeof...(T)> narrow_table(std::index_sequenc
 // streams) measured no faster from memory and slower on two threads. AVX2 at f32 (what `auto`
 // picks there) runs 32 chained FMAs per 64 bytes of BF16 weights: 11 GB/s on Zen 4, half of what
 // memory gives. Two items whose chains interleave instruction by instruction: 1.3x for a decode
-// step; four measured slower (64 streams, the transposed blocks spill).
+// step; four measured slower (32 rows in flight per unit).
 inline constexpr std::size_t kNarrowOneTokenItems = simd::kFloatLanes >= 16 ? 1 : 2;
 
 inline constexpr std::size_t narrow_unit_items(std::size_t tokens) noexcept {
@@ -270,13 +266,18 @@ inline constexpr std::size_t narrow_unit_features(std::size_t tokens) noexcept {
   return narrow_unit_items(tokens) * kNarrowItem;
 }
 
+template <class WT, bool kPairs, std::size_t... T>
+constexpr std::array<NarrowFn<WT>, sizeof...(T)> narrow_table(std::index_sequence<T...>) {
+  return {{&narrow_group<WT, kPairs, T + 1, narrow_unit_items(T + 1)>...}};
+}
+
 // Floats a unit's output holds at most (out[t * narrow_unit_features(tokens) + f]).
 inline constexpr std::size_t kNarrowOutFloats =
     kNarrowMaxTokens * kNarrowItem > kNarrowOneTokenItems * kNarrowItem
         ? kNarrowMaxTokens * kNarrowItem
         : kNarrowOneTokenItems * kNarrowItem;
 
-// The instantiation for T tokens (1..kNarrowMaxTokens) and one item.
+// The instantiation for T tokens (1..kNarrowMaxTokens): a unit of narrow_unit_items(T) items.
 template <class WT, bool kPairs>
 inline NarrowFn<WT> narrow_for(std::size_t tokens) noexcept {
   static constexpr std::array<NarrowFn<WT>, kNarrowMaxTokens> table =
@@ -298,30 +299,19 @@ inline void narrow_unit(const PackedActivations& xp, const WT* w, std::size_t n0
   for (std::size_t f = 0; f < row_count; ++f) rows[f] = w + (n0 + (f < nf ? f : nf - 1)) * k_len;
   constexpr std::size_t kMaxAcc =
       kNarrowMaxTokens > kNarrowOneTokenItems ? kNarrowMaxTokens : kNarrowOneTokenItems;
-  simd::FloatBatch acc[kMaxAcc];
-  const bool pairs = std::is_same_v<WT, bfloat16> && xp.packing == ActivationPacking::Bf16Pairs;
-  if (tokens == 1) {
-    constexpr std::size_t G = kNarrowOneTokenItems;
-    if constexpr (std::is_same_v<WT, bfloat16>) {
-      if (pairs)
-        narrow_group<WT, true, 1, G>(xp.data, rows, k_len, next, acc);
-      else
-        narrow_group<WT, false, 1, G>(xp.data, rows, k_len, next, acc);
-    } else {
-      narrow_group<WT, false, 1, G>(xp.data, rows, k_len, next, acc);
-    }
-    for (std::size_t g = 0; g < G; ++g) acc[g].store_unaligned(out + g * kNarrowItem);
-    return;
-  }
+  simd::FloatBatch acc[kMaxAcc];  // acc[g * tokens + t]: item g, token t
   if constexpr (std::is_same_v<WT, bfloat16>) {
-    if (pairs)
+    if (xp.packing == ActivationPacking::Bf16Pairs)
       narrow_for<WT, true>(tokens)(xp.data, rows, k_len, next, acc);
     else
       narrow_for<WT, false>(tokens)(xp.data, rows, k_len, next, acc);
   } else {
     narrow_for<WT, false>(tokens)(xp.data, rows, k_len, next, acc);
   }
-  for (std::size_t t = 0; t < tokens; ++t) acc[t].store_unaligned(out + t * kNarrowItem);
+  const std::size_t items = narrow_unit_items(tokens);
+  for (std::size_t g = 0; g < items; ++g)
+    for (std::size_t t = 0; t < tokens; ++t)
+      acc[g * tokens + t].store_unaligned(out + t * row_count + g * kNarrowItem);
 }
 
 // The weights of unit `unit` + 1 (of `unit_features` rows) of a [n_len, k_len] W, if it is a
