@@ -45,8 +45,22 @@
 // kernel calls them several times per loop (the narrow matmul's items), measured 1.8x slower.
 #if defined(__GNUC__)
 #define SGT_SIMD_ALWAYS_INLINE inline __attribute__((always_inline))
+#define SGT_SIMD_INLINE_LAMBDA __attribute__((always_inline))
 #else
 #define SGT_SIMD_ALWAYS_INLINE inline
+#define SGT_SIMD_INLINE_LAMBDA
+#endif
+
+// Unrolls the next loop (of a constant trip count) completely. Loops that index an array of
+// registers must be unrolled for the array to stay in registers; GCC does that by itself at -O3
+// but not at -O2 (CMake's RelWithDebInfo), where the narrow matmul's transposes then went through
+// the stack and ran at half speed (measured on Zen 4, AVX2 and AVX-512 alike).
+#if defined(__clang__)
+#define SGT_SIMD_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define SGT_SIMD_UNROLL _Pragma("GCC unroll 32")
+#else
+#define SGT_SIMD_UNROLL
 #endif
 
 namespace sgt::simd {
@@ -506,17 +520,20 @@ SGT_ISA_BEGIN
 // two 128-bit lane shuffles), 64 instructions for 256 words.
 SGT_SIMD_ALWAYS_INLINE void transpose16(__m512i* r) noexcept {
   __m512i t[16], u[16];
+  SGT_SIMD_UNROLL
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
   }
   // u[4g + c], 128-bit lane l: rows 4g..4g+3 of column 4l + c.
+  SGT_SIMD_UNROLL
   for (int g = 0; g < 4; ++g) {
     u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
     u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
     u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
     u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
   }
+  SGT_SIMD_UNROLL
   for (int c = 0; c < 4; ++c) {
     const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
     const __m512i v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
@@ -532,16 +549,19 @@ SGT_SIMD_ALWAYS_INLINE void transpose16(__m512i* r) noexcept {
 // 8 x 8 transpose of 32-bit words: unpack, shuffle, then 128-bit halves; 24 instructions.
 SGT_SIMD_ALWAYS_INLINE void transpose8(__m256* r) noexcept {
   __m256 t[8], u[8];
+  SGT_SIMD_UNROLL
   for (int i = 0; i < 4; ++i) {
     t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
   }
+  SGT_SIMD_UNROLL
   for (int g = 0; g < 2; ++g) {
     u[4 * g + 0] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(1, 0, 1, 0));
     u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(3, 2, 3, 2));
     u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(1, 0, 1, 0));
     u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(3, 2, 3, 2));
   }
+  SGT_SIMD_UNROLL
   for (int c = 0; c < 4; ++c) {
     r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
     r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
@@ -561,24 +581,32 @@ SGT_SIMD_ALWAYS_INLINE void load_transposed_words(const void* const* rows, std::
                                                   PairBatch* out) noexcept {
 #if defined(__AVX512F__)
   __m512i r[16];
+  SGT_SIMD_UNROLL
   for (int j = 0; j < 16; ++j)
     r[j] = _mm512_loadu_si512(static_cast<const unsigned char*>(rows[j]) + offset);
   detail::transpose16(r);
+  SGT_SIMD_UNROLL
   for (int i = 0; i < 16; ++i) out[i] = PairBatch(r[i]);
 #elif defined(__AVX2__)
   __m256 r[8];
+  SGT_SIMD_UNROLL
   for (int j = 0; j < 8; ++j)
     r[j] = _mm256_loadu_ps(reinterpret_cast<const float*>(
         static_cast<const unsigned char*>(rows[j]) + offset));
   detail::transpose8(r);
+  SGT_SIMD_UNROLL
   for (int i = 0; i < 8; ++i) out[i] = PairBatch(_mm256_castps_si256(r[i]));
 #else
   alignas(64) std::uint32_t cols[kFloatLanes][kFloatLanes];
-  for (std::size_t j = 0; j < kFloatLanes; ++j)
+  SGT_SIMD_UNROLL
+  for (std::size_t j = 0; j < kFloatLanes; ++j) {
+    SGT_SIMD_UNROLL
     for (std::size_t i = 0; i < kFloatLanes; ++i)
       std::memcpy(&cols[i][j],
                   static_cast<const unsigned char*>(rows[j]) + offset + i * sizeof(std::uint32_t),
                   sizeof(std::uint32_t));
+  }
+  SGT_SIMD_UNROLL
   for (std::size_t i = 0; i < kFloatLanes; ++i) out[i] = PairBatch::load_aligned(cols[i]);
 #endif
 }
@@ -603,8 +631,11 @@ inline __m512 reduce_pairs_128(__m512 a, __m512 b) noexcept {
 // 16 accumulators -> one register holding their 16 sums, in order.
 inline __m512 reduce16(const __m512* a) noexcept {
   __m512 l1[8], l2[4], l3[2];
+  SGT_SIMD_UNROLL
   for (int i = 0; i < 8; ++i) l1[i] = reduce_pairs_lanes(a[2 * i], a[2 * i + 1]);
+  SGT_SIMD_UNROLL
   for (int i = 0; i < 4; ++i) l2[i] = reduce_pairs_64(l1[2 * i], l1[2 * i + 1]);
+  SGT_SIMD_UNROLL
   for (int i = 0; i < 2; ++i) l3[i] = reduce_pairs_128(l2[2 * i], l2[2 * i + 1]);
   return reduce_pairs_128(l3[0], l3[1]);
 }
@@ -627,6 +658,7 @@ inline void reduce_accumulators(const FloatBatch* acc, float* out) noexcept {
   std::size_t a = 0;
   for (; a + 16 <= Count; a += 16) {
     __m512 group[16];
+    SGT_SIMD_UNROLL
     for (std::size_t i = 0; i < 16; ++i) group[i] = acc[a + i];
     _mm512_storeu_ps(out + a, detail::reduce16(group));
   }

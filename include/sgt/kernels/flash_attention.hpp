@@ -203,21 +203,30 @@ inline void flash_qk_tile(const float* qt, std::size_t qt_stride, const float* k
   using simd::FloatBatch;
   constexpr std::size_t L = kFlashLanes;
   FloatBatch acc[R][G];
-  for (int r = 0; r < R; ++r)
+  SGT_SIMD_UNROLL
+  for (int r = 0; r < R; ++r) {
+    SGT_SIMD_UNROLL
     for (int g = 0; g < G; ++g) acc[r][g] = FloatBatch(0.0f);
+  }
   for (std::size_t d = 0; d < head_dim; ++d) {
     FloatBatch qv[G];
+    SGT_SIMD_UNROLL
     for (int g = 0; g < G; ++g) {
       qv[g] = FloatBatch::load_aligned(qt + d * qt_stride + g * L);
       simd::keep_in_register(qv[g]);
     }
+    SGT_SIMD_UNROLL
     for (int r = 0; r < R; ++r) {
       const FloatBatch kb(k_rows[r * k_stride + d]);
+      SGT_SIMD_UNROLL
       for (int g = 0; g < G; ++g) acc[r][g] = simd::multiply_add(kb, qv[g], acc[r][g]);
     }
   }
-  for (int r = 0; r < R; ++r)
+  SGT_SIMD_UNROLL
+  for (int r = 0; r < R; ++r) {
+    SGT_SIMD_UNROLL
     for (int g = 0; g < G; ++g) acc[r][g].store_aligned(st + r * st_stride + g * L);
+  }
 }
 
 template <int G>
@@ -243,21 +252,30 @@ inline void flash_pv_tile(const float* pt, std::size_t pt_stride, const float* v
   using simd::FloatBatch;
   constexpr std::size_t L = kFlashLanes;
   FloatBatch a[R][C];
-  for (int r = 0; r < R; ++r)
+  SGT_SIMD_UNROLL
+  for (int r = 0; r < R; ++r) {
+    SGT_SIMD_UNROLL
     for (int c = 0; c < C; ++c) a[r][c] = FloatBatch::load_unaligned(acc + r * acc_stride + c * L);
+  }
   for (std::size_t j = 0; j < num_keys; ++j) {
     FloatBatch vv[C];
+    SGT_SIMD_UNROLL
     for (int c = 0; c < C; ++c) {
       vv[c] = FloatBatch::load_unaligned(v_rows + j * v_stride + c * L);
       simd::keep_in_register(vv[c]);
     }
+    SGT_SIMD_UNROLL
     for (int r = 0; r < R; ++r) {
       const FloatBatch p(pt[j * pt_stride + r]);
+      SGT_SIMD_UNROLL
       for (int c = 0; c < C; ++c) a[r][c] = simd::multiply_add(p, vv[c], a[r][c]);
     }
   }
-  for (int r = 0; r < R; ++r)
+  SGT_SIMD_UNROLL
+  for (int r = 0; r < R; ++r) {
+    SGT_SIMD_UNROLL
     for (int c = 0; c < C; ++c) a[r][c].store_unaligned(acc + r * acc_stride + c * L);
+  }
 }
 
 template <int C>

@@ -156,11 +156,15 @@ inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_begin, s
   using simd::FloatBatch;
   constexpr std::size_t kLanes = simd::kFloatLanes;
   FloatBatch acc[TV * NR];
-  for (std::size_t j = 0; j < NR; ++j)
+  SGT_SIMD_UNROLL
+  for (std::size_t j = 0; j < NR; ++j) {
+    SGT_SIMD_UNROLL
     for (std::size_t v = 0; v < TV; ++v)
       acc[v * NR + j] = accumulate ? FloatBatch::load_unaligned(out + j * kTileTokens + v * kLanes)
                                    : FloatBatch(0.0f);
+  }
   const WT* wr[NR];
+  SGT_SIMD_UNROLL
   for (std::size_t j = 0; j < NR; ++j) wr[j] = w[j];
   const std::size_t k_len = k_end;
   std::size_t k = k_begin;
@@ -170,10 +174,12 @@ inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_begin, s
     // weights, 95% instead of 50-70% on BF16 ones).
     for (; k + 2 <= k_len; k += 2) {
       FloatBatch x0[TV], x1[TV];
+      SGT_SIMD_UNROLL
       for (std::size_t v = 0; v < TV; ++v) {
         x0[v] = FloatBatch::load_unaligned(xp + k * kTileTokens + v * kLanes);
         x1[v] = FloatBatch::load_unaligned(xp + (k + 1) * kTileTokens + v * kLanes);
       }
+      SGT_SIMD_UNROLL
       for (std::size_t j = 0; j < NR; ++j) {
         FloatBatch w0, w1;
         if constexpr (std::is_same_v<WT, bfloat16>) {
@@ -182,6 +188,7 @@ inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_begin, s
           w0 = simd::broadcast_as_float(wr[j] + k);
           w1 = simd::broadcast_as_float(wr[j] + k + 1);
         }
+        SGT_SIMD_UNROLL
         for (std::size_t v = 0; v < TV; ++v) {
           acc[v * NR + j] = simd::multiply_add(x0[v], w0, acc[v * NR + j]);
           acc[v * NR + j] = simd::multiply_add(x1[v], w1, acc[v * NR + j]);
@@ -191,17 +198,23 @@ inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_begin, s
   }
   for (; k < k_len; ++k) {
     FloatBatch xv[TV];
+    SGT_SIMD_UNROLL
     for (std::size_t v = 0; v < TV; ++v)
       xv[v] = FloatBatch::load_unaligned(xp + k * kTileTokens + v * kLanes);
+    SGT_SIMD_UNROLL
     for (std::size_t j = 0; j < NR; ++j) {
       const FloatBatch wv = simd::broadcast_as_float(wr[j] + k);
+      SGT_SIMD_UNROLL
       for (std::size_t v = 0; v < TV; ++v)
         acc[v * NR + j] = simd::multiply_add(xv[v], wv, acc[v * NR + j]);
     }
   }
-  for (std::size_t j = 0; j < NR; ++j)
+  SGT_SIMD_UNROLL
+  for (std::size_t j = 0; j < NR; ++j) {
+    SGT_SIMD_UNROLL
     for (std::size_t v = 0; v < TV; ++v)
       acc[v * NR + j].store_unaligned(out + j * kTileTokens + v * kLanes);
+  }
 }
 
 // The bf16 tile: the same over pairs of k (simd::dot_bf16_pairs); xp holds pairs.
@@ -213,24 +226,31 @@ inline void tile_pairs(const std::uint32_t* xp, const bfloat16* const* w, std::s
   using simd::PairBatch;
   constexpr std::size_t kLanes = simd::kFloatLanes;
   FloatBatch acc[TV * NR];
-  for (std::size_t j = 0; j < NR; ++j)
+  SGT_SIMD_UNROLL
+  for (std::size_t j = 0; j < NR; ++j) {
+    SGT_SIMD_UNROLL
     for (std::size_t v = 0; v < TV; ++v)
       acc[v * NR + j] = accumulate ? FloatBatch::load_unaligned(out + j * kTileTokens + v * kLanes)
                                    : FloatBatch(0.0f);
+  }
   const bfloat16* wr[NR];
+  SGT_SIMD_UNROLL
   for (std::size_t j = 0; j < NR; ++j) wr[j] = w[j];
   const std::size_t k_len = k_end;
   const std::size_t full_pairs = k_len / 2;
   std::size_t p = k_begin / 2;
   for (; p + 2 <= full_pairs; p += 2) {  // two pairs per iteration: less loop overhead
     PairBatch x0[TV], x1[TV];
+    SGT_SIMD_UNROLL
     for (std::size_t v = 0; v < TV; ++v) {
       x0[v] = PairBatch::load_unaligned(xp + p * kTileTokens + v * kLanes);
       x1[v] = PairBatch::load_unaligned(xp + (p + 1) * kTileTokens + v * kLanes);
     }
+    SGT_SIMD_UNROLL
     for (std::size_t j = 0; j < NR; ++j) {
       const std::uint32_t w0 = simd::load_bf16_pair(wr[j] + 2 * p);
       const std::uint32_t w1 = simd::load_bf16_pair(wr[j] + 2 * p + 2);
+      SGT_SIMD_UNROLL
       for (std::size_t v = 0; v < TV; ++v) {
         acc[v * NR + j] = simd::dot_bf16_pairs(acc[v * NR + j], x0[v], w0);
         acc[v * NR + j] = simd::dot_bf16_pairs(acc[v * NR + j], x1[v], w1);
@@ -239,27 +259,36 @@ inline void tile_pairs(const std::uint32_t* xp, const bfloat16* const* w, std::s
   }
   for (; p < full_pairs; ++p) {
     PairBatch xv[TV];
+    SGT_SIMD_UNROLL
     for (std::size_t v = 0; v < TV; ++v)
       xv[v] = PairBatch::load_unaligned(xp + p * kTileTokens + v * kLanes);
+    SGT_SIMD_UNROLL
     for (std::size_t j = 0; j < NR; ++j) {
       const std::uint32_t wp = simd::load_bf16_pair(wr[j] + 2 * p);
+      SGT_SIMD_UNROLL
       for (std::size_t v = 0; v < TV; ++v)
         acc[v * NR + j] = simd::dot_bf16_pairs(acc[v * NR + j], xv[v], wp);
     }
   }
   if (k_len % 2 != 0) {  // the last weight alone; its missing partner pairs with a packed zero
     PairBatch xv[TV];
+    SGT_SIMD_UNROLL
     for (std::size_t v = 0; v < TV; ++v)
       xv[v] = PairBatch::load_unaligned(xp + full_pairs * kTileTokens + v * kLanes);
+    SGT_SIMD_UNROLL
     for (std::size_t j = 0; j < NR; ++j) {
       const std::uint32_t wp = wr[j][k_len - 1].bits;
+      SGT_SIMD_UNROLL
       for (std::size_t v = 0; v < TV; ++v)
         acc[v * NR + j] = simd::dot_bf16_pairs(acc[v * NR + j], xv[v], wp);
     }
   }
-  for (std::size_t j = 0; j < NR; ++j)
+  SGT_SIMD_UNROLL
+  for (std::size_t j = 0; j < NR; ++j) {
+    SGT_SIMD_UNROLL
     for (std::size_t v = 0; v < TV; ++v)
       acc[v * NR + j].store_unaligned(out + j * kTileTokens + v * kLanes);
+  }
 }
 
 // Tables of every (TV, NR) instantiation, so the last token tile (one register when it holds no

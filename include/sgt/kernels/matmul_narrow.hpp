@@ -103,8 +103,8 @@ inline std::size_t narrow_peel_words(const void* row0, std::size_t row_bytes, st
   return head < words ? head : words;
 }
 
-// f(std::integral_constant<std::size_t, g>) for g = 0 .. G-1: the items of a unit unrolled, so
-// each item's accumulators stay in registers.
+// f(std::integral_constant<std::size_t, g>) for g = 0 .. G-1: the items of a unit (and the words
+// of a block) unrolled at any optimization level, so each item's accumulators stay in registers.
 template <class F, std::size_t... I>
 inline void for_items(F&& f, std::index_sequence<I...>) {
   (f(std::integral_constant<std::size_t, I>{}), ...);
@@ -140,19 +140,24 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
   // blocks outnumber the registers and wait in L1; the chains of the G items then interleave
   // instruction by instruction, which is what hides their latency.
   PairBatch line[G][kBlocksPerLine][L];
-  const auto load_line = [&](std::size_t offset) {
-    for (std::size_t g = 0; g < G; ++g)
+  const auto load_line = [&](std::size_t offset) SGT_SIMD_INLINE_LAMBDA {
+    SGT_SIMD_UNROLL
+    for (std::size_t g = 0; g < G; ++g) {
+      SGT_SIMD_UNROLL
       for (std::size_t s = 0; s < kBlocksPerLine; ++s)
         simd::load_transposed_words(row_bytes + g * L, offset + s * kBlockBytes, line[g][s]);
+    }
   };
   // Every line step reads 64 bytes of each row, so R lines of the next unit per step cover it by
   // the time this one ends.
   const unsigned char* next_line = static_cast<const unsigned char*>(next);
-  const auto prefetch_line = [&](std::size_t offset) {
+  const auto prefetch_line = [&](std::size_t offset) SGT_SIMD_INLINE_LAMBDA {
     if (next_line != nullptr) {
+      SGT_SIMD_UNROLL
       for (std::size_t j = 0; j < R; ++j) simd::prefetch_read(next_line + j * 64);
       next_line += R * 64;
     }
+    SGT_SIMD_UNROLL
     for (std::size_t j = 0; j < R; ++j)
       simd::prefetch_read(static_cast<const unsigned char*>(row_bytes[j]) + offset +
                           kNarrowPrefetchBytes);
@@ -180,25 +185,28 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
     for (std::size_t b = 0; b < lines; ++b, k += kPerLine) {
       prefetch_line(k * sizeof(WT));
       load_line(k * sizeof(WT));
-      for (std::size_t s = 0; s < kBlocksPerLine; ++s)
-        for (std::size_t i = 0; i < L; ++i) {
+      for (std::size_t s = 0; s < kBlocksPerLine; ++s) {
+        for_items([&](auto i) SGT_SIMD_INLINE_LAMBDA {
           const std::size_t kk = k + s * kPerBlock + kPerWord * i;
-          for_items([&](auto g) {
+          for_items([&](auto g) SGT_SIMD_INLINE_LAMBDA {
             FloatBatch* a = acc + g * T;
             if constexpr (std::is_same_v<WT, float>) {
               const FloatBatch w = simd::words_as_float(line[g][s][i]);
+              SGT_SIMD_UNROLL
               for (std::size_t t = 0; t < T; ++t)
                 a[t] = simd::multiply_add(FloatBatch(x[kk * T + t]), w, a[t]);
             } else {
               FloatBatch lo, hi;
               simd::widen_bf16_pairs(line[g][s][i], lo, hi);
+              SGT_SIMD_UNROLL
               for (std::size_t t = 0; t < T; ++t) {
                 a[t] = simd::multiply_add(FloatBatch(x[kk * T + t]), lo, a[t]);
                 a[t] = simd::multiply_add(FloatBatch(x[(kk + 1) * T + t]), hi, a[t]);
               }
             }
           }, std::make_index_sequence<G>{});
-        }
+        }, std::make_index_sequence<L>{});
+      }
     }
     for (; k < k_len; ++k) one_k(k);
   } else {
@@ -225,15 +233,17 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
     for (std::size_t b = 0; b < lines; ++b, p += kPerLine) {
       prefetch_line(p * 2 * sizeof(bfloat16));
       load_line(p * 2 * sizeof(bfloat16));
-      for (std::size_t s = 0; s < kBlocksPerLine; ++s)
-        for (std::size_t i = 0; i < L; ++i) {
+      for (std::size_t s = 0; s < kBlocksPerLine; ++s) {
+        for_items([&](auto i) SGT_SIMD_INLINE_LAMBDA {
           const std::size_t pp = p + s * L + i;
-          for_items([&](auto g) {
+          for_items([&](auto g) SGT_SIMD_INLINE_LAMBDA {
             FloatBatch* a = acc + g * T;
+            SGT_SIMD_UNROLL
             for (std::size_t t = 0; t < T; ++t)
               a[t] = simd::dot_bf16_weight_pairs(a[t], line[g][s][i], x[pp * T + t]);
           }, std::make_index_sequence<G>{});
-        }
+        }, std::make_index_sequence<L>{});
+      }
     }
     for (; p < full_pairs; ++p) one_pair(p, false);
     // The last weight alone (odd K), against the packed (x, 0) pair.

@@ -189,17 +189,20 @@ inline void chacha20_keystream(const ChaCha20Key& key, std::uint64_t nonce,
       counter_hi[i] = static_cast<std::uint32_t>(c >> 32);
     }
     V x[16];
+    SGT_SIMD_UNROLL
     for (int w = 0; w < 16; ++w) x[w] = V(input[w]);
     x[12] = V::load_aligned(counter_lo);
     x[13] = V::load_aligned(counter_hi);
     detail::chacha20_rounds(x);
     x[12] += V::load_aligned(counter_lo);
     x[13] += V::load_aligned(counter_hi);
+    SGT_SIMD_UNROLL
     for (int w = 0; w < 16; ++w) {
       if (w != 12 && w != 13) x[w] += V(input[w]);
     }
     // Transpose on the way out: word w of lane i is bytes [4w, 4w + 4) of block i.
     alignas(64) std::uint32_t lanes[16][L];
+    SGT_SIMD_UNROLL
     for (int w = 0; w < 16; ++w) x[w].store_aligned(lanes[w]);
     std::uint8_t* dst = out + b * kChaCha20BlockBytes;
     for (std::size_t i = 0; i < L; ++i) {
