@@ -330,7 +330,7 @@ struct FlashTaskTiles {
   float* v;        // [Bk][D]: v rows of the current key block, packed (kFlashPackV; else null)
   float* row_max;  // [ncols]: running max m per query
   float* row_sum;  // [ncols]: running sum l per query
-  float* alpha;    // [ncols]: exp(m_old - m_new) of the current block
+  float* alpha;    // [ncols]: acc's rescale for this block, exp(m_old - m_new); 1 while acc is 0
   std::size_t bq;  // row stride of Qt and St
   std::size_t head_dim;
   std::size_t nq;     // queries of the task
@@ -473,7 +473,10 @@ inline void flash_online_softmax_block(const FlashTaskTiles& t, std::size_t nk) 
     simd::multiply_add(FloatBatch::load_aligned(t.row_sum + c), a, sum)
         .store_aligned(t.row_sum + c);
     new_max.store_aligned(t.row_max + c);
-    a.store_aligned(t.alpha + c);
+    // A row that had seen no key has acc = +0, which alpha (0) would leave +0: its rescale is
+    // marked as the no-op it is, so the first block of every row skips it too.
+    simd::select(old_max == FloatBatch(kFlashMasked), FloatBatch(1.0f), a)
+        .store_aligned(t.alpha + c);
   }
   for (std::size_t r = 0; r < t.nq; ++r) {
     // alpha == 1 once a row's max has settled: most blocks of a long row skip this.
