@@ -53,8 +53,10 @@
 
 // Unrolls the next loop (of a constant trip count) completely. Loops that index an array of
 // registers must be unrolled for the array to stay in registers; GCC does that by itself at -O3
-// but not at -O2 (CMake's RelWithDebInfo), where the narrow matmul's transposes then went through
-// the stack and ran at half speed (measured on Zen 4, AVX2 and AVX-512 alike).
+// but not at -O2 (CMake's RelWithDebInfo), where the 1B-shaped transform then took 1.7x (AVX-512)
+// and 2.6x (AVX2) as long (bench/README.md). Where clang cannot honour the pragma at -O1 (a loop
+// around large lambda bodies; it warns), unroll with a pack expansion instead (the narrow
+// matmul's for_items).
 #if defined(__clang__)
 #define SGT_SIMD_UNROLL _Pragma("unroll")
 #elif defined(__GNUC__)
