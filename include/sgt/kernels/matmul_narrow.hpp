@@ -149,15 +149,14 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
     }
   };
   // Every line step reads 64 bytes of each row, so R lines of the next unit per step cover it by
-  // the time this one ends.
+  // the time this one ends. Left to the compiler (neither inlined nor unrolled by force): forced,
+  // a decode step from memory measured 15% slower on Zen 4 (AVX-512, one thread).
   const unsigned char* next_line = static_cast<const unsigned char*>(next);
-  const auto prefetch_line = [&](std::size_t offset) SGT_SIMD_INLINE_LAMBDA {
+  const auto prefetch_line = [&](std::size_t offset) {
     if (next_line != nullptr) {
-      SGT_SIMD_UNROLL
       for (std::size_t j = 0; j < R; ++j) simd::prefetch_read(next_line + j * 64);
       next_line += R * 64;
     }
-    SGT_SIMD_UNROLL
     for (std::size_t j = 0; j < R; ++j)
       simd::prefetch_read(static_cast<const unsigned char*>(row_bytes[j]) + offset +
                           kNarrowPrefetchBytes);
