@@ -600,14 +600,11 @@ SGT_SIMD_ALWAYS_INLINE void load_transposed_words(const void* const* rows, std::
   for (int i = 0; i < 8; ++i) out[i] = PairBatch(_mm256_castps_si256(r[i]));
 #else
   alignas(64) std::uint32_t cols[kFloatLanes][kFloatLanes];
-  SGT_SIMD_UNROLL
-  for (std::size_t j = 0; j < kFloatLanes; ++j) {
-    SGT_SIMD_UNROLL
+  for (std::size_t j = 0; j < kFloatLanes; ++j)
     for (std::size_t i = 0; i < kFloatLanes; ++i)
       std::memcpy(&cols[i][j],
                   static_cast<const unsigned char*>(rows[j]) + offset + i * sizeof(std::uint32_t),
                   sizeof(std::uint32_t));
-  }
   SGT_SIMD_UNROLL
   for (std::size_t i = 0; i < kFloatLanes; ++i) out[i] = PairBatch::load_aligned(cols[i]);
 #endif

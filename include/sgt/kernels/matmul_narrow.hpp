@@ -184,7 +184,7 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
     for (std::size_t b = 0; b < lines; ++b, k += kPerLine) {
       prefetch_line(k * sizeof(WT));
       load_line(k * sizeof(WT));
-      for (std::size_t s = 0; s < kBlocksPerLine; ++s) {
+      for (std::size_t s = 0; s < kBlocksPerLine; ++s)
         for_items([&](auto i) SGT_SIMD_INLINE_LAMBDA {
           const std::size_t kk = k + s * kPerBlock + kPerWord * i;
           for_items([&](auto g) SGT_SIMD_INLINE_LAMBDA {
@@ -205,7 +205,6 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
             }
           }, std::make_index_sequence<G>{});
         }, std::make_index_sequence<L>{});
-      }
     }
     for (; k < k_len; ++k) one_k(k);
   } else {
@@ -232,7 +231,7 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
     for (std::size_t b = 0; b < lines; ++b, p += kPerLine) {
       prefetch_line(p * 2 * sizeof(bfloat16));
       load_line(p * 2 * sizeof(bfloat16));
-      for (std::size_t s = 0; s < kBlocksPerLine; ++s) {
+      for (std::size_t s = 0; s < kBlocksPerLine; ++s)
         for_items([&](auto i) SGT_SIMD_INLINE_LAMBDA {
           const std::size_t pp = p + s * L + i;
           for_items([&](auto g) SGT_SIMD_INLINE_LAMBDA {
@@ -242,7 +241,6 @@ inline void narrow_group(const void* x_packed, const WT* const* rows, std::size_
               a[t] = simd::dot_bf16_weight_pairs(a[t], line[g][s][i], x[pp * T + t]);
           }, std::make_index_sequence<G>{});
         }, std::make_index_sequence<L>{});
-      }
     }
     for (; p < full_pairs; ++p) one_pair(p, false);
     // The last weight alone (odd K), against the packed (x, 0) pair.
