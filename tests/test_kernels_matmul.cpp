@@ -19,6 +19,7 @@
 #include <sgt/core/thread_pool.hpp>
 #include <sgt/io/safetensors.hpp>
 #include <sgt/core/precision.hpp>
+#include <sgt/kernels/block_features.hpp>
 #include <sgt/kernels/matmul.hpp>
 
 #include "support/kernel_harness.hpp"
@@ -327,6 +328,82 @@ TEST_CASE("the narrow path (a few tokens) equals the tile bit for bit at awkward
                             describe + ", " + std::to_string(rows) + " rows");
     }
   }
+}
+
+TEST_CASE("weights in feature blocks give the bits of the row-major weights, on every path") {
+  // N below, at and off one block of 64 features, odd K (BF16's padded last pair), K below one
+  // step and long enough for K blocks (3001 x 67 tokens in f32: TileGrid cuts K); 1 ..
+  // kNarrowMaxTokens tokens (the narrow path), 67 (the tile), with and without a pool and a bias.
+  std::mt19937 rng(31);
+  struct Shape2 {
+    std::size_t k, n;
+  };
+  const Shape2 shapes[] = {{1, 1},    {7, 5},    {33, 17},  {67, 64},
+                           {96, 65},  {131, 130}, {512, 40}, {3001, 70}};
+  sgt::ThreadPool pool(2);
+  for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
+  for (DType dtype : {DType::F32, DType::BF16})
+  for (const Shape2& s : shapes)
+  for (bool with_bias : {false, true}) {
+    const std::string describe = std::string("dtype ") + sgt::dtype_name(dtype) + " precision " +
+                                 sgt::precision_name(precision) + " K " + std::to_string(s.k) +
+                                 " N " + std::to_string(s.n) + (with_bias ? " bias" : "");
+    const StoredTensor w(dtype, uniform_values(s.n * s.k, rng), {s.n, s.k});
+    const k::FeatureBlockedWeight blocked = k::block_features(w.view(), &pool);
+    REQUIRE(blocked.view().layout() == sgt::WeightLayout::FeatureBlocks);
+    CHECK(blocked.view().byte_size() == blocked.bytes());
+    const StoredTensor b(DType::BF16, uniform_values(s.n, rng), {s.n});
+    const AnyTensorView bias = with_bias ? b.view() : AnyTensorView();
+    const std::size_t max_rows = 2 * k::kTileTokens + 3;
+    const std::vector<float> x = uniform_values(max_rows * s.k, rng);
+    std::vector<std::size_t> row_counts;
+    for (std::size_t rows = 1; rows <= k::kNarrowMaxTokens; ++rows) row_counts.push_back(rows);
+    row_counts.push_back(max_rows);
+    for (std::size_t rows : row_counts)
+    for (sgt::ThreadPool* p : {static_cast<sgt::ThreadPool*>(nullptr), &pool}) {
+      const std::string at = describe + ", " + std::to_string(rows) + " rows" +
+                             (p != nullptr ? ", 2 threads" : "");
+      const TensorView<const float> xv(x.data(), {rows, s.k});
+      std::vector<float> row_major(rows * s.n), in_blocks(rows * s.n, -7.0f);
+      k::matmul(xv, w.view(), bias, TensorView<float>(row_major.data(), {rows, s.n}), p,
+                precision);
+      k::matmul(xv, blocked.view(), bias, TensorView<float>(in_blocks.data(), {rows, s.n}), p,
+                precision);
+      require_bit_identical(in_blocks, row_major, at);
+    }
+    // The reference reads either layout the same way.
+    const std::size_t rows = 3;
+    const TensorView<const float> xv(x.data(), {rows, s.k});
+    std::vector<float> ref_rows(rows * s.n), ref_blocks(rows * s.n);
+    k::matmul_reference(xv, w.view(), bias, TensorView<float>(ref_rows.data(), {rows, s.n}),
+                        nullptr, precision);
+    k::matmul_reference(xv, blocked.view(), bias,
+                        TensorView<float>(ref_blocks.data(), {rows, s.n}), nullptr, precision);
+    require_bit_identical(ref_blocks, ref_rows, describe + ", reference");
+  }
+}
+
+TEST_CASE("feature blocks: what block_features and matmul refuse") {
+  std::mt19937 rng(37);
+  const StoredTensor f16(DType::F16, uniform_values(6, rng), {2, 3});
+  CHECK(error_of([&] { k::block_features(f16.view()); }).find("F32 or BF16") !=
+        std::string::npos);
+  const StoredTensor flat(DType::F32, uniform_values(6, rng), {6});
+  CHECK(error_of([&] { k::block_features(flat.view()); }).find("[N, K]") != std::string::npos);
+  const StoredTensor w(DType::BF16, uniform_values(6, rng), {2, 3});
+  const k::FeatureBlockedWeight blocked = k::block_features(w.view());
+  CHECK(error_of([&] { k::block_features(blocked.view()); }).find("already") !=
+        std::string::npos);
+  CHECK(error_of([&] { (void)blocked.view().as<sgt::bfloat16>(); }).find("feature blocks") !=
+        std::string::npos);
+  // An F16 view that claims feature blocks: no kernel reads that layout.
+  const AnyTensorView f16_blocks(f16.view().data(), DType::F16, sgt::Shape{2, 3, 0, 0}, 2,
+                                 sgt::WeightLayout::FeatureBlocks);
+  std::vector<float> x(3, 1.0f), y(2);
+  CHECK(error_of([&] {
+          k::matmul(TensorView<const float>(x.data(), {1, 3}), f16_blocks, AnyTensorView(),
+                    TensorView<float>(y.data(), {1, 2}));
+        }).find("feature blocks hold F32 or BF16") != std::string::npos);
 }
 
 TEST_CASE("Precision::Bf16 rounds the activations of BF16 Linears only") {

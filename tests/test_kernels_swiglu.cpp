@@ -18,6 +18,7 @@
 #include <sgt/core/thread_pool.hpp>
 #include <sgt/io/safetensors.hpp>
 #include <sgt/kernels/matmul.hpp>
+#include <sgt/kernels/block_features.hpp>
 #include <sgt/kernels/swiglu.hpp>
 
 #include "support/kernel_harness.hpp"
@@ -304,6 +305,48 @@ TEST_CASE("swiglu_mlp on a few tokens (the narrow path) equals the batch's rows 
       require_bit_identical(few, {batch.data() + first * hidden, rows * hidden},
                             describe + ", " + std::to_string(rows) + " rows");
     }
+  }
+}
+
+TEST_CASE("swiglu_mlp on weights in feature blocks gives the bits of row-major weights") {
+  // gate, up and down in feature blocks (block_features) against the same MLP row-major: the
+  // tile (t tokens), the narrow path (1 .. kNarrowMaxTokens), with and without a pool; inter = 130
+  // spans three blocks, the last one padded. gate and up in different layouts are refused.
+  std::mt19937 rng(43);
+  const std::size_t t = 2 * k::kTileTokens + 5, hidden = 67, inter = 130;
+  sgt::ThreadPool pool(2);
+  for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
+  for (DType dtype : {DType::F32, DType::BF16})
+  for (bool bias : {false, true}) {
+    const std::string describe = std::string(sgt::dtype_name(dtype)) + " precision " +
+                                 sgt::precision_name(precision) + (bias ? " bias" : "");
+    const RandomMlp m = random_mlp(hidden, inter, dtype, dtype, dtype, bias, rng);
+    const k::SwiGluWeights w = m.weights();
+    const k::FeatureBlockedWeight gate = k::block_features(w.gate), up = k::block_features(w.up),
+                                  down = k::block_features(w.down);
+    k::SwiGluWeights wb = w;
+    wb.gate = gate.view();
+    wb.up = up.view();
+    wb.down = down.view();
+    const std::vector<float> x = uniform_values(t * hidden, rng, 2.0f);
+    std::vector<float> scratch(k::swiglu_scratch_floats(t, hidden, inter));
+    for (std::size_t rows : {std::size_t{1}, std::size_t{2}, k::kNarrowMaxTokens, t})
+    for (sgt::ThreadPool* p : {static_cast<sgt::ThreadPool*>(nullptr), &pool}) {
+      std::vector<float> row_major(rows * hidden), in_blocks(rows * hidden);
+      const TensorView<const float> xv(x.data(), {rows, hidden});
+      k::swiglu_mlp(xv, w, TensorView<float>(row_major.data(), {rows, hidden}), scratch.data(), p,
+                    precision);
+      k::swiglu_mlp(xv, wb, TensorView<float>(in_blocks.data(), {rows, hidden}), scratch.data(),
+                    p, precision);
+      require_bit_identical(in_blocks, row_major, describe + ", " + std::to_string(rows) + " rows");
+    }
+    k::SwiGluWeights mixed = w;
+    mixed.gate = gate.view();
+    std::vector<float> out(hidden);
+    CHECK(error_of([&] {
+            k::swiglu_mlp(TensorView<const float>(x.data(), {1, hidden}), mixed,
+                          TensorView<float>(out.data(), {1, hidden}), scratch.data());
+          }).find("share a layout") != std::string::npos);
   }
 }
 

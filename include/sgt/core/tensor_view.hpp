@@ -4,7 +4,9 @@
 // strides. Contiguity is deliberate: kernels compute their own offsets (a head's slice of a
 // [tokens, heads * head_dim] activation, say) and the view stays a plain pair that costs nothing
 // to pass. AnyTensorView is the dtype-erased form for stored weights, whose element type is only
-// known at load time; `as<T>()` turns it back into a typed view after checking the dtype.
+// known at load time; `as<T>()` turns it back into a typed view after checking the dtype. A
+// weight may also be in feature blocks (core/feature_blocks.hpp): only the matmul kernels read
+// that layout, and `as<T>()` refuses it.
 #pragma once
 
 #include <array>
@@ -15,6 +17,7 @@
 
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
+#include "sgt/core/feature_blocks.hpp"
 
 namespace sgt {
 
@@ -97,14 +100,18 @@ class TensorView {
 class AnyTensorView {
  public:
   AnyTensorView() = default;
-  AnyTensorView(const void* data, DType dtype, const Shape& shape, std::size_t rank)
-      : data_(data), dtype_(dtype), shape_(shape), rank_(rank) {}
+  AnyTensorView(const void* data, DType dtype, const Shape& shape, std::size_t rank,
+                WeightLayout layout = WeightLayout::RowMajor)
+      : data_(data), dtype_(dtype), shape_(shape), rank_(rank), layout_(layout) {}
   template <class T>
   AnyTensorView(TensorView<const T> v)  // NOLINT(google-explicit-constructor)
       : data_(v.data()), dtype_(dtype_of_v<T>), shape_(v.shape()), rank_(v.rank()) {}
 
   const void* data() const noexcept { return data_; }
   DType dtype() const noexcept { return dtype_; }
+  // The shape is the logical [N, K] in either layout.
+  WeightLayout layout() const noexcept { return layout_; }
+  bool row_major() const noexcept { return layout_ == WeightLayout::RowMajor; }
   std::size_t rank() const noexcept { return rank_; }
   const Shape& shape() const noexcept { return shape_; }
   std::size_t dim(std::size_t i) const noexcept { return i < rank_ ? shape_[i] : 1; }
@@ -113,11 +120,17 @@ class AnyTensorView {
     for (std::size_t i = 0; i < rank_; ++i) n *= shape_[i];
     return n;
   }
-  std::size_t byte_size() const noexcept { return size() * dtype_size(dtype_); }
+  // Bytes the data spans (feature blocks include their padding; rank 2 there).
+  std::size_t byte_size() const noexcept {
+    std::size_t elements = size();
+    if (!row_major() && !feature_blocks_elements(dim(0), dim(1), dtype_, elements)) return 0;
+    return elements * dtype_size(dtype_);
+  }
   std::string shape_string() const { return shape_to_string(shape_, rank_); }
 
   template <class T>
   TensorView<const T> as() const {
+    if (!row_major()) throw Error("tensor " + shape_string() + " is stored in feature blocks");
     if (dtype_of_v<T> != dtype_)
       throw Error(std::string("tensor holds ") + dtype_name(dtype_) + ", not " +
                   dtype_name(dtype_of_v<T>));
@@ -129,6 +142,7 @@ class AnyTensorView {
   DType dtype_ = DType::F32;
   Shape shape_{};
   std::size_t rank_ = 0;
+  WeightLayout layout_ = WeightLayout::RowMajor;
 };
 
 }  // namespace sgt

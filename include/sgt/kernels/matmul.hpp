@@ -34,6 +34,10 @@
 // (kernels/matmul_narrow.hpp): weight rows loaded as registers and transposed, activations
 // broadcast. It computes the same chains, so its results are the tile's bits.
 //
+// W may also be in feature blocks (core/feature_blocks.hpp, a copy made by block_features): the
+// tile then reads a row's element k at feature_block_offset instead of k, and the narrow path
+// loads whole registers of weights with no transpose. Same chains, same bits as row-major W.
+//
 // Determinism. Every output is one chain: acc = 0; acc = multiply_add(x[t][k], w[n][k], acc) for
 // k = 0, 1, ..., K-1 (at Bf16: pairs p = 0, 1, ..., odd then even element); then + b[n]. Nothing in
 // it depends on where (t, n) falls in a tile or chunk, on T, or on the thread count, so row t of a
@@ -111,6 +115,8 @@ inline void check_linear_shapes(const char* op, const Shape& x_shape, std::size_
     throw Error(name() + ": bias " + bias.shape_string() + " does not match weight " +
                 w.shape_string() + ": expected [" + std::to_string(w.dim(0)) + "]");
   if (w.data() == nullptr && w.size() != 0) throw Error(name() + ": weight has no data");
+  if (!w.row_major() && w.dtype() == DType::F16)
+    throw Error(name() + ": feature blocks hold F32 or BF16 weights, got F16");
 }
 
 // check_linear_shapes, plus: x and y have data and do not overlap.
@@ -142,6 +148,14 @@ inline float bias_at(const AnyTensorView& bias, std::size_t n) noexcept {
 template <std::size_t TV, std::size_t NR>
 inline constexpr bool kPairedSteps = TV * NR + 2 * TV + 2 <= simd::kVectorRegisters;
 
+// Element k of a weight row given by its first element: k past it in a row-major W, or
+// feature_block_offset past it in feature blocks (core/feature_blocks.hpp).
+template <bool kBlocked, class WT>
+SGT_SIMD_ALWAYS_INLINE const WT* weight_at(const WT* row, std::size_t k) noexcept {
+  if constexpr (kBlocked) return row + feature_block_offset<WT>(k);
+  return row + k;
+}
+
 // The f32 tile: out[j * kTileTokens + lane] = sum_k xp[k * kTileTokens + lane] * w[j][k] for
 // TV token registers (1 or 2) and NR weight rows given by pointer (so the SwiGLU MLP can run the
 // rows of gate and up through the same code).
@@ -150,7 +164,7 @@ inline constexpr bool kPairedSteps = TV * NR + 2 * TV + 2 <= simd::kVectorRegist
 // `accumulate` (the previous block's sums, stored exactly as f32) and from 0 otherwise, so a chain
 // cut into blocks performs the same operations in the same order as one pass over all of K.
 // k_begin is even.
-template <class WT, std::size_t TV, std::size_t NR>
+template <class WT, bool kBlocked, std::size_t TV, std::size_t NR>
 inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_begin, std::size_t k_end,
                      float* out, bool accumulate) noexcept {
   using simd::FloatBatch;
@@ -183,10 +197,10 @@ inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_begin, s
       for (std::size_t j = 0; j < NR; ++j) {
         FloatBatch w0, w1;
         if constexpr (std::is_same_v<WT, bfloat16>) {
-          simd::broadcast_bf16_pair_as_float(wr[j] + k, w0, w1);
+          simd::broadcast_bf16_pair_as_float(weight_at<kBlocked>(wr[j], k), w0, w1);
         } else {
-          w0 = simd::broadcast_as_float(wr[j] + k);
-          w1 = simd::broadcast_as_float(wr[j] + k + 1);
+          w0 = simd::broadcast_as_float(weight_at<kBlocked>(wr[j], k));
+          w1 = simd::broadcast_as_float(weight_at<kBlocked>(wr[j], k + 1));
         }
         SGT_SIMD_UNROLL
         for (std::size_t v = 0; v < TV; ++v) {
@@ -203,7 +217,7 @@ inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_begin, s
       xv[v] = FloatBatch::load_unaligned(xp + k * kTileTokens + v * kLanes);
     SGT_SIMD_UNROLL
     for (std::size_t j = 0; j < NR; ++j) {
-      const FloatBatch wv = simd::broadcast_as_float(wr[j] + k);
+      const FloatBatch wv = simd::broadcast_as_float(weight_at<kBlocked>(wr[j], k));
       SGT_SIMD_UNROLL
       for (std::size_t v = 0; v < TV; ++v)
         acc[v * NR + j] = simd::multiply_add(xv[v], wv, acc[v * NR + j]);
@@ -219,7 +233,7 @@ inline void tile_f32(const float* xp, const WT* const* w, std::size_t k_begin, s
 
 // The bf16 tile: the same over pairs of k (simd::dot_bf16_pairs); xp holds pairs.
 // Over k in [k_begin, k_end) as tile_f32 (k_begin even; an odd k_end is K itself).
-template <std::size_t TV, std::size_t NR>
+template <bool kBlocked, std::size_t TV, std::size_t NR>
 inline void tile_pairs(const std::uint32_t* xp, const bfloat16* const* w, std::size_t k_begin,
                        std::size_t k_end, float* out, bool accumulate) noexcept {
   using simd::FloatBatch;
@@ -248,8 +262,8 @@ inline void tile_pairs(const std::uint32_t* xp, const bfloat16* const* w, std::s
     }
     SGT_SIMD_UNROLL
     for (std::size_t j = 0; j < NR; ++j) {
-      const std::uint32_t w0 = simd::load_bf16_pair(wr[j] + 2 * p);
-      const std::uint32_t w1 = simd::load_bf16_pair(wr[j] + 2 * p + 2);
+      const std::uint32_t w0 = simd::load_bf16_pair(weight_at<kBlocked>(wr[j], 2 * p));
+      const std::uint32_t w1 = simd::load_bf16_pair(weight_at<kBlocked>(wr[j], 2 * p + 2));
       SGT_SIMD_UNROLL
       for (std::size_t v = 0; v < TV; ++v) {
         acc[v * NR + j] = simd::dot_bf16_pairs(acc[v * NR + j], x0[v], w0);
@@ -264,7 +278,7 @@ inline void tile_pairs(const std::uint32_t* xp, const bfloat16* const* w, std::s
       xv[v] = PairBatch::load_unaligned(xp + p * kTileTokens + v * kLanes);
     SGT_SIMD_UNROLL
     for (std::size_t j = 0; j < NR; ++j) {
-      const std::uint32_t wp = simd::load_bf16_pair(wr[j] + 2 * p);
+      const std::uint32_t wp = simd::load_bf16_pair(weight_at<kBlocked>(wr[j], 2 * p));
       SGT_SIMD_UNROLL
       for (std::size_t v = 0; v < TV; ++v)
         acc[v * NR + j] = simd::dot_bf16_pairs(acc[v * NR + j], xv[v], wp);
@@ -277,7 +291,7 @@ inline void tile_pairs(const std::uint32_t* xp, const bfloat16* const* w, std::s
       xv[v] = PairBatch::load_unaligned(xp + full_pairs * kTileTokens + v * kLanes);
     SGT_SIMD_UNROLL
     for (std::size_t j = 0; j < NR; ++j) {
-      const std::uint32_t wp = wr[j][k_len - 1].bits;
+      const std::uint32_t wp = weight_at<kBlocked>(wr[j], k_len - 1)->bits;
       SGT_SIMD_UNROLL
       for (std::size_t v = 0; v < TV; ++v)
         acc[v * NR + j] = simd::dot_bf16_pairs(acc[v * NR + j], xv[v], wp);
@@ -298,26 +312,27 @@ using TileF32Fn = void (*)(const float*, const WT* const*, std::size_t, std::siz
 using TilePairsFn = void (*)(const std::uint32_t*, const bfloat16* const*, std::size_t,
                              std::size_t, float*, bool);
 
-template <class WT, std::size_t TV, std::size_t... J>
+template <class WT, bool kBlocked, std::size_t TV, std::size_t... J>
 constexpr std::array<TileF32Fn<WT>, sizeof...(J)> tile_f32_row(std::index_sequence<J...>) {
-  return {{&tile_f32<WT, TV, J + 1>...}};
+  return {{&tile_f32<WT, kBlocked, TV, J + 1>...}};
 }
-template <std::size_t TV, std::size_t... J>
+template <bool kBlocked, std::size_t TV, std::size_t... J>
 constexpr std::array<TilePairsFn, sizeof...(J)> tile_pairs_row(std::index_sequence<J...>) {
-  return {{&tile_pairs<TV, J + 1>...}};
+  return {{&tile_pairs<kBlocked, TV, J + 1>...}};
 }
 
-template <class WT>
+template <class WT, bool kBlocked>
 inline TileF32Fn<WT> tile_f32_for(std::size_t tv, std::size_t nr) noexcept {
   static constexpr std::array<std::array<TileF32Fn<WT>, kTileFeatures>, 2> table = {
-      {tile_f32_row<WT, 1>(std::make_index_sequence<kTileFeatures>{}),
-       tile_f32_row<WT, 2>(std::make_index_sequence<kTileFeatures>{})}};
+      {tile_f32_row<WT, kBlocked, 1>(std::make_index_sequence<kTileFeatures>{}),
+       tile_f32_row<WT, kBlocked, 2>(std::make_index_sequence<kTileFeatures>{})}};
   return table[tv - 1][nr - 1];
 }
+template <bool kBlocked>
 inline TilePairsFn tile_pairs_for(std::size_t tv, std::size_t nr) noexcept {
   static constexpr std::array<std::array<TilePairsFn, kTileFeatures>, 2> table = {
-      {tile_pairs_row<1>(std::make_index_sequence<kTileFeatures>{}),
-       tile_pairs_row<2>(std::make_index_sequence<kTileFeatures>{})}};
+      {tile_pairs_row<kBlocked, 1>(std::make_index_sequence<kTileFeatures>{}),
+       tile_pairs_row<kBlocked, 2>(std::make_index_sequence<kTileFeatures>{})}};
   return table[tv - 1][nr - 1];
 }
 
@@ -335,19 +350,20 @@ struct KSpan {
 
 // Runs `rows` (nr <= kTileFeatures weight rows, by pointer) against packed tile `tile` over the K
 // block `k`: out[j * kTileTokens + lane], continuing the sums already in out unless k is the first
-// block. The weight type must match the packing (BF16 for pairs).
-template <class WT>
+// block. The weight type must match the packing (BF16 for pairs). kBlocked: the rows are in
+// feature blocks (each pointer at its feature's first element).
+template <class WT, bool kBlocked = false>
 inline void run_tile(const PackedActivations& xp, std::size_t tile, const WT* const* rows,
                      std::size_t nr, KSpan k, float* out) noexcept {
   const std::size_t t0 = tile * kTileTokens;
   const std::size_t tv = tile_vectors(xp.tokens - t0 < kTileTokens ? xp.tokens - t0 : kTileTokens);
   if constexpr (std::is_same_v<WT, bfloat16>) {
     if (xp.packing == ActivationPacking::Bf16Pairs) {
-      tile_pairs_for(tv, nr)(xp.pair_tile(tile), rows, k.begin, k.end, out, !k.first());
+      tile_pairs_for<kBlocked>(tv, nr)(xp.pair_tile(tile), rows, k.begin, k.end, out, !k.first());
       return;
     }
   }
-  tile_f32_for<WT>(tv, nr)(xp.f32_tile(tile), rows, k.begin, k.end, out, !k.first());
+  tile_f32_for<WT, kBlocked>(tv, nr)(xp.f32_tile(tile), rows, k.begin, k.end, out, !k.first());
 }
 
 // The work split: chunks of `chunk_tiles` token tiles x kChunkGroups feature groups, numbered
@@ -445,13 +461,54 @@ inline void check_packed_linear(const char* op, const PackedActivations& xp,
                 dtype_name(w.dtype()));
 }
 
+// Feature n's first element (k = 0) in W [.., k_len], row-major or in feature blocks.
+template <class WT, bool kBlocked>
+inline const WT* weight_row(const WT* w, std::size_t n, std::size_t k_len) noexcept {
+  if constexpr (kBlocked) return w + feature_block_origin<WT>(n, k_len);
+  return w + n * k_len;
+}
+
+// y[t][n0 + f] = out[t * unit_features + f] (+ b[n0 + f]) for f < nf: a narrow unit's result.
+inline void store_narrow_unit(const float* out, std::size_t unit_features, std::size_t tokens,
+                              std::size_t n0, std::size_t nf, const AnyTensorView& bias,
+                              TensorView<float> y) noexcept {
+  const bool has_bias = bias.data() != nullptr;
+  for (std::size_t t = 0; t < tokens; ++t) {
+    float* y_row = y.row(t) + n0;
+    const float* o = out + t * unit_features;
+    if (has_bias) {
+      for (std::size_t f = 0; f < nf; ++f) y_row[f] = o[f] + bias_at(bias, n0 + f);
+    } else {
+      std::copy(o, o + nf, y_row);
+    }
+  }
+}
+
+// The narrow path on feature blocks: units of narrow_block_unit_features(T) features, in order.
+template <class WT>
+inline void matmul_narrow_blocks_typed(const PackedActivations& xp, const WT* w,
+                                       const AnyTensorView& bias, TensorView<float> y,
+                                       ThreadPool* pool) {
+  const std::size_t t_len = xp.tokens, n_len = y.dim(1);
+  const std::size_t unit_features = narrow_block_unit_features(t_len);
+  const std::size_t units = (n_len + unit_features - 1) / unit_features;
+  parallel_for(pool, units, narrow_grain(units), [&](std::size_t begin, std::size_t end) {
+    alignas(64) float out[kNarrowBlockOutFloats];
+    for (std::size_t unit = begin; unit < end; ++unit) {
+      const std::size_t n0 = unit * unit_features;
+      narrow_block_unit<WT>(xp, w, n0, out);
+      store_narrow_unit(out, unit_features, t_len, n0,
+                        n_len - n0 < unit_features ? n_len - n0 : unit_features, bias, y);
+    }
+  });
+}
+
 // The narrow path (kernels/matmul_narrow.hpp): one unit (one or a few items of kNarrowItem
 // features) after another, in chunks of consecutive units.
 template <class WT>
 inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w,
                                 const AnyTensorView& bias, TensorView<float> y, ThreadPool* pool) {
   const std::size_t t_len = xp.tokens, n_len = y.dim(1);
-  const bool has_bias = bias.data() != nullptr;
   const std::size_t unit_features = narrow_unit_features(t_len);
   const std::size_t units = (n_len + unit_features - 1) / unit_features;
   parallel_for(pool, units, narrow_grain(units), [&](std::size_t begin, std::size_t end) {
@@ -461,25 +518,20 @@ inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w,
       const std::size_t nf = n_len - n0 < unit_features ? n_len - n0 : unit_features;
       narrow_unit<WT>(xp, w, n0, nf,
                       narrow_next_unit(w, unit, end, unit_features, n_len, xp.k_len), out);
-      for (std::size_t t = 0; t < t_len; ++t) {
-        float* y_row = y.row(t) + n0;
-        const float* o = out + t * unit_features;
-        if (has_bias) {
-          for (std::size_t f = 0; f < nf; ++f) y_row[f] = o[f] + bias_at(bias, n0 + f);
-        } else {
-          std::copy(o, o + nf, y_row);
-        }
-      }
+      store_narrow_unit(out, unit_features, t_len, n0, nf, bias, y);
     }
   });
 }
 
-template <class WT>
+template <class WT, bool kBlocked>
 inline void matmul_packed_typed(const PackedActivations& xp, const WT* w,
                                 const AnyTensorView& bias, TensorView<float> y, ThreadPool* pool) {
   if (xp.narrow) {
     if constexpr (std::is_same_v<WT, float16>) {
       throw Error("matmul: narrow-packed activations need F32 or BF16 weights, got F16");
+    } else if constexpr (kBlocked) {
+      matmul_narrow_blocks_typed<WT>(xp, w, bias, y, pool);
+      return;
     } else {
       matmul_narrow_typed<WT>(xp, w, bias, y, pool);
       return;
@@ -494,8 +546,8 @@ inline void matmul_packed_typed(const PackedActivations& xp, const WT* w,
     const std::size_t n0 = group * kTileFeatures, t0 = tile * kTileTokens;
     const std::size_t nr = n_len - n0 < kTileFeatures ? n_len - n0 : kTileFeatures;
     const std::size_t tr = t_len - t0 < kTileTokens ? t_len - t0 : kTileTokens;
-    for (std::size_t j = 0; j < nr; ++j) rows[j] = w + (n0 + j) * k_len;
-    run_tile<WT>(xp, tile, rows, nr, span, out);
+    for (std::size_t j = 0; j < nr; ++j) rows[j] = weight_row<WT, kBlocked>(w, n0 + j, k_len);
+    run_tile<WT, kBlocked>(xp, tile, rows, nr, span, out);
     if (span.end != k_len) return;  // more K blocks to come
     if (has_bias) {
       float b[kTileFeatures];
@@ -520,7 +572,11 @@ inline void matmul_packed(const PackedActivations& xp, const AnyTensorView& w,
   if (y.size() == 0) return;
   visit_dtype(w.dtype(), [&](auto tag) {
     using WT = typename decltype(tag)::type;
-    detail::matmul_packed_typed<WT>(xp, static_cast<const WT*>(w.data()), bias, y, pool);
+    const WT* data = static_cast<const WT*>(w.data());
+    if constexpr (!std::is_same_v<WT, float16>) {
+      if (!w.row_major()) return detail::matmul_packed_typed<WT, true>(xp, data, bias, y, pool);
+    }
+    detail::matmul_packed_typed<WT, false>(xp, data, bias, y, pool);
   });
 }
 
@@ -568,12 +624,17 @@ inline void matmul_reference(TensorView<const float> x, const AnyTensorView& w,
   visit_dtype(w.dtype(), [&](auto tag) {
     using WT = typename decltype(tag)::type;
     const WT* wp = static_cast<const WT*>(w.data());
+    // Element (n, k) in either layout (check_linear refuses F16 in feature blocks).
+    const auto at = [&](std::size_t n, std::size_t k) {
+      if (w.row_major()) return wp[n * k_len + k];
+      return wp[feature_block_origin<WT>(n, k_len) + feature_block_offset<WT>(k)];
+    };
     for (std::size_t t = 0; t < t_len; ++t) {
       for (std::size_t n = 0; n < n_len; ++n) {
         double sum = 0.0;
         for (std::size_t k = 0; k < k_len; ++k)
           sum += static_cast<double>(matmul_input_value(x(t, k), packing)) *
-                 static_cast<double>(to_float(wp[n * k_len + k]));
+                 static_cast<double>(to_float(at(n, k)));
         if (bias.data() != nullptr) sum += static_cast<double>(detail::bias_at(bias, n));
         y(t, n) = static_cast<float>(sum);
       }

@@ -41,6 +41,7 @@
 #include <utility>
 
 #include "sgt/core/dtype.hpp"
+#include "sgt/core/feature_blocks.hpp"
 #include "sgt/core/isa.hpp"
 #include "sgt/core/simd.hpp"
 #include "sgt/kernels/packed_activations.hpp"
@@ -329,6 +330,140 @@ inline const void* narrow_next_unit(const WT* w, std::size_t unit, std::size_t e
                                     std::size_t k_len) noexcept {
   const std::size_t next0 = (unit + 1) * unit_features;
   return unit + 1 < end && next0 + unit_features <= n_len ? w + next0 * k_len : nullptr;
+}
+
+// The narrow path on weights in feature blocks (core/feature_blocks.hpp). A block step is 64
+// features' k (or pair) side by side, so a register of weights is one aligned load: no transpose,
+// no lane array, and the chains run as many items at once as the registers hold. A unit is a
+// slice of kNarrowBlockItems(T) items of one block; its weights are a 256-byte-strided run of one
+// contiguous block, which the hardware prefetchers follow. Each chain is the one above (and the
+// tile's): acc = 0, then k = 0, 1, ... in order; an odd K's last pair holds a zero weight, which
+// Bf16 pairs multiply as the row-major path does (against the packed (x, 0) pair), and which the
+// f32 chain skips.
+
+// Items of a block (kFeatureBlock / kFloatLanes) and the items a unit runs for T tokens: the
+// largest power of two whose T x items accumulators fit half the registers (the rest hold the
+// broadcast activations and the loaded weights).
+inline constexpr std::size_t kNarrowBlockItems = kFeatureBlock / kNarrowItem;
+inline constexpr std::size_t narrow_block_unit_items(std::size_t tokens) noexcept {
+  std::size_t items = kNarrowBlockItems;
+  while (items > 1 && tokens * items > simd::kVectorRegisters / 2) items /= 2;
+  return items;
+}
+inline constexpr std::size_t narrow_block_unit_features(std::size_t tokens) noexcept {
+  return narrow_block_unit_items(tokens) * kNarrowItem;
+}
+
+// acc[g * T + t] = the chains of token t against the G items at `w` (the unit's first feature at
+// k = 0, as feature_block_origin gives it), over all of K.
+template <class WT, bool kPairs, std::size_t T, std::size_t G>
+inline void narrow_block_group(const void* x_packed, const WT* w, std::size_t k_len,
+                               simd::FloatBatch* acc_out) noexcept {
+  using simd::FloatBatch;
+  using simd::PairBatch;
+  constexpr std::size_t L = simd::kFloatLanes;
+  constexpr std::size_t kStepWords = kFeatureBlock;  // 32-bit words per block step
+  FloatBatch acc[G * T];
+  for (std::size_t i = 0; i < G * T; ++i) acc[i] = FloatBatch(0.0f);
+  if constexpr (std::is_same_v<WT, float>) {
+    const float* x = static_cast<const float*>(x_packed);
+    for (std::size_t k = 0; k < k_len; ++k) {
+      const float* step = w + k * kStepWords;
+      for_items([&](auto g) SGT_SIMD_INLINE_LAMBDA {
+        const FloatBatch wv = FloatBatch::load_unaligned(step + g * L);
+        SGT_SIMD_UNROLL
+        for (std::size_t t = 0; t < T; ++t)
+          acc[g * T + t] = simd::multiply_add(FloatBatch(x[k * T + t]), wv, acc[g * T + t]);
+      }, std::make_index_sequence<G>{});
+    }
+  } else {
+    const std::uint32_t* words = reinterpret_cast<const std::uint32_t*>(w);
+    const std::size_t full_pairs = k_len / 2;
+    if constexpr (kPairs) {
+      // x word p * T + t is token t's pair p; an odd K's last pair is (x, 0) against (w, 0).
+      const std::uint32_t* x = static_cast<const std::uint32_t*>(x_packed);
+      const std::size_t pairs = (k_len + 1) / 2;
+      for (std::size_t p = 0; p < pairs; ++p) {
+        const std::uint32_t* step = words + p * kStepWords;
+        for_items([&](auto g) SGT_SIMD_INLINE_LAMBDA {
+          const PairBatch wv = PairBatch::load_unaligned(step + g * L);
+          SGT_SIMD_UNROLL
+          for (std::size_t t = 0; t < T; ++t)
+            acc[g * T + t] = simd::dot_bf16_weight_pairs(acc[g * T + t], wv, x[p * T + t]);
+        }, std::make_index_sequence<G>{});
+      }
+    } else {
+      // f32 activations: each pair widened exactly, k = 2p then 2p + 1.
+      const float* x = static_cast<const float*>(x_packed);
+      for (std::size_t p = 0; p < full_pairs; ++p) {
+        const std::uint32_t* step = words + p * kStepWords;
+        for_items([&](auto g) SGT_SIMD_INLINE_LAMBDA {
+          FloatBatch lo, hi;
+          simd::widen_bf16_pairs(PairBatch::load_unaligned(step + g * L), lo, hi);
+          SGT_SIMD_UNROLL
+          for (std::size_t t = 0; t < T; ++t) {
+            acc[g * T + t] = simd::multiply_add(FloatBatch(x[2 * p * T + t]), lo, acc[g * T + t]);
+            acc[g * T + t] =
+                simd::multiply_add(FloatBatch(x[(2 * p + 1) * T + t]), hi, acc[g * T + t]);
+          }
+        }, std::make_index_sequence<G>{});
+      }
+      if (k_len % 2 != 0) {  // the last weight alone
+        const std::uint32_t* step = words + full_pairs * kStepWords;
+        for_items([&](auto g) SGT_SIMD_INLINE_LAMBDA {
+          FloatBatch lo, hi;
+          simd::widen_bf16_pairs(PairBatch::load_unaligned(step + g * L), lo, hi);
+          for (std::size_t t = 0; t < T; ++t)
+            acc[g * T + t] =
+                simd::multiply_add(FloatBatch(x[2 * full_pairs * T + t]), lo, acc[g * T + t]);
+        }, std::make_index_sequence<G>{});
+      }
+    }
+  }
+  for (std::size_t i = 0; i < G * T; ++i) acc_out[i] = acc[i];
+}
+
+template <class WT>
+using NarrowBlockFn = void (*)(const void*, const WT*, std::size_t, simd::FloatBatch*);
+
+template <class WT, bool kPairs, std::size_t... T>
+constexpr std::array<NarrowBlockFn<WT>, sizeof...(T)> narrow_block_table(
+    std::index_sequence<T...>) {
+  return {{&narrow_block_group<WT, kPairs, T + 1, narrow_block_unit_items(T + 1)>...}};
+}
+
+template <class WT, bool kPairs>
+inline NarrowBlockFn<WT> narrow_block_for(std::size_t tokens) noexcept {
+  static constexpr std::array<NarrowBlockFn<WT>, kNarrowMaxTokens> table =
+      narrow_block_table<WT, kPairs>(std::make_index_sequence<kNarrowMaxTokens>{});
+  return table[tokens - 1];
+}
+
+// Floats a blocked unit's output holds at most.
+inline constexpr std::size_t kNarrowBlockOutFloats = simd::kVectorRegisters / 2 * kNarrowItem;
+
+// Runs the unit of features [n0, n0 + narrow_block_unit_features(xp.tokens)) of a feature-blocked
+// W (n0 a multiple of the unit's features, so the unit lies in one block) against the
+// narrow-packed xp: out[t * U + f] = the chain of token t and feature n0 + f (no bias; padding
+// features give 0).
+template <class WT>
+inline void narrow_block_unit(const PackedActivations& xp, const WT* w, std::size_t n0,
+                              float* out) noexcept {
+  const std::size_t k_len = xp.k_len, tokens = xp.tokens;
+  simd::FloatBatch acc[kNarrowBlockOutFloats / kNarrowItem];  // acc[g * tokens + t]
+  const WT* unit = w + feature_block_origin<WT>(n0, k_len);
+  if constexpr (std::is_same_v<WT, bfloat16>) {
+    if (xp.packing == ActivationPacking::Bf16Pairs)
+      narrow_block_for<WT, true>(tokens)(xp.data, unit, k_len, acc);
+    else
+      narrow_block_for<WT, false>(tokens)(xp.data, unit, k_len, acc);
+  } else {
+    narrow_block_for<WT, false>(tokens)(xp.data, unit, k_len, acc);
+  }
+  const std::size_t items = narrow_block_unit_items(tokens), row = items * kNarrowItem;
+  for (std::size_t g = 0; g < items; ++g)
+    for (std::size_t t = 0; t < tokens; ++t)
+      acc[g * tokens + t].store_unaligned(out + t * row + g * kNarrowItem);
 }
 
 SGT_ISA_END

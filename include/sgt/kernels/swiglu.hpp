@@ -146,6 +146,9 @@ inline std::size_t check_swiglu(const char* op, const TensorView<const float>& x
   if (out.dim(1) != x.dim(1))
     throw Error(std::string(op) + ": out " + out.shape_string() + " must have the shape of x " +
                 x.shape_string());
+  if (w.gate.layout() != w.up.layout())
+    throw Error(std::string(op) + ": gate_proj and up_proj must share a layout (both row-major "
+                                  "or both in feature blocks)");
   if (x.data() == nullptr && x.size() != 0) throw Error(std::string(op) + ": x has no data");
   if (out.data() == nullptr && out.size() != 0) throw Error(std::string(op) + ": out has no data");
   const std::size_t h_floats = swiglu_scratch_floats(t_len, x.dim(1), i_len);
@@ -157,8 +160,8 @@ inline std::size_t check_swiglu(const char* op, const TensorView<const float>& x
 }
 
 // h = silu(x gate^T + bg) * (x up^T + bu) for the packed block xp, written packed (h_packing)
-// into h_buffer, tile by tile.
-template <class GT, class UT>
+// into h_buffer, tile by tile. kBlocked: gate and up are in feature blocks.
+template <class GT, class UT, bool kBlocked>
 inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT* up,
                            const AnyTensorView& gate_bias, const AnyTensorView& up_bias,
                            std::size_t i_len, GatedActivation act, ActivationPacking h_packing,
@@ -175,11 +178,11 @@ inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT
     const std::size_t n0 = group * kTileFeatures;
     const std::size_t nr = i_len - n0 < kTileFeatures ? i_len - n0 : kTileFeatures;
     for (std::size_t j = 0; j < nr; ++j) {
-      gate_rows[j] = gate + (n0 + j) * k_len;
-      up_rows[j] = up + (n0 + j) * k_len;
+      gate_rows[j] = weight_row<GT, kBlocked>(gate, n0 + j, k_len);
+      up_rows[j] = weight_row<UT, kBlocked>(up, n0 + j, k_len);
     }
-    run_tile<GT>(xp, tile, gate_rows, nr, span, g);
-    run_tile<UT>(xp, tile, up_rows, nr, span, u);
+    run_tile<GT, kBlocked>(xp, tile, gate_rows, nr, span, g);
+    run_tile<UT, kBlocked>(xp, tile, up_rows, nr, span, u);
     if (span.end != k_len) return;  // more K blocks to come
     // Every lane, padding tokens included: their h is finite (x = 0 there) and never stored.
     const bool has_bg = gate_bias.data() != nullptr, has_bu = up_bias.data() != nullptr;
@@ -209,8 +212,9 @@ inline void swiglu_gate_up(const PackedActivations& xp, const GT* gate, const UT
 
 // The narrow path's gate and up (T <= kNarrowMaxTokens, xp narrow-packed): the same h, written
 // into h_buffer in h's layout: narrow (h_narrow: `tokens` lanes) or one tile of kTileTokens lanes
-// whose padding lanes are zeros (when down keeps the tile path).
-template <class GT, class UT>
+// whose padding lanes are zeros (when down keeps the tile path). kBlocked: gate and up are in
+// feature blocks, run in the units of that path.
+template <class GT, class UT, bool kBlocked>
 inline void swiglu_gate_up_narrow(const PackedActivations& xp, const GT* gate, const UT* up,
                                   const AnyTensorView& gate_bias, const AnyTensorView& up_bias,
                                   std::size_t i_len, GatedActivation act,
@@ -218,17 +222,24 @@ inline void swiglu_gate_up_narrow(const PackedActivations& xp, const GT* gate, c
                                   ThreadPool* pool) {
   const std::size_t tokens = xp.tokens, lanes = h_narrow ? tokens : kTileTokens;
   const bool has_bg = gate_bias.data() != nullptr, has_bu = up_bias.data() != nullptr;
-  const std::size_t unit_features = narrow_unit_features(tokens);
+  const std::size_t unit_features =
+      kBlocked ? narrow_block_unit_features(tokens) : narrow_unit_features(tokens);
   const std::size_t units = (i_len + unit_features - 1) / unit_features;
+  constexpr std::size_t kOutFloats = kBlocked ? kNarrowBlockOutFloats : kNarrowOutFloats;
   parallel_for(pool, units, narrow_grain(units), [&](std::size_t begin, std::size_t end) {
-    alignas(64) float g[kNarrowOutFloats], u[kNarrowOutFloats];
+    alignas(64) float g[kOutFloats], u[kOutFloats];
     for (std::size_t unit = begin; unit < end; ++unit) {
       const std::size_t n0 = unit * unit_features;
       const std::size_t nf = i_len - n0 < unit_features ? i_len - n0 : unit_features;
-      // Gate's unit is followed by up's, up's by gate's next one.
-      narrow_unit<GT>(xp, gate, n0, nf, nf == unit_features ? up + n0 * xp.k_len : nullptr, g);
-      narrow_unit<UT>(xp, up, n0, nf,
-                      narrow_next_unit(gate, unit, end, unit_features, i_len, xp.k_len), u);
+      if constexpr (kBlocked) {
+        narrow_block_unit<GT>(xp, gate, n0, g);
+        narrow_block_unit<UT>(xp, up, n0, u);
+      } else {
+        // Gate's unit is followed by up's, up's by gate's next one.
+        narrow_unit<GT>(xp, gate, n0, nf, nf == unit_features ? up + n0 * xp.k_len : nullptr, g);
+        narrow_unit<UT>(xp, up, n0, nf,
+                        narrow_next_unit(gate, unit, end, unit_features, i_len, xp.k_len), u);
+      }
       for (std::size_t t = 0; t < tokens && (has_bg || has_bu); ++t)
         for (std::size_t f = 0; f < nf; ++f) {
           if (has_bg) g[t * unit_features + f] += bias_at(gate_bias, n0 + f);
@@ -301,17 +312,29 @@ inline void swiglu_mlp(TensorView<const float> x, const SwiGluWeights& w, Tensor
         using GT = typename decltype(gate_tag)::type;
         visit_dtype(w.up.dtype(), [&](auto up_tag) {
           using UT = typename decltype(up_tag)::type;
+          const GT* gate = static_cast<const GT*>(w.gate.data());
+          const UT* up = static_cast<const UT*>(w.up.data());
           if constexpr (!std::is_same_v<GT, float16> && !std::is_same_v<UT, float16>) {
+            // check_swiglu refused F16 in feature blocks, and a layout gate and up do not share.
+            if (!w.gate.row_major()) {
+              if (x_narrow)
+                detail::swiglu_gate_up_narrow<GT, UT, true>(xp, gate, up, w.gate_bias, w.up_bias,
+                                                            i_len, act, h_packing, h_narrow,
+                                                            h_buffer, pool);
+              else
+                detail::swiglu_gate_up<GT, UT, true>(xp, gate, up, w.gate_bias, w.up_bias, i_len,
+                                                     act, h_packing, h_buffer, pool);
+              return;
+            }
             if (x_narrow) {
-              detail::swiglu_gate_up_narrow<GT, UT>(
-                  xp, static_cast<const GT*>(w.gate.data()), static_cast<const UT*>(w.up.data()),
-                  w.gate_bias, w.up_bias, i_len, act, h_packing, h_narrow, h_buffer, pool);
+              detail::swiglu_gate_up_narrow<GT, UT, false>(xp, gate, up, w.gate_bias, w.up_bias,
+                                                           i_len, act, h_packing, h_narrow,
+                                                           h_buffer, pool);
               return;
             }
           }
-          detail::swiglu_gate_up<GT, UT>(xp, static_cast<const GT*>(w.gate.data()),
-                                         static_cast<const UT*>(w.up.data()), w.gate_bias,
-                                         w.up_bias, i_len, act, h_packing, h_buffer, pool);
+          detail::swiglu_gate_up<GT, UT, false>(xp, gate, up, w.gate_bias, w.up_bias, i_len, act,
+                                                h_packing, h_buffer, pool);
         });
       });
     }
