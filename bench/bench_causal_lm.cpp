@@ -71,7 +71,11 @@ const std::string& model_dir() {
 }
 
 const sgt::CausalLM& lm() {
-  static const sgt::CausalLM m = sgt::CausalLM::load(model_dir());
+  static const sgt::CausalLM m = [] {
+    sgt::CausalLM lm = sgt::CausalLM::load(model_dir());
+    if (std::getenv("SGT_BENCH_LM_BLOCKED") != nullptr) lm.block_linear_weights();
+    return lm;
+  }();
   return m;
 }
 

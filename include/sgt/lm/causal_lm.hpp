@@ -34,6 +34,7 @@
 #include "sgt/core/tensor_view.hpp"
 #include "sgt/core/thread_pool.hpp"
 #include "sgt/io/tensor_store.hpp"
+#include "sgt/kernels/block_features.hpp"
 #include "sgt/kernels/kernel_table.hpp"
 #include "sgt/lm/cached_decoder_layer.hpp"
 #include "sgt/lm/config.hpp"
@@ -104,6 +105,28 @@ class CausalLM {
   const std::string& directory() const noexcept { return dir_; }
   const CausalLmConfig& config() const noexcept { return config_; }
   const CausalLmWeights& weights() const noexcept { return weights_; }
+
+  // Copies the Linear weights (F32 or BF16; q, k, v, o, gate, up, down, and lm_head unless it is
+  // the tied embedding; fused projections stay row-major) into feature blocks
+  // (core/feature_blocks.hpp), which a decode step reads at the memory's speed. Same bits.
+  void block_linear_weights(ThreadPool* pool = nullptr) {
+    auto block = [&](AnyTensorView& w) {
+      if (w.data() == nullptr || !w.row_major() ||
+          (w.dtype() != DType::F32 && w.dtype() != DType::BF16))
+        return;
+      blocked_.push_back(kernels::block_features(w, pool));
+      w = blocked_.back().view();
+    };
+    for (DecoderLayerWeights& l : weights_.decoder.layers) {
+      AttentionWeights& a = l.attention;
+      for (AnyTensorView* w : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &l.mlp.down}) block(*w);
+      if (l.mlp.gate.dtype() == l.mlp.up.dtype()) {
+        block(l.mlp.gate);
+        block(l.mlp.up);
+      }
+    }
+    if (!config_.tie_word_embeddings) block(weights_.lm_head);
+  }
   std::size_t vocab_size() const noexcept { return config_.vocab_size; }
   std::size_t hidden_size() const noexcept { return config_.hidden_size(); }
 
@@ -282,6 +305,7 @@ class CausalLM {
   CausalLmConfig config_;
   std::unique_ptr<TensorStore> store_;
   CausalLmWeights weights_;
+  std::vector<kernels::FeatureBlockedWeight> blocked_;  // what weights_ views, once blocked
 };
 
 SGT_ISA_END
