@@ -15,6 +15,8 @@
 //
 // SGT_BENCH_LM_DIR=DIR times the Hugging Face causal LM in DIR instead (bench/compare/compare_lm.py
 // runs it on the model it also converts for llama.cpp); the counts below follow its config.
+// SGT_BENCH_LM_BLOCKED=1 copies the Linear weights into feature blocks first
+// (CausalLM::block_linear_weights).
 //
 // Run: bench_causal_lm --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>

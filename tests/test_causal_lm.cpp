@@ -501,6 +501,55 @@ TEST_CASE("longrope: each call picks short or long factors by where it ends, as 
                                                  e.greedy_ids_embeds.begin() + (b + 1) * G));
 }
 
+TEST_CASE("Linear weights in feature blocks give the logits of the stored weights, bit for bit") {
+  // CausalLM::block_linear_weights: a prefill of 7 tokens and 3 decode steps (the tile, then the
+  // narrow path), at every precision the weights allow, with the optimized and the reference
+  // kernels, on one and two threads. qwen3_tied keeps its tied head row-major; phi3's fused
+  // projections stay row-major beside blocked ones.
+  for (const char* model : {"llama", "llama_bf16", "qwen3_tied", "gemma_bf16", "phi3"}) {
+    const std::string name = model;
+    CAPTURE(name);
+    const sgt::CausalLM stored = sgt::CausalLM::load((kData / model).string());
+    sgt::CausalLM blocked = sgt::CausalLM::load((kData / model).string());
+    blocked.block_linear_weights();
+    CHECK(blocked.weights().decoder.layers[0].mlp.down.layout() ==
+          sgt::WeightLayout::FeatureBlocks);
+    const std::size_t V = stored.vocab_size();
+    std::vector<sgt::Precision> precisions = {sgt::Precision::F32};
+    if (name == "llama_bf16" || name == "gemma_bf16") precisions.push_back(sgt::Precision::Bf16);
+    std::vector<std::int64_t> ids(10);
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>(i * 37 % V);
+    sgt::ThreadPool two(2);
+    for (sgt::Precision precision : precisions)
+      for (bool reference : {false, true})
+        for (sgt::ThreadPool* pool : {static_cast<sgt::ThreadPool*>(nullptr), &two}) {
+          std::ostringstream what;
+          what << name << ": precision " << (precision == sgt::Precision::Bf16 ? "bf16" : "f32")
+               << (reference ? ", reference kernels" : "") << (pool ? ", 2 threads" : "");
+          CAPTURE(what.str());
+          sgt::LmRunOptions options;
+          options.precision = precision;
+          options.reference_kernels = reference;
+          options.pool = pool;
+          sgt::KvCache cache_a = stored.make_cache(1, 16), cache_b = blocked.make_cache(1, 16);
+          sgt::LmWorkspace ws_a, ws_b;
+          sgt::LmLogits a, b;
+          std::size_t start = 0;
+          for (std::size_t len : {7u, 1u, 1u, 1u}) {
+            const std::vector<std::int64_t> turn(ids.begin() + static_cast<std::ptrdiff_t>(start),
+                                                 ids.begin() +
+                                                     static_cast<std::ptrdiff_t>(start + len));
+            stored.forward(ids_input(1, turn, start), cache_a, ws_a, options, a);
+            blocked.forward(ids_input(1, turn, start), cache_b, ws_b, options, b);
+            sgt_test::expect_bit_identical(b.values, a.values,
+                                           what.str() + ", from position " +
+                                               std::to_string(start));
+            start += len;
+          }
+        }
+  }
+}
+
 TEST_CASE("logits are bit-identical for 1, 2 and 3 threads") {
   for (const char* model : {"llama", "qwen3_tied", "smollm3", "gemma_bf16", "gemma2",
                             "gemma3_text", "phi3", "phi3_crossing"}) {

@@ -22,17 +22,14 @@
 // 64 is four AVX-512 registers, eight AVX2 or sixteen SSE2/NEON ones: one layout for every
 // instruction set, so a dispatched build need not know the CPU when it packs.
 //
-// Blocked weights are a copy made once, at load (block_features); the mapped file's pages can
-// then be dropped, so the resident size is unchanged. The tile path reads them too, so a model
-// keeps one copy.
+// Blocked weights are a copy made once, at load (kernels/block_features.hpp), in memory of their
+// own: the mapped file's pages read while copying stay resident until the OS reclaims them. The
+// tile path reads the copy too (more slowly than row-major rows: a tile's 6 or 8 features use a
+// quarter of each line per step), so a model keeps one copy.
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
-#include <cstring>
-#include <memory>
-#include <new>
-#include <string>
+#include <type_traits>
 
 #include "sgt/core/checked_math.hpp"
 #include "sgt/core/dtype.hpp"
@@ -50,7 +47,7 @@ inline constexpr std::size_t kFeatureBlock = 64;
 
 // Elements of one feature that share a 32-bit word: 2 for BF16 (a pair), 1 for F32.
 template <class WT>
-inline constexpr std::size_t kFeatureBlockPer = sizeof(WT) == 2 ? 2 : 1;
+inline constexpr std::size_t kFeatureBlockPer = std::is_same_v<WT, bfloat16> ? 2 : 1;
 
 // Steps (k, or pairs of k) of a block for K: K for F32, ceil(K / 2) for BF16.
 inline constexpr std::size_t feature_block_steps(std::size_t k_len, std::size_t per) noexcept {

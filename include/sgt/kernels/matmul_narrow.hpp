@@ -333,9 +333,9 @@ inline const void* narrow_next_unit(const WT* w, std::size_t unit, std::size_t e
 }
 
 // The narrow path on weights in feature blocks (core/feature_blocks.hpp). A block step is 64
-// features' k (or pair) side by side, so a register of weights is one aligned load: no transpose,
-// no lane array, and the chains run as many items at once as the registers hold. A unit is a
-// slice of kNarrowBlockItems(T) items of one block; its weights are a 256-byte-strided run of one
+// features' k (or pair) side by side, so a register of weights is one load: no transpose, no
+// lane array, and the chains run as many items at once as the registers hold. A unit is a slice
+// of narrow_block_unit_items(T) items of one block; its weights are a 256-byte-strided run of one
 // contiguous block, which the hardware prefetchers follow. Each chain is the one above (and the
 // tile's): acc = 0, then k = 0, 1, ... in order; an odd K's last pair holds a zero weight, which
 // Bf16 pairs multiply as the row-major path does (against the packed (x, 0) pair), and which the

@@ -110,17 +110,19 @@ class CausalLM {
   // the tied embedding; fused projections stay row-major) into feature blocks
   // (core/feature_blocks.hpp), which a decode step reads at the memory's speed. Same bits.
   void block_linear_weights(ThreadPool* pool = nullptr) {
-    auto block = [&](AnyTensorView& w) {
-      if (w.data() == nullptr || !w.row_major() ||
-          (w.dtype() != DType::F32 && w.dtype() != DType::BF16))
-        return;
+    const auto blockable = [](const AnyTensorView& w) {
+      return w.data() != nullptr && w.row_major() &&
+             (w.dtype() == DType::F32 || w.dtype() == DType::BF16);
+    };
+    const auto block = [&](AnyTensorView& w) {
+      if (!blockable(w)) return;
       blocked_.push_back(kernels::block_features(w, pool));
       w = blocked_.back().view();
     };
     for (DecoderLayerWeights& l : weights_.decoder.layers) {
       AttentionWeights& a = l.attention;
       for (AnyTensorView* w : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &l.mlp.down}) block(*w);
-      if (l.mlp.gate.dtype() == l.mlp.up.dtype()) {
+      if (blockable(l.mlp.gate) && blockable(l.mlp.up)) {  // swiglu_mlp: one layout for both
         block(l.mlp.gate);
         block(l.mlp.up);
       }
