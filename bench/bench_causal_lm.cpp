@@ -15,8 +15,8 @@
 //
 // SGT_BENCH_LM_DIR=DIR times the Hugging Face causal LM in DIR instead (bench/compare/compare_lm.py
 // runs it on the model it also converts for llama.cpp); the counts below follow its config.
-// SGT_BENCH_LM_BLOCKED=1 copies the Linear weights into feature blocks first
-// (CausalLM::block_linear_weights).
+// SGT_BENCH_LM_DECODE_WEIGHTS=1 makes the decode copy of the Linear weights first
+// (CausalLM::copy_decode_weights), which decode steps then read.
 //
 // Run: bench_causal_lm --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
@@ -75,7 +75,7 @@ const std::string& model_dir() {
 const sgt::CausalLM& lm() {
   static const sgt::CausalLM m = [] {
     sgt::CausalLM lm = sgt::CausalLM::load(model_dir());
-    if (std::getenv("SGT_BENCH_LM_BLOCKED") != nullptr) lm.block_linear_weights();
+    if (std::getenv("SGT_BENCH_LM_DECODE_WEIGHTS") != nullptr) lm.copy_decode_weights();
     return lm;
   }();
   return m;

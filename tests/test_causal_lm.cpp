@@ -501,19 +501,30 @@ TEST_CASE("longrope: each call picks short or long factors by where it ends, as 
                                                  e.greedy_ids_embeds.begin() + (b + 1) * G));
 }
 
-TEST_CASE("Linear weights in feature blocks give the logits of the stored weights, bit for bit") {
-  // CausalLM::block_linear_weights: a prefill of 7 tokens and 3 decode steps (the tile, then the
-  // narrow path), at every precision the weights allow, with the optimized and the reference
-  // kernels, on one and two threads. qwen3_tied keeps its tied head row-major; phi3's fused
-  // projections stay row-major beside blocked ones.
+TEST_CASE("the decode copy of the weights gives the logits of the stored weights, bit for bit") {
+  // CausalLM::copy_decode_weights: a prefill of 7 tokens (the stored weights, the tile) and 3
+  // decode steps (the copy in feature blocks, the narrow path), at every precision the weights
+  // allow, with the optimized and the reference kernels, on one and two threads. qwen3_tied keeps
+  // its tied head row-major; phi3's fused projections stay row-major beside blocked ones.
+  const sgt::kernels::KernelTable& kernels = sgt::kernels::default_kernel_table();
   for (const char* model : {"llama", "llama_bf16", "qwen3_tied", "gemma_bf16", "phi3"}) {
     const std::string name = model;
     CAPTURE(name);
     const sgt::CausalLM stored = sgt::CausalLM::load((kData / model).string());
     sgt::CausalLM blocked = sgt::CausalLM::load((kData / model).string());
-    blocked.block_linear_weights();
-    CHECK(blocked.weights().decoder.layers[0].mlp.down.layout() ==
-          sgt::WeightLayout::FeatureBlocks);
+    CHECK(blocked.decode_weight_bytes() == 0);
+    CHECK_FALSE(blocked.reads_decode_weights(1, sgt::Precision::F32, kernels));
+    blocked.copy_decode_weights();
+    const sgt::AnyTensorView& down = blocked.decode_weights().decoder.layers[0].mlp.down;
+    CHECK(down.layout() == sgt::WeightLayout::FeatureBlocks);
+    CHECK(blocked.weights().decoder.layers[0].mlp.down.row_major());
+    CHECK(blocked.decode_weight_bytes() >= down.byte_size());
+    const void* first = down.data();
+    blocked.copy_decode_weights();  // a second call keeps the first copy
+    CHECK(blocked.decode_weights().decoder.layers[0].mlp.down.data() == first);
+    if (kernels.float_lanes >= 4)  // a build with a narrow path
+      CHECK(blocked.reads_decode_weights(1, sgt::Precision::F32, kernels));
+    CHECK_FALSE(blocked.reads_decode_weights(7, sgt::Precision::F32, kernels));
     const std::size_t V = stored.vocab_size();
     std::vector<sgt::Precision> precisions = {sgt::Precision::F32};
     if (name == "llama_bf16" || name == "gemma_bf16") precisions.push_back(sgt::Precision::Bf16);

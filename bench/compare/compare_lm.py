@@ -11,7 +11,9 @@ program per round, --repeat rounds, medians):
               llama-bench -p 0 -n G -d C (G decode steps after a cache of C positions), -t N
   sgt         bench_causal_lm with SGT_BENCH_LM_DIR set to the same model: BM_Prefill (S tokens
               from position 0, the last token's logits) and BM_Decode (one step at position C),
-              Precision::Bf16 (and F32), sgt::ThreadPool(N)
+              Precision::Bf16 (and F32), sgt::ThreadPool(N); BM_Decode a second time with
+              SGT_BENCH_LM_DECODE_WEIGHTS=1 (CausalLM::copy_decode_weights: the decode steps
+              read a copy of the weights in feature blocks)
 
 and, in the same run, BM_ReadBandwidth (the memory bandwidth the decode steps are bounded by), the
 CPU model and the median of every cell. llama.cpp's output is not compared with ours (llama-bench
@@ -104,13 +106,18 @@ def llama_bench(bench: Path, gguf: Path, threads, seqs, contexts, gen: int) -> d
     return out
 
 
-def sgt_bench(bench: Path, hf_dir: Path, threads, seqs, contexts) -> dict:
-    """One run of every cell (both precisions) and the read bandwidth."""
+def sgt_bench(bench: Path, hf_dir: Path, threads, seqs, contexts, decode_copy=False) -> dict:
+    """One run of every cell (both precisions) and the read bandwidth; with decode_copy, the
+    decode cells alone, on the decode copy of the weights (keys "decode-copy-...")."""
     ts = "|".join(map(str, threads))
-    filt = (f"BM_ReadBandwidth/threads:({ts})/|"
-            f"BM_Prefill/tokens:({'|'.join(map(str, seqs))})/threads:({ts})/|"
-            f"BM_Decode/context:({'|'.join(map(str, contexts))})/threads:({ts})/")
+    filt = f"BM_Decode/context:({'|'.join(map(str, contexts))})/threads:({ts})/"
+    if not decode_copy:
+        filt = (f"BM_ReadBandwidth/threads:({ts})/|"
+                f"BM_Prefill/tokens:({'|'.join(map(str, seqs))})/threads:({ts})/|" + filt)
     env = dict(os.environ, SGT_BENCH_LM_DIR=str(hf_dir))
+    env.pop("SGT_BENCH_LM_DECODE_WEIGHTS", None)
+    if decode_copy:
+        env["SGT_BENCH_LM_DECODE_WEIGHTS"] = "1"
     r = subprocess.run([str(bench), f"--benchmark_filter={filt}", "--benchmark_format=json",
                         "--benchmark_min_time=0.5"], capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -128,8 +135,9 @@ def sgt_bench(bench: Path, hf_dir: Path, threads, seqs, contexts) -> dict:
         if b["name"].startswith("BM_Prefill"):
             out[(f"prefill-{prec}", int(parts["tokens"]), th)] = b["tokens/s"]
         else:
-            out[(f"decode-{prec}", int(parts["context"]), th)] = b["tokens/s"]
-            out[(f"decode-{prec}-GB/s", int(parts["context"]), th)] = b["GB/s"]
+            kind = "decode-copy" if decode_copy else "decode"
+            out[(f"{kind}-{prec}", int(parts["context"]), th)] = b["tokens/s"]
+            out[(f"{kind}-{prec}-GB/s", int(parts["context"]), th)] = b["GB/s"]
     return out
 
 
@@ -165,7 +173,7 @@ def main(argv=None) -> None:
     lbench = args.llama_cpp / "build" / "bin" / "llama-bench"
     rounds = []
     for r in range(args.repeat + 1):  # round 0 is the warm-up
-        order = [0, 1] if r % 2 == 0 else [1, 0]
+        order = [0, 1, 2] if r % 2 == 0 else [2, 1, 0]
         cells = {}
         for which in order:
             if which == 0:
@@ -175,7 +183,7 @@ def main(argv=None) -> None:
             else:
                 cells.update({("sgt-" + k[0], k[1], k[2]): v for k, v in
                               sgt_bench(args.bench, hf_dir, args.threads, args.seq,
-                                        args.context).items()})
+                                        args.context, decode_copy=which == 2).items()})
         print(f"round {r}: {len(cells)} cells", file=sys.stderr)
         if r > 0:
             rounds.append(cells)
@@ -190,8 +198,9 @@ def main(argv=None) -> None:
               f"{args.repeat} interleaved rounds, tokens/s. Memory read bandwidth in the same run: " +
               ", ".join(f"{med[('sgt-bandwidth', 0, t)]:.1f} GB/s ({t} thread{'s' if t > 1 else ''})"
                         for t in args.threads) + ".", "",
-              "| test | threads | sgt bf16 | sgt f32 | llama.cpp bf16 | sgt bf16 / llama.cpp | sgt decode GB/s |",
-              "|---|---|---|---|---|---|---|"]
+              "| test | threads | sgt bf16 | sgt f32 | llama.cpp bf16 | sgt bf16 / llama.cpp | "
+              "sgt decode GB/s | decode copy: bf16 | f32 | bf16 / llama.cpp |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for kind, sizes, label in (("prefill", args.seq, "prefill S={}"),
                                ("decode", args.context, "decode at context {}")):
         for s in sizes:
@@ -199,9 +208,14 @@ def main(argv=None) -> None:
                 ours = med[(f"sgt-{kind}-bf16", s, t)]
                 ours32 = med[(f"sgt-{kind}-f32", s, t)]
                 theirs = med[(f"llamacpp-{kind}", s, t)]
-                gbs = f"{med[(f'sgt-decode-bf16-GB/s', s, t)]:.1f}" if kind == "decode" else ""
+                copy = " | | |"
+                gbs = ""
+                if kind == "decode":
+                    gbs = f"{med[('sgt-decode-bf16-GB/s', s, t)]:.1f}"
+                    cb, cf = med[("sgt-decode-copy-bf16", s, t)], med[("sgt-decode-copy-f32", s, t)]
+                    copy = f" {cb:.1f} | {cf:.1f} | {cb / theirs:.2f} |"
                 lines.append(f"| {label.format(s)} | {t} | {ours:.1f} | {ours32:.1f} | "
-                             f"{theirs:.1f} | {ours / theirs:.2f} | {gbs} |")
+                             f"{theirs:.1f} | {ours / theirs:.2f} | {gbs} |{copy}")
     lines += ["", "Reproduce: `VENV/bin/python bench/compare/compare_lm.py --llama-cpp LLAMA_DIR "
               "--bench build/release/bench/bench_causal_lm --work WORK` (llama.cpp from the "
               "llama-cpp-python sdist, bench/compare/README.md).", ""]

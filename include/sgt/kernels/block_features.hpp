@@ -75,7 +75,8 @@ inline void block_features_block(const WT* src, std::size_t n_len, std::size_t k
 // Copies w (rank 2, row-major, F32 or BF16) into feature blocks, a block per parallel_for item.
 // Throws sgt::Error for another dtype, rank or layout, or a size that overflows.
 inline FeatureBlockedWeight block_features(const AnyTensorView& w, ThreadPool* pool = nullptr) {
-  if (w.rank() != 2) throw Error("block_features: the weight must be [N, K], got " + w.shape_string());
+  if (w.rank() != 2)
+    throw Error("block_features: the weight must be [N, K], got " + w.shape_string());
   if (!w.row_major()) throw Error("block_features: the weight is already in feature blocks");
   if (w.dtype() != DType::F32 && w.dtype() != DType::BF16)
     throw Error(std::string("block_features: F32 or BF16 weights only, got ") +
@@ -91,8 +92,8 @@ inline FeatureBlockedWeight block_features(const AnyTensorView& w, ThreadPool* p
   out.n_len_ = n_len;
   out.k_len_ = k_len;
   out.bytes_ = elements * dtype_size(w.dtype());
-  out.data_.reset(static_cast<unsigned char*>(
-      ::operator new(out.bytes_ == 0 ? kFeatureBlock : out.bytes_, std::align_val_t(kFeatureBlock))));
+  out.data_.reset(static_cast<unsigned char*>(::operator new(
+      out.bytes_ == 0 ? kFeatureBlock : out.bytes_, std::align_val_t(kFeatureBlock))));
   const std::size_t blocks = n_len / kFeatureBlock + (n_len % kFeatureBlock != 0 ? 1 : 0);
   visit_dtype(w.dtype(), [&](auto tag) {
     using WT = typename decltype(tag)::type;

@@ -186,6 +186,7 @@ inline const KernelTable& kernel_table() noexcept {
       simd::kHasBf16DotProduct,
       &packed_activation_floats,
       &swiglu_scratch_floats,
+      &narrow_path_applies,
       &detail::table_embedding,
       &detail::table_rms_norm,
       &detail::table_matmul,

@@ -68,6 +68,9 @@ struct KernelTable {
   std::size_t (*packed_activation_floats)(std::size_t tokens, std::size_t k_len);
   std::size_t (*swiglu_scratch_floats)(std::size_t tokens, std::size_t hidden,
                                        std::size_t intermediate);
+  // Whether a Linear of `tokens` rows runs the narrow path (kernels/matmul_narrow.hpp), where
+  // weights in feature blocks pay off (sgt::CausalLM::copy_decode_weights).
+  bool (*narrow_path_applies)(std::size_t tokens, DType dtype, ActivationPacking packing) noexcept;
 
   // The kernels, with the contracts of their headers. x/y of the Linears are [tokens, width]
   // views of any rank (flattened to matrices); `pack` holds packed_activation_floats(tokens, K).

@@ -34,9 +34,10 @@
 // (kernels/matmul_narrow.hpp): weight rows loaded as registers and transposed, activations
 // broadcast. It computes the same chains, so its results are the tile's bits.
 //
-// W may also be in feature blocks (core/feature_blocks.hpp, a copy made by block_features): the
-// tile then reads a row's element k at feature_block_offset instead of k, and the narrow path
-// loads whole registers of weights with no transpose. Same chains, same bits as row-major W.
+// W may also be in feature blocks (core/feature_blocks.hpp, a copy the caller makes with
+// block_features, for decode): the narrow path then loads whole registers of weights with no
+// transpose, and the tile reads a row's element k at feature_block_offset instead of k (slower
+// than on row-major W, see there). Same chains, same bits as row-major W.
 //
 // Determinism. Every output is one chain: acc = 0; acc = multiply_add(x[t][k], w[n][k], acc) for
 // k = 0, 1, ..., K-1 (at Bf16: pairs p = 0, 1, ..., odd then even element); then + b[n]. Nothing in

@@ -106,20 +106,29 @@ class CausalLM {
   const CausalLmConfig& config() const noexcept { return config_; }
   const CausalLmWeights& weights() const noexcept { return weights_; }
 
-  // Copies the Linear weights (F32 or BF16; q, k, v, o, gate, up, down, and lm_head unless it is
-  // the tied embedding; fused projections stay row-major) into feature blocks
-  // (core/feature_blocks.hpp), which a decode step reads at the memory's speed. Same bits.
-  void block_linear_weights(ThreadPool* pool = nullptr) {
+  // Copies the Linear weights (F32 or BF16: q, k, v, o, gate, up, down, and lm_head unless it is
+  // the tied embedding; fused projections are not copied) into feature blocks
+  // (core/feature_blocks.hpp), for the calls whose matmuls all run the narrow path: a decode step
+  // then reads its weights at the memory's speed with no transposes. Wider calls (a prefill) keep
+  // reading the stored, mapped weights, on which the tile is faster. Same bits either way
+  // (tests/test_causal_lm.cpp). The cost is memory: decode_weight_bytes() of anonymous memory
+  // beside the mapped file, whose pages a prefill keeps reading. Calling it again does nothing.
+  void copy_decode_weights(ThreadPool* pool = nullptr) {
+    if (decode_weights_) return;
+    auto decode = std::make_unique<CausalLmWeights>(weights_);
+    std::vector<kernels::FeatureBlockedWeight> copies;
+    bool f32 = false, bf16 = false;
     const auto blockable = [](const AnyTensorView& w) {
       return w.data() != nullptr && w.row_major() &&
              (w.dtype() == DType::F32 || w.dtype() == DType::BF16);
     };
     const auto block = [&](AnyTensorView& w) {
       if (!blockable(w)) return;
-      blocked_.push_back(kernels::block_features(w, pool));
-      w = blocked_.back().view();
+      (w.dtype() == DType::F32 ? f32 : bf16) = true;
+      copies.push_back(kernels::block_features(w, pool));
+      w = copies.back().view();
     };
-    for (DecoderLayerWeights& l : weights_.decoder.layers) {
+    for (DecoderLayerWeights& l : decode->decoder.layers) {
       AttentionWeights& a = l.attention;
       for (AnyTensorView* w : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &l.mlp.down}) block(*w);
       if (blockable(l.mlp.gate) && blockable(l.mlp.up)) {  // swiglu_mlp: one layout for both
@@ -127,8 +136,38 @@ class CausalLM {
         block(l.mlp.up);
       }
     }
-    if (!config_.tie_word_embeddings) block(weights_.lm_head);
+    if (!config_.tie_word_embeddings) block(decode->lm_head);
+    decode_copies_ = std::move(copies);
+    decode_weights_ = std::move(decode);
+    decode_f32_ = f32;
+    decode_bf16_ = bf16;
   }
+
+  // The weights copy_decode_weights made (weights() before it), and their size in bytes.
+  const CausalLmWeights& decode_weights() const noexcept {
+    return decode_weights_ ? *decode_weights_ : weights_;
+  }
+  std::size_t decode_weight_bytes() const noexcept {
+    std::size_t bytes = 0;
+    for (const kernels::FeatureBlockedWeight& w : decode_copies_) bytes += w.bytes();
+    return bytes;
+  }
+
+  // Whether a forward call's matmuls of `rows` rows (B x T, or the rows given to lm_head) read the
+  // decode copy: only where `kernels` run every copied Linear of that many rows on the narrow
+  // path at `precision` (resolved: F32 or Bf16).
+  bool reads_decode_weights(std::size_t rows, Precision precision,
+                            const kernels::KernelTable& kernels) const noexcept {
+    if (!decode_weights_) return false;
+    const auto narrow = [&](DType dtype) {
+      const auto packing = dtype == DType::BF16 && precision == Precision::Bf16
+                               ? kernels::ActivationPacking::Bf16Pairs
+                               : kernels::ActivationPacking::F32;
+      return kernels.narrow_path_applies(rows, dtype, packing);
+    };
+    return (!decode_f32_ || narrow(DType::F32)) && (!decode_bf16_ || narrow(DType::BF16));
+  }
+
   std::size_t vocab_size() const noexcept { return config_.vocab_size; }
   std::size_t hidden_size() const noexcept { return config_.hidden_size(); }
 
@@ -175,9 +214,10 @@ class CausalLM {
       // Under LogitsFor::Last the last layer keeps only the last token of each sequence after its
       // attention (CachedDecoderLayer::forward_last_tokens); with T = 1 that is every row already.
       const bool prune = in.logits == LogitsFor::Last && T > 1;
-      const std::size_t last = weights_.decoder.layers.size() - 1;  // the config has >= 1 layer
+      const CausalLmWeights& layers = weights_for(B * T, ops);
+      const std::size_t last = layers.decoder.layers.size() - 1;  // the config has >= 1 layer
       for (std::size_t i = 0; i <= last; ++i) {
-        const DecoderLayerWeights& layer = weights_.decoder.layers[i];
+        const DecoderLayerWeights& layer = layers.decoder.layers[i];
         if (prune && i == last)
           CachedDecoderLayer::forward_last_tokens(d, layer, ws.rope().for_layer(d, i), step, cache,
                                                   i, h, buf, ws.last_rows(),
@@ -197,7 +237,7 @@ class CausalLM {
       out.rows = in.logits == LogitsFor::Last ? 1 : T;
       out.vocab = V;
       out.values.resize(B * out.rows * V);
-      ops.matmul(rows, weights_.lm_head, AnyTensorView(),
+      ops.matmul(rows, weights_for(B * out.rows, ops).lm_head, AnyTensorView(),
                  TensorView<float>(out.values.data(), {B * out.rows, V}), ws.head_pack());
       // Gemma 2's final soft cap, cap * tanh(logits / cap), in f32 as transformers computes it.
       if (const float cap = d.final_logit_softcapping; cap != 0.0f)
@@ -218,6 +258,10 @@ class CausalLM {
 
  private:
   CausalLM() = default;
+
+  const CausalLmWeights& weights_for(std::size_t rows, const Ops& ops) const noexcept {
+    return reads_decode_weights(rows, ops.precision, ops.kernels()) ? *decode_weights_ : weights_;
+  }
 
   // h = E[ids] * embedding_scale, rounded to the table's dtype as transformers rounds it; the
   // transform's x (model/transform.hpp) is the same call, so a protected prompt with nothing
@@ -307,7 +351,10 @@ class CausalLM {
   CausalLmConfig config_;
   std::unique_ptr<TensorStore> store_;
   CausalLmWeights weights_;
-  std::vector<kernels::FeatureBlockedWeight> blocked_;  // what weights_ views, once blocked
+  // copy_decode_weights: the Linear weights in feature blocks, and the dtypes among them.
+  std::unique_ptr<CausalLmWeights> decode_weights_;
+  std::vector<kernels::FeatureBlockedWeight> decode_copies_;
+  bool decode_f32_ = false, decode_bf16_ = false;
 };
 
 SGT_ISA_END
