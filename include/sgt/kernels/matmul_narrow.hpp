@@ -441,6 +441,8 @@ inline NarrowBlockFn<WT> narrow_block_for(std::size_t tokens) noexcept {
 
 // Floats a blocked unit's output holds at most.
 inline constexpr std::size_t kNarrowBlockOutFloats = simd::kVectorRegisters / 2 * kNarrowItem;
+static_assert(kNarrowMaxTokens <= simd::kVectorRegisters / 2,
+              "a unit of one item for kNarrowMaxTokens tokens must fit kNarrowBlockOutFloats");
 
 // Runs the unit of features [n0, n0 + narrow_block_unit_features(xp.tokens)) of a feature-blocked
 // W (n0 a multiple of the unit's features, so the unit lies in one block) against the
