@@ -519,6 +519,13 @@ TEST_CASE("the decode copy of the weights gives the logits of the stored weights
     CHECK(down.layout() == sgt::WeightLayout::FeatureBlocks);
     CHECK(blocked.weights().decoder.layers[0].mlp.down.row_major());
     CHECK(blocked.decode_weight_bytes() >= down.byte_size());
+    std::size_t linear_bytes = blocked.weights().lm_head.byte_size();
+    for (const sgt::DecoderLayerWeights& l : blocked.weights().decoder.layers)
+      for (const sgt::AnyTensorView* w : {&l.attention.q_proj, &l.attention.k_proj,
+                                          &l.attention.v_proj, &l.attention.o_proj, &l.mlp.gate,
+                                          &l.mlp.up, &l.mlp.down})
+        linear_bytes += w->byte_size();
+    CHECK(blocked.decode_weight_bytes() <= 2 * linear_bytes);  // padding never more than doubles
     const void* first = down.data();
     blocked.copy_decode_weights();  // a second call keeps the first copy
     CHECK(blocked.decode_weights().decoder.layers[0].mlp.down.data() == first);

@@ -385,6 +385,12 @@ TEST_CASE("weights in feature blocks give the bits of the row-major weights, on 
 
 TEST_CASE("feature blocks: what block_features and matmul refuse") {
   std::mt19937 rng(37);
+  // The padding bound a copying caller (CausalLM::copy_decode_weights) relies on.
+  CHECK(sgt::feature_blocks_at_most_double(32, 64, DType::F32));
+  CHECK(sgt::feature_blocks_at_most_double(65, 8, DType::BF16));
+  CHECK_FALSE(sgt::feature_blocks_at_most_double(31, 64, DType::F32));
+  CHECK_FALSE(sgt::feature_blocks_at_most_double(1, std::size_t{1} << 40, DType::BF16));
+  CHECK_FALSE(sgt::feature_blocks_at_most_double(SIZE_MAX / 2, 3, DType::F32));  // overflows
   const StoredTensor f16(DType::F16, uniform_values(6, rng), {2, 3});
   CHECK(error_of([&] { k::block_features(f16.view()); }).find("F32 or BF16") !=
         std::string::npos);

@@ -67,6 +67,15 @@ inline bool feature_blocks_elements(std::size_t n_len, std::size_t k_len, DType 
          checked_mul(blocks, step_elements, elements);
 }
 
+// Whether W [n_len, k_len] of `dtype` in feature blocks, padding included, holds at most twice
+// its elements: false below 32 features (a hostile config's [1, K] would grow 64-fold), so a
+// caller that copies only such matrices bounds the copy by the weights it was given.
+inline bool feature_blocks_at_most_double(std::size_t n_len, std::size_t k_len,
+                                          DType dtype) noexcept {
+  std::size_t padded = 0;
+  return feature_blocks_elements(n_len, k_len, dtype, padded) && padded / 2 <= n_len * k_len;
+}
+
 // The first element of feature n (k = 0) in a blocked weight of k_len; the element k of that
 // feature is then at feature_block_offset<WT>(k) from it.
 template <class WT>

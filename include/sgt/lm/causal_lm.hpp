@@ -112,15 +112,19 @@ class CausalLM {
   // then reads its weights at the memory's speed with no transposes. Wider calls (a prefill) keep
   // reading the stored, mapped weights, on which the tile is faster. Same bits either way
   // (tests/test_causal_lm.cpp). The cost is memory: decode_weight_bytes() of anonymous memory
-  // beside the mapped file, whose pages a prefill keeps reading. Calling it again does nothing.
+  // beside the mapped file, whose pages a prefill keeps reading. A matrix that padding to whole
+  // blocks of 64 features would more than double (fewer than 32 features, as a hostile config's
+  // [1, K]) is not copied, so the copy stays within twice the weights the file holds. Calling it
+  // again does nothing.
   void copy_decode_weights(ThreadPool* pool = nullptr) {
     if (decode_weights_) return;
     auto decode = std::make_unique<CausalLmWeights>(weights_);
     std::vector<kernels::FeatureBlockedWeight> copies;
     bool f32 = false, bf16 = false;
     const auto blockable = [](const AnyTensorView& w) {
-      return w.data() != nullptr && w.row_major() &&
-             (w.dtype() == DType::F32 || w.dtype() == DType::BF16);
+      return w.data() != nullptr && w.row_major() && w.rank() == 2 &&
+             (w.dtype() == DType::F32 || w.dtype() == DType::BF16) &&
+             feature_blocks_at_most_double(w.dim(0), w.dim(1), w.dtype());
     };
     const auto block = [&](AnyTensorView& w) {
       if (!blockable(w)) return;
@@ -158,7 +162,7 @@ class CausalLM {
   // path at `precision` (resolved: F32 or Bf16).
   bool reads_decode_weights(std::size_t rows, Precision precision,
                             const kernels::KernelTable& kernels) const noexcept {
-    if (!decode_weights_) return false;
+    if (decode_copies_.empty()) return false;
     const auto narrow = [&](DType dtype) {
       const auto packing = dtype == DType::BF16 && precision == Precision::Bf16
                                ? kernels::ActivationPacking::Bf16Pairs
