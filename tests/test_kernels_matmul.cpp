@@ -56,6 +56,16 @@ double linear_tolerance(std::size_t k, double max_x, double max_w, double max_b)
   return sgt_test::dot_product_tolerance(1e-5, k, max_x, max_w, max_b);
 }
 
+// K and N of one Linear in the sweeps over awkward shapes, and how a failure names its case.
+struct KnShape {
+  std::size_t k, n;
+};
+std::string describe_linear(DType dtype, sgt::Precision precision, KnShape s, bool with_bias) {
+  return std::string("dtype ") + sgt::dtype_name(dtype) + " precision " +
+         sgt::precision_name(precision) + " K " + std::to_string(s.k) + " N " +
+         std::to_string(s.n) + (with_bias ? " bias" : "");
+}
+
 nlohmann::json fixture_cases(const sgt::SafetensorsFile& file) {
   const auto it = file.metadata().find("cases");
   REQUIRE(it != file.metadata().end());
@@ -295,19 +305,14 @@ TEST_CASE("the narrow path (a few tokens) equals the tile bit for bit at awkward
   // item and below one group, weights and activations off alignment, with and without bias; K
   // = 512: rows a multiple of 64 bytes apart, many whole cache lines per row.
   std::mt19937 rng(29);
-  struct Shape2 {
-    std::size_t k, n;
-  };
-  const Shape2 shapes[] = {{1, 1},   {7, 5},     {33, 17},   {67, 45},
-                           {96, 33}, {131, 64}, {512, 40}, {2049, 19}};
+  const KnShape shapes[] = {{1, 1},   {7, 5},     {33, 17},   {67, 45},
+                            {96, 33}, {131, 64}, {512, 40}, {2049, 19}};
   const std::size_t tile_rows = 2 * k::kTileTokens + 3;  // the batch: several tiles, tile path
   for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
   for (DType dtype : {DType::F32, DType::BF16})
-  for (const Shape2& s : shapes)
+  for (const KnShape& s : shapes)
   for (bool with_bias : {false, true}) {
-    const std::string describe = std::string("dtype ") + sgt::dtype_name(dtype) + " precision " +
-                                 sgt::precision_name(precision) + " K " + std::to_string(s.k) +
-                                 " N " + std::to_string(s.n) + (with_bias ? " bias" : "");
+    const std::string describe = describe_linear(dtype, precision, s, with_bias);
     const std::size_t w_offset = s.k % 3;  // elements: any alignment of the rows
     const StoredTensor padded(dtype, uniform_values(s.n * s.k + 3, rng), {s.n * s.k + 3});
     const char* base = static_cast<const char*>(padded.view().data());
@@ -335,19 +340,14 @@ TEST_CASE("weights in feature blocks give the bits of the row-major weights, on 
   // step and long enough for K blocks (3001 x 67 tokens in f32: TileGrid cuts K); 1 ..
   // kNarrowMaxTokens tokens (the narrow path), 67 (the tile), with and without a pool and a bias.
   std::mt19937 rng(31);
-  struct Shape2 {
-    std::size_t k, n;
-  };
-  const Shape2 shapes[] = {{1, 1},    {7, 5},    {33, 17},  {67, 64},
-                           {96, 65},  {131, 130}, {512, 40}, {3001, 70}};
+  const KnShape shapes[] = {{1, 1},   {7, 5},     {33, 17},  {67, 64},
+                            {96, 65}, {131, 130}, {512, 40}, {3001, 70}};
   sgt::ThreadPool pool(2);
   for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})
   for (DType dtype : {DType::F32, DType::BF16})
-  for (const Shape2& s : shapes)
+  for (const KnShape& s : shapes)
   for (bool with_bias : {false, true}) {
-    const std::string describe = std::string("dtype ") + sgt::dtype_name(dtype) + " precision " +
-                                 sgt::precision_name(precision) + " K " + std::to_string(s.k) +
-                                 " N " + std::to_string(s.n) + (with_bias ? " bias" : "");
+    const std::string describe = describe_linear(dtype, precision, s, with_bias);
     const StoredTensor w(dtype, uniform_values(s.n * s.k, rng), {s.n, s.k});
     const k::FeatureBlockedWeight blocked = k::block_features(w.view(), &pool);
     REQUIRE(blocked.view().layout() == sgt::WeightLayout::FeatureBlocks);

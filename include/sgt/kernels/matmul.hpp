@@ -485,40 +485,26 @@ inline void store_narrow_unit(const float* out, std::size_t unit_features, std::
   }
 }
 
-// The narrow path on feature blocks: units of narrow_block_unit_features(T) features, in order.
-template <class WT>
-inline void matmul_narrow_blocks_typed(const PackedActivations& xp, const WT* w,
-                                       const AnyTensorView& bias, TensorView<float> y,
-                                       ThreadPool* pool) {
-  const std::size_t t_len = xp.tokens, n_len = y.dim(1);
-  const std::size_t unit_features = narrow_block_unit_features(t_len);
-  const std::size_t units = (n_len + unit_features - 1) / unit_features;
-  parallel_for(pool, units, narrow_grain(units), [&](std::size_t begin, std::size_t end) {
-    alignas(64) float out[kNarrowBlockOutFloats];
-    for (std::size_t unit = begin; unit < end; ++unit) {
-      const std::size_t n0 = unit * unit_features;
-      narrow_block_unit<WT>(xp, w, n0, out);
-      store_narrow_unit(out, unit_features, t_len, n0,
-                        n_len - n0 < unit_features ? n_len - n0 : unit_features, bias, y);
-    }
-  });
-}
-
 // The narrow path (kernels/matmul_narrow.hpp): one unit (one or a few items of kNarrowItem
-// features) after another, in chunks of consecutive units.
-template <class WT>
+// features; on feature blocks, narrow_block_unit_features(T) features of one block) after
+// another, in chunks of consecutive units.
+template <class WT, bool kBlocked>
 inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w,
                                 const AnyTensorView& bias, TensorView<float> y, ThreadPool* pool) {
   const std::size_t t_len = xp.tokens, n_len = y.dim(1);
-  const std::size_t unit_features = narrow_unit_features(t_len);
+  const std::size_t unit_features =
+      kBlocked ? narrow_block_unit_features(t_len) : narrow_unit_features(t_len);
   const std::size_t units = (n_len + unit_features - 1) / unit_features;
   parallel_for(pool, units, narrow_grain(units), [&](std::size_t begin, std::size_t end) {
-    alignas(64) float out[kNarrowOutFloats];
+    alignas(64) float out[kBlocked ? kNarrowBlockOutFloats : kNarrowOutFloats];
     for (std::size_t unit = begin; unit < end; ++unit) {
       const std::size_t n0 = unit * unit_features;
       const std::size_t nf = n_len - n0 < unit_features ? n_len - n0 : unit_features;
-      narrow_unit<WT>(xp, w, n0, nf,
-                      narrow_next_unit(w, unit, end, unit_features, n_len, xp.k_len), out);
+      if constexpr (kBlocked)
+        narrow_block_unit<WT>(xp, w, n0, out);
+      else
+        narrow_unit<WT>(xp, w, n0, nf,
+                        narrow_next_unit(w, unit, end, unit_features, n_len, xp.k_len), out);
       store_narrow_unit(out, unit_features, t_len, n0, nf, bias, y);
     }
   });
@@ -530,11 +516,8 @@ inline void matmul_packed_typed(const PackedActivations& xp, const WT* w,
   if (xp.narrow) {
     if constexpr (std::is_same_v<WT, float16>) {
       throw Error("matmul: narrow-packed activations need F32 or BF16 weights, got F16");
-    } else if constexpr (kBlocked) {
-      matmul_narrow_blocks_typed<WT>(xp, w, bias, y, pool);
-      return;
     } else {
-      matmul_narrow_typed<WT>(xp, w, bias, y, pool);
+      matmul_narrow_typed<WT, kBlocked>(xp, w, bias, y, pool);
       return;
     }
   }
