@@ -10,14 +10,17 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <sgt/io/safetensors_writer.hpp>
 #include <sgt/sgt.hpp>
 
 #include "support/kernel_harness.hpp"
+#include "support/stored_tensor.hpp"
 
 // Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
 // translation unit with other test files (sgt_test_groups).
@@ -565,6 +568,62 @@ TEST_CASE("the decode copy of the weights gives the logits of the stored weights
             start += len;
           }
         }
+  }
+}
+
+TEST_CASE("the decode copy leaves out the matrices that padding would more than double") {
+  // A llama of hidden 16 with random f32 weights: q, k, v, o and down have 16 features (4x once
+  // padded to a block of 64) and stay as stored; gate and up (32 features, 2x) and lm_head (40)
+  // are copied. The logits are still the stored weights'.
+  ScratchCopy dir("llama");
+  nlohmann::json c = dir.config();
+  c["hidden_size"] = 16;
+  c["intermediate_size"] = 32;
+  c["num_attention_heads"] = 1;
+  c["num_key_value_heads"] = 1;
+  c["head_dim"] = 16;
+  c["vocab_size"] = 40;
+  dir.write_config(c);
+  const sgt::CausalLmConfig config = sgt::load_causal_lm_config((dir.dir / "config.json").string());
+  sgt::SafetensorsWriter writer;
+  std::mt19937 rng(53);
+  sgt::CausalLmWeights unused;
+  sgt::for_each_causal_lm_tensor(
+      config, unused,
+      [&](const std::string& name, const sgt::TensorShape& shape, sgt::AnyTensorView&) {
+        std::size_t n = 1;
+        for (std::uint64_t d : shape) n *= static_cast<std::size_t>(d);
+        const std::vector<float> values = sgt_test::uniform_values(n, rng, 0.5f);
+        writer.add_from_f32(name, sgt::DType::F32, shape, values.data());
+      });
+  writer.write((dir.dir / "model.safetensors").string());
+
+  const sgt::CausalLM stored = sgt::CausalLM::load(dir.dir.string());
+  sgt::CausalLM copied = sgt::CausalLM::load(dir.dir.string());
+  copied.copy_decode_weights();
+  for (const sgt::DecoderLayerWeights& l : copied.decode_weights().decoder.layers) {
+    for (const sgt::AnyTensorView* w : {&l.attention.q_proj, &l.attention.k_proj,
+                                        &l.attention.v_proj, &l.attention.o_proj, &l.mlp.down})
+      CHECK(w->row_major());
+    CHECK(l.mlp.gate.layout() == sgt::WeightLayout::FeatureBlocks);
+    CHECK(l.mlp.up.layout() == sgt::WeightLayout::FeatureBlocks);
+  }
+  CHECK(copied.decode_weights().lm_head.layout() == sgt::WeightLayout::FeatureBlocks);
+  // gate and up of every layer and lm_head: one padded block of 64 features x K = 16 floats each.
+  const std::size_t block_bytes = 64 * 16 * sizeof(float);
+  CHECK(copied.decode_weight_bytes() == (2 * config.num_layers() + 1) * block_bytes);
+
+  sgt::LmRunOptions options;
+  options.precision = sgt::Precision::F32;
+  sgt::KvCache cache_a = stored.make_cache(1, 8), cache_b = copied.make_cache(1, 8);
+  std::size_t start = 0;
+  for (const std::vector<std::int64_t>& turn :
+       {std::vector<std::int64_t>{3, 17, 39, 5}, std::vector<std::int64_t>{11},
+        std::vector<std::int64_t>{23}}) {
+    const sgt::LmLogits a = stored.forward(ids_input(1, turn, start), cache_a, options);
+    const sgt::LmLogits b = copied.forward(ids_input(1, turn, start), cache_b, options);
+    sgt_test::expect_bit_identical(b.values, a.values, "from position " + std::to_string(start));
+    start += turn.size();
   }
 }
 

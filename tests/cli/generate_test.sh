@@ -48,7 +48,8 @@ expect_ok chat generate "$base" --chat "$chat" --max-new-tokens 16 --precision f
 # The decode copy (feature blocks for decode steps) changes no token.
 expect_ok chat-decode-copy generate "$base" --chat "$chat" --max-new-tokens 16 --precision f32 --json \
   --threads 2 --decode-copy && check_case chat-decode-copy 2
-grep -q 'decode copy [0-9.]* MiB' stderr.txt || fail "chat-decode-copy: the summary does not give the copy's size"
+grep -Eq 'decode copy [0-9]+\.[0-9] MiB' stderr.txt && ! grep -q 'decode copy 0\.0 MiB' stderr.txt ||
+  fail "chat-decode-copy: the summary does not give a copy's size: $(cat stderr.txt)"
 expect_ok protected generate "$base" --chat "$chat" --protect "$demo" --noise-seed 3 --max-new-tokens 16 \
   --precision f32 --json --threads 2 && check_case protected 3
 grep -q '"protected_tokens": 52' stdout.txt || fail "protected: not 52 protected tokens: $(cat stdout.txt)"

@@ -73,7 +73,9 @@ inline void block_features_block(const WT* src, std::size_t n_len, std::size_t k
 }  // namespace detail
 
 // Copies w (rank 2, row-major, F32 or BF16) into feature blocks, a block per parallel_for item.
-// Throws sgt::Error for another dtype, rank or layout, or a size that overflows.
+// Throws sgt::Error for another dtype, rank or layout, or a size that overflows. The copy pads N
+// up to a multiple of 64: a caller copying shapes from an untrusted config bounds that first
+// (feature_blocks_at_most_double; [1, K] would take 64 times its size).
 inline FeatureBlockedWeight block_features(const AnyTensorView& w, ThreadPool* pool = nullptr) {
   if (w.rank() != 2)
     throw Error("block_features: the weight must be [N, K], got " + w.shape_string());

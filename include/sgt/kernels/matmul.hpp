@@ -469,22 +469,6 @@ inline const WT* weight_row(const WT* w, std::size_t n, std::size_t k_len) noexc
   return w + n * k_len;
 }
 
-// y[t][n0 + f] = out[t * unit_features + f] (+ b[n0 + f]) for f < nf: a narrow unit's result.
-inline void store_narrow_unit(const float* out, std::size_t unit_features, std::size_t tokens,
-                              std::size_t n0, std::size_t nf, const AnyTensorView& bias,
-                              TensorView<float> y) noexcept {
-  const bool has_bias = bias.data() != nullptr;
-  for (std::size_t t = 0; t < tokens; ++t) {
-    float* y_row = y.row(t) + n0;
-    const float* o = out + t * unit_features;
-    if (has_bias) {
-      for (std::size_t f = 0; f < nf; ++f) y_row[f] = o[f] + bias_at(bias, n0 + f);
-    } else {
-      std::copy(o, o + nf, y_row);
-    }
-  }
-}
-
 // The narrow path (kernels/matmul_narrow.hpp): one unit (one or a few items of kNarrowItem
 // features; on feature blocks, narrow_block_unit_features(T) features of one block) after
 // another, in chunks of consecutive units.
@@ -492,6 +476,7 @@ template <class WT, bool kBlocked>
 inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w,
                                 const AnyTensorView& bias, TensorView<float> y, ThreadPool* pool) {
   const std::size_t t_len = xp.tokens, n_len = y.dim(1);
+  const bool has_bias = bias.data() != nullptr;
   const std::size_t unit_features =
       kBlocked ? narrow_block_unit_features(t_len) : narrow_unit_features(t_len);
   const std::size_t units = (n_len + unit_features - 1) / unit_features;
@@ -505,7 +490,15 @@ inline void matmul_narrow_typed(const PackedActivations& xp, const WT* w,
       else
         narrow_unit<WT>(xp, w, n0, nf,
                         narrow_next_unit(w, unit, end, unit_features, n_len, xp.k_len), out);
-      store_narrow_unit(out, unit_features, t_len, n0, nf, bias, y);
+      for (std::size_t t = 0; t < t_len; ++t) {
+        float* y_row = y.row(t) + n0;
+        const float* o = out + t * unit_features;
+        if (has_bias) {
+          for (std::size_t f = 0; f < nf; ++f) y_row[f] = o[f] + bias_at(bias, n0 + f);
+        } else {
+          std::copy(o, o + nf, y_row);
+        }
+      }
     }
   });
 }

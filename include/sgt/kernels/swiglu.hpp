@@ -316,22 +316,21 @@ inline void swiglu_mlp(TensorView<const float> x, const SwiGluWeights& w, Tensor
           const UT* up = static_cast<const UT*>(w.up.data());
           if constexpr (!std::is_same_v<GT, float16> && !std::is_same_v<UT, float16>) {
             // check_swiglu refused F16 in feature blocks, and a layout gate and up do not share.
-            if (!w.gate.row_major()) {
+            const auto gate_up = [&](auto blocked) {
+              constexpr bool kBlocked = decltype(blocked)::value;
               if (x_narrow)
-                detail::swiglu_gate_up_narrow<GT, UT, true>(xp, gate, up, w.gate_bias, w.up_bias,
-                                                            i_len, act, h_packing, h_narrow,
-                                                            h_buffer, pool);
+                detail::swiglu_gate_up_narrow<GT, UT, kBlocked>(xp, gate, up, w.gate_bias,
+                                                                w.up_bias, i_len, act, h_packing,
+                                                                h_narrow, h_buffer, pool);
               else
-                detail::swiglu_gate_up<GT, UT, true>(xp, gate, up, w.gate_bias, w.up_bias, i_len,
-                                                     act, h_packing, h_buffer, pool);
-              return;
-            }
-            if (x_narrow) {
-              detail::swiglu_gate_up_narrow<GT, UT, false>(xp, gate, up, w.gate_bias, w.up_bias,
-                                                           i_len, act, h_packing, h_narrow,
-                                                           h_buffer, pool);
-              return;
-            }
+                detail::swiglu_gate_up<GT, UT, kBlocked>(xp, gate, up, w.gate_bias, w.up_bias,
+                                                         i_len, act, h_packing, h_buffer, pool);
+            };
+            if (w.gate.row_major())
+              gate_up(std::false_type{});
+            else
+              gate_up(std::true_type{});
+            return;
           }
           detail::swiglu_gate_up<GT, UT, false>(xp, gate, up, w.gate_bias, w.up_bias, i_len, act,
                                                 h_packing, h_buffer, pool);
