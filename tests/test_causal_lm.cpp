@@ -19,6 +19,7 @@
 #include <sgt/io/safetensors_writer.hpp>
 #include <sgt/sgt.hpp>
 
+#include "support/enum_table_check.hpp"
 #include "support/kernel_harness.hpp"
 #include "support/stored_tensor.hpp"
 
@@ -624,6 +625,34 @@ TEST_CASE("the decode copy leaves out the matrices that padding would more than 
     const sgt::LmLogits b = copied.forward(ids_input(1, turn, start), cache_b, options);
     sgt_test::expect_bit_identical(b.values, a.values, "from position " + std::to_string(start));
     start += turn.size();
+  }
+}
+
+TEST_CASE("choose_decode_weights: auto copies with the AVX2 kernels only, mapped never, copy always") {
+  sgt_test::check_enum_table(sgt::kDecodeWeightsNames, 3);
+  const std::string dir = (kData / "llama").string();
+  sgt::kernels::KernelTable avx2 = sgt::kernels::default_kernel_table(), avx512 = avx2, neon = avx2;
+  avx2.isa = "avx2";
+  avx512.isa = "avx512bf16";
+  neon.isa = "neon64";
+  struct Case {
+    sgt::DecodeWeights choice;
+    const sgt::kernels::KernelTable* kernels;
+    bool copies;
+  };
+  for (const Case& c : {Case{sgt::DecodeWeights::Auto, &avx2, true},
+                        Case{sgt::DecodeWeights::Auto, &avx512, false},
+                        Case{sgt::DecodeWeights::Auto, &neon, false},
+                        Case{sgt::DecodeWeights::Mapped, &avx2, false},
+                        Case{sgt::DecodeWeights::Copy, &avx512, true},
+                        Case{sgt::DecodeWeights::Copy, &neon, true}}) {
+    CAPTURE(sgt::decode_weights_name(c.choice));
+    CAPTURE(c.kernels->isa);
+    sgt::CausalLM lm = sgt::CausalLM::load(dir);
+    CHECK(lm.choose_decode_weights(c.choice, nullptr, *c.kernels) == c.copies);
+    CHECK((lm.decode_weight_bytes() != 0) == c.copies);
+    // A later choice keeps a copy made before.
+    CHECK(lm.choose_decode_weights(sgt::DecodeWeights::Mapped, nullptr, *c.kernels) == c.copies);
   }
 }
 

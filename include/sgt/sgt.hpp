@@ -84,6 +84,7 @@
 #include "sgt/lm/causal_lm.hpp"
 #include "sgt/lm/config.hpp"
 #include "sgt/lm/config_json.hpp"
+#include "sgt/lm/decode_weights.hpp"
 #include "sgt/lm/generate.hpp"
 #include "sgt/lm/kv_cache.hpp"
 #include "sgt/lm/token_sampler.hpp"

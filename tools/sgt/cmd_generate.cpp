@@ -13,6 +13,7 @@
 #include <sgt/core/thread_pool.hpp>
 #include <sgt/io/stored_tensors.hpp>
 #include <sgt/kernels/isa_kernel_table.hpp>
+#include <sgt/lm/decode_weights.hpp>
 #include <sgt/pipeline/protected_generation.hpp>
 
 #include "commands.hpp"
@@ -31,7 +32,8 @@ struct GenerateArgs {
   std::size_t max_new_tokens = 32;
   sgt::SamplingOptions sampling;
   std::optional<std::uint64_t> seed, noise_seed;
-  bool have_top_p = false, json = false, decode_copy = false;
+  bool have_top_p = false, json = false;
+  sgt::DecodeWeights decode_weights = sgt::DecodeWeights::Auto;
 };
 
 void declare(CLI::App& app, GenerateArgs& g) {
@@ -66,9 +68,13 @@ void declare(CLI::App& app, GenerateArgs& g) {
   add_value_flag(app, "--seed", "N", "sampling's seed (default: from the OS)",
                  [&g](auto& v) { g.seed = parse_u64("--seed", v); });
   app.add_flag("--json", g.json, "one JSON document at the end instead of streaming");
-  app.add_flag("--decode-copy", g.decode_copy,
-               "decode steps read a copy of the weights in feature blocks: faster on CPUs "
-               "without AVX-512, about the weights' size in extra memory");
+  add_value_flag(app, "--decode-weights", "auto|mapped|copy",
+                 "what decode steps read: a copy of the weights in feature blocks (about their "
+                 "size in extra memory) or the mapped file (default auto: the copy with the AVX2 "
+                 "kernels, where it is faster)",
+                 [&g](const std::string& v) {
+                   g.decode_weights = parse_enum("--decode-weights", v, sgt::kDecodeWeightsNames);
+                 });
 }
 
 void check(const GenerateArgs& g) {
@@ -91,7 +97,7 @@ int run(const GenerateArgs& g) {
   const auto t0 = clock::now();
   sgt::ProtectedGeneration session(g.dir, g.protect_dir);
   sgt::ThreadPool pool(g.run.threads);
-  if (g.decode_copy) session.copy_decode_weights(&pool);
+  session.choose_decode_weights(g.decode_weights, &pool);
   std::optional<sgt::text::EncodedPrompt> prompt;
   std::optional<sgt::StoredEmbeddings> embeds;
   if (g.inputs_embeds.empty())
@@ -124,8 +130,8 @@ int run(const GenerateArgs& g) {
   } else {
     std::printf("\n");
   }
-  char decode_copy[64] = "";
-  if (g.decode_copy)
+  char decode_copy[64] = ", decode weights mapped";
+  if (session.lm().decode_weight_bytes() != 0)
     std::snprintf(decode_copy, sizeof decode_copy, ", decode copy %.1f MiB",
                   static_cast<double>(session.lm().decode_weight_bytes()) / (1 << 20));
   std::string protection = "clean";

@@ -39,6 +39,7 @@
 #include "sgt/lm/cached_decoder_layer.hpp"
 #include "sgt/lm/config.hpp"
 #include "sgt/lm/config_json.hpp"
+#include "sgt/lm/decode_weights.hpp"
 #include "sgt/lm/kv_cache.hpp"
 #include "sgt/lm/weights.hpp"
 #include "sgt/lm/workspace.hpp"
@@ -145,6 +146,16 @@ class CausalLM {
     decode_weights_ = std::move(decode);
     decode_f32_ = f32;
     decode_bf16_ = bf16;
+  }
+
+  // copy_decode_weights where wants_decode_copy(choice, kernels) (lm/decode_weights.hpp), with
+  // the kernels the forward calls will run; a copy made before stays. Returns whether decode
+  // steps read a copy.
+  bool choose_decode_weights(DecodeWeights choice, ThreadPool* pool = nullptr,
+                             const kernels::KernelTable& kernels =
+                                 kernels::default_kernel_table()) {
+    if (wants_decode_copy(choice, kernels.isa)) copy_decode_weights(pool);
+    return decode_weights_ != nullptr;
   }
 
   // The weights copy_decode_weights made (weights() before it), and their size in bytes.

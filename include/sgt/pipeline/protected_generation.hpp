@@ -113,9 +113,12 @@ class ProtectedGeneration {
   }
 
   const CausalLM& lm() const noexcept { return lm_; }
-  // CausalLM::copy_decode_weights: decode steps read a copy of the Linear weights in feature
-  // blocks (faster where the core, not memory, bounds them; about the weights' size in memory).
-  void copy_decode_weights(ThreadPool* pool = nullptr) { lm_.copy_decode_weights(pool); }
+  // CausalLM::choose_decode_weights: whether decode steps read a copy of the Linear weights in
+  // feature blocks (faster where the core, not memory, bounds them; about the weights' size in
+  // memory). Returns whether they do.
+  bool choose_decode_weights(DecodeWeights choice, ThreadPool* pool = nullptr) {
+    return lm_.choose_decode_weights(choice, pool);
+  }
   const text::Tokenizer& tokenizer() const noexcept { return tokenizer_; }
   const Transform* transform() const noexcept { return transform_ ? &*transform_ : nullptr; }
 

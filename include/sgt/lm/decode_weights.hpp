@@ -1,0 +1,48 @@
+// sgt::DecodeWeights: which weights a CausalLM's decode steps read -- the stored, mapped ones, or
+// a copy in feature blocks (CausalLM::copy_decode_weights, docs/format.md 9.4) -- and where the
+// copy is the default.
+#pragma once
+
+#include <cstring>
+
+#include "sgt/core/enum_names.hpp"
+#include "sgt/core/isa.hpp"
+
+namespace sgt {
+SGT_ISA_BEGIN
+
+//   Auto:   the copy where decode_copy_pays() says so, the stored weights elsewhere.
+//   Mapped: the stored weights (no extra memory).
+//   Copy:   the copy (about the Linear weights' size in anonymous memory).
+enum class DecodeWeights {
+  Auto,
+  Mapped,
+  Copy,
+};
+
+inline constexpr EnumName<DecodeWeights> kDecodeWeightsNames[] = {
+    {DecodeWeights::Auto, "auto"}, {DecodeWeights::Mapped, "mapped"}, {DecodeWeights::Copy, "copy"}};
+
+inline const char* decode_weights_name(DecodeWeights d) noexcept {
+  return enum_name(kDecodeWeightsNames, d);
+}
+
+// Whether the copy is measured to make decode faster with the kernels of instruction set
+// `kernels_isa` (KernelTable::isa): the AVX2 ones, whose narrow path on row-major weights is bound
+// by its transposes rather than by memory (bench/RESULTS.md, compare_lm.py on an AVX2-only Zen 3:
+// decode at 0.76-0.89x of llama.cpp's tokens/s without the copy, 1.06-1.17x with it, on 1 and 2
+// threads). With AVX-512 the narrow path already reads at the memory's speed and the copy measured
+// no faster (Zen 4); SSE2 and NEON are not measured, so they keep the stored weights and spare the
+// memory.
+inline bool decode_copy_pays(const char* kernels_isa) noexcept {
+  return std::strcmp(kernels_isa, "avx2") == 0;
+}
+
+// Whether a CausalLM should copy its decode weights for `choice` with those kernels.
+inline bool wants_decode_copy(DecodeWeights choice, const char* kernels_isa) noexcept {
+  return choice == DecodeWeights::Copy ||
+         (choice == DecodeWeights::Auto && decode_copy_pays(kernels_isa));
+}
+
+SGT_ISA_END
+}  // namespace sgt
