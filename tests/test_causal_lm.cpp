@@ -628,7 +628,7 @@ TEST_CASE("the decode copy leaves out the matrices that padding would more than 
   }
 }
 
-TEST_CASE("choose_decode_weights: auto copies with the AVX2 kernels only, mapped never, copy always") {
+TEST_CASE("decode weights: auto copies only with the AVX2 kernels, mapped never, copy always") {
   sgt_test::check_enum_table(sgt::kDecodeWeightsNames, 3);
   const std::string dir = (kData / "llama").string();
   sgt::kernels::KernelTable avx2 = sgt::kernels::default_kernel_table(), avx512 = avx2, neon = avx2;

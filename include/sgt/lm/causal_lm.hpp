@@ -148,12 +148,12 @@ class CausalLM {
     decode_bf16_ = bf16;
   }
 
-  // copy_decode_weights where wants_decode_copy(choice, kernels) (lm/decode_weights.hpp), with
+  // copy_decode_weights where wants_decode_copy(choice, kernels.isa) (lm/decode_weights.hpp), with
   // the kernels the forward calls will run; a copy made before stays. Returns whether decode
   // steps read a copy.
-  bool choose_decode_weights(DecodeWeights choice, ThreadPool* pool = nullptr,
-                             const kernels::KernelTable& kernels =
-                                 kernels::default_kernel_table()) {
+  bool choose_decode_weights(
+      DecodeWeights choice, ThreadPool* pool = nullptr,
+      const kernels::KernelTable& kernels = kernels::default_kernel_table()) {
     if (wants_decode_copy(choice, kernels.isa)) copy_decode_weights(pool);
     return decode_weights_ != nullptr;
   }

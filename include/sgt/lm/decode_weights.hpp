@@ -1,6 +1,6 @@
 // sgt::DecodeWeights: which weights a CausalLM's decode steps read -- the stored, mapped ones, or
-// a copy in feature blocks (CausalLM::copy_decode_weights, docs/format.md 9.4) -- and where the
-// copy is the default.
+// a copy in feature blocks (CausalLM::copy_decode_weights; docs/format.md 9, "The decode copy")
+// -- and where the copy is the default.
 #pragma once
 
 #include <cstring>
@@ -20,8 +20,9 @@ enum class DecodeWeights {
   Copy,
 };
 
-inline constexpr EnumName<DecodeWeights> kDecodeWeightsNames[] = {
-    {DecodeWeights::Auto, "auto"}, {DecodeWeights::Mapped, "mapped"}, {DecodeWeights::Copy, "copy"}};
+inline constexpr EnumName<DecodeWeights> kDecodeWeightsNames[] = {{DecodeWeights::Auto, "auto"},
+                                                                  {DecodeWeights::Mapped, "mapped"},
+                                                                  {DecodeWeights::Copy, "copy"}};
 
 inline const char* decode_weights_name(DecodeWeights d) noexcept {
   return enum_name(kDecodeWeightsNames, d);
