@@ -46,7 +46,8 @@ expect_ok text generate "$base" --text "$text" --max-new-tokens 16 --precision f
 # The decode copy (feature blocks for decode steps) changes no token; the mapped weights make none.
 expect_ok chat generate "$base" --chat "$chat" --max-new-tokens 16 --precision f32 --json --threads 1 \
   --decode-weights mapped && check_case chat 2
-grep -q 'decode weights mapped' stderr.txt || fail "chat: the summary does not say mapped: $(cat stderr.txt)"
+grep -q 'decode weights mapped' stderr.txt ||
+  fail "chat: the summary does not say mapped: $(cat stderr.txt)"
 expect_ok chat-decode-copy generate "$base" --chat "$chat" --max-new-tokens 16 --precision f32 --json \
   --threads 2 --decode-weights copy && check_case chat-decode-copy 2
 grep -Eq 'decode copy [0-9]+\.[0-9] MiB' stderr.txt && ! grep -q 'decode copy 0\.0 MiB' stderr.txt ||
@@ -102,7 +103,8 @@ expect_error top-p-range '--top-p must be in \(0, 1\]' generate "$base" --text h
 expect_error temperature-neg '--temperature must be >= 0' generate "$base" --text hi --temperature -1
 expect_error temperature-nan '--temperature needs a number' generate "$base" --text hi --temperature nan
 expect_error noise-seed '--noise-seed .* needs --protect' generate "$base" --text hi --noise-seed 3
-expect_error decode-weights "--decode-weights.*auto, mapped or copy" generate "$base" --text hi --decode-weights fast
+expect_error decode-weights "--decode-weights.*auto, mapped or copy" generate "$base" --text hi \
+  --decode-weights fast
 expect_error max-new '--max-new-tokens must be between' generate "$base" --text hi --max-new-tokens 0
 expect_error not-a-causal-lm 'config.json' generate "$demo" --text hi
 expect_error mismatched-sgt "llama_mha/config.json.*was not made for this base model" generate "$base" \

@@ -8,8 +8,8 @@
 // transposes and the single chain per output cap it near 20 GB/s even from L1 (bench/README.md).
 // In feature blocks the weights are already in the order the chains consume them: on AVX2 one
 // token against 128 x 2048 weights held in L2 streams at 57-91 GB/s instead of 12-18 (Zen 4),
-// and from memory at the memory's speed. Each output is still one chain of multiply-adds in the order of k, so the bits are
-// those of row-major W (tests/test_kernels_matmul.cpp).
+// and from memory at the memory's speed. Each output is still one chain of multiply-adds in the
+// order of k, so the bits are those of row-major W (tests/test_kernels_matmul.cpp).
 //
 // The layout, for W [N, K] of F32 or BF16 (F16 has no narrow path and stays row-major):
 //   - features are cut into blocks of kFeatureBlock (64; the last block is padded with zero
