@@ -1,14 +1,19 @@
 # sgt::dispatch (include/sgt/dispatch/dispatch.hpp): the kernels compiled once per instruction set,
 # the best one the CPU runs chosen at run time.
 #
-#   sgt_add_dispatch_library(<name> [EXCLUDE_FROM_ALL] [COMPILE_OPTIONS <option>...])
+#   sgt_add_dispatch_library(<name> [EXCLUDE_FROM_ALL] [ISAS <isa>...]
+#                            [COMPILE_OPTIONS <option>...])
 #
 # creates a static library <name> from generated translation units: one per instruction set
 # (include/sgt/dispatch/variant_impl.hpp, compiled with that instruction set's -march) and the
 # selector (dispatch_impl.hpp, compiled for the baseline). Linking it defines SGT_DISPATCH for the
 # linking target, whose own code must then be compiled for the baseline (no -march=native), or
-# it would not run everywhere the library does. COMPILE_OPTIONS go to the library's own sources
-# (warnings, say); a -march among them would defeat the point.
+# it would not run everywhere the library does. ISAS narrows the variants to some of
+# sgt_dispatch_isas() (default: all of them); it must keep the baseline, the first, so that the
+# library runs wherever its callers do. Each variant is tens of seconds of CPU to compile, and one
+# that no target CPU has is never run. The target's property SGT_DISPATCH_ISAS lists the variants
+# it has, lowest first. COMPILE_OPTIONS go to the library's own sources (warnings, say); a -march
+# among them would defeat the point.
 #
 # The variants are listed lowest first, which is also their order in the archive: a function that
 # several variants compile outside the instruction-set namespaces (a standard-library template,
@@ -44,11 +49,32 @@ function(sgt_dispatch_isa_options isa out)
 endfunction()
 
 function(sgt_add_dispatch_library name)
-  cmake_parse_arguments(arg "EXCLUDE_FROM_ALL" "" "COMPILE_OPTIONS" ${ARGN})
-  sgt_dispatch_isas(isas)
-  if(NOT isas)
+  cmake_parse_arguments(arg "EXCLUDE_FROM_ALL" "" "ISAS;COMPILE_OPTIONS" ${ARGN})
+  sgt_dispatch_isas(all_isas)
+  if(NOT all_isas)
     message(FATAL_ERROR "sgt::dispatch has no instruction-set variants for processor "
                         "'${CMAKE_SYSTEM_PROCESSOR}' (x86_64 and aarch64 have)")
+  endif()
+  set(isas ${all_isas})
+  if(arg_ISAS)
+    # Lowest first whatever order they were given in (the archive order matters, see above).
+    set(isas "")
+    foreach(isa IN LISTS all_isas)
+      if(isa IN_LIST arg_ISAS)
+        list(APPEND isas ${isa})
+      endif()
+    endforeach()
+    foreach(isa IN LISTS arg_ISAS)
+      if(NOT isa IN_LIST all_isas)
+        message(FATAL_ERROR "sgt_add_dispatch_library(${name}): ISAS names '${isa}', not an "
+                            "instruction set of processor '${CMAKE_SYSTEM_PROCESSOR}' (${all_isas})")
+      endif()
+    endforeach()
+    list(GET all_isas 0 baseline)
+    if(NOT baseline IN_LIST isas)
+      message(FATAL_ERROR "sgt_add_dispatch_library(${name}): ISAS must keep the baseline "
+                          "'${baseline}', which every CPU of the processor runs")
+    endif()
   endif()
   set(dir ${CMAKE_CURRENT_BINARY_DIR}/${name}_sources)
   set(best_first "")
@@ -74,5 +100,5 @@ function(sgt_add_dispatch_library name)
   target_link_libraries(${name} PUBLIC sgt::sgt)
   target_compile_definitions(${name} INTERFACE SGT_DISPATCH)
   target_compile_options(${name} PRIVATE ${arg_COMPILE_OPTIONS})
-  set_target_properties(${name} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+  set_target_properties(${name} PROPERTIES POSITION_INDEPENDENT_CODE ON SGT_DISPATCH_ISAS "${isas}")
 endfunction()

@@ -1,6 +1,5 @@
 // Prints the instruction sets of sgt::dispatch that this machine runs, as a CMake list
-// ("sse2;avx2;"): tests/CMakeLists.txt runs it at configure time and builds the header-only
-// programs of tests/dispatch only for those, since check_dispatch.sh runs no other.
+// ("sse2;avx2;"): cmake/sgtHostIsas.cmake runs it at configure time.
 #include <cstdio>
 
 #include <sgt/dispatch/cpu_features.hpp>
