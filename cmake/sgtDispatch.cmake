@@ -31,6 +31,18 @@ function(sgt_dispatch_isas out)
   endif()
 endfunction()
 
+# sgt_dispatch_isas_in(<out> <isa>...): those of sgt_dispatch_isas() among <isa>..., lowest first.
+function(sgt_dispatch_isas_in out)
+  sgt_dispatch_isas(all)
+  set(kept "")
+  foreach(isa IN LISTS all)
+    if(isa IN_LIST ARGN)
+      list(APPEND kept ${isa})
+    endif()
+  endforeach()
+  set(${out} "${kept}" PARENT_SCOPE)
+endfunction()
+
 # The compile options of one variant: the psABI level (x86-64, -v3, -v4) it is named after.
 function(sgt_dispatch_isa_options isa out)
   if(isa STREQUAL "sse2")
@@ -58,16 +70,12 @@ function(sgt_add_dispatch_library name)
   set(isas ${all_isas})
   if(arg_ISAS)
     # Lowest first whatever order they were given in (the archive order matters, see above).
-    set(isas "")
-    foreach(isa IN LISTS all_isas)
-      if(isa IN_LIST arg_ISAS)
-        list(APPEND isas ${isa})
-      endif()
-    endforeach()
+    sgt_dispatch_isas_in(isas ${arg_ISAS})
     foreach(isa IN LISTS arg_ISAS)
       if(NOT isa IN_LIST all_isas)
         message(FATAL_ERROR "sgt_add_dispatch_library(${name}): ISAS names '${isa}', not an "
-                            "instruction set of processor '${CMAKE_SYSTEM_PROCESSOR}' (${all_isas})")
+                            "instruction set of processor '${CMAKE_SYSTEM_PROCESSOR}' "
+                            "(${all_isas})")
       endif()
     endforeach()
     list(GET all_isas 0 baseline)

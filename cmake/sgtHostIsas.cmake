@@ -12,7 +12,8 @@ function(sgt_host_isas out)
     return()
   endif()
   if(NOT DEFINED CACHE{SGT_HOST_ISAS_PROBED})
-    try_run(rc compiled ${CMAKE_BINARY_DIR}/sgt_host_isas ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/host_isas.cpp
+    try_run(rc compiled ${CMAKE_BINARY_DIR}/sgt_host_isas
+      ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/host_isas.cpp
       CMAKE_FLAGS "-DINCLUDE_DIRECTORIES=${PROJECT_SOURCE_DIR}/include"
       CXX_STANDARD 17
       RUN_OUTPUT_VARIABLE runs)
@@ -21,12 +22,7 @@ function(sgt_host_isas out)
       message(WARNING "cmake/host_isas.cpp did not run; taking every instruction set as runnable")
       set(runs ${all})
     endif()
-    set(host "")
-    foreach(isa IN LISTS all)
-      if(isa IN_LIST runs)
-        list(APPEND host ${isa})
-      endif()
-    endforeach()
+    sgt_dispatch_isas_in(host ${runs})
     set(SGT_HOST_ISAS_PROBED "${host}" CACHE INTERNAL "sgt_host_isas()")
   endif()
   set(${out} "${SGT_HOST_ISAS_PROBED}" PARENT_SCOPE)

@@ -71,7 +71,8 @@ for isa in "${isas[@]}"; do
   if [ $header_only -eq 1 ]; then
     "${prefix}_$isa" "$bf16_model" 8 auto "$work/auto_precision.bin" > "$work/auto.out" 2>&1
     grep -qx "precision auto: $want" "$work/auto.out" ||
-      failed "header-only $isa, auto precision on bf16 weights: expected $want, got $(cat "$work/auto.out")"
+      failed "header-only $isa, auto precision on bf16 weights: expected $want," \
+             "got $(cat "$work/auto.out")"
   fi
   if [ -n "${SGT_TOOL:-}" ]; then
     SGT_ISA=$isa "$SGT_TOOL" info "$src/examples/models/demo" > "$work/tool_info.out" 2>&1
