@@ -218,20 +218,21 @@ TEST_CASE("prefill, 8 decode steps and a second turn equal HF's full-sequence lo
   }
 }
 
-// LogitsFor::Last prunes the last layer to the last token of each sequence after its attention
-// (CachedDecoderLayer::forward_last_tokens). The pruned steps are per row and the matmul gives a
-// row the same bits alone as in a batch, so the logits must be exactly the matching rows of an
-// unpruned (All) run, and the cache exactly its cache. T = 40 spans several matmul token tiles
-// (kTileTokens is 16 or 32); T = 1 is the unpruned decode path, checked the same way.
-// The case below runs over 1000 combinations. Sanitizer builds and emulated ones (qemu, 10-40x
-// slower) run each (threads, B) pair on a quarter of the (T, turn) pairs, in turn: every model,
-// precision, kernel set, length and turn is still run, with both thread counts and both batches.
+// The LogitsFor::Last case below runs over 1000 combinations. Sanitizer builds and emulated ones
+// (qemu, 10-40x slower) run each (threads, B) pair on a quarter of the (T, turn) pairs, in turn:
+// every model, precision, kernel set, length and turn is still run, with both thread counts and
+// both batches.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(SGT_TEST_EMULATED)
 constexpr bool kEveryLastCase = false;
 #else
 constexpr bool kEveryLastCase = true;
 #endif
 
+// LogitsFor::Last prunes the last layer to the last token of each sequence after its attention
+// (CachedDecoderLayer::forward_last_tokens). The pruned steps are per row and the matmul gives a
+// row the same bits alone as in a batch, so the logits must be exactly the matching rows of an
+// unpruned (All) run, and the cache exactly its cache. T = 40 spans several matmul token tiles
+// (kTileTokens is 16 or 32); T = 1 is the unpruned decode path, checked the same way.
 TEST_CASE("LogitsFor::Last gives the bits of All's last rows and the same cache, for every model") {
   const std::size_t kMaxLen = 48, kHistory = 5, kTurnStart = 3;
   for (const char* model : {"llama", "llama_bf16", "mistral", "qwen2_sharded", "qwen3_tied",
