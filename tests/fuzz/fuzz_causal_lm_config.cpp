@@ -9,17 +9,18 @@
 #include "sgt/core/log.hpp"
 #include "sgt/lm/config_json.hpp"
 
+namespace fuzz_causal_lm_config {
+
 // Unknown keys are warnings (transformers ignores them too); fuzzed configs are full of them, and
 // printing each one would make stderr the bottleneck. The messages are still built.
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
+void initialize() {
   sgt::set_log_handler([](const std::string& message) {
     volatile std::size_t n = message.size();
     (void)n;
   });
-  return 0;
 }
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+int one_input(const std::uint8_t* data, std::size_t size) {
   const std::string path = sgt_fuzz::write_scratch_file("config.json", data, size);
   try {
     (void)sgt::load_causal_lm_config(path);
@@ -27,3 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_causal_lm_config", one_input, initialize);
+
+}  // namespace fuzz_causal_lm_config

@@ -7,7 +7,9 @@
 #include "sgt/core/error.hpp"
 #include "sgt/model/config_json.hpp"
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+namespace fuzz_config {
+
+int one_input(const std::uint8_t* data, std::size_t size) {
   const std::string path = sgt_fuzz::write_scratch_file("config.json", data, size);
   try {
     (void)sgt::load_model_config(path);
@@ -15,3 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_config", one_input);
+
+}  // namespace fuzz_config

@@ -13,7 +13,9 @@
 #include "sgt/core/error.hpp"
 #include "sgt/io/gguf.hpp"
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+namespace fuzz_gguf {
+
+int one_input(const std::uint8_t* data, std::size_t size) {
   const std::string path = sgt_fuzz::write_scratch_file("input.gguf", data, size);
   try {
     const sgt::GgufFile file(path);
@@ -36,3 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_gguf", one_input);
+
+}  // namespace fuzz_gguf

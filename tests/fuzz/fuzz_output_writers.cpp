@@ -12,7 +12,11 @@
 #include <nlohmann/json.hpp>
 #include <sgt/sgt.hpp>
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+#include "fuzz_support.hpp"
+
+namespace fuzz_output_writers {
+
+int one_input(const std::uint8_t* data, std::size_t size) {
   if (size < 4) return 0;
   const sgt::DType dtype = data[0] % 3 == 0   ? sgt::DType::F32
                            : data[0] % 3 == 1 ? sgt::DType::BF16
@@ -41,3 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_output_writers", one_input);
+
+}  // namespace fuzz_output_writers

@@ -9,6 +9,8 @@
 #include "sgt/core/error.hpp"
 #include "sgt/io/safetensors.hpp"
 
+namespace fuzz_safetensors {
+
 namespace {
 
 float sum_of(const sgt::AnyTensorView& t) {
@@ -32,7 +34,7 @@ float sum_of(const sgt::AnyTensorView& t) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+int one_input(const std::uint8_t* data, std::size_t size) {
   const std::string path = sgt_fuzz::write_scratch_file("input.safetensors", data, size);
   try {
     sgt::SafetensorsFile file(path);
@@ -49,3 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_safetensors", one_input);
+
+}  // namespace fuzz_safetensors

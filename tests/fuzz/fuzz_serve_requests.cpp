@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "fuzz_support.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/io/base64.hpp"
 #include "sgt/io/torch_pt_reader.hpp"
@@ -14,7 +15,9 @@
 #include "sgt/serve/completion_request.hpp"
 #include "sgt/serve/sse_reader.hpp"
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+namespace fuzz_serve_requests {
+
+int one_input(const std::uint8_t* data, std::size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   try {
     (void)sgt::serve::parse_chat_request(text);
@@ -51,3 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_serve_requests", one_input);
+
+}  // namespace fuzz_serve_requests

@@ -9,6 +9,8 @@
 #include "sgt/core/error.hpp"
 #include "sgt/io/tensor_store.hpp"
 
+namespace fuzz_shard_index {
+
 namespace {
 
 const std::filesystem::path& model_dir() {
@@ -28,7 +30,7 @@ const std::filesystem::path& model_dir() {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+int one_input(const std::uint8_t* data, std::size_t size) {
   const std::filesystem::path dir = model_dir();
   sgt_fuzz::write_scratch_file("sharded/model.safetensors.index.json", data, size);
   try {
@@ -38,3 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_shard_index", one_input);
+
+}  // namespace fuzz_shard_index

@@ -5,11 +5,14 @@
 #include <cstdint>
 #include <string>
 
+#include "fuzz_support.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/text/chat/chat_input.hpp"
 #include "sgt/text/chat/chat_template.hpp"
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+namespace fuzz_text_chat_json {
+
+int one_input(const std::uint8_t* data, std::size_t size) {
   static const sgt::text::ChatTemplate kTemplate(
       "{% for m in messages %}{{ m.role }}:{{ m.content|string|trim }}|{{ m|tojson }}|"
       "{% for k, v in m.items() %}{{ k }}={{ v }};{% endfor %}\n{% endfor %}{{ tools|tojson(indent=2) }}",
@@ -27,3 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_text_chat_json", one_input);
+
+}  // namespace fuzz_text_chat_json

@@ -13,9 +13,12 @@
 #include <cstdint>
 #include <string>
 
+#include "fuzz_support.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/text/chat/chat_input.hpp"
 #include "sgt/text/chat/chat_template.hpp"
+
+namespace fuzz_text_chat_template {
 
 namespace {
 const char kDefaultChat[] =
@@ -27,7 +30,7 @@ const char kDefaultChat[] =
         "add_generation_prompt": true, "extra_context": {"enable_thinking": false}})";
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+int one_input(const std::uint8_t* data, std::size_t size) {
   const std::string input(reinterpret_cast<const char*>(data), size);
   const std::size_t nul = input.find('\0');
   const std::string source = input.substr(0, nul);
@@ -56,3 +59,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_text_chat_template", one_input);
+
+}  // namespace fuzz_text_chat_template

@@ -21,6 +21,10 @@
 
 #include <sgt/text/tokenizer/tokenizer.hpp>
 
+#include "fuzz_support.hpp"
+
+namespace fuzz_text_tokenizer {
+
 namespace {
 
 using nlohmann::json;
@@ -220,7 +224,7 @@ void exercise(const sgt::text::Tokenizer& tok, std::string_view text) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+int one_input(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   const std::uint8_t mode = data[0];
   const std::string_view rest(reinterpret_cast<const char*>(data + 1), size - 1);
@@ -240,3 +244,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_text_tokenizer", one_input);
+
+}  // namespace fuzz_text_tokenizer

@@ -27,6 +27,10 @@
 
 #include <sgt/text/tokenizer/tokenizer.hpp>
 
+#include "fuzz_support.hpp"
+
+namespace fuzz_text_tokenizer_json {
+
 namespace {
 
 using nlohmann::json;
@@ -57,7 +61,7 @@ bool valid(std::string_view s) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+int one_input(const std::uint8_t* data, std::size_t size) {
   const std::vector<std::string_view> f =
       fields_of(std::string_view(reinterpret_cast<const char*>(data), size));
   auto field = [&](std::size_t i) { return i < f.size() ? std::string(f[i]) : std::string(); };
@@ -109,3 +113,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_text_tokenizer_json", one_input);
+
+}  // namespace fuzz_text_tokenizer_json

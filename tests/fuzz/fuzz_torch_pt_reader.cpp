@@ -6,11 +6,14 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "fuzz_support.hpp"
 #include "sgt/core/dtype.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/io/torch_pt_reader.hpp"
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+namespace fuzz_torch_pt_reader {
+
+int one_input(const std::uint8_t* data, std::size_t size) {
   sgt::TorchReadLimits limits;
   limits.max_elements = std::size_t{1} << 16;
   try {
@@ -24,3 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_torch_pt_reader", one_input);
+
+}  // namespace fuzz_torch_pt_reader

@@ -3,13 +3,20 @@
 #include <cstdint>
 #include <string>
 
+#include "fuzz_support.hpp"
 #include "sgt/core/error.hpp"
 #include "sgt/io/transform_input.hpp"
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+namespace fuzz_transform_input {
+
+int one_input(const std::uint8_t* data, std::size_t size) {
   try {
     (void)sgt::parse_transform_input_text(std::string(reinterpret_cast<const char*>(data), size));
   } catch (const sgt::Error&) {
   }
   return 0;
 }
+
+const sgt_fuzz::Register registered("fuzz_transform_input", one_input);
+
+}  // namespace fuzz_transform_input
