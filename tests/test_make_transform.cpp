@@ -228,7 +228,10 @@ TEST_CASE("make_transform: the trunk's config describes the base's first K layer
   const std::pair<const char*, std::size_t> bases[] = {
       {"gemma3_text", 2}, {"gemma3_text", 1}, {"smollm3", 2}, {"qwen2_sliding", 1},
       {"gemma2", 1}, {"phi3", 1}, {"llama", 1}};
-  for (const auto& [name, K] : bases) {
+  for (const auto& base_and_k : bases) {
+    // Not a structured binding: CAPTURE's lambda may not capture one in C++17 (clang refuses it).
+    const char* const name = base_and_k.first;
+    const std::size_t K = base_and_k.second;
     CAPTURE(name);
     CAPTURE(K);
     const std::string base = std::string(SGT_TEST_DATA_DIR) + "/causal_lm/" + name;

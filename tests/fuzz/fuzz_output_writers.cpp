@@ -38,7 +38,10 @@ int one_input(const std::uint8_t* data, std::size_t size) {
       sequences.push_back(sgt::encode_tensor(dtype, {H ? row.size() / H : 0, H}, row.data()));
     const auto pt = sgt::torch_save_bytes(sequences, name.empty() ? "archive" : name);
     if (pt.size() < 22 || pt[pt.size() - 22] != 'P' || pt[pt.size() - 21] != 'K') std::abort();
-    const std::string body = sgt::vllm_completions_body({name, 1 + size % 100}, sequences);
+    sgt::VllmCompletionsRequest request;
+    request.model = name;
+    request.max_tokens = 1 + size % 100;
+    const std::string body = sgt::vllm_completions_body(request, sequences);
     const auto j = nlohmann::json::parse(body);
     if (j.at("model").get<std::string>() != name) std::abort();
   } catch (const sgt::Error&) {
