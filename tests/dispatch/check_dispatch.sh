@@ -14,7 +14,8 @@
 #   check_dispatch.sh DISPATCHED_PROGRAM HEADER_ONLY_PREFIX SOURCE_DIR WORK_DIR ISA...
 # HEADER_ONLY_PREFIX_<isa> is the header-only build for <isa>; ISA... the compiled ones, best first.
 # SGT_DISPATCH_NO_HEADER_ONLY=<why> leaves out what needs the header-only builds (the sanitizer
-# builds do not make them), SGT_DISPATCH_NO_QEMU=<why> the emulated CPUs.
+# builds and SGT_TEST_DISPATCH_HEADER_ONLY=OFF do not make them), SGT_DISPATCH_NO_QEMU=<why> the
+# emulated CPUs.
 set -uo pipefail
 # The caller's SGT_ISA (a whole ctest run under SGT_ISA=avx2) must not reach the runs that test the
 # automatic choice or the emulated CPUs.
@@ -39,8 +40,8 @@ for isa in "${isas[@]}"; do
   grep -qx "kernels: $isa" "$work/probe.out" || failed "SGT_ISA=$isa ran $(cat "$work/probe.out")"
   header_only=1
   if [ -n "${SGT_DISPATCH_NO_HEADER_ONLY:-}" ]; then
-    # The sanitizer builds: the dispatched runs still go through the sanitizer; the bits of the
-    # header-only builds are compared by the plain builds.
+    # The sanitizer builds (the dispatched runs still go through the sanitizer) and the x86-64
+    # preset: the bits of the header-only builds are compared by the ci build.
     header_only=0
     echo "$isa: header-only comparison skipped: ${SGT_DISPATCH_NO_HEADER_ONLY}"
   elif [ ! -x "${prefix}_$isa" ]; then
