@@ -519,6 +519,19 @@ TEST_CASE("longrope: each call picks short or long factors by where it ends, as 
                                                  e.greedy_ids_embeds.begin() + (b + 1) * G));
 }
 
+// Where DecodeWeights::Auto makes the copy: with the kernels whose narrow path measured faster on
+// the copy (AVX2 and SSE2, bench/RESULTS.md), not where it measured no faster (AVX-512) or was not
+// measured (NEON). Copy and Mapped do what they say everywhere.
+TEST_CASE("DecodeWeights::Auto makes the decode copy with the AVX2 and SSE2 kernels only") {
+  for (const char* isa : {"sse2", "avx2", "avx512", "avx512bf16", "neon64"}) {
+    CAPTURE(isa);
+    const bool copies = std::string(isa) == "sse2" || std::string(isa) == "avx2";
+    CHECK(sgt::wants_decode_copy(sgt::DecodeWeights::Auto, isa) == copies);
+    CHECK(sgt::wants_decode_copy(sgt::DecodeWeights::Copy, isa));
+    CHECK_FALSE(sgt::wants_decode_copy(sgt::DecodeWeights::Mapped, isa));
+  }
+}
+
 TEST_CASE("the decode copy of the weights gives the logits of the stored weights, bit for bit") {
   // CausalLM::copy_decode_weights: a prefill of 7 tokens (the stored weights, the tile) and 3
   // decode steps (the copy in feature blocks, the narrow path), at every precision the weights

@@ -71,7 +71,7 @@ void declare(CLI::App& app, GenerateArgs& g) {
   add_value_flag(app, "--decode-weights", "auto|mapped|copy",
                  "what decode steps read: a copy of the weights in feature blocks (about their "
                  "size in extra memory) or the mapped file (default auto: the copy with the AVX2 "
-                 "kernels, where it is faster)",
+                 "and SSE2 kernels, where it is faster)",
                  [&g](const std::string& v) {
                    g.decode_weights = parse_enum("--decode-weights", v, sgt::kDecodeWeightsNames);
                  });
