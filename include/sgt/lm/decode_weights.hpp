@@ -32,7 +32,7 @@ inline const char* decode_weights_name(DecodeWeights d) noexcept {
 // `kernels_isa` (KernelTable::isa): the AVX2 and SSE2 ones, whose narrow path on row-major weights
 // is bound by its transposes rather than by memory (bench/RESULTS.md, on an AVX2-only Zen 3: with
 // AVX2, decode at 0.76-0.89x of llama.cpp's tokens/s without the copy, 1.06-1.17x with it; with
-// SSE2, 1.40-1.62x the tokens/s without it; 1 and 2 threads). With AVX-512 the narrow path already
+// SSE2, 1.38-1.62x the tokens/s without it; 1 and 2 threads). With AVX-512 the narrow path already
 // reads at the memory's speed and the copy measured no faster (Zen 4); NEON is not measured, so it
 // keeps the stored weights and spares the memory.
 inline bool decode_copy_pays(const char* kernels_isa) noexcept {
