@@ -21,6 +21,7 @@
 
 #include "support/enum_table_check.hpp"
 #include "support/kernel_harness.hpp"
+#include "support/slow_run.hpp"
 #include "support/stored_tensor.hpp"
 
 // Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
@@ -222,11 +223,7 @@ TEST_CASE("prefill, 8 decode steps and a second turn equal HF's full-sequence lo
 // (qemu, 10-40x slower) run each (threads, B) pair on a quarter of the (T, turn) pairs, in turn:
 // every model, precision, kernel set, length and turn is still run, with both thread counts and
 // both batches.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(SGT_TEST_EMULATED)
-constexpr bool kEveryLastCase = false;
-#else
-constexpr bool kEveryLastCase = true;
-#endif
+constexpr bool kEveryLastCase = !sgt_test::kSlowRun;
 
 // LogitsFor::Last prunes the last layer to the last token of each sequence after its attention
 // (CachedDecoderLayer::forward_last_tokens). The pruned steps are per row and the matmul gives a

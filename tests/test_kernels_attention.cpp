@@ -23,6 +23,7 @@
 
 #include "support/allocation_counter.hpp"
 #include "support/kernel_harness.hpp"
+#include "support/slow_run.hpp"
 
 namespace {
 
@@ -383,11 +384,7 @@ TEST_CASE("flash_attention at S = 32768 allocates nothing and matches a double-p
   // Full causal attention at S = 32768 is 137 GFLOP: seconds in an optimized build. Sanitizer
   // builds and emulated ones (qemu, SGT_TEST_EMULATED) run the same length with a 512-key window
   // (4 GFLOP).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(SGT_TEST_EMULATED)
-  const std::size_t window = 512;
-#else
-  const std::size_t window = 0;
-#endif
+  const std::size_t window = sgt_test::kSlowRun ? 512 : 0;
   Problem p = random_problem(shape, {0.125f, true, window}, 31);
   p.mask.assign(shape.seq_len, 1);
   std::fill(p.mask.begin(), p.mask.begin() + 3, 0);

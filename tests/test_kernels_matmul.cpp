@@ -23,6 +23,7 @@
 #include <sgt/kernels/matmul.hpp>
 
 #include "support/kernel_harness.hpp"
+#include "support/slow_run.hpp"
 #include "support/stored_tensor.hpp"
 
 // Everything in this file is in its own namespace: tests/CMakeLists.txt compiles it in one
@@ -219,11 +220,7 @@ TEST_CASE("matmul is bit-identical for 1, 2 and 3 threads, and for a row compute
   // Several token blocks (T > 256), feature chunks (N > 96) and K blocks (K > 2048). Sanitizer
   // builds and emulated ones (qemu, where this case took 73 s) keep N to two or three chunks of
   // kChunkGroups x kTileFeatures (48 or 64) and a remainder.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(SGT_TEST_EMULATED)
-  const std::size_t t = 261, kk = 2100, n = 99;
-#else
-  const std::size_t t = 261, kk = 2100, n = 203;
-#endif
+  const std::size_t t = 261, kk = 2100, n = sgt_test::kSlowRun ? 99 : 203;
   const std::vector<float> x = uniform_values(t * kk, rng);
   const TensorView<const float> xv(x.data(), {t, kk});
   for (sgt::Precision precision : {sgt::Precision::F32, sgt::Precision::Bf16})

@@ -17,6 +17,7 @@
 #include <sgt/sgt.hpp>
 
 #include "support/kernel_harness.hpp"
+#include "support/slow_run.hpp"
 
 namespace fs = std::filesystem;
 
@@ -175,11 +176,7 @@ TEST_CASE("every e2e case matches the PyTorch reference") {
 // Sanitizer builds and emulated ones (qemu) run each case below with one of the two precisions, in
 // turn: both still run, each on half the cases, every case with 1, 2 and 3 threads and a reused
 // workspace. Under qemu the full product was 47 s, the longest test case of the aarch64 stage.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(SGT_TEST_EMULATED)
-constexpr bool kEveryPrecisionOfEachCase = false;
-#else
-constexpr bool kEveryPrecisionOfEachCase = true;
-#endif
+constexpr bool kEveryPrecisionOfEachCase = !sgt_test::kSlowRun;
 
 TEST_CASE("results are bit-identical for 1, 2 and 3 threads and with a reused workspace") {
   const std::vector<fs::path> all = cases();
